@@ -1,0 +1,124 @@
+//! Database access as a principal.
+//!
+//! API traffic logs in as `authenticator` (NOINHERIT, member of anon, authenticated
+//! and service_role) and every unit of work runs in a transaction that first does
+//! `SET LOCAL ROLE`, sets `request.jwt.claims` and a `statement_timeout` — so
+//! PostgreSQL row-level security decides what the caller sees, and nothing the
+//! caller sends can change role or claims afterwards (the closure gets no way to
+//! issue SQL text of the caller's choosing; each API builds its own statements).
+
+use crate::Principal;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures::future::BoxFuture;
+use std::time::Duration;
+use tokio_postgres::{Client, NoTls};
+
+/// Errors of a principal's database work.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection could be had in time (pool exhausted or database down).
+    #[error("database unavailable: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// PostgreSQL refused the statement (carries SQLSTATE for the API to map).
+    #[error(transparent)]
+    Pg(#[from] tokio_postgres::Error),
+}
+
+/// Settings of a connection pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Most connections the pool opens.
+    pub max_size: usize,
+    /// How long a request waits for a free connection before failing.
+    pub wait_timeout: Duration,
+    /// `application_name` shown in `pg_stat_activity`.
+    pub application_name: &'static str,
+}
+
+/// Builds a lazily-connecting pool. Connections are opened on first use, so a
+/// database that is down at start does not stop the server from starting.
+pub fn pool(cfg: tokio_postgres::Config, settings: &PoolSettings) -> anyhow::Result<Pool> {
+    let mut cfg = cfg;
+    cfg.application_name(settings.application_name);
+    cfg.connect_timeout(Duration::from_secs(5));
+    let mgr = Manager::from_config(
+        cfg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(mgr)
+        .max_size(settings.max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(settings.wait_timeout))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()?)
+}
+
+const SET_PRINCIPAL: &str = "SELECT set_config('role', $1, true), \
+     set_config('request.jwt.claims', $2, true), \
+     set_config('statement_timeout', $3, true)";
+
+/// Removes the connection from the pool unless the transaction finished: a future
+/// dropped mid-transaction (client went away, timeout) must never hand a connection
+/// that is still inside someone's role and claims back to the pool.
+struct Guard(Option<deadpool_postgres::Object>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(obj) = self.0.take() {
+            drop(deadpool_postgres::Object::take(obj));
+        }
+    }
+}
+
+/// Runs `work` in one transaction as `principal`, with `statement_timeout` set to
+/// `timeout`. The role/claims/timeout setup is pipelined with `BEGIN`, so it costs
+/// one round trip. Commits when `work` returns `Ok`, rolls back otherwise.
+pub async fn as_principal<T, F>(
+    pool: &Pool,
+    principal: &Principal,
+    timeout: Duration,
+    work: F,
+) -> Result<T, DbError>
+where
+    F: for<'c> FnOnce(&'c Client) -> BoxFuture<'c, Result<T, DbError>>,
+{
+    let obj = pool.get().await?;
+    let mut guard = Guard(Some(obj));
+    let client: &Client = guard.0.as_ref().expect("guard holds the connection");
+    let stmt = guard
+        .0
+        .as_ref()
+        .expect("guard holds the connection")
+        .prepare_cached(SET_PRINCIPAL)
+        .await?;
+    let ms = timeout.as_millis().max(1).to_string();
+    let role = principal.role.as_str();
+    let claims: &str = &principal.claims_json;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&role, &claims, &ms];
+    tokio::try_join!(
+        client.batch_execute("BEGIN"),
+        client.query_one(&stmt, &params)
+    )?;
+    let result = work(client).await;
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    match client.batch_execute(end).await {
+        Ok(()) => {
+            // Finished cleanly: hand the connection back to the pool.
+            drop(guard.0.take());
+            result
+        }
+        Err(e) => result.and(Err(e.into())),
+    }
+}
+
+/// The SQLSTATE of a database error, if PostgreSQL sent one.
+pub fn sqlstate(e: &DbError) -> Option<&str> {
+    match e {
+        DbError::Pg(e) => e.code().map(|c| c.code()),
+        DbError::Pool(_) => None,
+    }
+}

@@ -1,0 +1,18 @@
+//! Capabilities shared by Wasmbase's HTTP APIs and (later) its WebAssembly guests.
+//!
+//! Every rule about *who* is calling (keys, JWTs, the resulting [`Principal`]) and
+//! *how* the database is reached on their behalf ([`db::as_principal`]) lives here, so
+//! the `/rest`, `/auth`, `/storage` APIs and the guest bindings cannot drift apart.
+//! This crate never depends on the `wasmbase` runtime crate.
+
+pub mod audit;
+pub mod auth_error;
+pub mod db;
+pub mod gate;
+pub mod jwt;
+pub mod keys;
+pub mod listen;
+pub mod principal;
+
+pub use auth_error::AuthError;
+pub use principal::{Principal, Role};

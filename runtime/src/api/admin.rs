@@ -1,0 +1,143 @@
+//! `/admin/v1`: service-only platform administration. For now: API keys.
+//!
+//! `GET /admin/v1/keys`, `POST /admin/v1/keys {kind, name}`,
+//! `POST /admin/v1/keys/{id}/rotate`, `DELETE /admin/v1/keys/{id}`.
+//! The same host-api functions back the `wasmbase keys` CLI.
+
+use crate::server::caller::Caller;
+use crate::server::error::ApiError;
+use crate::server::state::AppState;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+use wasmbase_host_api::keys::{self, KeyKind};
+use wasmbase_host_api::Principal;
+
+/// Routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/v1/keys", get(list).post(create))
+        .route("/admin/v1/keys/{id}/rotate", post(rotate))
+        .route("/admin/v1/keys/{id}", axum::routing::delete(revoke))
+}
+
+/// Only the service role (secret key, service_role JWT) administers the platform.
+fn require_service(p: &Principal) -> Result<(), ApiError> {
+    if p.is_service() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "This endpoint needs a secret key or a service_role token",
+        ))
+    }
+}
+
+/// Who to name in the audit log.
+pub fn actor(p: &Principal) -> String {
+    match p.user_id() {
+        Some(sub) => format!("user:{sub}"),
+        None => format!("key:{}", p.role.as_str()),
+    }
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id)
+        .map_err(|_| ApiError::bad_request("invalid_id", "The key id must be a UUID"))
+}
+
+async fn list(State(st): State<AppState>, Caller(p): Caller) -> Result<Json<Value>, ApiError> {
+    require_service(&p)?;
+    let c = st
+        .system
+        .get()
+        .await
+        .map_err(wasmbase_host_api::db::DbError::from)?;
+    let keys = keys::list(&**c).await.map_err(ApiError::internal)?;
+    Ok(Json(json!(keys)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    kind: String,
+    #[serde(default)]
+    name: String,
+}
+
+async fn create(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    body: Result<Json<CreateBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require_service(&p)?;
+    let Json(body) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+    let kind = KeyKind::parse(&body.kind).ok_or_else(|| {
+        ApiError::bad_request("invalid_kind", "kind must be 'publishable' or 'secret'")
+    })?;
+    if body.name.len() > 100 {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "name is at most 100 characters",
+        ));
+    }
+    let c = st
+        .system
+        .get()
+        .await
+        .map_err(wasmbase_host_api::db::DbError::from)?;
+    let (info, key) = keys::create(&**c, kind, &body.name, &actor(&p))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "key": key, "info": info })),
+    ))
+}
+
+async fn rotate(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_service(&p)?;
+    let id = parse_id(&id)?;
+    let mut c = st
+        .system
+        .get()
+        .await
+        .map_err(wasmbase_host_api::db::DbError::from)?;
+    match keys::rotate(&mut c, id, &actor(&p))
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Some((info, key)) => Ok(Json(json!({ "key": key, "info": info }))),
+        None => Err(ApiError::not_found("No active key with that id")),
+    }
+}
+
+async fn revoke(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_service(&p)?;
+    let id = parse_id(&id)?;
+    let c = st
+        .system
+        .get()
+        .await
+        .map_err(wasmbase_host_api::db::DbError::from)?;
+    match keys::revoke(&**c, id, &actor(&p))
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Some(info) => Ok(Json(json!(info))),
+        None => Err(ApiError::not_found("No active key with that id")),
+    }
+}

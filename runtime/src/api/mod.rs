@@ -1,0 +1,5 @@
+//! The HTTP APIs, one module each, all shaped routes → parse → plan/logic → exec →
+//! response, all taking their `Principal` from `server::caller`.
+
+pub mod admin;
+pub mod platform;

@@ -1,0 +1,117 @@
+//! Command-line interface. Every command has a one-line `--help` saying what it does.
+
+mod dev;
+mod keys;
+mod migrate;
+pub(crate) mod serve;
+mod status;
+mod token;
+
+use crate::config::{Config, Mode};
+use crate::project;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Wasmbase: a Supabase-compatible backend with WebAssembly functions, in one binary.
+#[derive(Parser)]
+#[command(name = "wasmbase", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything locally: private PostgreSQL under .wasmbase/, no config needed.
+    Dev(dev::Args),
+    /// Run in production from wasmbase.toml (+ WASMBASE_* env) against external PostgreSQL.
+    Serve(serve::Args),
+    /// Apply the platform's migrations and the project's db/migrations/*.sql.
+    Migrate(ConfigArg),
+    /// Print the local project's URLs and keys and whether its server is up.
+    Status,
+    /// Manage opaque API keys (sb_publishable_… / sb_secret_…).
+    Keys(keys::Args),
+    /// Print a signed JWT for testing (anon, authenticated or service_role).
+    Token(token::Args),
+    /// Serve a raw hyper hello (benchmark baseline; no middleware, no database).
+    #[command(hide = true)]
+    BenchHello {
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+/// `--config` for commands that read the project configuration.
+#[derive(clap::Args)]
+pub struct ConfigArg {
+    /// Path of the config file (default: wasmbase.toml if present).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Dev(a) => dev::run(a).await,
+            Command::Serve(a) => serve::run(a).await,
+            Command::Migrate(a) => migrate::run(a).await,
+            Command::Status => status::run().await,
+            Command::Keys(a) => keys::run(a).await,
+            Command::Token(a) => token::run(a),
+            Command::BenchHello { listen } => crate::bench_hello::serve(listen).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads config for the CLI's database commands: the file and env, falling back to
+/// the local dev project's `.wasmbase/env` and `dev.json` for the database URL and
+/// JWT secret, so `wasmbase keys list` works next to a running `wasmbase dev`.
+pub(crate) fn cli_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(path, path.is_some(), Mode::Serve)?;
+    let dir = project::state_dir(&std::env::current_dir()?);
+    if cfg.database.url.is_none() {
+        let env = project::read_env(&dir);
+        cfg.database.url = project::env_get(&env, "DATABASE_URL").map(str::to_string);
+    }
+    if cfg.auth.jwt_secret.is_none() {
+        cfg.auth.jwt_secret = project::DevSecrets::load(&dir).map(|s| s.jwt_secret);
+    }
+    Ok(cfg)
+}
+
+/// Connects to the owner database URL of `cfg`.
+pub(crate) async fn owner_client(cfg: &Config) -> anyhow::Result<tokio_postgres::Client> {
+    use anyhow::Context;
+    let url = cfg.database.url.as_deref().context(
+        "no database: set DATABASE_URL (or database.url in wasmbase.toml), or run this inside a project where `wasmbase dev` has run",
+    )?;
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to the database (`database.url`)")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}

@@ -1,0 +1,433 @@
+//! The one `Config`: `wasmbase.toml`, then `WASMBASE_<SECTION>_<KEY>` environment
+//! overrides (and `DATABASE_URL`), validated at start with errors naming the key.
+//!
+//! `wasmbase dev` needs no file at all: every field has a default, and the dev
+//! command fills in the database URL and secrets of its private cluster.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Which command is running; some defaults differ (listen address, log format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `wasmbase dev`: laptop defaults, pretty logs, permissive CORS.
+    Dev,
+    /// `wasmbase serve`: production, JSON logs.
+    Serve,
+}
+
+/// A configuration problem, always naming the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+/// Everything the server reads at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listener and request pipeline.
+    pub server: ServerConfig,
+    /// PostgreSQL connection and request-transaction settings.
+    pub database: DatabaseConfig,
+    /// JWT and API-key settings.
+    pub auth: AuthConfig,
+    /// Log format and level.
+    pub log: LogConfig,
+    /// Where the project's own SQL migrations live.
+    pub migrations: MigrationsConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to bind, `host:port` (port 0 picks a free one).
+    pub listen: String,
+    /// Largest accepted request body, in bytes.
+    pub body_limit_bytes: u64,
+    /// Time allowed to produce a response head, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Allowed CORS origins; `["*"]` allows any (Supabase's default).
+    pub cors_origins: Vec<String>,
+    /// How long shutdown waits for in-flight requests, in milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Owner connection (migrations, platform bookkeeping). Also `DATABASE_URL`.
+    pub url: Option<String>,
+    /// Password the `authenticator` role logs in with (set on the role at start).
+    pub authenticator_password: Option<String>,
+    /// Connections in the request pool.
+    pub pool_size: usize,
+    /// How long a request waits for a pooled connection, in milliseconds.
+    pub pool_timeout_ms: u64,
+    /// `statement_timeout` of anon request transactions, in milliseconds.
+    pub anon_statement_timeout_ms: u64,
+    /// `statement_timeout` of authenticated and service request transactions.
+    pub statement_timeout_ms: u64,
+    /// Schemas the APIs expose.
+    pub exposed_schemas: Vec<String>,
+    /// Enable row-level security on every new table in an exposed schema.
+    pub rls_by_default: bool,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret (at least 32 characters). Also `WASMBASE_AUTH_JWT_SECRET`.
+    pub jwt_secret: Option<String>,
+    /// Required `aud` of user tokens; empty string disables the check.
+    pub jwt_audience: String,
+    /// `iss` of issued tokens.
+    pub jwt_issuer: String,
+    /// Accept legacy JWT `anon`/`service_role` keys as `apikey`.
+    pub legacy_jwt_keys: bool,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `json` or `pretty`; default json in `serve`, pretty in `dev`.
+    pub format: Option<String>,
+    /// A tracing filter such as `info` or `wasmbase=debug`.
+    pub level: String,
+}
+
+/// `[migrations]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MigrationsConfig {
+    /// Directory of the project's `*.sql` migrations, applied in name order.
+    pub dir: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+            migrations: MigrationsConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "0.0.0.0:8000".into(),
+            body_limit_bytes: 10 * 1024 * 1024,
+            request_timeout_ms: 30_000,
+            cors_origins: vec!["*".into()],
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            authenticator_password: None,
+            pool_size: 16,
+            pool_timeout_ms: 5_000,
+            anon_statement_timeout_ms: 3_000,
+            statement_timeout_ms: 8_000,
+            exposed_schemas: vec!["public".into()],
+            rls_by_default: true,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: None,
+            jwt_audience: "authenticated".into(),
+            jwt_issuer: "wasmbase".into(),
+            legacy_jwt_keys: true,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: None,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for MigrationsConfig {
+    fn default() -> Self {
+        MigrationsConfig {
+            dir: PathBuf::from("db/migrations"),
+        }
+    }
+}
+
+const SECTIONS: &[&str] = &["server", "database", "auth", "log", "migrations"];
+
+impl Config {
+    /// Loads `path` (if it exists, or fails if `required`), applies the environment,
+    /// and applies `mode` defaults. Validation is separate: see [`Config::validate`].
+    pub fn load(path: Option<&Path>, required: bool, mode: Mode) -> Result<Config, ConfigError> {
+        let file = path.unwrap_or(Path::new("wasmbase.toml"));
+        let mut table = match std::fs::read_to_string(file) {
+            Ok(text) => toml::from_str::<toml::Table>(&text)
+                .map_err(|e| ConfigError(format!("{}: {}", file.display(), e.message())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => toml::Table::new(),
+            Err(e) => return Err(ConfigError(format!("{}: {e}", file.display()))),
+        };
+        if mode == Mode::Dev {
+            let server = table
+                .entry("server")
+                .or_insert_with(|| toml::Table::new().into());
+            if let Some(t) = server.as_table_mut() {
+                t.entry("listen")
+                    .or_insert_with(|| "127.0.0.1:54321".into());
+            }
+        }
+        apply_env(&mut table, std::env::vars())?;
+        let de = toml::Value::Table(table);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().message().to_string();
+            if path == "." {
+                ConfigError(inner)
+            } else {
+                ConfigError(format!("`{path}`: {inner}"))
+            }
+        })?;
+        Ok(cfg)
+    }
+
+    /// Checks every value the server relies on; the message names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |k: &str, m: String| Err(ConfigError(format!("`{k}`: {m}")));
+        if SocketAddr::from_str(&self.server.listen).is_err() {
+            return err(
+                "server.listen",
+                format!(
+                    "'{}' is not an address like 127.0.0.1:8000",
+                    self.server.listen
+                ),
+            );
+        }
+        if self.server.body_limit_bytes == 0 {
+            return err("server.body_limit_bytes", "must be greater than 0".into());
+        }
+        if self.server.request_timeout_ms == 0 {
+            return err("server.request_timeout_ms", "must be greater than 0".into());
+        }
+        for o in &self.server.cors_origins {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://"))
+                || o.ends_with('/')
+            {
+                return err(
+                    "server.cors_origins",
+                    format!("'{o}' is not '*' or an origin like https://app.example.com"),
+                );
+            }
+        }
+        match &self.database.url {
+            None => {
+                return err(
+                    "database.url",
+                    "not set (set it in wasmbase.toml, WASMBASE_DATABASE_URL or DATABASE_URL)"
+                        .into(),
+                )
+            }
+            Some(u) => {
+                if let Err(e) = tokio_postgres::Config::from_str(u) {
+                    return err("database.url", format!("not a PostgreSQL URL: {e}"));
+                }
+            }
+        }
+        if !(1..=1000).contains(&self.database.pool_size) {
+            return err("database.pool_size", "must be between 1 and 1000".into());
+        }
+        for (k, v) in [
+            ("database.pool_timeout_ms", self.database.pool_timeout_ms),
+            (
+                "database.statement_timeout_ms",
+                self.database.statement_timeout_ms,
+            ),
+            (
+                "database.anon_statement_timeout_ms",
+                self.database.anon_statement_timeout_ms,
+            ),
+        ] {
+            if v == 0 {
+                return err(k, "must be greater than 0".into());
+            }
+        }
+        if self.database.exposed_schemas.is_empty() {
+            return err(
+                "database.exposed_schemas",
+                "must name at least one schema".into(),
+            );
+        }
+        for s in &self.database.exposed_schemas {
+            let ok = s
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !ok || s == "wasmbase" || s == "auth" || s.starts_with("pg_") {
+                return err(
+                    "database.exposed_schemas",
+                    format!("'{s}' is not an exposable schema name"),
+                );
+            }
+        }
+        match &self.auth.jwt_secret {
+            None => {
+                return err(
+                    "auth.jwt_secret",
+                    "not set (set it in wasmbase.toml or WASMBASE_AUTH_JWT_SECRET)".into(),
+                )
+            }
+            Some(s) if s.len() < wasmbase_host_api::jwt::MIN_SECRET_LEN => {
+                return err(
+                    "auth.jwt_secret",
+                    format!(
+                        "must be at least {} characters",
+                        wasmbase_host_api::jwt::MIN_SECRET_LEN
+                    ),
+                )
+            }
+            _ => {}
+        }
+        if let Some(f) = &self.log.format {
+            if f != "json" && f != "pretty" {
+                return err("log.format", format!("'{f}' is not 'json' or 'pretty'"));
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return err(
+                "log.level",
+                format!("'{}' is not a log filter such as 'info'", self.log.level),
+            );
+        }
+        Ok(())
+    }
+
+    /// The listen address (valid after [`Config::validate`]).
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::from_str(&self.server.listen).expect("validated")
+    }
+}
+
+/// Applies `WASMBASE_<SECTION>_<KEY>=value` and `DATABASE_URL` to the TOML table.
+/// Values are read as TOML when they parse (`8`, `true`, `["a","b"]`), else as
+/// strings. Variables whose section is not a config section (e.g. `WASMBASE_URL`,
+/// which `.wasmbase/env` sets) are ignored; unknown keys in a known section are
+/// reported by the deserializer like unknown keys in the file.
+pub fn apply_env(
+    table: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let mut vars: Vec<(String, String)> = vars.collect();
+    // DATABASE_URL first so WASMBASE_DATABASE_URL wins.
+    vars.sort_by_key(|(k, _)| k != "DATABASE_URL");
+    for (name, value) in vars {
+        let (section, key) = if name == "DATABASE_URL" {
+            ("database".to_string(), "url".to_string())
+        } else if let Some(rest) = name.strip_prefix("WASMBASE_") {
+            let lower = rest.to_ascii_lowercase();
+            let Some((s, k)) = lower.split_once('_') else {
+                continue;
+            };
+            if !SECTIONS.contains(&s) || k.is_empty() {
+                continue;
+            }
+            (s.to_string(), k.to_string())
+        } else {
+            continue;
+        };
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Table::new().into());
+        let Some(t) = entry.as_table_mut() else {
+            return Err(ConfigError(format!("`{section}` must be a table")));
+        };
+        t.insert(key, parsed);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn env_overrides_and_names_bad_keys() {
+        let mut t = toml::Table::new();
+        apply_env(
+            &mut t,
+            env(&[
+                ("WASMBASE_DATABASE_POOL_SIZE", "4"),
+                ("DATABASE_URL", "postgres://a@b/c"),
+                ("WASMBASE_URL", "http://ignored"),
+                ("WASMBASE_SERVER_CORS_ORIGINS", r#"["https://a.example"]"#),
+            ]),
+        )
+        .unwrap();
+        let c: Config = toml::Value::Table(t).try_into().unwrap();
+        assert_eq!(c.database.pool_size, 4);
+        assert_eq!(c.database.url.as_deref(), Some("postgres://a@b/c"));
+        assert_eq!(c.server.cors_origins, vec!["https://a.example"]);
+
+        let mut t = toml::Table::new();
+        apply_env(&mut t, env(&[("WASMBASE_SERVER_LISTN", "x")])).unwrap();
+        let e = serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(t)).unwrap_err();
+        assert!(e.to_string().contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn validate_names_key() {
+        let mut c = Config::default();
+        c.database.url = Some("postgres://x@localhost/db".into());
+        c.auth.jwt_secret = Some("short".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("auth.jwt_secret"), "{e}");
+        c.auth.jwt_secret = Some("x".repeat(40));
+        c.server.listen = "nope".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("server.listen"));
+        c.server.listen = "127.0.0.1:0".into();
+        c.database.exposed_schemas = vec!["public; drop".into()];
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("database.exposed_schemas"));
+    }
+}

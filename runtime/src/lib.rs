@@ -1,0 +1,16 @@
+//! Wasmbase: a self-hosted, Supabase-compatible backend in one binary.
+//!
+//! `cli` parses commands; `server` is the HTTP host; `api::*` are the APIs;
+//! `embedded_pg` runs the private PostgreSQL of `wasmbase dev`; `migrate` applies
+//! the platform's and the project's SQL. Identity and database-access rules live in
+//! the `wasmbase-host-api` crate, shared with function guests.
+
+pub mod api;
+pub mod bench_hello;
+pub mod cli;
+pub mod config;
+pub mod embedded_pg;
+pub mod logging;
+pub mod migrate;
+pub mod project;
+pub mod server;

@@ -1,0 +1,233 @@
+//! Migrations: the platform's own schema (`migrations/`, embedded in the binary) and
+//! a project's (`db/migrations/*.sql`), each applied in order, recorded with a
+//! SHA-256 checksum, one transaction per file.
+//!
+//! Safe on every start and from N nodes at once: the migrating connection holds a
+//! session advisory lock, so the second node waits and then finds nothing to do.
+//! Roles are cluster-wide (the lock is not), which the role migration handles.
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use tokio_postgres::Client;
+
+/// One embedded platform migration.
+pub struct Migration {
+    /// Ordinal; also the primary key of `wasmbase.schema_migrations`.
+    pub version: i32,
+    /// File name, for messages.
+    pub name: &'static str,
+    /// The SQL.
+    pub sql: &'static str,
+}
+
+macro_rules! migration {
+    ($v:expr, $name:literal) => {
+        Migration {
+            version: $v,
+            name: $name,
+            sql: include_str!(concat!("../../migrations/", $name)),
+        }
+    };
+}
+
+/// The platform's migrations, in order. Append only; never edit an applied one.
+pub const PLATFORM: &[Migration] = &[
+    migration!(1, "0001_roles.sql"),
+    migration!(2, "0002_auth_helpers.sql"),
+    migration!(3, "0003_platform.sql"),
+    migration!(4, "0004_exposed_defaults.sql"),
+];
+
+/// A digest of all platform migrations, e.g. to name a migrated template database.
+pub fn platform_fingerprint() -> String {
+    let mut h = Sha256::new();
+    for m in PLATFORM {
+        h.update(m.sql.as_bytes());
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+const LOCK_KEY: i64 = 0x7761_736d_6261_7365; // "wasmbase"
+
+fn checksum(sql: &str) -> String {
+    hex::encode(Sha256::digest(sql.as_bytes()))
+}
+
+/// What a run applied.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Platform migrations applied now.
+    pub platform: Vec<&'static str>,
+    /// User migrations applied now.
+    pub user: Vec<String>,
+}
+
+/// Applies pending platform migrations, then (if `user_dir` exists) the project's.
+pub async fn run(client: &mut Client, user_dir: Option<&Path>) -> Result<Report> {
+    client
+        .query_one("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await
+        .context("taking the migration lock")?;
+    let result = run_locked(client, user_dir).await;
+    let _ = client
+        .query_one("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await;
+    result
+}
+
+async fn run_locked(client: &mut Client, user_dir: Option<&Path>) -> Result<Report> {
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS wasmbase;
+             CREATE TABLE IF NOT EXISTS wasmbase.schema_migrations (
+               version int PRIMARY KEY,
+               name text NOT NULL,
+               checksum text NOT NULL,
+               applied_at timestamptz NOT NULL DEFAULT now());",
+        )
+        .await
+        .context("creating wasmbase.schema_migrations")?;
+    let mut report = Report::default();
+    let applied = client
+        .query(
+            "SELECT version, checksum FROM wasmbase.schema_migrations",
+            &[],
+        )
+        .await?;
+    for m in PLATFORM {
+        let sum = checksum(m.sql);
+        if let Some(row) = applied.iter().find(|r| r.get::<_, i32>(0) == m.version) {
+            if row.get::<_, String>(1) != sum {
+                bail!(
+                    "platform migration {} differs from the one applied to this database; \
+                     this binary does not match the database's schema",
+                    m.name
+                );
+            }
+            continue;
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(m.sql)
+            .await
+            .map_err(|e| anyhow::anyhow!("platform migration {}: {}", m.name, pg_message(&e)))?;
+        tx.execute(
+            "INSERT INTO wasmbase.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+            &[&m.version, &m.name, &sum],
+        )
+        .await?;
+        tx.commit().await?;
+        report.platform.push(m.name);
+    }
+    if let Some(dir) = user_dir {
+        report.user = run_user(client, dir).await?;
+    }
+    Ok(report)
+}
+
+/// The `*.sql` files of a user migration directory, sorted by name.
+pub fn user_files(dir: &Path) -> Result<Vec<(String, String)>> {
+    let mut files = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(files),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for e in entries {
+        let path = e?.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("sql") {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string);
+        let Some(name) = name else { continue };
+        let sql = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        files.push((name, sql));
+    }
+    files.sort();
+    Ok(files)
+}
+
+async fn run_user(client: &mut Client, dir: &Path) -> Result<Vec<String>> {
+    let files = user_files(dir)?;
+    let applied = client
+        .query("SELECT name, checksum FROM wasmbase.user_migrations", &[])
+        .await?;
+    let mut done = Vec::new();
+    for (name, sql) in files {
+        let sum = checksum(&sql);
+        if let Some(row) = applied.iter().find(|r| r.get::<_, &str>(0) == name) {
+            if row.get::<_, String>(1) != sum {
+                bail!(
+                    "{}: this migration was changed after it was applied; put the change in a new migration file instead",
+                    dir.join(&name).display()
+                );
+            }
+            continue;
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(&sql)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {}", dir.join(&name).display(), pg_message(&e)))?;
+        tx.execute(
+            "INSERT INTO wasmbase.user_migrations (name, checksum) VALUES ($1, $2)",
+            &[&name, &sum],
+        )
+        .await?;
+        tx.commit().await?;
+        done.push(name);
+    }
+    Ok(done)
+}
+
+/// A PostgreSQL error as "message (SQLSTATE xxxxx)" with its detail/hint/position.
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!("; detail: {d}"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!("; hint: {h}"));
+            }
+            s
+        }
+        None => e.to_string(),
+    }
+}
+
+/// Writes settings the database reads itself (the RLS event trigger) from config.
+pub async fn sync_settings(
+    client: &Client,
+    rls_by_default: bool,
+    exposed: &[String],
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE wasmbase.settings SET rls_by_default = $1, exposed_schemas = $2 WHERE id",
+            &[&rls_by_default, &exposed],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Sets the `authenticator` role's password (cluster-wide), if one is configured.
+pub async fn set_authenticator_password(client: &Client, password: &str) -> Result<()> {
+    // ALTER ROLE takes no bind parameters; quote_literal does the quoting server-side.
+    let row = client
+        .query_one(
+            "SELECT format('ALTER ROLE authenticator WITH LOGIN PASSWORD %L', $1::text)",
+            &[&password],
+        )
+        .await?;
+    let stmt: String = row.get(0);
+    client
+        .batch_execute(&stmt)
+        .await
+        .map_err(|e| anyhow::anyhow!("setting the authenticator password: {}", pg_message(&e)))?;
+    Ok(())
+}

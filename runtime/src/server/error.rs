@@ -1,0 +1,132 @@
+//! The platform's error type and body: `{"code","message","details"?,"requestId"}`.
+//!
+//! Other APIs (PostgREST, GoTrue, storage) render the same causes in their own
+//! client's shape; this is the shape for `/admin`, `/platform`, ops and fallbacks.
+
+use super::middleware::current_request_id;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde_json::{json, Value};
+use wasmbase_host_api::db::DbError;
+use wasmbase_host_api::AuthError;
+
+/// An error answered to the client with a stable `code`.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human-readable message (never secrets, never internals).
+    pub message: String,
+    /// Optional structured details.
+    pub details: Option<Value>,
+    /// Seconds for a `Retry-After` header (503/429).
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    /// Builds an error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
+    }
+    /// 400 with a code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    /// 503 `not_ready` with Retry-After.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message);
+        e.retry_after = Some(1);
+        e
+    }
+    /// 500 `internal_error`; the cause is logged, not sent.
+    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Internal error",
+        )
+    }
+    /// Attaches details.
+    pub fn with_details(mut self, details: Value) -> ApiError {
+        self.details = Some(details);
+        self
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        let mut out = ApiError::new(status, e.code(), e.to_string());
+        if matches!(e, AuthError::NotReady) {
+            out.retry_after = Some(1);
+        }
+        out
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> ApiError {
+        match &e {
+            DbError::Pool(p) => {
+                tracing::warn!(error = %p, "database pool");
+                let mut out = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "Database unavailable",
+                );
+                out.retry_after = Some(1);
+                out
+            }
+            DbError::Pg(pg) => match pg.code().map(|c| c.code()) {
+                Some("57014") => ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "statement_timeout",
+                    "The database statement took too long",
+                ),
+                Some("42501") => ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "permission_denied",
+                    "Permission denied",
+                ),
+                _ => ApiError::internal(pg),
+            },
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> ApiError {
+        ApiError::internal(format!("{e:#}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "code": self.code, "message": self.message });
+        if let Some(d) = self.details {
+            body["details"] = d;
+        }
+        if let Some(id) = current_request_id() {
+            body["requestId"] = Value::String(id.to_string());
+        }
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, s.into());
+        }
+        resp
+    }
+}

@@ -1,0 +1,328 @@
+//! The HTTP server: router, shared middleware, startup (database with retry) and
+//! graceful shutdown. Each API lives in `crate::api::*` with its own routes.
+
+pub mod caller;
+pub mod error;
+pub mod metrics;
+pub mod middleware;
+pub mod ops;
+pub mod state;
+
+use crate::config::Config;
+use crate::{api, migrate};
+use anyhow::{Context, Result};
+use axum::routing::get;
+use axum::Router;
+use http::{HeaderName, HeaderValue, Method};
+use state::{AppState, Inner};
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use wasmbase_host_api::db::{self, PoolSettings};
+use wasmbase_host_api::gate::Gate;
+use wasmbase_host_api::jwt::JwtKeys;
+use wasmbase_host_api::keys::{self, KeyStore};
+
+/// A server that is accepting connections.
+pub struct RunningServer {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// Shared state, for tests and the dev command.
+    pub state: AppState,
+    cancel: CancellationToken,
+    join: JoinHandle<()>,
+    grace: Duration,
+}
+
+impl RunningServer {
+    /// A token that is cancelled when the server shuts down.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the grace period).
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        if tokio::time::timeout(self.grace, self.join).await.is_err() {
+            tracing::warn!("shutdown grace period over; dropping remaining connections");
+        }
+    }
+
+    /// Waits until startup (migrations, keys) finished.
+    pub async fn wait_ready(&self) {
+        while !self.state.is_ready() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Waits for SIGINT/SIGTERM or for `cancel` (whichever comes first).
+pub async fn serve_signal_or(cancel: CancellationToken) {
+    tokio::select! {
+        _ = crate::cli::serve::shutdown_signal() => {}
+        _ = cancel.cancelled() => {}
+    }
+}
+
+/// Connection settings for `authenticator` on the owner URL's host and database.
+pub fn authenticator_config(
+    owner: &tokio_postgres::Config,
+    password: Option<&str>,
+) -> tokio_postgres::Config {
+    let mut c = tokio_postgres::Config::new();
+    for h in owner.get_hosts() {
+        match h {
+            tokio_postgres::config::Host::Tcp(s) => c.host(s),
+            tokio_postgres::config::Host::Unix(p) => c.host_path(p),
+        };
+    }
+    for p in owner.get_ports() {
+        c.port(*p);
+    }
+    if let Some(d) = owner.get_dbname() {
+        c.dbname(d);
+    }
+    c.ssl_mode(owner.get_ssl_mode());
+    c.user("authenticator");
+    if let Some(pw) = password {
+        c.password(pw);
+    }
+    c
+}
+
+fn cors(config: &Config) -> CorsLayer {
+    let origins = &config.server.cors_origins;
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    let h = |s: &'static str| HeaderName::from_static(s);
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            h("authorization"),
+            h("apikey"),
+            h("content-type"),
+            h("x-client-info"),
+            h("prefer"),
+            h("range"),
+            h("accept-profile"),
+            h("content-profile"),
+            h("x-supabase-api-version"),
+            h("x-request-id"),
+            h("x-upsert"),
+            h("cache-control"),
+        ])
+        .expose_headers([
+            h("content-range"),
+            h("x-request-id"),
+            h("content-location"),
+            h("location"),
+        ])
+        .max_age(Duration::from_secs(3600))
+}
+
+/// The full router: ops endpoints and every API, wrapped in the envelope and CORS.
+pub fn router(state: AppState) -> Router {
+    let cors = cors(&state.config);
+    Router::new()
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .merge(api::platform::routes())
+        .merge(api::admin::routes())
+        .fallback(|| async { error::ApiError::not_found("No such route") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::envelope,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.body_limit as usize,
+        ))
+        .layer(cors)
+        .with_state(state)
+}
+
+/// Validates `config`, binds, and serves until [`RunningServer::shutdown`]. The
+/// database may be down: startup retries in the background with backoff while
+/// `/health` answers and `/ready` says 503.
+pub async fn start(config: Config) -> Result<RunningServer> {
+    config.validate()?;
+    let owner =
+        tokio_postgres::Config::from_str(config.database.url.as_deref().expect("validated"))?;
+    let auth_cfg = authenticator_config(&owner, config.database.authenticator_password.as_deref());
+    let pool = db::pool(
+        auth_cfg,
+        &PoolSettings {
+            max_size: config.database.pool_size,
+            wait_timeout: Duration::from_millis(config.database.pool_timeout_ms),
+            application_name: "wasmbase",
+        },
+    )?;
+    let system = db::pool(
+        owner.clone(),
+        &PoolSettings {
+            max_size: 4,
+            wait_timeout: Duration::from_secs(10),
+            application_name: "wasmbase-system",
+        },
+    )?;
+    let aud = Some(config.auth.jwt_audience.clone()).filter(|a| !a.is_empty());
+    let jwt = JwtKeys::hs256(
+        config.auth.jwt_secret.as_deref().expect("validated"),
+        aud,
+        &config.auth.jwt_issuer,
+    )
+    .map_err(|e| anyhow::anyhow!("configuration error: `auth.jwt_secret`: {e}"))?;
+    let gate = Gate::new(
+        Arc::new(jwt),
+        Arc::new(KeyStore::new()),
+        config.auth.legacy_jwt_keys,
+    );
+    let addr = config.listen_addr();
+    let state = AppState::new(Inner {
+        request_timeout: Duration::from_millis(config.server.request_timeout_ms),
+        body_limit: config.server.body_limit_bytes,
+        gate,
+        pool,
+        system,
+        metrics: Default::default(),
+        ready: Default::default(),
+        config,
+    });
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} (`server.listen`)"))?;
+    let addr = listener.local_addr()?;
+    let cancel = CancellationToken::new();
+    tokio::spawn(startup(state.clone(), owner, cancel.clone()));
+
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let app = router(state.clone());
+    let stop = cancel.clone();
+    let join = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "server stopped");
+        }
+    });
+    Ok(RunningServer {
+        addr,
+        grace: Duration::from_millis(state.config.server.shutdown_grace_ms),
+        state,
+        cancel,
+        join,
+    })
+}
+
+/// Connects, migrates, loads keys; retries with backoff until it works. Then keeps
+/// the key cache in sync through LISTEN/NOTIFY.
+async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: CancellationToken) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match startup_once(&state).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::error!(
+                    "database not ready: {e:#}; retrying in {:.1}s (/ready answers 503 meanwhile)",
+                    backoff.as_secs_f64()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = cancel.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    state.ready.store(true, Ordering::Release);
+    tracing::info!("ready");
+    let reload = || {
+        let st = state.clone();
+        async move {
+            let r = async {
+                let c = st.system.get().await?;
+                st.gate.keys().reload(&**c).await?;
+                anyhow::Ok(())
+            };
+            if let Err(e) = r.await {
+                tracing::warn!(error = %format!("{e:#}"), "reloading API keys");
+            }
+        }
+    };
+    wasmbase_host_api::listen::run(owner, &[keys::CHANNEL], cancel, |_, _| reload(), reload).await;
+}
+
+async fn startup_once(state: &AppState) -> Result<()> {
+    let mut client = state
+        .system
+        .get()
+        .await
+        .context("connecting as the owner (`database.url`)")?;
+    let dir = &state.config.migrations.dir;
+    let report = migrate::run(&mut client, Some(dir.as_path())).await?;
+    for m in &report.platform {
+        tracing::info!(migration = m, "applied platform migration");
+    }
+    for m in &report.user {
+        tracing::info!(migration = %m, "applied migration");
+    }
+    migrate::sync_settings(
+        &client,
+        state.config.database.rls_by_default,
+        &state.config.database.exposed_schemas,
+    )
+    .await?;
+    if let Some(pw) = &state.config.database.authenticator_password {
+        // Set the password only when logging in with it fails, so N nodes starting
+        // together do not all rewrite the (cluster-wide) role.
+        if let Err(e) = state.pool.get().await {
+            tracing::info!("setting the authenticator role's password ({e})");
+            migrate::set_authenticator_password(&client, pw).await?;
+        }
+    }
+    drop(
+        state
+            .pool
+            .get()
+            .await
+            .context("logging in as `authenticator`")?,
+    );
+    state.gate.keys().reload(&**client).await?;
+    warn_degraded(&client).await;
+    Ok(())
+}
+
+/// Logs, once, what is missing when the owner is not a superuser.
+async fn warn_degraded(client: &tokio_postgres::Client) {
+    let q = "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), \
+             EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'wasmbase_enable_rls'), \
+             (SELECT rolbypassrls FROM pg_roles WHERE rolname = 'service_role')";
+    if let Ok(row) = client.query_one(q, &[]).await {
+        let (sup, trig, bypass): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
+        if !sup && !trig {
+            tracing::warn!("the owner role is not a superuser: new tables get no automatic RLS and anon/authenticated get no default grants (see docs/OPERATIONS.md)");
+        }
+        if !bypass {
+            tracing::warn!("service_role lacks BYPASSRLS: service requests are subject to RLS (see docs/OPERATIONS.md)");
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Shared server state, cloned into every handler.
+
+use crate::config::Config;
+use crate::server::metrics::Metrics;
+use deadpool_postgres::Pool;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmbase_host_api::gate::Gate;
+use wasmbase_host_api::{Principal, Role};
+
+/// Cheap-to-clone handle to the server's shared state.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// What handlers share.
+pub struct Inner {
+    /// The validated configuration.
+    pub config: Config,
+    /// Key and token checks.
+    pub gate: Gate,
+    /// Request pool: logs in as `authenticator`; every use goes through `as_principal`.
+    pub pool: Pool,
+    /// Platform bookkeeping pool, as the owner (migrations, key cache, admin writes);
+    /// never used to run a client's query.
+    pub system: Pool,
+    /// Request metrics.
+    pub metrics: Metrics,
+    /// Set once migrations are applied and keys are loaded.
+    pub ready: AtomicBool,
+    /// Response-head deadline of every request.
+    pub request_timeout: Duration,
+    /// Largest accepted body.
+    pub body_limit: u64,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Wraps the state.
+    pub fn new(inner: Inner) -> AppState {
+        AppState(Arc::new(inner))
+    }
+
+    /// Whether startup (migrations, keys) has finished.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The `statement_timeout` a principal's transactions get.
+    pub fn statement_timeout(&self, p: &Principal) -> Duration {
+        let ms = match p.role {
+            Role::Anon => self.config.database.anon_statement_timeout_ms,
+            _ => self.config.database.statement_timeout_ms,
+        };
+        Duration::from_millis(ms)
+    }
+}
