@@ -24,7 +24,7 @@ pub enum Mode {
 pub struct ConfigError(pub String);
 
 /// Everything the server reads at start.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// HTTP listener and request pipeline.
@@ -107,18 +107,6 @@ pub struct LogConfig {
 pub struct MigrationsConfig {
     /// Directory of the project's `*.sql` migrations, applied in name order.
     pub dir: PathBuf,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            database: DatabaseConfig::default(),
-            auth: AuthConfig::default(),
-            log: LogConfig::default(),
-            migrations: MigrationsConfig::default(),
-        }
-    }
 }
 
 impl Default for ServerConfig {

@@ -71,7 +71,7 @@ pub fn read_env(dir: &Path) -> EnvFile {
 }
 
 /// Looks a key up in an env file.
-pub fn env_get<'a>(env: &'a EnvFile, key: &str) -> Option<&'a str> {
+pub fn env_get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
     env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 

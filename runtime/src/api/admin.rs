@@ -51,6 +51,13 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::bad_request("invalid_id", "The key id must be a UUID"))
 }
 
+/// Other nodes learn of a key change through NOTIFY; this node applies it before
+/// answering, so a caller never sees its own revoke not yet in force here.
+async fn reload_local(st: &AppState, c: &tokio_postgres::Client) -> Result<(), ApiError> {
+    st.gate.keys().reload(c).await.map_err(ApiError::internal)?;
+    Ok(())
+}
+
 async fn list(State(st): State<AppState>, Caller(p): Caller) -> Result<Json<Value>, ApiError> {
     require_service(&p)?;
     let c = st
@@ -116,7 +123,10 @@ async fn rotate(
         .await
         .map_err(ApiError::internal)?
     {
-        Some((info, key)) => Ok(Json(json!({ "key": key, "info": info }))),
+        Some((info, key)) => {
+            reload_local(&st, &c).await?;
+            Ok(Json(json!({ "key": key, "info": info })))
+        }
         None => Err(ApiError::not_found("No active key with that id")),
     }
 }
@@ -137,7 +147,10 @@ async fn revoke(
         .await
         .map_err(ApiError::internal)?
     {
-        Some(info) => Ok(Json(json!(info))),
+        Some(info) => {
+            reload_local(&st, &c).await?;
+            Ok(Json(json!(info)))
+        }
         None => Err(ApiError::not_found("No active key with that id")),
     }
 }

@@ -14,7 +14,7 @@ pub struct Args {
 
 /// Runs until SIGINT/SIGTERM, then drains in-flight requests.
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let explicit = a.config != PathBuf::from("wasmbase.toml");
+    let explicit = a.config.as_os_str() != "wasmbase.toml";
     let config = Config::load(Some(&a.config), explicit, Mode::Serve)?;
     config.validate()?;
     logging::init(&config, Mode::Serve);

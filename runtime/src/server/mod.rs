@@ -210,7 +210,9 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         .with_context(|| format!("binding {addr} (`server.listen`)"))?;
     let addr = listener.local_addr()?;
     let cancel = CancellationToken::new();
-    tokio::spawn(startup(state.clone(), owner, cancel.clone()));
+    let mut listen_cfg = owner;
+    listen_cfg.application_name("wasmbase-listen");
+    tokio::spawn(startup(state.clone(), listen_cfg, cancel.clone()));
 
     use axum::serve::ListenerExt;
     let listener = listener.tap_io(|tcp| {
@@ -233,8 +235,8 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     })
 }
 
-/// Connects, migrates, loads keys; retries with backoff until it works. Then keeps
-/// the key cache in sync through LISTEN/NOTIFY.
+/// Connects and migrates, retrying with backoff until it works; then keeps the key
+/// cache in sync through LISTEN/NOTIFY (full reload after every (re)connect).
 async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: CancellationToken) {
     let mut backoff = Duration::from_millis(250);
     loop {
@@ -253,9 +255,9 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
             }
         }
     }
-    state.ready.store(true, Ordering::Release);
-    tracing::info!("ready");
-    let reload = || {
+    // Ready once the key cache is loaded *and* LISTENing, so a revoke issued after
+    // `/ready` answers 200 can never be missed by this node.
+    let reload = |first_sync: bool| {
         let st = state.clone();
         async move {
             let r = async {
@@ -263,12 +265,24 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
                 st.gate.keys().reload(&**c).await?;
                 anyhow::Ok(())
             };
-            if let Err(e) = r.await {
-                tracing::warn!(error = %format!("{e:#}"), "reloading API keys");
+            match r.await {
+                Ok(()) if first_sync && !st.is_ready() => {
+                    st.ready.store(true, Ordering::Release);
+                    tracing::info!("ready");
+                }
+                Ok(()) => {}
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "reloading API keys"),
             }
         }
     };
-    wasmbase_host_api::listen::run(owner, &[keys::CHANNEL], cancel, |_, _| reload(), reload).await;
+    wasmbase_host_api::listen::run(
+        owner,
+        &[keys::CHANNEL],
+        cancel,
+        |_, _| reload(false),
+        || reload(true),
+    )
+    .await;
 }
 
 async fn startup_once(state: &AppState) -> Result<()> {

@@ -1,0 +1,230 @@
+//! The real binary: `wasmbase dev` end to end (private cluster, env file, token,
+//! SIGKILL and restart), and config errors that name the key.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wasmbase");
+
+fn wasmbase(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env("WASMBASE_SERVER_LISTEN", "127.0.0.1:0")
+        .env("WASMBASE_LOG_LEVEL", "warn");
+    c
+}
+
+/// Waits for `.wasmbase/env` to carry a WASMBASE_URL whose server answers /ready
+/// (the observable signal that `dev` finished starting), bounded.
+async fn wait_dev(dir: &Path, child: &mut std::process::Child) -> Vec<(String, String)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("wasmbase dev exited early: {status}");
+        }
+        let env = wasmbase::project::read_env(&dir.join(".wasmbase"));
+        if let Some(url) = wasmbase::project::env_get(&env, "WASMBASE_URL") {
+            if let Ok(r) = reqwest::get(format!("{url}/ready")).await {
+                if r.status() == 200 {
+                    return env;
+                }
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "wasmbase dev did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn get<'a>(env: &'a [(String, String)], k: &str) -> &'a str {
+    wasmbase::project::env_get(env, k).unwrap_or_else(|| panic!("{k} missing from .wasmbase/env"))
+}
+
+#[tokio::test]
+async fn dev_starts_from_nothing_survives_sigkill_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = wasmbase(dir.path())
+        .arg("dev")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let env = wait_dev(dir.path(), &mut child).await;
+    for k in [
+        "WASMBASE_URL",
+        "PUBLISHABLE_KEY",
+        "SECRET_KEY",
+        "ANON_KEY",
+        "SERVICE_KEY",
+        "DATABASE_URL",
+    ] {
+        assert!(!get(&env, k).is_empty());
+    }
+    let url = get(&env, "WASMBASE_URL").to_string();
+    let http = reqwest::Client::new();
+
+    // `wasmbase token` mints a JWT the server accepts as that user.
+    let sub = "0d8c9f6e-1111-4a2b-9c3d-123456789abc";
+    let out = wasmbase(dir.path())
+        .args([
+            "token",
+            "--role",
+            "authenticated",
+            "--sub",
+            sub,
+            "--org-id",
+            "0d8c9f6e-2222-4a2b-9c3d-123456789abc",
+            "--admin",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let who: serde_json::Value = http
+        .get(format!("{url}/platform/v1/whoami"))
+        .header("apikey", get(&env, "PUBLISHABLE_KEY"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["database"]["current_user"], "authenticated");
+    assert_eq!(who["database"]["auth_uid"], sub);
+    assert_eq!(who["claims"]["app_metadata"]["role"], "admin");
+    for k in ["ANON_KEY", "SERVICE_KEY", "SECRET_KEY"] {
+        let r = http
+            .get(format!("{url}/platform/v1/whoami"))
+            .header("apikey", get(&env, k))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{k}");
+    }
+
+    // The owner DATABASE_URL works for DDL; write a row.
+    let (owner, conn) = tokio_postgres::connect(get(&env, "DATABASE_URL"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    owner
+        .batch_execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('survives');")
+        .await
+        .unwrap();
+    drop(owner);
+    let _ = conn.await;
+
+    // SIGKILL: PostgreSQL keeps running in its own process group and is adopted.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut child = wasmbase(dir.path())
+        .arg("dev")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let env2 = wait_dev(dir.path(), &mut child).await;
+    assert_eq!(
+        get(&env2, "PUBLISHABLE_KEY"),
+        get(&env, "PUBLISHABLE_KEY"),
+        "keys are reused"
+    );
+    assert_eq!(
+        get(&env2, "DATABASE_URL"),
+        get(&env, "DATABASE_URL"),
+        "same cluster"
+    );
+    let (owner, conn) = tokio_postgres::connect(get(&env2, "DATABASE_URL"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let v: String = owner
+        .query_one("SELECT v FROM kept", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "survives");
+    drop(owner);
+
+    // `keys` and `status` work beside it.
+    let out = wasmbase(dir.path())
+        .args(["keys", "list"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success()
+            && listing.contains("publishable")
+            && !listing.contains(get(&env, "SECRET_KEY"))
+    );
+    let out = wasmbase(dir.path()).arg("status").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("server: running"));
+
+    // SIGTERM: drains, stops PostgreSQL, exits 0.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let pg = dir.path().join(".wasmbase/pg");
+    let real = std::fs::read_link(&pg).unwrap_or(pg);
+    assert!(
+        !real.join("postmaster.pid").exists(),
+        "PostgreSQL still running after dev stopped"
+    );
+}
+
+#[test]
+fn bad_config_is_refused_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |toml: &str| {
+        std::fs::write(dir.path().join("w.toml"), toml).unwrap();
+        let out = wasmbase(dir.path())
+            .env_remove("WASMBASE_SERVER_LISTEN")
+            .args(["serve", "--config", "w.toml"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let e = run("[server]\nlisten = 5\n");
+    assert!(e.contains("server.listen"), "{e}");
+    let e = run("[server]\nlistn = \"x\"\n");
+    assert!(e.contains("listn"), "{e}");
+    let e =
+        run("[database]\nurl = \"postgres://u@localhost/db\"\n[auth]\njwt_secret = \"short\"\n");
+    assert!(e.contains("auth.jwt_secret"), "{e}");
+    let e = run("[database]\nurl = \"postgres://u@localhost/db\"\n");
+    assert!(e.contains("auth.jwt_secret"), "{e}");
+    let e = run("not toml [");
+    assert!(e.contains("w.toml"), "{e}");
+    let out = wasmbase(dir.path())
+        .args(["serve", "--config", "missing.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn token_refuses_roles_outside_the_api_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wasmbase(dir.path())
+        .env("WASMBASE_AUTH_JWT_SECRET", "x".repeat(40))
+        .args(["token", "--role", "postgres"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--role"));
+}

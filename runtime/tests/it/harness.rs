@@ -1,0 +1,301 @@
+//! Test harness: one PostgreSQL per test process, one migrated template database,
+//! and a fresh database cloned from it for each test.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use wasmbase::config::Config;
+use wasmbase::server::{self, RunningServer};
+use wasmbase_host_api::keys::{self, KeyKind};
+
+/// JWT secret every test server uses.
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+/// Password of `authenticator` on the private test cluster.
+pub const AUTHENTICATOR_PW: &str = "test-authenticator-password";
+
+/// The cluster every test of this process uses.
+pub struct Pg {
+    /// Superuser URL without the database name (ends with '/').
+    base: String,
+    /// Whether `authenticator` needs a password (private cluster: scram).
+    needs_password: bool,
+}
+
+static PG: OnceLock<Pg> = OnceLock::new();
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+
+/// Starts (or adopts) the test cluster once per process.
+pub fn pg() -> &'static Pg {
+    PG.get_or_init(|| {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            let base = match url.rfind('/') {
+                Some(i) if i > "postgres://".len() => url[..=i].to_string(),
+                _ => format!("{url}/"),
+            };
+            return Pg {
+                base,
+                needs_password: false,
+            };
+        }
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wasmbase-test");
+        let cluster = wasmbase::embedded_pg::ensure_running(&wasmbase::embedded_pg::Options {
+            dir,
+            fast: true,
+        })
+        .expect("starting the private test PostgreSQL (set DATABASE_URL to use another server)");
+        let url = cluster.superuser_url("postgres");
+        Pg {
+            base: url.trim_end_matches("postgres").to_string(),
+            needs_password: true,
+        }
+    })
+}
+
+impl Pg {
+    /// Superuser URL of database `db`.
+    pub fn url(&self, db: &str) -> String {
+        format!("{}{db}", self.base)
+    }
+}
+
+/// Connects as the superuser to database `db`.
+pub async fn connect(db: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(&pg().url(db), tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {db}: {e}"));
+    tokio::spawn(conn);
+    c
+}
+
+async fn template() -> &'static str {
+    TEMPLATE
+        .get_or_init(|| async {
+            let name = format!(
+                "wasmbase_tmpl_{}",
+                wasmbase::migrate::platform_fingerprint()
+            );
+            let admin = connect("postgres").await;
+            admin
+                .query_one("SELECT pg_advisory_lock(4242)", &[])
+                .await
+                .unwrap();
+            // Leftovers of earlier runs.
+            let old = admin
+                .query(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'wasmbase_test_%'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            for r in old {
+                let n: String = r.get(0);
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{n}\" WITH (FORCE)"))
+                    .await;
+            }
+            let exists = admin
+                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+                .await
+                .unwrap()
+                .is_some();
+            if !exists {
+                admin
+                    .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .unwrap();
+            }
+            {
+                let mut c = connect(&name).await;
+                wasmbase::migrate::run(&mut c, None)
+                    .await
+                    .expect("migrating the template");
+                if pg().needs_password {
+                    wasmbase::migrate::set_authenticator_password(&c, AUTHENTICATOR_PW)
+                        .await
+                        .unwrap();
+                }
+            }
+            // Let the template's connection go before anyone clones it.
+            for _ in 0..100 {
+                let n: i64 = admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                        &[&name],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if n == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            admin
+                .query_one("SELECT pg_advisory_unlock(4242)", &[])
+                .await
+                .unwrap();
+            name
+        })
+        .await
+}
+
+/// A fresh database for one test.
+pub struct TestDb {
+    /// Database name.
+    pub name: String,
+}
+
+impl TestDb {
+    /// Clones the migrated template.
+    pub async fn new() -> TestDb {
+        let tmpl = template().await;
+        TestDb::create(Some(tmpl)).await
+    }
+
+    /// An empty, unmigrated database.
+    pub async fn empty() -> TestDb {
+        TestDb::create(None).await
+    }
+
+    async fn create(tmpl: Option<&str>) -> TestDb {
+        let name = format!("wasmbase_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = connect("postgres").await;
+        let sql = match tmpl {
+            Some(t) => format!("CREATE DATABASE \"{name}\" TEMPLATE \"{t}\""),
+            None => format!("CREATE DATABASE \"{name}\""),
+        };
+        admin.batch_execute(&sql).await.unwrap();
+        TestDb { name }
+    }
+
+    /// Owner (superuser) URL.
+    pub fn url(&self) -> String {
+        pg().url(&self.name)
+    }
+
+    /// Owner connection.
+    pub async fn owner(&self) -> tokio_postgres::Client {
+        connect(&self.name).await
+    }
+
+    /// Test-server config for this database.
+    pub fn config(&self) -> Config {
+        let mut c = Config::default();
+        c.server.listen = "127.0.0.1:0".into();
+        c.database.url = Some(self.url());
+        c.database.pool_size = 4;
+        if pg().needs_password {
+            c.database.authenticator_password = Some(AUTHENTICATOR_PW.into());
+        }
+        c.auth.jwt_secret = Some(JWT_SECRET.into());
+        c.migrations.dir = PathBuf::from("/nonexistent/wasmbase-test-migrations");
+        c
+    }
+
+    /// Starts a ready server on this database.
+    pub async fn server(&self) -> TestServer {
+        self.server_with(|_| {}).await
+    }
+
+    /// Starts a ready server with a tweaked config.
+    pub async fn server_with(&self, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let mut c = self.config();
+        tweak(&mut c);
+        let srv = server::start(c).await.expect("server starts");
+        tokio::time::timeout(Duration::from_secs(60), srv.wait_ready())
+            .await
+            .expect("server ready");
+        TestServer::new(srv)
+    }
+
+    /// Creates an opaque key directly in the database; returns (id, plaintext).
+    pub async fn key(&self, kind: KeyKind) -> (uuid::Uuid, String) {
+        let c = self.owner().await;
+        let (info, key) = keys::create(&c, kind, "test", "test").await.unwrap();
+        (info.id, key)
+    }
+}
+
+/// A running server plus an HTTP client.
+pub struct TestServer {
+    /// The server.
+    pub srv: RunningServer,
+    /// Base URL.
+    pub url: String,
+    /// Client.
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    /// Wraps a running server.
+    pub fn new(srv: RunningServer) -> TestServer {
+        TestServer {
+            url: format!("http://{}", srv.addr),
+            srv,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// GET with optional apikey and bearer.
+    pub async fn get(
+        &self,
+        path: &str,
+        apikey: Option<&str>,
+        bearer: Option<&str>,
+    ) -> (u16, Value) {
+        let mut r = self.http.get(format!("{}{path}", self.url));
+        if let Some(k) = apikey {
+            r = r.header("apikey", k);
+        }
+        if let Some(b) = bearer {
+            r = r.header("authorization", format!("Bearer {b}"));
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Key-cache version of this server.
+    pub fn keys_version(&self) -> u64 {
+        self.srv.state.gate.keys().version()
+    }
+
+    /// Waits until this server's key cache reloaded past `v` (bounded).
+    pub async fn wait_keys_after(&self, v: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.keys_version() <= v {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "key cache did not reload"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Signs claims with the test secret.
+pub fn sign(claims: Value) -> String {
+    wasmbase_host_api::jwt::JwtKeys::hs256(JWT_SECRET, None, "wasmbase")
+        .unwrap()
+        .sign(&claims)
+        .unwrap()
+}
+
+/// A user access token for `sub`.
+pub fn user_token(sub: &str) -> String {
+    sign(
+        serde_json::json!({"role": "authenticated", "aud": "authenticated", "sub": sub, "exp": now() + 600}),
+    )
+}

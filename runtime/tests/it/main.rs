@@ -1,0 +1,11 @@
+//! Integration tests: real PostgreSQL (`DATABASE_URL` if set, else a private cluster
+//! started with the same code as `wasmbase dev`), the real server on port 0, the
+//! real binary for CLI tests. One test binary, so the crate links once.
+
+mod harness;
+
+mod auth_keys;
+mod cli;
+mod migrations;
+mod ops;
+mod principal;
