@@ -1,0 +1,39 @@
+# Shared by scripts/dev and scripts/test: install what the project needs on a
+# fresh machine (Debian/Ubuntu, as root or with sudo), idempotently.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasmbase-target}"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else die "need root to run: $*"; fi
+}
+
+apt_install() {
+  command -v apt-get >/dev/null || die "please install: $* (no apt-get on this machine)"
+  say "installing $* (apt-get)"
+  as_root apt-get update -qq >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+need_rust() {
+  command -v cargo >/dev/null || die "Rust is not installed: see https://rustup.rs (needs 1.95+)"
+  if command -v rustup >/dev/null; then
+    if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+      say "adding the wasm32-wasip2 target (for functions)"
+      rustup target add wasm32-wasip2 >/dev/null 2>&1 ||
+        die "could not install the wasm32-wasip2 target: run 'rustup target add wasm32-wasip2' and check its output"
+    fi
+  fi
+}
+
+need_postgres() {
+  if command -v initdb >/dev/null && command -v pg_ctl >/dev/null; then return; fi
+  if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then return; fi
+  apt_install postgresql
+}
