@@ -166,6 +166,20 @@ impl Default for MigrationsConfig {
 
 const SECTIONS: &[&str] = &["server", "database", "auth", "log", "migrations"];
 
+/// Keys whose environment value is always taken verbatim, so a password such as
+/// `123456` or `true` is not read as a number or boolean.
+const STRING_KEYS: &[&str] = &[
+    "server.listen",
+    "database.url",
+    "database.authenticator_password",
+    "auth.jwt_secret",
+    "auth.jwt_audience",
+    "auth.jwt_issuer",
+    "log.format",
+    "log.level",
+    "migrations.dir",
+];
+
 impl Config {
     /// Loads `path` (if it exists, or fails if `required`), applies the environment,
     /// and applies `mode` defaults. Validation is separate: see [`Config::validate`].
@@ -237,8 +251,15 @@ impl Config {
                 )
             }
             Some(u) => {
-                if let Err(e) = tokio_postgres::Config::from_str(u) {
-                    return err("database.url", format!("not a PostgreSQL URL: {e}"));
+                match tokio_postgres::Config::from_str(u) {
+                    Err(e) => return err("database.url", format!("not a PostgreSQL URL: {e}")),
+                    Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+                        return err(
+                            "database.url",
+                            "sslmode=require is not supported yet (no TLS to PostgreSQL); see docs/OPERATIONS.md".into(),
+                        )
+                    }
+                    Ok(_) => {}
                 }
             }
         }
@@ -345,9 +366,11 @@ pub fn apply_env(
         } else {
             continue;
         };
+        let verbatim = STRING_KEYS.contains(&format!("{section}.{key}").as_str());
         let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
             .ok()
             .and_then(|mut t| t.remove("v"))
+            .filter(|_| !verbatim)
             .unwrap_or_else(|| toml::Value::String(value.clone()));
         let entry = table
             .entry(section.clone())
@@ -382,6 +405,7 @@ mod tests {
                 ("DATABASE_URL", "postgres://a@b/c"),
                 ("WASMBASE_URL", "http://ignored"),
                 ("WASMBASE_SERVER_CORS_ORIGINS", r#"["https://a.example"]"#),
+                ("WASMBASE_AUTH_JWT_SECRET", "123456"),
             ]),
         )
         .unwrap();
@@ -389,6 +413,11 @@ mod tests {
         assert_eq!(c.database.pool_size, 4);
         assert_eq!(c.database.url.as_deref(), Some("postgres://a@b/c"));
         assert_eq!(c.server.cors_origins, vec!["https://a.example"]);
+        assert_eq!(
+            c.auth.jwt_secret.as_deref(),
+            Some("123456"),
+            "secrets stay strings"
+        );
 
         let mut t = toml::Table::new();
         apply_env(&mut t, env(&[("WASMBASE_SERVER_LISTN", "x")])).unwrap();

@@ -364,6 +364,8 @@ fn pid_file_port(data: &Path) -> Result<u16> {
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
+    // A leftover temp file would keep its old permissions through `mode()`.
+    let _ = fs::remove_file(&tmp);
     let mut f = fs::OpenOptions::new()
         .create(true)
         .truncate(true)

@@ -119,6 +119,14 @@ async fn run_locked(client: &mut Client, user_dir: Option<&Path>) -> Result<Repo
         tx.commit().await?;
         report.platform.push(m.name);
     }
+    // Roles are cluster-wide and not part of a dump: a database restored into a new
+    // cluster has 0001 recorded but no roles. The role script is idempotent, so it
+    // runs on every start.
+    if !report.platform.contains(&PLATFORM[0].name) {
+        client.batch_execute(PLATFORM[0].sql).await.map_err(|e| {
+            anyhow::anyhow!("ensuring roles ({}): {}", PLATFORM[0].name, pg_message(&e))
+        })?;
+    }
     if let Some(dir) = user_dir {
         report.user = run_user(client, dir).await?;
     }
@@ -216,12 +224,16 @@ pub async fn sync_settings(
 }
 
 /// Sets the `authenticator` role's password (cluster-wide), if one is configured.
+///
+/// Only a SCRAM-SHA-256 verifier computed here is sent, never the password, so
+/// statement logs and pg_stat_statements cannot capture it.
 pub async fn set_authenticator_password(client: &Client, password: &str) -> Result<()> {
+    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
     // ALTER ROLE takes no bind parameters; quote_literal does the quoting server-side.
     let row = client
         .query_one(
             "SELECT format('ALTER ROLE authenticator WITH LOGIN PASSWORD %L', $1::text)",
-            &[&password],
+            &[&verifier],
         )
         .await?;
     let stmt: String = row.get(0);

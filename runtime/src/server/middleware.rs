@@ -62,11 +62,7 @@ fn quiet(route: &str) -> bool {
 /// The envelope middleware; see the module doc.
 pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let matched = req.extensions().get::<MatchedPath>().cloned();
     let (id, bad_id) = match req.headers().get(&X_REQUEST_ID) {
         Some(v) if valid_request_id(v) => (v.clone(), false),
         Some(_) => (new_request_id(), true),
@@ -116,10 +112,11 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
             headers.insert(k, HeaderValue::from_static(v));
         }
     }
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let status = resp.status().as_u16();
     let elapsed = start.elapsed();
-    state.metrics.observe(&route, status, elapsed);
-    if !quiet(&route) {
+    state.metrics.observe(route, status, elapsed);
+    if !quiet(route) {
         tracing::info!(
             target: "wasmbase::access",
             request_id = id.to_str().unwrap_or(""),

@@ -212,6 +212,10 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     let cancel = CancellationToken::new();
     let mut listen_cfg = owner;
     listen_cfg.application_name("wasmbase-listen");
+    // Notice a silently dead LISTEN connection in about a minute, not two hours.
+    listen_cfg
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30));
     tokio::spawn(startup(state.clone(), listen_cfg, cancel.clone()));
 
     use axum::serve::ListenerExt;

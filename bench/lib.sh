@@ -1,0 +1,43 @@
+# Shared by bench scripts: build, start servers, run wrk, print figures.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasmbase-target}"
+BIN="$CARGO_TARGET_DIR/release/wasmbase"
+DURATION="${DURATION:-10s}"
+CONNS="${CONNS:-64}"
+
+need_wrk() {
+  command -v wrk >/dev/null && return
+  [ "$(id -u)" = 0 ] || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+}
+
+build() { (cd "$ROOT" && cargo build --release --locked -p wasmbase >&2); }
+
+# wrk_rps URL [header...] -> prints "req/s p50_ms p99_ms"
+wrk_rps() {
+  local url=$1; shift
+  local args=()
+  for h in "$@"; do args+=(-H "$h"); done
+  local out
+  out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${args[@]}" "$url")
+  local rps p50 p99
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  local non2xx
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  [ -z "$non2xx" ] || { echo "wrk saw non-2xx answers ($non2xx) on $url" >&2; exit 1; }
+  echo "$rps $p50 $p99"
+}
+
+# wait_http URL: until it answers 200 (bounded)
+wait_http() {
+  for _ in $(seq 1 600); do
+    curl -fs -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  echo "timed out waiting for $1" >&2; exit 1
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f%%", 100 * a / b }'; }
