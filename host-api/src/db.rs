@@ -86,15 +86,27 @@ pub async fn as_principal<T, F>(
 where
     F: for<'c> FnOnce(&'c Client) -> BoxFuture<'c, Result<T, DbError>>,
 {
-    let obj = pool.get().await?;
+    transact(pool, principal, timeout, work).await
+}
+
+/// [`as_principal`] with the caller's own error type, so an API can abort (and roll
+/// back) with its own errors from inside the transaction.
+pub async fn transact<T, E, F>(
+    pool: &Pool,
+    principal: &Principal,
+    timeout: Duration,
+    work: F,
+) -> Result<T, E>
+where
+    E: From<DbError>,
+    F: for<'c> FnOnce(&'c Client) -> BoxFuture<'c, Result<T, E>>,
+{
+    let db = |e: tokio_postgres::Error| E::from(DbError::Pg(e));
+    let obj = pool.get().await.map_err(|e| E::from(DbError::Pool(e)))?;
     let mut guard = Guard(Some(obj));
-    let client: &Client = guard.0.as_ref().expect("guard holds the connection");
-    let stmt = guard
-        .0
-        .as_ref()
-        .expect("guard holds the connection")
-        .prepare_cached(SET_PRINCIPAL)
-        .await?;
+    let conn = guard.0.as_ref().expect("guard holds the connection");
+    let stmt = conn.prepare_cached(SET_PRINCIPAL).await.map_err(db)?;
+    let client: &Client = conn;
     let ms = timeout.as_millis().max(1).to_string();
     let role = principal.role.as_str();
     let claims: &str = &principal.claims_json;
@@ -102,7 +114,8 @@ where
     tokio::try_join!(
         client.batch_execute("BEGIN"),
         client.query_one(&stmt, &params)
-    )?;
+    )
+    .map_err(db)?;
     let result = work(client).await;
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     match client.batch_execute(end).await {
@@ -111,7 +124,7 @@ where
             drop(guard.0.take());
             result
         }
-        Err(e) => result.and(Err(e.into())),
+        Err(e) => result.and(Err(db(e))),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod gate;
 pub mod jwt;
 pub mod keys;
 pub mod listen;
+pub mod password;
 pub mod principal;
 
 pub use auth_error::AuthError;

@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// How long shutdown waits for in-flight requests, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// Take the client IP from the last `X-Forwarded-For` hop (behind a proxy).
+    pub trust_forwarded_for: bool,
 }
 
 /// `[database]`
@@ -89,6 +91,67 @@ pub struct AuthConfig {
     pub jwt_issuer: String,
     /// Accept legacy JWT `anon`/`service_role` keys as `apikey`.
     pub legacy_jwt_keys: bool,
+    /// Where the app lives: the default redirect after email links (GoTrue's SITE_URL).
+    pub site_url: String,
+    /// Allowed `redirect_to` targets besides `site_url`; `*` matches within a path
+    /// segment, a trailing `**` matches any rest (`http://localhost:3000/**`).
+    pub redirect_urls: Vec<String>,
+    /// Public base URL of this server, used in email links; default: the listen address.
+    pub external_url: Option<String>,
+    /// Sign users in without email confirmation (default: on in `dev`, off in `serve`).
+    pub autoconfirm: Option<bool>,
+    /// Refuse new sign-ups.
+    pub disable_signup: bool,
+    /// Shortest accepted password.
+    pub password_min_length: usize,
+    /// Lifetime of access tokens, in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Window in which a just-rotated refresh token may be reused (two tabs).
+    pub refresh_token_reuse_interval_secs: u64,
+    /// Lifetime of email links and OTP codes, in seconds.
+    pub otp_ttl_secs: u64,
+    /// Minimum seconds between two emails of one kind to one user.
+    pub email_min_interval_secs: u64,
+    /// Requests per minute per client IP on sign-in, sign-up, recover, otp and verify.
+    pub rate_limit_ip_per_minute: u32,
+    /// Requests per minute per email address on the same endpoints.
+    pub rate_limit_email_per_minute: u32,
+    /// Password hashes computed at once (default: number of cores).
+    pub hash_concurrency: Option<usize>,
+    /// Password hashes allowed to wait; more get 503.
+    pub hash_queue: usize,
+    /// Outgoing mail; without it, mail goes to the dev mailbox (`wasmbase mail`).
+    pub smtp: Option<SmtpConfig>,
+}
+
+/// `[auth.smtp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Server host name.
+    pub host: String,
+    /// Port (587 for STARTTLS, 465 for TLS, 25 plain).
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// Login user, if the server needs one.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Login password.
+    #[serde(default)]
+    pub pass: Option<String>,
+    /// Sender, e.g. `Acme <no-reply@acme.dev>`.
+    pub from: String,
+    /// `starttls` (default), `tls` or `none`.
+    #[serde(default = "default_smtp_tls")]
+    pub tls: String,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+fn default_smtp_tls() -> String {
+    "starttls".into()
 }
 
 /// `[log]`
@@ -117,6 +180,7 @@ impl Default for ServerConfig {
             request_timeout_ms: 30_000,
             cors_origins: vec!["*".into()],
             shutdown_grace_ms: 10_000,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -143,6 +207,21 @@ impl Default for AuthConfig {
             jwt_audience: "authenticated".into(),
             jwt_issuer: "wasmbase".into(),
             legacy_jwt_keys: true,
+            site_url: "http://localhost:3000".into(),
+            redirect_urls: Vec::new(),
+            external_url: None,
+            autoconfirm: None,
+            disable_signup: false,
+            password_min_length: 8,
+            access_token_ttl_secs: 3600,
+            refresh_token_reuse_interval_secs: 10,
+            otp_ttl_secs: 3600,
+            email_min_interval_secs: 60,
+            rate_limit_ip_per_minute: 300,
+            rate_limit_email_per_minute: 20,
+            hash_concurrency: None,
+            hash_queue: 32,
+            smtp: None,
         }
     }
 }
@@ -175,6 +254,8 @@ const STRING_KEYS: &[&str] = &[
     "auth.jwt_secret",
     "auth.jwt_audience",
     "auth.jwt_issuer",
+    "auth.site_url",
+    "auth.external_url",
     "log.format",
     "log.level",
     "migrations.dir",
@@ -318,6 +399,45 @@ impl Config {
                 )
             }
             _ => {}
+        }
+        for (k, u) in [
+            ("auth.site_url", Some(&self.auth.site_url)),
+            ("auth.external_url", self.auth.external_url.as_ref()),
+        ] {
+            if let Some(u) = u {
+                if url::Url::parse(u)
+                    .map(|u| u.scheme() != "http" && u.scheme() != "https")
+                    .unwrap_or(true)
+                {
+                    return err(k, format!("'{u}' is not an http(s) URL"));
+                }
+            }
+        }
+        if !(6..=72).contains(&self.auth.password_min_length) {
+            return err(
+                "auth.password_min_length",
+                "must be between 6 and 72".into(),
+            );
+        }
+        if self.auth.access_token_ttl_secs < 30 {
+            return err("auth.access_token_ttl_secs", "must be at least 30".into());
+        }
+        if let Some(s) = &self.auth.smtp {
+            if !matches!(s.tls.as_str(), "starttls" | "tls" | "none") {
+                return err(
+                    "auth.smtp.tls",
+                    format!("'{}' is not starttls, tls or none", s.tls),
+                );
+            }
+            if s.from.parse::<lettre::message::Mailbox>().is_err() {
+                return err(
+                    "auth.smtp.from",
+                    format!(
+                        "'{}' is not an address like 'App <no-reply@app.dev>'",
+                        s.from
+                    ),
+                );
+            }
         }
         if let Some(f) = &self.log.format {
             if f != "json" && f != "pretty" {

@@ -33,15 +33,20 @@ macro_rules! migration {
 
 /// The platform's migrations, in order. Append only; never edit an applied one.
 pub const PLATFORM: &[Migration] = &[
-    migration!(1, "0001_roles.sql"),
-    migration!(2, "0002_auth_helpers.sql"),
-    migration!(3, "0003_platform.sql"),
-    migration!(4, "0004_exposed_defaults.sql"),
+    migration!(1, "0001_auth_helpers.sql"),
+    migration!(2, "0002_platform.sql"),
+    migration!(3, "0003_exposed_defaults.sql"),
+    migration!(4, "0004_auth.sql"),
 ];
+
+/// Roles are cluster-wide and outside any dump; this idempotent script runs on
+/// every start, before the numbered migrations (see the file's header).
+pub const ROLES: &str = include_str!("../../migrations/roles.sql");
 
 /// A digest of all platform migrations, e.g. to name a migrated template database.
 pub fn platform_fingerprint() -> String {
     let mut h = Sha256::new();
+    h.update(ROLES.as_bytes());
     for m in PLATFORM {
         h.update(m.sql.as_bytes());
     }
@@ -88,6 +93,9 @@ async fn run_locked(client: &mut Client, user_dir: Option<&Path>) -> Result<Repo
         )
         .await
         .context("creating wasmbase.schema_migrations")?;
+    client.batch_execute(ROLES).await.map_err(|e| {
+        anyhow::anyhow!("ensuring roles (migrations/roles.sql): {}", pg_message(&e))
+    })?;
     let mut report = Report::default();
     let applied = client
         .query(
@@ -118,14 +126,6 @@ async fn run_locked(client: &mut Client, user_dir: Option<&Path>) -> Result<Repo
         .await?;
         tx.commit().await?;
         report.platform.push(m.name);
-    }
-    // Roles are cluster-wide and not part of a dump: a database restored into a new
-    // cluster has 0001 recorded but no roles. The role script is idempotent, so it
-    // runs on every start.
-    if !report.platform.contains(&PLATFORM[0].name) {
-        client.batch_execute(PLATFORM[0].sql).await.map_err(|e| {
-            anyhow::anyhow!("ensuring roles ({}): {}", PLATFORM[0].name, pg_message(&e))
-        })?;
     }
     if let Some(dir) = user_dir {
         report.user = run_user(client, dir).await?;

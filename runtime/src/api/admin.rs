@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/keys", get(list).post(create))
         .route("/admin/v1/keys/{id}/rotate", post(rotate))
         .route("/admin/v1/keys/{id}", axum::routing::delete(revoke))
+        .route("/admin/v1/mail", get(mailbox))
 }
 
 /// Only the service role (secret key, service_role JWT) administers the platform.
@@ -56,6 +57,30 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 async fn reload_local(st: &AppState, c: &tokio_postgres::Client) -> Result<(), ApiError> {
     st.gate.keys().reload(c).await.map_err(ApiError::internal)?;
     Ok(())
+}
+
+#[derive(Deserialize)]
+struct MailQuery {
+    to: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /admin/v1/mail?to=&limit=`: the dev mailbox, newest first.
+async fn mailbox(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    axum::extract::Query(q): axum::extract::Query<MailQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require_service(&p)?;
+    let c = st
+        .system
+        .get()
+        .await
+        .map_err(wasmbase_host_api::db::DbError::from)?;
+    let mail = crate::api::auth::mail::mailbox(&c, q.to.as_deref(), q.limit.unwrap_or(20))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(mail))
 }
 
 async fn list(State(st): State<AppState>, Caller(p): Caller) -> Result<Json<Value>, ApiError> {

@@ -2,4 +2,5 @@
 //! response, all taking their `Principal` from `server::caller`.
 
 pub mod admin;
+pub mod auth;
 pub mod platform;

@@ -34,6 +34,8 @@ pub async fn run(a: Args) -> Result<()> {
         .auth
         .jwt_secret
         .get_or_insert_with(|| secrets.jwt_secret.clone());
+    // Sign-ups work without clicking a link locally (like `supabase start`).
+    config.auth.autoconfirm.get_or_insert(true);
 
     let cluster = match &config.database.url {
         Some(_) => None,

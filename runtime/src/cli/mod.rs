@@ -2,6 +2,7 @@
 
 mod dev;
 mod keys;
+mod mail;
 mod migrate;
 pub(crate) mod serve;
 mod status;
@@ -35,6 +36,8 @@ enum Command {
     Keys(keys::Args),
     /// Print a signed JWT for testing (anon, authenticated or service_role).
     Token(token::Args),
+    /// Show the dev mailbox: auth emails kept when no SMTP server is configured.
+    Mail(mail::Args),
     /// Serve a raw hyper hello (benchmark baseline; no middleware, no database).
     #[command(hide = true)]
     BenchHello {
@@ -73,6 +76,7 @@ pub fn main() -> ExitCode {
             Command::Status => status::run().await,
             Command::Keys(a) => keys::run(a).await,
             Command::Token(a) => token::run(a),
+            Command::Mail(a) => mail::run(a).await,
             Command::BenchHello { listen } => crate::bench_hello::serve(listen).await,
         }
     });

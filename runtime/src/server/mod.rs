@@ -6,6 +6,7 @@ pub mod error;
 pub mod metrics;
 pub mod middleware;
 pub mod ops;
+pub mod rate_limit;
 pub mod state;
 
 use crate::config::Config;
@@ -133,6 +134,9 @@ fn cors(config: &Config) -> CorsLayer {
             h("x-request-id"),
             h("content-location"),
             h("location"),
+            h("x-total-count"),
+            h("link"),
+            h("x-supabase-api-version"),
         ])
         .max_age(Duration::from_secs(3600))
 }
@@ -146,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .merge(api::platform::routes())
         .merge(api::admin::routes())
+        .merge(api::auth::routes())
         .fallback(|| async { error::ApiError::not_found("No such route") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -195,7 +200,13 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         config.auth.legacy_jwt_keys,
     );
     let addr = config.listen_addr();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} (`server.listen`)"))?;
+    let addr = listener.local_addr()?;
+    let auth = crate::api::auth::AuthState::new(&config, addr)?;
     let state = AppState::new(Inner {
+        auth,
         request_timeout: Duration::from_millis(config.server.request_timeout_ms),
         body_limit: config.server.body_limit_bytes,
         gate,
@@ -205,10 +216,6 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         ready: Default::default(),
         config,
     });
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr} (`server.listen`)"))?;
-    let addr = listener.local_addr()?;
     let cancel = CancellationToken::new();
     let mut listen_cfg = owner;
     listen_cfg.application_name("wasmbase-listen");
@@ -225,6 +232,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     let app = router(state.clone());
     let stop = cancel.clone();
     let join = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "server stopped");

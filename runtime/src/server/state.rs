@@ -33,6 +33,8 @@ pub struct Inner {
     pub request_timeout: Duration,
     /// Largest accepted body.
     pub body_limit: u64,
+    /// The auth API's hasher, limiters and mailer.
+    pub auth: crate::api::auth::AuthState,
 }
 
 impl Deref for AppState {

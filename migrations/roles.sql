@@ -1,12 +1,21 @@
--- Supabase-compatible API roles. Roles are cluster-wide while the migration lock is
--- per database, so several databases of one cluster may run this at the same time:
--- every CREATE/GRANT/ALTER is conditional and tolerates losing the race.
+-- The roles Wasmbase needs. Not a numbered migration: it runs on every start,
+-- because roles are cluster-wide and not part of a database dump (a database
+-- restored into a new cluster finds its migrations recorded but no roles).
+-- The migration lock is per database, so several databases of one cluster may run
+-- this at the same time: every CREATE/GRANT/ALTER is conditional and tolerates
+-- losing the race.
+--
+--   anon, authenticated, service_role  Supabase's API roles (NOLOGIN)
+--   wasmbase_auth                      what the auth API runs as (owns nothing,
+--                                      gets rights on the auth tables only)
+--   authenticator                      the login role of request traffic, member
+--                                      of the four above, NOINHERIT
 DO $$
 DECLARE
   r text;
   is_super boolean := (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
 BEGIN
-  FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP
+  FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role', 'wasmbase_auth'] LOOP
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
       BEGIN
         EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', r);
@@ -22,7 +31,7 @@ BEGIN
     END;
   END IF;
 
-  FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP
+  FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role', 'wasmbase_auth'] LOOP
     IF NOT pg_has_role('authenticator', r, 'MEMBER') THEN
       BEGIN
         EXECUTE format('GRANT %I TO authenticator', r);

@@ -1,0 +1,205 @@
+//! Parsing shared by the auth handlers: lenient JSON bodies, request metadata,
+//! and the three kinds of caller (any key, a signed-in user, an admin).
+
+use super::error::{AuthApiError, AuthResult};
+use crate::server::caller;
+use crate::server::state::AppState;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use uuid::Uuid;
+use wasmbase_host_api::{Principal, Role};
+
+/// Parses a JSON body leniently, as GoTrue does: unknown fields are ignored,
+/// `null` is accepted wherever a value is optional, an empty body is `{}`.
+pub fn body<T: DeserializeOwned>(bytes: &[u8]) -> AuthResult<T> {
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}" as &[u8]
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| {
+        AuthApiError::new(
+            400,
+            "bad_json",
+            format!("Could not parse request body as JSON: {e}"),
+        )
+    })
+}
+
+/// Where a request comes from and what it asks to be redirected to.
+#[derive(Clone)]
+pub struct Meta {
+    /// Client IP (the peer, or the last `X-Forwarded-For` hop when trusted).
+    pub ip: String,
+    /// `User-Agent`, for the session row.
+    pub user_agent: Option<String>,
+    /// Query parameters.
+    pub query: HashMap<String, String>,
+}
+
+impl Meta {
+    /// The `redirect_to` query parameter (auth-js sends it there).
+    pub fn redirect_to(&self) -> Option<&str> {
+        self.query
+            .get("redirect_to")
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+}
+
+impl FromRequestParts<AppState> for Meta {
+    type Rejection = AuthApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> AuthResult<Meta> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default();
+        let forwarded = st
+            .config
+            .server
+            .trust_forwarded_for
+            .then(|| {
+                parts
+                    .headers
+                    .get("x-forwarded-for")?
+                    .to_str()
+                    .ok()?
+                    .rsplit(',')
+                    .next()
+                    .map(|s| s.trim().to_string())
+            })
+            .flatten()
+            .filter(|s| !s.is_empty());
+        let query = parts
+            .uri
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Meta {
+            ip: forwarded.unwrap_or(peer),
+            user_agent: parts
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(512).collect()),
+            query,
+        })
+    }
+}
+
+/// Any request with a valid `apikey` (the gateway rule of Supabase).
+pub struct Keyed;
+
+impl FromRequestParts<AppState> for Keyed {
+    type Rejection = AuthApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> AuthResult<Keyed> {
+        let key = parts.headers.get("apikey").and_then(|v| v.to_str().ok());
+        st.gate.api_key(key)?;
+        Ok(Keyed)
+    }
+}
+
+/// A signed-in user: a valid key plus a user access token. The session is checked
+/// against the database by [`super::users::load_session_user`].
+pub struct UserCaller {
+    /// The user's id (`sub`).
+    pub user_id: Uuid,
+    /// The session the token belongs to (`session_id`), if any.
+    pub session_id: Option<Uuid>,
+}
+
+impl FromRequestParts<AppState> for UserCaller {
+    type Rejection = AuthApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> AuthResult<UserCaller> {
+        let key = parts.headers.get("apikey").and_then(|v| v.to_str().ok());
+        st.gate.api_key(key)?;
+        let token = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(wasmbase_host_api::gate::bearer)
+            .ok_or_else(|| {
+                AuthApiError::new(
+                    401,
+                    "no_authorization",
+                    "This endpoint requires a valid Bearer token",
+                )
+            })?;
+        let v = st.gate.jwt().verify(token)?;
+        let sub =
+            v.claims.get("sub").and_then(Value::as_str).ok_or_else(|| {
+                AuthApiError::new(403, "bad_jwt", "invalid claim: missing sub claim")
+            })?;
+        if v.role != Role::Authenticated {
+            return Err(AuthApiError::new(
+                403,
+                "bad_jwt",
+                "invalid claim: not a user token",
+            ));
+        }
+        let user_id = Uuid::parse_str(sub).map_err(|_| {
+            AuthApiError::new(400, "bad_jwt", "invalid claim: sub claim must be a UUID")
+        })?;
+        let session_id = v
+            .claims
+            .get("session_id")
+            .and_then(Value::as_str)
+            .and_then(|s| Uuid::parse_str(s).ok());
+        Ok(UserCaller {
+            user_id,
+            session_id,
+        })
+    }
+}
+
+/// A caller with the service role (secret key or service_role JWT).
+pub struct AdminCaller(pub Principal);
+
+impl FromRequestParts<AppState> for AdminCaller {
+    type Rejection = AuthApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> AuthResult<AdminCaller> {
+        let p = caller::authenticate(parts, st)?;
+        if !p.is_service() {
+            return Err(AuthApiError::new(403, "not_admin", "User not allowed"));
+        }
+        Ok(AdminCaller(p))
+    }
+}
+
+/// Enforces the per-IP and (when given) per-email limits.
+pub fn rate_limit(st: &AppState, meta: &Meta, email: Option<&str>) -> AuthResult<()> {
+    let a = &st.auth;
+    let ip_key = format!("ip:{}", meta.ip);
+    if let Err(wait) = a.ip_limit.check(&ip_key) {
+        return Err(AuthApiError::new(
+            429,
+            "over_request_rate_limit",
+            "Request rate limit reached",
+        )
+        .retry_after(wait));
+    }
+    if let Some(e) = email {
+        if let Err(wait) = a.email_limit.check(&format!("email:{e}")) {
+            return Err(AuthApiError::new(
+                429,
+                "over_request_rate_limit",
+                "Request rate limit reached",
+            )
+            .retry_after(wait));
+        }
+    }
+    Ok(())
+}

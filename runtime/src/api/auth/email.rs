@@ -1,0 +1,484 @@
+//! Email flows: `POST /recover`, `POST /otp` (magic link + code), `POST /resend`,
+//! and `GET|POST /verify`, which consumes a link token or OTP code.
+//!
+//! Unknown addresses get the same 200 `{}` as known ones on recover and resend
+//! (no account enumeration). Tokens are single use and expire after
+//! `otp_ttl_secs`. With PKCE (a `code_challenge` on the request) the verified link
+//! redirects with `?code=` for `grant_type=pkce` instead of carrying tokens.
+
+use super::ctx::{body, rate_limit, Keyed, Meta};
+use super::error::{AuthApiError, AuthResult};
+use super::mail::{self, Template};
+use super::{redirect, session, tokens, users};
+use crate::server::state::AppState;
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_postgres::Client;
+use users::{NewUser, TokenKind};
+use uuid::Uuid;
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct EmailBody {
+    email: Option<String>,
+    phone: Option<String>,
+    create_user: Option<bool>,
+    data: Option<Value>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+}
+
+fn ok_empty() -> Json<Value> {
+    Json(json!({}))
+}
+
+async fn send(st: &AppState, mail: Option<mail::Mail>) -> AuthResult<()> {
+    match mail {
+        Some(m) => st.auth.mailer.send(st, m).await,
+        None => Ok(()),
+    }
+}
+
+/// `POST /recover`: a password-reset link for a known address; `{}` either way.
+pub async fn recover(
+    State(st): State<AppState>,
+    _k: Keyed,
+    meta: Meta,
+    raw: Bytes,
+) -> AuthResult<Json<Value>> {
+    let b: EmailBody = body(&raw)?;
+    let email = users::normalize_email(b.email.as_deref())?;
+    let pkce = tokens::pkce_params(
+        b.code_challenge.as_deref(),
+        b.code_challenge_method.as_deref(),
+    )
+    .map_err(AuthApiError::validation)?;
+    rate_limit(&st, &meta, Some(&email))?;
+    let redirect_to = redirect::resolve(&st.config.auth, meta.redirect_to());
+    let (s, ip) = (st.clone(), meta.ip.clone());
+    let mail = users::tx(&st, move |c| {
+        Box::pin(async move {
+            let Some(u) = users::find_by_email(c, &email).await? else {
+                return Ok(None);
+            };
+            users::check_send_interval(&s, c, u.id, TokenKind::Recovery).await?;
+            let (otp, link_token) =
+                users::issue_email_token(c, u.id, TokenKind::Recovery, &email, pkce.is_some())
+                    .await?;
+            if let Some(p) = &pkce {
+                users::create_flow(c, u.id, p, "recovery").await?;
+            }
+            users::audit(
+                c,
+                "user_recovery_requested",
+                Some(u.id),
+                &email,
+                &ip,
+                json!({}),
+            )
+            .await?;
+            let link = users::verify_link(
+                &s,
+                &link_token,
+                Template::Recovery.verify_type(),
+                &redirect_to,
+            );
+            Ok(Some(mail::render(Template::Recovery, &email, &link, &otp)))
+        })
+    })
+    .await?;
+    send(&st, mail).await?;
+    Ok(ok_empty())
+}
+
+/// `POST /otp`: a magic link + code. An unknown address signs up (unless
+/// `create_user` is false: 422 `otp_disabled`); an unconfirmed one gets the sign-up
+/// confirmation instead (GoTrue's behaviour).
+pub async fn otp(
+    State(st): State<AppState>,
+    _k: Keyed,
+    meta: Meta,
+    raw: Bytes,
+) -> AuthResult<Json<Value>> {
+    let b: EmailBody = body(&raw)?;
+    if b.phone.as_deref().is_some_and(|p| !p.is_empty()) {
+        return Err(AuthApiError::new(
+            422,
+            "phone_provider_disabled",
+            "Phone sign-ins are disabled",
+        ));
+    }
+    let create = b.create_user.unwrap_or(true);
+    let email = users::normalize_email(b.email.as_deref())?;
+    let data = users::object_or_empty(b.data, "data")?;
+    let pkce = tokens::pkce_params(
+        b.code_challenge.as_deref(),
+        b.code_challenge_method.as_deref(),
+    )
+    .map_err(AuthApiError::validation)?;
+    rate_limit(&st, &meta, Some(&email))?;
+    let redirect_to = redirect::resolve(&st.config.auth, meta.redirect_to());
+    let (s, ip) = (st.clone(), meta.ip.clone());
+    let (autoconfirm, signup_off) = (st.auth.autoconfirm, st.config.auth.disable_signup);
+    let mail = users::tx(&st, move |c| {
+        Box::pin(async move {
+            let (id, confirmed) = match users::find_by_email(c, &email).await? {
+                Some(u) => (u.id, u.confirmed),
+                None if !create || signup_off => {
+                    return Err(AuthApiError::new(
+                        422,
+                        "otp_disabled",
+                        "Signups not allowed for otp",
+                    ));
+                }
+                None => {
+                    let new = NewUser {
+                        email: &email,
+                        password_hash: None,
+                        user_metadata: data,
+                        app_metadata: json!({}),
+                        confirmed: autoconfirm,
+                        invited: false,
+                        id: None,
+                    };
+                    let id = users::create_user(c, new).await?;
+                    users::audit(
+                        c,
+                        "user_signedup",
+                        Some(id),
+                        &email,
+                        &ip,
+                        json!({"provider": "email"}),
+                    )
+                    .await?;
+                    (id, autoconfirm)
+                }
+            };
+            let (kind, template, flow) = if confirmed {
+                (TokenKind::Recovery, Template::MagicLink, "magiclink")
+            } else {
+                (
+                    TokenKind::Confirmation,
+                    Template::Confirmation,
+                    "email/signup",
+                )
+            };
+            users::check_send_interval(&s, c, id, kind).await?;
+            let (otp, link_token) =
+                users::issue_email_token(c, id, kind, &email, pkce.is_some()).await?;
+            if let Some(p) = &pkce {
+                users::create_flow(c, id, p, flow).await?;
+            }
+            let link = users::verify_link(&s, &link_token, template.verify_type(), &redirect_to);
+            Ok(Some(mail::render(template, &email, &link, &otp)))
+        })
+    })
+    .await?;
+    send(&st, mail).await?;
+    Ok(ok_empty())
+}
+
+/// `POST /resend` (`type` signup or email_change): sends the pending link again.
+pub async fn resend(
+    State(st): State<AppState>,
+    _k: Keyed,
+    meta: Meta,
+    raw: Bytes,
+) -> AuthResult<Json<Value>> {
+    let b: EmailBody = body(&raw)?;
+    let kind = match b.kind.as_deref() {
+        Some("signup") => TokenKind::Confirmation,
+        Some("email_change") => TokenKind::EmailChange,
+        _ => {
+            return Err(AuthApiError::validation(
+                "Missing one of these types: signup, email_change",
+            ))
+        }
+    };
+    let email = users::normalize_email(b.email.as_deref())?;
+    rate_limit(&st, &meta, Some(&email))?;
+    let redirect_to = redirect::resolve(&st.config.auth, meta.redirect_to());
+    let s = st.clone();
+    let mail = users::tx(&st, move |c| {
+        Box::pin(async move {
+            let Some(u) = users::find_by_email(c, &email).await? else {
+                return Ok(None);
+            };
+            let to = match kind {
+                TokenKind::Confirmation if u.confirmed => return Ok(None),
+                TokenKind::EmailChange => {
+                    let pending: Option<String> = c
+                        .query_one(
+                            "SELECT email_change FROM auth.users WHERE id = $1",
+                            &[&u.id],
+                        )
+                        .await?
+                        .get(0);
+                    match pending {
+                        Some(p) => p,
+                        None => return Ok(None),
+                    }
+                }
+                _ => email.clone(),
+            };
+            users::check_send_interval(&s, c, u.id, kind).await?;
+            let (otp, link_token) = users::issue_email_token(c, u.id, kind, &to, false).await?;
+            let template = if kind == TokenKind::Confirmation {
+                Template::Confirmation
+            } else {
+                Template::EmailChange
+            };
+            let link = users::verify_link(&s, &link_token, template.verify_type(), &redirect_to);
+            Ok(Some(mail::render(template, &to, &link, &otp)))
+        })
+    })
+    .await?;
+    send(&st, mail).await?;
+    Ok(ok_empty())
+}
+
+/// The token kinds a verify `type` may consume, and the amr/flow method it means.
+fn kinds_for(verify_type: &str) -> AuthResult<(&'static [TokenKind], &'static str)> {
+    Ok(match verify_type {
+        "signup" => (&[TokenKind::Confirmation], "email/signup"),
+        "invite" => (&[TokenKind::Confirmation], "invite"),
+        "recovery" => (&[TokenKind::Recovery], "recovery"),
+        "magiclink" => (&[TokenKind::Recovery], "magiclink"),
+        "email" => (&[TokenKind::Confirmation, TokenKind::Recovery], "otp"),
+        "email_change" => (&[TokenKind::EmailChange], "email_change"),
+        _ => return Err(AuthApiError::validation("Verify requires a verification type: signup, invite, recovery, magiclink, email or email_change")),
+    })
+}
+
+fn expired() -> AuthApiError {
+    AuthApiError::new(403, "otp_expired", "Email link is invalid or has expired")
+}
+
+/// Consumes a matching, unexpired token and applies it; returns the user id.
+async fn consume(
+    st: &AppState,
+    c: &Client,
+    hashes: &[String],
+    kinds: &[TokenKind],
+) -> AuthResult<Uuid> {
+    let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    let ttl = st.config.auth.otp_ttl_secs as f64;
+    let row = c
+        .query_opt(
+            "DELETE FROM auth.one_time_tokens WHERE id = (SELECT id FROM auth.one_time_tokens \
+               WHERE token_hash = ANY($1) AND token_type = ANY($2) ORDER BY created_at DESC LIMIT 1 FOR UPDATE) \
+             RETURNING user_id, token_type, relates_to, created_at > now() - make_interval(secs => $3)",
+            &[&hashes, &kinds, &ttl],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Err(expired());
+    };
+    let (user_id, kind, relates_to, fresh): (Uuid, String, String, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    if !fresh {
+        return Err(expired());
+    }
+    match kind.as_str() {
+        "email_change" => {
+            let r = c
+                .execute(
+                    "UPDATE auth.users SET email = $2, email_change = NULL, updated_at = now() WHERE id = $1 AND email_change = $2",
+                    &[&user_id, &relates_to],
+                )
+                .await;
+            match r {
+                Ok(0) => return Err(expired()),
+                Ok(_) => {}
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    return Err(AuthApiError::new(
+                        422,
+                        "email_exists",
+                        "A user with this email address has already been registered",
+                    ))
+                }
+                Err(e) => return Err(e.into()),
+            }
+            c.execute(
+                "UPDATE auth.identities SET email = $2, identity_data = identity_data || jsonb_build_object('email', $2::text), \
+                   updated_at = now() WHERE user_id = $1 AND provider = 'email'",
+                &[&user_id, &relates_to],
+            )
+            .await?;
+            users::confirm_email(c, user_id).await?;
+        }
+        _ => users::confirm_email(c, user_id).await?,
+    }
+    users::audit(
+        c,
+        "user_verified",
+        Some(user_id),
+        &relates_to,
+        "",
+        json!({"type": kind}),
+    )
+    .await?;
+    Ok(user_id)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct VerifyBody {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    email: Option<String>,
+    token: Option<String>,
+    token_hash: Option<String>,
+}
+
+/// `POST /verify`: an OTP code (+ email) or a `token_hash`; returns a session.
+pub async fn verify_post(
+    State(st): State<AppState>,
+    _k: Keyed,
+    meta: Meta,
+    raw: Bytes,
+) -> AuthResult<Json<Value>> {
+    let b: VerifyBody = body(&raw)?;
+    let vtype = b
+        .kind
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| AuthApiError::validation("Verify requires a verification type"))?;
+    let (kinds, _) = kinds_for(&vtype)?;
+    let hashes = match (
+        b.token.filter(|t| !t.is_empty()),
+        b.token_hash.filter(|t| !t.is_empty()),
+    ) {
+        (Some(code), None) => {
+            let email = users::normalize_email(b.email.as_deref()).map_err(|_| {
+                AuthApiError::new(
+                    422,
+                    "validation_failed",
+                    "Verify requires an email with a token",
+                )
+            })?;
+            rate_limit(&st, &meta, Some(&email))?;
+            let th = tokens::token_hash(&email, code.trim());
+            vec![
+                tokens::sha256_hex(&th),
+                tokens::sha256_hex(&format!("pkce_{th}")),
+            ]
+        }
+        (None, Some(th)) => {
+            rate_limit(&st, &meta, None)?;
+            vec![tokens::sha256_hex(&th)]
+        }
+        _ => {
+            return Err(AuthApiError::validation(
+                "Verify requires either a token or a token hash",
+            ))
+        }
+    };
+    let (s, m) = (st.clone(), meta.clone());
+    let out = users::tx(&st, move |c| {
+        Box::pin(async move {
+            let user_id = consume(&s, c, &hashes, kinds).await.map_err(|e| {
+                if e.code == "otp_expired" {
+                    AuthApiError::new(403, "otp_expired", "Token has expired or is invalid")
+                } else {
+                    e
+                }
+            })?;
+            session::create(&s, c, user_id, "otp", &m).await
+        })
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+/// `GET /verify?token&type&redirect_to`: the link in the email. Redirects (303) to
+/// the allowed `redirect_to` (else SITE_URL) with the session in the fragment,
+/// `?code=` for PKCE, or `#error=…` on failure. Needs no `apikey`: it is followed
+/// from a mail client.
+pub async fn verify_get(State(st): State<AppState>, meta: Meta) -> AuthResult<Response> {
+    let token = meta.query.get("token").filter(|t| !t.is_empty()).cloned();
+    let vtype = meta.query.get("type").filter(|t| !t.is_empty()).cloned();
+    let (Some(token), Some(vtype)) = (token, vtype) else {
+        return Err(AuthApiError::validation(
+            "Verify requires a token and a type",
+        ));
+    };
+    let (kinds, flow_method) = kinds_for(&vtype)?;
+    let target = redirect::resolve(&st.config.auth, meta.redirect_to());
+    if let Err(e) = rate_limit(&st, &meta, None) {
+        return Ok(error_redirect(&target, &e));
+    }
+    let pkce = token.starts_with("pkce_");
+    let hashes = vec![tokens::sha256_hex(&token)];
+    let (s, m, vt) = (st.clone(), meta.clone(), vtype.clone());
+    let result = users::tx(&st, move |c| {
+        Box::pin(async move {
+            let user_id = consume(&s, c, &hashes, kinds).await?;
+            if pkce {
+                let code: Option<String> = c
+                    .query_opt(
+                        "UPDATE auth.flow_state SET auth_code_issued_at = now() WHERE id = (SELECT id FROM auth.flow_state \
+                           WHERE user_id = $1 AND authentication_method = $2 ORDER BY created_at DESC LIMIT 1) RETURNING auth_code",
+                        &[&user_id, &flow_method],
+                    )
+                    .await?
+                    .map(|r| r.get(0));
+                let code = code.ok_or_else(|| AuthApiError::new(404, "flow_state_not_found", "No PKCE flow found for this link"))?;
+                return Ok(Err(code));
+            }
+            Ok(Ok(session::create(&s, c, user_id, "otp", &m).await?))
+        })
+    })
+    .await;
+    Ok(match result {
+        Ok(Ok(session)) => {
+            let q: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair(
+                    "access_token",
+                    session["access_token"].as_str().unwrap_or_default(),
+                )
+                .append_pair("expires_at", &session["expires_at"].to_string())
+                .append_pair("expires_in", &session["expires_in"].to_string())
+                .append_pair(
+                    "refresh_token",
+                    session["refresh_token"].as_str().unwrap_or_default(),
+                )
+                .append_pair("sb", "")
+                .append_pair("token_type", "bearer")
+                .append_pair("type", &vt)
+                .finish();
+            Redirect::to(&format!("{}#{q}", strip_fragment(&target))).into_response()
+        }
+        Ok(Err(code)) => {
+            let sep = if target.contains('?') { '&' } else { '?' };
+            Redirect::to(&format!("{}{sep}code={code}", strip_fragment(&target))).into_response()
+        }
+        Err(e) => error_redirect(&target, &e),
+    })
+}
+
+fn strip_fragment(url: &str) -> &str {
+    url.split('#').next().unwrap_or(url)
+}
+
+fn error_redirect(target: &str, e: &AuthApiError) -> Response {
+    let oauth = match e.status.as_u16() {
+        400 => "invalid_request",
+        401 => "unauthorized_client",
+        403 => "access_denied",
+        503 => "temporarily_unavailable",
+        _ => "server_error",
+    };
+    let q: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("error", oauth)
+        .append_pair("error_code", e.code)
+        .append_pair("error_description", &e.message)
+        .append_pair("sb", "")
+        .finish();
+    Redirect::to(&format!("{}#{q}", strip_fragment(target))).into_response()
+}

@@ -1,0 +1,230 @@
+//! `POST /auth/v1/signup`.
+//!
+//! With autoconfirm (the dev default) a new user gets a session at once; without
+//! it a confirmation email is sent and the bare user object is returned. An
+//! existing confirmed email gives 422 `user_already_exists` with autoconfirm, and
+//! otherwise a look-alike fake user, so sign-up cannot enumerate accounts when
+//! confirmation is on (GoTrue's behaviour).
+
+use super::ctx::{body, rate_limit, Keyed, Meta};
+use super::error::{AuthApiError, AuthResult};
+use super::mail::{self, Template};
+use super::{redirect, session, tokens, users};
+use crate::server::state::AppState;
+use axum::extract::State;
+use axum::Json;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use users::{NewUser, TokenKind};
+use uuid::Uuid;
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Body {
+    email: Option<String>,
+    phone: Option<String>,
+    password: Option<String>,
+    data: Option<Value>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+}
+
+enum Outcome {
+    Session(Value),
+    User(Value, Option<mail::Mail>),
+}
+
+pub async fn signup(
+    State(st): State<AppState>,
+    _k: Keyed,
+    meta: Meta,
+    raw: Bytes,
+) -> AuthResult<Json<Value>> {
+    let b: Body = body(&raw)?;
+    if st.config.auth.disable_signup {
+        return Err(AuthApiError::new(
+            422,
+            "signup_disabled",
+            "Signups not allowed for this instance",
+        ));
+    }
+    if b.phone.as_deref().is_some_and(|p| !p.is_empty()) {
+        return Err(AuthApiError::new(
+            422,
+            "phone_provider_disabled",
+            "Phone signups are disabled",
+        ));
+    }
+    if b.email.as_deref().unwrap_or("").is_empty() {
+        return Err(AuthApiError::new(
+            422,
+            "anonymous_provider_disabled",
+            "Anonymous sign-ins are disabled",
+        ));
+    }
+    let password = b
+        .password
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| AuthApiError::validation("Signup requires a valid password"))?;
+    users::check_password(&st, &password)?;
+    let pkce = tokens::pkce_params(
+        b.code_challenge.as_deref(),
+        b.code_challenge_method.as_deref(),
+    )
+    .map_err(AuthApiError::validation)?;
+    let email = users::normalize_email(b.email.as_deref())?;
+    let data = users::object_or_empty(b.data, "data")?;
+    rate_limit(&st, &meta, Some(&email))?;
+    let hash = st.auth.hasher.hash(password).await?;
+    let autoconfirm = st.auth.autoconfirm;
+    let redirect_to = redirect::resolve(&st.config.auth, meta.redirect_to());
+
+    let s = st.clone();
+    let m = meta.clone();
+    let outcome = users::tx(&st, move |c| {
+        Box::pin(async move {
+            let existing = users::find_by_email(c, &email).await?;
+            let user_id = match existing {
+                Some(u) if u.confirmed => {
+                    if autoconfirm {
+                        return Err(AuthApiError::new(
+                            422,
+                            "user_already_exists",
+                            "User already registered",
+                        ));
+                    }
+                    return Ok(Outcome::User(fake_user(&email, &data), None));
+                }
+                Some(u) if autoconfirm => {
+                    users::confirm_email(c, u.id).await?;
+                    u.id
+                }
+                Some(u) => u.id,
+                None => {
+                    let id = users::create_user(
+                        c,
+                        NewUser {
+                            email: &email,
+                            password_hash: Some(hash),
+                            user_metadata: data,
+                            app_metadata: json!({}),
+                            confirmed: autoconfirm,
+                            invited: false,
+                            id: None,
+                        },
+                    )
+                    .await?;
+                    users::audit(
+                        c,
+                        "user_signedup",
+                        Some(id),
+                        &email,
+                        &m.ip,
+                        json!({"provider": "email"}),
+                    )
+                    .await?;
+                    id
+                }
+            };
+            if autoconfirm {
+                return Ok(Outcome::Session(
+                    session::create(&s, c, user_id, "password", &m).await?,
+                ));
+            }
+            users::check_send_interval(&s, c, user_id, TokenKind::Confirmation).await?;
+            let (otp, link_token) = users::issue_email_token(
+                c,
+                user_id,
+                TokenKind::Confirmation,
+                &email,
+                pkce.is_some(),
+            )
+            .await?;
+            if let Some(p) = &pkce {
+                users::create_flow(c, user_id, p, "email/signup").await?;
+            }
+            users::audit(
+                c,
+                "user_confirmation_requested",
+                Some(user_id),
+                &email,
+                &m.ip,
+                json!({"provider": "email"}),
+            )
+            .await?;
+            let link = users::verify_link(
+                &s,
+                &link_token,
+                Template::Confirmation.verify_type(),
+                &redirect_to,
+            );
+            let user = users::user_json(c, user_id)
+                .await?
+                .ok_or_else(|| AuthApiError::internal("user vanished"))?;
+            Ok(Outcome::User(
+                user,
+                Some(mail::render(Template::Confirmation, &email, &link, &otp)),
+            ))
+        })
+    })
+    .await?;
+    match outcome {
+        Outcome::Session(s) => Ok(Json(s)),
+        Outcome::User(u, mail) => {
+            if let Some(m) = mail {
+                st.auth.mailer.send(&st, m).await?;
+            }
+            Ok(Json(u))
+        }
+    }
+}
+
+/// What an existing, confirmed address gets when confirmation is on: the shape of
+/// a fresh unconfirmed user (random id, no identities), so it reveals nothing.
+fn fake_user(email: &str, data: &Value) -> Value {
+    let now = chrono_like_now();
+    json!({
+        "id": Uuid::new_v4(), "aud": "authenticated", "role": "", "email": email, "phone": "",
+        "confirmation_sent_at": now, "app_metadata": {"provider": "email", "providers": ["email"]},
+        "user_metadata": data, "identities": [], "created_at": now, "updated_at": now, "is_anonymous": false
+    })
+}
+
+/// RFC 3339 "now" without pulling in a date library.
+fn chrono_like_now() -> String {
+    httpdate_to_rfc3339(std::time::SystemTime::now())
+}
+
+fn httpdate_to_rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_326_582);
+        assert_eq!(super::httpdate_to_rfc3339(t), "2026-11-22T05:49:42Z");
+    }
+}

@@ -1,0 +1,141 @@
+//! Opaque secrets of the auth API: refresh tokens, email OTPs and their hashes,
+//! PKCE checks. Only hashes reach the database.
+
+use base64::Engine;
+use rand::{Rng, RngCore};
+use sha2::{Digest, Sha224, Sha256};
+
+/// A new refresh token: 32 random bytes, hex (64 lowercase characters).
+pub fn new_refresh_token() -> String {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// SHA-256 hex, the stored form of refresh and email tokens.
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// The pad that encrypts a token's child: derived from the parent token itself
+/// (with a domain tag, so it differs from the stored hash), 32 bytes, used once.
+fn pad(parent: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"wasmbase refresh child v1\0");
+    h.update(parent.as_bytes());
+    h.finalize().into()
+}
+
+/// Encrypts `child` (a refresh token) so only the holder of `parent` can read it.
+pub fn seal_child(parent: &str, child: &str) -> String {
+    let raw = hex::decode(child).expect("refresh tokens are hex");
+    let p = pad(parent);
+    hex::encode(
+        raw.iter()
+            .zip(p.iter())
+            .map(|(a, b)| a ^ b)
+            .collect::<Vec<u8>>(),
+    )
+}
+
+/// Inverse of [`seal_child`].
+pub fn open_child(parent: &str, sealed: &str) -> Option<String> {
+    let raw = hex::decode(sealed).ok()?;
+    let p = pad(parent);
+    (raw.len() == 32).then(|| {
+        hex::encode(
+            raw.iter()
+                .zip(p.iter())
+                .map(|(a, b)| a ^ b)
+                .collect::<Vec<u8>>(),
+        )
+    })
+}
+
+/// A 6-digit email OTP, uniformly random, zero-padded.
+pub fn new_otp() -> String {
+    format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32))
+}
+
+/// GoTrue's token_hash: hex(SHA-224(lower(email) || otp)), the value in email links.
+pub fn token_hash(email: &str, otp: &str) -> String {
+    hex::encode(Sha224::digest(
+        format!("{}{otp}", email.to_lowercase()).as_bytes(),
+    ))
+}
+
+/// Checks a PKCE verifier against the stored challenge.
+pub fn pkce_matches(method: &str, challenge: &str, verifier: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let computed = match method {
+        "s256" => base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(Sha256::digest(verifier.as_bytes())),
+        _ => verifier.to_string(),
+    };
+    computed.len() == challenge.len() && bool::from(computed.as_bytes().ct_eq(challenge.as_bytes()))
+}
+
+/// Validates `code_challenge`/`code_challenge_method`; `Ok(None)` when absent.
+pub fn pkce_params(
+    challenge: Option<&str>,
+    method: Option<&str>,
+) -> Result<Option<(String, String)>, &'static str> {
+    match (
+        challenge.filter(|s| !s.is_empty()),
+        method.filter(|s| !s.is_empty()),
+    ) {
+        (None, None) => Ok(None),
+        (Some(c), Some(m)) => {
+            let m = m.to_ascii_lowercase();
+            if m != "s256" && m != "plain" {
+                return Err("code_challenge_method must be s256 or plain");
+            }
+            let ok = (43..=128).contains(&c.len())
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+            if !ok {
+                return Err("code_challenge must be 43-128 characters of [A-Za-z0-9-._~]");
+            }
+            Ok(Some((c.to_string(), m)))
+        }
+        _ => Err("PKCE flow requires code_challenge_method and code_challenge"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_sealing_roundtrips_only_with_the_parent() {
+        let (p, c) = (new_refresh_token(), new_refresh_token());
+        let sealed = seal_child(&p, &c);
+        assert_eq!(open_child(&p, &sealed).as_deref(), Some(c.as_str()));
+        assert_ne!(
+            open_child(&new_refresh_token(), &sealed).as_deref(),
+            Some(c.as_str())
+        );
+        assert_ne!(sealed, sha256_hex(&c));
+    }
+
+    #[test]
+    fn pkce_s256_and_gotrue_token_hash() {
+        // RFC 7636 appendix B.
+        assert!(pkce_matches(
+            "s256",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+        ));
+        assert!(!pkce_matches(
+            "s256",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "wrong"
+        ));
+        assert_eq!(token_hash("A@b.c", "123456"), token_hash("a@b.c", "123456"));
+        assert_eq!(token_hash("a@b.c", "123456").len(), 56);
+        assert!(pkce_params(Some("x"), None).is_err());
+        assert!(pkce_params(Some(&"a".repeat(43)), Some("S256"))
+            .unwrap()
+            .is_some());
+    }
+}

@@ -1,0 +1,388 @@
+//! User-related SQL and rules shared by the flows: email and password checks,
+//! metadata merging, user creation, email tokens, PKCE flow state, audit.
+//! All of it runs inside [`tx`], as the `wasmbase_auth` role.
+
+use super::error::{AuthApiError, AuthResult};
+use super::tokens;
+use crate::server::state::AppState;
+use futures::future::BoxFuture;
+use serde_json::{json, Map, Value};
+use std::sync::LazyLock;
+use std::time::Duration;
+use tokio_postgres::Client;
+use uuid::Uuid;
+use wasmbase_host_api::{db, Principal, Role};
+
+static AUTH: LazyLock<Principal> = LazyLock::new(|| Principal::for_role(Role::AuthService));
+
+/// Runs auth work in one transaction as `wasmbase_auth`.
+pub async fn tx<T, F>(st: &AppState, work: F) -> AuthResult<T>
+where
+    F: for<'c> FnOnce(&'c Client) -> BoxFuture<'c, AuthResult<T>>,
+{
+    db::transact(&st.pool, &AUTH, Duration::from_secs(8), work).await
+}
+
+/// Lower-cases and checks an email address (GoTrue: 400 validation_failed).
+pub fn normalize_email(email: Option<&str>) -> AuthResult<String> {
+    let e = email.unwrap_or("").trim().to_lowercase();
+    let valid = e.len() <= 254
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(e.split_once('@'), Some((l, d)) if !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.') && !d.contains('@'));
+    if e.is_empty() {
+        return Err(AuthApiError::validation("An email address is required"));
+    }
+    if !valid {
+        return Err(AuthApiError::validation(
+            "Unable to validate email address: invalid format",
+        ));
+    }
+    Ok(e)
+}
+
+/// Password rules: at least `password_min_length` (422 weak_password with reason
+/// `length`), at most 72 bytes (400).
+pub fn check_password(st: &AppState, password: &str) -> AuthResult<()> {
+    let min = st.config.auth.password_min_length;
+    if password.len() > 72 {
+        return Err(AuthApiError::validation(
+            "Password cannot be longer than 72 characters",
+        ));
+    }
+    if password.chars().count() < min {
+        let mut e = AuthApiError::new(
+            422,
+            "weak_password",
+            format!("Password should be at least {min} characters."),
+        );
+        e.weak_reasons = vec!["length"];
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// GoTrue's metadata update: top-level keys are merged, a `null` value deletes.
+pub fn merge_metadata(current: &Value, patch: &Value) -> Value {
+    let mut out = current.as_object().cloned().unwrap_or_default();
+    if let Some(p) = patch.as_object() {
+        for (k, v) in p {
+            if v.is_null() {
+                out.remove(k);
+            } else {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// Requires a JSON object (or nothing) for metadata.
+pub fn object_or_empty(v: Option<Value>, field: &str) -> AuthResult<Value> {
+    match v {
+        None | Some(Value::Null) => Ok(json!({})),
+        Some(Value::Object(m)) => Ok(Value::Object(m)),
+        Some(_) => Err(AuthApiError::validation(format!(
+            "{field} must be a JSON object"
+        ))),
+    }
+}
+
+/// The user object as GoTrue returns it.
+pub async fn user_json(c: &Client, id: Uuid) -> AuthResult<Option<Value>> {
+    let row = c
+        .query_opt(
+            "SELECT auth.user_json(u) FROM auth.users u WHERE u.id = $1 AND u.deleted_at IS NULL",
+            &[&id],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// The parts of a user row the flows decide on.
+pub struct UserRow {
+    /// Id.
+    pub id: Uuid,
+    /// argon2id PHC string, if the user has a password.
+    pub password_hash: Option<String>,
+    /// Whether the email is confirmed.
+    pub confirmed: bool,
+    /// Whether the user is banned now.
+    pub banned: bool,
+}
+
+/// Finds a live user by email, locking the row for the rest of the transaction.
+pub async fn find_by_email(c: &Client, email: &str) -> AuthResult<Option<UserRow>> {
+    let row = c
+        .query_opt(
+            "SELECT id, encrypted_password, email_confirmed_at IS NOT NULL, coalesce(banned_until > now(), false) \
+             FROM auth.users WHERE lower(email) = $1 AND deleted_at IS NULL FOR UPDATE",
+            &[&email],
+        )
+        .await?;
+    Ok(row.map(|r| UserRow {
+        id: r.get(0),
+        password_hash: r.get(1),
+        confirmed: r.get(2),
+        banned: r.get(3),
+    }))
+}
+
+/// What a new user starts with.
+pub struct NewUser<'a> {
+    /// Normalised email.
+    pub email: &'a str,
+    /// argon2id hash, or none (OTP-only users).
+    pub password_hash: Option<String>,
+    /// `user_metadata`.
+    pub user_metadata: Value,
+    /// Extra `app_metadata` (admin only), merged over `{provider, providers}`.
+    pub app_metadata: Value,
+    /// Confirmed at creation.
+    pub confirmed: bool,
+    /// Set `invited_at`.
+    pub invited: bool,
+    /// Explicit id (admin create).
+    pub id: Option<Uuid>,
+}
+
+/// Inserts a user and its email identity; `Err(email_exists)` on a duplicate.
+pub async fn create_user(c: &Client, u: NewUser<'_>) -> AuthResult<Uuid> {
+    let app = merge_metadata(
+        &json!({"provider": "email", "providers": ["email"]}),
+        &u.app_metadata,
+    );
+    let mut meta = u.user_metadata;
+    if u.confirmed {
+        meta = merge_metadata(&meta, &json!({"email_verified": true}));
+    }
+    let id = u.id.unwrap_or_else(Uuid::new_v4);
+    let r = c
+        .execute(
+            "INSERT INTO auth.users (id, email, encrypted_password, raw_user_meta_data, raw_app_meta_data, \
+               email_confirmed_at, invited_at) \
+             VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN now() END, CASE WHEN $7 THEN now() END)",
+            &[&id, &u.email, &u.password_hash, &meta, &app, &u.confirmed, &u.invited],
+        )
+        .await;
+    if let Err(e) = r {
+        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            return Err(AuthApiError::new(
+                422,
+                "email_exists",
+                "A user with this email address has already been registered",
+            ));
+        }
+        return Err(e.into());
+    }
+    let identity = json!({"sub": id.to_string(), "email": u.email, "email_verified": u.confirmed, "phone_verified": false});
+    c.execute(
+        "INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, email) VALUES ($1, $2, $3, 'email', $4)",
+        &[&id.to_string(), &id, &identity, &u.email],
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Marks the user's email confirmed (idempotent).
+pub async fn confirm_email(c: &Client, id: Uuid) -> AuthResult<()> {
+    c.execute(
+        "UPDATE auth.users SET email_confirmed_at = coalesce(email_confirmed_at, now()), \
+           raw_user_meta_data = raw_user_meta_data || '{\"email_verified\": true}', updated_at = now() WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    c.execute(
+        "UPDATE auth.identities SET identity_data = identity_data || '{\"email_verified\": true}', updated_at = now() \
+         WHERE user_id = $1 AND provider = 'email'",
+        &[&id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Kinds of email token (GoTrue's confirmation / recovery / email_change columns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// Sign-up and invite confirmation.
+    Confirmation,
+    /// Password recovery and magic links.
+    Recovery,
+    /// A new email address.
+    EmailChange,
+}
+
+impl TokenKind {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Confirmation => "confirmation",
+            TokenKind::Recovery => "recovery",
+            TokenKind::EmailChange => "email_change",
+        }
+    }
+}
+
+/// Refuses a second email of one kind to one user within `email_min_interval_secs`.
+pub async fn check_send_interval(
+    st: &AppState,
+    c: &Client,
+    user: Uuid,
+    kind: TokenKind,
+) -> AuthResult<()> {
+    let secs = st.config.auth.email_min_interval_secs as f64;
+    if secs <= 0.0 {
+        return Ok(());
+    }
+    let row = c
+        .query_opt(
+            "SELECT ceil($3 - extract(epoch FROM now() - created_at))::float8 FROM auth.one_time_tokens \
+             WHERE user_id = $1 AND token_type = $2 AND created_at > now() - make_interval(secs => $3) \
+             ORDER BY created_at DESC LIMIT 1",
+            &[&user, &kind.as_str(), &secs],
+        )
+        .await?;
+    if let Some(r) = row {
+        let wait: f64 = r.get(0);
+        let wait = wait.max(1.0) as u64;
+        return Err(AuthApiError::new(
+            429,
+            "over_email_send_rate_limit",
+            format!("For security purposes, you can only request this after {wait} seconds."),
+        )
+        .retry_after(wait));
+    }
+    Ok(())
+}
+
+/// Issues an email token (replacing older ones of the same kind): returns the OTP
+/// and the value the link carries (`token_hash`, `pkce_`-prefixed for PKCE).
+pub async fn issue_email_token(
+    c: &Client,
+    user: Uuid,
+    kind: TokenKind,
+    relates_to: &str,
+    pkce: bool,
+) -> AuthResult<(String, String)> {
+    let otp = tokens::new_otp();
+    let th = tokens::token_hash(relates_to, &otp);
+    let link_token = if pkce { format!("pkce_{th}") } else { th };
+    c.execute(
+        "DELETE FROM auth.one_time_tokens WHERE user_id = $1 AND token_type = $2",
+        &[&user, &kind.as_str()],
+    )
+    .await?;
+    c.execute(
+        "INSERT INTO auth.one_time_tokens (user_id, token_type, token_hash, relates_to) VALUES ($1, $2, $3, $4)",
+        &[&user, &kind.as_str(), &tokens::sha256_hex(&link_token), &relates_to],
+    )
+    .await?;
+    let col = match kind {
+        TokenKind::Confirmation => "confirmation_sent_at",
+        TokenKind::Recovery => "recovery_sent_at",
+        TokenKind::EmailChange => "email_change_sent_at",
+    };
+    c.execute(
+        &format!("UPDATE auth.users SET {col} = now() WHERE id = $1"),
+        &[&user],
+    )
+    .await?;
+    Ok((otp, link_token))
+}
+
+/// Starts a PKCE flow for `user`; the auth code is handed out after verification.
+pub async fn create_flow(
+    c: &Client,
+    user: Uuid,
+    pkce: &(String, String),
+    method: &str,
+) -> AuthResult<()> {
+    c.execute(
+        "INSERT INTO auth.flow_state (user_id, auth_code, code_challenge, code_challenge_method, authentication_method) \
+         VALUES ($1, $2, $3, $4, $5)",
+        &[&user, &Uuid::new_v4().to_string(), &pkce.0, &pkce.1, &method],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Appends to `auth.audit_log_entries` (never secrets: ids, emails, actions).
+pub async fn audit(
+    c: &Client,
+    action: &str,
+    actor: Option<Uuid>,
+    username: &str,
+    ip: &str,
+    traits: Value,
+) -> AuthResult<()> {
+    let mut payload = Map::new();
+    payload.insert("action".into(), json!(action));
+    payload.insert(
+        "actor_id".into(),
+        json!(actor.map(|a| a.to_string()).unwrap_or_default()),
+    );
+    payload.insert("actor_username".into(), json!(username));
+    payload.insert("log_type".into(), json!(log_type(action)));
+    payload.insert("traits".into(), traits);
+    c.execute(
+        "INSERT INTO auth.audit_log_entries (payload, ip_address) VALUES ($1, $2)",
+        &[&Value::Object(payload), &ip],
+    )
+    .await?;
+    Ok(())
+}
+
+fn log_type(action: &str) -> &'static str {
+    match action {
+        "login" | "login_failed" | "logout" | "token_refreshed" | "token_revoked" => "token",
+        "user_signedup"
+        | "user_invited"
+        | "user_deleted"
+        | "user_modified"
+        | "user_updated_password" => "user",
+        _ => "account",
+    }
+}
+
+/// The link in an email: `{external}/auth/v1/verify?token=…&type=…&redirect_to=…`.
+pub fn verify_link(
+    st: &AppState,
+    link_token: &str,
+    verify_type: &str,
+    redirect_to: &str,
+) -> String {
+    let q: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("token", link_token)
+        .append_pair("type", verify_type)
+        .append_pair("redirect_to", redirect_to)
+        .finish();
+    format!("{}/auth/v1/verify?{q}", st.auth.external_url)
+}
+
+/// For user endpoints: the token's session must still exist (GoTrue's rule: after
+/// logout the access token stops working here even before it expires) and the
+/// user must too. Returns the user object.
+pub async fn load_session_user(
+    st: &AppState,
+    user_id: Uuid,
+    session_id: Option<Uuid>,
+) -> AuthResult<Value> {
+    tx(st, move |c| {
+        Box::pin(async move {
+            if let Some(sid) = session_id {
+                let live = c
+                    .query_opt(
+                        "SELECT 1 FROM auth.sessions WHERE id = $1 AND user_id = $2 AND (not_after IS NULL OR not_after > now())",
+                        &[&sid, &user_id],
+                    )
+                    .await?;
+                if live.is_none() {
+                    return Err(AuthApiError::new(403, "session_not_found", "Session from session_id claim in JWT does not exist"));
+                }
+            }
+            user_json(c, user_id)
+                .await?
+                .ok_or_else(|| AuthApiError::new(403, "user_not_found", "User from sub claim in JWT does not exist"))
+        })
+    })
+    .await
+}
