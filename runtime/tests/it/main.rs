@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod auth;
 mod auth_keys;
 mod cli;
 mod migrations;

@@ -1,0 +1,647 @@
+//! The auth API's rules against real PostgreSQL: refresh rotation, the reuse
+//! window and family revocation, session checks after logout, PKCE, the redirect
+//! allowlist, confirmation and enumeration protection, rate limits, error shapes.
+
+use crate::harness::*;
+use serde_json::{json, Value};
+use wasmbase_host_api::keys::KeyKind;
+
+/// A test server plus its publishable and secret keys.
+struct Auth {
+    s: TestServer,
+    pk: String,
+    sk: String,
+    db: TestDb,
+}
+
+async fn auth_server(tweak: impl FnOnce(&mut wasmbase::config::Config)) -> Auth {
+    let db = TestDb::new().await;
+    let (_, pk) = db.key(KeyKind::Publishable).await;
+    let (_, sk) = db.key(KeyKind::Secret).await;
+    let s = db
+        .server_with(|c| {
+            c.auth.autoconfirm = Some(true);
+            c.auth.email_min_interval_secs = 0;
+            c.auth.site_url = "http://localhost:3000".into();
+            c.auth.redirect_urls = vec!["http://app.test/**".into()];
+            tweak(c)
+        })
+        .await;
+    Auth { s, pk, sk, db }
+}
+
+struct Resp {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Auth {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        bearer: Option<&str>,
+        key: &str,
+    ) -> Resp {
+        let mut r = self
+            .s
+            .http
+            .request(method, format!("{}/auth/v1{path}", self.s.url))
+            .header("apikey", key)
+            .header("x-supabase-api-version", "2024-01-01");
+        if let Some(b) = bearer {
+            r = r.header("authorization", format!("Bearer {b}"));
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        Resp {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
+    }
+    async fn post(&self, path: &str, body: Value) -> Resp {
+        self.call(reqwest::Method::POST, path, Some(body), None, &self.pk)
+            .await
+    }
+    async fn signup(&self, email: &str) -> Value {
+        let r = self
+            .post(
+                "/signup",
+                json!({"email": email, "password": "password-123"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    }
+    async fn login(&self, email: &str, password: &str) -> Resp {
+        self.post(
+            "/token?grant_type=password",
+            json!({"email": email, "password": password}),
+        )
+        .await
+    }
+    async fn refresh(&self, token: &str) -> Resp {
+        self.post(
+            "/token?grant_type=refresh_token",
+            json!({"refresh_token": token}),
+        )
+        .await
+    }
+    async fn user(&self, access: &str) -> Resp {
+        self.call(reqwest::Method::GET, "/user", None, Some(access), &self.pk)
+            .await
+    }
+    async fn mail(&self, to: &str) -> Vec<Value> {
+        let r = self
+            .s
+            .http
+            .get(format!("{}/admin/v1/mail?to={to}", self.s.url))
+            .header("apikey", &self.sk)
+            .send()
+            .await
+            .unwrap();
+        r.json::<Vec<Value>>().await.unwrap()
+    }
+}
+
+fn code_of(mail: &Value) -> String {
+    let text = mail["text"].as_str().unwrap();
+    text.split("code: ").nth(1).unwrap()[..6].to_string()
+}
+
+fn link_of(mail: &Value) -> String {
+    let text = mail["text"].as_str().unwrap();
+    text.lines()
+        .find(|l| l.contains("/auth/v1/verify?"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn refresh_rotates_tolerates_two_tabs_and_revokes_the_family_on_late_reuse() {
+    let a = auth_server(|_| {}).await;
+    let session = a.signup("rot@example.com").await;
+    let rt0 = s(&session["refresh_token"]);
+    let r1 = a.refresh(&rt0).await;
+    assert_eq!(r1.status, 200, "{}", r1.body);
+    let rt1 = s(&r1.body["refresh_token"]);
+    assert_ne!(rt0, rt1);
+    // Second tab, same old token, inside the reuse window: the session's current token.
+    let again = a.refresh(&rt0).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(s(&again.body["refresh_token"]), rt1);
+    let r2 = a.refresh(&rt1).await;
+    assert_eq!(r2.status, 200);
+    let rt2 = s(&r2.body["refresh_token"]);
+    assert_ne!(rt2, rt1);
+    assert_eq!(
+        a.refresh("not-a-real-refresh-token").await.body["code"],
+        "refresh_token_not_found"
+    );
+
+    // Outside the window (interval 0): reuse revokes the whole session.
+    let b = auth_server(|c| c.auth.refresh_token_reuse_interval_secs = 0).await;
+    let session = b.signup("late@example.com").await;
+    let (rt0, access) = (s(&session["refresh_token"]), s(&session["access_token"]));
+    let rt1 = s(&b.refresh(&rt0).await.body["refresh_token"]);
+    let reuse = b.refresh(&rt0).await;
+    assert_eq!(
+        (reuse.status, reuse.body["code"].as_str()),
+        (400, Some("refresh_token_already_used"))
+    );
+    let after = b.refresh(&rt1).await;
+    assert_eq!(
+        after.body["code"], "refresh_token_not_found",
+        "the family is gone"
+    );
+    let u = b.user(&access).await;
+    assert_eq!(
+        (u.status, u.body["code"].as_str()),
+        (403, Some("session_not_found"))
+    );
+}
+
+#[tokio::test]
+async fn logout_scopes_end_sessions_even_before_their_tokens_expire() {
+    let a = auth_server(|_| {}).await;
+    a.signup("scopes@example.com").await;
+    let s1 = a.login("scopes@example.com", "password-123").await.body;
+    let s2 = a.login("scopes@example.com", "password-123").await.body;
+    let s3 = a.login("scopes@example.com", "password-123").await.body;
+    // others: s1 survives, s2 and s3 do not.
+    let r = a
+        .call(
+            reqwest::Method::POST,
+            "/logout?scope=others",
+            None,
+            Some(&s(&s1["access_token"])),
+            &a.pk,
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(a.user(&s(&s1["access_token"])).await.status, 200);
+    assert_eq!(
+        a.user(&s(&s2["access_token"])).await.body["code"],
+        "session_not_found"
+    );
+    assert_eq!(
+        a.refresh(&s(&s3["refresh_token"])).await.body["code"],
+        "refresh_token_not_found"
+    );
+    // local: only this one.
+    let s4 = a.login("scopes@example.com", "password-123").await.body;
+    let r = a
+        .call(
+            reqwest::Method::POST,
+            "/logout?scope=local",
+            None,
+            Some(&s(&s1["access_token"])),
+            &a.pk,
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(a.user(&s(&s1["access_token"])).await.status, 403);
+    assert_eq!(a.user(&s(&s4["access_token"])).await.status, 200);
+    // global (default): everything.
+    let s5 = a.login("scopes@example.com", "password-123").await.body;
+    assert_eq!(
+        a.call(
+            reqwest::Method::POST,
+            "/logout",
+            None,
+            Some(&s(&s5["access_token"])),
+            &a.pk
+        )
+        .await
+        .status,
+        204
+    );
+    assert_eq!(a.user(&s(&s4["access_token"])).await.status, 403);
+    let bad = a
+        .call(
+            reqwest::Method::POST,
+            "/logout?scope=everyone",
+            None,
+            Some(&s(&s4["access_token"])),
+            &a.pk,
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    // No bearer / not a user token.
+    assert_eq!(
+        a.call(reqwest::Method::GET, "/user", None, None, &a.pk)
+            .await
+            .body["code"],
+        "no_authorization"
+    );
+    assert_eq!(a.user(&a.pk).await.status, 403);
+}
+
+#[tokio::test]
+async fn confirmation_flow_and_no_account_enumeration_when_confirmation_is_on() {
+    let a = auth_server(|c| c.auth.autoconfirm = Some(false)).await;
+    let r = a.post("/signup", json!({"email": "New@Example.com", "password": "password-123", "data": {"plan": "free"}})).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.get("access_token").is_none(),
+        "no session before confirmation"
+    );
+    assert_eq!(r.body["email"], "new@example.com");
+    let real_id = s(&r.body["id"]);
+    let login = a.login("new@example.com", "password-123").await;
+    assert_eq!(
+        (login.status, login.body["code"].as_str()),
+        (400, Some("email_not_confirmed"))
+    );
+
+    let mails = a.mail("new@example.com").await;
+    assert_eq!(mails.len(), 1);
+    let code = code_of(&mails[0]);
+    let bad = a
+        .post(
+            "/verify",
+            json!({"type": "signup", "email": "new@example.com", "token": "000000"}),
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.body["code"].as_str()),
+        (403, Some("otp_expired"))
+    );
+    let ok = a
+        .post(
+            "/verify",
+            json!({"type": "signup", "email": "new@example.com", "token": code}),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(ok.body["user"]["email_confirmed_at"].is_string());
+    assert_eq!(ok.body["user"]["user_metadata"]["plan"], "free");
+    let reuse = a
+        .post(
+            "/verify",
+            json!({"type": "signup", "email": "new@example.com", "token": code}),
+        )
+        .await;
+    assert_eq!(reuse.body["code"], "otp_expired", "single use");
+
+    // Signing up again with the confirmed address reveals nothing.
+    let again = a
+        .post(
+            "/signup",
+            json!({"email": "new@example.com", "password": "other-password"}),
+        )
+        .await;
+    assert_eq!(again.status, 200);
+    assert_ne!(s(&again.body["id"]), real_id);
+    assert_eq!(again.body["identities"], json!([]));
+    // Recover for an unknown address looks the same as for a known one.
+    assert_eq!(
+        a.post("/recover", json!({"email": "nobody@example.com"}))
+            .await
+            .body,
+        json!({})
+    );
+    assert_eq!(
+        a.post("/recover", json!({"email": "new@example.com"}))
+            .await
+            .body,
+        json!({})
+    );
+    // Unknown email and wrong password: the same answer.
+    let unknown = a.login("nobody@example.com", "password-123").await;
+    let wrong = a.login("new@example.com", "wrong-password").await;
+    assert_eq!((unknown.status, &unknown.body), (wrong.status, &wrong.body));
+    assert_eq!(wrong.body["code"], "invalid_credentials");
+}
+
+#[tokio::test]
+async fn pkce_link_gives_a_code_that_only_the_verifier_can_exchange() {
+    use base64::Engine;
+    use sha2::Digest;
+    let a = auth_server(|_| {}).await;
+    a.signup("pkce@example.com").await;
+    let verifier = "a".repeat(20) + "-verifier-with-enough-entropy-1234567890";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let r = a
+        .post(
+            "/recover?redirect_to=http%3A%2F%2Fapp.test%2Fcb",
+            json!({"email": "pkce@example.com", "code_challenge": challenge, "code_challenge_method": "s256"}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let link = link_of(&a.mail("pkce@example.com").await[0]);
+    assert!(link.contains("token=pkce_"), "{link}");
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = no_redirect.get(&link).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    let loc = resp.headers()["location"].to_str().unwrap().to_string();
+    let code = loc
+        .strip_prefix("http://app.test/cb?code=")
+        .unwrap_or_else(|| panic!("{loc}"))
+        .to_string();
+
+    let wrong = a
+        .post(
+            "/token?grant_type=pkce",
+            json!({"auth_code": code, "code_verifier": "b".repeat(50)}),
+        )
+        .await;
+    assert_eq!(
+        (wrong.status, wrong.body["code"].as_str()),
+        (400, Some("bad_code_verifier"))
+    );
+    let ok = a
+        .post(
+            "/token?grant_type=pkce",
+            json!({"auth_code": code, "code_verifier": verifier}),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.body["user"]["email"], "pkce@example.com");
+    let twice = a
+        .post(
+            "/token?grant_type=pkce",
+            json!({"auth_code": code, "code_verifier": verifier}),
+        )
+        .await;
+    assert_eq!(
+        (twice.status, twice.body["code"].as_str()),
+        (404, Some("flow_state_not_found"))
+    );
+}
+
+#[tokio::test]
+async fn email_links_never_redirect_outside_the_allowlist() {
+    let a = auth_server(|_| {}).await;
+    a.signup("redir@example.com").await;
+    a.post(
+        "/recover?redirect_to=https%3A%2F%2Fevil.example%2Fsteal",
+        json!({"email": "redir@example.com"}),
+    )
+    .await;
+    let link = link_of(&a.mail("redir@example.com").await[0]);
+    assert!(
+        link.contains("redirect_to=http%3A%2F%2Flocalhost%3A3000"),
+        "{link}"
+    );
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = no_redirect.get(&link).send().await.unwrap();
+    let loc = resp.headers()["location"].to_str().unwrap();
+    assert!(
+        loc.starts_with("http://localhost:3000#access_token="),
+        "{loc}"
+    );
+    // The link is used up: the second click lands on an error fragment.
+    let resp = no_redirect.get(&link).send().await.unwrap();
+    let loc = resp.headers()["location"].to_str().unwrap();
+    assert!(
+        loc.starts_with("http://localhost:3000#error=access_denied&error_code=otp_expired"),
+        "{loc}"
+    );
+    // An allowed target is kept.
+    a.post(
+        "/recover?redirect_to=http%3A%2F%2Fapp.test%2Freset",
+        json!({"email": "redir@example.com"}),
+    )
+    .await;
+    let link = link_of(&a.mail("redir@example.com").await[0]);
+    let loc = no_redirect.get(&link).send().await.unwrap().headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        loc.starts_with("http://app.test/reset#access_token="),
+        "{loc}"
+    );
+}
+
+#[tokio::test]
+async fn expired_codes_are_refused() {
+    let a = auth_server(|c| c.auth.otp_ttl_secs = 0).await;
+    a.signup("ttl@example.com").await;
+    a.post("/otp", json!({"email": "ttl@example.com"})).await;
+    let code = code_of(&a.mail("ttl@example.com").await[0]);
+    let r = a
+        .post(
+            "/verify",
+            json!({"type": "email", "email": "ttl@example.com", "token": code}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (403, Some("otp_expired"))
+    );
+    let r = a
+        .post(
+            "/otp",
+            json!({"email": "ghost@example.com", "create_user": false}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (422, Some("otp_disabled"))
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let a = auth_server(|c| c.auth.rate_limit_email_per_minute = 2).await;
+    for _ in 0..2 {
+        assert_eq!(
+            a.login("brute@example.com", "guess-guess").await.status,
+            400
+        );
+    }
+    let r = a.login("brute@example.com", "guess-guess").await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (429, Some("over_request_rate_limit"))
+    );
+    assert!(r.headers.contains_key("retry-after"));
+    // Another address is not affected.
+    assert_eq!(
+        a.login("other@example.com", "guess-guess").await.status,
+        400
+    );
+
+    let b = auth_server(|c| c.auth.rate_limit_ip_per_minute = 3).await;
+    for i in 0..3 {
+        b.login(&format!("ip{i}@example.com"), "guess-guess").await;
+    }
+    assert_eq!(b.login("ip9@example.com", "guess-guess").await.status, 429);
+}
+
+#[tokio::test]
+async fn errors_follow_the_requested_gotrue_format() {
+    let a = auth_server(|_| {}).await;
+    let weak = a
+        .post(
+            "/signup",
+            json!({"email": "weak@example.com", "password": "short"}),
+        )
+        .await;
+    assert_eq!(weak.status, 422);
+    assert_eq!(weak.body["code"], "weak_password");
+    assert_eq!(weak.body["weak_password"]["reasons"], json!(["length"]));
+    assert_eq!(weak.headers["x-supabase-api-version"], "2024-01-01");
+    // Without the version header: GoTrue's legacy body.
+    let r =
+        a.s.http
+            .post(format!("{}/auth/v1/token?grant_type=password", a.s.url))
+            .header("apikey", &a.pk)
+            .json(&json!({"email": "x@example.com", "password": "whatever-1"}))
+            .send()
+            .await
+            .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"code": 400, "error_code": "invalid_credentials", "msg": "Invalid login credentials"})
+    );
+    // Bodies GoTrue accepts: nulls and unknown fields.
+    let r = a
+        .post(
+            "/signup",
+            json!({"email": "lenient@example.com", "password": "password-123", "data": null,
+                   "code_challenge": null, "code_challenge_method": null, "gotrue_meta_security": {}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = a.post("/token?grant_type=magic", json!({})).await;
+    assert_eq!(r.body["code"], "invalid_credentials");
+    // Keys are required as on Supabase's gateway.
+    let r = a
+        .call(reqwest::Method::POST, "/signup", Some(json!({})), None, "")
+        .await;
+    assert_eq!(r.status, 401);
+}
+
+#[tokio::test]
+async fn app_metadata_is_admin_only_and_tokens_carry_it() {
+    let a = auth_server(|_| {}).await;
+    let org = "5b7f2a9c-0d1e-4f3a-8b6c-7d8e9f0a1b2c";
+    let created = a
+        .call(
+            reqwest::Method::POST,
+            "/admin/users",
+            Some(json!({"email": "boss@example.com", "password": "password-123", "email_confirm": true,
+                        "app_metadata": {"role": "admin", "org_id": org}})),
+            None,
+            &a.sk,
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    assert_eq!(created.body["app_metadata"]["providers"], json!(["email"]));
+    // Not through the publishable key.
+    let denied = a
+        .call(reqwest::Method::GET, "/admin/users", None, None, &a.pk)
+        .await;
+    assert_eq!(
+        (denied.status, denied.body["code"].as_str()),
+        (403, Some("not_admin"))
+    );
+    // A user cannot grant themselves admin.
+    let session = a.login("boss@example.com", "password-123").await.body;
+    let access = s(&session["access_token"]);
+    let r = a
+        .call(
+            reqwest::Method::PUT,
+            "/user",
+            Some(json!({"app_metadata": {"role": "admin"}})),
+            Some(&access),
+            &a.pk,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (403, Some("not_admin"))
+    );
+    // The access token is a principal everywhere, with the admin claim and tenant.
+    let (st, who) =
+        a.s.get("/platform/v1/whoami", Some(&a.pk), Some(&access))
+            .await;
+    assert_eq!(st, 200);
+    assert_eq!(who["database"]["current_user"], "authenticated");
+    assert_eq!(who["database"]["auth_uid"], created.body["id"]);
+    assert_eq!(who["claims"]["app_metadata"]["role"], "admin");
+    assert_eq!(who["claims"]["app_metadata"]["org_id"], org);
+    assert_eq!(who["claims"]["session_id"].as_str().map(str::len), Some(36));
+    // Roles other than authenticated are not for users.
+    let r = a
+        .call(
+            reqwest::Method::POST,
+            "/admin/users",
+            Some(json!({"email": "svc@example.com", "role": "service_role"})),
+            None,
+            &a.sk,
+        )
+        .await;
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test]
+async fn the_audit_log_records_sign_ins_and_failures_without_secrets() {
+    let a = auth_server(|_| {}).await;
+    a.signup("audit@example.com").await;
+    a.login("audit@example.com", "password-123").await;
+    a.login("audit@example.com", "bad-password").await;
+    let owner = a.db.owner().await;
+    let rows = owner
+        .query(
+            "SELECT payload::text FROM auth.audit_log_entries ORDER BY created_at",
+            &[],
+        )
+        .await
+        .unwrap();
+    let all: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    for action in ["user_signedup", "\"login\"", "login_failed"] {
+        assert!(
+            all.iter().any(|p| p.contains(action)),
+            "{action} missing: {all:?}"
+        );
+    }
+    assert!(!all
+        .iter()
+        .any(|p| p.contains("password-123") || p.contains("bad-password")));
+    let hash: String = owner
+        .query_one(
+            "SELECT encrypted_password FROM auth.users WHERE email = 'audit@example.com'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
+    let stored: i64 = owner
+        .query_one(
+            "SELECT count(*) FROM auth.refresh_tokens WHERE length(token_hash) = 64",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(stored >= 2, "refresh tokens are stored as SHA-256 hex");
+}
