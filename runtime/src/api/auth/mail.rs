@@ -16,12 +16,15 @@ pub enum Mailer {
     /// `wasmbase.mailbox`, for development and tests.
     Mailbox,
     /// A real SMTP server.
-    Smtp {
-        /// The transport (connection pool).
-        transport: AsyncSmtpTransport<Tokio1Executor>,
-        /// Sender.
-        from: Mailbox,
-    },
+    Smtp(Box<Smtp>),
+}
+
+/// An SMTP transport and the sender address.
+pub struct Smtp {
+    /// The transport (connection pool).
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// Sender.
+    from: Mailbox,
 }
 
 /// One message.
@@ -51,10 +54,10 @@ impl Mailer {
         if let (Some(u), Some(p)) = (&s.user, &s.pass) {
             builder = builder.credentials(Credentials::new(u.clone(), p.clone()));
         }
-        Ok(Mailer::Smtp {
+        Ok(Mailer::Smtp(Box::new(Smtp {
             transport: builder.build(),
             from: s.from.parse()?,
-        })
+        })))
     }
 
     /// Sends (or files) a message.
@@ -74,7 +77,8 @@ impl Mailer {
                 })
                 .await
             }
-            Mailer::Smtp { transport, from } => {
+            Mailer::Smtp(smtp) => {
+                let Smtp { transport, from } = smtp.as_ref();
                 let to: Mailbox = mail.to.parse().map_err(|_| {
                     AuthApiError::new(
                         400,
