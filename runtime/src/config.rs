@@ -91,6 +91,9 @@ pub struct AuthConfig {
     pub jwt_issuer: String,
     /// Accept legacy JWT `anon`/`service_role` keys as `apikey`.
     pub legacy_jwt_keys: bool,
+    /// PKCS#8 PEM files of ES256/RS256 keys: the first signs access tokens, all
+    /// verify, all are published at `/auth/v1/.well-known/jwks.json`.
+    pub signing_keys: Vec<PathBuf>,
     /// Where the app lives: the default redirect after email links (GoTrue's SITE_URL).
     pub site_url: String,
     /// Allowed `redirect_to` targets besides `site_url`; `*` matches within a path
@@ -207,6 +210,7 @@ impl Default for AuthConfig {
             jwt_audience: "authenticated".into(),
             jwt_issuer: "wasmbase".into(),
             legacy_jwt_keys: true,
+            signing_keys: Vec::new(),
             site_url: "http://localhost:3000".into(),
             redirect_urls: Vec::new(),
             external_url: None,

@@ -138,7 +138,7 @@ async fn dev_env(srv: &server::RunningServer, dir: &std::path::Path, url: &str) 
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs();
         let claims = serde_json::json!({"role": role, "iss": jwt.issuer(), "iat": now, "exp": now + 10 * 365 * 24 * 3600});
-        Ok(jwt.sign(&claims)?)
+        Ok(jwt.sign_hs256(&claims)?)
     };
     Ok(vec![
         ("WASMBASE_URL".into(), url.to_string()),

@@ -37,10 +37,16 @@ enum Cmd {
         /// Key id (from `keys list`).
         id: uuid::Uuid,
     },
+    /// Print a new ES256 private key (PEM) for `auth.signing_keys`.
+    SigningKey,
 }
 
 /// Runs a keys subcommand against the owner database.
 pub async fn run(a: Args) -> anyhow::Result<()> {
+    if let Cmd::SigningKey = a.cmd {
+        print!("{}", wasmbase_host_api::jwt::generate_es256_pem());
+        return Ok(());
+    }
     let cfg = cli_config(a.config.as_deref())?;
     let mut client = owner_client(&cfg).await?;
     crate::migrate::run(&mut client, None).await?;
@@ -90,6 +96,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             Some(_) => println!("revoked {id}"),
             None => bail!("no active key with id {id}"),
         },
+        Cmd::SigningKey => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -194,6 +194,19 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         &config.auth.jwt_issuer,
     )
     .map_err(|e| anyhow::anyhow!("configuration error: `auth.jwt_secret`: {e}"))?;
+    let mut pems = Vec::new();
+    for path in &config.auth.signing_keys {
+        let pem = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "configuration error: `auth.signing_keys`: reading {}",
+                path.display()
+            )
+        })?;
+        pems.push((path.display().to_string(), pem));
+    }
+    let jwt = jwt
+        .with_signing_keys(&pems)
+        .map_err(|e| anyhow::anyhow!("configuration error: `auth.signing_keys`: {e}"))?;
     let gate = Gate::new(
         Arc::new(jwt),
         Arc::new(KeyStore::new()),

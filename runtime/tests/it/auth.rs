@@ -645,3 +645,122 @@ async fn the_audit_log_records_sign_ins_and_failures_without_secrets() {
         .get(0);
     assert!(stored >= 2, "refresh tokens are stored as SHA-256 hex");
 }
+
+#[tokio::test]
+async fn asymmetric_signing_keys_sign_tokens_publish_jwks_and_rotate() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = dir.path().join("rs256.pem");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&rsa)
+        .output()
+        .expect("openssl is needed to make an RSA test key");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let es = dir.path().join("es256.pem");
+    std::fs::write(&es, wasmbase_host_api::jwt::generate_es256_pem()).unwrap();
+
+    // Before rotation: RS256 signs.
+    let a = auth_server(|c| c.auth.signing_keys = vec![rsa.clone()]).await;
+    let session = a.signup("rsa@example.com").await;
+    let old_token = s(&session["access_token"]);
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(old_token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "RS256");
+    let jwks: Value =
+        a.s.http
+            .get(format!("{}/auth/v1/.well-known/jwks.json", a.s.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], header["kid"]);
+    assert_eq!(jwks["keys"][0]["kty"], "RSA");
+    assert!(jwks["keys"][0].get("d").is_none());
+    assert_eq!(a.user(&old_token).await.status, 200);
+    assert_eq!(
+        a.s.get("/platform/v1/whoami", Some(&a.pk), Some(&old_token))
+            .await
+            .0,
+        200
+    );
+    a.s.srv.shutdown().await;
+
+    // Rotation on the same database: ES256 first, RS256 kept for verification.
+    let b =
+        a.db.server_with(|c| {
+            c.auth.autoconfirm = Some(true);
+            c.auth.signing_keys = vec![es.clone(), rsa.clone()];
+        })
+        .await;
+    let (st, _) = b
+        .get("/platform/v1/whoami", Some(&a.pk), Some(&old_token))
+        .await;
+    assert_eq!(
+        st, 200,
+        "tokens of the old key stay valid until they expire"
+    );
+    let fresh = b
+        .http
+        .post(format!("{}/auth/v1/token?grant_type=password", b.url))
+        .header("apikey", &a.pk)
+        .json(&json!({"email": "rsa@example.com", "password": "password-123"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let new_token = s(&fresh["access_token"]);
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(new_token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "ES256");
+    assert_eq!(
+        b.get("/platform/v1/whoami", Some(&a.pk), Some(&new_token))
+            .await
+            .0,
+        200
+    );
+    let jwks: Value = b
+        .http
+        .get(format!("{}/auth/v1/.well-known/jwks.json", b.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+
+    // A bad key file is refused at start with the key named.
+    std::fs::write(dir.path().join("bad.pem"), "not a key").unwrap();
+    let mut c = a.db.config();
+    c.auth.signing_keys = vec![dir.path().join("bad.pem")];
+    let e = wasmbase::server::start(c)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("auth.signing_keys"), "{e}");
+}

@@ -58,8 +58,8 @@ pub async fn health() -> Json<Value> {
     }))
 }
 
-/// Public signing keys. Tokens are HS256 (a shared secret), which is never
-/// published, so the set is empty.
-pub async fn jwks() -> Json<Value> {
-    Json(json!({ "keys": [] }))
+/// Public halves of the configured ES256/RS256 signing keys. The HS256 secret is
+/// never published, so with HS256 only the set is empty.
+pub async fn jwks(State(st): State<AppState>) -> Json<Value> {
+    Json(st.gate.jwt().jwks())
 }
