@@ -153,6 +153,7 @@ GRANT USAGE ON SCHEMA auth TO wasmbase_auth;
 GRANT SELECT, INSERT, UPDATE, DELETE ON auth.users, auth.identities, auth.sessions, auth.refresh_tokens,
   auth.flow_state, auth.one_time_tokens, auth.audit_log_entries TO wasmbase_auth;
 GRANT USAGE ON SEQUENCE auth.refresh_tokens_id_seq TO wasmbase_auth;
+REVOKE EXECUTE ON FUNCTION auth.user_json(auth.users) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION auth.user_json(auth.users) TO wasmbase_auth;
 GRANT USAGE ON SCHEMA wasmbase TO wasmbase_auth;
 GRANT INSERT ON wasmbase.mailbox TO wasmbase_auth;

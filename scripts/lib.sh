@@ -37,3 +37,10 @@ need_postgres() {
   if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then return; fi
   apt_install postgresql
 }
+
+need_node() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  [ "$major" -ge 20 ] || die "Node.js 20+ is needed for the supabase-js compatibility tests (found $(node --version))"
+}

@@ -128,6 +128,88 @@ where
     }
 }
 
+/// One statement as `principal`, in one round trip: `BEGIN`, the role/claims/
+/// timeout setup, the (prepared, cached) statement and `COMMIT` are pipelined.
+/// For the read paths where latency is the product (`GET /auth/v1/user`, the data
+/// API's single-statement requests). On error the connection is discarded rather
+/// than reused, since the pipeline may have been cut short.
+pub async fn query_once(
+    pool: &Pool,
+    principal: &Principal,
+    timeout: Duration,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, DbError> {
+    let obj = pool.get().await?;
+    let mut guard = Guard(Some(obj));
+    let conn = guard.0.as_ref().expect("guard holds the connection");
+    let set = conn.prepare_cached(SET_PRINCIPAL).await?;
+    let client: &Client = conn;
+    let ms = timeout.as_millis().max(1).to_string();
+    let role = principal.role.as_str();
+    let claims: &str = &principal.claims_json;
+    let setup: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&role, &claims, &ms];
+    // A cached statement costs nothing here. On a miss, `authenticator` itself may
+    // not even see the schema (that is the point of NOINHERIT), so the statement is
+    // prepared inside the principal's transaction instead; named statements outlive
+    // it, and PostgreSQL re-plans when a later caller's role differs.
+    let rows = match conn.prepare_cached(sql).await {
+        Ok(stmt) => {
+            let (_, _, rows, _) = tokio::try_join!(
+                client.batch_execute("BEGIN"),
+                client.query_one(&set, &setup),
+                client.query(&stmt, params),
+                client.batch_execute("COMMIT"),
+            )?;
+            rows
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+            tokio::try_join!(
+                client.batch_execute("BEGIN"),
+                client.query_one(&set, &setup)
+            )?;
+            let stmt = conn.prepare_cached(sql).await?;
+            let rows = client.query(&stmt, params).await?;
+            client.batch_execute("COMMIT").await?;
+            rows
+        }
+        Err(e) => return Err(e.into()),
+    };
+    drop(guard.0.take());
+    Ok(rows)
+}
+
+/// A PostgreSQL error as "message (SQLSTATE xxxxx); detail: …; hint: …", for logs
+/// and operator-facing messages (`Display` of the driver's error says only "db error").
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!("; detail: {d}"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!("; hint: {h}"));
+            }
+            s
+        }
+        None => match std::error::Error::source(e) {
+            Some(src) => format!("{e}: {src}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+impl DbError {
+    /// [`describe`] for either kind of failure.
+    pub fn describe(&self) -> String {
+        match self {
+            DbError::Pg(e) => describe(e),
+            DbError::Pool(p) => p.to_string(),
+        }
+    }
+}
+
 /// The SQLSTATE of a database error, if PostgreSQL sent one.
 pub fn sqlstate(e: &DbError) -> Option<&str> {
     match e {

@@ -1,17 +1,17 @@
 //! Password hashing with argon2id on a bounded pool.
 //!
-//! A hash costs ~15 ms of CPU and ~19 MiB of memory. Hashing runs on the blocking
-//! pool with at most `concurrency` jobs at once (about one per core) and at most
-//! `queue` more waiting; beyond that callers get [`HashError::Busy`] at once (the
-//! API answers 503 + Retry-After), so a sign-in flood can neither stall the async
-//! workers nor exhaust memory.
+//! A hash costs ~15 ms of CPU and ~19 MiB of memory. Hashing runs on its own
+//! threads (about one per core) at a lower CPU priority (nice 10), fed by a
+//! bounded queue; when the queue is full, callers get [`HashError::Busy`] at once
+//! (the API answers 503 + Retry-After). So a sign-in flood can neither stall the
+//! async workers — request threads win the CPU over hashing — nor pile up memory.
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use parking_lot::Mutex;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 
 /// Why hashing did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -24,14 +24,19 @@ pub enum HashError {
     Internal(String),
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 /// The bounded argon2id hasher.
-#[derive(Debug)]
 pub struct Hasher {
-    permits: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    queue: usize,
+    jobs: SyncSender<Job>,
     params: Params,
     dummy: String,
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hasher").finish_non_exhaustive()
+    }
 }
 
 /// OWASP's minimum for argon2id: m = 19456 KiB, t = 2, p = 1.
@@ -43,18 +48,44 @@ fn argon(params: &Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
 }
 
+/// Lowers the calling thread's CPU priority (Linux: per-thread nice value).
+fn lower_priority() {
+    // SAFETY: setpriority only reads its integer arguments; `0` names this thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
+fn worker(rx: Arc<Mutex<Receiver<Job>>>) {
+    lower_priority();
+    loop {
+        let job = rx.lock().recv();
+        match job {
+            Ok(job) => job(),
+            Err(_) => return, // the Hasher is gone
+        }
+    }
+}
+
 impl Hasher {
-    /// `concurrency` hashes at once, `queue` more waiting.
+    /// `concurrency` hashing threads, `queue` more jobs waiting.
     pub fn new(concurrency: usize, queue: usize, params: Params) -> Hasher {
+        let (tx, rx) = sync_channel::<Job>(queue);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..concurrency.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("wasmbase-hash-{i}"))
+                .spawn(move || worker(rx))
+                .expect("spawning a hashing thread");
+        }
         let salt = SaltString::generate(&mut OsRng);
         let dummy = argon(&params)
             .hash_password(b"wasmbase-dummy-password", &salt)
             .expect("hashing the dummy password")
             .to_string();
         Hasher {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            waiting: AtomicUsize::new(0),
-            queue,
+            jobs: tx,
             params,
             dummy,
         }
@@ -64,22 +95,19 @@ impl Hasher {
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        if self.waiting.fetch_add(1, Ordering::AcqRel)
-            >= self.queue + self.permits.available_permits()
-        {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(HashError::Busy);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let boxed: Job = Box::new(move || {
+            let _ = tx.send(job());
+        });
+        match self.jobs.try_send(boxed) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(HashError::Busy),
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(HashError::Internal("hashing threads stopped".into()))
+            }
         }
-        let permit = self.permits.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        let permit = permit.map_err(|e| HashError::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
-            let out = job();
-            drop(permit);
-            out
-        })
-        .await
-        .map_err(|e| HashError::Internal(e.to_string()))
+        rx.await
+            .map_err(|_| HashError::Internal("hashing job panicked".into()))
     }
 
     /// Hashes a password into a PHC string (`$argon2id$…`).
@@ -132,24 +160,35 @@ mod tests {
             .unwrap());
         assert!(!h.verify("wrong".into(), Some(phc)).await.unwrap());
         assert!(!h.verify("anything".into(), None).await.unwrap());
-        // Occupy the only slot, let one caller queue, then the next is refused at
-        // once instead of piling up.
-        let held = h.permits.clone().acquire_owned().await.unwrap();
-        let queued = {
+        // Occupy the only thread, fill the one queue slot, then the next job is
+        // refused at once instead of piling up.
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = {
             let h = h.clone();
-            tokio::spawn(async move { h.hash("queued".into()).await })
+            tokio::spawn(async move {
+                h.run(move || {
+                    started_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                })
+                .await
+            })
         };
-        while h.waiting.load(Ordering::Acquire) == 0 {
-            tokio::task::yield_now().await;
-        }
+        tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+            .await
+            .unwrap();
+        // Polling the queued job once performs its try_send into the one slot.
+        let mut queued = Box::pin(h.hash("queued".into()));
+        assert!(futures::poll!(&mut queued).is_pending());
         let busy = usize::from(matches!(
             h.hash("refused".into()).await,
             Err(HashError::Busy)
         ));
-        drop(held);
+        release_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
         assert!(
-            queued.await.unwrap().is_ok(),
-            "the queued job runs once the slot frees"
+            queued.await.is_ok(),
+            "the queued job runs once the thread frees"
         );
         assert_eq!(busy, 1, "the queue bound did not refuse");
     }

@@ -191,21 +191,9 @@ async fn run_user(client: &mut Client, dir: &Path) -> Result<Vec<String>> {
     Ok(done)
 }
 
-/// A PostgreSQL error as "message (SQLSTATE xxxxx)" with its detail/hint/position.
+/// A PostgreSQL error with its SQLSTATE, detail and hint (see host-api's `describe`).
 pub fn pg_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-            if let Some(d) = db.detail() {
-                s.push_str(&format!("; detail: {d}"));
-            }
-            if let Some(h) = db.hint() {
-                s.push_str(&format!("; hint: {h}"));
-            }
-            s
-        }
-        None => e.to_string(),
-    }
+    wasmbase_host_api::db::describe(e)
 }
 
 /// Writes settings the database reads itself (the RLS event trigger) from config.

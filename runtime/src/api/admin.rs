@@ -55,7 +55,7 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 /// Other nodes learn of a key change through NOTIFY; this node applies it before
 /// answering, so a caller never sees its own revoke not yet in force here.
 async fn reload_local(st: &AppState, c: &tokio_postgres::Client) -> Result<(), ApiError> {
-    st.gate.keys().reload(c).await.map_err(ApiError::internal)?;
+    st.gate.keys().reload(c).await.map_err(ApiError::from)?;
     Ok(())
 }
 
@@ -79,7 +79,7 @@ async fn mailbox(
         .map_err(wasmbase_host_api::db::DbError::from)?;
     let mail = crate::api::auth::mail::mailbox(&c, q.to.as_deref(), q.limit.unwrap_or(20))
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     Ok(Json(mail))
 }
 
@@ -90,7 +90,7 @@ async fn list(State(st): State<AppState>, Caller(p): Caller) -> Result<Json<Valu
         .get()
         .await
         .map_err(wasmbase_host_api::db::DbError::from)?;
-    let keys = keys::list(&**c).await.map_err(ApiError::internal)?;
+    let keys = keys::list(&**c).await.map_err(ApiError::from)?;
     Ok(Json(json!(keys)))
 }
 
@@ -125,7 +125,7 @@ async fn create(
         .map_err(wasmbase_host_api::db::DbError::from)?;
     let (info, key) = keys::create(&**c, kind, &body.name, &actor(&p))
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "key": key, "info": info })),
@@ -146,7 +146,7 @@ async fn rotate(
         .map_err(wasmbase_host_api::db::DbError::from)?;
     match keys::rotate(&mut c, id, &actor(&p))
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)?
     {
         Some((info, key)) => {
             reload_local(&st, &c).await?;
@@ -170,7 +170,7 @@ async fn revoke(
         .map_err(wasmbase_host_api::db::DbError::from)?;
     match keys::revoke(&**c, id, &actor(&p))
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)?
     {
         Some(info) => {
             reload_local(&st, &c).await?;

@@ -101,9 +101,15 @@ impl From<DbError> for ApiError {
                     "permission_denied",
                     "Permission denied",
                 ),
-                _ => ApiError::internal(pg),
+                _ => ApiError::internal(wasmbase_host_api::db::describe(pg)),
             },
         }
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> ApiError {
+        DbError::Pg(e).into()
     }
 }
 

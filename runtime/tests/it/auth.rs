@@ -764,3 +764,39 @@ async fn asymmetric_signing_keys_sign_tokens_publish_jwks_and_rotate() {
         .to_string();
     assert!(e.contains("auth.signing_keys"), "{e}");
 }
+
+#[tokio::test]
+async fn smtp_delivers_confirmation_mail_when_configured() {
+    let sink = SmtpSink::start().await;
+    let port = sink.port;
+    let a = auth_server(|c| {
+        c.auth.autoconfirm = Some(false);
+        c.auth.smtp = Some(wasmbase::config::SmtpConfig {
+            host: "127.0.0.1".into(),
+            port,
+            user: None,
+            pass: None,
+            from: "Wasmbase <no-reply@wasmbase.test>".into(),
+            tls: "none".into(),
+        });
+    })
+    .await;
+    let r = a
+        .post(
+            "/signup",
+            json!({"email": "smtp@example.com", "password": "password-123"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Sent before the response: it is already in the sink.
+    let msgs = sink.messages.lock().await.clone();
+    assert_eq!(msgs.len(), 1);
+    let m = &msgs[0];
+    assert!(m.contains("To: smtp@example.com"), "{m}");
+    assert!(m.contains("Subject: Confirm your signup"), "{m}");
+    assert!(m.contains("/auth/v1/verify?token="), "{m}");
+    assert!(
+        a.mail("smtp@example.com").await.is_empty(),
+        "nothing in the dev mailbox"
+    );
+}

@@ -46,7 +46,10 @@ fn get<'a>(env: &'a [(String, String)], k: &str) -> &'a str {
 
 #[tokio::test]
 async fn dev_starts_from_nothing_survives_sigkill_and_stops_cleanly() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
+    // Reachable by the cluster user, so the cluster lives (and dies) inside it.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut child = wasmbase(dir.path())
         .arg("dev")
         .stdout(Stdio::null())

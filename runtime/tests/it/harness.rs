@@ -299,3 +299,58 @@ pub fn user_token(sub: &str) -> String {
         serde_json::json!({"role": "authenticated", "aud": "authenticated", "sub": sub, "exp": now() + 600}),
     )
 }
+
+/// A minimal SMTP server that accepts every message and keeps it, so the SMTP
+/// mailer is tested over a real SMTP conversation.
+pub struct SmtpSink {
+    /// Port on 127.0.0.1.
+    pub port: u16,
+    /// Raw DATA of each received message.
+    pub messages: std::sync::Arc<tokio::sync::Mutex<Vec<String>>>,
+}
+
+impl SmtpSink {
+    /// Starts the sink on a free port.
+    pub async fn start() -> SmtpSink {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let messages = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::new()));
+        let m = messages.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let m = m.clone();
+                tokio::spawn(async move {
+                    let (r, mut w) = sock.into_split();
+                    let mut lines = BufReader::new(r).lines();
+                    w.write_all(b"220 sink ESMTP\r\n").await.ok();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let cmd = line.to_ascii_uppercase();
+                        let reply: &[u8] = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
+                            b"250 sink\r\n"
+                        } else if cmd.starts_with("DATA") {
+                            w.write_all(b"354 go ahead\r\n").await.ok();
+                            let mut data = String::new();
+                            while let Ok(Some(l)) = lines.next_line().await {
+                                if l == "." {
+                                    break;
+                                }
+                                data.push_str(&l);
+                                data.push('\n');
+                            }
+                            m.lock().await.push(data);
+                            b"250 queued\r\n"
+                        } else if cmd.starts_with("QUIT") {
+                            w.write_all(b"221 bye\r\n").await.ok();
+                            break;
+                        } else {
+                            b"250 ok\r\n"
+                        };
+                        w.write_all(reply).await.ok();
+                    }
+                });
+            }
+        });
+        SmtpSink { port, messages }
+    }
+}

@@ -73,7 +73,7 @@ impl From<DbError> for AuthApiError {
                 tracing::warn!(error = %p, "auth: database pool");
                 AuthApiError::new(503, "unexpected_failure", "Database unavailable").retry_after(1)
             }
-            DbError::Pg(pg) => AuthApiError::internal(pg),
+            DbError::Pg(pg) => AuthApiError::internal(wasmbase_host_api::db::describe(&pg)),
         }
     }
 }

@@ -360,29 +360,36 @@ pub fn verify_link(
 
 /// For user endpoints: the token's session must still exist (GoTrue's rule: after
 /// logout the access token stops working here even before it expires) and the
-/// user must too. Returns the user object.
+/// user must too. Returns the user object. One statement, one round trip: this is
+/// what every `getUser()` costs.
 pub async fn load_session_user(
     st: &AppState,
     user_id: Uuid,
     session_id: Option<Uuid>,
 ) -> AuthResult<Value> {
-    tx(st, move |c| {
-        Box::pin(async move {
-            if let Some(sid) = session_id {
-                let live = c
-                    .query_opt(
-                        "SELECT 1 FROM auth.sessions WHERE id = $1 AND user_id = $2 AND (not_after IS NULL OR not_after > now())",
-                        &[&sid, &user_id],
-                    )
-                    .await?;
-                if live.is_none() {
-                    return Err(AuthApiError::new(403, "session_not_found", "Session from session_id claim in JWT does not exist"));
-                }
-            }
-            user_json(c, user_id)
-                .await?
-                .ok_or_else(|| AuthApiError::new(403, "user_not_found", "User from sub claim in JWT does not exist"))
-        })
-    })
-    .await
+    let rows = db::query_once(
+        &st.pool,
+        &AUTH,
+        Duration::from_secs(8),
+        "SELECT auth.user_json(u), $2::uuid IS NULL OR EXISTS (SELECT 1 FROM auth.sessions s WHERE s.id = $2 \
+           AND s.user_id = u.id AND (s.not_after IS NULL OR s.not_after > now())) \
+         FROM auth.users u WHERE u.id = $1 AND u.deleted_at IS NULL",
+        &[&user_id, &session_id],
+    )
+    .await?;
+    let Some(row) = rows.first() else {
+        return Err(AuthApiError::new(
+            403,
+            "user_not_found",
+            "User from sub claim in JWT does not exist",
+        ));
+    };
+    if !row.get::<_, bool>(1) {
+        return Err(AuthApiError::new(
+            403,
+            "session_not_found",
+            "Session from session_id claim in JWT does not exist",
+        ));
+    }
+    Ok(row.get(0))
 }

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Auth API speed, each figure next to a baseline measured in the same run against
+# the same PostgreSQL:
+#  1. GET /auth/v1/user (JWT verify + session lookup + user JSON) vs pgbench -M
+#     prepared doing a single-row primary-key SELECT on auth.users.
+#  2. Token refresh (a write transaction: lock, revoke, insert child, update
+#     session, audit) vs pgbench running the same statements in one transaction.
+#     One refresh-token chain per wrk thread (-tN -cN), one session per pgbench client.
+#  3. Password sign-ins/s (argon2id-bound) and /health p99 while they saturate.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_wrk
+build
+CLIENTS="${CLIENTS:-8}"
+work=$(mktemp -d)
+cleanup() {
+  [ -n "${DEV:-}" ] && kill -TERM "$DEV" 2>/dev/null && wait "$DEV" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+(cd "$work" && WASMBASE_SERVER_LISTEN=127.0.0.1:0 WASMBASE_LOG_LEVEL=warn \
+  WASMBASE_AUTH_RATE_LIMIT_IP_PER_MINUTE=0 WASMBASE_AUTH_RATE_LIMIT_EMAIL_PER_MINUTE=0 \
+  exec "$BIN" dev >/dev/null 2>"$work/dev.log") &
+DEV=$!
+for _ in $(seq 1 600); do [ -s "$work/.wasmbase/env" ] && break; sleep 0.1; done
+set -a; source "$work/.wasmbase/env"; set +a
+wait_http "$WASMBASE_URL/ready"
+PGURL="$DATABASE_URL"
+PGBENCH=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench | tail -1)
+
+json() { python3 -c "import sys,json; print(json.load(sys.stdin)$1)"; }
+api() { curl -fsS -H "apikey: $PUBLISHABLE_KEY" -H "content-type: application/json" "$@"; }
+
+# One user, one session per client.
+api "$WASMBASE_URL/auth/v1/signup" -d '{"email":"bench@example.com","password":"bench-password"}' >/dev/null
+: >"$work/tokens"
+for i in $(seq 1 "$CLIENTS"); do
+  api "$WASMBASE_URL/auth/v1/token?grant_type=password" -d '{"email":"bench@example.com","password":"bench-password"}' >"$work/s$i.json"
+  json "['refresh_token']" <"$work/s$i.json" >>"$work/tokens"
+done
+ACCESS=$(json "['access_token']" <"$work/s1.json")
+USER_ID=$(json "['user']['id']" <"$work/s1.json")
+
+pgb() { # pgbench SCRIPT -> tps (pgbench's errors are shown, not swallowed)
+  local out
+  out=$("$PGBENCH" -n -M prepared -c "$CLIENTS" -j 1 -T "${DURATION%s}" -f "$1" "$PGURL" 2>&1) || { echo "$out" >&2; return 1; }
+  awk '/^tps/ {print $3; exit}' <<<"$out"
+}
+
+# 1. GET /user vs PK select
+cat >"$work/pk.sql" <<SQL
+SELECT id FROM auth.users WHERE id = '$USER_ID';
+SQL
+CONNS=$CLIENTS
+read -r user_rps user_p50 user_p99 < <(wrk_rps "$WASMBASE_URL/auth/v1/user" "apikey: $PUBLISHABLE_KEY" "Authorization: Bearer $ACCESS")
+pk_tps=$(pgb "$work/pk.sql")
+
+# 2. refresh vs the same statements
+cat >"$work/refresh.lua" <<'LUA'
+local tokens = {}
+for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
+local counter = 0
+function setup(thread) counter = counter + 1; thread:set("token", tokens[counter]) end
+function init(args) end
+function request()
+  return wrk.format("POST", "/auth/v1/token?grant_type=refresh_token",
+    { ["apikey"] = os.getenv("PUBLISHABLE_KEY"), ["content-type"] = "application/json" },
+    '{"refresh_token":"' .. token .. '"}')
+end
+function response(status, headers, body)
+  if status == 200 then token = string.match(body, '"refresh_token":"([0-9a-f]+)"') or token end
+end
+LUA
+refresh_out=$(TOKENS="$work/tokens" wrk -t"$CLIENTS" -c"$CLIENTS" -d"$DURATION" --latency -s "$work/refresh.lua" "$WASMBASE_URL")
+refresh_rps=$(awk '/Requests\/sec/ {print $2}' <<<"$refresh_out")
+refresh_bad=$(awk '/Non-2xx/ {print $5}' <<<"$refresh_out")
+# (not in `public`: tables there get RLS by default)
+psql -q "$PGURL" -c "CREATE SCHEMA IF NOT EXISTS bench; CREATE TABLE IF NOT EXISTS bench.sessions AS SELECT row_number() OVER () - 1 AS n, id AS sid, user_id AS uid FROM auth.sessions; GRANT USAGE ON SCHEMA bench TO wasmbase_auth; GRANT SELECT ON bench.sessions TO wasmbase_auth" >/dev/null
+cat >"$work/refresh.sql" <<'SQL'
+\set salt random(1, 2000000000)
+BEGIN;
+SELECT set_config('role', 'wasmbase_auth', true), set_config('request.jwt.claims', '{"role":"wasmbase_auth"}', true), set_config('statement_timeout', '8000', true);
+SELECT rt.id, rt.revoked, rt.child_enc, rt.session_id, s.user_id FROM auth.refresh_tokens rt JOIN auth.sessions s ON s.id = rt.session_id JOIN auth.users u ON u.id = s.user_id WHERE rt.id = (SELECT max(id) FROM auth.refresh_tokens WHERE session_id = (SELECT sid FROM bench.sessions WHERE n = :client_id)) FOR UPDATE OF rt;
+UPDATE auth.refresh_tokens SET revoked = true, updated_at = now(), child_enc = md5(:salt::text) WHERE id = (SELECT max(id) FROM auth.refresh_tokens WHERE session_id = (SELECT sid FROM bench.sessions WHERE n = :client_id));
+INSERT INTO auth.refresh_tokens (token_hash, session_id, parent_id) VALUES (md5(:salt::text || random()::text) || md5(random()::text), (SELECT sid FROM bench.sessions WHERE n = :client_id), 0);
+UPDATE auth.sessions SET refreshed_at = now(), updated_at = now(), ip = '127.0.0.1' WHERE id = (SELECT sid FROM bench.sessions WHERE n = :client_id);
+INSERT INTO auth.audit_log_entries (payload, ip_address) VALUES ('{"action":"token_refreshed"}', '127.0.0.1');
+SELECT auth.user_json(u) FROM auth.users u WHERE id = (SELECT uid FROM bench.sessions WHERE n = :client_id);
+COMMIT;
+SQL
+same_tps=$(pgb "$work/refresh.sql")
+
+# 3. sign-ins/s, and /health p99 while they saturate the hashing pool
+cat >"$work/signin.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["apikey"] = os.getenv("PUBLISHABLE_KEY")
+wrk.headers["content-type"] = "application/json"
+wrk.body = '{"email":"bench@example.com","password":"bench-password"}'
+LUA
+wrk -t1 -c16 -d"$DURATION" -s "$work/signin.lua" "$WASMBASE_URL/auth/v1/token?grant_type=password" >"$work/signin.out" &
+SIGNIN=$!
+sleep 1
+health_out=$(wrk -t1 -c4 -d"$(( ${DURATION%s} - 2 ))s" --latency "$WASMBASE_URL/health")
+wait "$SIGNIN"
+signin_rps=$(awk '/Requests\/sec/ {print $2}' "$work/signin.out")
+signin_non2xx=$(awk '/Non-2xx/ {print $5}' "$work/signin.out")
+health_p99=$(awk '$1=="99%" {print $2}' <<<"$health_out")
+
+echo "concurrency $CLIENTS, $DURATION each"
+echo "GET /auth/v1/user      : $user_rps req/s (p50 $user_p50, p99 $user_p99)"
+echo "pgbench PK select      : $pk_tps tps"
+echo "  ratio                : $(ratio "$user_rps" "$pk_tps") (target >= 50%)"
+echo "token refresh          : $refresh_rps req/s (non-2xx: ${refresh_bad:-0})"
+echo "pgbench same statements: $same_tps tps"
+echo "  ratio                : $(ratio "$refresh_rps" "$same_tps") (target >= 30%)"
+echo "password sign-ins      : $signin_rps /s at 16 connections (503 busy answers: ${signin_non2xx:-0})"
+echo "/health p99 meanwhile  : $health_p99 (target < 5ms)"
