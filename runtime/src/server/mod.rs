@@ -172,7 +172,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         tokio_postgres::Config::from_str(config.database.url.as_deref().expect("validated"))?;
     let auth_cfg = authenticator_config(&owner, config.database.authenticator_password.as_deref());
     let pool = db::pool(
-        auth_cfg,
+        auth_cfg.clone(),
         &PoolSettings {
             max_size: config.database.pool_size,
             wait_timeout: Duration::from_millis(config.database.pool_timeout_ms),
@@ -217,7 +217,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         .await
         .with_context(|| format!("binding {addr} (`server.listen`)"))?;
     let addr = listener.local_addr()?;
-    let auth = crate::api::auth::AuthState::new(&config, addr)?;
+    let auth = crate::api::auth::AuthState::new(&config, addr, auth_cfg.clone())?;
     let state = AppState::new(Inner {
         auth,
         request_timeout: Duration::from_millis(config.server.request_timeout_ms),

@@ -9,7 +9,7 @@ use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::time::Duration;
-use wasmbase_host_api::{db, Principal, Role};
+use wasmbase_host_api::db;
 
 /// Where mail goes.
 pub enum Mailer {
@@ -64,8 +64,7 @@ impl Mailer {
     pub async fn send(&self, st: &AppState, mail: Mail) -> AuthResult<()> {
         match self {
             Mailer::Mailbox => {
-                let p = Principal::for_role(Role::AuthService);
-                db::transact::<_, AuthApiError, _>(&st.pool, &p, Duration::from_secs(5), |c| {
+                db::in_transaction::<_, AuthApiError, _>(&st.auth.pool, |c| {
                     Box::pin(async move {
                         c.execute(
                             "INSERT INTO wasmbase.mailbox (to_addr, subject, body_text, body_html) VALUES ($1, $2, $3, $4)",

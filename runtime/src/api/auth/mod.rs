@@ -28,10 +28,13 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use http::HeaderValue;
+use wasmbase_host_api::db;
 use wasmbase_host_api::password::{self, Hasher};
 
 /// State of the auth API, built once at start.
 pub struct AuthState {
+    /// The auth service's own connections (`authenticator` pinned to `wasmbase_auth`).
+    pub pool: deadpool_postgres::Pool,
     /// Bounded argon2id pool.
     pub hasher: Hasher,
     /// Per-IP limiter on sign-in, sign-up, recover, otp and verify.
@@ -50,7 +53,11 @@ pub struct AuthState {
 
 impl AuthState {
     /// Builds the auth state; `bound` is the server's real address (port 0 resolved).
-    pub fn new(config: &Config, bound: std::net::SocketAddr) -> anyhow::Result<AuthState> {
+    pub fn new(
+        config: &Config,
+        bound: std::net::SocketAddr,
+        db: tokio_postgres::Config,
+    ) -> anyhow::Result<AuthState> {
         let a = &config.auth;
         let external_url = a
             .external_url
@@ -68,7 +75,18 @@ impl AuthState {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
+        let pool = db::service_pool(
+            db,
+            &db::PoolSettings {
+                max_size: (config.database.pool_size / 2).max(2),
+                wait_timeout: std::time::Duration::from_millis(config.database.pool_timeout_ms),
+                application_name: "wasmbase-auth",
+            },
+            wasmbase_host_api::Role::AuthService,
+            std::time::Duration::from_millis(config.database.statement_timeout_ms),
+        )?;
         Ok(AuthState {
+            pool,
             hasher: Hasher::new(
                 a.hash_concurrency.unwrap_or(cores),
                 a.hash_queue,

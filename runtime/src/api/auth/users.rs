@@ -5,22 +5,19 @@
 use super::error::{AuthApiError, AuthResult};
 use super::tokens;
 use crate::server::state::AppState;
+use deadpool_postgres::ClientWrapper;
 use futures::future::BoxFuture;
 use serde_json::{json, Map, Value};
-use std::sync::LazyLock;
-use std::time::Duration;
 use tokio_postgres::Client;
 use uuid::Uuid;
-use wasmbase_host_api::{db, Principal, Role};
+use wasmbase_host_api::db;
 
-static AUTH: LazyLock<Principal> = LazyLock::new(|| Principal::for_role(Role::AuthService));
-
-/// Runs auth work in one transaction as `wasmbase_auth`.
+/// Runs auth work in one transaction as `wasmbase_auth` (the auth pool's role).
 pub async fn tx<T, F>(st: &AppState, work: F) -> AuthResult<T>
 where
-    F: for<'c> FnOnce(&'c Client) -> BoxFuture<'c, AuthResult<T>>,
+    F: for<'c> FnOnce(&'c ClientWrapper) -> BoxFuture<'c, AuthResult<T>>,
 {
-    db::transact(&st.pool, &AUTH, Duration::from_secs(8), work).await
+    db::in_transaction(&st.auth.pool, work).await
 }
 
 /// Lower-cases and checks an email address (GoTrue: 400 validation_failed).
@@ -367,16 +364,15 @@ pub async fn load_session_user(
     user_id: Uuid,
     session_id: Option<Uuid>,
 ) -> AuthResult<Value> {
-    let rows = db::query_once(
-        &st.pool,
-        &AUTH,
-        Duration::from_secs(8),
-        "SELECT auth.user_json(u), $2::uuid IS NULL OR EXISTS (SELECT 1 FROM auth.sessions s WHERE s.id = $2 \
-           AND s.user_id = u.id AND (s.not_after IS NULL OR s.not_after > now())) \
-         FROM auth.users u WHERE u.id = $1 AND u.deleted_at IS NULL",
-        &[&user_id, &session_id],
-    )
-    .await?;
+    let c = st.auth.pool.get().await.map_err(db::DbError::from)?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT auth.user_json(u), $2::uuid IS NULL OR EXISTS (SELECT 1 FROM auth.sessions s WHERE s.id = $2 \
+               AND s.user_id = u.id AND (s.not_after IS NULL OR s.not_after > now())) \
+             FROM auth.users u WHERE u.id = $1 AND u.deleted_at IS NULL",
+        )
+        .await?;
+    let rows = c.query(&stmt, &[&user_id, &session_id]).await?;
     let Some(row) = rows.first() else {
         return Err(AuthApiError::new(
             403,
