@@ -50,9 +50,15 @@ pgb() { # pgbench SCRIPT -> tps (pgbench's errors are shown, not swallowed)
 cat >"$work/pk.sql" <<SQL
 SELECT id FROM auth.users WHERE id = '$USER_ID';
 SQL
+# The statement GET /user runs (on the auth pool, role pinned per connection).
+SESSION_ID=$(python3 -c "import sys,json,base64; p=sys.argv[1].split('.')[1]; p+='='*(-len(p)%4); print(json.loads(base64.urlsafe_b64decode(p))['session_id'])" "$ACCESS")
+cat >"$work/user.sql" <<SQL
+SELECT auth.user_json(u), '$SESSION_ID'::uuid IS NULL OR EXISTS (SELECT 1 FROM auth.sessions s WHERE s.id = '$SESSION_ID' AND s.user_id = u.id AND (s.not_after IS NULL OR s.not_after > now())) FROM auth.users u WHERE u.id = '$USER_ID' AND u.deleted_at IS NULL;
+SQL
 CONNS=$CLIENTS
 read -r user_rps user_p50 user_p99 < <(wrk_rps "$WASMBASE_URL/auth/v1/user" "apikey: $PUBLISHABLE_KEY" "Authorization: Bearer $ACCESS")
 pk_tps=$(pgb "$work/pk.sql")
+user_sql_tps=$(pgb "$work/user.sql")
 
 # 2. refresh vs the same statements
 cat >"$work/refresh.lua" <<'LUA'
@@ -96,6 +102,7 @@ wrk.headers["apikey"] = os.getenv("PUBLISHABLE_KEY")
 wrk.headers["content-type"] = "application/json"
 wrk.body = '{"email":"bench@example.com","password":"bench-password"}'
 LUA
+idle_health=$(wrk -t1 -c4 -d"$(( ${DURATION%s} - 2 ))s" --latency "$WASMBASE_URL/health" | awk '$1=="99%" {print $2}')
 wrk -t1 -c16 -d"$DURATION" -s "$work/signin.lua" "$WASMBASE_URL/auth/v1/token?grant_type=password" >"$work/signin.out" &
 SIGNIN=$!
 sleep 1
@@ -109,8 +116,10 @@ echo "concurrency $CLIENTS, $DURATION each"
 echo "GET /auth/v1/user      : $user_rps req/s (p50 $user_p50, p99 $user_p99)"
 echo "pgbench PK select      : $pk_tps tps"
 echo "  ratio                : $(ratio "$user_rps" "$pk_tps") (target >= 50%)"
+echo "pgbench /user's query  : $user_sql_tps tps (same statement, no HTTP)"
+echo "  ratio                : $(ratio "$user_rps" "$user_sql_tps")"
 echo "token refresh          : $refresh_rps req/s (non-2xx: ${refresh_bad:-0})"
 echo "pgbench same statements: $same_tps tps"
 echo "  ratio                : $(ratio "$refresh_rps" "$same_tps") (target >= 30%)"
 echo "password sign-ins      : $signin_rps /s at 16 connections (503 busy answers: ${signin_non2xx:-0})"
-echo "/health p99 meanwhile  : $health_p99 (target < 5ms)"
+echo "/health p99 meanwhile  : $health_p99 (target < 5ms; idle, same settings: $idle_health)"

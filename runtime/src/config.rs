@@ -119,7 +119,7 @@ pub struct AuthConfig {
     pub rate_limit_ip_per_minute: u32,
     /// Requests per minute per email address on the same endpoints.
     pub rate_limit_email_per_minute: u32,
-    /// Password hashes computed at once (default: number of cores).
+    /// Password hashes computed at once (default: cores - 1, at least 1).
     pub hash_concurrency: Option<usize>,
     /// Password hashes allowed to wait; more get 503.
     pub hash_queue: usize,
