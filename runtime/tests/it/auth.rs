@@ -800,3 +800,72 @@ async fn smtp_delivers_confirmation_mail_when_configured() {
         "nothing in the dev mailbox"
     );
 }
+
+#[tokio::test]
+async fn signup_cannot_take_over_an_unconfirmed_account_and_bans_bite() {
+    let a = auth_server(|_| {}).await;
+    // An invited (unconfirmed) user exists.
+    let inv = a
+        .call(
+            reqwest::Method::POST,
+            "/invite",
+            Some(json!({"email": "invited@example.com"})),
+            None,
+            &a.sk,
+        )
+        .await;
+    assert_eq!(inv.status, 200, "{}", inv.body);
+    // Someone else signs up with that address: no session, no confirmation.
+    let r = a
+        .post(
+            "/signup",
+            json!({"email": "invited@example.com", "password": "attacker-pass"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (422, Some("user_already_exists"))
+    );
+    assert_eq!(
+        a.login("invited@example.com", "attacker-pass").await.body["code"],
+        "invalid_credentials"
+    );
+    // The invitation link still works for the mailbox owner.
+    let link = link_of(&a.mail("invited@example.com").await[0]);
+    assert!(link.contains("type=invite"), "{link}");
+
+    // A banned user's token stops working on user routes, and sign-in is refused.
+    let session = a.signup("banned@example.com").await;
+    let id = s(&session["user"]["id"]);
+    let r = a
+        .call(
+            reqwest::Method::PUT,
+            &format!("/admin/users/{id}"),
+            Some(json!({"ban_duration": "24h"})),
+            None,
+            &a.sk,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body["banned_until"].is_string());
+    let u = a.user(&s(&session["access_token"])).await;
+    assert_eq!(u.status, 403, "{}", u.body);
+    assert_eq!(
+        a.login("banned@example.com", "password-123").await.body["code"],
+        "user_banned"
+    );
+    let r = a
+        .call(
+            reqwest::Method::PUT,
+            &format!("/admin/users/{id}"),
+            Some(json!({"ban_duration": "none"})),
+            None,
+            &a.sk,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        a.login("banned@example.com", "password-123").await.status,
+        200
+    );
+}

@@ -96,9 +96,15 @@ pub async fn signup(
                     }
                     return Ok(Outcome::User(fake_user(&email, &data), None));
                 }
-                Some(u) if autoconfirm => {
-                    users::confirm_email(c, u.id).await?;
-                    u.id
+                // Unconfirmed (invited, or made by an OTP request): confirming it here
+                // would hand the account to whoever typed the address. Only the
+                // mailbox owner may confirm it, through a link.
+                Some(_) if autoconfirm => {
+                    return Err(AuthApiError::new(
+                        422,
+                        "user_already_exists",
+                        "User already registered",
+                    ));
                 }
                 Some(u) => u.id,
                 None => {

@@ -368,7 +368,8 @@ pub async fn load_session_user(
     let stmt = c
         .prepare_cached(
             "SELECT auth.user_json(u), $2::uuid IS NULL OR EXISTS (SELECT 1 FROM auth.sessions s WHERE s.id = $2 \
-               AND s.user_id = u.id AND (s.not_after IS NULL OR s.not_after > now())) \
+               AND s.user_id = u.id AND (s.not_after IS NULL OR s.not_after > now())), \
+               coalesce(u.banned_until > now(), false) \
              FROM auth.users u WHERE u.id = $1 AND u.deleted_at IS NULL",
         )
         .await?;
@@ -380,6 +381,9 @@ pub async fn load_session_user(
             "User from sub claim in JWT does not exist",
         ));
     };
+    if row.get::<_, bool>(2) {
+        return Err(AuthApiError::new(403, "user_banned", "User is banned"));
+    }
     if !row.get::<_, bool>(1) {
         return Err(AuthApiError::new(
             403,
