@@ -38,6 +38,10 @@ pub struct PoolSettings {
 /// Builds a lazily-connecting pool. Connections are opened on first use, so a
 /// database that is down at start does not stop the server from starting.
 pub fn pool(cfg: tokio_postgres::Config, settings: &PoolSettings) -> anyhow::Result<Pool> {
+    Ok(builder(cfg, settings).build()?)
+}
+
+fn builder(cfg: tokio_postgres::Config, settings: &PoolSettings) -> deadpool_postgres::PoolBuilder {
     let mut cfg = cfg;
     cfg.application_name(settings.application_name);
     cfg.connect_timeout(Duration::from_secs(5));
@@ -48,13 +52,12 @@ pub fn pool(cfg: tokio_postgres::Config, settings: &PoolSettings) -> anyhow::Res
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Ok(Pool::builder(mgr)
+    Pool::builder(mgr)
         .max_size(settings.max_size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(settings.wait_timeout))
         .create_timeout(Some(Duration::from_secs(5)))
         .recycle_timeout(Some(Duration::from_secs(5)))
-        .build()?)
 }
 
 /// A pool for one of the platform's own internal roles (e.g. the auth API's
@@ -77,16 +80,6 @@ pub fn service_pool(
         role.as_str(),
         timeout.as_millis().max(1)
     );
-    let mut cfg = cfg;
-    cfg.application_name(settings.application_name);
-    cfg.connect_timeout(Duration::from_secs(5));
-    let mgr = Manager::from_config(
-        cfg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
     let hook = Hook::async_fn(move |client: &mut deadpool_postgres::ClientWrapper, _| {
         let setup = setup.clone();
         Box::pin(async move {
@@ -96,14 +89,7 @@ pub fn service_pool(
                 .map_err(HookError::Backend)
         })
     });
-    Ok(Pool::builder(mgr)
-        .max_size(settings.max_size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(settings.wait_timeout))
-        .create_timeout(Some(Duration::from_secs(5)))
-        .recycle_timeout(Some(Duration::from_secs(5)))
-        .post_create(hook)
-        .build()?)
+    Ok(builder(cfg, settings).post_create(hook).build()?)
 }
 
 /// Runs `work` in a plain transaction (for [`service_pool`]s, whose role is fixed).

@@ -2,7 +2,7 @@
 
 use super::ctx::{body, Meta, UserCaller};
 use super::error::{AuthApiError, AuthResult};
-use super::mail::{self, Template};
+use super::mail::Template;
 use super::{redirect, tokens, users};
 use crate::server::state::AppState;
 use axum::extract::State;
@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use users::TokenKind;
 
 pub async fn get_user(State(st): State<AppState>, u: UserCaller) -> AuthResult<Json<Value>> {
     Ok(Json(
@@ -163,14 +162,9 @@ pub async fn update_user(
                 if users::find_by_email(c, &e).await?.is_some() {
                     return Err(AuthApiError::new(422, "email_exists", "A user with this email address has already been registered"));
                 }
-                users::check_send_interval(&s, c, uid, TokenKind::EmailChange).await?;
                 c.execute("UPDATE auth.users SET email_change = $2, updated_at = now() WHERE id = $1", &[&uid, &e]).await?;
-                let (otp, link_token) = users::issue_email_token(c, uid, TokenKind::EmailChange, &e, pkce.is_some()).await?;
-                if let Some(p) = &pkce {
-                    users::create_flow(c, uid, p, "email_change").await?;
-                }
-                let link = users::verify_link(&s, &link_token, Template::EmailChange.verify_type(), &redirect_to);
-                mail = Some(mail::render(Template::EmailChange, &e, &link, &otp));
+                let m = users::prepare_email(&s, c, uid, Template::EmailChange, &e, pkce.as_ref(), &redirect_to).await?;
+                mail = Some(m);
             }
             users::audit(c, "user_modified", Some(uid), "", &ip, json!({})).await?;
             let user = users::user_json(c, uid).await?.ok_or_else(|| AuthApiError::new(403, "user_not_found", "User not found"))?;

@@ -5,7 +5,7 @@
 
 use super::ctx::{body, AdminCaller, Meta};
 use super::error::{AuthApiError, AuthResult};
-use super::mail::{self, Template};
+use super::mail::Template;
 use super::{redirect, users};
 use crate::server::state::AppState;
 use axum::extract::{Path, State};
@@ -531,16 +531,11 @@ pub async fn invite(
                 }
             };
             users::audit(c, "user_invited", Some(id), &email, &ip, json!({"by": who})).await?;
-            let (otp, link_token) =
-                users::issue_email_token(c, id, TokenKind::Confirmation, &email, false).await?;
-            let link = users::verify_link(
-                &s,
-                &link_token,
-                Template::Invite.verify_type(),
-                &redirect_to,
-            );
+            let mail =
+                users::prepare_email(&s, c, id, Template::Invite, &email, None, &redirect_to)
+                    .await?;
             let user = users::user_json(c, id).await?.ok_or_else(not_found)?;
-            Ok((user, mail::render(Template::Invite, &email, &link, &otp)))
+            Ok((user, mail))
         })
     })
     .await?;

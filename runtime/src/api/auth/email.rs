@@ -67,13 +67,16 @@ pub async fn recover(
             let Some(u) = users::find_by_email(c, &email).await? else {
                 return Ok(None);
             };
-            users::check_send_interval(&s, c, u.id, TokenKind::Recovery).await?;
-            let (otp, link_token) =
-                users::issue_email_token(c, u.id, TokenKind::Recovery, &email, pkce.is_some())
-                    .await?;
-            if let Some(p) = &pkce {
-                users::create_flow(c, u.id, p, "recovery").await?;
-            }
+            let mail = users::prepare_email(
+                &s,
+                c,
+                u.id,
+                Template::Recovery,
+                &email,
+                pkce.as_ref(),
+                &redirect_to,
+            )
+            .await?;
             users::audit(
                 c,
                 "user_recovery_requested",
@@ -83,13 +86,7 @@ pub async fn recover(
                 json!({}),
             )
             .await?;
-            let link = users::verify_link(
-                &s,
-                &link_token,
-                Template::Recovery.verify_type(),
-                &redirect_to,
-            );
-            Ok(Some(mail::render(Template::Recovery, &email, &link, &otp)))
+            Ok(Some(mail))
         })
     })
     .await?;
@@ -160,23 +157,15 @@ pub async fn otp(
                     (id, autoconfirm)
                 }
             };
-            let (kind, template, flow) = if confirmed {
-                (TokenKind::Recovery, Template::MagicLink, "magiclink")
+            let template = if confirmed {
+                Template::MagicLink
             } else {
-                (
-                    TokenKind::Confirmation,
-                    Template::Confirmation,
-                    "email/signup",
-                )
+                Template::Confirmation
             };
-            users::check_send_interval(&s, c, id, kind).await?;
-            let (otp, link_token) =
-                users::issue_email_token(c, id, kind, &email, pkce.is_some()).await?;
-            if let Some(p) = &pkce {
-                users::create_flow(c, id, p, flow).await?;
-            }
-            let link = users::verify_link(&s, &link_token, template.verify_type(), &redirect_to);
-            Ok(Some(mail::render(template, &email, &link, &otp)))
+            let mail =
+                users::prepare_email(&s, c, id, template, &email, pkce.as_ref(), &redirect_to)
+                    .await?;
+            Ok(Some(mail))
         })
     })
     .await?;
@@ -227,15 +216,14 @@ pub async fn resend(
                 }
                 _ => email.clone(),
             };
-            users::check_send_interval(&s, c, u.id, kind).await?;
-            let (otp, link_token) = users::issue_email_token(c, u.id, kind, &to, false).await?;
             let template = if kind == TokenKind::Confirmation {
                 Template::Confirmation
             } else {
                 Template::EmailChange
             };
-            let link = users::verify_link(&s, &link_token, template.verify_type(), &redirect_to);
-            Ok(Some(mail::render(template, &to, &link, &otp)))
+            Ok(Some(
+                users::prepare_email(&s, c, u.id, template, &to, None, &redirect_to).await?,
+            ))
         })
     })
     .await?;

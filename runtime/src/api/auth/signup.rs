@@ -16,7 +16,7 @@ use axum::Json;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use users::{NewUser, TokenKind};
+use users::NewUser;
 use uuid::Uuid;
 
 #[derive(Deserialize, Default)]
@@ -138,18 +138,16 @@ pub async fn signup(
                     session::create(&s, c, user_id, "password", &m).await?,
                 ));
             }
-            users::check_send_interval(&s, c, user_id, TokenKind::Confirmation).await?;
-            let (otp, link_token) = users::issue_email_token(
+            let mail = users::prepare_email(
+                &s,
                 c,
                 user_id,
-                TokenKind::Confirmation,
+                Template::Confirmation,
                 &email,
-                pkce.is_some(),
+                pkce.as_ref(),
+                &redirect_to,
             )
             .await?;
-            if let Some(p) = &pkce {
-                users::create_flow(c, user_id, p, "email/signup").await?;
-            }
             users::audit(
                 c,
                 "user_confirmation_requested",
@@ -159,19 +157,10 @@ pub async fn signup(
                 json!({"provider": "email"}),
             )
             .await?;
-            let link = users::verify_link(
-                &s,
-                &link_token,
-                Template::Confirmation.verify_type(),
-                &redirect_to,
-            );
             let user = users::user_json(c, user_id)
                 .await?
                 .ok_or_else(|| AuthApiError::internal("user vanished"))?;
-            Ok(Outcome::User(
-                user,
-                Some(mail::render(Template::Confirmation, &email, &link, &otp)),
-            ))
+            Ok(Outcome::User(user, Some(mail)))
         })
     })
     .await?;

@@ -3,6 +3,7 @@
 //! All of it runs inside [`tx`], as the `wasmbase_auth` role.
 
 use super::error::{AuthApiError, AuthResult};
+use super::mail::{self, Mail, Template};
 use super::tokens;
 use crate::server::state::AppState;
 use deadpool_postgres::ClientWrapper;
@@ -284,6 +285,34 @@ pub async fn issue_email_token(
     )
     .await?;
     Ok((otp, link_token))
+}
+
+/// The one path every email with a link takes: the per-kind send interval, a
+/// fresh single-use token, the PKCE flow when the request carried a challenge,
+/// the verify link (`redirect_to` already allow-listed) and the rendered mail.
+pub async fn prepare_email(
+    st: &AppState,
+    c: &Client,
+    user: Uuid,
+    template: Template,
+    to: &str,
+    pkce: Option<&(String, String)>,
+    redirect_to: &str,
+) -> AuthResult<Mail> {
+    let (kind, flow) = match template {
+        Template::Confirmation => (TokenKind::Confirmation, "email/signup"),
+        Template::Invite => (TokenKind::Confirmation, "invite"),
+        Template::Recovery => (TokenKind::Recovery, "recovery"),
+        Template::MagicLink => (TokenKind::Recovery, "magiclink"),
+        Template::EmailChange => (TokenKind::EmailChange, "email_change"),
+    };
+    check_send_interval(st, c, user, kind).await?;
+    let (otp, link_token) = issue_email_token(c, user, kind, to, pkce.is_some()).await?;
+    if let Some(p) = pkce {
+        create_flow(c, user, p, flow).await?;
+    }
+    let link = verify_link(st, &link_token, template.verify_type(), redirect_to);
+    Ok(mail::render(template, to, &link, &otp))
 }
 
 /// Starts a PKCE flow for `user`; the auth code is handed out after verification.
