@@ -12,6 +12,7 @@ need_wrk
 build
 CLIENTS="${CLIENTS:-8}"
 work=$(mktemp -d)
+chmod 755 "$work" # reachable by the cluster user, so the cluster lives (and dies) in it
 cleanup() {
   [ -n "${DEV:-}" ] && kill -TERM "$DEV" 2>/dev/null && wait "$DEV" 2>/dev/null || true
   rm -rf "$work"

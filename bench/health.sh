@@ -7,6 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_wrk
 build
 work=$(mktemp -d)
+chmod 755 "$work" # reachable by the cluster user, so the cluster lives (and dies) in it
 cleanup() {
   [ -n "${DEV:-}" ] && kill -TERM "$DEV" 2>/dev/null && wait "$DEV" 2>/dev/null || true
   [ -n "${HELLO:-}" ] && kill "$HELLO" 2>/dev/null || true

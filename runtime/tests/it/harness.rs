@@ -83,11 +83,12 @@ async fn template() -> &'static str {
                 .query_one("SELECT pg_advisory_lock(4242)", &[])
                 .await
                 .unwrap();
-            // Leftovers of earlier runs.
+            // Leftovers of earlier runs, and templates of older migrations.
             let old = admin
                 .query(
-                    "SELECT datname FROM pg_database WHERE datname LIKE 'wasmbase_test_%'",
-                    &[],
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'wasmbase_test_%' \
+                     OR (datname LIKE 'wasmbase_tmpl_%' AND datname <> $1)",
+                    &[&name],
                 )
                 .await
                 .unwrap();
