@@ -87,7 +87,8 @@ pub struct AuthConfig {
     pub jwt_secret: Option<String>,
     /// Required `aud` of user tokens; empty string disables the check.
     pub jwt_audience: String,
-    /// `iss` of issued tokens.
+    /// `iss` of tokens minted by `wasmbase token` and of the legacy API keys (access
+    /// tokens from `/auth/v1` carry `<external_url>/auth/v1`, as GoTrue's do).
     pub jwt_issuer: String,
     /// Accept legacy JWT `anon`/`service_role` keys as `apikey`.
     pub legacy_jwt_keys: bool,

@@ -854,6 +854,19 @@ async fn signup_cannot_take_over_an_unconfirmed_account_and_bans_bite() {
         a.login("banned@example.com", "password-123").await.body["code"],
         "user_banned"
     );
+    // No other route hands a banned user a session either: an email code is refused.
+    a.post("/otp", json!({"email": "banned@example.com"})).await;
+    let code = code_of(&a.mail("banned@example.com").await[0]);
+    let r = a
+        .post(
+            "/verify",
+            json!({"type": "email", "email": "banned@example.com", "token": code}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (403, Some("user_banned"))
+    );
     let r = a
         .call(
             reqwest::Method::PUT,
@@ -868,4 +881,69 @@ async fn signup_cannot_take_over_an_unconfirmed_account_and_bans_bite() {
         a.login("banned@example.com", "password-123").await.status,
         200
     );
+}
+
+#[tokio::test]
+async fn supabase_style_tables_reference_auth_users_and_policies_see_the_signed_in_user() {
+    let a = auth_server(|_| {}).await;
+    let owner = a.db.owner().await;
+    owner
+        .batch_execute(
+            "CREATE TABLE public.todos (id serial PRIMARY KEY, user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE, title text);
+             CREATE POLICY own_todos ON public.todos FOR ALL USING (auth.uid() = user_id) WITH CHECK (auth.uid() = user_id);",
+        )
+        .await
+        .unwrap();
+    let ann = a.signup("ann@todos.example").await;
+    let bob = a.signup("bob@todos.example").await;
+    let (ann_id, bob_id) = (s(&ann["user"]["id"]), s(&bob["user"]["id"]));
+    for (uid, title) in [(&ann_id, "ann's"), (&bob_id, "bob's")] {
+        owner
+            .execute(
+                "INSERT INTO public.todos (user_id, title) VALUES ($1::text::uuid, $2)",
+                &[uid, &title],
+            )
+            .await
+            .unwrap();
+    }
+    // Ann's access token, as the principal of a request transaction, sees only her row.
+    let gate = a.s.srv.state.gate.clone();
+    let claims = gate.jwt().verify(&s(&ann["access_token"])).unwrap();
+    let p = wasmbase_host_api::Principal::new(claims.role, claims.claims);
+    let titles = wasmbase_host_api::db::as_principal(
+        &a.s.srv.state.pool,
+        &p,
+        std::time::Duration::from_secs(5),
+        |c| {
+            Box::pin(async move {
+                let rows = c
+                    .query("SELECT title FROM public.todos ORDER BY id", &[])
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<_>>())
+            })
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(titles, vec!["ann's".to_string()]);
+    // Deleting the user through the admin API cascades into the app's table.
+    let r = a
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/admin/users/{ann_id}"),
+            Some(json!({})),
+            None,
+            &a.sk,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let left: i64 = owner
+        .query_one("SELECT count(*) FROM public.todos", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1);
 }

@@ -63,18 +63,23 @@ impl AuthState {
             .external_url
             .clone()
             .unwrap_or_else(|| {
-                let host = if bound.ip().is_unspecified() {
-                    "localhost".to_string()
+                if bound.ip().is_unspecified() {
+                    format!("http://localhost:{}", bound.port())
                 } else {
-                    bound.ip().to_string()
-                };
-                format!("http://{host}:{}", bound.port())
+                    format!("http://{bound}") // SocketAddr brackets IPv6 hosts
+                }
             })
             .trim_end_matches('/')
             .to_string();
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
+        if a.smtp.is_none() && !a.autoconfirm.unwrap_or(false) {
+            tracing::warn!(
+                "no [auth.smtp] configured while sign-ups need confirmation: emails go to the dev mailbox \
+                 (`wasmbase mail`), not to users"
+            );
+        }
         let pool = db::service_pool(
             db,
             &db::PoolSettings {

@@ -35,7 +35,8 @@ fn access_token(
     let claims = json!({
         "iss": st.auth.issuer,
         "sub": user["id"],
-        "aud": user["aud"],
+        // The configured audience, which the key layer checks on every route.
+        "aud": if st.config.auth.jwt_audience.is_empty() { user["aud"].clone() } else { json!(st.config.auth.jwt_audience) },
         "exp": exp,
         "iat": now,
         "email": user["email"],
@@ -77,6 +78,18 @@ pub async fn create(
     method: &str,
     meta: &Meta,
 ) -> AuthResult<Value> {
+    // First, so a banned (or deleted) user gets no session by any route: password,
+    // email code or link, PKCE exchange.
+    let user: Value = c
+        .query_opt(
+            "UPDATE auth.users u SET last_sign_in_at = now(), updated_at = now() \
+             WHERE id = $1 AND deleted_at IS NULL AND NOT coalesce(banned_until > now(), false) \
+             RETURNING auth.user_json(u)",
+            &[&user_id],
+        )
+        .await?
+        .ok_or_else(|| AuthApiError::new(403, "user_banned", "User is banned"))?
+        .get(0);
     let row = c
         .query_one(
             "INSERT INTO auth.sessions (user_id, amr, ip, user_agent) \
@@ -92,13 +105,6 @@ pub async fn create(
         &[&tokens::sha256_hex(&refresh), &session_id],
     )
     .await?;
-    let user: Value = c
-        .query_one(
-            "UPDATE auth.users u SET last_sign_in_at = now(), updated_at = now() WHERE id = $1 RETURNING auth.user_json(u)",
-            &[&user_id],
-        )
-        .await?
-        .get(0);
     c.execute(
         "UPDATE auth.identities SET last_sign_in_at = now() WHERE user_id = $1 AND provider = 'email'",
         &[&user_id],
