@@ -9,6 +9,9 @@
 -- Then only service_role gets default grants: a table is never readable by anon
 -- before someone has both granted access and written policies. See OPERATIONS.md.
 GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
+-- PostgreSQL 15 already does this; older servers let any role create objects in
+-- public that could shadow built-ins in someone else's search_path.
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION wasmbase.enable_rls_on_new_tables() RETURNS event_trigger
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$

@@ -7,7 +7,8 @@ CREATE TABLE IF NOT EXISTS auth.users (
   instance_id          uuid,
   id                   uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   aud                  text NOT NULL DEFAULT 'authenticated',
-  role                 text NOT NULL DEFAULT 'authenticated',
+  -- Tokens carry 'authenticated' whatever this says; the CHECK keeps data honest.
+  role                 text NOT NULL DEFAULT 'authenticated' CHECK (role = 'authenticated'),
   email                text,
   encrypted_password   text,
   email_confirmed_at   timestamptz,
@@ -87,16 +88,20 @@ CREATE TABLE IF NOT EXISTS auth.flow_state (
 );
 CREATE INDEX IF NOT EXISTS flow_state_user ON auth.flow_state (user_id, authentication_method, created_at DESC);
 
--- Email links and OTP codes: SHA-256 of GoTrue's token_hash (itself sha224(email||otp),
--- prefixed `pkce_` for PKCE flows). Single use: deleted when verified.
+-- Email links and OTP codes. The link carries 32 random bytes (`pkce_`-prefixed
+-- for PKCE flows), stored as SHA-256; the 6-digit code is stored as SHA-256 of
+-- email and code and dies after 5 wrong guesses. Single use: deleted when verified.
 CREATE TABLE IF NOT EXISTS auth.one_time_tokens (
-  id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-  user_id     uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
-  token_type  text NOT NULL CHECK (token_type IN ('confirmation', 'recovery', 'email_change')),
-  token_hash  text NOT NULL UNIQUE,
-  relates_to  text NOT NULL,
-  created_at  timestamptz NOT NULL DEFAULT now()
+  id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  user_id          uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+  token_type       text NOT NULL CHECK (token_type IN ('confirmation', 'recovery', 'email_change')),
+  token_hash       text NOT NULL UNIQUE,
+  otp_hash         text NOT NULL,
+  failed_attempts  int NOT NULL DEFAULT 0,
+  relates_to       text NOT NULL,
+  created_at       timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX IF NOT EXISTS one_time_tokens_otp ON auth.one_time_tokens (relates_to, otp_hash);
 CREATE INDEX IF NOT EXISTS one_time_tokens_user ON auth.one_time_tokens (user_id, token_type, created_at DESC);
 
 CREATE TABLE IF NOT EXISTS auth.audit_log_entries (

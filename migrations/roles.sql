@@ -6,16 +6,18 @@
 -- losing the race.
 --
 --   anon, authenticated, service_role  Supabase's API roles (NOLOGIN)
---   wasmbase_auth                      what the auth API runs as (owns nothing,
---                                      gets rights on the auth tables only)
 --   authenticator                      the login role of request traffic, member
---                                      of the four above, NOINHERIT
+--                                      of the three above, NOINHERIT
+--   wasmbase_auth                      the auth API's own LOGIN role: rights on the
+--                                      auth tables only, and NOT reachable from
+--                                      authenticator (no membership), so no request
+--                                      transaction can SET ROLE into it
 DO $$
 DECLARE
   r text;
   is_super boolean := (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
 BEGIN
-  FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role', 'wasmbase_auth'] LOOP
+  FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
       BEGIN
         EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', r);
@@ -31,7 +33,7 @@ BEGIN
     END;
   END IF;
 
-  FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role', 'wasmbase_auth'] LOOP
+  FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP
     IF NOT pg_has_role('authenticator', r, 'MEMBER') THEN
       BEGIN
         EXECUTE format('GRANT %I TO authenticator', r);
@@ -39,6 +41,25 @@ BEGIN
       END;
     END IF;
   END LOOP;
+
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'wasmbase_auth') THEN
+    BEGIN
+      CREATE ROLE wasmbase_auth LOGIN NOINHERIT;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+    END;
+  ELSIF NOT (SELECT rolcanlogin FROM pg_roles WHERE rolname = 'wasmbase_auth') THEN
+    BEGIN
+      ALTER ROLE wasmbase_auth LOGIN;
+    EXCEPTION WHEN internal_error THEN NULL;
+    END;
+  END IF;
+  -- Earlier builds made authenticator a member; no request may become wasmbase_auth.
+  IF pg_has_role('authenticator', 'wasmbase_auth', 'MEMBER') THEN
+    BEGIN
+      REVOKE wasmbase_auth FROM authenticator;
+    EXCEPTION WHEN internal_error THEN NULL;
+    END;
+  END IF;
 
   -- service_role bypasses RLS, as on Supabase. Only a superuser may grant BYPASSRLS.
   IF NOT (SELECT rolbypassrls FROM pg_roles WHERE rolname = 'service_role') THEN

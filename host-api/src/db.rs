@@ -7,7 +7,7 @@
 //! caller sends can change role or claims afterwards (the closure gets no way to
 //! issue SQL text of the caller's choosing; each API builds its own statements).
 
-use crate::{Principal, Role};
+use crate::Principal;
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::future::BoxFuture;
 use std::time::Duration;
@@ -60,24 +60,18 @@ fn builder(cfg: tokio_postgres::Config, settings: &PoolSettings) -> deadpool_pos
         .recycle_timeout(Some(Duration::from_secs(5)))
 }
 
-/// A pool for one of the platform's own internal roles (e.g. the auth API's
-/// `wasmbase_auth`): every connection logs in as `authenticator`, then `SET ROLE`s
-/// once, for life, with a session `statement_timeout`. Statements on it need no
-/// per-request role setup. Never used for a client's principal: those go through
-/// [`as_principal`] on the request pool.
+/// A pool for one of the platform's own services (e.g. the auth API, logging in as
+/// its own `wasmbase_auth` role, which no request role can switch to). Each
+/// connection gets a session `statement_timeout` and a fixed `search_path`
+/// (`pg_catalog, auth`), so nothing in `public` can shadow what its SQL calls.
+/// Never used for a client's principal: those go through [`as_principal`].
 pub fn service_pool(
     cfg: tokio_postgres::Config,
     settings: &PoolSettings,
-    role: Role,
     timeout: Duration,
 ) -> anyhow::Result<Pool> {
-    anyhow::ensure!(
-        role == Role::AuthService,
-        "service pools are for internal roles only"
-    );
     let setup = format!(
-        "SET ROLE {}; SET statement_timeout = {}",
-        role.as_str(),
+        "SET statement_timeout = {}; SET search_path = pg_catalog, auth",
         timeout.as_millis().max(1)
     );
     let hook = Hook::async_fn(move |client: &mut deadpool_postgres::ClientWrapper, _| {
@@ -105,7 +99,7 @@ where
     let mut guard = Guard(Some(obj));
     let conn: &deadpool_postgres::ClientWrapper =
         guard.0.as_ref().expect("guard holds the connection");
-    conn.batch_execute("BEGIN").await.map_err(db)?;
+    conn.batch_execute(BEGIN).await.map_err(db)?;
     let result = work(conn).await;
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     match conn.batch_execute(end).await {
@@ -116,6 +110,10 @@ where
         Err(e) => result.and(Err(db(e))),
     }
 }
+
+/// Explicit, so a server whose default isolation is stricter does not turn the
+/// row-lock protocols here (refresh-token rotation) into serialization failures.
+const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
 const SET_PRINCIPAL: &str = "SELECT set_config('role', $1, true), \
      set_config('request.jwt.claims', $2, true), \
@@ -172,7 +170,7 @@ where
     let claims: &str = &principal.claims_json;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&role, &claims, &ms];
     tokio::try_join!(
-        client.batch_execute("BEGIN"),
+        client.batch_execute(BEGIN),
         client.query_one(&stmt, &params)
     )
     .map_err(db)?;
@@ -188,15 +186,13 @@ where
     }
 }
 
-/// A PostgreSQL error as "message (SQLSTATE xxxxx); detail: …; hint: …", for logs
-/// and operator-facing messages (`Display` of the driver's error says only "db error").
+/// A PostgreSQL error as "message (SQLSTATE xxxxx); hint: …", for logs (`Display`
+/// of the driver's error says only "db error"). The `detail` part is left out: it
+/// can quote row values (emails, token hashes) that do not belong in logs.
 pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
             let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-            if let Some(d) = db.detail() {
-                s.push_str(&format!("; detail: {d}"));
-            }
             if let Some(h) = db.hint() {
                 s.push_str(&format!("; hint: {h}"));
             }

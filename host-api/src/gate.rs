@@ -68,7 +68,7 @@ impl Gate {
         let v = self.jwt.verify(key).map_err(|_| AuthError::InvalidApiKey)?;
         match v.role {
             Role::Anon | Role::ServiceRole => Ok(Principal::new(v.role, v.claims)),
-            Role::Authenticated | Role::AuthService => Err(AuthError::InvalidApiKey),
+            Role::Authenticated => Err(AuthError::InvalidApiKey),
         }
     }
 

@@ -134,12 +134,21 @@ impl Hasher {
         let known = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy.clone());
         let params = self.params.clone();
+        let dummy = self.dummy.clone();
         self.run(move || {
-            let parsed = PasswordHash::new(&phc).map_err(|e| HashError::Internal(e.to_string()))?;
+            // A hash we cannot read (e.g. bcrypt from an import) is a mismatch, after
+            // the same work as any other check.
+            let (parsed, readable) = match PasswordHash::new(&phc) {
+                Ok(p) => (p, true),
+                Err(_) => (
+                    PasswordHash::new(&dummy).map_err(|e| HashError::Internal(e.to_string()))?,
+                    false,
+                ),
+            };
             let ok = argon(&params)
                 .verify_password(password.as_bytes(), &parsed)
                 .is_ok();
-            Ok(ok && known)
+            Ok(ok && known && readable)
         })
         .await?
     }
@@ -160,6 +169,11 @@ mod tests {
             .unwrap());
         assert!(!h.verify("wrong".into(), Some(phc)).await.unwrap());
         assert!(!h.verify("anything".into(), None).await.unwrap());
+        let bcrypt = "$2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy".to_string();
+        assert!(
+            !h.verify("anything".into(), Some(bcrypt)).await.unwrap(),
+            "unreadable hash: no 500, no match"
+        );
         // Occupy the only thread, fill the one queue slot, then the next job is
         // refused at once instead of piling up.
         let (started_tx, started_rx) = std::sync::mpsc::channel();

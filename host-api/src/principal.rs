@@ -13,9 +13,6 @@ pub enum Role {
     Authenticated,
     /// Trusted servers (secret key, service_role JWT key); bypasses RLS.
     ServiceRole,
-    /// The auth API's own role (`wasmbase_auth`): rights on the `auth` tables only.
-    /// Internal: no key or token can name it ([`Role::parse`] never returns it).
-    AuthService,
 }
 
 impl Role {
@@ -25,7 +22,6 @@ impl Role {
             Role::Anon => "anon",
             Role::Authenticated => "authenticated",
             Role::ServiceRole => "service_role",
-            Role::AuthService => "wasmbase_auth",
         }
     }
 

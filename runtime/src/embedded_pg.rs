@@ -2,7 +2,10 @@
 //!
 //! Uses the system's `initdb`/`pg_ctl`. PostgreSQL refuses to run as root, and on
 //! many dev boxes and CI machines everything runs as root: then the cluster runs as
-//! an unprivileged user (`postgres`, else `nobody`) that owns the data directory.
+//! the unprivileged `postgres` user (which PostgreSQL's packages create), owning
+//! the data directory. As root, nothing is trusted that another user could have
+//! planted: `.wasmbase` must be ours and not writable by others, and a `pg`
+//! symlink may only point into the root-owned `/var/lib/wasmbase/clusters`.
 //! If that user cannot reach `./.wasmbase/pg` (e.g. the project lives under a 0700
 //! `/root`), the data lives in `/var/lib/wasmbase/clusters/<hash>` and
 //! `./.wasmbase/pg` is a symlink to it. The cluster listens on TCP loopback only
@@ -123,13 +126,33 @@ fn cluster_user() -> Result<Option<(Uid, Gid)>> {
     if !Uid::effective().is_root() {
         return Ok(None);
     }
-    for name in ["postgres", "nobody"] {
-        if let Some(u) = User::from_name(name)? {
-            return Ok(Some((u.uid, u.gid)));
-        }
+    match User::from_name("postgres")? {
+        Some(u) => Ok(Some((u.uid, u.gid))),
+        None => bail!(
+            "running as root, and there is no 'postgres' user to run PostgreSQL as; \
+             install PostgreSQL's server package (it creates the user), or run wasmbase as a normal user"
+        ),
     }
-    bail!("running as root, and there is no 'postgres' or 'nobody' user to run PostgreSQL as")
 }
+
+/// As root: a directory we are about to hand to PostgreSQL must be ours and not
+/// writable by group or others, or someone else could have planted links in it.
+fn check_private_dir(dir: &Path) -> Result<()> {
+    let m = fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    if m.file_type().is_symlink()
+        || !m.is_dir()
+        || m.uid() != Uid::effective().as_raw()
+        || m.mode() & 0o022 != 0
+    {
+        bail!(
+            "{} must be a directory owned by you and not writable by group or others (running as root, it is not trusted otherwise)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+const CLUSTERS: &str = "/var/lib/wasmbase/clusters";
 
 /// Whether `user` may traverse every ancestor of `path`.
 fn reachable_by(path: &Path, (uid, gid): (Uid, Gid)) -> bool {
@@ -176,6 +199,14 @@ fn random_password() -> String {
 fn data_dir(dir: &Path, run_as: Option<(Uid, Gid)>) -> Result<PathBuf> {
     let link = dir.join("pg");
     if let Ok(target) = fs::read_link(&link) {
+        if run_as.is_some()
+            && (!target.is_absolute() || target.parent() != Some(Path::new(CLUSTERS)))
+        {
+            bail!(
+                "{} points outside {CLUSTERS}; refusing to use it as root",
+                link.display()
+            );
+        }
         return Ok(target);
     }
     let Some(user) = run_as else { return Ok(link) };
@@ -185,9 +216,13 @@ fn data_dir(dir: &Path, run_as: Option<(Uid, Gid)>) -> Result<PathBuf> {
     use sha2::Digest;
     let abs = fs::canonicalize(dir)?;
     let tag = hex::encode(&sha2::Sha256::digest(abs.as_os_str().as_encoded_bytes())[..8]);
-    let base = PathBuf::from("/var/lib/wasmbase/clusters");
+    let base = PathBuf::from(CLUSTERS);
     fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-    for d in ["/var/lib/wasmbase", "/var/lib/wasmbase/clusters"] {
+    for d in ["/var/lib/wasmbase", CLUSTERS] {
+        let m = fs::symlink_metadata(d)?;
+        if m.file_type().is_symlink() || m.uid() != 0 {
+            bail!("{d} must be a root-owned directory");
+        }
         fs::set_permissions(d, fs::Permissions::from_mode(0o711))?;
     }
     let real = base.join(tag);
@@ -202,6 +237,7 @@ pub fn ensure_running(opts: &Options) -> Result<Cluster> {
     fs::create_dir_all(&opts.dir).with_context(|| format!("creating {}", opts.dir.display()))?;
     let run_as = cluster_user()?;
     if run_as.is_some() {
+        check_private_dir(&opts.dir)?;
         // The cluster user must traverse (not list) the state dir to reach pg/.
         fs::set_permissions(&opts.dir, fs::Permissions::from_mode(0o711))?;
     }

@@ -191,9 +191,14 @@ async fn run_user(client: &mut Client, dir: &Path) -> Result<Vec<String>> {
     Ok(done)
 }
 
-/// A PostgreSQL error with its SQLSTATE, detail and hint (see host-api's `describe`).
+/// A PostgreSQL error with its SQLSTATE, hint and detail: for migration errors,
+/// which the operator reads and which concern their own SQL.
 pub fn pg_message(e: &tokio_postgres::Error) -> String {
-    wasmbase_host_api::db::describe(e)
+    let base = wasmbase_host_api::db::describe(e);
+    match e.as_db_error().and_then(|d| d.detail()) {
+        Some(d) => format!("{base}; detail: {d}"),
+        None => base,
+    }
 }
 
 /// Writes settings the database reads itself (the RLS event trigger) from config.
@@ -211,23 +216,26 @@ pub async fn sync_settings(
     Ok(())
 }
 
-/// Sets the `authenticator` role's password (cluster-wide), if one is configured.
+/// Sets the password of the platform's login roles (`authenticator`,
+/// `wasmbase_auth`; cluster-wide) to `database.authenticator_password`.
 ///
 /// Only a SCRAM-SHA-256 verifier computed here is sent, never the password, so
 /// statement logs and pg_stat_statements cannot capture it.
-pub async fn set_authenticator_password(client: &Client, password: &str) -> Result<()> {
-    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
-    // ALTER ROLE takes no bind parameters; quote_literal does the quoting server-side.
-    let row = client
-        .query_one(
-            "SELECT format('ALTER ROLE authenticator WITH LOGIN PASSWORD %L', $1::text)",
-            &[&verifier],
-        )
-        .await?;
-    let stmt: String = row.get(0);
-    client
-        .batch_execute(&stmt)
-        .await
-        .map_err(|e| anyhow::anyhow!("setting the authenticator password: {}", pg_message(&e)))?;
+pub async fn set_login_passwords(client: &Client, password: &str) -> Result<()> {
+    for role in ["authenticator", "wasmbase_auth"] {
+        let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+        // ALTER ROLE takes no bind parameters; format's %I/%L quote server-side.
+        let row = client
+            .query_one(
+                "SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text)",
+                &[&role, &verifier],
+            )
+            .await?;
+        let stmt: String = row.get(0);
+        client
+            .batch_execute(&stmt)
+            .await
+            .map_err(|e| anyhow::anyhow!("setting the {role} password: {}", pg_message(&e)))?;
+    }
     Ok(())
 }

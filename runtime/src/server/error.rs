@@ -101,6 +101,10 @@ impl From<DbError> for ApiError {
                     "permission_denied",
                     "Permission denied",
                 ),
+                // e.g. auth.uid() on a token whose `sub` is not a UUID
+                Some("22P02") => {
+                    ApiError::bad_request("invalid_input", "A value could not be read as its type")
+                }
                 _ => ApiError::internal(wasmbase_host_api::db::describe(pg)),
             },
         }

@@ -75,6 +75,17 @@ pub fn authenticator_config(
     owner: &tokio_postgres::Config,
     password: Option<&str>,
 ) -> tokio_postgres::Config {
+    login_config(owner, "authenticator", password)
+}
+
+/// Connection settings for one of the platform's login roles (`authenticator`,
+/// `wasmbase_auth`) on the owner URL's host and database. Both use
+/// `database.authenticator_password`.
+pub fn login_config(
+    owner: &tokio_postgres::Config,
+    user: &str,
+    password: Option<&str>,
+) -> tokio_postgres::Config {
     let mut c = tokio_postgres::Config::new();
     for h in owner.get_hosts() {
         match h {
@@ -89,7 +100,7 @@ pub fn authenticator_config(
         c.dbname(d);
     }
     c.ssl_mode(owner.get_ssl_mode());
-    c.user("authenticator");
+    c.user(user);
     if let Some(pw) = password {
         c.password(pw);
     }
@@ -217,7 +228,12 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         .await
         .with_context(|| format!("binding {addr} (`server.listen`)"))?;
     let addr = listener.local_addr()?;
-    let auth = crate::api::auth::AuthState::new(&config, addr, auth_cfg.clone())?;
+    let auth_login = login_config(
+        &owner,
+        "wasmbase_auth",
+        config.database.authenticator_password.as_deref(),
+    );
+    let auth = crate::api::auth::AuthState::new(&config, addr, auth_login)?;
     let state = AppState::new(Inner {
         auth,
         request_timeout: Duration::from_millis(config.server.request_timeout_ms),
@@ -331,13 +347,27 @@ async fn startup_once(state: &AppState) -> Result<()> {
     )
     .await?;
     if let Some(pw) = &state.config.database.authenticator_password {
-        // Set the password only when logging in with it fails, so N nodes starting
-        // together do not all rewrite the (cluster-wide) role.
-        if let Err(e) = state.pool.get().await {
-            tracing::info!("setting the authenticator role's password ({e})");
-            migrate::set_authenticator_password(&client, pw).await?;
+        // Set the passwords only when logging in with them is refused (28P01), so N
+        // nodes starting together, or a full server, do not rewrite the roles.
+        let refused = |r: Result<deadpool_postgres::Object, deadpool_postgres::PoolError>| match r {
+            Err(deadpool_postgres::PoolError::Backend(e)) => {
+                e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD)
+            }
+            _ => false,
+        };
+        if refused(state.pool.get().await) || refused(state.auth.pool.get().await) {
+            tracing::info!("setting the passwords of the authenticator and wasmbase_auth roles");
+            migrate::set_login_passwords(&client, pw).await?;
         }
     }
+    drop(
+        state
+            .auth
+            .pool
+            .get()
+            .await
+            .context("logging in as `wasmbase_auth`")?,
+    );
     drop(
         state
             .pool

@@ -12,7 +12,12 @@ const SWEEP_AT: usize = 10_000;
 /// Allows `per_minute` hits per key per minute.
 pub struct RateLimiter {
     per_minute: u32,
-    windows: Mutex<HashMap<String, (Instant, u32)>>,
+    windows: Mutex<Windows>,
+}
+
+struct Windows {
+    map: HashMap<String, (Instant, u32)>,
+    last_sweep: Instant,
 }
 
 impl RateLimiter {
@@ -20,29 +25,54 @@ impl RateLimiter {
     pub fn new(per_minute: u32) -> RateLimiter {
         RateLimiter {
             per_minute,
-            windows: Mutex::new(HashMap::new()),
+            windows: Mutex::new(Windows {
+                map: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
         }
     }
 
     /// Counts a hit; `Err(seconds until the window resets)` when over the limit.
     pub fn check(&self, key: &str) -> Result<(), u64> {
+        self.limited(key)?;
+        self.record(key);
+        Ok(())
+    }
+
+    /// `Err(seconds to wait)` when `key` is over the limit, without counting a hit
+    /// (for limits that count only failures, like wrong passwords).
+    pub fn limited(&self, key: &str) -> Result<(), u64> {
         if self.per_minute == 0 {
             return Ok(());
         }
         let now = Instant::now();
-        let mut map = self.windows.lock();
-        if map.len() >= SWEEP_AT {
-            map.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+        let w = self.windows.lock();
+        match w.map.get(key) {
+            Some((start, n)) if now.duration_since(*start) < WINDOW && *n >= self.per_minute => {
+                Err((WINDOW - now.duration_since(*start)).as_secs() + 1)
+            }
+            _ => Ok(()),
         }
-        let entry = map.entry(key.to_string()).or_insert((now, 0));
+    }
+
+    /// Counts a hit for `key`.
+    pub fn record(&self, key: &str) {
+        if self.per_minute == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut w = self.windows.lock();
+        // Sweep expired windows at most once a second, and only when the map is big.
+        if w.map.len() >= SWEEP_AT && now.duration_since(w.last_sweep) >= Duration::from_secs(1) {
+            w.map
+                .retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+            w.last_sweep = now;
+        }
+        let entry = w.map.entry(key.to_string()).or_insert((now, 0));
         if now.duration_since(entry.0) >= WINDOW {
             *entry = (now, 0);
         }
-        if entry.1 >= self.per_minute {
-            return Err((WINDOW - now.duration_since(entry.0)).as_secs() + 1);
-        }
-        entry.1 += 1;
-        Ok(())
+        entry.1 = entry.1.saturating_add(1);
     }
 }
 
@@ -58,5 +88,10 @@ mod tests {
         assert!((1..=60).contains(&wait));
         assert!(l.check("b").is_ok(), "keys are independent");
         assert!(RateLimiter::new(0).check("a").is_ok());
+        // `limited` does not count; `record` does.
+        let f = RateLimiter::new(1);
+        assert!(f.limited("x").is_ok() && f.limited("x").is_ok());
+        f.record("x");
+        assert!(f.limited("x").is_err());
     }
 }

@@ -408,14 +408,14 @@ async fn email_links_never_redirect_outside_the_allowlist() {
     let resp = no_redirect.get(&link).send().await.unwrap();
     let loc = resp.headers()["location"].to_str().unwrap();
     assert!(
-        loc.starts_with("http://localhost:3000#access_token="),
+        loc.starts_with("http://localhost:3000/#access_token="),
         "{loc}"
     );
     // The link is used up: the second click lands on an error fragment.
     let resp = no_redirect.get(&link).send().await.unwrap();
     let loc = resp.headers()["location"].to_str().unwrap();
     assert!(
-        loc.starts_with("http://localhost:3000#error=access_denied&error_code=otp_expired"),
+        loc.starts_with("http://localhost:3000/#error=access_denied&error_code=otp_expired"),
         "{loc}"
     );
     // An allowed target is kept.
@@ -946,4 +946,97 @@ async fn supabase_style_tables_reference_auth_users_and_policies_see_the_signed_
         .unwrap()
         .get(0);
     assert_eq!(left, 1);
+}
+
+#[tokio::test]
+async fn codes_die_after_five_wrong_guesses_and_links_do_not_derive_from_them() {
+    let a = auth_server(|_| {}).await;
+    a.signup("guess@example.com").await;
+    a.post("/otp", json!({"email": "guess@example.com"})).await;
+    let mail = a.mail("guess@example.com").await;
+    let code = code_of(&mail[0]);
+    let link = link_of(&mail[0]);
+    // The link token is random, not sha224(email || code) as in GoTrue.
+    let token = link
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(token.len(), 64);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..5 {
+        let r = a
+            .post(
+                "/verify",
+                json!({"type": "email", "email": "guess@example.com", "token": wrong}),
+            )
+            .await;
+        assert_eq!(r.body["code"], "otp_expired");
+    }
+    let r = a
+        .post(
+            "/verify",
+            json!({"type": "email", "email": "guess@example.com", "token": code}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (403, Some("otp_expired")),
+        "the token is gone after 5 misses"
+    );
+}
+
+#[tokio::test]
+async fn a_password_set_before_confirmation_does_not_survive_the_owner_claiming_the_address() {
+    let a = auth_server(|c| c.auth.autoconfirm = Some(false)).await;
+    // Someone who does not own the mailbox signs up with it.
+    let r = a
+        .post(
+            "/signup",
+            json!({"email": "owner@example.com", "password": "attacker-pass"}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // The owner signs in with a magic link instead.
+    a.post("/otp", json!({"email": "owner@example.com"})).await;
+    let code = code_of(&a.mail("owner@example.com").await[0]);
+    let ok = a
+        .post(
+            "/verify",
+            json!({"type": "email", "email": "owner@example.com", "token": code}),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    // The attacker's password is gone.
+    assert_eq!(
+        a.login("owner@example.com", "attacker-pass").await.body["code"],
+        "invalid_credentials"
+    );
+
+    // A second sign-up for an unconfirmed address also drops the first password.
+    a.post(
+        "/signup",
+        json!({"email": "twice@example.com", "password": "attacker-pass"}),
+    )
+    .await;
+    a.post(
+        "/signup",
+        json!({"email": "twice@example.com", "password": "owner-password"}),
+    )
+    .await;
+    let code = code_of(&a.mail("twice@example.com").await[0]);
+    let ok = a
+        .post(
+            "/verify",
+            json!({"type": "signup", "email": "twice@example.com", "token": code}),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(
+        a.login("twice@example.com", "attacker-pass").await.body["code"],
+        "invalid_credentials"
+    );
 }

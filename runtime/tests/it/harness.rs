@@ -115,7 +115,7 @@ async fn template() -> &'static str {
                     .await
                     .expect("migrating the template");
                 if pg().needs_password {
-                    wasmbase::migrate::set_authenticator_password(&c, AUTHENTICATOR_PW)
+                    wasmbase::migrate::set_login_passwords(&c, AUTHENTICATOR_PW)
                         .await
                         .unwrap();
                 }

@@ -147,6 +147,8 @@ async fn a_principal_transaction_cannot_climb_to_owner_or_superuser() {
             "SET ROLE postgres",
             "SET SESSION AUTHORIZATION postgres",
             "SET ROLE authenticator; CREATE ROLE x SUPERUSER",
+            "SET ROLE wasmbase_auth",
+            "SELECT set_config('role', 'wasmbase_auth', true)",
         ] {
             let r = db::as_principal(&pool, &p, Duration::from_secs(5), |c| {
                 Box::pin(async move { Ok(c.batch_execute(attempt).await?) })

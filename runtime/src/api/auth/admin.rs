@@ -46,7 +46,7 @@ fn page_param(meta: &Meta, key: &str, default: i64) -> AuthResult<i64> {
 /// `GET /admin/users?page=&per_page=`: `{users, aud}` with `X-Total-Count` and a
 /// `Link` header in the exact form auth-js parses (`page` first).
 pub async fn list(State(st): State<AppState>, _a: AdminCaller, meta: Meta) -> AuthResult<Response> {
-    let page = page_param(&meta, "page", 1)?;
+    let page = page_param(&meta, "page", 1)?.min(1_000_000);
     let per_page = page_param(&meta, "per_page", 50)?.min(1000);
     let (users, total) = users::tx(&st, move |c| {
         Box::pin(async move {

@@ -152,11 +152,13 @@ impl FromRequestParts<AppState> for UserCaller {
         let user_id = Uuid::parse_str(sub).map_err(|_| {
             AuthApiError::new(400, "bad_jwt", "invalid claim: sub claim must be a UUID")
         })?;
-        let session_id = v
-            .claims
-            .get("session_id")
-            .and_then(Value::as_str)
-            .and_then(|s| Uuid::parse_str(s).ok());
+        let bad_session =
+            || AuthApiError::new(403, "bad_jwt", "invalid claim: session_id must be a UUID");
+        let session_id = match v.claims.get("session_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(Uuid::parse_str(s).map_err(|_| bad_session())?),
+            Some(_) => return Err(bad_session()),
+        };
         Ok(UserCaller {
             user_id,
             session_id,
@@ -181,25 +183,39 @@ impl FromRequestParts<AppState> for AdminCaller {
 
 /// Enforces the per-IP and (when given) per-email limits.
 pub fn rate_limit(st: &AppState, meta: &Meta, email: Option<&str>) -> AuthResult<()> {
-    let a = &st.auth;
-    let ip_key = format!("ip:{}", meta.ip);
-    if let Err(wait) = a.ip_limit.check(&ip_key) {
-        return Err(AuthApiError::new(
-            429,
-            "over_request_rate_limit",
-            "Request rate limit reached",
-        )
-        .retry_after(wait));
-    }
+    ip_limit(st, meta)?;
     if let Some(e) = email {
-        if let Err(wait) = a.email_limit.check(&format!("email:{e}")) {
-            return Err(AuthApiError::new(
-                429,
-                "over_request_rate_limit",
-                "Request rate limit reached",
-            )
-            .retry_after(wait));
-        }
+        st.auth
+            .email_limit
+            .check(&format!("email:{e}"))
+            .map_err(too_many)?;
     }
     Ok(())
+}
+
+/// The per-IP limit alone.
+pub fn ip_limit(st: &AppState, meta: &Meta) -> AuthResult<()> {
+    st.auth
+        .ip_limit
+        .check(&format!("ip:{}", meta.ip))
+        .map_err(too_many)
+}
+
+/// Password sign-in counts only *failed* attempts per address, so nobody can lock
+/// a user out with traffic alone, yet guessing stays at the configured rate.
+pub fn password_failures_limited(st: &AppState, email: &str) -> AuthResult<()> {
+    st.auth
+        .email_limit
+        .limited(&format!("login:{email}"))
+        .map_err(too_many)
+}
+
+/// Records a failed password attempt for `email`.
+pub fn record_password_failure(st: &AppState, email: &str) {
+    st.auth.email_limit.record(&format!("login:{email}"));
+}
+
+fn too_many(wait: u64) -> AuthApiError {
+    AuthApiError::new(429, "over_request_rate_limit", "Request rate limit reached")
+        .retry_after(wait)
 }

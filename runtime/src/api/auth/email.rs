@@ -126,7 +126,12 @@ pub async fn otp(
     let mail = users::tx(&st, move |c| {
         Box::pin(async move {
             let (id, confirmed) = match users::find_by_email(c, &email).await? {
-                Some(u) => (u.id, u.confirmed),
+                Some(u) => {
+                    if !u.confirmed {
+                        users::forget_unconfirmed_credentials(c, u.id).await?;
+                    }
+                    (u.id, u.confirmed)
+                }
                 None if !create || signup_off => {
                     return Err(AuthApiError::new(
                         422,
@@ -244,34 +249,93 @@ fn kinds_for(verify_type: &str) -> AuthResult<(&'static [TokenKind], &'static st
     })
 }
 
+/// A wrong code counts against every live token for that address; a token that
+/// has seen [`MAX_CODE_ATTEMPTS`] wrong codes is destroyed.
+async fn count_failed_code(st: &AppState, email: String) -> AuthResult<()> {
+    users::tx(st, move |c| {
+        Box::pin(async move {
+            c.execute(
+                "UPDATE auth.one_time_tokens SET failed_attempts = failed_attempts + 1 WHERE relates_to = $1",
+                &[&email],
+            )
+            .await?;
+            c.execute(
+                &format!("DELETE FROM auth.one_time_tokens WHERE relates_to = $1 AND failed_attempts >= {MAX_CODE_ATTEMPTS}"),
+                &[&email],
+            )
+            .await?;
+            Ok(())
+        })
+    })
+    .await
+}
+
 fn expired() -> AuthApiError {
     AuthApiError::new(403, "otp_expired", "Email link is invalid or has expired")
 }
 
 /// Consumes a matching, unexpired token and applies it; returns the user id.
+/// How a verification names its token.
+enum Lookup {
+    /// SHA-256 of the link token (GET /verify, or `token_hash` in POST).
+    Link(String),
+    /// The address and the hash of the 6-digit code typed by the user.
+    Code { email: String, otp_hash: String },
+}
+
+/// Wrong codes a token survives before it is destroyed (10^6 codes, so 5 guesses
+/// give an attacker a 1-in-200,000 chance per emailed token).
+const MAX_CODE_ATTEMPTS: i32 = 5;
+
+/// Consumes a matching, unexpired token and applies it; returns the user id.
 async fn consume(
     st: &AppState,
     c: &Client,
-    hashes: &[String],
+    lookup: &Lookup,
     kinds: &[TokenKind],
 ) -> AuthResult<Uuid> {
     let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
     let ttl = st.config.auth.otp_ttl_secs as f64;
-    let row = c
-        .query_opt(
-            "DELETE FROM auth.one_time_tokens WHERE id = (SELECT id FROM auth.one_time_tokens \
-               WHERE token_hash = ANY($1) AND token_type = ANY($2) ORDER BY created_at DESC LIMIT 1 FOR UPDATE) \
-             RETURNING user_id, token_type, relates_to, created_at > now() - make_interval(secs => $3)",
-            &[&hashes, &kinds, &ttl],
-        )
-        .await?;
+    const RETURNING: &str = "RETURNING user_id, token_type, relates_to, created_at > now() - make_interval(secs => $3), \
+         (SELECT u.email_confirmed_at IS NULL FROM auth.users u WHERE u.id = one_time_tokens.user_id)";
+    let row = match lookup {
+        Lookup::Link(hash) => {
+            c.query_opt(
+                &format!(
+                    "DELETE FROM auth.one_time_tokens WHERE id = (SELECT id FROM auth.one_time_tokens \
+                       WHERE token_hash = $1 AND token_type = ANY($2) LIMIT 1 FOR UPDATE) {RETURNING}"
+                ),
+                &[hash, &kinds, &ttl],
+            )
+            .await?
+        }
+        Lookup::Code { email, otp_hash } => {
+            c.query_opt(
+                &format!(
+                    "DELETE FROM auth.one_time_tokens WHERE id = (SELECT id FROM auth.one_time_tokens \
+                       WHERE relates_to = $1 AND otp_hash = $4 AND token_type = ANY($2) AND failed_attempts < {MAX_CODE_ATTEMPTS} \
+                       ORDER BY created_at DESC LIMIT 1 FOR UPDATE) {RETURNING}"
+                ),
+                &[email, &kinds, &ttl, otp_hash],
+            )
+            .await?
+        }
+    };
     let Some(row) = row else {
         return Err(expired());
     };
-    let (user_id, kind, relates_to, fresh): (Uuid, String, String, bool) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (user_id, kind, relates_to, fresh, unconfirmed): (
+        Uuid,
+        String,
+        String,
+        bool,
+        Option<bool>,
+    ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
     if !fresh {
         return Err(expired());
+    }
+    if unconfirmed == Some(true) && kind != "confirmation" {
+        users::forget_unconfirmed_credentials(c, user_id).await?;
     }
     match kind.as_str() {
         "email_change" => {
@@ -338,7 +402,7 @@ pub async fn verify_post(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| AuthApiError::validation("Verify requires a verification type"))?;
     let (kinds, _) = kinds_for(&vtype)?;
-    let hashes = match (
+    let lookup = match (
         b.token.filter(|t| !t.is_empty()),
         b.token_hash.filter(|t| !t.is_empty()),
     ) {
@@ -351,15 +415,12 @@ pub async fn verify_post(
                 )
             })?;
             rate_limit(&st, &meta, Some(&email))?;
-            let th = tokens::token_hash(&email, code.trim());
-            vec![
-                tokens::sha256_hex(&th),
-                tokens::sha256_hex(&format!("pkce_{th}")),
-            ]
+            let otp_hash = tokens::otp_hash(&email, code.trim());
+            Lookup::Code { email, otp_hash }
         }
         (None, Some(th)) => {
             rate_limit(&st, &meta, None)?;
-            vec![tokens::sha256_hex(&th)]
+            Lookup::Link(tokens::sha256_hex(&th))
         }
         _ => {
             return Err(AuthApiError::validation(
@@ -367,21 +428,32 @@ pub async fn verify_post(
             ))
         }
     };
+    let failed_email = match &lookup {
+        Lookup::Code { email, .. } => Some(email.clone()),
+        Lookup::Link(_) => None,
+    };
     let (s, m) = (st.clone(), meta.clone());
     let out = users::tx(&st, move |c| {
         Box::pin(async move {
-            let user_id = consume(&s, c, &hashes, kinds).await.map_err(|e| {
-                if e.code == "otp_expired" {
-                    AuthApiError::new(403, "otp_expired", "Token has expired or is invalid")
-                } else {
-                    e
-                }
-            })?;
+            let user_id = consume(&s, c, &lookup, kinds).await?;
             session::create(&s, c, user_id, "otp", &m).await
         })
     })
-    .await?;
-    Ok(Json(out))
+    .await;
+    match out {
+        Ok(session) => Ok(Json(session)),
+        Err(e) if e.code == "otp_expired" => {
+            if let Some(email) = failed_email {
+                count_failed_code(&st, email).await?;
+            }
+            Err(AuthApiError::new(
+                403,
+                "otp_expired",
+                "Token has expired or is invalid",
+            ))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `GET /verify?token&type&redirect_to`: the link in the email. Redirects (303) to
@@ -402,11 +474,11 @@ pub async fn verify_get(State(st): State<AppState>, meta: Meta) -> AuthResult<Re
         return Ok(error_redirect(&target, &e));
     }
     let pkce = token.starts_with("pkce_");
-    let hashes = vec![tokens::sha256_hex(&token)];
+    let lookup = Lookup::Link(tokens::sha256_hex(&token));
     let (s, m, vt) = (st.clone(), meta.clone(), vtype.clone());
     let result = users::tx(&st, move |c| {
         Box::pin(async move {
-            let user_id = consume(&s, c, &hashes, kinds).await?;
+            let user_id = consume(&s, c, &lookup, kinds).await?;
             if pkce {
                 let code: Option<String> = c
                     .query_opt(

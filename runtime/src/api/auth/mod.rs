@@ -87,7 +87,6 @@ impl AuthState {
                 wait_timeout: std::time::Duration::from_millis(config.database.pool_timeout_ms),
                 application_name: "wasmbase-auth",
             },
-            wasmbase_host_api::Role::AuthService,
             std::time::Duration::from_millis(config.database.statement_timeout_ms),
         )?;
         Ok(AuthState {

@@ -4,45 +4,101 @@
 
 use crate::config::AuthConfig;
 
+/// Longest `redirect_to` considered (longer ones fall back to the site URL).
+const MAX_LEN: usize = 2048;
+
 /// The redirect target to use for a requested `redirect_to`.
 pub fn resolve(cfg: &AuthConfig, requested: Option<&str>) -> String {
-    match requested {
-        Some(r) if allowed(cfg, r) => r.to_string(),
-        _ => cfg.site_url.clone(),
-    }
+    requested
+        .and_then(|r| allowed(cfg, r))
+        .unwrap_or_else(|| cfg.site_url.clone())
 }
 
-fn allowed(cfg: &AuthConfig, url: &str) -> bool {
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return false;
+/// The normalised URL when `url` may be redirected to. Matching is done on the
+/// URL as the `url` crate parses it — the same host a browser will go to — so
+/// tricks like `https://evil.com?.app.dev/`, `https://app.dev@evil.com/` or
+/// backslashes cannot smuggle another host past a pattern.
+fn allowed(cfg: &AuthConfig, url: &str) -> Option<String> {
+    if url.len() > MAX_LEN
+        || url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+    {
+        return None;
     }
-    if same_origin(&cfg.site_url, url) {
-        return true;
+    let mut parsed = url::Url::parse(url).ok()?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return None;
     }
-    cfg.redirect_urls.iter().any(|p| glob(p, url))
+    parsed.set_fragment(None);
+    let normal = parsed.to_string();
+    let site = url::Url::parse(&cfg.site_url).ok()?;
+    let same_origin = parsed.origin().is_tuple() && parsed.origin() == site.origin();
+    (same_origin || cfg.redirect_urls.iter().any(|p| glob(p, &normal))).then_some(normal)
 }
 
-fn same_origin(a: &str, b: &str) -> bool {
-    match (url::Url::parse(a), url::Url::parse(b)) {
-        (Ok(a), Ok(b)) => a.origin() == b.origin() && b.origin().is_tuple(),
-        _ => false,
-    }
-}
-
-/// `**` matches anything, `*` anything but `/`, other characters themselves.
+/// `**` matches anything; `*` matches within one URL component, never across
+/// `/ ? # @ \ :`; other characters match themselves. Dynamic programming, so the
+/// cost is bounded by pattern length × URL length whatever the input.
 fn glob(pattern: &str, s: &str) -> bool {
-    let (p, s) = (pattern.as_bytes(), s.as_bytes());
-    fn go(p: &[u8], s: &[u8]) -> bool {
-        match p {
-            [] => s.is_empty(),
-            [b'*', b'*', rest @ ..] => (0..=s.len()).any(|i| go(rest, &s[i..])),
-            [b'*', rest @ ..] => (0..=s.len())
-                .take_while(|&i| i == 0 || s[i - 1] != b'/')
-                .any(|i| go(rest, &s[i..])),
-            [c, rest @ ..] => s.first() == Some(c) && go(rest, &s[1..]),
+    #[derive(Clone, Copy, PartialEq)]
+    enum Tok {
+        Any,
+        Segment,
+        Byte(u8),
+    }
+    let mut toks = Vec::new();
+    let pb = pattern.as_bytes();
+    let mut i = 0;
+    while i < pb.len() {
+        if pb[i] == b'*' {
+            if pb.get(i + 1) == Some(&b'*') {
+                toks.push(Tok::Any);
+                i += 2;
+            } else {
+                toks.push(Tok::Segment);
+                i += 1;
+            }
+        } else {
+            toks.push(Tok::Byte(pb[i]));
+            i += 1;
         }
     }
-    go(p, s)
+    let sb = s.as_bytes();
+    // reach[j]: the tokens so far can match exactly the first j bytes of s.
+    let mut reach = vec![false; sb.len() + 1];
+    reach[0] = true;
+    for t in toks {
+        let mut next = vec![false; sb.len() + 1];
+        match t {
+            Tok::Byte(b) => {
+                for j in 0..sb.len() {
+                    if reach[j] && sb[j] == b {
+                        next[j + 1] = true;
+                    }
+                }
+            }
+            Tok::Any => {
+                let mut on = false;
+                for j in 0..=sb.len() {
+                    on |= reach[j];
+                    next[j] = on;
+                }
+            }
+            Tok::Segment => {
+                let mut on = false;
+                for j in 0..=sb.len() {
+                    on |= reach[j];
+                    next[j] = on;
+                    if j < sb.len() && b"/?#@\\:".contains(&sb[j]) {
+                        on = false;
+                    }
+                }
+            }
+        }
+        reach = next;
+    }
+    reach[sb.len()]
 }
 
 #[cfg(test)]
@@ -87,6 +143,40 @@ mod tests {
             "http://localhost:3000"
         );
         assert_eq!(r("http://localhost:3001/"), "http://localhost:3000");
+        // Smuggling another host past a `*`:
+        assert_eq!(
+            r("https://evil.com?.preview.dev/auth"),
+            "http://localhost:3000"
+        );
+        assert_eq!(
+            r("https://evil.com#.preview.dev/auth"),
+            "http://localhost:3000"
+        );
+        assert_eq!(
+            r("https://evil.com\\.preview.dev/auth"),
+            "http://localhost:3000"
+        );
+        assert_eq!(
+            r("http://localhost:3000@evil.com/x"),
+            "http://localhost:3000"
+        );
+        assert_eq!(
+            r("https://app.example.com@evil.com/"),
+            "http://localhost:3000"
+        );
+        assert_eq!(
+            r(&format!("https://app.example.com/{}", "a".repeat(3000))),
+            "http://localhost:3000"
+        );
+        // A pathological pattern and input stay cheap (DP, not backtracking).
+        let slow = AuthConfig {
+            redirect_urls: vec!["https://**a**a**a**a**a**a**a**b".into()],
+            ..cfg.clone()
+        };
+        assert_eq!(
+            resolve(&slow, Some(&format!("https://{}", "a".repeat(2000)))),
+            "http://localhost:3000"
+        );
         assert_eq!(resolve(&cfg, None), "http://localhost:3000");
     }
 }

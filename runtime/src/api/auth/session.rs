@@ -43,7 +43,7 @@ fn access_token(
         "phone": user["phone"],
         "app_metadata": user["app_metadata"],
         "user_metadata": user["user_metadata"],
-        "role": user["role"],
+        "role": "authenticated",
         "aal": "aal1",
         "amr": amr,
         "session_id": session_id.to_string(),
@@ -186,7 +186,10 @@ pub async fn refresh(st: &AppState, presented: String, meta: &Meta) -> AuthResul
                     let child = tokens::new_refresh_token();
                     // A reused (revoked) parent keeps the child it already sealed.
                     c.execute(
-                        "UPDATE auth.refresh_tokens SET revoked = true, updated_at = now(), \
+                        // A reused (already revoked) token keeps its revocation time, so
+                        // the reuse window cannot be stretched by reusing it again.
+                        "UPDATE auth.refresh_tokens SET revoked = true, \
+                           updated_at = CASE WHEN revoked THEN updated_at ELSE now() END, \
                            child_enc = CASE WHEN revoked THEN child_enc ELSE $2 END WHERE id = $1",
                         &[&id, &tokens::seal_child(&presented, &child)],
                     )

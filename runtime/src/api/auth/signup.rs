@@ -106,7 +106,13 @@ pub async fn signup(
                         "User already registered",
                     ));
                 }
-                Some(u) => u.id,
+                // A second sign-up for an address nobody has confirmed: whoever set
+                // the first password may not own the mailbox, so it is dropped; the
+                // owner claims the account through the link and sets a password.
+                Some(u) => {
+                    users::forget_unconfirmed_credentials(c, u.id).await?;
+                    u.id
+                }
                 None => {
                     let id = users::create_user(
                         c,

@@ -1,6 +1,8 @@
 //! `POST /auth/v1/token?grant_type=password|refresh_token|pkce`.
 
-use super::ctx::{body, rate_limit, Keyed, Meta};
+use super::ctx::{
+    body, ip_limit, password_failures_limited, rate_limit, record_password_failure, Keyed, Meta,
+};
 use super::error::{AuthApiError, AuthResult};
 use super::{session, tokens, users};
 use crate::server::state::AppState;
@@ -63,7 +65,8 @@ async fn password(st: &AppState, meta: &Meta, b: Body) -> AuthResult<Value> {
     }
     let email = users::normalize_email(b.email.as_deref())?;
     let pw = b.password.unwrap_or_default();
-    rate_limit(st, meta, Some(&email))?;
+    ip_limit(st, meta)?;
+    password_failures_limited(st, &email)?;
     let e = email.clone();
     let found = users::tx(st, move |c| {
         Box::pin(async move { users::find_by_email(c, &e).await })
@@ -72,6 +75,7 @@ async fn password(st: &AppState, meta: &Meta, b: Body) -> AuthResult<Value> {
     let stored = found.as_ref().and_then(|u| u.password_hash.clone());
     let ok = st.auth.hasher.verify(pw, stored).await?;
     let (Some(user), true) = (found, ok) else {
+        record_password_failure(st, &email);
         let (ip, e) = (meta.ip.clone(), email.clone());
         users::tx(st, move |c| {
             Box::pin(async move {

@@ -3,7 +3,7 @@
 
 use base64::Engine;
 use rand::{Rng, RngCore};
-use sha2::{Digest, Sha224, Sha256};
+use sha2::{Digest, Sha256};
 
 /// A new refresh token: 32 random bytes, hex (64 lowercase characters).
 pub fn new_refresh_token() -> String {
@@ -57,11 +57,19 @@ pub fn new_otp() -> String {
     format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32))
 }
 
-/// GoTrue's token_hash: hex(SHA-224(lower(email) || otp)), the value in email links.
-pub fn token_hash(email: &str, otp: &str) -> String {
-    hex::encode(Sha224::digest(
-        format!("{}{otp}", email.to_lowercase()).as_bytes(),
-    ))
+/// The token an email link carries: 32 random bytes (hex), `pkce_`-prefixed for
+/// PKCE flows. Independent of the 6-digit code, so a link cannot be brute-forced
+/// from the address (GoTrue derives it from email and code; clients treat it as
+/// opaque).
+pub fn new_link_token(pkce: bool) -> String {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("{}{}", if pkce { "pkce_" } else { "" }, hex::encode(b))
+}
+
+/// The stored form of a 6-digit code: bound to the (ASCII-lower-cased) address.
+pub fn otp_hash(email: &str, otp: &str) -> String {
+    sha256_hex(&format!("{}:{otp}", email.to_ascii_lowercase()))
 }
 
 /// Checks a PKCE verifier against the stored challenge.
@@ -119,7 +127,7 @@ mod tests {
     }
 
     #[test]
-    fn pkce_s256_and_gotrue_token_hash() {
+    fn pkce_s256_and_token_shapes() {
         // RFC 7636 appendix B.
         assert!(pkce_matches(
             "s256",
@@ -131,8 +139,9 @@ mod tests {
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
             "wrong"
         ));
-        assert_eq!(token_hash("A@b.c", "123456"), token_hash("a@b.c", "123456"));
-        assert_eq!(token_hash("a@b.c", "123456").len(), 56);
+        assert_eq!(otp_hash("A@b.c", "123456"), otp_hash("a@b.c", "123456"));
+        assert_ne!(otp_hash("a@b.c", "123456"), otp_hash("b@b.c", "123456"));
+        assert!(new_link_token(true).starts_with("pkce_") && new_link_token(false).len() == 64);
         assert!(pkce_params(Some("x"), None).is_err());
         assert!(pkce_params(Some(&"a".repeat(43)), Some("S256"))
             .unwrap()

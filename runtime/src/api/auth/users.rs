@@ -23,7 +23,9 @@ where
 
 /// Lower-cases and checks an email address (GoTrue: 400 validation_failed).
 pub fn normalize_email(email: Option<&str>) -> AuthResult<String> {
-    let e = email.unwrap_or("").trim().to_lowercase();
+    // ASCII only, like PostgreSQL's lower() under the cluster's C locale, so Rust
+    // and the unique index agree on what "the same address" is.
+    let e = email.unwrap_or("").trim().to_ascii_lowercase();
     let valid = e.len() <= 254
         && !e.chars().any(|c| c.is_whitespace() || c.is_control())
         && matches!(e.split_once('@'), Some((l, d)) if !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.') && !d.contains('@'));
@@ -252,8 +254,8 @@ pub async fn check_send_interval(
     Ok(())
 }
 
-/// Issues an email token (replacing older ones of the same kind): returns the OTP
-/// and the value the link carries (`token_hash`, `pkce_`-prefixed for PKCE).
+/// Issues an email token (replacing older ones of the same kind): returns the
+/// 6-digit code and the link token. Only their hashes are stored.
 pub async fn issue_email_token(
     c: &Client,
     user: Uuid,
@@ -262,16 +264,15 @@ pub async fn issue_email_token(
     pkce: bool,
 ) -> AuthResult<(String, String)> {
     let otp = tokens::new_otp();
-    let th = tokens::token_hash(relates_to, &otp);
-    let link_token = if pkce { format!("pkce_{th}") } else { th };
+    let link_token = tokens::new_link_token(pkce);
     c.execute(
         "DELETE FROM auth.one_time_tokens WHERE user_id = $1 AND token_type = $2",
         &[&user, &kind.as_str()],
     )
     .await?;
     c.execute(
-        "INSERT INTO auth.one_time_tokens (user_id, token_type, token_hash, relates_to) VALUES ($1, $2, $3, $4)",
-        &[&user, &kind.as_str(), &tokens::sha256_hex(&link_token), &relates_to],
+        "INSERT INTO auth.one_time_tokens (user_id, token_type, token_hash, otp_hash, relates_to) VALUES ($1, $2, $3, $4, $5)",
+        &[&user, &kind.as_str(), &tokens::sha256_hex(&link_token), &tokens::otp_hash(relates_to, &otp), &relates_to],
     )
     .await?;
     let col = match kind {
@@ -285,6 +286,20 @@ pub async fn issue_email_token(
     )
     .await?;
     Ok((otp, link_token))
+}
+
+/// An account nobody has confirmed yet may have been created by someone who does
+/// not own the address. Before such an account is handed to the mailbox owner
+/// through a flow other than its own sign-up confirmation, the password and
+/// metadata set before confirmation are dropped (pre-account takeover).
+pub async fn forget_unconfirmed_credentials(c: &Client, user: Uuid) -> AuthResult<()> {
+    c.execute(
+        "UPDATE auth.users SET encrypted_password = NULL, raw_user_meta_data = '{}', updated_at = now() \
+         WHERE id = $1 AND email_confirmed_at IS NULL",
+        &[&user],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The one path every email with a link takes: the per-kind send interval, a
