@@ -99,6 +99,19 @@ impl Auth {
         self.call(reqwest::Method::GET, "/user", None, Some(access), &self.pk)
             .await
     }
+    /// Requests a magic link + code for `email` and returns the code from the mailbox.
+    async fn otp_code(&self, email: &str) -> String {
+        self.post("/otp", json!({ "email": email })).await;
+        code_of(&self.mail(email).await[0])
+    }
+    /// POST /verify with an email code.
+    async fn verify_code(&self, kind: &str, email: &str, code: &str) -> Resp {
+        self.post(
+            "/verify",
+            json!({"type": kind, "email": email, "token": code}),
+        )
+        .await
+    }
     async fn mail(&self, to: &str) -> Vec<Value> {
         let r = self
             .s
@@ -280,21 +293,11 @@ async fn confirmation_flow_and_no_account_enumeration_when_confirmation_is_on() 
         (bad.status, bad.body["code"].as_str()),
         (403, Some("otp_expired"))
     );
-    let ok = a
-        .post(
-            "/verify",
-            json!({"type": "signup", "email": "new@example.com", "token": code}),
-        )
-        .await;
+    let ok = a.verify_code("signup", "new@example.com", &code).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert!(ok.body["user"]["email_confirmed_at"].is_string());
     assert_eq!(ok.body["user"]["user_metadata"]["plan"], "free");
-    let reuse = a
-        .post(
-            "/verify",
-            json!({"type": "signup", "email": "new@example.com", "token": code}),
-        )
-        .await;
+    let reuse = a.verify_code("signup", "new@example.com", &code).await;
     assert_eq!(reuse.body["code"], "otp_expired", "single use");
 
     // Signing up again with the confirmed address reveals nothing.
@@ -439,14 +442,8 @@ async fn email_links_never_redirect_outside_the_allowlist() {
 async fn expired_codes_are_refused() {
     let a = auth_server(|c| c.auth.otp_ttl_secs = 0).await;
     a.signup("ttl@example.com").await;
-    a.post("/otp", json!({"email": "ttl@example.com"})).await;
-    let code = code_of(&a.mail("ttl@example.com").await[0]);
-    let r = a
-        .post(
-            "/verify",
-            json!({"type": "email", "email": "ttl@example.com", "token": code}),
-        )
-        .await;
+    let code = a.otp_code("ttl@example.com").await;
+    let r = a.verify_code("email", "ttl@example.com", &code).await;
     assert_eq!(
         (r.status, r.body["code"].as_str()),
         (403, Some("otp_expired"))
@@ -855,14 +852,8 @@ async fn signup_cannot_take_over_an_unconfirmed_account_and_bans_bite() {
         "user_banned"
     );
     // No other route hands a banned user a session either: an email code is refused.
-    a.post("/otp", json!({"email": "banned@example.com"})).await;
-    let code = code_of(&a.mail("banned@example.com").await[0]);
-    let r = a
-        .post(
-            "/verify",
-            json!({"type": "email", "email": "banned@example.com", "token": code}),
-        )
-        .await;
+    let code = a.otp_code("banned@example.com").await;
+    let r = a.verify_code("email", "banned@example.com", &code).await;
     assert_eq!(
         (r.status, r.body["code"].as_str()),
         (403, Some("user_banned"))
@@ -968,20 +959,10 @@ async fn codes_die_after_five_wrong_guesses_and_links_do_not_derive_from_them() 
     assert_eq!(token.len(), 64);
     let wrong = if code == "000000" { "111111" } else { "000000" };
     for _ in 0..5 {
-        let r = a
-            .post(
-                "/verify",
-                json!({"type": "email", "email": "guess@example.com", "token": wrong}),
-            )
-            .await;
+        let r = a.verify_code("email", "guess@example.com", &wrong).await;
         assert_eq!(r.body["code"], "otp_expired");
     }
-    let r = a
-        .post(
-            "/verify",
-            json!({"type": "email", "email": "guess@example.com", "token": code}),
-        )
-        .await;
+    let r = a.verify_code("email", "guess@example.com", &code).await;
     assert_eq!(
         (r.status, r.body["code"].as_str()),
         (403, Some("otp_expired")),
@@ -1001,14 +982,8 @@ async fn a_password_set_before_confirmation_does_not_survive_the_owner_claiming_
         .await;
     assert_eq!(r.status, 200);
     // The owner signs in with a magic link instead.
-    a.post("/otp", json!({"email": "owner@example.com"})).await;
-    let code = code_of(&a.mail("owner@example.com").await[0]);
-    let ok = a
-        .post(
-            "/verify",
-            json!({"type": "email", "email": "owner@example.com", "token": code}),
-        )
-        .await;
+    let code = a.otp_code("owner@example.com").await;
+    let ok = a.verify_code("email", "owner@example.com", &code).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     // The attacker's password is gone.
     assert_eq!(
@@ -1028,12 +1003,7 @@ async fn a_password_set_before_confirmation_does_not_survive_the_owner_claiming_
     )
     .await;
     let code = code_of(&a.mail("twice@example.com").await[0]);
-    let ok = a
-        .post(
-            "/verify",
-            json!({"type": "signup", "email": "twice@example.com", "token": code}),
-        )
-        .await;
+    let ok = a.verify_code("signup", "twice@example.com", &code).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(
         a.login("twice@example.com", "attacker-pass").await.body["code"],
