@@ -959,7 +959,7 @@ async fn codes_die_after_five_wrong_guesses_and_links_do_not_derive_from_them() 
     assert_eq!(token.len(), 64);
     let wrong = if code == "000000" { "111111" } else { "000000" };
     for _ in 0..5 {
-        let r = a.verify_code("email", "guess@example.com", &wrong).await;
+        let r = a.verify_code("email", "guess@example.com", wrong).await;
         assert_eq!(r.body["code"], "otp_expired");
     }
     let r = a.verify_code("email", "guess@example.com", &code).await;
