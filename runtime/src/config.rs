@@ -58,7 +58,7 @@ pub struct ServerConfig {
 }
 
 /// `[database]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// Owner connection (migrations, platform bookkeeping). Also `DATABASE_URL`.
@@ -80,7 +80,7 @@ pub struct DatabaseConfig {
 }
 
 /// `[auth]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// HS256 secret (at least 32 characters). Also `WASMBASE_AUTH_JWT_SECRET`.
@@ -129,7 +129,7 @@ pub struct AuthConfig {
 }
 
 /// `[auth.smtp]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     /// Server host name.
@@ -245,6 +245,60 @@ impl Default for MigrationsConfig {
         MigrationsConfig {
             dir: PathBuf::from("db/migrations"),
         }
+    }
+}
+
+/// What `Debug` shows for a secret: whether it is set, never its value (a stray
+/// `?config` in a log line must not leak keys or passwords).
+fn redacted<T>(v: &Option<T>) -> &'static str {
+    if v.is_some() {
+        "<redacted>"
+    } else {
+        "<unset>"
+    }
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redacted(&self.url))
+            .field(
+                "authenticator_password",
+                &redacted(&self.authenticator_password),
+            )
+            .field("pool_size", &self.pool_size)
+            .field("pool_timeout_ms", &self.pool_timeout_ms)
+            .field("anon_statement_timeout_ms", &self.anon_statement_timeout_ms)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("exposed_schemas", &self.exposed_schemas)
+            .field("rls_by_default", &self.rls_by_default)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("jwt_secret", &redacted(&self.jwt_secret))
+            .field("jwt_audience", &self.jwt_audience)
+            .field("site_url", &self.site_url)
+            .field("redirect_urls", &self.redirect_urls)
+            .field("signing_keys", &self.signing_keys)
+            .field("smtp", &self.smtp)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("pass", &redacted(&self.pass))
+            .field("from", &self.from)
+            .field("tls", &self.tls)
+            .finish()
     }
 }
 
@@ -548,6 +602,16 @@ mod tests {
         apply_env(&mut t, env(&[("WASMBASE_SERVER_LISTN", "x")])).unwrap();
         let e = serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(t)).unwrap_err();
         assert!(e.to_string().contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let mut c = Config::default();
+        c.database.url = Some("postgres://u:hunter2@h/db".into());
+        c.database.authenticator_password = Some("hunter3".into());
+        c.auth.jwt_secret = Some("hunter4".repeat(8));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter"), "{shown}");
     }
 
     #[test]

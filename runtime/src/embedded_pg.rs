@@ -33,8 +33,8 @@ pub struct Options {
     pub fast: bool,
 }
 
-/// A running cluster.
-#[derive(Debug, Clone)]
+/// A running cluster. (`Debug` leaves out the superuser password.)
+#[derive(Clone)]
 pub struct Cluster {
     data: PathBuf,
     bin: PathBuf,
@@ -48,6 +48,15 @@ pub struct Cluster {
 struct State {
     port: u16,
     password: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("data", &self.data)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Cluster {

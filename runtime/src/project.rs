@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 pub const STATE_DIR: &str = ".wasmbase";
 
 /// Secrets generated on the first `wasmbase dev` and reused afterwards.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct DevSecrets {
     /// HS256 secret of the project's JWTs.
     pub jwt_secret: String,
@@ -32,6 +32,12 @@ fn random(n: usize) -> String {
 /// The state directory of the project in `root`.
 pub fn state_dir(root: &Path) -> PathBuf {
     root.join(STATE_DIR)
+}
+
+impl std::fmt::Debug for DevSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DevSecrets { <redacted> }")
+    }
 }
 
 impl DevSecrets {
