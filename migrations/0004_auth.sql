@@ -98,6 +98,8 @@ CREATE TABLE IF NOT EXISTS auth.one_time_tokens (
   token_hash       text NOT NULL UNIQUE,
   otp_hash         text NOT NULL,
   failed_attempts  int NOT NULL DEFAULT 0,
+  -- The PKCE flow this link completes (links are bound to their own flow).
+  flow_state_id    uuid REFERENCES auth.flow_state (id) ON DELETE SET NULL,
   relates_to       text NOT NULL,
   created_at       timestamptz NOT NULL DEFAULT now()
 );

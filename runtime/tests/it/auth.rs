@@ -1010,3 +1010,36 @@ async fn a_password_set_before_confirmation_does_not_survive_the_owner_claiming_
         "invalid_credentials"
     );
 }
+
+#[tokio::test]
+async fn a_pkce_request_can_also_be_completed_with_the_emailed_code() {
+    let a = auth_server(|_| {}).await;
+    a.signup("pkcecode@example.com").await;
+    let challenge = "c".repeat(43);
+    let r = a
+        .post("/recover", json!({"email": "pkcecode@example.com", "code_challenge": challenge, "code_challenge_method": "plain"}))
+        .await;
+    assert_eq!(r.status, 200);
+    let mail = &a.mail("pkcecode@example.com").await[0];
+    assert!(link_of(mail).contains("token=pkce_"));
+    let r = a
+        .verify_code("recovery", "pkcecode@example.com", &code_of(mail))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["user"]["email"], "pkcecode@example.com");
+    // The flow is finished: the link no longer yields a code.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let loc = no_redirect
+        .get(link_of(mail))
+        .send()
+        .await
+        .unwrap()
+        .headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(loc.contains("error_code=otp_expired"), "{loc}");
+}

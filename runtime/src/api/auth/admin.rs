@@ -472,7 +472,7 @@ pub async fn generate_link(
                 _ => return Err(not_found()),
             };
             let (otp, link_token) =
-                users::issue_email_token(c, user_id, token_kind, &relates_to, false).await?;
+                users::issue_email_token(c, user_id, token_kind, &relates_to, None).await?;
             let link = users::verify_link(&s, &link_token, &vtype, &redirect_to);
             let mut user = users::user_json(c, user_id).await?.ok_or_else(not_found)?;
             user["action_link"] = json!(link);

@@ -236,16 +236,18 @@ pub async fn resend(
     Ok(ok_empty())
 }
 
-/// The token kinds a verify `type` may consume, and the amr/flow method it means.
-fn kinds_for(verify_type: &str) -> AuthResult<(&'static [TokenKind], &'static str)> {
+/// The token kinds a verify `type` may consume.
+fn kinds_for(verify_type: &str) -> AuthResult<&'static [TokenKind]> {
     Ok(match verify_type {
-        "signup" => (&[TokenKind::Confirmation], "email/signup"),
-        "invite" => (&[TokenKind::Confirmation], "invite"),
-        "recovery" => (&[TokenKind::Recovery], "recovery"),
-        "magiclink" => (&[TokenKind::Recovery], "magiclink"),
-        "email" => (&[TokenKind::Confirmation, TokenKind::Recovery], "otp"),
-        "email_change" => (&[TokenKind::EmailChange], "email_change"),
-        _ => return Err(AuthApiError::validation("Verify requires a verification type: signup, invite, recovery, magiclink, email or email_change")),
+        "signup" | "invite" => &[TokenKind::Confirmation],
+        "recovery" | "magiclink" => &[TokenKind::Recovery],
+        "email" => &[TokenKind::Confirmation, TokenKind::Recovery],
+        "email_change" => &[TokenKind::EmailChange],
+        _ => {
+            return Err(AuthApiError::validation(
+                "Verify requires a verification type: signup, invite, recovery, magiclink, email or email_change",
+            ))
+        }
     })
 }
 
@@ -274,7 +276,6 @@ fn expired() -> AuthApiError {
     AuthApiError::new(403, "otp_expired", "Email link is invalid or has expired")
 }
 
-/// Consumes a matching, unexpired token and applies it; returns the user id.
 /// How a verification names its token.
 enum Lookup {
     /// SHA-256 of the link token (GET /verify, or `token_hash` in POST).
@@ -287,17 +288,24 @@ enum Lookup {
 /// give an attacker a 1-in-200,000 chance per emailed token).
 const MAX_CODE_ATTEMPTS: i32 = 5;
 
-/// Consumes a matching, unexpired token and applies it; returns the user id.
+/// What a consumed token was for.
+struct Consumed {
+    user_id: Uuid,
+    /// The PKCE flow the link completes, if it was issued for one.
+    flow: Option<Uuid>,
+}
+
+/// Consumes a matching, unexpired token and applies it.
 async fn consume(
     st: &AppState,
     c: &Client,
     lookup: &Lookup,
     kinds: &[TokenKind],
-) -> AuthResult<Uuid> {
+) -> AuthResult<Consumed> {
     let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
     let ttl = st.config.auth.otp_ttl_secs as f64;
     const RETURNING: &str = "RETURNING user_id, token_type, relates_to, created_at > now() - make_interval(secs => $3), \
-         (SELECT u.email_confirmed_at IS NULL FROM auth.users u WHERE u.id = one_time_tokens.user_id)";
+         (SELECT u.email_confirmed_at IS NULL FROM auth.users u WHERE u.id = one_time_tokens.user_id), flow_state_id";
     let row = match lookup {
         Lookup::Link(hash) => {
             c.query_opt(
@@ -331,6 +339,7 @@ async fn consume(
         bool,
         Option<bool>,
     ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let flow: Option<Uuid> = row.get(5);
     if !fresh {
         return Err(expired());
     }
@@ -376,7 +385,7 @@ async fn consume(
         json!({"type": kind}),
     )
     .await?;
-    Ok(user_id)
+    Ok(Consumed { user_id, flow })
 }
 
 #[derive(Deserialize, Default)]
@@ -401,7 +410,7 @@ pub async fn verify_post(
         .kind
         .filter(|t| !t.is_empty())
         .ok_or_else(|| AuthApiError::validation("Verify requires a verification type"))?;
-    let (kinds, _) = kinds_for(&vtype)?;
+    let kinds = kinds_for(&vtype)?;
     let lookup = match (
         b.token.filter(|t| !t.is_empty()),
         b.token_hash.filter(|t| !t.is_empty()),
@@ -435,8 +444,13 @@ pub async fn verify_post(
     let (s, m) = (st.clone(), meta.clone());
     let out = users::tx(&st, move |c| {
         Box::pin(async move {
-            let user_id = consume(&s, c, &lookup, kinds).await?;
-            session::create(&s, c, user_id, "otp", &m).await
+            let done = consume(&s, c, &lookup, kinds).await?;
+            if let Some(flow) = done.flow {
+                // A code typed in completes the PKCE flow directly: no auth code needed.
+                c.execute("DELETE FROM auth.flow_state WHERE id = $1", &[&flow])
+                    .await?;
+            }
+            session::create(&s, c, done.user_id, "otp", &m).await
         })
     })
     .await;
@@ -468,7 +482,7 @@ pub async fn verify_get(State(st): State<AppState>, meta: Meta) -> AuthResult<Re
             "Verify requires a token and a type",
         ));
     };
-    let (kinds, flow_method) = kinds_for(&vtype)?;
+    let kinds = kinds_for(&vtype)?;
     let target = redirect::resolve(&st.config.auth, meta.redirect_to());
     if let Err(e) = rate_limit(&st, &meta, None) {
         return Ok(error_redirect(&target, &e));
@@ -478,20 +492,30 @@ pub async fn verify_get(State(st): State<AppState>, meta: Meta) -> AuthResult<Re
     let (s, m, vt) = (st.clone(), meta.clone(), vtype.clone());
     let result = users::tx(&st, move |c| {
         Box::pin(async move {
-            let user_id = consume(&s, c, &lookup, kinds).await?;
+            let done = consume(&s, c, &lookup, kinds).await?;
             if pkce {
-                let code: Option<String> = c
-                    .query_opt(
-                        "UPDATE auth.flow_state SET auth_code_issued_at = now() WHERE id = (SELECT id FROM auth.flow_state \
-                           WHERE user_id = $1 AND authentication_method = $2 ORDER BY created_at DESC LIMIT 1) RETURNING auth_code",
-                        &[&user_id, &flow_method],
+                // The link's own flow (not "the user's latest"), once.
+                let code: Option<String> = match done.flow {
+                    Some(flow) => c
+                        .query_opt(
+                            "UPDATE auth.flow_state SET auth_code_issued_at = now() \
+                             WHERE id = $1 AND auth_code_issued_at IS NULL RETURNING auth_code",
+                            &[&flow],
+                        )
+                        .await?
+                        .map(|r| r.get(0)),
+                    None => None,
+                };
+                let code = code.ok_or_else(|| {
+                    AuthApiError::new(
+                        404,
+                        "flow_state_not_found",
+                        "No PKCE flow found for this link",
                     )
-                    .await?
-                    .map(|r| r.get(0));
-                let code = code.ok_or_else(|| AuthApiError::new(404, "flow_state_not_found", "No PKCE flow found for this link"))?;
+                })?;
                 return Ok(Err(code));
             }
-            Ok(Ok(session::create(&s, c, user_id, "otp", &m).await?))
+            Ok(Ok(session::create(&s, c, done.user_id, "otp", &m).await?))
         })
     })
     .await;

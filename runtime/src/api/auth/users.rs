@@ -261,18 +261,19 @@ pub async fn issue_email_token(
     user: Uuid,
     kind: TokenKind,
     relates_to: &str,
-    pkce: bool,
+    flow: Option<Uuid>,
 ) -> AuthResult<(String, String)> {
     let otp = tokens::new_otp();
-    let link_token = tokens::new_link_token(pkce);
+    let link_token = tokens::new_link_token(flow.is_some());
     c.execute(
         "DELETE FROM auth.one_time_tokens WHERE user_id = $1 AND token_type = $2",
         &[&user, &kind.as_str()],
     )
     .await?;
     c.execute(
-        "INSERT INTO auth.one_time_tokens (user_id, token_type, token_hash, otp_hash, relates_to) VALUES ($1, $2, $3, $4, $5)",
-        &[&user, &kind.as_str(), &tokens::sha256_hex(&link_token), &tokens::otp_hash(relates_to, &otp), &relates_to],
+        "INSERT INTO auth.one_time_tokens (user_id, token_type, token_hash, otp_hash, relates_to, flow_state_id) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&user, &kind.as_str(), &tokens::sha256_hex(&link_token), &tokens::otp_hash(relates_to, &otp), &relates_to, &flow],
     )
     .await?;
     let col = match kind {
@@ -322,28 +323,31 @@ pub async fn prepare_email(
         Template::EmailChange => (TokenKind::EmailChange, "email_change"),
     };
     check_send_interval(st, c, user, kind).await?;
-    let (otp, link_token) = issue_email_token(c, user, kind, to, pkce.is_some()).await?;
-    if let Some(p) = pkce {
-        create_flow(c, user, p, flow).await?;
-    }
+    let flow = match pkce {
+        Some(p) => Some(create_flow(c, user, p, flow).await?),
+        None => None,
+    };
+    let (otp, link_token) = issue_email_token(c, user, kind, to, flow).await?;
     let link = verify_link(st, &link_token, template.verify_type(), redirect_to);
     Ok(mail::render(template, to, &link, &otp))
 }
 
-/// Starts a PKCE flow for `user`; the auth code is handed out after verification.
+/// Starts a PKCE flow for `user` and returns its id (the emailed link is bound to
+/// it); the auth code is handed out once the link is followed.
 pub async fn create_flow(
     c: &Client,
     user: Uuid,
     pkce: &(String, String),
     method: &str,
-) -> AuthResult<()> {
-    c.execute(
-        "INSERT INTO auth.flow_state (user_id, auth_code, code_challenge, code_challenge_method, authentication_method) \
-         VALUES ($1, $2, $3, $4, $5)",
-        &[&user, &Uuid::new_v4().to_string(), &pkce.0, &pkce.1, &method],
-    )
-    .await?;
-    Ok(())
+) -> AuthResult<Uuid> {
+    let row = c
+        .query_one(
+            "INSERT INTO auth.flow_state (user_id, auth_code, code_challenge, code_challenge_method, authentication_method) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[&user, &Uuid::new_v4().to_string(), &pkce.0, &pkce.1, &method],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// Appends to `auth.audit_log_entries` (never secrets: ids, emails, actions).
