@@ -246,6 +246,10 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         config,
     });
     let cancel = CancellationToken::new();
+    tokio::spawn({
+        let (st, cancel) = (state.clone(), cancel.clone());
+        async move { crate::api::auth::sweep(&st, cancel).await }
+    });
     let mut listen_cfg = owner;
     listen_cfg.application_name("wasmbase-listen");
     // Notice a silently dead LISTEN connection in about a minute, not two hours.

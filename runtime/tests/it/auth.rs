@@ -439,9 +439,27 @@ async fn email_links_never_redirect_outside_the_allowlist() {
 }
 
 #[tokio::test]
-async fn expired_codes_are_refused() {
+async fn expired_codes_are_refused_and_swept_away() {
     let a = auth_server(|c| c.auth.otp_ttl_secs = 0).await;
     a.signup("ttl@example.com").await;
+    a.post("/recover", json!({"email": "ttl@example.com"}))
+        .await;
+    let owner = a.db.owner().await;
+    let count = "SELECT count(*) FROM auth.one_time_tokens";
+    assert_eq!(
+        owner.query_one(count, &[]).await.unwrap().get::<_, i64>(0),
+        1
+    );
+    assert!(
+        wasmbase::api::auth::sweep_once(&a.s.srv.state)
+            .await
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(
+        owner.query_one(count, &[]).await.unwrap().get::<_, i64>(0),
+        0
+    );
     let code = a.otp_code("ttl@example.com").await;
     let r = a.verify_code("email", "ttl@example.com", &code).await;
     assert_eq!(

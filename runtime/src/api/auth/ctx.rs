@@ -195,10 +195,20 @@ pub fn rate_limit(st: &AppState, meta: &Meta, email: Option<&str>) -> AuthResult
 
 /// The per-IP limit alone.
 pub fn ip_limit(st: &AppState, meta: &Meta) -> AuthResult<()> {
-    st.auth
-        .ip_limit
-        .check(&format!("ip:{}", meta.ip))
-        .map_err(too_many)
+    st.auth.ip_limit.check(&ip_key(&meta.ip)).map_err(too_many)
+}
+
+/// The per-IP limiter's key: the address, or its /64 for IPv6 (one host usually
+/// controls a whole /64, so per-address keys would give it 2^64 budgets).
+fn ip_key(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("ip6:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(std::net::IpAddr::V6(v6)) => format!("ip:{}", v6.to_ipv4_mapped().expect("checked")),
+        _ => format!("ip:{ip}"),
+    }
 }
 
 /// Password sign-in counts only *failed* attempts per address, so nobody can lock
@@ -218,4 +228,21 @@ pub fn record_password_failure(st: &AppState, email: &str) {
 fn too_many(wait: u64) -> AuthApiError {
     AuthApiError::new(429, "over_request_rate_limit", "Request rate limit reached")
         .retry_after(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        assert_eq!(
+            super::ip_key("2001:db8:1:2:aaaa::1"),
+            super::ip_key("2001:db8:1:2:bbbb::9")
+        );
+        assert_ne!(
+            super::ip_key("2001:db8:1:2::1"),
+            super::ip_key("2001:db8:1:3::1")
+        );
+        assert_eq!(super::ip_key("::ffff:10.0.0.1"), super::ip_key("10.0.0.1"));
+        assert_eq!(super::ip_key("127.0.0.1"), "ip:127.0.0.1");
+    }
 }

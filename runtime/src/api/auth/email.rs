@@ -555,7 +555,7 @@ fn error_redirect(target: &str, e: &AuthApiError) -> Response {
         400 => "invalid_request",
         401 => "unauthorized_client",
         403 => "access_denied",
-        503 => "temporarily_unavailable",
+        429 | 503 => "temporarily_unavailable",
         _ => "server_error",
     };
     let q: String = url::form_urlencoded::Serializer::new(String::new())

@@ -108,6 +108,38 @@ impl AuthState {
     }
 }
 
+/// Every few minutes, on every node, [`sweep_once`]; the deletes are idempotent,
+/// so N nodes need no coordination.
+pub async fn sweep(st: &AppState, cancel: tokio_util::sync::CancellationToken) {
+    let every = std::time::Duration::from_secs(300);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        if let Err(e) = sweep_once(st).await {
+            tracing::warn!(code = e.code, "sweeping expired auth tokens");
+        }
+    }
+}
+
+/// Deletes what can no longer be used: email tokens past `otp_ttl_secs` and PKCE
+/// flows older than a day (their codes live 10 minutes). Returns the rows removed.
+pub async fn sweep_once(st: &AppState) -> Result<u64, error::AuthApiError> {
+    let ttl = st.config.auth.otp_ttl_secs as f64;
+    db::in_transaction(&st.auth.pool, move |c| {
+        Box::pin(async move {
+            let tokens = c
+                .execute("DELETE FROM auth.one_time_tokens WHERE created_at < now() - make_interval(secs => $1)", &[&ttl])
+                .await?;
+            let flows = c.execute("DELETE FROM auth.flow_state WHERE created_at < now() - interval '1 day'", &[]).await?;
+            Ok(tokens + flows)
+        })
+    })
+    .await
+}
+
 /// Routes of the auth API.
 pub fn routes() -> Router<AppState> {
     Router::new()
