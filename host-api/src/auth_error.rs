@@ -17,9 +17,6 @@ pub enum AuthError {
     /// The bearer token's `exp` has passed.
     #[error("JWT expired")]
     JwtExpired,
-    /// The caller is valid but lacks the rights for this endpoint.
-    #[error("{0}")]
-    Forbidden(&'static str),
     /// Keys are not loaded yet (database unreachable at start).
     #[error("Service not ready: API keys are not loaded yet")]
     NotReady,
@@ -33,7 +30,6 @@ impl AuthError {
             AuthError::InvalidApiKey => "invalid_api_key",
             AuthError::InvalidJwt(_) => "invalid_jwt",
             AuthError::JwtExpired => "jwt_expired",
-            AuthError::Forbidden(_) => "forbidden",
             AuthError::NotReady => "not_ready",
         }
     }
@@ -41,7 +37,6 @@ impl AuthError {
     /// HTTP status for this error.
     pub fn status(&self) -> u16 {
         match self {
-            AuthError::Forbidden(_) => 403,
             AuthError::NotReady => 503,
             _ => 401,
         }

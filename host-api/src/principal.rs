@@ -73,14 +73,6 @@ impl Principal {
         self.claims.get("sub").and_then(Value::as_str)
     }
 
-    /// Platform admins are a claim (`app_metadata.role = "admin"`), never a database role.
-    pub fn is_admin(&self) -> bool {
-        self.claims
-            .pointer("/app_metadata/role")
-            .and_then(Value::as_str)
-            == Some("admin")
-    }
-
     /// True for the service role (secret key or service_role JWT).
     pub fn is_service(&self) -> bool {
         self.role == Role::ServiceRole

@@ -1,4 +1,4 @@
-//! The platform's error type and body: `{"code","message","details"?,"requestId"}`.
+//! The platform's error type and body: `{"code","message","requestId"}`.
 //!
 //! Other APIs (PostgREST, GoTrue, storage) render the same causes in their own
 //! client's shape; this is the shape for `/admin`, `/platform`, ops and fallbacks.
@@ -19,8 +19,6 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable message (never secrets, never internals).
     pub message: String,
-    /// Optional structured details.
-    pub details: Option<Value>,
     /// Seconds for a `Retry-After` header (503/429).
     pub retry_after: Option<u32>,
 }
@@ -32,7 +30,6 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            details: None,
             retry_after: None,
         }
     }
@@ -44,12 +41,6 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
-    /// 503 `not_ready` with Retry-After.
-    pub fn unavailable(message: impl Into<String>) -> ApiError {
-        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message);
-        e.retry_after = Some(1);
-        e
-    }
     /// 500 `internal_error`; the cause is logged, not sent.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "internal error");
@@ -58,11 +49,6 @@ impl ApiError {
             "internal_error",
             "Internal error",
         )
-    }
-    /// Attaches details.
-    pub fn with_details(mut self, details: Value) -> ApiError {
-        self.details = Some(details);
-        self
     }
 }
 
@@ -126,9 +112,6 @@ impl From<anyhow::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({ "code": self.code, "message": self.message });
-        if let Some(d) = self.details {
-            body["details"] = d;
-        }
         if let Some(id) = current_request_id() {
             body["requestId"] = Value::String(id.to_string());
         }

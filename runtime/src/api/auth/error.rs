@@ -107,7 +107,6 @@ impl From<AuthError> for AuthApiError {
             AuthError::InvalidApiKey => AuthApiError::new(401, "invalid_api_key", "Invalid API key"),
             AuthError::JwtExpired => AuthApiError::new(403, "bad_jwt", "invalid JWT: unable to parse or verify signature, token has invalid claims: token is expired"),
             AuthError::InvalidJwt(why) => AuthApiError::new(403, "bad_jwt", format!("invalid JWT: unable to parse or verify signature, {why}")),
-            AuthError::Forbidden(m) => AuthApiError::new(403, "not_admin", m),
             AuthError::NotReady => AuthApiError::new(503, "unexpected_failure", "Service not ready").retry_after(1),
         }
     }
