@@ -379,7 +379,8 @@ async fn startup_once(state: &AppState) -> Result<()> {
             .await
             .context("logging in as `authenticator`")?,
     );
-    state.gate.keys().reload(&**client).await?;
+    // Keys are loaded by the LISTEN loop's first resync, which is what makes the
+    // node ready.
     warn_degraded(&client).await;
     Ok(())
 }
