@@ -4,7 +4,6 @@
 //! `POST /admin/v1/keys/{id}/rotate`, `DELETE /admin/v1/keys/{id}`.
 //! The same host-api functions back the `wasmbase keys` CLI.
 
-use crate::server::caller::Caller;
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
 use axum::extract::{Path, State};
@@ -26,16 +25,26 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/mail", get(mailbox))
 }
 
-/// Only the service role (secret key, service_role JWT) administers the platform.
-fn require_service(p: &Principal) -> Result<(), ApiError> {
-    if p.is_service() {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "This endpoint needs a secret key or a service_role token",
-        ))
+/// A caller with the service role (secret key, service_role JWT): only it
+/// administers the platform.
+struct Service(Principal);
+
+impl axum::extract::FromRequestParts<AppState> for Service {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        st: &AppState,
+    ) -> Result<Self, ApiError> {
+        let p = crate::server::caller::authenticate(parts, st)?;
+        if !p.is_service() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "This endpoint needs a secret key or a service_role token",
+            ));
+        }
+        Ok(Service(p))
     }
 }
 
@@ -55,7 +64,7 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 /// Other nodes learn of a key change through NOTIFY; this node applies it before
 /// answering, so a caller never sees its own revoke not yet in force here.
 async fn reload_local(st: &AppState, c: &tokio_postgres::Client) -> Result<(), ApiError> {
-    st.gate.keys().reload(c).await.map_err(ApiError::from)?;
+    st.gate.keys().reload(c).await?;
     Ok(())
 }
 
@@ -68,29 +77,17 @@ struct MailQuery {
 /// `GET /admin/v1/mail?to=&limit=`: the dev mailbox, newest first.
 async fn mailbox(
     State(st): State<AppState>,
-    Caller(p): Caller,
+    _: Service,
     axum::extract::Query(q): axum::extract::Query<MailQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    require_service(&p)?;
-    let c = st
-        .system
-        .get()
-        .await
-        .map_err(wasmbase_host_api::db::DbError::from)?;
-    let mail = crate::api::auth::mail::mailbox(&c, q.to.as_deref(), q.limit.unwrap_or(20))
-        .await
-        .map_err(ApiError::from)?;
+    let c = st.system.get().await?;
+    let mail = crate::api::auth::mail::mailbox(&c, q.to.as_deref(), q.limit.unwrap_or(20)).await?;
     Ok(Json(mail))
 }
 
-async fn list(State(st): State<AppState>, Caller(p): Caller) -> Result<Json<Value>, ApiError> {
-    require_service(&p)?;
-    let c = st
-        .system
-        .get()
-        .await
-        .map_err(wasmbase_host_api::db::DbError::from)?;
-    let keys = keys::list(&**c).await.map_err(ApiError::from)?;
+async fn list(State(st): State<AppState>, _: Service) -> Result<Json<Value>, ApiError> {
+    let c = st.system.get().await?;
+    let keys = keys::list(&**c).await?;
     Ok(Json(json!(keys)))
 }
 
@@ -104,10 +101,9 @@ struct CreateBody {
 
 async fn create(
     State(st): State<AppState>,
-    Caller(p): Caller,
+    Service(p): Service,
     body: Result<Json<CreateBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    require_service(&p)?;
     let Json(body) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
     let kind = KeyKind::parse(&body.kind).ok_or_else(|| {
         ApiError::bad_request("invalid_kind", "kind must be 'publishable' or 'secret'")
@@ -118,14 +114,9 @@ async fn create(
             "name is at most 100 characters",
         ));
     }
-    let c = st
-        .system
-        .get()
-        .await
-        .map_err(wasmbase_host_api::db::DbError::from)?;
-    let (info, key) = keys::create(&**c, kind, &body.name, &actor(&p))
-        .await
-        .map_err(ApiError::from)?;
+    let c = st.system.get().await?;
+    let (info, key) = keys::create(&**c, kind, &body.name, &actor(&p)).await?;
+    reload_local(&st, &c).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "key": key, "info": info })),
@@ -134,20 +125,12 @@ async fn create(
 
 async fn rotate(
     State(st): State<AppState>,
-    Caller(p): Caller,
+    Service(p): Service,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_service(&p)?;
     let id = parse_id(&id)?;
-    let mut c = st
-        .system
-        .get()
-        .await
-        .map_err(wasmbase_host_api::db::DbError::from)?;
-    match keys::rotate(&mut c, id, &actor(&p))
-        .await
-        .map_err(ApiError::from)?
-    {
+    let mut c = st.system.get().await?;
+    match keys::rotate(&mut c, id, &actor(&p)).await? {
         Some((info, key)) => {
             reload_local(&st, &c).await?;
             Ok(Json(json!({ "key": key, "info": info })))
@@ -158,20 +141,12 @@ async fn rotate(
 
 async fn revoke(
     State(st): State<AppState>,
-    Caller(p): Caller,
+    Service(p): Service,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_service(&p)?;
     let id = parse_id(&id)?;
-    let c = st
-        .system
-        .get()
-        .await
-        .map_err(wasmbase_host_api::db::DbError::from)?;
-    match keys::revoke(&**c, id, &actor(&p))
-        .await
-        .map_err(ApiError::from)?
-    {
+    let c = st.system.get().await?;
+    match keys::revoke(&**c, id, &actor(&p)).await? {
         Some(info) => {
             reload_local(&st, &c).await?;
             Ok(Json(json!(info)))

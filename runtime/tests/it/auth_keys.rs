@@ -130,6 +130,11 @@ async fn admin_key_api_is_service_only_and_never_lists_secrets() {
     let s = db.server().await;
     let (st, body) = s.get("/admin/v1/keys", Some(&pk), None).await;
     assert_eq!((st, body["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(
+        s.get("/admin/v1/mail", Some(&pk), None).await.0,
+        403,
+        "the mailbox holds sign-in links"
+    );
     let user = user_token("6f1c2a9e-8b7d-4c3e-9f1a-2b3c4d5e6f70");
     assert_eq!(s.get("/admin/v1/keys", Some(&pk), Some(&user)).await.0, 403);
 
