@@ -95,6 +95,15 @@ impl Auth {
         )
         .await
     }
+    async fn logout(&self, scope: &str, access: &str) -> Resp {
+        let path = if scope.is_empty() {
+            "/logout".to_string()
+        } else {
+            format!("/logout?scope={scope}")
+        };
+        self.call(reqwest::Method::POST, &path, None, Some(access), &self.pk)
+            .await
+    }
     async fn user(&self, access: &str) -> Resp {
         self.call(reqwest::Method::GET, "/user", None, Some(access), &self.pk)
             .await
@@ -195,15 +204,7 @@ async fn logout_scopes_end_sessions_even_before_their_tokens_expire() {
     let s2 = a.login("scopes@example.com", "password-123").await.body;
     let s3 = a.login("scopes@example.com", "password-123").await.body;
     // others: s1 survives, s2 and s3 do not.
-    let r = a
-        .call(
-            reqwest::Method::POST,
-            "/logout?scope=others",
-            None,
-            Some(&s(&s1["access_token"])),
-            &a.pk,
-        )
-        .await;
+    let r = a.logout("others", &s(&s1["access_token"])).await;
     assert_eq!(r.status, 204);
     assert_eq!(a.user(&s(&s1["access_token"])).await.status, 200);
     assert_eq!(
@@ -216,42 +217,15 @@ async fn logout_scopes_end_sessions_even_before_their_tokens_expire() {
     );
     // local: only this one.
     let s4 = a.login("scopes@example.com", "password-123").await.body;
-    let r = a
-        .call(
-            reqwest::Method::POST,
-            "/logout?scope=local",
-            None,
-            Some(&s(&s1["access_token"])),
-            &a.pk,
-        )
-        .await;
+    let r = a.logout("local", &s(&s1["access_token"])).await;
     assert_eq!(r.status, 204);
     assert_eq!(a.user(&s(&s1["access_token"])).await.status, 403);
     assert_eq!(a.user(&s(&s4["access_token"])).await.status, 200);
     // global (default): everything.
     let s5 = a.login("scopes@example.com", "password-123").await.body;
-    assert_eq!(
-        a.call(
-            reqwest::Method::POST,
-            "/logout",
-            None,
-            Some(&s(&s5["access_token"])),
-            &a.pk
-        )
-        .await
-        .status,
-        204
-    );
+    assert_eq!(a.logout("", &s(&s5["access_token"])).await.status, 204);
     assert_eq!(a.user(&s(&s4["access_token"])).await.status, 403);
-    let bad = a
-        .call(
-            reqwest::Method::POST,
-            "/logout?scope=everyone",
-            None,
-            Some(&s(&s4["access_token"])),
-            &a.pk,
-        )
-        .await;
+    let bad = a.logout("everyone", &s(&s4["access_token"])).await;
     assert_eq!(bad.status, 400);
     // No bearer / not a user token.
     assert_eq!(
