@@ -113,16 +113,16 @@ where
 
 /// Explicit, so a server whose default isolation is stricter does not turn the
 /// row-lock protocols here (refresh-token rotation) into serialization failures.
-const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+pub(crate) const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
-const SET_PRINCIPAL: &str = "SELECT set_config('role', $1, true), \
+pub(crate) const SET_PRINCIPAL: &str = "SELECT set_config('role', $1, true), \
      set_config('request.jwt.claims', $2, true), \
      set_config('statement_timeout', $3, true)";
 
 /// Removes the connection from the pool unless the transaction finished: a future
 /// dropped mid-transaction (client went away, timeout) must never hand a connection
 /// that is still inside someone's role and claims back to the pool.
-struct Guard(Option<deadpool_postgres::Object>);
+pub(crate) struct Guard(pub(crate) Option<deadpool_postgres::Object>);
 
 impl Drop for Guard {
     fn drop(&mut self) {

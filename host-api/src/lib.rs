@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth_error;
+pub mod data;
 pub mod db;
 pub mod gate;
 pub mod jwt;

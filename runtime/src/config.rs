@@ -77,6 +77,16 @@ pub struct DatabaseConfig {
     pub exposed_schemas: Vec<String>,
     /// Enable row-level security on every new table in an exposed schema.
     pub rls_by_default: bool,
+    /// Most rows one `/rest/v1` read returns (PostgREST's `db-max-rows`).
+    pub max_rows: i64,
+    /// Allow PATCH and DELETE without any filter (refused by default).
+    pub allow_unfiltered_writes: bool,
+    /// Prepared data-API statements kept per connection (cleared when full and on
+    /// every schema reload).
+    pub statement_cache_size: usize,
+    /// Seconds between schema-cache checks when DDL cannot be observed through
+    /// the event trigger (a non-superuser owner); 0 disables polling.
+    pub schema_poll_secs: u64,
 }
 
 /// `[auth]`
@@ -200,6 +210,10 @@ impl Default for DatabaseConfig {
             statement_timeout_ms: 8_000,
             exposed_schemas: vec!["public".into()],
             rls_by_default: true,
+            max_rows: 1000,
+            allow_unfiltered_writes: false,
+            statement_cache_size: 256,
+            schema_poll_secs: 30,
         }
     }
 }
@@ -271,6 +285,10 @@ impl std::fmt::Debug for DatabaseConfig {
             .field("anon_statement_timeout_ms", &self.anon_statement_timeout_ms)
             .field("statement_timeout_ms", &self.statement_timeout_ms)
             .field("exposed_schemas", &self.exposed_schemas)
+            .field("max_rows", &self.max_rows)
+            .field("allow_unfiltered_writes", &self.allow_unfiltered_writes)
+            .field("statement_cache_size", &self.statement_cache_size)
+            .field("schema_poll_secs", &self.schema_poll_secs)
             .field("rls_by_default", &self.rls_by_default)
             .finish()
     }
@@ -405,6 +423,9 @@ impl Config {
         }
         if !(1..=1000).contains(&self.database.pool_size) {
             return err("database.pool_size", "must be between 1 and 1000".into());
+        }
+        if !(1..=1_000_000).contains(&self.database.max_rows) {
+            return err("database.max_rows", "must be between 1 and 1000000".into());
         }
         for (k, v) in [
             ("database.pool_timeout_ms", self.database.pool_timeout_ms),

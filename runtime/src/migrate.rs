@@ -37,6 +37,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(2, "0002_platform.sql"),
     migration!(3, "0003_exposed_defaults.sql"),
     migration!(4, "0004_auth.sql"),
+    migration!(5, "0005_schema_reload.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on
@@ -213,6 +214,21 @@ pub async fn sync_settings(
             &[&rls_by_default, &exposed],
         )
         .await?;
+    // `authenticator` prepares data-API statements before switching role, so it
+    // must be able to look names up in the exposed schemas. USAGE grants no
+    // access to any table or function; those stay with the request roles.
+    for schema in exposed {
+        let row = client
+            .query_one(
+                "SELECT CASE WHEN to_regnamespace($1::text) IS NOT NULL \
+                 THEN format('GRANT USAGE ON SCHEMA %I TO authenticator', $1::text) END",
+                &[schema],
+            )
+            .await?;
+        if let Some(stmt) = row.get::<_, Option<String>>(0) {
+            client.batch_execute(&stmt).await?;
+        }
+    }
     Ok(())
 }
 

@@ -1,19 +1,22 @@
 // Starts a real `wasmbase dev` server for the compat suite, in a fresh temp dir
-// (so it gets its own private PostgreSQL, secrets and keys), and reads the dev
-// mailbox that replaces SMTP in dev.
+// (so it gets its own private PostgreSQL, secrets and keys, and optionally the
+// suite's own project migrations), and reads the dev mailbox that replaces SMTP
+// in dev.
 
 import { spawn } from 'node:child_process';
 import {
   chmodSync,
   existsSync,
   lstatSync,
+  mkdirSync,
   mkdtempSync,
   readFileSync,
   readlinkSync,
   rmSync,
+  writeFileSync,
 } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const START_TIMEOUT_MS = 120_000;
@@ -51,15 +54,39 @@ async function isReady(url) {
 /**
  * Starts `wasmbase dev` and resolves once `.wasmbase/env` is written and
  * `/ready` answers 200. Returns the URL, the keys and `stop()`.
+ *
+ * `migrations` maps file names to SQL; they are written to `db/migrations/`
+ * before the server starts, which applies them (in name order, as the database
+ * owner) before `/ready` is 200.
+ *
+ * @param {{ migrations?: Record<string, string> }} [options]
  */
-export async function startServer() {
+export async function startServer({ migrations = {} } = {}) {
+  for (const name of Object.keys(migrations)) {
+    if (basename(name) !== name || !name.endsWith('.sql')) {
+      throw new Error(`migration name must be a plain *.sql file name: ${name}`);
+    }
+  }
   const dir = mkdtempSync(join(tmpdir(), 'wasmbase-compat-'));
   // mkdtemp makes the dir 0700. When run as root, the embedded PostgreSQL runs as
   // an unprivileged user; if it cannot reach ./.wasmbase/pg the cluster goes to
   // /var/lib/wasmbase/clusters/<hash> instead, outside what cleanup removes.
   chmodSync(dir, 0o755);
+  const names = Object.keys(migrations);
+  if (names.length > 0) {
+    try {
+      const migrationsDir = join(dir, 'db', 'migrations');
+      mkdirSync(migrationsDir, { recursive: true });
+      for (const name of names) writeFileSync(join(migrationsDir, name), migrations[name]);
+    } catch (err) {
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
   const env = { ...process.env };
   delete env.DATABASE_URL;
+  // Migrations come from this run's own db/migrations/ (the default dir).
+  delete env.WASMBASE_MIGRATIONS_DIR;
   Object.assign(env, {
     WASMBASE_SERVER_LISTEN: '127.0.0.1:0',
     WASMBASE_LOG_LEVEL: 'warn',

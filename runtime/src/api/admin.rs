@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/keys/{id}/rotate", post(rotate))
         .route("/admin/v1/keys/{id}", axum::routing::delete(revoke))
         .route("/admin/v1/mail", get(mailbox))
+        .route("/admin/v1/schema", get(schema_info).post(schema_reload))
 }
 
 /// A caller with the service role (secret key, service_role JWT): only it
@@ -153,4 +154,28 @@ async fn revoke(
         }
         None => Err(ApiError::not_found("No active key with that id")),
     }
+}
+
+/// `GET /admin/v1/schema`: the schema cache's version and size, so deploy
+/// scripts and tests can wait for a DDL change to be visible.
+async fn schema_info(State(st): State<AppState>, _: Service) -> Json<Value> {
+    let (relations, functions) = st.schema.get().map(|s| s.counts()).unwrap_or((0, 0));
+    Json(json!({
+        "version": st.schema.version(),
+        "relations": relations,
+        "functions": functions,
+        "schemas": st.config.database.exposed_schemas,
+    }))
+}
+
+/// `POST /admin/v1/schema`: reload this node's schema cache now and answer with
+/// the new version (other nodes reload through NOTIFY).
+async fn schema_reload(State(st): State<AppState>, _: Service) -> Result<Json<Value>, ApiError> {
+    let c = st.system.get().await?;
+    let version = st
+        .schema
+        .reload(&**c, &st.config.database.exposed_schemas)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "version": version })))
 }

@@ -4,6 +4,7 @@ mod dev;
 mod keys;
 mod mail;
 mod migrate;
+mod policy;
 pub(crate) mod serve;
 mod status;
 mod token;
@@ -30,6 +31,8 @@ enum Command {
     Serve(serve::Args),
     /// Apply the platform's migrations and the project's db/migrations/*.sql.
     Migrate(ConfigArg),
+    /// Add row-level security presets to a table (writes and applies a migration).
+    Policy(policy::Args),
     /// Print the local project's URLs and keys and whether its server is up.
     Status,
     /// Manage opaque API keys (sb_publishable_… / sb_secret_…).
@@ -73,6 +76,7 @@ pub fn main() -> ExitCode {
             Command::Dev(a) => dev::run(a).await,
             Command::Serve(a) => serve::run(a).await,
             Command::Migrate(a) => migrate::run(a).await,
+            Command::Policy(a) => policy::run(a).await,
             Command::Status => status::run().await,
             Command::Keys(a) => keys::run(a).await,
             Command::Token(a) => token::run(a),

@@ -162,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::platform::routes())
         .merge(api::admin::routes())
         .merge(api::auth::routes())
+        .merge(api::rest::routes())
         .fallback(|| async { error::ApiError::not_found("No such route") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -243,6 +244,8 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         system,
         metrics: Default::default(),
         ready: Default::default(),
+        schema: Default::default(),
+        schema_dirty: Default::default(),
         config,
     });
     let cancel = CancellationToken::new();
@@ -300,14 +303,15 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
             }
         }
     }
-    // Ready once the key cache is loaded *and* LISTENing, so a revoke issued after
-    // `/ready` answers 200 can never be missed by this node.
-    let reload = |first_sync: bool| {
+    // Ready once the key and schema caches are loaded *and* LISTENing, so a
+    // revoke issued after `/ready` answers 200 can never be missed by this node.
+    let resync = |first_sync: bool| {
         let st = state.clone();
         async move {
             let r = async {
                 let c = st.system.get().await?;
                 st.gate.keys().reload(&**c).await?;
+                reload_schema(&st, &c).await?;
                 anyhow::Ok(())
             };
             match r.await {
@@ -316,18 +320,102 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
                     tracing::info!("ready");
                 }
                 Ok(()) => {}
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "reloading API keys"),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "reloading API keys and schema")
+                }
             }
         }
     };
+    let on_notify = |channel: String, payload: String| {
+        let st = state.clone();
+        async move {
+            if channel == keys::CHANNEL {
+                let r = async {
+                    let c = st.system.get().await?;
+                    st.gate.keys().reload(&**c).await?;
+                    anyhow::Ok(())
+                };
+                if let Err(e) = r.await {
+                    tracing::warn!(error = %format!("{e:#}"), "reloading API keys");
+                }
+            } else if channel == SCHEMA_CHANNEL || payload.is_empty() || payload == "reload schema"
+            {
+                st.schema_dirty.notify_one();
+            }
+        }
+    };
+    tokio::spawn(schema_reloader(state.clone(), cancel.clone()));
     wasmbase_host_api::listen::run(
         owner,
-        &[keys::CHANNEL],
+        &[keys::CHANNEL, SCHEMA_CHANNEL, "pgrst"],
         cancel,
-        |_, _| reload(false),
-        || reload(true),
+        on_notify,
+        || resync(true),
     )
     .await;
+}
+
+/// NOTIFY channel of the DDL event trigger (migrations/0005).
+pub const SCHEMA_CHANNEL: &str = "wasmbase_schema";
+
+/// Loads the exposed schemas' catalog into a new snapshot and swaps it in.
+async fn reload_schema(st: &AppState, c: &tokio_postgres::Client) -> anyhow::Result<()> {
+    let v = st
+        .schema
+        .reload(c, &st.config.database.exposed_schemas)
+        .await
+        .map_err(|e| anyhow::anyhow!("loading the schema cache: {}", db::describe(&e)))?;
+    tracing::debug!(version = v, "schema cache loaded");
+    Ok(())
+}
+
+/// Reloads the schema cache whenever a DDL notification arrives (folding
+/// bursts into one reload); where no event trigger reports DDL (a non-superuser
+/// owner), also checks every `database.schema_poll_secs` and swaps only if the
+/// catalog changed.
+async fn schema_reloader(st: AppState, cancel: CancellationToken) {
+    let poll = Duration::from_secs(st.config.database.schema_poll_secs);
+    loop {
+        let polling = !poll.is_zero() && st.is_ready() && !has_schema_trigger(&st).await;
+        let woke = tokio::select! {
+            _ = st.schema_dirty.notified() => true,
+            _ = tokio::time::sleep(poll), if polling => false,
+            _ = tokio::time::sleep(Duration::from_secs(5)), if !polling => continue,
+            _ = cancel.cancelled() => return,
+        };
+        let r = async {
+            let c = st.system.get().await?;
+            if woke {
+                reload_schema(&st, &c).await?;
+            } else {
+                let fresh = wasmbase_host_api::data::schema::load(
+                    &**c,
+                    &st.config.database.exposed_schemas,
+                )
+                .await?;
+                if st.schema.get().as_deref() != Some(&fresh) {
+                    st.schema.install(fresh);
+                }
+            }
+            anyhow::Ok(())
+        };
+        if let Err(e) = r.await {
+            tracing::warn!(error = %format!("{e:#}"), "reloading the schema cache");
+        }
+    }
+}
+
+async fn has_schema_trigger(st: &AppState) -> bool {
+    let Ok(c) = st.system.get().await else {
+        return true;
+    };
+    c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'wasmbase_schema_changed' AND evtenabled <> 'D')",
+        &[],
+    )
+    .await
+    .map(|r| r.get::<_, bool>(0))
+    .unwrap_or(true)
 }
 
 async fn startup_once(state: &AppState) -> Result<()> {

@@ -73,6 +73,11 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             st.gate.keys().version() as f64,
         ),
         (
+            "wasmbase_schema_version",
+            "Schema-cache loads (increments after every DDL reload).",
+            st.schema.version() as f64,
+        ),
+        (
             "wasmbase_ready",
             "1 when the server is ready.",
             if st.is_ready() { 1.0 } else { 0.0 },

@@ -1,0 +1,165 @@
+//! The data API's error: PostgREST's `{code, details, hint, message}` with its
+//! HTTP status, because supabase-js reads exactly those fields. The same value
+//! reaches WebAssembly guests that use the data capability.
+
+use crate::db::DbError;
+use crate::Role;
+
+/// An error of a data request, in PostgREST's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataError {
+    /// HTTP status PostgREST would answer with.
+    pub status: u16,
+    /// `PGRSTnnn` for request/schema errors, the SQLSTATE for database errors.
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// More context (PostgreSQL's DETAIL; it is sent to the caller, never logged).
+    pub details: Option<String>,
+    /// What to do about it.
+    pub hint: Option<String>,
+    /// Seconds for `Retry-After` (pool exhausted).
+    pub retry_after: Option<u32>,
+}
+
+impl std::fmt::Display for DataError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for DataError {}
+
+impl DataError {
+    /// An error with a code, status and message.
+    pub fn new(status: u16, code: &str, message: impl Into<String>) -> DataError {
+        DataError {
+            status,
+            code: code.to_string(),
+            message: message.into(),
+            details: None,
+            hint: None,
+            retry_after: None,
+        }
+    }
+
+    /// Adds `details`.
+    pub fn details(mut self, d: impl Into<String>) -> DataError {
+        self.details = Some(d.into());
+        self
+    }
+
+    /// Adds `hint`.
+    pub fn hint(mut self, h: impl Into<String>) -> DataError {
+        self.hint = Some(h.into());
+        self
+    }
+
+    /// PGRST100: the query string could not be parsed.
+    pub fn parse(what: &str, details: impl Into<String>) -> DataError {
+        DataError::new(400, "PGRST100", format!("failed to parse {what}")).details(details)
+    }
+
+    /// PGRST102: the body is not what the request needs.
+    pub fn body(details: impl Into<String>) -> DataError {
+        DataError::new(400, "PGRST102", "Invalid request body").details(details)
+    }
+
+    /// PGRST204: a column is not in the schema cache.
+    pub fn no_column(table: &str, column: &str) -> DataError {
+        DataError::new(
+            400,
+            "PGRST204",
+            format!("Could not find the '{column}' column of '{table}' in the schema cache"),
+        )
+    }
+
+    /// PGRST205: a table or view is not in the schema cache.
+    pub fn no_table(schema: &str, table: &str) -> DataError {
+        DataError::new(
+            404,
+            "PGRST205",
+            format!("Could not find the table '{schema}.{table}' in the schema cache"),
+        )
+    }
+
+    /// The body PostgREST sends: `{"code","details","hint","message"}`.
+    pub fn body_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "code": self.code,
+            "details": self.details,
+            "hint": self.hint,
+            "message": self.message,
+        })
+    }
+
+    /// Maps a database failure the way PostgREST does; `role` decides 401 vs 403
+    /// for a permission error (anon gets 401 so the client knows to sign in).
+    pub fn from_db(e: &DbError, role: Role) -> DataError {
+        match e {
+            DbError::Pool(p) => {
+                let mut out = DataError::new(
+                    503,
+                    "PGRST003",
+                    "Timed out acquiring connection from connection pool.",
+                );
+                out.retry_after = Some(1);
+                tracing::warn!(error = %p, "data API: no database connection");
+                out
+            }
+            DbError::Pg(pg) => match pg.as_db_error() {
+                Some(db) => {
+                    let code = db.code().code();
+                    let mut out = DataError::new(status_of(code, role), code, db.message());
+                    out.details = db.detail().map(str::to_string);
+                    out.hint = db.hint().map(str::to_string);
+                    out
+                }
+                None => {
+                    tracing::error!(error = %crate::db::describe(pg), "data API: database connection failed");
+                    let mut out = DataError::new(503, "PGRST001", "Database connection error");
+                    out.retry_after = Some(1);
+                    out
+                }
+            },
+        }
+    }
+}
+
+/// PostgREST's SQLSTATE → HTTP status table, except that a statement timeout
+/// (57014) is a 504 here, like everywhere else on the platform.
+pub fn status_of(code: &str, role: Role) -> u16 {
+    match code {
+        "23503" | "23505" => 409,
+        "25006" => 405,
+        "42883" | "42P01" => 404,
+        "42501" if role == Role::Anon => 401,
+        "42501" => 403,
+        "57014" => 504,
+        "P0001" => 400,
+        "42P17" => 500,
+        _ => match &code[..2.min(code.len())] {
+            "08" | "53" => 503,
+            "0L" | "0P" | "28" => 403,
+            "09" | "25" | "2D" | "38" | "39" | "3B" | "40" | "54" | "55" | "57" | "58" | "F0"
+            | "HV" | "P0" | "XX" => 500,
+            _ => 400,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_postgrest() {
+        assert_eq!(status_of("23505", Role::Authenticated), 409);
+        assert_eq!(status_of("42501", Role::Anon), 401);
+        assert_eq!(status_of("42501", Role::Authenticated), 403);
+        assert_eq!(status_of("22P02", Role::Anon), 400);
+        assert_eq!(status_of("23502", Role::Anon), 400);
+        assert_eq!(status_of("40001", Role::Anon), 500);
+        assert_eq!(status_of("42883", Role::Anon), 404);
+    }
+}

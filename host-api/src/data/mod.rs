@@ -1,0 +1,53 @@
+//! The data capability: PostgREST-style reads, writes and calls over the exposed
+//! schemas, as a principal, one SQL statement per request.
+//!
+//! Shaped like PostgREST's ApiRequest → Plan → Query split:
+//! [`parse`] (query-string grammar → [`request::Query`]), [`plan`] (request +
+//! [`schema::Schema`] → one statement), [`exec`] (run it in the principal's
+//! transaction). `/rest/v1` adds HTTP around it; functions granted
+//! `db = "caller"` call [`execute`] in-process with their caller's principal.
+
+pub mod error;
+pub mod exec;
+pub mod parse;
+pub mod plan;
+pub mod request;
+pub mod schema;
+
+pub use error::DataError;
+pub use exec::{ExecSettings, Outcome};
+pub use plan::{Limits, Statement};
+pub use request::Request;
+pub use schema::{Schema, SchemaCache};
+
+use crate::Principal;
+use deadpool_postgres::Pool;
+
+/// Plans and runs `req` as `principal` against the schema snapshot `schema`.
+/// The schema must be exposed; anything not in the snapshot is a 4xx.
+pub async fn execute(
+    pool: &Pool,
+    schema: &Schema,
+    principal: &Principal,
+    settings: &ExecSettings,
+    limits: &Limits,
+    req: &Request,
+) -> Result<(Statement, Outcome), DataError> {
+    if !schema.schemas.iter().any(|s| *s == req.schema) {
+        return Err(not_exposed(&req.schema, &schema.schemas));
+    }
+    plan::check_levels(&req.query)?;
+    let stmt = plan::plan(schema, req, limits)?;
+    let out = exec::run(pool, principal, settings, req.read_only, &stmt).await?;
+    Ok((stmt, out))
+}
+
+/// PGRST106: a profile header named a schema that is not exposed.
+pub fn not_exposed(wanted: &str, exposed: &[String]) -> DataError {
+    DataError::new(
+        406,
+        "PGRST106",
+        "The schema must be one of the following: ".to_string() + &exposed.join(", "),
+    )
+    .details(format!("'{wanted}' is not an exposed schema"))
+}

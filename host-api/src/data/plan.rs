@@ -1,0 +1,1009 @@
+//! Request + schema cache → ONE SQL statement with bind parameters.
+//!
+//! Every identifier written here comes from a schema-cache entry and is quoted
+//! by [`ident`]; every value a client sent is a `$n` parameter (sent in text
+//! format, typed by PostgreSQL from its context). JSON keys are parameters too,
+//! so the statement text depends only on the request's shape, and PostgreSQL
+//! builds the whole response body (`json_build_object` / `json_agg`).
+//!
+//! Every statement returns one row: `(total int8, body text, rows int8)`.
+
+use super::error::DataError;
+use super::request::*;
+use super::schema::{Column, ForeignKey, Function, Relation, Returns, Schema};
+use std::fmt::Write;
+
+/// A planned statement: SQL text and its parameters (text format; `None` is NULL).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    /// The SQL.
+    pub sql: String,
+    /// Parameter values in `$1..$n` order.
+    pub params: Vec<Option<String>>,
+    /// The response must be exactly one row (single object), checked before commit.
+    pub single: bool,
+    /// A scalar function result: the body is the value itself, not an array.
+    pub scalar: bool,
+    /// Primary-key columns of the written relation (for `Location`).
+    pub pk: Vec<String>,
+}
+
+/// Limits the planner enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most rows a read returns (PostgREST's `db-max-rows`).
+    pub max_rows: i64,
+    /// Allow PATCH/DELETE without any filter.
+    pub allow_unfiltered_writes: bool,
+}
+
+/// Quotes an identifier taken from the schema cache.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", ident(schema), ident(name))
+}
+
+/// Builds the statement for `req`.
+pub fn plan(schema: &Schema, req: &Request, limits: &Limits) -> Result<Statement, DataError> {
+    let mut b = Builder {
+        schema,
+        params: Vec::new(),
+        aliases: 0,
+    };
+    let mut stmt = match &req.action {
+        Action::Call { function } => b.call(req, function, limits)?,
+        _ => {
+            let rel = schema
+                .relation(&req.schema, &req.relation)
+                .ok_or_else(|| DataError::no_table(&req.schema, &req.relation))?;
+            match &req.action {
+                Action::Read => b.read(req, rel, limits)?,
+                _ => b.write(req, rel, limits)?,
+            }
+        }
+    };
+    stmt.params = b.params;
+    stmt.single = stmt.single || req.single;
+    Ok(stmt)
+}
+
+/// What a level of the query reads from: a relation or a function's rows.
+#[derive(Clone, Copy)]
+struct Source<'s> {
+    /// Columns visible at this level.
+    columns: &'s [Column],
+    /// The relation, when embedding through its foreign keys is possible.
+    rel: Option<&'s Relation>,
+    /// Name for messages.
+    label: &'s str,
+}
+
+impl<'s> Source<'s> {
+    fn of(rel: &'s Relation) -> Source<'s> {
+        Source {
+            columns: &rel.columns,
+            rel: Some(rel),
+            label: &rel.name,
+        }
+    }
+
+    fn column(&self, name: &str) -> Result<&'s Column, DataError> {
+        self.columns
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| DataError::no_column(self.label, name))
+    }
+}
+
+/// A resolved relationship between a parent level and an embedded relation.
+struct Link<'s> {
+    target: &'s Relation,
+    /// (parent column, target column) pairs.
+    pairs: Vec<(String, String)>,
+    /// The target has at most one row per parent (many-to-one).
+    to_one: bool,
+}
+
+struct Builder<'s> {
+    schema: &'s Schema,
+    params: Vec<Option<String>>,
+    aliases: usize,
+}
+
+impl<'s> Builder<'s> {
+    fn param(&mut self, v: impl Into<String>) -> String {
+        self.params.push(Some(v.into()));
+        format!("${}", self.params.len())
+    }
+
+    fn alias(&mut self) -> String {
+        let a = format!("\"_{}\"", self.aliases);
+        self.aliases += 1;
+        a
+    }
+
+    // ---- reads -------------------------------------------------------------
+
+    fn read(
+        &mut self,
+        req: &Request,
+        rel: &'s Relation,
+        limits: &Limits,
+    ) -> Result<Statement, DataError> {
+        let a = self.alias();
+        let from = format!("{} {a}", qualified(&rel.schema, &rel.name));
+        let src = Source::of(rel);
+        let sql = self.root_select(req, src, &a, &from, limits)?;
+        Ok(Statement {
+            sql,
+            params: Vec::new(),
+            single: false,
+            scalar: false,
+            pk: rel.pk.clone(),
+        })
+    }
+
+    /// `SELECT total, body, rows FROM (…page…)` over `from` (which binds `a`).
+    fn root_select(
+        &mut self,
+        req: &Request,
+        src: Source<'s>,
+        a: &str,
+        from: &str,
+        limits: &Limits,
+    ) -> Result<String, DataError> {
+        let root = req.query.root().cloned().unwrap_or_default();
+        let obj = self.object(&req.query, &req.query.select, src, a, &[])?;
+        let conds = self.conditions(&req.query, &root.conditions, src, a, &[])?;
+        let order = self.order(&root.order, src, a)?;
+        let limit = root.limit.unwrap_or(limits.max_rows).min(limits.max_rows);
+        let (l, o) = (
+            self.param(limit.to_string()),
+            self.param(root.offset.unwrap_or(0).to_string()),
+        );
+        let total = match req.count {
+            Some(_) => format!("(SELECT count(*) FROM {from}{conds})"),
+            None => "NULL::int8".into(),
+        };
+        let body = if req.head {
+            "NULL::text".to_string()
+        } else {
+            "coalesce(json_agg(_r.j), '[]')::text".to_string()
+        };
+        Ok(format!(
+            "SELECT {total}, {body}, count(_r.j) FROM (SELECT {obj} AS j FROM {from}{conds}{order} LIMIT {l} OFFSET {o}) _r"
+        ))
+    }
+
+    /// `json_build_object(k1, v1, …)` for `items` of level `path` read from `src`
+    /// as alias `a`.
+    fn object(
+        &mut self,
+        q: &Query,
+        items: &[SelectItem],
+        src: Source<'s>,
+        a: &str,
+        path: &[String],
+    ) -> Result<String, DataError> {
+        let pairs = self.pairs(q, items, src, a, path)?;
+        Ok(build_object(&pairs))
+    }
+
+    /// (key parameter, value SQL) pairs of an object.
+    fn pairs(
+        &mut self,
+        q: &Query,
+        items: &[SelectItem],
+        src: Source<'s>,
+        a: &str,
+        path: &[String],
+    ) -> Result<Vec<(String, String)>, DataError> {
+        let star = [SelectItem::Star];
+        let items = if items.is_empty() { &star[..] } else { items };
+        let mut pairs = Vec::new();
+        for item in items {
+            match item {
+                SelectItem::Star => {
+                    for c in src.columns {
+                        let k = self.param(c.name.clone());
+                        pairs.push((k, format!("{a}.{}", ident(&c.name))));
+                    }
+                }
+                SelectItem::Field { alias, field, cast } => {
+                    let mut expr = self.field(src, a, field)?;
+                    if let Some(c) = cast {
+                        expr = format!("CAST({expr} AS {})", self.cast(c)?);
+                    }
+                    let k = self.param(
+                        alias
+                            .clone()
+                            .unwrap_or_else(|| field.output_name().to_string()),
+                    );
+                    pairs.push((k, expr));
+                }
+                SelectItem::Embed(e) => {
+                    let link = self.link(src, e)?;
+                    let mut sub = path.to_vec();
+                    sub.push(e.key().to_string());
+                    let ta = self.alias();
+                    let tsrc = Source::of(link.target);
+                    let mods = q.levels.get(&sub).cloned().unwrap_or_default();
+                    let join = join_sql(&link, a, &ta);
+                    let from =
+                        format!("{} {ta}", qualified(&link.target.schema, &link.target.name));
+                    if e.spread {
+                        if !link.to_one {
+                            return Err(DataError::new(
+                                400,
+                                "PGRST119",
+                                format!("A spread operation on '{}' is not possible", e.name),
+                            )
+                            .details("'...' works on many-to-one relationships only"));
+                        }
+                        let conds = self.conditions(q, &mods.conditions, tsrc, &ta, &sub)?;
+                        for (k, v) in self.pairs(q, &e.select, tsrc, &ta, &sub)? {
+                            pairs.push((
+                                k,
+                                format!(
+                                    "(SELECT {v} FROM {from} WHERE {join}{})",
+                                    and_more(&conds)
+                                ),
+                            ));
+                        }
+                        continue;
+                    }
+                    let obj = self.object(q, &e.select, tsrc, &ta, &sub)?;
+                    let conds = self.conditions(q, &mods.conditions, tsrc, &ta, &sub)?;
+                    let k = self.param(e.key().to_string());
+                    let value = if link.to_one {
+                        format!(
+                            "(SELECT {obj} FROM {from} WHERE {join}{})",
+                            and_more(&conds)
+                        )
+                    } else {
+                        let order = self.order(&mods.order, tsrc, &ta)?;
+                        let mut range = String::new();
+                        if let Some(l) = mods.limit {
+                            range.push_str(&format!(" LIMIT {}", self.param(l.to_string())));
+                        }
+                        if let Some(o) = mods.offset {
+                            range.push_str(&format!(" OFFSET {}", self.param(o.to_string())));
+                        }
+                        format!(
+                            "(SELECT coalesce(json_agg(_e.j), '[]') FROM (SELECT {obj} AS j FROM {from} WHERE {join}{}{order}{range}) _e)",
+                            and_more(&conds)
+                        )
+                    };
+                    pairs.push((k, value));
+                }
+            }
+        }
+        Ok(pairs)
+    }
+
+    /// SQL of a column with its JSON path.
+    fn field(&mut self, src: Source<'s>, a: &str, f: &Field) -> Result<String, DataError> {
+        let col = src.column(&f.column)?;
+        let mut expr = format!("{a}.{}", ident(&col.name));
+        for step in &f.path {
+            let op = if step.text { "->>" } else { "->" };
+            let key = if step.key.parse::<i32>().is_ok() {
+                format!("{}::int4", self.param(step.key.clone()))
+            } else {
+                format!("{}::text", self.param(step.key.clone()))
+            };
+            expr = format!("({expr}{op}{key})");
+        }
+        Ok(expr)
+    }
+
+    fn cast(&self, c: &str) -> Result<String, DataError> {
+        let (base, array) = match c.trim().strip_suffix("[]") {
+            Some(b) => (b.trim(), "[]"),
+            None => (c.trim(), ""),
+        };
+        let (s, t) = self.schema.cast_type(base).ok_or_else(|| {
+            DataError::parse("select parameter", format!("unknown type \"{c}\" in cast"))
+        })?;
+        Ok(format!("{}{array}", qualified(s, t)))
+    }
+
+    /// Finds the foreign key an embed goes through.
+    fn link(&self, src: Source<'s>, e: &Embed) -> Result<Link<'s>, DataError> {
+        let parent = src.rel.ok_or_else(|| {
+            DataError::new(
+                400,
+                "PGRST200",
+                format!("Could not find a relationship for '{}'", e.name),
+            )
+        })?;
+        let pkey = (parent.schema.clone(), parent.name.clone());
+        let mut found: Vec<(&ForeignKey, bool)> = Vec::new();
+        for fk in &self.schema.fks {
+            // many-to-one: parent references target (or the embed names the fk column/constraint)
+            let hint_ok = |fk: &ForeignKey, col_side: &[String]| match &e.hint {
+                None => true,
+                Some(h) => fk.name == *h || (col_side.len() == 1 && col_side[0] == *h),
+            };
+            if fk.from == pkey {
+                let target_named = fk.to.1 == e.name && fk.to.0 == parent.schema;
+                let by_column = e.hint.is_none()
+                    && (fk.name == e.name
+                        || (fk.from_cols.len() == 1 && fk.from_cols[0] == e.name));
+                if (target_named && hint_ok(fk, &fk.from_cols)) || by_column {
+                    found.push((fk, true));
+                }
+            }
+            if fk.to == pkey
+                && fk.from.1 == e.name
+                && fk.from.0 == parent.schema
+                && hint_ok(fk, &fk.from_cols)
+            {
+                found.push((fk, false));
+            }
+        }
+        found.dedup_by(|x, y| std::ptr::eq(x.0, y.0) && x.1 == y.1);
+        match found.len() {
+            0 => Err(DataError::new(
+                400,
+                "PGRST200",
+                format!(
+                    "Could not find a relationship between '{}' and '{}' in the schema cache",
+                    parent.name, e.name
+                ),
+            )
+            .hint("Embedding follows foreign keys between relations of exposed schemas; check the name, or add a !hint")),
+            1 => {
+                let (fk, to_one) = found[0];
+                let (tschema, tname) = if to_one { &fk.to } else { &fk.from };
+                let target = self
+                    .schema
+                    .relation(tschema, tname)
+                    .ok_or_else(|| DataError::no_table(tschema, tname))?;
+                let pairs = if to_one {
+                    fk.from_cols.iter().cloned().zip(fk.to_cols.iter().cloned()).collect()
+                } else {
+                    fk.to_cols.iter().cloned().zip(fk.from_cols.iter().cloned()).collect()
+                };
+                Ok(Link { target, pairs, to_one })
+            }
+            _ => Err(DataError::new(
+                300,
+                "PGRST201",
+                format!("Could not embed because more than one relationship was found for '{}' and '{}'", parent.name, e.name),
+            )
+            .details(found.iter().map(|(fk, _)| fk.name.as_str()).collect::<Vec<_>>().join(", "))
+            .hint(format!("Try changing '{}' to one of the above, as '{}!<constraint>'", e.name, e.name))),
+        }
+    }
+
+    /// ` WHERE …` for a level (empty string when there is nothing to filter),
+    /// including `EXISTS` for its `!inner` embeds.
+    fn conditions(
+        &mut self,
+        q: &Query,
+        conds: &[Condition],
+        src: Source<'s>,
+        a: &str,
+        path: &[String],
+    ) -> Result<String, DataError> {
+        let mut parts = Vec::new();
+        for c in conds {
+            parts.push(self.condition(c, src, a)?);
+        }
+        let items = if path.is_empty() {
+            &q.select
+        } else {
+            match find_embed(&q.select, path) {
+                Some(e) => &e.select,
+                None => return Err(unknown_level(path)),
+            }
+        };
+        for item in items {
+            if let SelectItem::Embed(e) = item {
+                if e.join != JoinKind::Inner {
+                    continue;
+                }
+                let link = self.link(src, e)?;
+                let mut sub = path.to_vec();
+                sub.push(e.key().to_string());
+                let ta = self.alias();
+                let tsrc = Source::of(link.target);
+                let mods = q.levels.get(&sub).cloned().unwrap_or_default();
+                let inner = self.conditions(q, &mods.conditions, tsrc, &ta, &sub)?;
+                parts.push(format!(
+                    "EXISTS (SELECT 1 FROM {} {ta} WHERE {}{})",
+                    qualified(&link.target.schema, &link.target.name),
+                    join_sql(&link, a, &ta),
+                    and_more(&inner)
+                ));
+            }
+        }
+        if parts.is_empty() {
+            Ok(String::new())
+        } else {
+            Ok(format!(" WHERE {}", parts.join(" AND ")))
+        }
+    }
+
+    fn condition(&mut self, c: &Condition, src: Source<'s>, a: &str) -> Result<String, DataError> {
+        match c {
+            Condition::Filter(f) => self.filter(f, src, a),
+            Condition::And(neg, items) | Condition::Or(neg, items) => {
+                let joiner = if matches!(c, Condition::And(..)) {
+                    " AND "
+                } else {
+                    " OR "
+                };
+                let mut parts = Vec::new();
+                for i in items {
+                    parts.push(self.condition(i, src, a)?);
+                }
+                let body = if parts.is_empty() {
+                    (if joiner == " AND " { "true" } else { "false" }).to_string()
+                } else {
+                    parts.join(joiner)
+                };
+                Ok(if *neg {
+                    format!("NOT ({body})")
+                } else {
+                    format!("({body})")
+                })
+            }
+        }
+    }
+
+    fn filter(&mut self, f: &Filter, src: Source<'s>, a: &str) -> Result<String, DataError> {
+        let col = src.column(&f.field.column)?;
+        let expr = self.field(src, a, &f.field)?;
+        let value = |b: &mut Self| -> Result<String, DataError> {
+            match &f.operand {
+                Operand::Value(v) => Ok(b.param(v.clone())),
+                _ => Err(DataError::parse("filter", "operator needs a single value")),
+            }
+        };
+        let sql = match f.op {
+            Op::Eq => format!("{expr} = {}", value(self)?),
+            Op::Neq => format!("{expr} <> {}", value(self)?),
+            Op::Gt => format!("{expr} > {}", value(self)?),
+            Op::Gte => format!("{expr} >= {}", value(self)?),
+            Op::Lt => format!("{expr} < {}", value(self)?),
+            Op::Lte => format!("{expr} <= {}", value(self)?),
+            Op::Like | Op::Ilike => {
+                let v = match &f.operand {
+                    Operand::Value(v) => v.replace('*', "%"),
+                    _ => return Err(DataError::parse("filter", "like needs a value")),
+                };
+                let op = if f.op == Op::Like { "LIKE" } else { "ILIKE" };
+                format!("{expr} {op} {}", self.param(v))
+            }
+            Op::Match => format!("{expr} ~ {}", value(self)?),
+            Op::Imatch => format!("{expr} ~* {}", value(self)?),
+            Op::IsDistinct => format!("{expr} IS DISTINCT FROM {}", value(self)?),
+            Op::Cs => format!("{expr} @> {}", value(self)?),
+            Op::Cd => format!("{expr} <@ {}", value(self)?),
+            Op::Ov => {
+                let v = match &f.operand {
+                    // `ov.(a,b)` is accepted for arrays as `{a,b}`.
+                    Operand::Value(v)
+                        if v.starts_with('(')
+                            && v.ends_with(')')
+                            && col.typname.starts_with('_') =>
+                    {
+                        format!("{{{}}}", &v[1..v.len() - 1])
+                    }
+                    Operand::Value(v) => v.clone(),
+                    _ => return Err(DataError::parse("filter", "ov needs a value")),
+                };
+                format!("{expr} && {}", self.param(v))
+            }
+            Op::Sl => format!("{expr} << {}", value(self)?),
+            Op::Sr => format!("{expr} >> {}", value(self)?),
+            Op::Nxl => format!("{expr} &< {}", value(self)?),
+            Op::Nxr => format!("{expr} &> {}", value(self)?),
+            Op::Adj => format!("{expr} -|- {}", value(self)?),
+            Op::In => match &f.operand {
+                Operand::List(items) => {
+                    format!("{expr} = ANY({})", self.param(array_literal(items)))
+                }
+                _ => return Err(DataError::parse("filter", "in. needs a list")),
+            },
+            Op::Is => match &f.operand {
+                Operand::Is(v) => format!(
+                    "{expr} {}",
+                    match v {
+                        IsValue::Null => "IS NULL",
+                        IsValue::NotNull => "IS NOT NULL",
+                        IsValue::True => "IS TRUE",
+                        IsValue::False => "IS FALSE",
+                        IsValue::Unknown => "IS UNKNOWN",
+                    }
+                ),
+                _ => {
+                    return Err(DataError::parse(
+                        "filter",
+                        "is. needs null/true/false/unknown",
+                    ))
+                }
+            },
+            Op::Fts | Op::Plfts | Op::Phfts | Op::Wfts => {
+                let func = match f.op {
+                    Op::Fts => "to_tsquery",
+                    Op::Plfts => "plainto_tsquery",
+                    Op::Phfts => "phraseto_tsquery",
+                    _ => "websearch_to_tsquery",
+                };
+                let cfg = f
+                    .config
+                    .clone()
+                    .map(|c| format!("{}::regconfig, ", self.param(c)));
+                let cfg = cfg.unwrap_or_default();
+                let doc = if col.typname == "tsvector" && f.field.path.is_empty() {
+                    expr.clone()
+                } else {
+                    format!("to_tsvector({cfg}{expr}::text)")
+                };
+                let v = value(self)?;
+                format!("{doc} @@ {func}({cfg}{v})")
+            }
+        };
+        Ok(if f.negate {
+            format!("NOT ({sql})")
+        } else {
+            format!("({sql})")
+        })
+    }
+
+    fn order(
+        &mut self,
+        terms: &[OrderTerm],
+        src: Source<'s>,
+        a: &str,
+    ) -> Result<String, DataError> {
+        if terms.is_empty() {
+            return Ok(String::new());
+        }
+        let mut parts = Vec::new();
+        for t in terms {
+            let expr = self.field(src, a, &t.field)?;
+            let dir = if t.desc { " DESC" } else { " ASC" };
+            let nulls = match t.nulls_first {
+                Some(true) => " NULLS FIRST",
+                Some(false) => " NULLS LAST",
+                None => "",
+            };
+            parts.push(format!("{expr}{dir}{nulls}"));
+        }
+        Ok(format!(" ORDER BY {}", parts.join(", ")))
+    }
+
+    // ---- writes ------------------------------------------------------------
+
+    fn write(
+        &mut self,
+        req: &Request,
+        rel: &'s Relation,
+        limits: &Limits,
+    ) -> Result<Statement, DataError> {
+        let target = qualified(&rel.schema, &rel.name);
+        let w = self.alias();
+        let cte = match &req.action {
+            Action::Insert {
+                resolution,
+                on_conflict,
+                columns,
+                missing_default,
+            } => {
+                let body = req.body.as_deref().ok_or_else(|| {
+                    DataError::body("a JSON object or array of objects is required")
+                })?;
+                let parsed: serde_json::Value = serde_json::from_str(body)
+                    .map_err(|e| DataError::body(format!("the body is not JSON: {e}")))?;
+                let first = match &parsed {
+                    serde_json::Value::Object(m) => Some(m),
+                    serde_json::Value::Array(a) => {
+                        if a.iter().any(|v| !v.is_object()) {
+                            return Err(DataError::body(
+                                "every element of the array must be an object",
+                            ));
+                        }
+                        a.first().and_then(|v| v.as_object())
+                    }
+                    _ => {
+                        return Err(DataError::body(
+                            "expected a JSON object or an array of objects",
+                        ))
+                    }
+                };
+                let names: Vec<String> = match columns {
+                    Some(c) => c.clone(),
+                    None => first
+                        .map(|m| m.keys().cloned().collect())
+                        .unwrap_or_default(),
+                };
+                let mut cols = Vec::new();
+                for n in &names {
+                    cols.push(Source::of(rel).column(n)?);
+                }
+                let json = self.param(if parsed.is_array() {
+                    body.to_string()
+                } else {
+                    format!("[{body}]")
+                });
+                let list = cols
+                    .iter()
+                    .map(|c| ident(&c.name))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let values = if *missing_default {
+                    cols.iter()
+                        .map(|c| {
+                            let k = self.param(c.name.clone());
+                            let dflt = c.default.clone().unwrap_or_else(|| "NULL".into());
+                            format!(
+                                "CASE WHEN _e.j ? {k} THEN _p.{} ELSE {dflt} END",
+                                ident(&c.name)
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                } else {
+                    cols.iter()
+                        .map(|c| format!("_p.{}", ident(&c.name)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let source = if *missing_default {
+                    format!("jsonb_array_elements({json}::jsonb) _e(j), LATERAL jsonb_populate_record(NULL::{target}, _e.j) _p")
+                } else {
+                    format!("jsonb_populate_recordset(NULL::{target}, {json}::jsonb) _p")
+                };
+                let mut sql = if cols.is_empty() {
+                    // `{}` or `[{}]`: one row of defaults per element.
+                    format!("INSERT INTO {target} AS {w} SELECT (NULL::{target}).* FROM jsonb_array_elements({json}::jsonb) WHERE false")
+                } else {
+                    format!("INSERT INTO {target} AS {w} ({list}) SELECT {values} FROM {source}")
+                };
+                if cols.is_empty() {
+                    sql = format!("INSERT INTO {target} AS {w} DEFAULT VALUES");
+                }
+                if let Some(res) = resolution {
+                    let keys = match on_conflict {
+                        Some(k) => k.clone(),
+                        None => rel.pk.clone(),
+                    };
+                    if keys.is_empty() {
+                        return Err(DataError::new(
+                            400,
+                            "PGRST100",
+                            "upsert needs on_conflict or a primary key",
+                        ));
+                    }
+                    let mut kcols = Vec::new();
+                    for k in &keys {
+                        kcols.push(ident(&Source::of(rel).column(k)?.name));
+                    }
+                    let _ = write!(sql, " ON CONFLICT ({})", kcols.join(", "));
+                    match res {
+                        Resolution::Ignore => sql.push_str(" DO NOTHING"),
+                        Resolution::Merge => {
+                            let sets: Vec<String> = cols
+                                .iter()
+                                .map(|c| format!("{0} = EXCLUDED.{0}", ident(&c.name)))
+                                .collect();
+                            if sets.is_empty() {
+                                sql.push_str(" DO NOTHING");
+                            } else {
+                                let _ = write!(sql, " DO UPDATE SET {}", sets.join(", "));
+                            }
+                        }
+                    }
+                }
+                let _ = write!(sql, " RETURNING {w}.*");
+                sql
+            }
+            Action::Update => {
+                let body = req
+                    .body
+                    .as_deref()
+                    .ok_or_else(|| DataError::body("a JSON object is required"))?;
+                let parsed: serde_json::Value = serde_json::from_str(body)
+                    .map_err(|e| DataError::body(format!("the body is not JSON: {e}")))?;
+                let obj = parsed
+                    .as_object()
+                    .ok_or_else(|| DataError::body("PATCH takes one JSON object"))?;
+                let root = req.query.root().cloned().unwrap_or_default();
+                let conds =
+                    self.conditions(&req.query, &root.conditions, Source::of(rel), &w, &[])?;
+                if conds.is_empty() && !limits.allow_unfiltered_writes {
+                    return Err(unfiltered("UPDATE"));
+                }
+                let mut sets = Vec::new();
+                for k in obj.keys() {
+                    let c = Source::of(rel).column(k)?;
+                    sets.push(format!("{0} = _p.{0}", ident(&c.name)));
+                }
+                if sets.is_empty() {
+                    return Err(DataError::body("PATCH needs at least one column to set"));
+                }
+                let json = self.param(body.to_string());
+                format!(
+                    "UPDATE {target} AS {w} SET {} FROM jsonb_populate_record(NULL::{target}, {json}::jsonb) _p{conds} RETURNING {w}.*",
+                    sets.join(", ")
+                )
+            }
+            Action::Delete => {
+                let root = req.query.root().cloned().unwrap_or_default();
+                let conds =
+                    self.conditions(&req.query, &root.conditions, Source::of(rel), &w, &[])?;
+                if conds.is_empty() && !limits.allow_unfiltered_writes {
+                    return Err(unfiltered("DELETE"));
+                }
+                format!("DELETE FROM {target} AS {w}{conds} RETURNING {w}.*")
+            }
+            _ => unreachable!("reads and calls are planned elsewhere"),
+        };
+        let a = self.alias();
+        let src = Source::of(rel);
+        let body = match req.returning {
+            Return::Representation => {
+                let obj = self.object(&req.query, &req.query.select, src, &a, &[])?;
+                format!("(SELECT coalesce(json_agg({obj}), '[]')::text FROM _w {a})")
+            }
+            Return::HeadersOnly if !rel.pk.is_empty() => {
+                let items: Vec<SelectItem> = rel
+                    .pk
+                    .iter()
+                    .map(|k| SelectItem::Field {
+                        alias: None,
+                        field: Field::col(k),
+                        cast: None,
+                    })
+                    .collect();
+                let obj = self.object(&req.query, &items, src, &a, &[])?;
+                format!("(SELECT coalesce(json_agg({obj}), '[]')::text FROM _w {a})")
+            }
+            _ => "NULL::text".into(),
+        };
+        Ok(Statement {
+            sql: format!("WITH _w AS ({cte}) SELECT NULL::int8, {body}, (SELECT count(*) FROM _w)"),
+            params: Vec::new(),
+            single: false,
+            scalar: false,
+            pk: rel.pk.clone(),
+        })
+    }
+
+    // ---- calls -------------------------------------------------------------
+
+    fn call(&mut self, req: &Request, name: &str, limits: &Limits) -> Result<Statement, DataError> {
+        let args: serde_json::Map<String, serde_json::Value> = match req.body.as_deref() {
+            None | Some("") => Default::default(),
+            Some(b) => match serde_json::from_str::<serde_json::Value>(b) {
+                Ok(serde_json::Value::Object(m)) => m,
+                Ok(_) => Default::default(),
+                Err(e) => return Err(DataError::body(format!("the body is not JSON: {e}"))),
+            },
+        };
+        let raw_body = req.body.clone().unwrap_or_else(|| "{}".into());
+        let f = pick_function(
+            self.schema.functions(&req.schema, name),
+            &args,
+            &req.schema,
+            name,
+        )?;
+        let single_json = f.args.len() == 1
+            && f.args[0].name.is_empty()
+            && matches!(f.args[0].type_sql.as_str(), "json" | "jsonb");
+        let fname = qualified(&f.schema, &f.name);
+        let (from_args, call) = if single_json {
+            let p = self.param(raw_body);
+            (
+                String::new(),
+                format!("{fname}({p}::{})", f.args[0].type_sql),
+            )
+        } else if args.is_empty() {
+            (String::new(), format!("{fname}()"))
+        } else {
+            let used: Vec<_> = f
+                .args
+                .iter()
+                .filter(|a| args.contains_key(&a.name))
+                .collect();
+            let defs = used
+                .iter()
+                .map(|a| format!("{} {}", ident(&a.name), a.type_sql))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let named = used
+                .iter()
+                .map(|a| format!("{0} := _a.{0}", ident(&a.name)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let p = self.param(serde_json::Value::Object(args.clone()).to_string());
+            (
+                format!("jsonb_to_record({p}::jsonb) AS _a({defs}), LATERAL "),
+                format!("{fname}({named})"),
+            )
+        };
+        match &f.returns {
+            Returns::Void => Ok(Statement {
+                sql: format!("SELECT NULL::int8, NULL::text, count(*) FROM {from_args}{call} _v"),
+                params: Vec::new(),
+                single: false,
+                scalar: true,
+                pk: Vec::new(),
+            }),
+            Returns::Scalar { .. } if !f.set => Ok(Statement {
+                sql: format!("SELECT NULL::int8, to_json(_v.v)::text, 1::int8 FROM {from_args}{call} AS _v(v)"),
+                params: Vec::new(),
+                single: false,
+                scalar: true,
+                pk: Vec::new(),
+            }),
+            Returns::Scalar { .. } => {
+                let root = req.query.root().cloned().unwrap_or_default();
+                let limit = root.limit.unwrap_or(limits.max_rows).min(limits.max_rows);
+                let (l, o) = (self.param(limit.to_string()), self.param(root.offset.unwrap_or(0).to_string()));
+                Ok(Statement {
+                    sql: format!(
+                        "SELECT NULL::int8, coalesce(json_agg(_r.j), '[]')::text, count(_r.j) FROM (SELECT to_json(_v.v) AS j FROM {from_args}{call} AS _v(v) LIMIT {l} OFFSET {o}) _r"
+                    ),
+                    params: Vec::new(),
+                    single: false,
+                    scalar: false,
+                    pk: Vec::new(),
+                })
+            }
+            Returns::Rows { columns, table } => {
+                let rel = table.as_ref().and_then(|(s, t)| self.schema.relation(s, t));
+                let src = Source { columns, rel, label: &f.name };
+                let a = self.alias();
+                let from = format!("{from_args}{call} {a}");
+                let sql = self.root_select(req, src, &a, &from, limits)?;
+                Ok(Statement {
+                    sql,
+                    params: Vec::new(),
+                    single: !f.set,
+                    scalar: false,
+                    pk: Vec::new(),
+                })
+            }
+        }
+    }
+}
+
+fn build_object(pairs: &[(String, String)]) -> String {
+    // json_build_object takes at most 100 arguments; wider objects are concatenated.
+    if pairs.is_empty() {
+        return "json_build_object()".into();
+    }
+    let chunks: Vec<String> = pairs
+        .chunks(50)
+        .map(|c| {
+            let args: Vec<String> = c.iter().map(|(k, v)| format!("{k}::text, {v}")).collect();
+            format!("json_build_object({})", args.join(", "))
+        })
+        .collect();
+    if chunks.len() == 1 {
+        chunks.into_iter().next().unwrap_or_default()
+    } else {
+        let j: Vec<String> = chunks.into_iter().map(|c| format!("{c}::jsonb")).collect();
+        format!("({})::json", j.join(" || "))
+    }
+}
+
+fn join_sql(link: &Link<'_>, parent: &str, target: &str) -> String {
+    link.pairs
+        .iter()
+        .map(|(p, t)| format!("{target}.{} = {parent}.{}", ident(t), ident(p)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// `" AND …"` from a ` WHERE …` clause (or nothing).
+fn and_more(conds: &str) -> String {
+    match conds.strip_prefix(" WHERE ") {
+        Some(c) => format!(" AND {c}"),
+        None => String::new(),
+    }
+}
+
+fn find_embed<'q>(items: &'q [SelectItem], path: &[String]) -> Option<&'q Embed> {
+    let (first, rest) = path.split_first()?;
+    let e = items.iter().find_map(|i| match i {
+        SelectItem::Embed(e) if e.key() == first => Some(e),
+        _ => None,
+    })?;
+    if rest.is_empty() {
+        Some(e)
+    } else {
+        find_embed(&e.select, rest)
+    }
+}
+
+fn unknown_level(path: &[String]) -> DataError {
+    DataError::parse(
+        "query",
+        format!(
+            "\"{}\" is not an embedded resource of select=",
+            path.join(".")
+        ),
+    )
+}
+
+/// Refuses a PATCH/DELETE without filters, as pg-safeupdate does for PostgREST.
+fn unfiltered(what: &str) -> DataError {
+    DataError::new(400, "21000", format!("{what} requires a WHERE clause")).hint(
+        "Add a filter (e.g. id=eq.1); a filter that matches every row (id=not.is.null) is allowed",
+    )
+}
+
+/// Checks that filters and modifiers only name levels that exist in `select=`.
+pub fn check_levels(q: &Query) -> Result<(), DataError> {
+    for path in q.levels.keys() {
+        if !path.is_empty() && find_embed(&q.select, path).is_none() {
+            return Err(unknown_level(path));
+        }
+    }
+    Ok(())
+}
+
+/// `{"a","b\"c"}`: a PostgreSQL array literal of text items.
+fn array_literal(items: &[String]) -> String {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|i| format!("\"{}\"", i.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{{{}}}", quoted.join(","))
+}
+
+/// The overload of `name` whose named arguments match `args`.
+fn pick_function<'f>(
+    cands: &'f [Function],
+    args: &serde_json::Map<String, serde_json::Value>,
+    schema: &str,
+    name: &str,
+) -> Result<&'f Function, DataError> {
+    let fits: Vec<&Function> = cands
+        .iter()
+        .filter(|f| {
+            if f.args.len() == 1
+                && f.args[0].name.is_empty()
+                && matches!(f.args[0].type_sql.as_str(), "json" | "jsonb")
+            {
+                return true;
+            }
+            args.keys().all(|k| f.args.iter().any(|a| a.name == *k))
+                && f.args
+                    .iter()
+                    .all(|a| a.has_default || args.contains_key(&a.name))
+        })
+        .collect();
+    match fits.len() {
+        1 => Ok(fits[0]),
+        0 => {
+            let mut keys: Vec<&str> = args.keys().map(String::as_str).collect();
+            keys.sort();
+            Err(DataError::new(
+                404,
+                "PGRST202",
+                format!(
+                    "Could not find the function {schema}.{name}({}) in the schema cache",
+                    keys.join(", ")
+                ),
+            )
+            .hint("Check the function's name and argument names"))
+        }
+        _ => Err(DataError::new(
+            300,
+            "PGRST203",
+            format!(
+                "Could not choose the best candidate function between overloads of {schema}.{name}"
+            ),
+        )),
+    }
+}

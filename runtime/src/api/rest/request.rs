@@ -1,0 +1,289 @@
+//! HTTP → `data::Request`: method, path, query string, `Prefer`, `Accept`,
+//! `Range`, profile headers and body. Nothing here touches SQL; names are only
+//! checked against the schema cache by the planner.
+
+use super::error::RestError;
+use http::request::Parts;
+use http::{HeaderMap, Method};
+use wasmbase_host_api::data::parse::{parse_query, RESERVED};
+use wasmbase_host_api::data::request::{Action, Count, Request, Resolution, Return};
+use wasmbase_host_api::data::{not_exposed, DataError, Schema};
+
+/// What the path names.
+pub enum Target {
+    /// `/rest/v1/:relation`.
+    Relation(String),
+    /// `/rest/v1/rpc/:function`.
+    Function(String),
+}
+
+/// A request ready for the planner, plus what the response needs.
+pub struct Parsed {
+    /// The data request.
+    pub req: Request,
+    /// `Accept: text/csv`.
+    pub csv: bool,
+    /// First row's position (for `Content-Range`).
+    pub offset: i64,
+    /// `Preference-Applied` values.
+    pub applied: Vec<String>,
+    /// Path (for `Location`).
+    pub path: String,
+}
+
+fn header<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Every `Prefer` token, across repeated headers.
+fn prefer(h: &HeaderMap) -> Vec<(String, String)> {
+    h.get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| {
+            let (k, v) = t.trim().split_once('=')?;
+            Some((k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase()))
+        })
+        .collect()
+}
+
+/// Parses the HTTP request.
+pub fn parse(
+    parts: &Parts,
+    schema: &Schema,
+    target: Target,
+    body: &[u8],
+) -> Result<Parsed, RestError> {
+    let h = &parts.headers;
+    let method = &parts.method;
+    let reading = *method == Method::GET || *method == Method::HEAD;
+    // Profile: Accept-Profile on reads, Content-Profile on writes.
+    let profile_header = if reading {
+        "accept-profile"
+    } else {
+        "content-profile"
+    };
+    let schema_name = match header(h, profile_header) {
+        Some(p) => schema
+            .schemas
+            .iter()
+            .find(|s| s.as_str() == p.trim())
+            .cloned()
+            .ok_or_else(|| not_exposed(p, &schema.schemas))?,
+        None => schema
+            .schemas
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "public".into()),
+    };
+    let mut pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .filter(|(k, _)| k != "apikey")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+
+    let mut applied = Vec::new();
+    let mut returning = Return::Minimal;
+    let mut count = None;
+    let mut resolution = None;
+    let mut missing_default = false;
+    for (k, v) in prefer(h) {
+        match (k.as_str(), v.as_str()) {
+            ("return", "representation") => returning = Return::Representation,
+            ("return", "headers-only") => returning = Return::HeadersOnly,
+            ("return", "minimal") => returning = Return::Minimal,
+            ("count", "exact") => count = Some(Count::Exact),
+            ("count", "planned") => count = Some(Count::Planned),
+            ("count", "estimated") => count = Some(Count::Estimated),
+            ("resolution", "merge-duplicates") => resolution = Some(Resolution::Merge),
+            ("resolution", "ignore-duplicates") => resolution = Some(Resolution::Ignore),
+            ("missing", "default") => missing_default = true,
+            _ => continue,
+        }
+        applied.push(format!("{k}={v}"));
+    }
+
+    let accept = header(h, "accept")
+        .unwrap_or("application/json")
+        .to_ascii_lowercase();
+    let mut single = false;
+    let mut csv = false;
+    let known = accept
+        .split(',')
+        .map(|m| m.split(';').next().unwrap_or("").trim())
+        .find(|m| {
+            matches!(
+                *m,
+                "application/json"
+                    | "*/*"
+                    | "application/*"
+                    | ""
+                    | "text/csv"
+                    | "application/vnd.pgrst.object+json"
+                    | "application/vnd.pgrst.object"
+            )
+        });
+    match known {
+        Some("text/csv") => csv = true,
+        Some("application/vnd.pgrst.object+json") | Some("application/vnd.pgrst.object") => {
+            single = true
+        }
+        Some(_) => {}
+        None => {
+            return Err(DataError::new(
+                406,
+                "PGRST107",
+                format!("None of these media types are available: {accept}"),
+            )
+            .into());
+        }
+    }
+
+    if !reading {
+        if let Some(ct) = header(h, "content-type") {
+            let ct = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if !body.is_empty() && ct != "application/json" && !ct.is_empty() {
+                return Err(DataError::new(
+                    415,
+                    "PGRST107",
+                    format!("Content-Type not acceptable: {ct}"),
+                )
+                .hint("Send the body as application/json")
+                .into());
+            }
+        }
+    }
+    let text_body = if body.is_empty() {
+        None
+    } else {
+        Some(
+            std::str::from_utf8(body)
+                .map_err(|_| DataError::body("the body is not UTF-8"))?
+                .to_string(),
+        )
+    };
+
+    let take = |pairs: &mut Vec<(String, String)>, key: &str| -> Option<String> {
+        let i = pairs.iter().position(|(k, _)| k == key)?;
+        Some(pairs.remove(i).1)
+    };
+    let list = |s: String| -> Vec<String> {
+        s.split(',')
+            .map(|c| c.trim().trim_matches('"').to_string())
+            .filter(|c| !c.is_empty())
+            .collect()
+    };
+
+    let (relation, action, body) = match target {
+        Target::Relation(name) => {
+            let action = match *method {
+                Method::GET | Method::HEAD => Action::Read,
+                Method::POST => Action::Insert {
+                    resolution,
+                    on_conflict: take(&mut pairs, "on_conflict").map(list),
+                    columns: take(&mut pairs, "columns").map(list),
+                    missing_default,
+                },
+                Method::PATCH => Action::Update,
+                Method::DELETE => Action::Delete,
+                _ => {
+                    return Err(DataError::new(
+                        405,
+                        "PGRST117",
+                        format!("Unsupported HTTP method: {method}"),
+                    )
+                    .into())
+                }
+            };
+            if matches!(action, Action::Insert { .. } | Action::Update) && text_body.is_none() {
+                return Err(DataError::body("a JSON body is required").into());
+            }
+            (name, action, text_body)
+        }
+        Target::Function(name) => {
+            let body = match *method {
+                Method::POST => text_body,
+                Method::GET | Method::HEAD => {
+                    // Query parameters named like an argument are arguments;
+                    // the rest filter the result.
+                    let names: std::collections::HashSet<&str> = schema
+                        .functions(&schema_name, &name)
+                        .iter()
+                        .flat_map(|f| f.args.iter().map(|a| a.name.as_str()))
+                        .collect();
+                    let mut args = serde_json::Map::new();
+                    pairs.retain(|(k, v)| {
+                        if names.contains(k.as_str()) && !RESERVED.contains(&k.as_str()) {
+                            args.insert(k.clone(), serde_json::Value::String(v.clone()));
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                    Some(serde_json::Value::Object(args).to_string())
+                }
+                _ => {
+                    return Err(DataError::new(
+                        405,
+                        "PGRST117",
+                        format!("Unsupported HTTP method: {method}"),
+                    )
+                    .into())
+                }
+            };
+            (String::new(), Action::Call { function: name }, body)
+        }
+    };
+
+    let mut query = parse_query(&pairs)?;
+    if let Some(range) = header(h, "range") {
+        let r = range.trim().trim_start_matches("items=");
+        let (a, b) = r
+            .split_once('-')
+            .ok_or_else(|| DataError::new(416, "PGRST103", "Requested range not satisfiable"))?;
+        let start: i64 = a
+            .trim()
+            .parse()
+            .map_err(|_| DataError::new(416, "PGRST103", "Requested range not satisfiable"))?;
+        let root = query.root_mut();
+        root.offset = Some(root.offset.unwrap_or(0).max(start));
+        if !b.trim().is_empty() {
+            let end: i64 = b
+                .trim()
+                .parse()
+                .map_err(|_| DataError::new(416, "PGRST103", "Requested range not satisfiable"))?;
+            if end < start {
+                return Err(
+                    DataError::new(416, "PGRST103", "Requested range not satisfiable").into(),
+                );
+            }
+            let n = end - start + 1;
+            root.limit = Some(root.limit.map_or(n, |l| l.min(n)));
+        }
+    }
+    let offset = query.root().and_then(|r| r.offset).unwrap_or(0);
+    Ok(Parsed {
+        req: Request {
+            schema: schema_name,
+            relation,
+            action,
+            query,
+            body,
+            count,
+            returning,
+            single,
+            read_only: reading,
+            head: *method == Method::HEAD,
+        },
+        csv,
+        offset,
+        applied,
+        path: parts.uri.path().to_string(),
+    })
+}

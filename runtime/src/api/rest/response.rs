@@ -1,0 +1,182 @@
+//! Outcome → HTTP: status, `Content-Range`, `Location`, `Preference-Applied`,
+//! and the body PostgreSQL built, passed through as text (CSV is the one
+//! conversion, done here from that JSON).
+
+use super::error::RestError;
+use super::request::Parsed;
+use axum::body::Body;
+use axum::response::Response;
+use http::{header, HeaderValue, StatusCode};
+use wasmbase_host_api::data::request::{Action, Return};
+use wasmbase_host_api::data::{DataError, Outcome, Statement};
+
+const JSON: &str = "application/json; charset=utf-8";
+const OBJECT: &str = "application/vnd.pgrst.object+json; charset=utf-8";
+
+/// Builds the response of a finished request.
+pub fn render(p: &Parsed, stmt: &Statement, out: Outcome) -> Result<Response, RestError> {
+    let req = &p.req;
+    let mut b = Response::builder();
+    if !p.applied.is_empty() {
+        b = b.header("preference-applied", p.applied.join(", "));
+    }
+    let total = out
+        .total
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "*".into());
+    let range = if out.rows > 0 && matches!(req.action, Action::Read | Action::Call { .. }) {
+        format!("{}-{}/{total}", p.offset, p.offset + out.rows - 1)
+    } else {
+        format!("*/{total}")
+    };
+    b = b.header(header::CONTENT_RANGE, range);
+    if req.returning == Return::HeadersOnly && matches!(req.action, Action::Insert { .. }) {
+        if let Some(loc) = location(&p.path, stmt, &out) {
+            b = b.header(header::LOCATION, loc);
+        }
+    }
+    let (status, body) = match &req.action {
+        Action::Read | Action::Call { .. } => {
+            if stmt.scalar && out.body.is_none() && matches!(req.action, Action::Call { .. }) {
+                // void function
+                return Ok(b
+                    .status(StatusCode::NO_CONTENT)
+                    .body(Body::empty())
+                    .unwrap_or_default());
+            }
+            let partial = matches!(out.total, Some(t) if out.rows < t);
+            let status = if partial {
+                StatusCode::PARTIAL_CONTENT
+            } else {
+                StatusCode::OK
+            };
+            if let Some(t) = out.total {
+                if p.offset > 0 && p.offset >= t && t > 0 {
+                    return Err(
+                        DataError::new(416, "PGRST103", "Requested range not satisfiable")
+                            .details(format!(
+                                "An offset of {} was requested, but there are only {t} rows.",
+                                p.offset
+                            ))
+                            .into(),
+                    );
+                }
+            }
+            (status, out.body)
+        }
+        Action::Insert { .. } => (StatusCode::CREATED, body_for(req.returning, out.body)),
+        Action::Update | Action::Delete => match req.returning {
+            Return::Representation => (StatusCode::OK, out.body),
+            _ => (StatusCode::NO_CONTENT, None),
+        },
+    };
+    if req.head {
+        return Ok(b
+            .status(status)
+            .header(header::CONTENT_TYPE, JSON)
+            .body(Body::empty())
+            .unwrap_or_default());
+    }
+    let Some(body) = body else {
+        return Ok(b.status(status).body(Body::empty()).unwrap_or_default());
+    };
+    if p.csv && !stmt.scalar {
+        let csv = to_csv(&body)?;
+        return Ok(b
+            .status(status)
+            .header(header::CONTENT_TYPE, "text/csv; charset=utf-8")
+            .body(Body::from(csv))
+            .unwrap_or_default());
+    }
+    if stmt.single {
+        // The statement returned exactly one row (checked before commit): strip
+        // the array brackets PostgreSQL put around it.
+        let inner = body.trim();
+        let inner = inner
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .unwrap_or(inner)
+            .trim()
+            .to_string();
+        let ct = if req.single { OBJECT } else { JSON };
+        return Ok(b
+            .status(status)
+            .header(header::CONTENT_TYPE, ct)
+            .body(Body::from(inner))
+            .unwrap_or_default());
+    }
+    Ok(b.status(status)
+        .header(header::CONTENT_TYPE, JSON)
+        .body(Body::from(body))
+        .unwrap_or_default())
+}
+
+fn body_for(r: Return, body: Option<String>) -> Option<String> {
+    match r {
+        Return::Representation => body,
+        _ => None,
+    }
+}
+
+/// `Location: /rest/v1/items?id=eq.5` for the first written row.
+fn location(path: &str, stmt: &Statement, out: &Outcome) -> Option<String> {
+    let rows: Vec<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_str(out.body.as_deref()?).ok()?;
+    let first = rows.first()?;
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for k in &stmt.pk {
+        let v = match first.get(k)? {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        q.append_pair(k, &format!("eq.{v}"));
+    }
+    HeaderValue::from_str(&format!("{path}?{}", q.finish()))
+        .ok()?
+        .to_str()
+        .ok()
+        .map(str::to_string)
+}
+
+/// JSON array of objects → CSV with a header line (keys of the first row).
+fn to_csv(body: &str) -> Result<String, RestError> {
+    let rows: Vec<serde_json::Map<String, serde_json::Value>> = match serde_json::from_str(body) {
+        Ok(r) => r,
+        Err(_) => {
+            return Err(DataError::new(406, "PGRST107", "text/csv needs rows of objects").into());
+        }
+    };
+    let mut out = String::new();
+    let Some(first) = rows.first() else {
+        return Ok(out);
+    };
+    let keys: Vec<&String> = first.keys().collect();
+    out.push_str(
+        &keys
+            .iter()
+            .map(|k| csv_field(k))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    for r in &rows {
+        out.push('\n');
+        let line: Vec<String> = keys
+            .iter()
+            .map(|k| match r.get(*k) {
+                None | Some(serde_json::Value::Null) => String::new(),
+                Some(serde_json::Value::String(s)) => csv_field(s),
+                Some(v) => csv_field(&v.to_string()),
+            })
+            .collect();
+        out.push_str(&line.join(","));
+    }
+    Ok(out)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
