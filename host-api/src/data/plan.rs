@@ -48,6 +48,7 @@ fn qualified(schema: &str, name: &str) -> String {
 
 /// Builds the statement for `req`.
 pub fn plan(schema: &Schema, req: &Request, limits: &Limits) -> Result<Statement, DataError> {
+    check_levels(&req.query)?;
     let mut b = Builder {
         schema,
         params: Vec::new(),
@@ -628,11 +629,13 @@ impl<'s> Builder<'s> {
                 for n in &names {
                     cols.push(Source::of(rel).column(n)?);
                 }
-                let json = self.param(if parsed.is_array() {
-                    body.to_string()
+                let json = if cols.is_empty() {
+                    String::new()
+                } else if parsed.is_array() {
+                    self.param(body.to_string())
                 } else {
-                    format!("[{body}]")
-                });
+                    self.param(format!("[{body}]"))
+                };
                 let list = cols
                     .iter()
                     .map(|c| ident(&c.name))
@@ -662,14 +665,11 @@ impl<'s> Builder<'s> {
                     format!("jsonb_populate_recordset(NULL::{target}, {json}::jsonb) _p")
                 };
                 let mut sql = if cols.is_empty() {
-                    // `{}` or `[{}]`: one row of defaults per element.
-                    format!("INSERT INTO {target} AS {w} SELECT (NULL::{target}).* FROM jsonb_array_elements({json}::jsonb) WHERE false")
+                    // `{}`: a row of defaults.
+                    format!("INSERT INTO {target} AS {w} DEFAULT VALUES")
                 } else {
                     format!("INSERT INTO {target} AS {w} ({list}) SELECT {values} FROM {source}")
                 };
-                if cols.is_empty() {
-                    sql = format!("INSERT INTO {target} AS {w} DEFAULT VALUES");
-                }
                 if let Some(res) = resolution {
                     let keys = match on_conflict {
                         Some(k) => k.clone(),
@@ -1005,5 +1005,211 @@ fn pick_function<'f>(
                 "Could not choose the best candidate function between overloads of {schema}.{name}"
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::parse::parse_query;
+    use crate::data::schema::{Column, RelKind};
+
+    fn col(name: &str, typname: &str) -> Column {
+        Column {
+            name: name.into(),
+            type_sql: typname.into(),
+            typname: typname.into(),
+            nullable: true,
+            default: None,
+            generated: false,
+        }
+    }
+
+    fn schema() -> Schema {
+        let rel = |name: &str, cols: Vec<Column>| Relation {
+            schema: "public".into(),
+            name: name.into(),
+            kind: RelKind::Table,
+            columns: cols,
+            pk: vec!["id".into()],
+            comment: None,
+        };
+        Schema::from_parts(
+            vec!["public".into()],
+            vec![
+                rel(
+                    "items",
+                    vec![
+                        col("id", "int8"),
+                        col("name", "text"),
+                        col("data", "jsonb"),
+                        col("author_id", "int8"),
+                    ],
+                ),
+                rel("authors", vec![col("id", "int8"), col("name", "text")]),
+            ],
+            vec![ForeignKey {
+                name: "items_author_id_fkey".into(),
+                from: ("public".into(), "items".into()),
+                from_cols: vec!["author_id".into()],
+                to: ("public".into(), "authors".into()),
+                to_cols: vec!["id".into()],
+            }],
+            vec![],
+            &[("pg_catalog", "text"), ("pg_catalog", "int4")],
+        )
+    }
+
+    fn read(qs: &str) -> Result<Statement, DataError> {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(qs.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let req = Request {
+            schema: "public".into(),
+            relation: "items".into(),
+            action: Action::Read,
+            query: parse_query(&pairs)?,
+            body: None,
+            count: None,
+            returning: Return::Minimal,
+            single: false,
+            read_only: true,
+            head: false,
+        };
+        plan(
+            &schema(),
+            &req,
+            &Limits {
+                max_rows: 1000,
+                allow_unfiltered_writes: false,
+            },
+        )
+    }
+
+    #[test]
+    fn select_filter_order_snapshot() {
+        let s = read("select=id,label:name&id=gt.5&order=name.desc.nullslast&limit=10").unwrap();
+        assert_eq!(
+            s.sql,
+            "SELECT NULL::int8, coalesce(json_agg(_r.j), '[]')::text, count(_r.j) FROM (SELECT json_build_object($1::text, \"_0\".\"id\", $2::text, \"_0\".\"name\") AS j FROM \"public\".\"items\" \"_0\" WHERE (\"_0\".\"id\" > $3) ORDER BY \"_0\".\"name\" DESC NULLS LAST LIMIT $4 OFFSET $5) _r"
+        );
+        let p: Vec<_> = s.params.iter().map(|p| p.as_deref().unwrap()).collect();
+        assert_eq!(p, ["id", "label", "5", "10", "0"]);
+    }
+
+    #[test]
+    fn in_list_is_one_array_parameter_whatever_its_length() {
+        let a = read("id=in.(1,2)").unwrap();
+        let b = read("id=in.(1,2,3,4,5,6)").unwrap();
+        assert_eq!(a.sql, b.sql);
+        assert!(a.sql.contains("= ANY($5)"), "{}", a.sql);
+        assert_eq!(
+            b.params[4].as_deref(),
+            Some("{\"1\",\"2\",\"3\",\"4\",\"5\",\"6\"}")
+        );
+    }
+
+    #[test]
+    fn embed_snapshot_to_one_and_inner() {
+        let s = read("select=name,authors!inner(name)&authors.name=eq.Ann").unwrap();
+        assert!(s.sql.contains("(SELECT json_build_object($2::text, \"_1\".\"name\") FROM \"public\".\"authors\" \"_1\" WHERE \"_1\".\"id\" = \"_0\".\"author_id\" AND (\"_1\".\"name\" = $3))"), "{}", s.sql);
+        assert!(s.sql.contains("EXISTS (SELECT 1 FROM \"public\".\"authors\" \"_2\" WHERE \"_2\".\"id\" = \"_0\".\"author_id\" AND (\"_2\".\"name\" = $5))"), "{}", s.sql);
+        // to-many from the other side
+        let pairs = vec![("select".to_string(), "name,items(name)".to_string())];
+        let req = Request {
+            schema: "public".into(),
+            relation: "authors".into(),
+            action: Action::Read,
+            query: parse_query(&pairs).unwrap(),
+            body: None,
+            count: Some(Count::Exact),
+            returning: Return::Minimal,
+            single: false,
+            read_only: true,
+            head: false,
+        };
+        let s = plan(
+            &schema(),
+            &req,
+            &Limits {
+                max_rows: 5,
+                allow_unfiltered_writes: false,
+            },
+        )
+        .unwrap();
+        assert!(
+            s.sql
+                .starts_with("SELECT (SELECT count(*) FROM \"public\".\"authors\" \"_0\")"),
+            "{}",
+            s.sql
+        );
+        assert!(
+            s.sql.contains("coalesce(json_agg(_e.j), '[]')"),
+            "{}",
+            s.sql
+        );
+        assert_eq!(
+            s.params.iter().rev().nth(1).unwrap().as_deref(),
+            Some("5"),
+            "max_rows caps the limit"
+        );
+    }
+
+    #[test]
+    fn hostile_names_never_reach_sql() {
+        for qs in [
+            "select=id;drop table items",
+            "select=%22id%22",
+            "select=nope",
+            "order=id;drop",
+            "id%22--=eq.1",
+            "select=name::text;drop",
+            "select=name::nosuchtype",
+            "select=authors!x(name)",
+            "select=nope(name)",
+            "nope.name=eq.1",
+        ] {
+            let e = read(qs).expect_err(qs);
+            assert!(e.status >= 400 && e.status < 500, "{qs}: {e:?}");
+        }
+        // Values are parameters, whatever they contain.
+        let s = read("name=eq.'; drop table items; --").unwrap();
+        assert!(!s.sql.contains("drop"), "{}", s.sql);
+        assert_eq!(
+            s.params[s.params.len() - 3].as_deref(),
+            Some("'; drop table items; --")
+        );
+        // JSON path keys too.
+        let s = read("select=data->>x'; drop table items --").unwrap();
+        assert!(!s.sql.contains("drop"), "{}", s.sql);
+    }
+
+    #[test]
+    fn unfiltered_update_and_delete_are_refused() {
+        let mut req = Request {
+            schema: "public".into(),
+            relation: "items".into(),
+            action: Action::Delete,
+            query: Query::default(),
+            body: None,
+            count: None,
+            returning: Return::Minimal,
+            single: false,
+            read_only: false,
+            head: false,
+        };
+        let limits = Limits {
+            max_rows: 10,
+            allow_unfiltered_writes: false,
+        };
+        assert_eq!(plan(&schema(), &req, &limits).unwrap_err().code, "21000");
+        req.action = Action::Update;
+        req.body = Some("{\"name\":\"x\"}".into());
+        assert_eq!(plan(&schema(), &req, &limits).unwrap_err().code, "21000");
+        let open = Limits {
+            allow_unfiltered_writes: true,
+            ..limits
+        };
+        assert!(plan(&schema(), &req, &open).is_ok());
     }
 }

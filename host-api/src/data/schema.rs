@@ -7,7 +7,7 @@
 //! entry) or the request is refused.
 
 use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio_postgres::GenericClient;
@@ -151,6 +151,35 @@ pub struct Schema {
 }
 
 impl Schema {
+    /// A snapshot built by hand (planner tests, tools without a database).
+    pub fn from_parts(
+        schemas: Vec<String>,
+        relations: Vec<Relation>,
+        fks: Vec<ForeignKey>,
+        functions: Vec<Function>,
+        types: &[(&str, &str)],
+    ) -> Schema {
+        let mut out = Schema {
+            schemas,
+            fks,
+            ..Default::default()
+        };
+        for r in relations {
+            out.relations.insert((r.schema.clone(), r.name.clone()), r);
+        }
+        for f in functions {
+            out.functions
+                .entry((f.schema.clone(), f.name.clone()))
+                .or_default()
+                .push(f);
+        }
+        for (s, t) in types {
+            out.types
+                .insert(t.to_string(), (s.to_string(), t.to_string()));
+        }
+        out
+    }
+
     /// The relation `schema.name`.
     pub fn relation(&self, schema: &str, name: &str) -> Option<&Relation> {
         self.relations.get(&(schema.to_string(), name.to_string()))
@@ -452,6 +481,3 @@ impl SchemaCache {
 pub fn exposed<'a>(schemas: &'a [String], wanted: &str) -> Option<&'a str> {
     schemas.iter().find(|s| *s == wanted).map(String::as_str)
 }
-
-/// Set of names, for quick membership tests in the planner.
-pub type NameSet = HashSet<String>;

@@ -231,3 +231,72 @@ fn token_refuses_roles_outside_the_api_roles() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--role"));
 }
+
+#[tokio::test]
+async fn policy_owner_writes_applies_and_lists_a_migration() {
+    let db = crate::harness::TestDb::new().await;
+    db.owner()
+        .await
+        .batch_execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = wasmbase(dir.path())
+        .env("DATABASE_URL", db.url())
+        .args(["policy", "owner", "notes", "--add-owner-col"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("db/migrations"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert!(files[0].ends_with("_policy_owner_notes.sql"), "{files:?}");
+    let c = db.owner().await;
+    let names: Vec<String> = c
+        .query(
+            "SELECT policyname::text FROM pg_policies WHERE tablename = 'notes' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "wb_owner_delete",
+            "wb_owner_insert",
+            "wb_owner_select",
+            "wb_owner_update"
+        ]
+    );
+    let listed = wasmbase(dir.path())
+        .env("DATABASE_URL", db.url())
+        .args(["policy", "list", "notes"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success() && text.contains("wb_owner_select"),
+        "{text}"
+    );
+    // A hostile table name is refused before any SQL is built.
+    let bad = wasmbase(dir.path())
+        .env("DATABASE_URL", db.url())
+        .args(["policy", "owner", "notes; drop table notes"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("TABLE"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

@@ -10,3 +10,4 @@ mod cli;
 mod migrations;
 mod ops;
 mod principal;
+mod rest;

@@ -1,0 +1,458 @@
+//! `/rest/v1` against real PostgreSQL: schema reloads observed through the cache
+//! version, row-level security between two users, anon and service, read-only
+//! GETs, SECURITY DEFINER behaviour, profiles, limits, hostile input.
+
+use crate::harness::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+use wasmbase_host_api::keys::KeyKind;
+
+impl TestServer {
+    /// Schema-cache version of this server.
+    pub fn schema_version(&self) -> u64 {
+        self.srv.state.schema.version()
+    }
+
+    /// Waits until the schema cache reloaded past `v` (bounded).
+    pub async fn wait_schema_after(&self, v: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.schema_version() <= v {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "schema cache did not reload"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A `/rest/v1` request; returns status, headers and body (JSON or text).
+    pub async fn rest(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        bearer: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (u16, http::HeaderMap, Value) {
+        let mut r = self
+            .http
+            .request(
+                method.parse().unwrap(),
+                format!("{}/rest/v1/{path}", self.url),
+            )
+            .header("apikey", key);
+        if let Some(b) = bearer {
+            r = r.header("authorization", format!("Bearer {b}"));
+        }
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let h = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, h, v)
+    }
+}
+
+/// Runs `sql` as the owner and waits for the server to see it.
+async fn ddl(db: &TestDb, srv: &TestServer, sql: &str) {
+    let v = srv.schema_version();
+    db.owner().await.batch_execute(sql).await.unwrap();
+    srv.wait_schema_after(v).await;
+}
+
+#[tokio::test]
+async fn schema_cache_follows_ddl_and_pgrst_reload_notifications() {
+    let db = TestDb::new().await;
+    let srv = db.server().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let (_, secret) = db.key(KeyKind::Secret).await;
+    let (s, _, b) = srv.rest("GET", "notes", &anon, None, &[], None).await;
+    assert_eq!((s, b["code"].as_str()), (404, Some("PGRST205")));
+
+    ddl(
+        &db,
+        &srv,
+        "CREATE TABLE notes (id int PRIMARY KEY, body text); \
+        CREATE POLICY read ON notes FOR SELECT USING (true); INSERT INTO notes VALUES (1, 'hi');",
+    )
+    .await;
+    let (s, _, b) = srv
+        .rest("GET", "notes?select=body", &anon, None, &[], None)
+        .await;
+    assert_eq!((s, b), (200, json!([{"body": "hi"}])));
+
+    // A column type change: statements prepared against the old schema are not reused.
+    ddl(&db, &srv, "ALTER TABLE notes ALTER COLUMN id TYPE text").await;
+    let (s, _, b) = srv
+        .rest("GET", "notes?id=eq.abc", &anon, None, &[], None)
+        .await;
+    assert_eq!((s, b), (200, json!([])));
+
+    let v = srv.schema_version();
+    db.owner()
+        .await
+        .batch_execute("NOTIFY pgrst, 'reload schema'")
+        .await
+        .unwrap();
+    srv.wait_schema_after(v).await;
+
+    let (s, info) = srv.get("/admin/v1/schema", Some(&secret), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(info["version"].as_u64(), Some(srv.schema_version()));
+    let (s, _) = srv.get("/admin/v1/schema", Some(&anon), None).await;
+    assert_eq!(s, 403);
+}
+
+const TODOS: &str = "
+CREATE TABLE todos (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  owner uuid NOT NULL DEFAULT auth.uid(), task text NOT NULL);
+CREATE POLICY own ON todos FOR ALL TO authenticated
+  USING (owner = auth.uid()) WITH CHECK (owner = auth.uid());";
+
+#[tokio::test]
+async fn rls_isolates_two_users_anon_sees_nothing_service_sees_all() {
+    let db = TestDb::new().await;
+    let srv = db.server().await;
+    ddl(&db, &srv, TODOS).await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let (_, secret) = db.key(KeyKind::Secret).await;
+    let (a, b) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let (ta, tb) = (user_token(&a), user_token(&b));
+    let repr = [("prefer", "return=representation")];
+    let (s, _, rows) = srv
+        .rest(
+            "POST",
+            "todos",
+            &anon,
+            Some(&ta),
+            &repr,
+            Some(json!({"task": "a1"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{rows}");
+    assert_eq!(rows[0]["owner"], json!(a));
+    let (s, _, rows) = srv
+        .rest(
+            "POST",
+            "todos",
+            &anon,
+            Some(&tb),
+            &repr,
+            Some(json!([{"task": "b1"}, {"task": "b2"}])),
+        )
+        .await;
+    assert_eq!((s, rows.as_array().unwrap().len()), (201, 2));
+    let b_id = rows[0]["id"].clone();
+
+    let (_, _, mine) = srv
+        .rest(
+            "GET",
+            "todos?select=task&order=task",
+            &anon,
+            Some(&ta),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(mine, json!([{"task": "a1"}]));
+    let (_, _, mine) = srv
+        .rest(
+            "GET",
+            "todos?select=task&order=task",
+            &anon,
+            Some(&tb),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(mine, json!([{"task": "b1"}, {"task": "b2"}]));
+
+    // A cannot touch B's rows: nothing matches under A's policy.
+    let path = format!("todos?id=eq.{b_id}");
+    let (s, _, rows) = srv
+        .rest(
+            "PATCH",
+            &path,
+            &anon,
+            Some(&ta),
+            &repr,
+            Some(json!({"task": "pwned"})),
+        )
+        .await;
+    assert_eq!((s, rows), (200, json!([])));
+    let (s, _, rows) = srv
+        .rest("DELETE", &path, &anon, Some(&ta), &repr, None)
+        .await;
+    assert_eq!((s, rows), (200, json!([])));
+    // Nor write a row in B's name.
+    let (s, _, e) = srv
+        .rest(
+            "POST",
+            "todos",
+            &anon,
+            Some(&ta),
+            &[],
+            Some(json!({"task": "x", "owner": b})),
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (403, Some("42501")));
+
+    // Anon: no policy for anon, no rows, and a write is a 401.
+    let (s, _, rows) = srv.rest("GET", "todos", &anon, None, &[], None).await;
+    assert_eq!((s, rows), (200, json!([])));
+    let (s, _, e) = srv
+        .rest(
+            "POST",
+            "todos",
+            &anon,
+            None,
+            &[],
+            Some(json!({"task": "x"})),
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (401, Some("42501")));
+
+    // Service sees all three, B's row untouched; count header as PostgREST.
+    let (s, h, rows) = srv
+        .rest(
+            "GET",
+            "todos?select=task&order=task",
+            &secret,
+            None,
+            &[("prefer", "count=exact")],
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        rows,
+        json!([{"task": "a1"}, {"task": "b1"}, {"task": "b2"}])
+    );
+    assert_eq!(h["content-range"], "0-2/3");
+
+    // A claim cannot be smuggled in: a token for A with role service_role
+    // in app_metadata is still `authenticated`.
+    let sneaky = sign(
+        json!({"role": "authenticated", "aud": "authenticated", "sub": a,
+        "app_metadata": {"role": "service_role"}, "exp": now() + 600}),
+    );
+    let (_, _, rows) = srv
+        .rest("GET", "todos?select=task", &anon, Some(&sneaky), &[], None)
+        .await;
+    assert_eq!(rows, json!([{"task": "a1"}]));
+}
+
+#[tokio::test]
+async fn get_is_read_only_and_security_definer_runs_as_its_owner() {
+    let db = TestDb::new().await;
+    let srv = db.server().await;
+    ddl(&db, &srv, "
+        CREATE TABLE secrets (id int PRIMARY KEY, v text);
+        INSERT INTO secrets VALUES (1, 'top');
+        CREATE FUNCTION add_secret(val text) RETURNS int LANGUAGE sql AS
+          'INSERT INTO public.secrets SELECT max(id) + 1, val FROM public.secrets RETURNING id';
+        CREATE FUNCTION peek_invoker() RETURNS SETOF secrets LANGUAGE sql STABLE AS 'SELECT * FROM public.secrets';
+        CREATE FUNCTION peek_definer() RETURNS SETOF secrets LANGUAGE sql STABLE SECURITY DEFINER
+          SET search_path = '' AS 'SELECT * FROM public.secrets';").await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let (_, secret) = db.key(KeyKind::Secret).await;
+
+    // A volatile function through GET fails: the transaction is READ ONLY.
+    let (s, _, e) = srv
+        .rest("GET", "rpc/add_secret?val=x", &secret, None, &[], None)
+        .await;
+    assert_eq!((s, e["code"].as_str()), (405, Some("25006")));
+    let (s, _, v) = srv
+        .rest(
+            "POST",
+            "rpc/add_secret",
+            &secret,
+            None,
+            &[],
+            Some(json!({"val": "x"})),
+        )
+        .await;
+    assert_eq!((s, v), (200, json!(2)));
+
+    // RLS (no policies) hides the table from anon, also through an invoker function…
+    let (_, _, rows) = srv.rest("GET", "secrets", &anon, None, &[], None).await;
+    assert_eq!(rows, json!([]));
+    let (_, _, rows) = srv
+        .rest(
+            "POST",
+            "rpc/peek_invoker",
+            &anon,
+            None,
+            &[],
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(rows, json!([]));
+    // …but a SECURITY DEFINER function runs with its owner's rights (documented).
+    let (s, _, rows) = srv
+        .rest(
+            "POST",
+            "rpc/peek_definer?select=v&order=id",
+            &anon,
+            None,
+            &[],
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!((s, rows), (200, json!([{"v": "top"}, {"v": "x"}])));
+}
+
+#[tokio::test]
+async fn profiles_max_rows_and_unfiltered_writes() {
+    let db = TestDb::new().await;
+    db.owner()
+        .await
+        .batch_execute(
+            "CREATE SCHEMA api; CREATE TABLE api.things (id int PRIMARY KEY); \
+            GRANT USAGE ON SCHEMA api TO anon, authenticated, service_role; \
+            GRANT SELECT ON api.things TO service_role; \
+            INSERT INTO api.things SELECT generate_series(1, 5);",
+        )
+        .await
+        .unwrap();
+    let srv = db
+        .server_with(|c| {
+            c.database.exposed_schemas = vec!["public".into(), "api".into()];
+            c.database.max_rows = 3;
+        })
+        .await;
+    let (_, secret) = db.key(KeyKind::Secret).await;
+    let prof = [("accept-profile", "api")];
+    let (s, h, rows) = srv
+        .rest(
+            "GET",
+            "things?order=id&limit=10",
+            &secret,
+            None,
+            &prof,
+            None,
+        )
+        .await;
+    assert_eq!((s, rows), (200, json!([{"id": 1}, {"id": 2}, {"id": 3}])));
+    assert_eq!(h["content-range"], "0-2/*");
+    let (s, _, e) = srv
+        .rest(
+            "GET",
+            "things",
+            &secret,
+            None,
+            &[("accept-profile", "auth")],
+            None,
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (406, Some("PGRST106")));
+    let (s, _, e) = srv
+        .rest(
+            "GET",
+            "users",
+            &secret,
+            None,
+            &[("accept-profile", "public; drop")],
+            None,
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (406, Some("PGRST106")));
+    let (s, _, e) = srv
+        .rest(
+            "DELETE",
+            "things",
+            &secret,
+            None,
+            &[("content-profile", "api")],
+            None,
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("21000")));
+}
+
+#[tokio::test]
+async fn hostile_input_is_a_4xx_and_the_table_survives() {
+    let db = TestDb::new().await;
+    let srv = db.server().await;
+    ddl(
+        &db,
+        &srv,
+        "CREATE TABLE items (id int PRIMARY KEY, name text, data jsonb); \
+        CREATE POLICY all_ ON items FOR ALL USING (true) WITH CHECK (true); \
+        INSERT INTO items VALUES (1, 'a', '{\"x\": 1}');",
+    )
+    .await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let evil = "x\"; DROP TABLE items; --";
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let cases = [
+        format!("items?select={}", enc(evil)),
+        format!("items?select=id::{}", enc(evil)),
+        format!("items?select=data->>{}", enc(evil)),
+        format!("items?order={}", enc(evil)),
+        format!("items?{}=eq.1", enc(evil)),
+        format!("items?id={}", enc(evil)),
+        format!("items?id=eq.{}", enc(evil)),
+        format!("items?or=({})", enc(evil)),
+        format!("items?select=*,{}(*)", enc(evil)),
+        format!("{}", enc(evil)),
+        format!("rpc/{}", enc(evil)),
+        "items?limit=1e9".to_string(),
+        "items?id=in.(1,2".to_string(),
+        "items?select=id,data->>a->b->>c->d->e->f->g->h->i->j->k->l->m->n->o->p->q->r".to_string(),
+    ];
+    for path in &cases {
+        let (s, _, b) = srv.rest("GET", path, &anon, None, &[], None).await;
+        assert!((400..500).contains(&s), "{path}: {s} {b}");
+        assert!(
+            b["code"].is_string() && b["message"].is_string(),
+            "{path}: {b}"
+        );
+    }
+    let (s, _, b) = srv
+        .rest(
+            "POST",
+            &format!("items?on_conflict={}", enc(evil)),
+            &anon,
+            None,
+            &[("prefer", "resolution=merge-duplicates")],
+            Some(json!({"id": 1, "name": "b"})),
+        )
+        .await;
+    assert!((400..500).contains(&s), "{s} {b}");
+    let (s, _, b) = srv
+        .rest("POST", "items", &anon, None, &[], Some(json!({evil: 1})))
+        .await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("PGRST204")));
+    let (s, _, b) = srv
+        .rest(
+            "POST",
+            "items",
+            &anon,
+            None,
+            &[("content-type", "application/json")],
+            None,
+        )
+        .await;
+    assert!((400..500).contains(&s), "{s} {b}");
+    // A value of the wrong type is PostgreSQL's 22P02, a 400.
+    let (s, _, b) = srv
+        .rest("GET", "items?id=eq.abc", &anon, None, &[], None)
+        .await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("22P02")));
+    // Still there, still one row.
+    let (s, _, rows) = srv
+        .rest("GET", "items?select=id", &anon, None, &[], None)
+        .await;
+    assert_eq!((s, rows), (200, json!([{"id": 1}])));
+}
