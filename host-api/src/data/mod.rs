@@ -33,7 +33,7 @@ pub async fn execute(
     limits: &Limits,
     req: &Request,
 ) -> Result<(Statement, Outcome), DataError> {
-    if !schema.schemas.iter().any(|s| *s == req.schema) {
+    if !schema.schemas.contains(&req.schema) {
         return Err(not_exposed(&req.schema, &schema.schemas));
     }
     let stmt = plan::plan(schema, req, limits)?;

@@ -405,7 +405,7 @@ async fn hostile_input_is_a_4xx_and_the_table_survives() {
         format!("items?id=eq.{}", enc(evil)),
         format!("items?or=({})", enc(evil)),
         format!("items?select=*,{}(*)", enc(evil)),
-        format!("{}", enc(evil)),
+        enc(evil),
         format!("rpc/{}", enc(evil)),
         "items?limit=1e9".to_string(),
         "items?id=in.(1,2".to_string(),
