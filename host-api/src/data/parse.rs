@@ -355,7 +355,17 @@ pub fn parse_order(s: &str) -> Result<Vec<OrderTerm>, DataError> {
                 format!("too many modifiers in \"{term}\""),
             ));
         }
+        let (embed, rest) = match rest.split_once('(') {
+            Some((rel, col)) => {
+                let col = col.strip_suffix(')').ok_or_else(|| {
+                    DataError::parse("order", format!("expected \")\" in \"{term}\""))
+                })?;
+                (Some(check_name("order", rel)?.to_string()), col)
+            }
+            None => (None, rest),
+        };
         out.push(OrderTerm {
+            embed,
             field: parse_field(rest)
                 .map_err(|e| DataError::parse("order", e.details.unwrap_or_default()))?,
             desc,
@@ -382,12 +392,39 @@ pub fn parse_filter_value(field: Field, v: &str) -> Result<Filter, DataError> {
     };
     let op = Op::parse(op_name)
         .ok_or_else(|| DataError::parse("filter", format!("unknown operator \"{op_name}\"")))?;
+    let mut quantifier = None;
+    let quantifiable = matches!(
+        op,
+        Op::Eq
+            | Op::Gt
+            | Op::Gte
+            | Op::Lt
+            | Op::Lte
+            | Op::Like
+            | Op::Ilike
+            | Op::Match
+            | Op::Imatch
+    );
+    let config = match config.as_deref() {
+        Some("any") if quantifiable => {
+            quantifier = Some(Quantifier::Any);
+            None
+        }
+        Some("all") if quantifiable => {
+            quantifier = Some(Quantifier::All);
+            None
+        }
+        _ => config,
+    };
     if let Some(c) = &config {
         let is_fts = matches!(op, Op::Fts | Op::Plfts | Op::Phfts | Op::Wfts);
         if !is_fts || c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
             return Err(DataError::parse(
                 "filter",
-                format!("\"{op_text}\": only full-text operators take a (config), a plain name"),
+                format!(
+                    "\"{op_text}\": only full-text operators take a (config), and only \
+                     comparisons take (any) or (all)"
+                ),
             ));
         }
     }
@@ -421,6 +458,7 @@ pub fn parse_filter_value(field: Field, v: &str) -> Result<Filter, DataError> {
         negate,
         op,
         config,
+        quantifier,
         operand,
     })
 }

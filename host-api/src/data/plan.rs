@@ -102,10 +102,20 @@ impl<'s> Source<'s> {
 /// A resolved relationship between a parent level and an embedded relation.
 struct Link<'s> {
     target: &'s Relation,
-    /// (parent column, target column) pairs.
+    /// (parent column, target column) pairs (empty when `junction` is set).
     pairs: Vec<(String, String)>,
     /// The target has at most one row per parent (many-to-one).
     to_one: bool,
+    /// Many-to-many: the junction relation, (parent col, junction col) and
+    /// (junction col, target col) pairs.
+    junction: Option<Junction<'s>>,
+}
+
+/// A junction table joining two relations (many-to-many embedding).
+struct Junction<'s> {
+    rel: &'s Relation,
+    parent_pairs: Vec<(String, String)>,
+    target_pairs: Vec<(String, String)>,
 }
 
 struct Builder<'s> {
@@ -159,7 +169,7 @@ impl<'s> Builder<'s> {
         let root = req.query.root().cloned().unwrap_or_default();
         let obj = self.object(&req.query, &req.query.select, src, a, &[])?;
         let conds = self.conditions(&req.query, &root.conditions, src, a, &[])?;
-        let order = self.order(&root.order, src, a)?;
+        let order = self.order(&root.order, src, a, &req.query.select)?;
         let limit = root.limit.unwrap_or(limits.max_rows).min(limits.max_rows);
         let (l, o) = (
             self.param(limit.to_string()),
@@ -265,7 +275,7 @@ impl<'s> Builder<'s> {
                             and_more(&conds)
                         )
                     } else {
-                        let order = self.order(&mods.order, tsrc, &ta)?;
+                        let order = self.order(&mods.order, tsrc, &ta, &e.select)?;
                         let mut range = String::new();
                         if let Some(l) = mods.limit {
                             range.push_str(&format!(" LIMIT {}", self.param(l.to_string())));
@@ -347,6 +357,11 @@ impl<'s> Builder<'s> {
             }
         }
         found.dedup_by(|x, y| std::ptr::eq(x.0, y.0) && x.1 == y.1);
+        if found.is_empty() {
+            if let Some(link) = self.many_to_many(parent, e)? {
+                return Ok(link);
+            }
+        }
         match found.len() {
             0 => Err(DataError::new(
                 400,
@@ -369,7 +384,12 @@ impl<'s> Builder<'s> {
                 } else {
                     fk.to_cols.iter().cloned().zip(fk.from_cols.iter().cloned()).collect()
                 };
-                Ok(Link { target, pairs, to_one })
+                Ok(Link {
+                    target,
+                    pairs,
+                    to_one,
+                    junction: None,
+                })
             }
             _ => Err(DataError::new(
                 300,
@@ -378,6 +398,62 @@ impl<'s> Builder<'s> {
             )
             .details(found.iter().map(|(fk, _)| fk.name.as_str()).collect::<Vec<_>>().join(", "))
             .hint(format!("Try changing '{}' to one of the above, as '{}!<constraint>'", e.name, e.name))),
+        }
+    }
+
+    /// Many-to-many through a junction relation that has a foreign key to the
+    /// parent and one to the target (`!hint` may name the junction).
+    fn many_to_many(&self, parent: &'s Relation, e: &Embed) -> Result<Option<Link<'s>>, DataError> {
+        let pkey = (parent.schema.clone(), parent.name.clone());
+        let mut found = Vec::new();
+        for to_parent in self.schema.fks.iter().filter(|fk| fk.to == pkey) {
+            for to_target in self.schema.fks.iter().filter(|fk| {
+                fk.from == to_parent.from
+                    && fk.name != to_parent.name
+                    && fk.to.1 == e.name
+                    && fk.to.0 == parent.schema
+            }) {
+                if let Some(h) = &e.hint {
+                    if to_parent.from.1 != *h && to_target.name != *h {
+                        continue;
+                    }
+                }
+                found.push((to_parent, to_target));
+            }
+        }
+        match found.len() {
+            0 => Ok(None),
+            1 => {
+                let (tp, tt) = found[0];
+                let rel = self
+                    .schema
+                    .relation(&tp.from.0, &tp.from.1)
+                    .ok_or_else(|| DataError::no_table(&tp.from.0, &tp.from.1))?;
+                let target = self
+                    .schema
+                    .relation(&tt.to.0, &tt.to.1)
+                    .ok_or_else(|| DataError::no_table(&tt.to.0, &tt.to.1))?;
+                Ok(Some(Link {
+                    target,
+                    pairs: Vec::new(),
+                    to_one: false,
+                    junction: Some(Junction {
+                        rel,
+                        parent_pairs: tp.to_cols.iter().cloned().zip(tp.from_cols.iter().cloned()).collect(),
+                        target_pairs: tt.from_cols.iter().cloned().zip(tt.to_cols.iter().cloned()).collect(),
+                    }),
+                }))
+            }
+            _ => Err(DataError::new(
+                300,
+                "PGRST201",
+                format!(
+                    "Could not embed because more than one relationship was found for '{}' and '{}'",
+                    parent.name, e.name
+                ),
+            )
+            .details(found.iter().map(|(a, _)| a.from.1.as_str()).collect::<Vec<_>>().join(", "))
+            .hint(format!("Name the junction table: '{}!<junction>'", e.name))),
         }
     }
 
@@ -391,10 +467,6 @@ impl<'s> Builder<'s> {
         a: &str,
         path: &[String],
     ) -> Result<String, DataError> {
-        let mut parts = Vec::new();
-        for c in conds {
-            parts.push(self.condition(c, src, a)?);
-        }
         let items = if path.is_empty() {
             &q.select
         } else {
@@ -403,24 +475,37 @@ impl<'s> Builder<'s> {
                 None => return Err(unknown_level(path)),
             }
         };
-        for item in items {
-            if let SelectItem::Embed(e) = item {
-                if e.join != JoinKind::Inner {
+        let mut parts = Vec::new();
+        for c in conds {
+            // `rel=is.null` / `rel=not.is.null`: parents without / with a match.
+            if let Condition::Filter(f) = c {
+                let embed = items.iter().find_map(|i| match i {
+                    SelectItem::Embed(e)
+                        if f.field.path.is_empty() && e.key() == f.field.column =>
+                    {
+                        Some(e)
+                    }
+                    _ => None,
+                });
+                if let (Some(e), Operand::Is(v)) = (embed, &f.operand) {
+                    let exists = match (v, f.negate) {
+                        (IsValue::Null, true) | (IsValue::NotNull, false) => true,
+                        (IsValue::Null, false) | (IsValue::NotNull, true) => false,
+                        _ => return Err(DataError::parse("filter", format!("an embedded resource can only be filtered with is.null or not.is.null: \"{}\"", e.key()))),
+                    };
+                    let cond = self.exists(q, e, src, a, path)?;
+                    parts.push(if exists { cond } else { format!("NOT {cond}") });
                     continue;
                 }
-                let link = self.link(src, e)?;
-                let mut sub = path.to_vec();
-                sub.push(e.key().to_string());
-                let ta = self.alias();
-                let tsrc = Source::of(link.target);
-                let mods = q.levels.get(&sub).cloned().unwrap_or_default();
-                let inner = self.conditions(q, &mods.conditions, tsrc, &ta, &sub)?;
-                parts.push(format!(
-                    "EXISTS (SELECT 1 FROM {} {ta} WHERE {}{})",
-                    qualified(&link.target.schema, &link.target.name),
-                    join_sql(&link, a, &ta),
-                    and_more(&inner)
-                ));
+            }
+            parts.push(self.condition(c, src, a)?);
+        }
+        for item in items {
+            if let SelectItem::Embed(e) = item {
+                if e.join == JoinKind::Inner {
+                    let cond = self.exists(q, e, src, a, path)?;
+                    parts.push(cond);
+                }
             }
         }
         if parts.is_empty() {
@@ -428,6 +513,30 @@ impl<'s> Builder<'s> {
         } else {
             Ok(format!(" WHERE {}", parts.join(" AND ")))
         }
+    }
+
+    /// `EXISTS (…)`: the parent row has a match in embed `e` (with its filters).
+    fn exists(
+        &mut self,
+        q: &Query,
+        e: &Embed,
+        src: Source<'s>,
+        a: &str,
+        path: &[String],
+    ) -> Result<String, DataError> {
+        let link = self.link(src, e)?;
+        let mut sub = path.to_vec();
+        sub.push(e.key().to_string());
+        let ta = self.alias();
+        let tsrc = Source::of(link.target);
+        let mods = q.levels.get(&sub).cloned().unwrap_or_default();
+        let inner = self.conditions(q, &mods.conditions, tsrc, &ta, &sub)?;
+        Ok(format!(
+            "EXISTS (SELECT 1 FROM {} {ta} WHERE {}{})",
+            qualified(&link.target.schema, &link.target.name),
+            join_sql(&link, a, &ta),
+            and_more(&inner)
+        ))
     }
 
     fn condition(&mut self, c: &Condition, src: Source<'s>, a: &str) -> Result<String, DataError> {
@@ -460,9 +569,20 @@ impl<'s> Builder<'s> {
     fn filter(&mut self, f: &Filter, src: Source<'s>, a: &str) -> Result<String, DataError> {
         let col = src.column(&f.field.column)?;
         let expr = self.field(src, a, &f.field)?;
+        let quant = match f.quantifier {
+            Some(Quantifier::Any) => Some("ANY"),
+            Some(Quantifier::All) => Some("ALL"),
+            None => None,
+        };
         let value = |b: &mut Self| -> Result<String, DataError> {
             match &f.operand {
-                Operand::Value(v) => Ok(b.param(v.clone())),
+                Operand::Value(v) => {
+                    let p = b.param(v.clone());
+                    Ok(match quant {
+                        Some(q) => format!("{q}({p})"),
+                        None => p,
+                    })
+                }
                 _ => Err(DataError::parse("filter", "operator needs a single value")),
             }
         };
@@ -479,7 +599,11 @@ impl<'s> Builder<'s> {
                     _ => return Err(DataError::parse("filter", "like needs a value")),
                 };
                 let op = if f.op == Op::Like { "LIKE" } else { "ILIKE" };
-                format!("{expr} {op} {}", self.param(v))
+                let p = self.param(v);
+                match quant {
+                    Some(q) => format!("{expr} {op} {q}({p})"),
+                    None => format!("{expr} {op} {p}"),
+                }
             }
             Op::Match => format!("{expr} ~ {}", value(self)?),
             Op::Imatch => format!("{expr} ~* {}", value(self)?),
@@ -563,13 +687,47 @@ impl<'s> Builder<'s> {
         terms: &[OrderTerm],
         src: Source<'s>,
         a: &str,
+        items: &[SelectItem],
     ) -> Result<String, DataError> {
         if terms.is_empty() {
             return Ok(String::new());
         }
         let mut parts = Vec::new();
         for t in terms {
-            let expr = self.field(src, a, &t.field)?;
+            let expr = match &t.embed {
+                None => self.field(src, a, &t.field)?,
+                Some(key) => {
+                    // `order=rel(col)`: a many-to-one embed of this level.
+                    let e = items
+                        .iter()
+                        .find_map(|i| match i {
+                            SelectItem::Embed(e) if e.key() == key => Some(e),
+                            _ => None,
+                        })
+                        .ok_or_else(|| {
+                            DataError::parse(
+                                "order",
+                                format!("\"{key}\" is not an embedded resource of select="),
+                            )
+                        })?;
+                    let link = self.link(src, e)?;
+                    if !link.to_one {
+                        return Err(DataError::new(
+                            400,
+                            "PGRST118",
+                            format!("A related order on '{key}' is not possible"),
+                        )
+                        .details("only many-to-one embeds can be ordered on"));
+                    }
+                    let ta = self.alias();
+                    let col = self.field(Source::of(link.target), &ta, &t.field)?;
+                    format!(
+                        "(SELECT {col} FROM {} {ta} WHERE {})",
+                        qualified(&link.target.schema, &link.target.name),
+                        join_sql(&link, a, &ta)
+                    )
+                }
+            };
             let dir = if t.desc { " DESC" } else { " ASC" };
             let nulls = match t.nulls_first {
                 Some(true) => " NULLS FIRST",
@@ -897,6 +1055,22 @@ fn build_object(pairs: &[(String, String)]) -> String {
 }
 
 fn join_sql(link: &Link<'_>, parent: &str, target: &str) -> String {
+    if let Some(j) = &link.junction {
+        let on_parent = j
+            .parent_pairs
+            .iter()
+            .map(|(p, jc)| format!("_j.{} = {parent}.{}", ident(jc), ident(p)));
+        let on_target = j
+            .target_pairs
+            .iter()
+            .map(|(jc, t)| format!("_j.{} = {target}.{}", ident(jc), ident(t)));
+        let conds: Vec<String> = on_parent.chain(on_target).collect();
+        return format!(
+            "EXISTS (SELECT 1 FROM {} _j WHERE {})",
+            qualified(&j.rel.schema, &j.rel.name),
+            conds.join(" AND ")
+        );
+    }
     link.pairs
         .iter()
         .map(|(p, t)| format!("{target}.{} = {parent}.{}", ident(t), ident(p)))

@@ -191,8 +191,19 @@ pub struct Filter {
     pub op: Op,
     /// Full-text-search configuration: `fts(english)`.
     pub config: Option<String>,
+    /// `eq(any)`, `like(all)`…: compare with each element of an array value.
+    pub quantifier: Option<Quantifier>,
     /// The value.
     pub operand: Operand,
+}
+
+/// `(any)` / `(all)` on a comparison (supabase-js `likeAnyOf`, `likeAllOf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantifier {
+    /// Holds for at least one element.
+    Any,
+    /// Holds for every element.
+    All,
 }
 
 /// A condition tree: filters joined by `and(...)` / `or(...)`, nestable.
@@ -209,6 +220,8 @@ pub enum Condition {
 /// `order=` term.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderTerm {
+    /// `rel(col)`: order by a column of a many-to-one embedded resource.
+    pub embed: Option<String>,
     /// What to order by.
     pub field: Field,
     /// Descending.

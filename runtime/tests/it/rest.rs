@@ -456,3 +456,56 @@ async fn hostile_input_is_a_4xx_and_the_table_survives() {
         .await;
     assert_eq!((s, rows), (200, json!([{"id": 1}])));
 }
+
+#[tokio::test]
+async fn many_to_many_null_filtered_embeds_related_order_and_any_all() {
+    let db = TestDb::new().await;
+    let srv = db.server().await;
+    ddl(&db, &srv, "
+        CREATE TABLE authors (id int PRIMARY KEY, name text);
+        CREATE TABLE posts (id int PRIMARY KEY, title text, author_id int REFERENCES authors);
+        CREATE TABLE tags (id int PRIMARY KEY, label text);
+        CREATE TABLE post_tags (post_id int REFERENCES posts, tag_id int REFERENCES tags,
+          PRIMARY KEY (post_id, tag_id));
+        INSERT INTO authors VALUES (1, 'Zed'), (2, 'Ann');
+        INSERT INTO posts VALUES (1, 'apple pie', 1), (2, 'banana bread', 2), (3, 'cherry tart', NULL);
+        INSERT INTO tags VALUES (1, 'sweet'), (2, 'baked');
+        INSERT INTO post_tags VALUES (1, 1), (1, 2), (2, 2);").await;
+    let (_, secret) = db.key(KeyKind::Secret).await;
+    let get = |p: &'static str| {
+        let (srv, secret) = (&srv, secret.clone());
+        async move { srv.rest("GET", p, &secret, None, &[], None).await }
+    };
+    // many-to-many through post_tags
+    let (s, _, rows) = get("posts?select=title,tags(label)&order=id&tags.order=label").await;
+    assert_eq!(s, 200, "{rows}");
+    assert_eq!(
+        rows[0]["tags"],
+        json!([{"label": "baked"}, {"label": "sweet"}])
+    );
+    assert_eq!(rows[2]["tags"], json!([]));
+    // null filtering on an embed: posts with / without an author
+    let (_, _, rows) = get("posts?select=id,authors(name)&authors=not.is.null&order=id").await;
+    assert_eq!(
+        rows,
+        json!([{"id": 1, "authors": {"name": "Zed"}}, {"id": 2, "authors": {"name": "Ann"}}])
+    );
+    let (_, _, rows) = get("posts?select=id,authors(name)&authors=is.null").await;
+    assert_eq!(rows, json!([{"id": 3, "authors": null}]));
+    // order by a many-to-one embed's column
+    let (_, _, rows) =
+        get("posts?select=id,authors(name)&authors=not.is.null&order=authors(name).asc").await;
+    assert_eq!(rows[0]["id"], json!(2));
+    let (s, _, e) = get("authors?select=id,posts(title)&order=posts(title)").await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("PGRST118")));
+    // like(any) / like(all), as supabase-js likeAnyOf / likeAllOf send them
+    let (_, _, rows) = get("posts?select=id&title=like(any).{*pie,*tart}&order=id").await;
+    assert_eq!(rows, json!([{"id": 1}, {"id": 3}]));
+    let (_, _, rows) = get("posts?select=id&title=ilike(all).{A*,*PIE}").await;
+    assert_eq!(rows, json!([{"id": 1}]));
+    // OpenAPI lists the tables
+    let (s, _, doc) = get("").await;
+    assert_eq!(s, 200);
+    assert!(doc["paths"]["/posts"]["get"].is_object(), "{doc}");
+    assert!(doc["definitions"]["tags"]["properties"]["label"].is_object());
+}
