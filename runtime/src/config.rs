@@ -81,8 +81,8 @@ pub struct DatabaseConfig {
     pub max_rows: i64,
     /// Allow PATCH and DELETE without any filter (refused by default).
     pub allow_unfiltered_writes: bool,
-    /// Prepared data-API statements kept per connection (cleared when full and on
-    /// every schema reload).
+    /// Prepared data-API statements kept per connection (cleared when full; a
+    /// schema reload changes every statement's text, so old ones are never reused).
     pub statement_cache_size: usize,
     /// Seconds between schema-cache checks when DDL cannot be observed through
     /// the event trigger (a non-superuser owner); 0 disables polling.

@@ -105,8 +105,10 @@ pub async fn run(
         BEGIN
     };
     let client: &tokio_postgres::Client = conn;
-    let result = if stmt.single && !read_only {
-        // The row count decides between COMMIT and ROLLBACK: two round trips.
+    let decide = (stmt.single && !read_only) || stmt.max_affected.is_some() || stmt.rollback;
+    let result = if decide {
+        // The row count (or `tx=rollback`) decides between COMMIT and ROLLBACK:
+        // two round trips.
         let (b, s, q) = futures::join!(
             client.batch_execute(begin),
             client.query_one(&set, &set_params),
@@ -115,7 +117,11 @@ pub async fn run(
         b.map_err(pg)?;
         s.map_err(pg)?;
         let result = q.map_err(pg).and_then(|row| outcome(&row, stmt));
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let end = if result.is_ok() && !stmt.rollback {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
         client.batch_execute(end).await.map_err(pg)?;
         result
     } else {
@@ -143,6 +149,16 @@ fn outcome(row: &tokio_postgres::Row, stmt: &Statement) -> Result<Outcome, DataE
         body: row.try_get(1).ok().flatten(),
         rows: row.try_get(2).unwrap_or(0),
     };
+    if let Some(max) = stmt.max_affected {
+        if out.rows > max {
+            return Err(DataError::new(
+                400,
+                "PGRST124",
+                "Query result exceeds max-affected preference constraint",
+            )
+            .details(format!("The query affects {} rows", out.rows)));
+        }
+    }
     if stmt.single && !stmt.scalar && out.rows != 1 {
         return Err(DataError::new(
             406,

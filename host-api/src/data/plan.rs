@@ -26,6 +26,12 @@ pub struct Statement {
     pub scalar: bool,
     /// Primary-key columns of the written relation (for `Location`).
     pub pk: Vec<String>,
+    /// A `void` function: no body (204).
+    pub void: bool,
+    /// `Prefer: handling=strict, max-affected=N`: more rows is an error (rolled back).
+    pub max_affected: Option<i64>,
+    /// `Prefer: tx=rollback`: run, answer, and roll back.
+    pub rollback: bool,
 }
 
 /// Limits the planner enforces.
@@ -68,6 +74,8 @@ pub fn plan(schema: &Schema, req: &Request, limits: &Limits) -> Result<Statement
     };
     stmt.params = b.params;
     stmt.single = stmt.single || req.single;
+    stmt.max_affected = req.max_affected;
+    stmt.rollback = req.rollback;
     Ok(stmt)
 }
 
@@ -92,6 +100,17 @@ impl<'s> Source<'s> {
     }
 
     fn column(&self, name: &str) -> Result<&'s Column, DataError> {
+        self.columns.iter().find(|c| c.name == name).ok_or_else(|| {
+            DataError::new(
+                400,
+                "42703",
+                format!("column {}.{name} does not exist", self.label),
+            )
+        })
+    }
+
+    /// A column named in a write's body, `columns=` or `on_conflict=`.
+    fn write_column(&self, name: &str) -> Result<&'s Column, DataError> {
         self.columns
             .iter()
             .find(|c| c.name == name)
@@ -154,6 +173,9 @@ impl<'s> Builder<'s> {
             single: false,
             scalar: false,
             pk: rel.pk.clone(),
+            void: false,
+            max_affected: None,
+            rollback: false,
         })
     }
 
@@ -769,6 +791,27 @@ impl<'s> Builder<'s> {
                                 "every element of the array must be an object",
                             ));
                         }
+                        if a.is_empty() {
+                            // Nothing to insert: answer [] without touching the table.
+                            return Ok(Statement {
+                                sql: "SELECT NULL::int8, '[]'::text, 0::int8".into(),
+                                params: Vec::new(),
+                                single: false,
+                                scalar: false,
+                                pk: rel.pk.clone(),
+                                void: false,
+                                max_affected: None,
+                                rollback: false,
+                            });
+                        }
+                        if a.len() > 1
+                            && a.iter()
+                                .all(|v| v.as_object().is_some_and(|m| m.is_empty()))
+                        {
+                            return Err(DataError::body(
+                                "several rows with no columns cannot be inserted; send the columns or one {}",
+                            ));
+                        }
                         a.first().and_then(|v| v.as_object())
                     }
                     _ => {
@@ -785,7 +828,7 @@ impl<'s> Builder<'s> {
                 };
                 let mut cols = Vec::new();
                 for n in &names {
-                    cols.push(Source::of(rel).column(n)?);
+                    cols.push(Source::of(rel).write_column(n)?);
                 }
                 let json = if cols.is_empty() {
                     String::new()
@@ -842,7 +885,7 @@ impl<'s> Builder<'s> {
                     }
                     let mut kcols = Vec::new();
                     for k in &keys {
-                        kcols.push(ident(&Source::of(rel).column(k)?.name));
+                        kcols.push(ident(&Source::of(rel).write_column(k)?.name));
                     }
                     let _ = write!(sql, " ON CONFLICT ({})", kcols.join(", "));
                     match res {
@@ -881,7 +924,7 @@ impl<'s> Builder<'s> {
                 }
                 let mut sets = Vec::new();
                 for k in obj.keys() {
-                    let c = Source::of(rel).column(k)?;
+                    let c = Source::of(rel).write_column(k)?;
                     sets.push(format!("{0} = _p.{0}", ident(&c.name)));
                 }
                 if sets.is_empty() {
@@ -906,6 +949,23 @@ impl<'s> Builder<'s> {
         };
         let a = self.alias();
         let src = Source::of(rel);
+        // What the written rows must give back: with nothing to return, `RETURNING 1`
+        // keeps SELECT policies out of a write-only table's inserts (as PostgREST).
+        let needs_rows = match req.returning {
+            Return::Representation => true,
+            Return::HeadersOnly => !rel.pk.is_empty(),
+            Return::Minimal => false,
+        };
+        let cte = if needs_rows {
+            cte
+        } else {
+            cte.replace(&format!(" RETURNING {w}.*"), " RETURNING 1")
+        };
+        let total = if req.count.is_some() {
+            "(SELECT count(*) FROM _w)"
+        } else {
+            "NULL::int8"
+        };
         let body = match req.returning {
             Return::Representation => {
                 let obj = self.object(&req.query, &req.query.select, src, &a, &[])?;
@@ -927,11 +987,14 @@ impl<'s> Builder<'s> {
             _ => "NULL::text".into(),
         };
         Ok(Statement {
-            sql: format!("WITH _w AS ({cte}) SELECT NULL::int8, {body}, (SELECT count(*) FROM _w)"),
+            sql: format!("WITH _w AS ({cte}) SELECT {total}, {body}, (SELECT count(*) FROM _w)"),
             params: Vec::new(),
             single: false,
             scalar: false,
             pk: rel.pk.clone(),
+            void: false,
+            max_affected: None,
+            rollback: false,
         })
     }
 
@@ -994,13 +1057,19 @@ impl<'s> Builder<'s> {
                 single: false,
                 scalar: true,
                 pk: Vec::new(),
+                void: true,
+                max_affected: None,
+                rollback: false,
             }),
             Returns::Scalar { .. } if !f.set => Ok(Statement {
-                sql: format!("SELECT NULL::int8, to_json(_v.v)::text, 1::int8 FROM {from_args}{call} AS _v(v)"),
+                sql: format!("SELECT NULL::int8, coalesce(to_json(_v.v)::text, 'null'), 1::int8 FROM {from_args}{call} AS _v(v)"),
                 params: Vec::new(),
                 single: false,
                 scalar: true,
                 pk: Vec::new(),
+                void: false,
+                max_affected: None,
+                rollback: false,
             }),
             Returns::Scalar { .. } => {
                 let root = req.query.root().cloned().unwrap_or_default();
@@ -1014,20 +1083,27 @@ impl<'s> Builder<'s> {
                     single: false,
                     scalar: false,
                     pk: Vec::new(),
+                    void: false,
+                    max_affected: None,
+                    rollback: false,
                 })
             }
             Returns::Rows { columns, table } => {
                 let rel = table.as_ref().and_then(|(s, t)| self.schema.relation(s, t));
                 let src = Source { columns, rel, label: &f.name };
                 let a = self.alias();
-                let from = format!("{from_args}{call} {a}");
+                // The call runs once (materialized), whether or not a count reads it too.
+                let from = format!("_f {a}");
                 let sql = self.root_select(req, src, &a, &from, limits)?;
                 Ok(Statement {
-                    sql,
+                    sql: format!("WITH _f AS MATERIALIZED (SELECT _c.* FROM {from_args}{call} _c) {sql}"),
                     params: Vec::new(),
                     single: !f.set,
                     scalar: false,
                     pk: Vec::new(),
+                    void: false,
+                    max_affected: None,
+                    rollback: false,
                 })
             }
         }
@@ -1249,6 +1325,8 @@ mod tests {
             single: false,
             read_only: true,
             head: false,
+            max_affected: None,
+            rollback: false,
         };
         plan(
             &schema(),
@@ -1301,6 +1379,8 @@ mod tests {
             single: false,
             read_only: true,
             head: false,
+            max_affected: None,
+            rollback: false,
         };
         let s = plan(
             &schema(),
@@ -1371,6 +1451,8 @@ mod tests {
             single: false,
             read_only: false,
             head: false,
+            max_affected: None,
+            rollback: false,
         };
         let limits = Limits {
             max_rows: 10,

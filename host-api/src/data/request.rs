@@ -347,4 +347,8 @@ pub struct Request {
     pub read_only: bool,
     /// Skip the body (HEAD).
     pub head: bool,
+    /// `Prefer: handling=strict, max-affected=N`.
+    pub max_affected: Option<i64>,
+    /// `Prefer: tx=rollback`.
+    pub rollback: bool,
 }

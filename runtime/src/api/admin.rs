@@ -169,9 +169,14 @@ async fn schema_info(State(st): State<AppState>, _: Service) -> Json<Value> {
 }
 
 /// `POST /admin/v1/schema`: reload this node's schema cache now and answer with
-/// the new version (other nodes reload through NOTIFY).
+/// the new version; a NOTIFY makes every other node reload too.
 async fn schema_reload(State(st): State<AppState>, _: Service) -> Result<Json<Value>, ApiError> {
     let c = st.system.get().await?;
+    c.execute(
+        "SELECT pg_notify($1, '')",
+        &[&crate::server::SCHEMA_CHANNEL],
+    )
+    .await?;
     let version = st
         .schema
         .reload(&**c, &st.config.database.exposed_schemas)

@@ -70,9 +70,10 @@ async fn ddl(db: &TestDb, srv: &TestServer, sql: &str) {
 #[tokio::test]
 async fn schema_cache_follows_ddl_and_pgrst_reload_notifications() {
     let db = TestDb::new().await;
-    let srv = db.server().await;
+    // Keys exist before the server starts, so its first key load has them.
     let (_, anon) = db.key(KeyKind::Publishable).await;
     let (_, secret) = db.key(KeyKind::Secret).await;
+    let srv = db.server().await;
     let (s, _, b) = srv.rest("GET", "notes", &anon, None, &[], None).await;
     assert_eq!((s, b["code"].as_str()), (404, Some("PGRST205")));
 
@@ -119,10 +120,11 @@ CREATE POLICY own ON todos FOR ALL TO authenticated
 #[tokio::test]
 async fn rls_isolates_two_users_anon_sees_nothing_service_sees_all() {
     let db = TestDb::new().await;
-    let srv = db.server().await;
-    ddl(&db, &srv, TODOS).await;
+    // Keys exist before the server starts, so its first key load has them.
     let (_, anon) = db.key(KeyKind::Publishable).await;
     let (_, secret) = db.key(KeyKind::Secret).await;
+    let srv = db.server().await;
+    ddl(&db, &srv, TODOS).await;
     let (a, b) = (
         uuid::Uuid::new_v4().to_string(),
         uuid::Uuid::new_v4().to_string(),
@@ -255,6 +257,9 @@ async fn rls_isolates_two_users_anon_sees_nothing_service_sees_all() {
 #[tokio::test]
 async fn get_is_read_only_and_security_definer_runs_as_its_owner() {
     let db = TestDb::new().await;
+    // Keys exist before the server starts, so its first key load has them.
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let (_, secret) = db.key(KeyKind::Secret).await;
     let srv = db.server().await;
     ddl(&db, &srv, "
         CREATE TABLE secrets (id int PRIMARY KEY, v text);
@@ -264,8 +269,6 @@ async fn get_is_read_only_and_security_definer_runs_as_its_owner() {
         CREATE FUNCTION peek_invoker() RETURNS SETOF secrets LANGUAGE sql STABLE AS 'SELECT * FROM public.secrets';
         CREATE FUNCTION peek_definer() RETURNS SETOF secrets LANGUAGE sql STABLE SECURITY DEFINER
           SET search_path = '' AS 'SELECT * FROM public.secrets';").await;
-    let (_, anon) = db.key(KeyKind::Publishable).await;
-    let (_, secret) = db.key(KeyKind::Secret).await;
 
     // A volatile function through GET fails: the transaction is READ ONLY.
     let (s, _, e) = srv
@@ -315,6 +318,8 @@ async fn get_is_read_only_and_security_definer_runs_as_its_owner() {
 #[tokio::test]
 async fn profiles_max_rows_and_unfiltered_writes() {
     let db = TestDb::new().await;
+    // Keys exist before the server starts, so its first key load has them.
+    let (_, secret) = db.key(KeyKind::Secret).await;
     db.owner()
         .await
         .batch_execute(
@@ -331,7 +336,6 @@ async fn profiles_max_rows_and_unfiltered_writes() {
             c.database.max_rows = 3;
         })
         .await;
-    let (_, secret) = db.key(KeyKind::Secret).await;
     let prof = [("accept-profile", "api")];
     let (s, h, rows) = srv
         .rest(
@@ -383,6 +387,8 @@ async fn profiles_max_rows_and_unfiltered_writes() {
 #[tokio::test]
 async fn hostile_input_is_a_4xx_and_the_table_survives() {
     let db = TestDb::new().await;
+    // Keys exist before the server starts, so its first key load has them.
+    let (_, anon) = db.key(KeyKind::Publishable).await;
     let srv = db.server().await;
     ddl(
         &db,
@@ -392,7 +398,6 @@ async fn hostile_input_is_a_4xx_and_the_table_survives() {
         INSERT INTO items VALUES (1, 'a', '{\"x\": 1}');",
     )
     .await;
-    let (_, anon) = db.key(KeyKind::Publishable).await;
     let evil = "x\"; DROP TABLE items; --";
     let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let cases = [
@@ -460,6 +465,8 @@ async fn hostile_input_is_a_4xx_and_the_table_survives() {
 #[tokio::test]
 async fn many_to_many_null_filtered_embeds_related_order_and_any_all() {
     let db = TestDb::new().await;
+    // Keys exist before the server starts, so its first key load has them.
+    let (_, secret) = db.key(KeyKind::Secret).await;
     let srv = db.server().await;
     ddl(&db, &srv, "
         CREATE TABLE authors (id int PRIMARY KEY, name text);
@@ -471,7 +478,6 @@ async fn many_to_many_null_filtered_embeds_related_order_and_any_all() {
         INSERT INTO posts VALUES (1, 'apple pie', 1), (2, 'banana bread', 2), (3, 'cherry tart', NULL);
         INSERT INTO tags VALUES (1, 'sweet'), (2, 'baked');
         INSERT INTO post_tags VALUES (1, 1), (1, 2), (2, 2);").await;
-    let (_, secret) = db.key(KeyKind::Secret).await;
     let get = |p: &'static str| {
         let (srv, secret) = (&srv, secret.clone());
         async move { srv.rest("GET", p, &secret, None, &[], None).await }
@@ -508,4 +514,63 @@ async fn many_to_many_null_filtered_embeds_related_order_and_any_all() {
     assert_eq!(s, 200);
     assert!(doc["paths"]["/posts"]["get"].is_object(), "{doc}");
     assert!(doc["definitions"]["tags"]["properties"]["label"].is_object());
+}
+
+#[tokio::test]
+async fn write_preferences_and_call_edge_cases() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let (_, secret) = db.key(KeyKind::Secret).await;
+    let srv = db.server().await;
+    ddl(&db, &srv, "
+        CREATE TABLE inbox (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, msg text NOT NULL);
+        CREATE POLICY drop_only ON inbox FOR INSERT TO anon WITH CHECK (true);
+        CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL DEFAULT 0);
+        INSERT INTO counters VALUES (1, 0), (2, 0), (3, 0);
+        CREATE FUNCTION nothing() RETURNS int LANGUAGE sql AS 'SELECT NULL::int';
+        CREATE FUNCTION bump() RETURNS SETOF counters LANGUAGE sql AS
+          'UPDATE public.counters SET n = n + 1 WHERE id = 1 RETURNING *';").await;
+
+    // A write-only table: anon may insert (minimal) without any SELECT policy.
+    let (s, _, b) = srv.rest("POST", "inbox", &anon, None, &[], Some(json!({"msg": "hi"}))).await;
+    assert_eq!(s, 201, "{b}");
+    // …but asking for the row back needs SELECT rights.
+    let (s, _, _) = srv
+        .rest("POST", "inbox", &anon, None, &[("prefer", "return=representation")], Some(json!({"msg": "hi"})))
+        .await;
+    assert_eq!(s, 401);
+    // An empty array inserts nothing.
+    let (s, _, b) = srv
+        .rest("POST", "inbox", &secret, None, &[("prefer", "return=representation")], Some(json!([])))
+        .await;
+    assert_eq!((s, b), (201, json!([])));
+
+    // max-affected with handling=strict: too many rows is an error and nothing changes.
+    let strict = [("prefer", "handling=strict, max-affected=2, return=representation")];
+    let (s, _, e) = srv.rest("PATCH", "counters?id=gt.0", &secret, None, &strict, Some(json!({"n": 9}))).await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("PGRST124")));
+    let (s, _, rows) = srv.rest("PATCH", "counters?id=lt.3", &secret, None, &strict, Some(json!({"n": 5}))).await;
+    assert_eq!((s, rows.as_array().map(Vec::len)), (200, Some(2)));
+    // tx=rollback answers as if committed, then rolls back.
+    let rb = [("prefer", "tx=rollback, return=representation")];
+    let (s, _, rows) = srv.rest("DELETE", "counters?id=eq.3", &secret, None, &rb, None).await;
+    assert_eq!((s, rows), (200, json!([{"id": 3, "n": 0}])));
+    let (_, _, rows) = srv.rest("GET", "counters?select=id,n&order=id", &secret, None, &[], None).await;
+    assert_eq!(rows, json!([{"id": 1, "n": 5}, {"id": 2, "n": 5}, {"id": 3, "n": 0}]));
+    // Unknown preferences are an error only with handling=strict.
+    let (s, _, e) = srv.rest("GET", "counters", &secret, None, &[("prefer", "handling=strict, bogus=1")], None).await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("PGRST122")));
+
+    // A scalar function returning NULL answers null (not 204).
+    let (s, _, v) = srv.rest("POST", "rpc/nothing", &secret, None, &[], Some(json!({}))).await;
+    assert_eq!((s, v), (200, Value::Null));
+    // Counting a set-returning call runs the function once.
+    let (s, h, rows) = srv
+        .rest("POST", "rpc/bump?select=n", &secret, None, &[("prefer", "count=exact")], Some(json!({})))
+        .await;
+    assert_eq!((s, rows), (200, json!([{"n": 6}])));
+    assert_eq!(h["content-range"], "0-0/1");
+    // Unknown select column: PostgreSQL's code, as PostgREST answers it.
+    let (s, _, e) = srv.rest("GET", "counters?select=nope", &secret, None, &[], None).await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("42703")));
 }

@@ -88,8 +88,23 @@ pub fn parse(
     let mut count = None;
     let mut resolution = None;
     let mut missing_default = false;
+    let (mut strict, mut max_affected, mut rollback) = (false, None, false);
+    let mut unknown = Vec::new();
     for (k, v) in prefer(h) {
         match (k.as_str(), v.as_str()) {
+            ("handling", "strict") => strict = true,
+            ("handling", "lenient") => {}
+            ("max-affected", n) => {
+                max_affected = Some(n.parse::<i64>().map_err(|_| {
+                    DataError::new(
+                        400,
+                        "PGRST122",
+                        format!("Invalid preferences: max-affected={n}"),
+                    )
+                })?)
+            }
+            ("tx", "rollback") => rollback = true,
+            ("tx", "commit") => {}
             ("return", "representation") => returning = Return::Representation,
             ("return", "headers-only") => returning = Return::HeadersOnly,
             ("return", "minimal") => returning = Return::Minimal,
@@ -99,11 +114,31 @@ pub fn parse(
             ("resolution", "merge-duplicates") => resolution = Some(Resolution::Merge),
             ("resolution", "ignore-duplicates") => resolution = Some(Resolution::Ignore),
             ("missing", "default") => missing_default = true,
-            _ => continue,
+            ("missing", "null") => {}
+            _ => {
+                unknown.push(format!("{k}={v}"));
+                continue;
+            }
         }
         applied.push(format!("{k}={v}"));
     }
 
+    if strict && !unknown.is_empty() {
+        return Err(DataError::new(
+            400,
+            "PGRST122",
+            format!(
+                "Invalid preferences given with handling=strict: {}",
+                unknown.join(", ")
+            ),
+        )
+        .into());
+    }
+    // max-affected only binds with handling=strict, as in PostgREST.
+    let max_affected = if strict { max_affected } else { None };
+    if max_affected.is_some() {
+        applied.push("handling=strict".into());
+    }
     let accept = header(h, "accept")
         .unwrap_or("application/json")
         .to_ascii_lowercase();
@@ -280,6 +315,8 @@ pub fn parse(
             single,
             read_only: reading,
             head: *method == Method::HEAD,
+            max_affected,
+            rollback,
         },
         csv,
         offset,

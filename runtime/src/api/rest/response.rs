@@ -37,8 +37,7 @@ pub fn render(p: &Parsed, stmt: &Statement, out: Outcome) -> Result<Response, Re
     }
     let (status, body) = match &req.action {
         Action::Read | Action::Call { .. } => {
-            if stmt.scalar && out.body.is_none() && matches!(req.action, Action::Call { .. }) {
-                // void function
+            if stmt.void {
                 return Ok(b
                     .status(StatusCode::NO_CONTENT)
                     .body(Body::empty())
