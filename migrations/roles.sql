@@ -12,6 +12,10 @@
 --                                      auth tables only, and NOT reachable from
 --                                      authenticator (no membership), so no request
 --                                      transaction can SET ROLE into it
+--   wasmbase_functions                 login role of raw SQL from functions granted
+--                                      db = "service": NOINHERIT, member of
+--                                      service_role alone; each transaction does
+--                                      SET LOCAL ROLE service_role
 DO $$
 DECLARE
   r text;
@@ -58,6 +62,19 @@ BEGIN
     BEGIN
       REVOKE wasmbase_auth FROM authenticator;
     EXCEPTION WHEN internal_error THEN NULL;
+    END;
+  END IF;
+
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'wasmbase_functions') THEN
+    BEGIN
+      CREATE ROLE wasmbase_functions LOGIN NOINHERIT;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+    END;
+  END IF;
+  IF NOT pg_has_role('wasmbase_functions', 'service_role', 'MEMBER') THEN
+    BEGIN
+      GRANT service_role TO wasmbase_functions;
+    EXCEPTION WHEN duplicate_object OR unique_violation OR internal_error THEN NULL;
     END;
   END IF;
 

@@ -41,6 +41,29 @@ pub fn pool(cfg: tokio_postgres::Config, settings: &PoolSettings) -> anyhow::Res
     Ok(builder(cfg, settings).build()?)
 }
 
+/// A pool whose connections are reset with `DISCARD ALL` (and friends) before
+/// each reuse, for SQL text the platform did not write (functions' raw SQL), so
+/// session state one caller set never reaches the next.
+pub fn isolated_pool(cfg: tokio_postgres::Config, settings: &PoolSettings) -> anyhow::Result<Pool> {
+    let mut cfg = cfg;
+    cfg.application_name(settings.application_name);
+    cfg.connect_timeout(Duration::from_secs(5));
+    let mgr = Manager::from_config(
+        cfg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Clean,
+        },
+    );
+    Ok(Pool::builder(mgr)
+        .max_size(settings.max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(settings.wait_timeout))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()?)
+}
+
 fn builder(cfg: tokio_postgres::Config, settings: &PoolSettings) -> deadpool_postgres::PoolBuilder {
     let mut cfg = cfg;
     cfg.application_name(settings.application_name);

@@ -10,6 +10,7 @@ pub mod auth_error;
 pub mod data;
 pub mod db;
 pub mod gate;
+pub mod guest;
 pub mod jwt;
 pub mod keys;
 pub mod listen;

@@ -37,6 +37,47 @@ pub struct Config {
     pub log: LogConfig,
     /// Where the project's own SQL migrations live.
     pub migrations: MigrationsConfig,
+    /// Edge functions (WebAssembly components).
+    pub functions: FunctionsConfig,
+}
+
+/// `[functions]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FunctionsConfig {
+    /// Directory of `<name>/function.toml` (+ Rust source or a `<name>.wasm`).
+    pub dir: PathBuf,
+    /// Build Rust functions with cargo at start and on change (default: on in
+    /// `dev`, off in `serve`).
+    pub build: Option<bool>,
+    /// Watch `dir` and rebuild/reload on change (default: on in `dev`).
+    pub watch: Option<bool>,
+    /// Cargo target directory of guest builds (shared by all functions).
+    pub target_dir: Option<PathBuf>,
+    /// Where this node keeps compiled (native) artifacts, keyed by content hash
+    /// and engine fingerprint.
+    pub cache_dir: Option<PathBuf>,
+    /// Calls running at once across all functions; more get 503.
+    pub max_concurrency: usize,
+    /// Guest database calls running at once (a bounded share of the pool).
+    pub max_db_calls: Option<usize>,
+    /// Epoch tick, in milliseconds: how often a spinning guest yields.
+    pub tick_ms: u64,
+}
+
+impl Default for FunctionsConfig {
+    fn default() -> Self {
+        FunctionsConfig {
+            dir: PathBuf::from("functions"),
+            build: None,
+            watch: None,
+            target_dir: None,
+            cache_dir: None,
+            max_concurrency: 256,
+            max_db_calls: None,
+            tick_ms: 10,
+        }
+    }
 }
 
 /// `[server]`

@@ -1,7 +1,7 @@
 //! Wasmbase: a self-hosted, Supabase-compatible backend in one binary.
 //!
 //! `cli` parses commands; `server` is the HTTP host; `api::*` are the APIs;
-//! `embedded_pg` runs the private PostgreSQL of `wasmbase dev`; `migrate` applies
+//! `functions` runs WebAssembly edge functions; `embedded_pg` runs the private PostgreSQL of `wasmbase dev`; `migrate` applies
 //! the platform's and the project's SQL. Identity and database-access rules live in
 //! the `wasmbase-host-api` crate, shared with function guests.
 
@@ -10,6 +10,7 @@ pub mod bench_hello;
 pub mod cli;
 pub mod config;
 pub mod embedded_pg;
+pub mod functions;
 pub mod logging;
 pub mod migrate;
 pub mod project;

@@ -214,20 +214,26 @@ pub async fn sync_settings(
             &[&rls_by_default, &exposed],
         )
         .await?;
-    // `authenticator` prepares data-API statements before switching role, so it
-    // must be able to look names up in the exposed schemas. USAGE grants no
-    // access to any table or function; those stay with the request roles.
-    for schema in exposed {
-        let row = client
-            .query_one(
-                "SELECT CASE WHEN to_regnamespace($1::text) IS NOT NULL \
-                 THEN format('GRANT USAGE ON SCHEMA %I TO authenticator', $1::text) END",
-                &[schema],
-            )
-            .await?;
-        if let Some(stmt) = row.get::<_, Option<String>>(0) {
-            client.batch_execute(&stmt).await?;
-        }
+    grant_schema_usage(client, exposed).await
+}
+
+/// `authenticator` prepares data-API statements before switching role, so it
+/// must be able to look names up in the exposed schemas. USAGE grants no access
+/// to any table or function; those stay with the request roles. Runs at start
+/// and on every schema reload (so a schema created later works without a
+/// restart); grants only what is missing, so the GRANT's own DDL notification
+/// does not cause another round.
+pub async fn grant_schema_usage(client: &Client, exposed: &[String]) -> Result<()> {
+    let rows = client
+        .query(
+            "SELECT format('GRANT USAGE ON SCHEMA %I TO authenticator', s) FROM unnest($1::text[]) s \
+             WHERE to_regnamespace(s) IS NOT NULL \
+               AND NOT has_schema_privilege('authenticator', s, 'USAGE')",
+            &[&exposed],
+        )
+        .await?;
+    for row in rows {
+        client.batch_execute(row.get::<_, &str>(0)).await?;
     }
     Ok(())
 }
@@ -238,7 +244,7 @@ pub async fn sync_settings(
 /// Only a SCRAM-SHA-256 verifier computed here is sent, never the password, so
 /// statement logs and pg_stat_statements cannot capture it.
 pub async fn set_login_passwords(client: &Client, password: &str) -> Result<()> {
-    for role in ["authenticator", "wasmbase_auth"] {
+    for role in ["authenticator", "wasmbase_auth", "wasmbase_functions"] {
         let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
         // ALTER ROLE takes no bind parameters; format's %I/%L quote server-side.
         let row = client

@@ -38,7 +38,7 @@ pub struct ExecSettings {
 /// A parameter sent in text format with the type PostgreSQL inferred, so the
 /// server parses the client's text (and a bad value is a 22P02, not a panic).
 #[derive(Debug)]
-struct TextParam<'a>(Option<&'a str>);
+pub struct TextParam<'a>(pub Option<&'a str>);
 
 impl ToSql for TextParam<'_> {
     fn to_sql(

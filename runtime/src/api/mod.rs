@@ -3,5 +3,6 @@
 
 pub mod admin;
 pub mod auth;
+pub mod functions;
 pub mod platform;
 pub mod rest;

@@ -36,6 +36,17 @@ pub async fn run(a: Args) -> Result<()> {
         .get_or_insert_with(|| secrets.jwt_secret.clone());
     // Sign-ups work without clicking a link locally (like `supabase start`).
     config.auth.autoconfirm.get_or_insert(true);
+    // Functions in ./functions are built, loaded and hot-reloaded.
+    config.functions.build.get_or_insert(true);
+    config.functions.watch.get_or_insert(true);
+    config
+        .functions
+        .target_dir
+        .get_or_insert_with(|| dir.join("target"));
+    config
+        .functions
+        .cache_dir
+        .get_or_insert_with(|| dir.join("cache"));
 
     let cluster = match &config.database.url {
         Some(_) => None,

@@ -163,6 +163,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::admin::routes())
         .merge(api::auth::routes())
         .merge(api::rest::routes())
+        .merge(api::functions::routes())
         .fallback(|| async { error::ApiError::not_found("No such route") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -235,6 +236,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         config.database.authenticator_password.as_deref(),
     );
     let auth = crate::api::auth::AuthState::new(&config, addr, auth_login)?;
+    let functions = functions_state(&config, &owner)?;
     let state = AppState::new(Inner {
         auth,
         request_timeout: Duration::from_millis(config.server.request_timeout_ms),
@@ -246,6 +248,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         ready: Default::default(),
         schema: Default::default(),
         schema_dirty: Default::default(),
+        functions,
         config,
     });
     let cancel = CancellationToken::new();
@@ -260,6 +263,10 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(30));
     tokio::spawn(startup(state.clone(), listen_cfg, cancel.clone()));
+    tokio::spawn(crate::functions::load_all(state.clone()));
+    if state.functions.watch {
+        tokio::spawn(crate::functions::watch::run(state.clone(), cancel.clone()));
+    }
 
     use axum::serve::ListenerExt;
     let listener = listener.tap_io(|tcp| {
@@ -280,6 +287,59 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         state,
         cancel,
         join,
+    })
+}
+
+/// The functions engine, pools and paths from `[functions]`.
+fn functions_state(
+    config: &Config,
+    owner: &tokio_postgres::Config,
+) -> Result<crate::functions::Functions> {
+    let fc = &config.functions;
+    let cache_dir = fc
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("wasmbase-function-cache"));
+    let target_dir = fc
+        .target_dir
+        .clone()
+        .unwrap_or_else(|| fc.dir.join("target"));
+    let instances = (fc.max_concurrency as u32).clamp(16, 10_000);
+    let engine = crate::functions::Engine::new(
+        cache_dir,
+        Duration::from_millis(fc.tick_ms.max(1)),
+        instances,
+    )?;
+    let db_calls = fc
+        .max_db_calls
+        .unwrap_or((config.database.pool_size / 2).max(1));
+    let sql_login = login_config(
+        owner,
+        "wasmbase_functions",
+        config.database.authenticator_password.as_deref(),
+    );
+    let sql_pool = db::isolated_pool(
+        sql_login,
+        &PoolSettings {
+            max_size: db_calls,
+            wait_timeout: Duration::from_millis(config.database.pool_timeout_ms),
+            application_name: "wasmbase-functions",
+        },
+    )?;
+    Ok(crate::functions::Functions {
+        engine,
+        registry: Default::default(),
+        global: Arc::new(tokio::sync::Semaphore::new(fc.max_concurrency.max(1))),
+        db_permits: Arc::new(tokio::sync::Semaphore::new(db_calls)),
+        sql_pool,
+        dir: fc.dir.clone(),
+        target_dir,
+        build: fc.build.unwrap_or(false),
+        watch: fc.watch.unwrap_or(false),
+        env: arc_swap::ArcSwap::from_pointee(crate::functions::read_dotenv(std::path::Path::new(
+            ".env",
+        ))),
+        build_lock: Default::default(),
     })
 }
 
@@ -360,6 +420,7 @@ pub const SCHEMA_CHANNEL: &str = "wasmbase_schema";
 
 /// Loads the exposed schemas' catalog into a new snapshot and swaps it in.
 async fn reload_schema(st: &AppState, c: &tokio_postgres::Client) -> anyhow::Result<()> {
+    migrate::grant_schema_usage(c, &st.config.database.exposed_schemas).await?;
     let v = st
         .schema
         .reload(c, &st.config.database.exposed_schemas)
@@ -447,7 +508,10 @@ async fn startup_once(state: &AppState) -> Result<()> {
             }
             _ => false,
         };
-        if refused(state.pool.get().await) || refused(state.auth.pool.get().await) {
+        if refused(state.pool.get().await)
+            || refused(state.auth.pool.get().await)
+            || refused(state.functions.sql_pool.get().await)
+        {
             tracing::info!("setting the passwords of the authenticator and wasmbase_auth roles");
             migrate::set_login_passwords(&client, pw).await?;
         }

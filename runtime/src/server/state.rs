@@ -35,8 +35,11 @@ pub struct Inner {
     pub body_limit: u64,
     /// The auth API's hasher, limiters and mailer.
     pub auth: crate::api::auth::AuthState,
-    /// The data API's schema cache (reloaded after DDL, versioned).
-    pub schema: wasmbase_host_api::data::SchemaCache,
+    /// The data API's schema cache (reloaded after DDL, versioned); shared with
+    /// function invocations.
+    pub schema: Arc<wasmbase_host_api::data::SchemaCache>,
+    /// Edge functions.
+    pub functions: crate::functions::Functions,
     /// Wakes the schema reloader; notifications arriving during a reload fold
     /// into one more reload.
     pub schema_dirty: tokio::sync::Notify,

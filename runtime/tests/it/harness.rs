@@ -355,3 +355,93 @@ impl SmtpSink {
         SmtpSink { port, messages }
     }
 }
+
+static GUESTS: OnceLock<PathBuf> = OnceLock::new();
+
+/// Builds every example in `functions/` once per test process (real components,
+/// from the real SDK) and returns the guest cargo target directory.
+pub fn guests() -> &'static std::path::Path {
+    GUESTS.get_or_init(|| {
+        let target = std::env::var_os("WASMBASE_GUEST_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../guests"));
+        let functions = repo_root().join("functions");
+        for f in wasmbase::functions::function_dirs(&functions) {
+            if !f.join("Cargo.toml").exists() {
+                continue;
+            }
+            let out = std::process::Command::new(
+                std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+            )
+            .args([
+                "build",
+                "--target",
+                "wasm32-wasip2",
+                "--release",
+                "--quiet",
+                "--locked",
+            ])
+            .current_dir(&f)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .output()
+            .expect("running cargo for the example functions");
+            assert!(
+                out.status.success(),
+                "building {}: {}",
+                f.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        target
+    })
+}
+
+/// The repository root (functions/, sdk/, wit/).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+impl TestServer {
+    /// Function-registry version of this server.
+    pub fn functions_version(&self) -> u64 {
+        self.srv.state.functions.registry.version()
+    }
+
+    /// Waits until `name` is serving (bounded); panics with its load error.
+    pub async fn wait_function(&self, name: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            match self.srv.state.functions.registry.get(name) {
+                wasmbase::functions::registry::Lookup::Ready(_) => return,
+                _ => {
+                    if let Some(e) = self.srv.state.functions.registry.error(name) {
+                        panic!("function {name} failed to load: {e}");
+                    }
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "function {name} did not load"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl TestDb {
+    /// A server serving the example functions (prebuilt by [`guests`]).
+    pub async fn functions_server(&self, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let target = guests().to_path_buf();
+        self.server_with(|c| {
+            c.functions.dir = repo_root().join("functions");
+            c.functions.target_dir = Some(target);
+            c.functions.cache_dir =
+                Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("function-cache"));
+            c.functions.build = Some(false);
+            c.functions.watch = Some(false);
+            tweak(c);
+        })
+        .await
+    }
+}

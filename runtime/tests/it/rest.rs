@@ -522,55 +522,138 @@ async fn write_preferences_and_call_edge_cases() {
     let (_, anon) = db.key(KeyKind::Publishable).await;
     let (_, secret) = db.key(KeyKind::Secret).await;
     let srv = db.server().await;
-    ddl(&db, &srv, "
+    ddl(
+        &db,
+        &srv,
+        "
         CREATE TABLE inbox (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, msg text NOT NULL);
         CREATE POLICY drop_only ON inbox FOR INSERT TO anon WITH CHECK (true);
         CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL DEFAULT 0);
         INSERT INTO counters VALUES (1, 0), (2, 0), (3, 0);
         CREATE FUNCTION nothing() RETURNS int LANGUAGE sql AS 'SELECT NULL::int';
         CREATE FUNCTION bump() RETURNS SETOF counters LANGUAGE sql AS
-          'UPDATE public.counters SET n = n + 1 WHERE id = 1 RETURNING *';").await;
+          'UPDATE public.counters SET n = n + 1 WHERE id = 1 RETURNING *';",
+    )
+    .await;
 
     // A write-only table: anon may insert (minimal) without any SELECT policy.
-    let (s, _, b) = srv.rest("POST", "inbox", &anon, None, &[], Some(json!({"msg": "hi"}))).await;
+    let (s, _, b) = srv
+        .rest(
+            "POST",
+            "inbox",
+            &anon,
+            None,
+            &[],
+            Some(json!({"msg": "hi"})),
+        )
+        .await;
     assert_eq!(s, 201, "{b}");
     // …but asking for the row back needs SELECT rights.
     let (s, _, _) = srv
-        .rest("POST", "inbox", &anon, None, &[("prefer", "return=representation")], Some(json!({"msg": "hi"})))
+        .rest(
+            "POST",
+            "inbox",
+            &anon,
+            None,
+            &[("prefer", "return=representation")],
+            Some(json!({"msg": "hi"})),
+        )
         .await;
     assert_eq!(s, 401);
     // An empty array inserts nothing.
     let (s, _, b) = srv
-        .rest("POST", "inbox", &secret, None, &[("prefer", "return=representation")], Some(json!([])))
+        .rest(
+            "POST",
+            "inbox",
+            &secret,
+            None,
+            &[("prefer", "return=representation")],
+            Some(json!([])),
+        )
         .await;
     assert_eq!((s, b), (201, json!([])));
 
     // max-affected with handling=strict: too many rows is an error and nothing changes.
-    let strict = [("prefer", "handling=strict, max-affected=2, return=representation")];
-    let (s, _, e) = srv.rest("PATCH", "counters?id=gt.0", &secret, None, &strict, Some(json!({"n": 9}))).await;
+    let strict = [(
+        "prefer",
+        "handling=strict, max-affected=2, return=representation",
+    )];
+    let (s, _, e) = srv
+        .rest(
+            "PATCH",
+            "counters?id=gt.0",
+            &secret,
+            None,
+            &strict,
+            Some(json!({"n": 9})),
+        )
+        .await;
     assert_eq!((s, e["code"].as_str()), (400, Some("PGRST124")));
-    let (s, _, rows) = srv.rest("PATCH", "counters?id=lt.3", &secret, None, &strict, Some(json!({"n": 5}))).await;
+    let (s, _, rows) = srv
+        .rest(
+            "PATCH",
+            "counters?id=lt.3",
+            &secret,
+            None,
+            &strict,
+            Some(json!({"n": 5})),
+        )
+        .await;
     assert_eq!((s, rows.as_array().map(Vec::len)), (200, Some(2)));
     // tx=rollback answers as if committed, then rolls back.
     let rb = [("prefer", "tx=rollback, return=representation")];
-    let (s, _, rows) = srv.rest("DELETE", "counters?id=eq.3", &secret, None, &rb, None).await;
+    let (s, _, rows) = srv
+        .rest("DELETE", "counters?id=eq.3", &secret, None, &rb, None)
+        .await;
     assert_eq!((s, rows), (200, json!([{"id": 3, "n": 0}])));
-    let (_, _, rows) = srv.rest("GET", "counters?select=id,n&order=id", &secret, None, &[], None).await;
-    assert_eq!(rows, json!([{"id": 1, "n": 5}, {"id": 2, "n": 5}, {"id": 3, "n": 0}]));
+    let (_, _, rows) = srv
+        .rest(
+            "GET",
+            "counters?select=id,n&order=id",
+            &secret,
+            None,
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(
+        rows,
+        json!([{"id": 1, "n": 5}, {"id": 2, "n": 5}, {"id": 3, "n": 0}])
+    );
     // Unknown preferences are an error only with handling=strict.
-    let (s, _, e) = srv.rest("GET", "counters", &secret, None, &[("prefer", "handling=strict, bogus=1")], None).await;
+    let (s, _, e) = srv
+        .rest(
+            "GET",
+            "counters",
+            &secret,
+            None,
+            &[("prefer", "handling=strict, bogus=1")],
+            None,
+        )
+        .await;
     assert_eq!((s, e["code"].as_str()), (400, Some("PGRST122")));
 
     // A scalar function returning NULL answers null (not 204).
-    let (s, _, v) = srv.rest("POST", "rpc/nothing", &secret, None, &[], Some(json!({}))).await;
+    let (s, _, v) = srv
+        .rest("POST", "rpc/nothing", &secret, None, &[], Some(json!({})))
+        .await;
     assert_eq!((s, v), (200, Value::Null));
     // Counting a set-returning call runs the function once.
     let (s, h, rows) = srv
-        .rest("POST", "rpc/bump?select=n", &secret, None, &[("prefer", "count=exact")], Some(json!({})))
+        .rest(
+            "POST",
+            "rpc/bump?select=n",
+            &secret,
+            None,
+            &[("prefer", "count=exact")],
+            Some(json!({})),
+        )
         .await;
     assert_eq!((s, rows), (200, json!([{"n": 6}])));
     assert_eq!(h["content-range"], "0-0/1");
     // Unknown select column: PostgreSQL's code, as PostgREST answers it.
-    let (s, _, e) = srv.rest("GET", "counters?select=nope", &secret, None, &[], None).await;
+    let (s, _, e) = srv
+        .rest("GET", "counters?select=nope", &secret, None, &[], None)
+        .await;
     assert_eq!((s, e["code"].as_str()), (400, Some("42703")));
 }

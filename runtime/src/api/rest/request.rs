@@ -136,8 +136,8 @@ pub fn parse(
     }
     // max-affected only binds with handling=strict, as in PostgREST.
     let max_affected = if strict { max_affected } else { None };
-    if max_affected.is_some() {
-        applied.push("handling=strict".into());
+    if let Some(n) = max_affected {
+        applied.push(format!("max-affected={n}"));
     }
     let accept = header(h, "accept")
         .unwrap_or("application/json")

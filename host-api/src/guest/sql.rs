@@ -1,0 +1,420 @@
+//! `wasmbase:platform/sql`: raw parameterised SQL for functions granted
+//! `db = "service"`. It runs on its own pool that logs in as
+//! `wasmbase_functions` (NOINHERIT, member of service_role alone), and every
+//! call is a transaction that does `SET LOCAL ROLE service_role` with a
+//! statement timeout no longer than the call's remaining time.
+
+use super::bindings::wasmbase::platform::sql::{Host, Rows, Statement, Value};
+use super::{error, DbAccess, GuestCtx, GuestError};
+use crate::data::exec::TextParam;
+use crate::db::{DbError, Guard, BEGIN, SET_PRINCIPAL};
+use tokio_postgres::types::{FromSql, ToSql, Type};
+
+impl GuestCtx {
+    fn sql_access(&self) -> Result<(DbAccess, deadpool_postgres::Pool), GuestError> {
+        let db = self.db.clone();
+        match db {
+            Some(d) if d.sql.is_some() => {
+                let pool = d.sql.clone().expect("checked");
+                Ok((d, pool))
+            }
+            _ => Err(error(
+                403,
+                "WB403",
+                "raw SQL needs db = \"service\" in function.toml",
+            )),
+        }
+    }
+
+    /// Runs `statements` in one transaction as service_role.
+    async fn run_sql(
+        &mut self,
+        statements: Vec<Statement>,
+    ) -> Result<Vec<(Rows, u64)>, GuestError> {
+        let (db, pool) = self.sql_access()?;
+        let timeout = self.db_timeout(db.statement_timeout)?;
+        let _permit = db
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| error(503, "WB503", "database access is shutting down"))?;
+        let pg = |e: tokio_postgres::Error| pg_error(&DbError::Pg(e));
+        let obj = pool.get().await.map_err(|e| pg_error(&DbError::Pool(e)))?;
+        let mut guard = Guard(Some(obj));
+        let conn = guard.0.as_ref().expect("guard holds the connection");
+        let set = conn.prepare_cached(SET_PRINCIPAL).await.map_err(pg)?;
+        let ms = timeout.as_millis().max(1).to_string();
+        let claims = db.principal.claims_json.to_string();
+        let role = "service_role";
+        let set_params: [&(dyn ToSql + Sync); 3] = [&role, &claims, &ms];
+        let client: &tokio_postgres::Client = conn;
+        let (b, s) = futures::join!(
+            client.batch_execute(BEGIN),
+            client.query_one(&set, &set_params)
+        );
+        b.map_err(pg)?;
+        s.map_err(pg)?;
+        let mut out = Vec::new();
+        let mut failure = None;
+        for st in &statements {
+            match run_one(client, st).await {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let end = if failure.is_none() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        client.batch_execute(end).await.map_err(pg)?;
+        // Session state a guest may have changed (SET, PREPARE, temp tables) is
+        // reset by the pool's DISCARD ALL recycling before anyone else gets it.
+        drop(guard.0.take());
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+}
+
+fn pg_error(e: &DbError) -> GuestError {
+    match e {
+        DbError::Pool(_) => error(503, "WB503", "no database connection available"),
+        DbError::Pg(pg) => match pg.as_db_error() {
+            Some(db) => GuestError {
+                code: db.code().code().to_string(),
+                message: db.message().to_string(),
+                details: db.detail().map(str::to_string),
+                hint: db.hint().map(str::to_string),
+                status: crate::data::error::status_of(db.code().code(), crate::Role::ServiceRole),
+            },
+            None => error(503, "WB503", "database connection error"),
+        },
+    }
+}
+
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::Boolean(b) => Some(if *b { "t".into() } else { "f".into() }),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Float(f) => Some(f.to_string()),
+        Value::Text(s) | Value::Json(s) | Value::Uuid(s) | Value::Timestamp(s) => Some(s.clone()),
+        Value::Bytes(b) => {
+            let mut s = String::with_capacity(2 + b.len() * 2);
+            s.push_str("\\x");
+            for byte in b {
+                s.push_str(&format!("{byte:02x}"));
+            }
+            Some(s)
+        }
+    }
+}
+
+async fn run_one(
+    client: &tokio_postgres::Client,
+    st: &Statement,
+) -> Result<(Rows, u64), GuestError> {
+    let pg = |e: tokio_postgres::Error| pg_error(&DbError::Pg(e));
+    let texts: Vec<Option<String>> = st.params.iter().map(text_of).collect();
+    let values: Vec<TextParam<'_>> = texts.iter().map(|t| TextParam(t.as_deref())).collect();
+    let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+    let stmt = client.prepare(&st.sql).await.map_err(pg)?;
+    let rows = client.query(&stmt, &refs).await.map_err(pg)?;
+    let columns: Vec<String> = stmt
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut vals = Vec::with_capacity(columns.len());
+        for (i, c) in stmt.columns().iter().enumerate() {
+            vals.push(decode(row, i, c.type_())?);
+        }
+        out.push(vals);
+    }
+    let n = rows.len() as u64;
+    Ok((Rows { columns, rows: out }, n))
+}
+
+fn decode(row: &tokio_postgres::Row, i: usize, ty: &Type) -> Result<Value, GuestError> {
+    let bad = |e: tokio_postgres::Error| error(500, "WB500", format!("reading column {i}: {e}"));
+    macro_rules! get {
+        ($t:ty, $f:expr) => {
+            match row.try_get::<_, Option<$t>>(i).map_err(bad)? {
+                None => Value::Null,
+                Some(v) => $f(v),
+            }
+        };
+    }
+    Ok(match *ty {
+        Type::BOOL => get!(bool, Value::Boolean),
+        Type::INT2 => get!(i16, |v: i16| Value::Int(v.into())),
+        Type::INT4 => get!(i32, |v: i32| Value::Int(v.into())),
+        Type::INT8 => get!(i64, Value::Int),
+        Type::OID => get!(u32, |v: u32| Value::Int(v.into())),
+        Type::FLOAT4 => get!(f32, |v: f32| Value::Float(v.into())),
+        Type::FLOAT8 => get!(f64, Value::Float),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+            get!(String, Value::Text)
+        }
+        Type::JSON | Type::JSONB => get!(serde_json::Value, |v: serde_json::Value| Value::Json(
+            v.to_string()
+        )),
+        Type::BYTEA => get!(Vec<u8>, Value::Bytes),
+        Type::UUID => get!(uuid::Uuid, |v: uuid::Uuid| Value::Uuid(v.to_string())),
+        Type::TIMESTAMPTZ => get!(Micros, |v: Micros| Value::Timestamp(v.rfc3339(true))),
+        Type::TIMESTAMP => get!(Micros, |v: Micros| Value::Timestamp(v.rfc3339(false))),
+        Type::DATE => get!(Days, |v: Days| Value::Text(v.iso())),
+        Type::NUMERIC => get!(Numeric, |v: Numeric| Value::Text(v.0)),
+        _ => {
+            return Err(error(
+                400,
+                "WB400",
+                format!(
+                    "column {i} has type {ty}, which sql does not decode; cast it (e.g. ::text)"
+                ),
+            ))
+        }
+    })
+}
+
+/// Microseconds since 2000-01-01 (PostgreSQL's binary timestamp).
+struct Micros(i64);
+
+impl<'a> FromSql<'a> for Micros {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let b: [u8; 8] = raw.try_into()?;
+        Ok(Micros(i64::from_be_bytes(b)))
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TIMESTAMP || *ty == Type::TIMESTAMPTZ
+    }
+}
+
+/// Days since 2000-01-01 (PostgreSQL's binary date).
+struct Days(i32);
+
+impl<'a> FromSql<'a> for Days {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let b: [u8; 4] = raw.try_into()?;
+        Ok(Days(i32::from_be_bytes(b)))
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::DATE
+    }
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+const EPOCH_2000_DAYS: i64 = 10_957;
+
+impl Micros {
+    fn rfc3339(&self, utc: bool) -> String {
+        match self.0 {
+            i64::MAX => return "infinity".into(),
+            i64::MIN => return "-infinity".into(),
+            _ => {}
+        }
+        let secs = self.0.div_euclid(1_000_000);
+        let micros = self.0.rem_euclid(1_000_000);
+        let days = secs.div_euclid(86_400) + EPOCH_2000_DAYS;
+        let tod = secs.rem_euclid(86_400);
+        let (y, m, d) = civil(days);
+        let frac = if micros == 0 {
+            String::new()
+        } else {
+            format!(".{micros:06}")
+        };
+        let zone = if utc { "Z" } else { "" };
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}{zone}",
+            tod / 3600,
+            (tod / 60) % 60,
+            tod % 60
+        )
+    }
+}
+
+impl Days {
+    fn iso(&self) -> String {
+        match self.0 {
+            i32::MAX => return "infinity".into(),
+            i32::MIN => return "-infinity".into(),
+            _ => {}
+        }
+        let (y, m, d) = civil(i64::from(self.0) + EPOCH_2000_DAYS);
+        format!("{y:04}-{m:02}-{d:02}")
+    }
+}
+
+/// A numeric as its decimal text (decoded from the binary format).
+struct Numeric(String);
+
+impl<'a> FromSql<'a> for Numeric {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let word = |i: usize| -> Result<u16, Box<dyn std::error::Error + Sync + Send>> {
+            let b = raw.get(i * 2..i * 2 + 2).ok_or("short numeric")?;
+            Ok(u16::from_be_bytes([b[0], b[1]]))
+        };
+        let ndigits = word(0)? as usize;
+        let weight = word(1)? as i16 as i64;
+        let sign = word(2)?;
+        let dscale = word(3)? as usize;
+        match sign {
+            0xC000 => return Ok(Numeric("NaN".into())),
+            0xD000 => return Ok(Numeric("Infinity".into())),
+            0xF000 => return Ok(Numeric("-Infinity".into())),
+            _ => {}
+        }
+        let digits: Vec<u16> = (0..ndigits)
+            .map(|i| word(4 + i))
+            .collect::<Result<_, _>>()?;
+        let mut int = String::new();
+        for w in 0..=weight.max(-1) {
+            let d = digits.get(w as usize).copied().unwrap_or(0);
+            if int.is_empty() {
+                int = d.to_string();
+            } else {
+                int.push_str(&format!("{d:04}"));
+            }
+        }
+        if int.is_empty() {
+            int.push('0');
+        }
+        let mut frac = String::new();
+        let mut k = weight + 1;
+        while frac.len() < dscale {
+            let d = if k < 0 {
+                0
+            } else {
+                digits.get(k as usize).copied().unwrap_or(0)
+            };
+            frac.push_str(&format!("{d:04}"));
+            k += 1;
+        }
+        frac.truncate(dscale);
+        let mut s = String::new();
+        if sign == 0x4000 {
+            s.push('-');
+        }
+        s.push_str(&int);
+        if dscale > 0 {
+            s.push('.');
+            s.push_str(&frac);
+        }
+        Ok(Numeric(s))
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::NUMERIC
+    }
+}
+
+impl Host for GuestCtx {
+    async fn query(&mut self, sql: String, params: Vec<Value>) -> Result<Rows, GuestError> {
+        let mut r = self.run_sql(vec![Statement { sql, params }]).await?;
+        Ok(r.pop().map(|(rows, _)| rows).unwrap_or(Rows {
+            columns: vec![],
+            rows: vec![],
+        }))
+    }
+
+    async fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, GuestError> {
+        // `execute` needs the affected-row count, which `query` does not give for
+        // INSERT/UPDATE/DELETE without RETURNING.
+        self.run_execute(sql, params).await
+    }
+
+    async fn transaction(&mut self, statements: Vec<Statement>) -> Result<Vec<Rows>, GuestError> {
+        Ok(self
+            .run_sql(statements)
+            .await?
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect())
+    }
+}
+
+impl GuestCtx {
+    async fn run_execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, GuestError> {
+        let (db, pool) = self.sql_access()?;
+        let timeout = self.db_timeout(db.statement_timeout)?;
+        let _permit = db
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| error(503, "WB503", "database access is shutting down"))?;
+        let pg = |e: tokio_postgres::Error| pg_error(&DbError::Pg(e));
+        let obj = pool.get().await.map_err(|e| pg_error(&DbError::Pool(e)))?;
+        let mut guard = Guard(Some(obj));
+        let conn = guard.0.as_ref().expect("guard holds the connection");
+        let set = conn.prepare_cached(SET_PRINCIPAL).await.map_err(pg)?;
+        let ms = timeout.as_millis().max(1).to_string();
+        let claims = db.principal.claims_json.to_string();
+        let role = "service_role";
+        let set_params: [&(dyn ToSql + Sync); 3] = [&role, &claims, &ms];
+        let client: &tokio_postgres::Client = conn;
+        let texts: Vec<Option<String>> = params.iter().map(text_of).collect();
+        let values: Vec<TextParam<'_>> = texts.iter().map(|t| TextParam(t.as_deref())).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        let (b, s) = futures::join!(
+            client.batch_execute(BEGIN),
+            client.query_one(&set, &set_params)
+        );
+        b.map_err(pg)?;
+        s.map_err(pg)?;
+        let result = match client.prepare(&sql).await {
+            Ok(stmt) => client.execute(&stmt, &refs).await.map_err(pg),
+            Err(e) => Err(pg(e)),
+        };
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        client.batch_execute(end).await.map_err(pg)?;
+        drop(guard.0.take());
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_dates_and_numerics_decode() {
+        assert_eq!(Micros(0).rfc3339(true), "2000-01-01T00:00:00Z");
+        assert_eq!(Micros(-1).rfc3339(false), "1999-12-31T23:59:59.999999");
+        assert_eq!(Days(366).iso(), "2001-01-01");
+        // 12345.678 = ndigits 3, weight 1, sign +, dscale 3, digits [1, 2345, 6780]
+        let raw: Vec<u8> = [3u16, 1, 0, 3, 1, 2345, 6780]
+            .iter()
+            .flat_map(|w| w.to_be_bytes())
+            .collect();
+        assert_eq!(
+            Numeric::from_sql(&Type::NUMERIC, &raw).unwrap().0,
+            "12345.678"
+        );
+        // -0.05 = ndigits 1, weight -1, sign -, dscale 2, digits [500]
+        let raw: Vec<u8> = [1u16, 0xFFFF, 0x4000, 2, 500]
+            .iter()
+            .flat_map(|w| w.to_be_bytes())
+            .collect();
+        assert_eq!(Numeric::from_sql(&Type::NUMERIC, &raw).unwrap().0, "-0.05");
+    }
+}

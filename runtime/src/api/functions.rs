@@ -1,0 +1,101 @@
+//! `/functions/v1/:name[/*rest]` and `/fn/:name[/*rest]`: any method, headers,
+//! query and streaming body passed to the function's wasi:http handler.
+//!
+//! routes → parse (name, principal by the manifest's `verify_jwt`) → admission
+//! and exec (`functions::invoke`) → response (the guest's, streamed).
+
+use crate::functions::invoke::{self, Inputs};
+use crate::functions::manifest::DbMode;
+use crate::functions::registry::Lookup;
+use crate::server::caller::authenticate;
+use crate::server::error::ApiError;
+use crate::server::middleware::current_request_id;
+use crate::server::state::AppState;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::response::Response;
+use axum::routing::any;
+use axum::Router;
+use http::StatusCode;
+use http_body_util::{BodyExt, Limited};
+use std::collections::HashMap;
+use std::time::Duration;
+use wasmbase_host_api::data::Limits;
+use wasmbase_host_api::guest::DbAccess;
+use wasmbase_host_api::{Principal, Role};
+
+/// Routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/functions/v1/{name}", any(handle))
+        .route("/functions/v1/{name}/{*rest}", any(handle))
+        .route("/fn/{name}", any(handle))
+        .route("/fn/{name}/{*rest}", any(handle))
+}
+
+async fn handle(
+    State(st): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let name = params.get("name").cloned().unwrap_or_default();
+    let f = match st.functions.registry.get(&name) {
+        Lookup::Ready(f) => f,
+        Lookup::Starting => {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "function_starting",
+                format!("Function {name} is still being built or compiled"),
+            );
+            e.retry_after = Some(1);
+            return Err(e);
+        }
+        Lookup::Missing => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "function_not_found",
+                format!("No function named {name:?}"),
+            ))
+        }
+    };
+    let (parts, body) = req.into_parts();
+    let caller = if f.manifest.verify_jwt {
+        authenticate(&parts, &st)?
+    } else {
+        // A public webhook: a valid key or token still identifies the caller.
+        authenticate(&parts, &st).unwrap_or_else(|_| Principal::for_role(Role::Anon))
+    };
+    let fx = &st.functions;
+    let db = match f.manifest.db {
+        DbMode::None => None,
+        mode => Some(DbAccess {
+            pool: st.pool.clone(),
+            principal: if mode == DbMode::Service {
+                Principal::for_role(Role::ServiceRole)
+            } else {
+                caller.clone()
+            },
+            schema: st.schema.clone(),
+            limits: Limits {
+                max_rows: st.config.database.max_rows,
+                allow_unfiltered_writes: st.config.database.allow_unfiltered_writes,
+            },
+            cache_size: st.config.database.statement_cache_size,
+            statement_timeout: st.statement_timeout(&caller),
+            sql: (mode == DbMode::Service).then(|| fx.sql_pool.clone()),
+            permits: fx.db_permits.clone(),
+        }),
+    };
+    let limit = st.body_limit as usize;
+    let body =
+        Body::new(Limited::new(body, limit).map_err(|e| std::io::Error::other(e.to_string())));
+    let inputs = Inputs {
+        caller,
+        request_id: current_request_id().unwrap_or_default(),
+        db,
+        env: (**fx.env.load()).clone(),
+        global: fx.global.clone(),
+        tick: Duration::from_millis(st.config.functions.tick_ms.max(1)),
+    };
+    invoke::call(f, inputs, http::Request::from_parts(parts, body)).await
+}

@@ -1,0 +1,117 @@
+//! The one wasmtime `Engine` of a node: component model, pooling allocator,
+//! copy-on-write memory images, epoch interruption driven by a std thread (a
+//! tokio task would starve behind a spinning guest), and a local cache of
+//! compiled artifacts keyed by content hash + engine fingerprint. Precompiled
+//! native code is only ever produced on this node and read back from this
+//! node's disk, never from the database or a shared store.
+
+use super::invoke::Ctx;
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// Largest linear memory any function may ask for (`limits.memory_mb` caps it
+/// per function below this).
+pub const MAX_MEMORY_BYTES: usize = 1 << 30;
+
+/// Engine, linker and artifact cache, shared by every function.
+pub struct Engine {
+    /// The wasmtime engine.
+    pub engine: wasmtime::Engine,
+    /// WASI (inert: no preopens, no sockets), wasi:http and the platform
+    /// interfaces, linked once.
+    pub linker: Linker<Ctx>,
+    cache_dir: PathBuf,
+    fingerprint: String,
+    /// Epoch tick.
+    pub tick: Duration,
+}
+
+impl Engine {
+    /// Builds the engine and starts its epoch ticker thread (stops when the
+    /// engine is dropped).
+    pub fn new(cache_dir: PathBuf, tick: Duration, instances: u32) -> Result<Arc<Engine>> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 8)
+            .total_memories(instances * 2)
+            .total_tables(instances * 4)
+            .total_stacks(instances)
+            .max_memory_size(MAX_MEMORY_BYTES)
+            .max_core_instances_per_component(64);
+        let mut cfg = Config::new();
+        cfg.wasm_component_model(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = wasmtime::Engine::new(&cfg).map_err(anyhow::Error::from)?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let fingerprint = format!("{:016x}", h.finish());
+        let mut linker = Linker::<Ctx>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)?;
+        wasmbase_host_api::guest::add_to_linker(&mut linker, |c: &mut Ctx| &mut c.guest)
+            .map_err(anyhow::Error::from)?;
+        std::fs::create_dir_all(&cache_dir)
+            .with_context(|| format!("creating the function cache {}", cache_dir.display()))?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wasmbase-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(tick);
+                match weak.upgrade() {
+                    Some(e) => e.increment_epoch(),
+                    None => return,
+                }
+            })?;
+        Ok(Arc::new(Engine {
+            engine,
+            linker,
+            cache_dir,
+            fingerprint,
+            tick,
+        }))
+    }
+
+    /// The component for `wasm`, compiled once per node and engine version:
+    /// loaded from the local cache when present (mmap), else compiled and
+    /// written there atomically. Returns it with its content hash.
+    pub fn component(&self, wasm: &[u8]) -> Result<(Component, String)> {
+        let hash = hex::encode(Sha256::digest(wasm));
+        let path = self
+            .cache_dir
+            .join(format!("{hash}-{}.cwasm", self.fingerprint));
+        if path.exists() {
+            // SAFETY: the file was written by `serialize` of this engine on this
+            // node (name carries the engine fingerprint); a mismatch is detected
+            // by wasmtime and reported as an error, not undefined behaviour.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(c) => return Ok((c, hash)),
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %path.display(), "ignoring a bad cached artifact")
+                }
+            }
+        }
+        let c = Component::from_binary(&self.engine, wasm)
+            .map_err(|e| anyhow::anyhow!("not a valid WebAssembly component: {e}"))?;
+        if let Ok(bytes) = c.serialize() {
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, &bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, &path);
+            }
+        }
+        Ok((c, hash))
+    }
+
+    /// Cache directory (tests and status).
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+}

@@ -1,0 +1,248 @@
+//! One call: admission (global and per-function caps), a fresh `Store` with a
+//! memory cap and an epoch budget that yields to tokio every tick, the guest's
+//! handler in its own task under a wall-clock timeout, and the response
+//! streamed back while that task keeps the store alive.
+
+use super::load::Loaded;
+use super::manifest::DbMode;
+use super::outbound::Outbound;
+use crate::server::error::ApiError;
+use axum::body::Body;
+use axum::response::Response;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use wasmbase_host_api::guest::{DbAccess, GuestCtx};
+use wasmbase_host_api::Principal;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Bytes of log text one invocation may keep.
+const LOG_BUDGET: usize = 64 * 1024;
+
+/// The data of one invocation's `Store`.
+pub struct Ctx {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: Outbound,
+    limits: StoreLimits,
+    /// State behind the platform interfaces.
+    pub guest: GuestCtx,
+}
+
+impl WasiView for Ctx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Ctx {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// What an invocation needs from the server.
+pub struct Inputs {
+    /// The caller.
+    pub caller: Principal,
+    /// Request id for logs.
+    pub request_id: String,
+    /// Database access (None when `db = "none"`).
+    pub db: Option<DbAccess>,
+    /// Values of the granted env variables.
+    pub env: HashMap<String, String>,
+    /// All calls across functions.
+    pub global: Arc<Semaphore>,
+    /// Epoch tick.
+    pub tick: Duration,
+}
+
+fn busy(what: &str) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "function_busy",
+        format!("Too many calls {what}; retry shortly"),
+    );
+    e.retry_after = Some(1);
+    e
+}
+
+/// Runs `f` on `req`.
+pub async fn call(
+    f: Arc<Loaded>,
+    inputs: Inputs,
+    req: http::Request<Body>,
+) -> Result<Response, ApiError> {
+    let name: Arc<str> = Arc::from(f.manifest.name.as_str());
+    let global = inputs
+        .global
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| busy("in flight"))?;
+    let own = f
+        .permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| busy("to this function"))?;
+    let limits = &f.manifest.limits;
+    let timeout = Duration::from_millis(limits.timeout_ms);
+    let mut wasi = WasiCtx::builder();
+    for var in &f.manifest.env {
+        if let Some(v) = inputs.env.get(var) {
+            wasi.env(var, v);
+        }
+    }
+    let store_limits = StoreLimitsBuilder::new()
+        .memory_size((limits.memory_mb as usize) << 20)
+        .instances(64)
+        .tables(64)
+        .memories(16)
+        .build();
+    let db = match f.manifest.db {
+        DbMode::None => None,
+        _ => inputs.db,
+    };
+    let ctx = Ctx {
+        wasi: wasi.build(),
+        http: WasiHttpCtx::new(),
+        table: ResourceTable::new(),
+        hooks: Outbound {
+            manifest: f.manifest.clone(),
+            function: name.clone(),
+        },
+        limits: store_limits,
+        guest: GuestCtx {
+            caller: inputs.caller,
+            function: name.clone(),
+            request_id: inputs.request_id.clone(),
+            db,
+            deadline: Instant::now() + timeout,
+            logs: Vec::new(),
+            log_budget: LOG_BUDGET,
+            logs_dropped: 0,
+        },
+    };
+    let mut store = Store::new(f.pre.engine(), ctx);
+    store.limiter(|c| &mut c.limits);
+    store.set_epoch_deadline(1);
+    // Yield to tokio every tick (a spinning guest never holds a worker for
+    // longer); past the budget, interrupt (the wall-clock timeout usually
+    // fires first, this bounds pure CPU).
+    let mut left = (timeout.as_millis() / inputs.tick.as_millis().max(1)) as u64 + 1;
+    store.epoch_deadline_callback(move |_| {
+        if left == 0 {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        left -= 1;
+        Ok(UpdateDeadline::Yield(1))
+    });
+
+    let (parts, body) = req.into_parts();
+    let body = body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())));
+    let hreq = http::Request::from_parts(parts, body);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let incoming = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, hreq)
+        .map_err(|e| ApiError::bad_request("invalid_request", format!("{e}")))?;
+    let out = store
+        .data_mut()
+        .http()
+        .new_response_outparam(tx)
+        .map_err(|e| ApiError::internal(format!("{e}")))?;
+    let pre = f.pre.clone();
+    let rid = inputs.request_id;
+    let fname = name.clone();
+    let task = tokio::spawn(async move {
+        let _permits = (global, own);
+        let run = async {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, out)
+                .await
+        };
+        let result = match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Failure::Trap(format!("{e:?}"))),
+            Err(_) => Err(Failure::Timeout),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(function = &*fname, request_id = %rid, error = %e, "function call failed");
+        }
+        result
+    });
+    match rx.await {
+        Ok(Ok(resp)) => Ok(resp.map(Body::new)),
+        Ok(Err(code)) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "function_error",
+            format!("The function answered with an error: {code:?}"),
+        )),
+        Err(_) => match task.await {
+            Ok(Err(Failure::Timeout)) => Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "function_timeout",
+                format!(
+                    "Function {name} did not finish within {} ms",
+                    limits.timeout_ms
+                ),
+            )),
+            Ok(Err(Failure::Trap(msg))) => Err(trap_error(&name, &msg)),
+            Ok(Ok(())) => Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "function_no_response",
+                format!("Function {name} returned without sending a response"),
+            )),
+            Err(e) => Err(ApiError::internal(format!("function task: {e}"))),
+        },
+    }
+}
+
+/// How a call ended badly.
+#[derive(Debug)]
+enum Failure {
+    Trap(String),
+    Timeout,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Trap(m) => write!(f, "trap: {m}"),
+            Failure::Timeout => write!(f, "wall-clock timeout"),
+        }
+    }
+}
+
+fn trap_error(name: &str, msg: &str) -> ApiError {
+    let (code, what) = if msg.contains("interrupt") {
+        ("function_timeout", "ran out of CPU time")
+    } else if msg.contains("memory") || msg.contains("grow") || msg.contains("capacity") {
+        ("function_memory", "ran out of memory")
+    } else {
+        ("function_crashed", "crashed")
+    };
+    let status = if code == "function_timeout" {
+        StatusCode::GATEWAY_TIMEOUT
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    ApiError::new(status, code, format!("Function {name} {what}"))
+}

@@ -1,0 +1,101 @@
+//! Manifest + component bytes → a [`Loaded`] function, or a clear refusal.
+//!
+//! A component must export `wasi:http/incoming-handler@0.2.x` and may import
+//! WASI (always linked, inert beyond what is granted) and only the
+//! `wasmbase:platform` interfaces its manifest grants; anything else is refused
+//! here, naming the import, before it can serve.
+
+use super::engine::Engine;
+use super::invoke::Ctx;
+use super::manifest::{DbMode, Manifest};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// A function ready to serve.
+pub struct Loaded {
+    /// Its grants and limits.
+    pub manifest: Arc<Manifest>,
+    /// Linked and type-checked once; each request instantiates from it.
+    pub pre: ProxyPre<Ctx>,
+    /// SHA-256 of the component bytes.
+    pub hash: String,
+    /// Calls of this function running now (`limits.max_concurrency`).
+    pub permits: Arc<Semaphore>,
+    /// Where it came from (a path, or a deployed version).
+    pub source: String,
+    /// Deployed version number (None for functions loaded from `dev`'s directory).
+    pub version: Option<i64>,
+}
+
+/// Why a function was not loaded (shown to whoever deployed or edited it).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct LoadError(pub String);
+
+/// The `db` setting that grants a platform interface.
+fn grant_for(iface: &str) -> &'static str {
+    match iface {
+        "sql" => "db = \"service\"",
+        "data" => "db = \"caller\" or db = \"service\"",
+        _ => "a newer platform",
+    }
+}
+
+/// Checks `wasm` against `manifest` and prepares it for instantiation.
+pub fn prepare(
+    engine: &Engine,
+    manifest: Manifest,
+    wasm: &[u8],
+    source: String,
+    version: Option<i64>,
+) -> Result<Loaded, LoadError> {
+    manifest.check().map_err(LoadError)?;
+    let name = manifest.name.clone();
+    let err = |m: String| LoadError(format!("function {name}: {m}"));
+    let (component, hash) = engine.component(wasm).map_err(|e| err(format!("{e:#}")))?;
+    let ty = component.component_type();
+    let allowed = manifest.allowed_platform_imports();
+    for (import, _) in ty.imports(&engine.engine) {
+        let iface = import.split('@').next().unwrap_or(import);
+        if let Some(rest) = iface.strip_prefix("wasmbase:platform/") {
+            if !allowed.contains(&rest) {
+                let db = match manifest.db {
+                    DbMode::None => "none",
+                    DbMode::Caller => "caller",
+                    DbMode::Service => "service",
+                };
+                return Err(err(format!(
+                    "imports {import}, which function.toml does not grant (db = \"{db}\"; it needs {})",
+                    grant_for(rest)
+                )));
+            }
+        } else if !iface.starts_with("wasi:") {
+            return Err(err(format!(
+                "imports {import}, which the platform does not provide"
+            )));
+        }
+    }
+    let exports_handler = ty
+        .exports(&engine.engine)
+        .any(|(n, _)| n.starts_with("wasi:http/incoming-handler@0.2."));
+    if !exports_handler {
+        return Err(err(
+            "does not export wasi:http/incoming-handler@0.2.x (build it with wasmbase-sdk's export!, or any wasi:http tooling)".into(),
+        ));
+    }
+    let pre = engine
+        .linker
+        .instantiate_pre(&component)
+        .and_then(ProxyPre::new)
+        .map_err(|e| err(format!("cannot be linked: {e}")))?;
+    let permits = Arc::new(Semaphore::new(manifest.limits.max_concurrency));
+    Ok(Loaded {
+        manifest: Arc::new(manifest),
+        pre,
+        hash,
+        permits,
+        source,
+        version,
+    })
+}

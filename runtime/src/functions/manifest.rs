@@ -1,0 +1,209 @@
+//! `functions/<name>/function.toml`: what a function is granted.
+//!
+//! Everything a guest can reach is listed here and nowhere else: the database
+//! mode, environment variable names, outbound hosts, and its limits. The
+//! component's imports are checked against these grants when it is loaded or
+//! deployed.
+
+use serde::{Deserialize, Serialize};
+
+/// How a function may reach the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DbMode {
+    /// No database access.
+    #[default]
+    None,
+    /// The data API's planner as the caller (RLS applies).
+    Caller,
+    /// The data API as `service_role`, plus raw SQL (`wasmbase:platform/sql`).
+    Service,
+}
+
+/// Per-call limits.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory cap in MiB.
+    pub memory_mb: u64,
+    /// Wall-clock budget of one call (also bounds its statement timeouts).
+    pub timeout_ms: u64,
+    /// Calls of this function running at once; more get 503.
+    pub max_concurrency: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: 64,
+            timeout_ms: 10_000,
+            max_concurrency: 32,
+        }
+    }
+}
+
+/// A function's manifest.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Route name: `/functions/v1/<name>` and `/fn/<name>`.
+    pub name: String,
+    /// Database access.
+    #[serde(default)]
+    pub db: DbMode,
+    /// Environment variables the guest may read (values from secrets or `.env`).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Hosts (`host` or `host:port`) outbound HTTP may reach.
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// Require a valid key or user JWT (default true, as on Supabase); `false`
+    /// for public webhooks (the caller is then anon).
+    #[serde(default = "yes")]
+    pub verify_jwt: bool,
+    /// Answer CORS preflights and add CORS headers (default true).
+    #[serde(default = "yes")]
+    pub cors: bool,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Names a function may have: they become URL path segments and file names.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+}
+
+impl Manifest {
+    /// Parses and checks a manifest; errors name the key.
+    pub fn parse(text: &str) -> Result<Manifest, String> {
+        let de = toml::Deserializer::new(text);
+        let m: Manifest = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            format!("function.toml: `{path}`: {}", e.inner().message())
+        })?;
+        m.check()?;
+        Ok(m)
+    }
+
+    /// Checks values the types cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if !valid_name(&self.name) {
+            return Err(format!(
+                "function.toml: `name`: {:?} must be lower-case letters, digits, - or _, starting with a letter (max 64)",
+                self.name
+            ));
+        }
+        for e in &self.env {
+            if e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!(
+                    "function.toml: `env`: {e:?} is not a variable name"
+                ));
+            }
+        }
+        for h in &self.http {
+            let ok = !h.is_empty()
+                && !h.contains("://")
+                && !h.contains('/')
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '*'));
+            if !ok {
+                return Err(format!(
+                    "function.toml: `http`: {h:?} must be a host or host:port (no scheme, no path)"
+                ));
+            }
+        }
+        let l = &self.limits;
+        if !(1..=4096).contains(&l.memory_mb) {
+            return Err("function.toml: `limits.memory_mb` must be between 1 and 4096".into());
+        }
+        if !(1..=600_000).contains(&l.timeout_ms) {
+            return Err("function.toml: `limits.timeout_ms` must be between 1 and 600000".into());
+        }
+        if !(1..=10_000).contains(&l.max_concurrency) {
+            return Err(
+                "function.toml: `limits.max_concurrency` must be between 1 and 10000".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether outbound HTTP may go to `authority` (`host` or `host:port`).
+    /// A grant without a port allows the default ports only; `*.example.com`
+    /// allows subdomains.
+    pub fn allows_host(&self, host: &str, port: Option<u16>, default_port: u16) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.http.iter().any(|g| {
+            let g = g.to_ascii_lowercase();
+            let (gh, gp) = match g.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse::<u16>().ok()),
+                None => (g.clone(), None),
+            };
+            let host_ok = match gh.strip_prefix("*.") {
+                Some(suffix) => host.ends_with(&format!(".{suffix}")),
+                None => host == gh,
+            };
+            let port_ok = match gp {
+                Some(p) => port.unwrap_or(default_port) == p,
+                None => port.is_none_or(|p| p == default_port),
+            };
+            host_ok && port_ok
+        })
+    }
+
+    /// The platform interfaces the grants allow a component to import.
+    pub fn allowed_platform_imports(&self) -> &'static [&'static str] {
+        match self.db {
+            DbMode::None => &["types", "auth", "log"],
+            DbMode::Caller => &["types", "auth", "log", "data"],
+            DbMode::Service => &["types", "auth", "log", "data", "sql"],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_defaults_and_names_bad_keys() {
+        let m = Manifest::parse("name = \"hello\"").unwrap();
+        assert_eq!(m.db, DbMode::None);
+        assert!(m.verify_jwt && m.cors);
+        assert_eq!(m.limits, Limits::default());
+        let e = Manifest::parse("name = \"x\"\ndb = \"root\"").unwrap_err();
+        assert!(e.contains("`db`"), "{e}");
+        let e = Manifest::parse("name = \"x\"\n[limits]\nmemory_gb = 1").unwrap_err();
+        assert!(e.contains("limits"), "{e}");
+        let e = Manifest::parse("name = \"../etc\"").unwrap_err();
+        assert!(e.contains("`name`"), "{e}");
+        let e = Manifest::parse("name = \"x\"\nhttp = [\"https://a.com/x\"]").unwrap_err();
+        assert!(e.contains("`http`"), "{e}");
+    }
+
+    #[test]
+    fn host_grants() {
+        let m = Manifest::parse(
+            "name = \"x\"\nhttp = [\"api.example.com\", \"localhost:8080\", \"*.svc.test\"]",
+        )
+        .unwrap();
+        assert!(m.allows_host("api.example.com", None, 443));
+        assert!(m.allows_host("API.example.com", Some(443), 443));
+        assert!(!m.allows_host("api.example.com", Some(8443), 443));
+        assert!(m.allows_host("localhost", Some(8080), 80));
+        assert!(!m.allows_host("localhost", None, 80));
+        assert!(m.allows_host("a.svc.test", None, 80));
+        assert!(!m.allows_host("svc.test", None, 80));
+        assert!(!m.allows_host("evil.com", None, 443));
+        assert!(!m.allows_host("api.example.com.evil.com", None, 443));
+    }
+}

@@ -1,0 +1,162 @@
+//! Edge functions: WebAssembly components served at `/functions/v1/:name` and
+//! `/fn/:name`.
+//!
+//! [`engine`] (one wasmtime `Engine`, pooling allocator, epoch ticker, compiled
+//! artifact cache) → [`load`] (manifest + component, checked against its
+//! grants) → [`registry`] (what is serving, swapped atomically, versioned) →
+//! [`invoke`] (a fresh `Store` per request from a cached `InstancePre`, with a
+//! memory cap, epoch yields, a wall-clock timeout and admission control).
+//! [`outbound`] is the host allowlist for outgoing HTTP; [`build`] runs cargo
+//! for Rust functions and [`watch`] rebuilds them on change in `dev`.
+
+pub mod build;
+pub mod engine;
+pub mod invoke;
+pub mod load;
+pub mod manifest;
+pub mod outbound;
+pub mod registry;
+pub mod watch;
+
+pub use engine::Engine;
+pub use registry::Registry;
+
+use crate::server::state::AppState;
+use deadpool_postgres::Pool;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// The functions of a node: engine, what is serving, and what calls share.
+pub struct Functions {
+    /// Engine, linker, artifact cache.
+    pub engine: Arc<Engine>,
+    /// What is serving.
+    pub registry: Registry,
+    /// Calls in flight across all functions.
+    pub global: Arc<Semaphore>,
+    /// Guest database calls in flight (a bounded share of the pool).
+    pub db_permits: Arc<Semaphore>,
+    /// Raw SQL pool (`wasmbase_functions`, DISCARD ALL between uses).
+    pub sql_pool: Pool,
+    /// Directory of function sources.
+    pub dir: PathBuf,
+    /// Cargo target directory of guest builds.
+    pub target_dir: PathBuf,
+    /// Build Rust functions with cargo before loading them.
+    pub build: bool,
+    /// Watch `dir` and reload on change.
+    pub watch: bool,
+    /// Env values functions may be granted (dev `.env`; secrets later).
+    pub env: arc_swap::ArcSwap<HashMap<String, String>>,
+    /// Serialises cargo builds (one at a time on small machines).
+    pub build_lock: tokio::sync::Mutex<()>,
+}
+
+/// Reads `KEY=VALUE` lines (a project's `.env`); missing file → empty.
+pub fn read_dotenv(path: &Path) -> HashMap<String, String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return HashMap::new();
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|x| x.strip_suffix('"'))
+                .unwrap_or(v);
+            Some((
+                k.trim().trim_start_matches("export ").to_string(),
+                v.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Function directories under `dir` (those with a `function.toml`), sorted.
+pub fn function_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.join("function.toml").is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Builds (if configured) and loads the function in `fdir`, swapping it in on
+/// success; on failure the error is logged and recorded, and whatever was
+/// serving keeps serving. Returns the registry version after the attempt.
+pub async fn load_dir(st: &AppState, fdir: &Path) -> u64 {
+    let fx = &st.functions;
+    let manifest_path = fdir.join("function.toml");
+    let manifest = match std::fs::read_to_string(&manifest_path)
+        .map_err(|e| format!("{}: {e}", manifest_path.display()))
+        .and_then(|t| manifest::Manifest::parse(&t).map_err(|e| format!("{}: {e}", fdir.display())))
+    {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("{e}");
+            let name = fdir.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+            return fx.registry.failed(name, e);
+        }
+    };
+    let name = manifest.name.clone();
+    if !matches!(fx.registry.get(&name), registry::Lookup::Ready(_)) {
+        fx.registry.starting(&name);
+    }
+    let result: anyhow::Result<load::Loaded> = async {
+        if fx.build {
+            let _one = fx.build_lock.lock().await;
+            tracing::info!(function = %name, "building");
+            build::cargo_build(fdir, &fx.target_dir).await?;
+        }
+        let path = build::artifact(fdir, &name, &fx.target_dir)?;
+        let wasm = std::fs::read(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "reading {} ({e}); build it first (cargo build --target wasm32-wasip2 --release)",
+                path.display()
+            )
+        })?;
+        let engine = fx.engine.clone();
+        let source = path.display().to_string();
+        let loaded = tokio::task::spawn_blocking(move || {
+            load::prepare(&engine, manifest, &wasm, source, None)
+        })
+        .await??;
+        Ok(loaded)
+    }
+    .await;
+    match result {
+        Ok(loaded) => {
+            tracing::info!(function = %name, hash = %&loaded.hash[..12], "function loaded");
+            fx.registry.install(loaded)
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            tracing::error!(function = %name, "not loaded (the previous version, if any, keeps serving): {msg}");
+            fx.registry.failed(&name, msg)
+        }
+    }
+}
+
+/// Loads every function of the directory (in the background at start).
+pub async fn load_all(st: AppState) {
+    let dirs = function_dirs(&st.functions.dir);
+    for d in &dirs {
+        if let Ok(t) = std::fs::read_to_string(d.join("function.toml")) {
+            if let Ok(m) = manifest::Manifest::parse(&t) {
+                st.functions.registry.starting(&m.name);
+            }
+        }
+    }
+    for d in dirs {
+        load_dir(&st, &d).await;
+    }
+}

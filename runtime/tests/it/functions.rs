@@ -1,0 +1,241 @@
+//! Edge functions end to end: the example components in `functions/`, built
+//! from the real SDK, served by the real server against real PostgreSQL.
+
+use crate::harness::*;
+use serde_json::{json, Value};
+use wasmbase_host_api::keys::KeyKind;
+
+async fn post(
+    srv: &TestServer,
+    path: &str,
+    key: Option<&str>,
+    bearer: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let mut r = srv.http.post(format!("{}{path}", srv.url)).json(&body);
+    if let Some(k) = key {
+        r = r.header("apikey", k);
+    }
+    if let Some(b) = bearer {
+        r = r.header("authorization", format!("Bearer {b}"));
+    }
+    let resp = r.send().await.unwrap();
+    let s = resp.status().as_u16();
+    (s, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn hello_echoes_json_and_knows_the_caller() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let srv = db.functions_server(|_| {}).await;
+    srv.wait_function("hello").await;
+    let (s, b) = post(&srv, "/fn/hello", Some(&anon), None, json!({"a": 1})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["received"], json!({"a": 1}));
+    assert_eq!(b["user"], Value::Null);
+    let sub = uuid::Uuid::new_v4().to_string();
+    let (s, b) = post(
+        &srv,
+        "/functions/v1/hello/extra/path",
+        Some(&anon),
+        Some(&user_token(&sub)),
+        json!([1, 2]),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (b["user"].as_str(), &b["received"]),
+        (Some(sub.as_str()), &json!([1, 2]))
+    );
+    // verify_jwt = true: no key, no call.
+    let (s, b) = post(&srv, "/fn/hello", None, None, json!({})).await;
+    assert_eq!(s, 401, "{b}");
+    let (s, b) = post(&srv, "/fn/nope", Some(&anon), None, json!({})).await;
+    assert_eq!((s, b["code"].as_str()), (404, Some("function_not_found")));
+}
+
+#[tokio::test]
+async fn todos_runs_as_the_caller_and_report_as_service() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    db.owner()
+        .await
+        .batch_execute(
+            "CREATE TABLE todos (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+               user_id uuid NOT NULL DEFAULT auth.uid(), task text NOT NULL, done bool NOT NULL DEFAULT false);
+             ALTER TABLE todos ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY own ON todos FOR ALL TO authenticated
+               USING (user_id = auth.uid()) WITH CHECK (user_id = auth.uid());",
+        )
+        .await
+        .unwrap();
+    let srv = db.functions_server(|_| {}).await;
+    srv.wait_function("todos").await;
+    srv.wait_function("report").await;
+    let (a, b) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let (ta, tb) = (user_token(&a), user_token(&b));
+    let (s, row) = post(
+        &srv,
+        "/fn/todos",
+        Some(&anon),
+        Some(&ta),
+        json!({"task": "a's"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{row}");
+    let (s, _) = post(
+        &srv,
+        "/fn/todos",
+        Some(&anon),
+        Some(&tb),
+        json!({"task": "b's"}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let get = |t: Option<String>| {
+        let (srv, anon) = (&srv, anon.clone());
+        async move {
+            let mut r = srv
+                .http
+                .get(format!("{}/fn/todos", srv.url))
+                .header("apikey", anon);
+            if let Some(t) = t {
+                r = r.header("authorization", format!("Bearer {t}"));
+            }
+            let resp = r.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, rows) = get(Some(ta.clone())).await;
+    assert_eq!(s, 200);
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["task"], "a's");
+    // anon stays anon inside the function: no rows, and no insert.
+    let (_, rows) = get(None).await;
+    assert_eq!(rows, json!([]));
+    let (s, e) = post(&srv, "/fn/todos", Some(&anon), None, json!({"task": "x"})).await;
+    assert_eq!((s, e["code"].as_str()), (401, Some("42501")));
+    // A forged token (wrong secret) never reaches the function.
+    let forged =
+        wasmbase_host_api::jwt::JwtKeys::hs256("not-the-secret-not-the-secret-000000", None, "x")
+            .unwrap()
+            .sign(&json!({"role": "service_role", "sub": a, "exp": now() + 600}))
+            .unwrap();
+    let (s, _) = get(Some(forged)).await;
+    assert_eq!(s, 401);
+    // The service function sees everything through raw SQL.
+    let (s, b) = post(&srv, "/fn/report", Some(&anon), None, json!({})).await;
+    assert_eq!((s, b), (200, json!({"total": 2, "done": 0})));
+}
+
+#[tokio::test]
+async fn spin_times_out_while_health_and_other_functions_answer() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let srv = db.functions_server(|_| {}).await;
+    srv.wait_function("spin").await;
+    srv.wait_function("hello").await;
+    let spins: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, anon, http) = (srv.url.clone(), anon.clone(), srv.http.clone());
+            tokio::spawn(async move {
+                let r = http
+                    .post(format!("{url}/fn/spin"))
+                    .header("apikey", anon)
+                    .send()
+                    .await
+                    .unwrap();
+                (
+                    r.status().as_u16(),
+                    r.json::<Value>().await.unwrap_or(Value::Null),
+                )
+            })
+        })
+        .collect();
+    // While four guests spin (more than this machine has cores), the server answers.
+    for _ in 0..5 {
+        let r = srv
+            .http
+            .get(format!("{}/health", srv.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let (s, _) = post(&srv, "/fn/hello", Some(&anon), None, json!({"x": 1})).await;
+        assert_eq!(s, 200);
+    }
+    for h in spins {
+        let (s, b) = h.await.unwrap();
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (504, Some("function_timeout")),
+            "{b}"
+        );
+        assert!(b["requestId"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn env_is_only_what_is_granted_and_outbound_only_to_granted_hosts() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let srv = db.functions_server(|_| {}).await;
+    srv.srv.state.functions.env.store(std::sync::Arc::new(
+        [("GREETING_SECRET", "s3cr3t"), ("NOT_GRANTED", "leak")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    ));
+    srv.wait_function("secret-env").await;
+    srv.wait_function("fetch-allowed").await;
+    let (s, b) = post(&srv, "/fn/secret-env", Some(&anon), None, json!({})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["granted_present"], true);
+    assert_eq!(b["granted_length"], 6);
+    assert_eq!(b["ungranted_present"], false);
+    assert_eq!(b["visible"], json!(["GREETING_SECRET"]));
+
+    // A tiny upstream on the granted port, and the same server on another port.
+    let granted = tokio::net::TcpListener::bind("127.0.0.1:18931")
+        .await
+        .unwrap();
+    let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    for l in [granted, other] {
+        tokio::spawn(async move {
+            let app =
+                axum::Router::new().route("/", axum::routing::get(|| async { "upstream says hi" }));
+            axum::serve(l, app).await.unwrap();
+        });
+    }
+    let (s, b) = post(
+        &srv,
+        "/fn/fetch-allowed",
+        Some(&anon),
+        None,
+        json!({"url": "http://127.0.0.1:18931/"}),
+    )
+    .await;
+    assert_eq!(
+        (s, b["status"].as_u64(), b["body"].as_str()),
+        (200, Some(200), Some("upstream says hi")),
+        "{b}"
+    );
+    let (s, b) = post(
+        &srv,
+        "/fn/fetch-allowed",
+        Some(&anon),
+        None,
+        json!({"url": format!("http://127.0.0.1:{other_port}/")}),
+    )
+    .await;
+    assert_eq!(s, 502, "{b}");
+    assert!(
+        b["error"].as_str().unwrap().contains("HttpRequestDenied"),
+        "{b}"
+    );
+}

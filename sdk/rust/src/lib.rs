@@ -1,0 +1,67 @@
+//! Write Wasmbase functions in Rust.
+//!
+//! A function is a WebAssembly component (target `wasm32-wasip2`) exporting
+//! `wasi:http/incoming-handler`. Implement [`Handler`] and call [`export!`]:
+//!
+//! ```ignore
+//! use wasmbase_sdk::{Handler, Request, Response};
+//! struct Hello;
+//! impl Handler for Hello {
+//!     fn handle(req: Request) -> Response {
+//!         Response::json(200, &serde_json::json!({"path": req.path}))
+//!     }
+//! }
+//! wasmbase_sdk::export!(Hello);
+//! ```
+//!
+//! What the function may touch is granted in its `function.toml`; calling a
+//! capability that is not granted makes the platform refuse the component at
+//! load time, naming the import.
+
+#![allow(clippy::missing_safety_doc)]
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "wasmbase:platform/function",
+        pub_export_macro: true,
+        export_macro_name: "__export_function",
+        default_bindings_module: "wasmbase_sdk::bindings",
+        generate_all,
+    });
+}
+
+pub mod auth;
+pub mod data;
+pub mod env;
+pub mod http;
+pub mod log;
+pub mod sql;
+
+pub use http::{fetch, Handler, Request, Response};
+
+/// The error of a platform call (data, sql): a stable `code`, a message, and
+/// the HTTP status the data API would give it (it implements `Display` and
+/// `std::error::Error`).
+pub type Error = bindings::wasmbase::platform::types::Error;
+
+/// Exports `$t` (a [`Handler`]) as the component's HTTP handler.
+#[macro_export]
+macro_rules! export {
+    ($t:ty) => {
+        #[doc(hidden)]
+        pub struct __WasmbaseExport;
+
+        impl $crate::bindings::exports::wasi::http::incoming_handler::Guest for __WasmbaseExport {
+            fn handle(
+                request: $crate::bindings::wasi::http::types::IncomingRequest,
+                out: $crate::bindings::wasi::http::types::ResponseOutparam,
+            ) {
+                $crate::http::serve::<$t>(request, out)
+            }
+        }
+
+        $crate::bindings::__export_function!(__WasmbaseExport with_types_in $crate::bindings);
+    };
+}
