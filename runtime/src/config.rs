@@ -75,7 +75,7 @@ impl Default for FunctionsConfig {
             cache_dir: None,
             max_concurrency: 256,
             max_db_calls: None,
-            tick_ms: 10,
+            tick_ms: 2,
         }
     }
 }

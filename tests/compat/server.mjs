@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import {
   chmodSync,
+  cpSync,
   existsSync,
   lstatSync,
   mkdirSync,
@@ -18,16 +19,26 @@ import {
 import { homedir, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 
 const START_TIMEOUT_MS = 120_000;
 const POLL_MS = 100;
 const STOP_TIMEOUT_MS = 30_000;
+// A cold guest build (cargo, wasm32-wasip2 --release) on a small machine.
+const FUNCTION_TIMEOUT_MS = 180_000;
+
+/** The repository root (this file is tests/compat/server.mjs). */
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+
+/** The shared cargo target dir: $CARGO_TARGET_DIR, else ~/.cache/wasmbase-target. */
+function cargoTargetDir() {
+  return process.env.CARGO_TARGET_DIR || join(homedir(), '.cache', 'wasmbase-target');
+}
 
 /** The server binary: $WASMBASE_BIN, else $CARGO_TARGET_DIR/debug/wasmbase. */
 export function binaryPath() {
   if (process.env.WASMBASE_BIN) return process.env.WASMBASE_BIN;
-  const target = process.env.CARGO_TARGET_DIR || join(homedir(), '.cache', 'wasmbase-target');
-  return join(target, 'debug', 'wasmbase');
+  return join(cargoTargetDir(), 'debug', 'wasmbase');
 }
 
 /** Parses KEY=VALUE lines (blank lines and # comments ignored). */
@@ -52,6 +63,27 @@ async function isReady(url) {
 }
 
 /**
+ * Copies the repo's `functions/<name>` (without `target/`) for each name into
+ * `<dir>/functions/<name>`, plus what their `../../sdk/rust` path dependency
+ * needs: `<dir>/sdk/rust`, whose `wit -> ../../wit` symlink is replaced by a
+ * real copy of the repo's `wit/`.
+ */
+function copyFunctions(dir, names) {
+  for (const name of names) {
+    const from = join(REPO, 'functions', name);
+    const to = join(dir, 'functions', name);
+    cpSync(from, to, { recursive: true, filter: (src) => src !== join(from, 'target') });
+  }
+  const sdk = join(REPO, 'sdk', 'rust');
+  const sdkTo = join(dir, 'sdk', 'rust');
+  cpSync(sdk, sdkTo, {
+    recursive: true,
+    filter: (src) => src !== join(sdk, 'target') && src !== join(sdk, 'wit'),
+  });
+  cpSync(join(REPO, 'wit'), join(sdkTo, 'wit'), { recursive: true });
+}
+
+/**
  * Starts `wasmbase dev` and resolves once `.wasmbase/env` is written and
  * `/ready` answers 200. Returns the URL, the keys and `stop()`.
  *
@@ -59,12 +91,22 @@ async function isReady(url) {
  * before the server starts, which applies them (in name order, as the database
  * owner) before `/ready` is 200.
  *
- * @param {{ migrations?: Record<string, string> }} [options]
+ * `functions` names example functions of the repo's `functions/` to serve (see
+ * copyFunctions); the server builds them in the background after `/ready`, into
+ * the shared guest target dir `$CARGO_TARGET_DIR/guests` so builds are
+ * incremental. Wait for one with `waitForFunction()`.
+ *
+ * @param {{ migrations?: Record<string, string>, functions?: string[] }} [options]
  */
-export async function startServer({ migrations = {} } = {}) {
+export async function startServer({ migrations = {}, functions = [] } = {}) {
   for (const name of Object.keys(migrations)) {
     if (basename(name) !== name || !name.endsWith('.sql')) {
       throw new Error(`migration name must be a plain *.sql file name: ${name}`);
+    }
+  }
+  for (const name of functions) {
+    if (basename(name) !== name || !existsSync(join(REPO, 'functions', name, 'function.toml'))) {
+      throw new Error(`not a function of the repo's functions/ dir: ${name}`);
     }
   }
   const dir = mkdtempSync(join(tmpdir(), 'wasmbase-compat-'));
@@ -73,15 +115,16 @@ export async function startServer({ migrations = {} } = {}) {
   // /var/lib/wasmbase/clusters/<hash> instead, outside what cleanup removes.
   chmodSync(dir, 0o755);
   const names = Object.keys(migrations);
-  if (names.length > 0) {
-    try {
+  try {
+    if (names.length > 0) {
       const migrationsDir = join(dir, 'db', 'migrations');
       mkdirSync(migrationsDir, { recursive: true });
       for (const name of names) writeFileSync(join(migrationsDir, name), migrations[name]);
-    } catch (err) {
-      rmSync(dir, { recursive: true, force: true });
-      throw err;
     }
+    if (functions.length > 0) copyFunctions(dir, functions);
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
   }
   const env = { ...process.env };
   delete env.DATABASE_URL;
@@ -94,6 +137,10 @@ export async function startServer({ migrations = {} } = {}) {
     WASMBASE_AUTH_RATE_LIMIT_IP_PER_MINUTE: '0',
     WASMBASE_AUTH_EMAIL_MIN_INTERVAL_SECS: '0',
     WASMBASE_AUTH_REDIRECT_URLS: '["http://localhost:3000/**","http://app.test/**"]',
+    // Guest builds share one target dir (as the Rust integration tests do), not
+    // a fresh ./.wasmbase/target per run.
+    WASMBASE_FUNCTIONS_TARGET_DIR:
+      process.env.WASMBASE_FUNCTIONS_TARGET_DIR || join(cargoTargetDir(), 'guests'),
   });
 
   const child = spawn(binaryPath(), ['dev'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -182,10 +229,57 @@ export async function startServer({ migrations = {} } = {}) {
     DATABASE_URL: vars.DATABASE_URL,
     dir,
     stop,
+    /** The last ~20 kB of the server's stdout and stderr. */
+    output: () => output,
+    /** How the server exited ({code, signal} or {error}), or null while it runs. */
+    exited: () => exited,
     /** The dev mailbox for `to`, newest first. */
     mailbox: (to) => mailbox(server, to),
   };
   return server;
+}
+
+/**
+ * Resolves once function `name` is served: polls `GET /functions/v1/<name>`
+ * (with the publishable key) while it answers 503 (`function_starting`: still
+ * building or compiling). Any other status ends the wait; anything but 200 (a
+ * failed build is 404) throws with the server's log. `server` is what
+ * startServer() returned.
+ */
+export async function waitForFunction(server, name, timeoutMs = FUNCTION_TIMEOUT_MS) {
+  const url = `${server.url}/functions/v1/${encodeURIComponent(name)}`;
+  const deadline = Date.now() + timeoutMs;
+  let last = 'no answer';
+  while (Date.now() < deadline) {
+    if (server.exited()) {
+      throw new Error(
+        `wasmbase dev exited (${JSON.stringify(server.exited())}) while waiting for function ${name}:\n${server.output()}`,
+      );
+    }
+    let status = 0;
+    let text = '';
+    try {
+      const res = await fetch(url, {
+        headers: { apikey: server.PUBLISHABLE_KEY },
+        signal: AbortSignal.timeout(10_000),
+      });
+      status = res.status;
+      text = await res.text();
+    } catch (err) {
+      last = String(err);
+    }
+    if (status !== 0 && status !== 503) {
+      if (status === 200) return;
+      throw new Error(
+        `function ${name} is not served: GET ${url} -> ${status} ${text}\n${server.output()}`,
+      );
+    }
+    if (status === 503) last = `503 ${text}`;
+    await sleep(POLL_MS);
+  }
+  throw new Error(
+    `function ${name} was not served within ${timeoutMs / 1000}s (last: ${last}):\n${server.output()}`,
+  );
 }
 
 /**

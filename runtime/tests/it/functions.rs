@@ -132,19 +132,31 @@ async fn todos_runs_as_the_caller_and_report_as_service() {
     assert_eq!((s, b), (200, json!({"total": 2, "done": 0})));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spin_times_out_while_health_and_other_functions_answer() {
     let db = TestDb::new().await;
     let (_, anon) = db.key(KeyKind::Publishable).await;
     let srv = db.functions_server(|_| {}).await;
     srv.wait_function("spin").await;
     srv.wait_function("hello").await;
+    // The example: an endless loop ends with 504 after its 1 s limit.
+    let (s, b) = post(&srv, "/fn/spin", Some(&anon), None, json!({})).await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (504, Some("function_timeout")),
+        "{b}"
+    );
+    assert!(b["requestId"].is_string());
+
+    // Four spinning guests (twice this machine's cores, 3 s budget each)…
+    let fx = db.functions_server(|c| c.functions.dir = fixtures()).await;
+    fx.wait_function("misbehave").await;
     let spins: Vec<_> = (0..4)
         .map(|_| {
-            let (url, anon, http) = (srv.url.clone(), anon.clone(), srv.http.clone());
+            let (url, anon, http) = (fx.url.clone(), anon.clone(), fx.http.clone());
             tokio::spawn(async move {
                 let r = http
-                    .post(format!("{url}/fn/spin"))
+                    .post(format!("{url}/fn/misbehave/spin"))
                     .header("apikey", anon)
                     .send()
                     .await
@@ -156,18 +168,38 @@ async fn spin_times_out_while_health_and_other_functions_answer() {
             })
         })
         .collect();
-    // While four guests spin (more than this machine has cores), the server answers.
+    let global = fx.srv.state.functions.global.clone();
+    let total = fx.srv.state.config.functions.max_concurrency;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while global.available_permits() > total - 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "spins never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // …and the same server keeps answering other routes and functions.
     for _ in 0..5 {
-        let r = srv
+        let r = fx
             .http
-            .get(format!("{}/health", srv.url))
+            .get(format!("{}/health", fx.url))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let (s, _) = post(&srv, "/fn/hello", Some(&anon), None, json!({"x": 1})).await;
-        assert_eq!(s, 200);
+        let r = fx
+            .http
+            .get(format!("{}/fn/misbehave/ok", fx.url))
+            .header("apikey", &anon)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
     }
+    assert!(
+        global.available_permits() <= total - 4,
+        "the other requests were only answered after the spinning guests ended"
+    );
     for h in spins {
         let (s, b) = h.await.unwrap();
         assert_eq!(
@@ -175,7 +207,6 @@ async fn spin_times_out_while_health_and_other_functions_answer() {
             (504, Some("function_timeout")),
             "{b}"
         );
-        assert!(b["requestId"].is_string());
     }
 }
 
@@ -238,4 +269,125 @@ async fn env_is_only_what_is_granted_and_outbound_only_to_granted_hosts() {
         b["error"].as_str().unwrap().contains("HttpRequestDenied"),
         "{b}"
     );
+}
+
+#[tokio::test]
+async fn misbehaving_guests_get_clear_errors_and_the_server_carries_on() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let srv = db.functions_server(|c| c.functions.dir = fixtures()).await;
+    srv.wait_function("misbehave").await;
+    for (path, status, code) in [
+        ("/fn/misbehave/alloc", 500, "function_memory"),
+        ("/fn/misbehave/panic", 500, "function_crashed"),
+        ("/fn/misbehave/noreply", 502, "function_no_response"),
+    ] {
+        let (s, b) = post(&srv, path, Some(&anon), None, json!({})).await;
+        assert_eq!((s, b["code"].as_str()), (status, Some(code)), "{path}: {b}");
+    }
+    // The same function still serves the next request.
+    let r = srv
+        .http
+        .get(format!("{}/fn/misbehave/ok", srv.url))
+        .header("apikey", &anon)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "fine");
+}
+
+#[tokio::test]
+async fn components_are_checked_against_their_grants_before_they_serve() {
+    use wasmbase::functions::{load, manifest::Manifest};
+    let db = TestDb::new().await;
+    let srv = db.functions_server(|_| {}).await;
+    srv.wait_function("report").await;
+    let engine = srv.srv.state.functions.engine.clone();
+    let wasm =
+        |n: &str| std::fs::read(guests().join(format!("wasm32-wasip2/release/{n}.wasm"))).unwrap();
+    // report imports wasmbase:platform/sql: refused unless db = "service".
+    let m = Manifest::parse("name = \"report\"\ndb = \"caller\"").unwrap();
+    let e = load::prepare(&engine, m, &wasm("report"), "test".into(), None)
+        .err()
+        .unwrap();
+    assert!(
+        e.0.contains("wasmbase:platform/sql") && e.0.contains("db = \"service\""),
+        "{e}"
+    );
+    // todos imports data: refused with db = "none".
+    let m = Manifest::parse("name = \"todos\"").unwrap();
+    let e = load::prepare(&engine, m, &wasm("todos"), "test".into(), None)
+        .err()
+        .unwrap();
+    assert!(e.0.contains("wasmbase:platform/data"), "{e}");
+    // Not a component at all, or a bare core module.
+    let m = Manifest::parse("name = \"junk\"").unwrap();
+    let e = load::prepare(
+        &engine,
+        m.clone(),
+        b"definitely not wasm",
+        "test".into(),
+        None,
+    )
+    .err()
+    .unwrap();
+    assert!(e.0.contains("not a valid WebAssembly component"), "{e}");
+    let core_module = b"\0asm\x01\0\0\0";
+    let e = load::prepare(&engine, m, core_module, "test".into(), None)
+        .err()
+        .unwrap();
+    assert!(e.0.contains("not a valid WebAssembly component"), "{e}");
+}
+
+#[tokio::test]
+async fn admission_caps_and_body_limits_answer_503_and_413() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let srv = db
+        .functions_server(|c| {
+            c.functions.max_concurrency = 1;
+            c.server.body_limit_bytes = 1024;
+        })
+        .await;
+    srv.wait_function("spin").await;
+    srv.wait_function("hello").await;
+    let (url, key, http) = (srv.url.clone(), anon.clone(), srv.http.clone());
+    let spinning = tokio::spawn(async move {
+        http.post(format!("{url}/fn/spin"))
+            .header("apikey", key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    // Wait until the spin call holds the only slot (observable: no permits left).
+    let global = srv.srv.state.functions.global.clone();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while global.available_permits() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "spin never started");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let r = srv
+        .http
+        .post(format!("{}/fn/hello", srv.url))
+        .header("apikey", &anon)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(spinning.await.unwrap(), 504);
+    let big = "x".repeat(4096);
+    let r = srv
+        .http
+        .post(format!("{}/fn/hello", srv.url))
+        .header("apikey", &anon)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
 }

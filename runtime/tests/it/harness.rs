@@ -365,8 +365,9 @@ pub fn guests() -> &'static std::path::Path {
         let target = std::env::var_os("WASMBASE_GUEST_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../guests"));
-        let functions = repo_root().join("functions");
-        for f in wasmbase::functions::function_dirs(&functions) {
+        let mut dirs = wasmbase::functions::function_dirs(&repo_root().join("functions"));
+        dirs.extend(wasmbase::functions::function_dirs(&fixtures()));
+        for f in dirs {
             if !f.join("Cargo.toml").exists() {
                 continue;
             }
@@ -395,6 +396,11 @@ pub fn guests() -> &'static std::path::Path {
         }
         target
     })
+}
+
+/// Test-only functions (misbehaving guests).
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/functions")
 }
 
 /// The repository root (functions/, sdk/, wit/).
