@@ -42,7 +42,7 @@ pub struct Config {
 }
 
 /// `[functions]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FunctionsConfig {
     /// Directory of `<name>/function.toml` (+ Rust source or a `<name>.wasm`).
@@ -63,6 +63,32 @@ pub struct FunctionsConfig {
     pub max_db_calls: Option<usize>,
     /// Epoch tick, in milliseconds: how often a spinning guest yields.
     pub tick_ms: u64,
+    /// Serve the functions found in `dir` (default: on in `dev`; deployed
+    /// functions are always served).
+    pub local: Option<bool>,
+    /// Base64 of the 32-byte AES-256-GCM key that encrypts secrets
+    /// (`WASMBASE_FUNCTIONS_SECRETS_KEY`; generated for `dev`).
+    pub secrets_key: Option<String>,
+}
+
+impl std::fmt::Debug for FunctionsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionsConfig")
+            .field("dir", &self.dir)
+            .field("build", &self.build)
+            .field("watch", &self.watch)
+            .field("target_dir", &self.target_dir)
+            .field("cache_dir", &self.cache_dir)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("max_db_calls", &self.max_db_calls)
+            .field("tick_ms", &self.tick_ms)
+            .field("local", &self.local)
+            .field(
+                "secrets_key",
+                &self.secrets_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl Default for FunctionsConfig {
@@ -76,6 +102,8 @@ impl Default for FunctionsConfig {
             max_concurrency: 256,
             max_db_calls: None,
             tick_ms: 2,
+            local: None,
+            secrets_key: None,
         }
     }
 }
@@ -377,6 +405,7 @@ const STRING_KEYS: &[&str] = &[
     "log.format",
     "log.level",
     "migrations.dir",
+    "functions.secrets_key",
 ];
 
 impl Config {

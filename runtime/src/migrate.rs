@@ -38,6 +38,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(3, "0003_exposed_defaults.sql"),
     migration!(4, "0004_auth.sql"),
     migration!(5, "0005_schema_reload.sql"),
+    migration!(6, "0006_functions.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on

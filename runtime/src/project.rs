@@ -19,6 +19,10 @@ pub struct DevSecrets {
     pub jwt_secret: String,
     /// Password of the `authenticator` role.
     pub authenticator_password: String,
+    /// Base64 AES-256 key that encrypts function secrets (added later: projects
+    /// created before it get one on their next start).
+    #[serde(default)]
+    pub secrets_key: Option<String>,
 }
 
 fn random(n: usize) -> String {
@@ -45,12 +49,18 @@ impl DevSecrets {
     pub fn load_or_create(dir: &Path) -> Result<DevSecrets> {
         let path = dir.join("dev.json");
         if let Ok(bytes) = std::fs::read(&path) {
-            return serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is not valid", path.display()));
+            let mut s: DevSecrets = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not valid", path.display()))?;
+            if s.secrets_key.is_none() {
+                s.secrets_key = Some(crate::functions::secrets::generate_key());
+                write_private(&path, &serde_json::to_vec_pretty(&s)?)?;
+            }
+            return Ok(s);
         }
         let s = DevSecrets {
             jwt_secret: random(48),
             authenticator_password: random(32),
+            secrets_key: Some(crate::functions::secrets::generate_key()),
         };
         std::fs::create_dir_all(dir)?;
         write_private(&path, &serde_json::to_vec_pretty(&s)?)?;

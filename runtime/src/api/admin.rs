@@ -28,7 +28,7 @@ pub fn routes() -> Router<AppState> {
 
 /// A caller with the service role (secret key, service_role JWT): only it
 /// administers the platform.
-struct Service(Principal);
+pub(crate) struct Service(pub Principal);
 
 impl axum::extract::FromRequestParts<AppState> for Service {
     type Rejection = ApiError;

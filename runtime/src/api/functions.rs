@@ -96,6 +96,7 @@ async fn handle(
         env: (**fx.env.load()).clone(),
         global: fx.global.clone(),
         tick: Duration::from_millis(st.config.functions.tick_ms.max(1)),
+        state: st.clone(),
     };
     invoke::call(f, inputs, http::Request::from_parts(parts, body)).await
 }

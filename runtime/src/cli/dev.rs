@@ -39,6 +39,10 @@ pub async fn run(a: Args) -> Result<()> {
     // Functions in ./functions are built, loaded and hot-reloaded.
     config.functions.build.get_or_insert(true);
     config.functions.watch.get_or_insert(true);
+    config.functions.local.get_or_insert(true);
+    if config.functions.secrets_key.is_none() {
+        config.functions.secrets_key = secrets.secrets_key.clone();
+    }
     config
         .functions
         .target_dir

@@ -1,10 +1,13 @@
 //! Command-line interface. Every command has a one-line `--help` saying what it does.
 
+mod deploy;
 mod dev;
+mod fn_new;
 mod keys;
 mod mail;
 mod migrate;
 mod policy;
+mod secrets;
 pub(crate) mod serve;
 mod status;
 mod token;
@@ -41,6 +44,14 @@ enum Command {
     Token(token::Args),
     /// Show the dev mailbox: auth emails kept when no SMTP server is configured.
     Mail(mail::Args),
+    /// Build functions and upload them to a server (new active version).
+    Deploy(deploy::DeployArgs),
+    /// Deployed functions: list, versions, rollback, logs, delete.
+    Functions(deploy::FunctionsArgs),
+    /// Encrypted env values for functions: set, list, unset.
+    Secrets(secrets::Args),
+    /// Scaffold a function: `wasmbase fn new NAME`.
+    Fn(fn_new::Args),
     /// Serve a raw hyper hello (benchmark baseline; no middleware, no database).
     #[command(hide = true)]
     BenchHello {
@@ -81,6 +92,10 @@ pub fn main() -> ExitCode {
             Command::Keys(a) => keys::run(a).await,
             Command::Token(a) => token::run(a),
             Command::Mail(a) => mail::run(a).await,
+            Command::Deploy(a) => deploy::deploy(a).await,
+            Command::Functions(a) => deploy::functions(a).await,
+            Command::Secrets(a) => secrets::run(a).await,
+            Command::Fn(a) => fn_new::run(a),
             Command::BenchHello { listen } => crate::bench_hello::serve(listen).await,
         }
     });

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use wasmbase_host_api::guest::{DbAccess, GuestCtx};
+use wasmbase_host_api::guest::{DbAccess, GuestCtx, LogLine};
 use wasmbase_host_api::Principal;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
@@ -70,6 +70,8 @@ pub struct Inputs {
     pub global: Arc<Semaphore>,
     /// Epoch tick.
     pub tick: Duration,
+    /// Where the call's log record goes.
+    pub state: crate::server::state::AppState,
 }
 
 fn busy(what: &str) -> ApiError {
@@ -176,6 +178,7 @@ pub async fn call(
     let pre = f.pre.clone();
     let rid = inputs.request_id;
     let fname = name.clone();
+    let started = Instant::now();
     let task = tokio::spawn(async move {
         let _permits = (global, own);
         let run = async {
@@ -193,32 +196,76 @@ pub async fn call(
         if let Err(e) = &result {
             tracing::warn!(function = &*fname, request_id = %rid, error = %e, "function call failed");
         }
-        result
+        let lines = std::mem::take(&mut store.data_mut().guest.logs);
+        (result, lines, rid)
     });
+    let record = {
+        let st = inputs.state.clone();
+        let name = name.to_string();
+        let version = f.version.map(|v| v as i32);
+        move |status: u16, outcome: &'static str, lines: Vec<LogLine>, rid: String| {
+            st.functions.logs.push(super::logs::Record {
+                name,
+                version,
+                request_id: rid,
+                status,
+                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                outcome,
+                lines,
+            });
+        }
+    };
     match rx.await {
-        Ok(Ok(resp)) => Ok(resp.map(Body::new)),
+        Ok(Ok(resp)) => {
+            let status = resp.status().as_u16();
+            // Log once the guest is done (the body may still be streaming).
+            tokio::spawn(async move {
+                if let Ok((result, lines, rid)) = task.await {
+                    let outcome = match result {
+                        Ok(()) => "ok",
+                        Err(Failure::Timeout) => "timeout",
+                        Err(Failure::Trap(_)) => "trap",
+                    };
+                    record(status, outcome, lines, rid);
+                }
+            });
+            Ok(resp.map(Body::new))
+        }
         Ok(Err(code)) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "function_error",
             format!("The function answered with an error: {code:?}"),
         )),
-        Err(_) => match task.await {
-            Ok(Err(Failure::Timeout)) => Err(ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "function_timeout",
-                format!(
-                    "Function {name} did not finish within {} ms",
-                    limits.timeout_ms
+        Err(_) => {
+            let (result, lines, rid) = match task.await {
+                Ok(r) => r,
+                Err(e) => return Err(ApiError::internal(format!("function task: {e}"))),
+            };
+            let (err, outcome) = match result {
+                Err(Failure::Timeout) => (
+                    ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "function_timeout",
+                        format!(
+                            "Function {name} did not finish within {} ms",
+                            limits.timeout_ms
+                        ),
+                    ),
+                    "timeout",
                 ),
-            )),
-            Ok(Err(Failure::Trap(msg))) => Err(trap_error(&name, &msg)),
-            Ok(Ok(())) => Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "function_no_response",
-                format!("Function {name} returned without sending a response"),
-            )),
-            Err(e) => Err(ApiError::internal(format!("function task: {e}"))),
-        },
+                Err(Failure::Trap(msg)) => (trap_error(&name, &msg), "trap"),
+                Ok(()) => (
+                    ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "function_no_response",
+                        format!("Function {name} returned without sending a response"),
+                    ),
+                    "no_response",
+                ),
+            };
+            record(err.status.as_u16(), outcome, lines, rid);
+            Err(err)
+        }
     }
 }
 

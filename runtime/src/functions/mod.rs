@@ -10,12 +10,15 @@
 //! for Rust functions and [`watch`] rebuilds them on change in `dev`.
 
 pub mod build;
+pub mod deploy;
 pub mod engine;
 pub mod invoke;
 pub mod load;
+pub mod logs;
 pub mod manifest;
 pub mod outbound;
 pub mod registry;
+pub mod secrets;
 pub mod watch;
 
 pub use engine::Engine;
@@ -48,8 +51,16 @@ pub struct Functions {
     pub build: bool,
     /// Watch `dir` and reload on change.
     pub watch: bool,
-    /// Env values functions may be granted (dev `.env`; secrets later).
+    /// Serve the functions of `dir` (dev); deployed ones are always served.
+    pub local: bool,
+    /// Env values functions may be granted: secrets over the dev `.env`.
     pub env: arc_swap::ArcSwap<HashMap<String, String>>,
+    /// The project's `.env` (dev), merged under the secrets.
+    pub dotenv: HashMap<String, String>,
+    /// Cipher of `functions.secrets_key` (None: secrets unavailable).
+    pub secrets: Option<aes_gcm::Aes256Gcm>,
+    /// Invocation log queue.
+    pub logs: logs::Sink,
     /// Serialises cargo builds (one at a time on small machines).
     pub build_lock: tokio::sync::Mutex<()>,
 }
@@ -148,6 +159,9 @@ pub async fn load_dir(st: &AppState, fdir: &Path) -> u64 {
 
 /// Loads every function of the directory (in the background at start).
 pub async fn load_all(st: AppState) {
+    if !st.functions.local {
+        return;
+    }
     let dirs = function_dirs(&st.functions.dir);
     for d in &dirs {
         if let Ok(t) = std::fs::read_to_string(d.join("function.toml")) {

@@ -164,6 +164,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::auth::routes())
         .merge(api::rest::routes())
         .merge(api::functions::routes())
+        .merge(api::deploy::routes())
         .fallback(|| async { error::ApiError::not_found("No such route") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -326,6 +327,28 @@ fn functions_state(
             application_name: "wasmbase-functions",
         },
     )?;
+    let secrets =
+        match &fc.secrets_key {
+            Some(k) => Some(crate::functions::secrets::cipher(k).map_err(|e| {
+                anyhow::anyhow!("configuration error: `functions.secrets_key`: {e:#}")
+            })?),
+            None => None,
+        };
+    let dotenv = if fc.local.unwrap_or(false) {
+        crate::functions::read_dotenv(std::path::Path::new(".env"))
+    } else {
+        Default::default()
+    };
+    let (logs, log_rx) = crate::functions::logs::Sink::new();
+    let log_pool = db::pool(
+        owner.clone(),
+        &PoolSettings {
+            max_size: 1,
+            wait_timeout: Duration::from_secs(10),
+            application_name: "wasmbase-function-logs",
+        },
+    )?;
+    tokio::spawn(crate::functions::logs::writer(log_pool, log_rx));
     Ok(crate::functions::Functions {
         engine,
         registry: Default::default(),
@@ -336,9 +359,11 @@ fn functions_state(
         target_dir,
         build: fc.build.unwrap_or(false),
         watch: fc.watch.unwrap_or(false),
-        env: arc_swap::ArcSwap::from_pointee(crate::functions::read_dotenv(std::path::Path::new(
-            ".env",
-        ))),
+        local: fc.local.unwrap_or(false),
+        env: arc_swap::ArcSwap::from_pointee(dotenv.clone()),
+        dotenv,
+        secrets,
+        logs,
         build_lock: Default::default(),
     })
 }
@@ -372,6 +397,9 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
                 let c = st.system.get().await?;
                 st.gate.keys().reload(&**c).await?;
                 reload_schema(&st, &c).await?;
+                drop(c);
+                crate::functions::deploy::reload_secrets(&st).await?;
+                crate::functions::deploy::sync_all(&st).await?;
                 anyhow::Ok(())
             };
             match r.await {
@@ -398,6 +426,18 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
                 if let Err(e) = r.await {
                     tracing::warn!(error = %format!("{e:#}"), "reloading API keys");
                 }
+            } else if channel == crate::functions::deploy::CHANNEL {
+                let st2 = st.clone();
+                // Compiling may take a moment: never block the listener on it.
+                tokio::spawn(async move {
+                    if let Ok(c) = st2.system.get().await {
+                        crate::functions::deploy::sync_one(&st2, &**c, &payload).await;
+                    }
+                });
+            } else if channel == "wasmbase_secrets" {
+                if let Err(e) = crate::functions::deploy::reload_secrets(&st).await {
+                    tracing::warn!(error = %format!("{e:#}"), "reloading function secrets");
+                }
             } else if channel == SCHEMA_CHANNEL || payload.is_empty() || payload == "reload schema"
             {
                 st.schema_dirty.notify_one();
@@ -407,7 +447,13 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
     tokio::spawn(schema_reloader(state.clone(), cancel.clone()));
     wasmbase_host_api::listen::run(
         owner,
-        &[keys::CHANNEL, SCHEMA_CHANNEL, "pgrst"],
+        &[
+            keys::CHANNEL,
+            SCHEMA_CHANNEL,
+            "pgrst",
+            crate::functions::deploy::CHANNEL,
+            "wasmbase_secrets",
+        ],
         cancel,
         on_notify,
         || resync(true),

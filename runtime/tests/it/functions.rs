@@ -391,3 +391,214 @@ async fn admission_caps_and_body_limits_answer_503_and_413() {
         .unwrap();
     assert_eq!(r.status(), 413);
 }
+
+fn wasm_of(name: &str) -> Vec<u8> {
+    std::fs::read(guests().join(format!(
+        "wasm32-wasip2/release/{}.wasm",
+        name.replace('-', "_")
+    )))
+    .unwrap()
+}
+
+/// Waits until `srv` serves `name` at deployed `version` (bounded).
+async fn wait_version(srv: &TestServer, name: &str, version: i64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let wasmbase::functions::registry::Lookup::Ready(f) =
+            srv.srv.state.functions.registry.get(name)
+        {
+            if f.version == Some(version) {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} v{version} never reached this node (load error: {:?})",
+            srv.srv.state.functions.registry.error(name)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+async fn deploy(
+    srv: &TestServer,
+    key: &str,
+    name: &str,
+    manifest: &str,
+    wasm: &[u8],
+) -> (u16, Value) {
+    use base64::Engine as _;
+    let body = json!({
+        "manifest": manifest,
+        "component": base64::engine::general_purpose::STANDARD.encode(wasm),
+    });
+    let r = srv
+        .http
+        .post(format!("{}/admin/v1/functions/{name}", srv.url))
+        .header("apikey", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn deploy_and_rollback_reach_every_node_and_bad_deploys_change_nothing() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let (_, secret) = db.key(KeyKind::Secret).await;
+    let a = db.server().await;
+    let b = db.server().await;
+    let manifest = "name = \"greeter\"\n";
+    let (s, v) = deploy(&a, &secret, "greeter", manifest, &wasm_of("hello")).await;
+    assert_eq!((s, v["version"].as_i64()), (201, Some(1)), "{v}");
+    wait_version(&b, "greeter", 1).await;
+    let (s, body) = post(&b, "/fn/greeter", Some(&anon), None, json!({"n": 1})).await;
+    assert_eq!((s, &body["received"]), (200, &json!({"n": 1})));
+
+    // Version 2 is a different component; both nodes switch.
+    let (s, v) = deploy(&a, &secret, "greeter", manifest, &wasm_of("secret-env")).await;
+    assert_eq!((s, v["version"].as_i64()), (201, Some(2)), "{v}");
+    wait_version(&b, "greeter", 2).await;
+    let (_, body) = post(&b, "/fn/greeter", Some(&anon), None, json!({})).await;
+    assert_eq!(body["granted_present"], false, "{body}");
+
+    // A bad upload is refused and changes nothing.
+    let (s, e) = deploy(&a, &secret, "greeter", manifest, b"not wasm").await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (400, Some("invalid_component")),
+        "{e}"
+    );
+    let (s, e) = deploy(&a, &secret, "greeter", manifest, &wasm_of("report")).await;
+    assert_eq!(s, 400);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("wasmbase:platform/sql"),
+        "{e}"
+    );
+    let (s, e) = deploy(&a, &anon, "greeter", manifest, &wasm_of("hello")).await;
+    assert_eq!(s, 403, "{e}");
+    let versions = a
+        .http
+        .get(format!("{}/admin/v1/functions/greeter/versions", a.url))
+        .header("apikey", &secret)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        versions["versions"].as_array().unwrap().len(),
+        2,
+        "{versions}"
+    );
+
+    // Rollback to the previous version reaches the other node too.
+    let r = a
+        .http
+        .post(format!("{}/admin/v1/functions/greeter/rollback", a.url))
+        .header("apikey", &secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_version(&b, "greeter", 1).await;
+    let (_, body) = post(&b, "/fn/greeter", Some(&anon), None, json!({"back": true})).await;
+    assert_eq!(body["received"], json!({"back": true}));
+
+    // Invocation logs from node b are visible through node a.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let logs = a
+            .http
+            .get(format!("{}/admin/v1/functions/greeter/logs", a.url))
+            .header("apikey", &secret)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        let entries = logs["logs"].as_array().cloned().unwrap_or_default();
+        if entries.len() >= 3 {
+            assert_eq!(entries[0]["status"], 200);
+            assert_eq!(entries[0]["outcome"], "ok");
+            assert!(
+                entries[0]["lines"][0]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("hello from"),
+                "{logs}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "logs never arrived: {logs}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn secrets_are_stored_encrypted_and_reach_granted_functions() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let key = wasmbase::functions::secrets::generate_key();
+    let srv = db
+        .functions_server(|c| c.functions.secrets_key = Some(key.clone()))
+        .await;
+    srv.wait_function("secret-env").await;
+    let owner = db.owner().await;
+    let cipher = wasmbase::functions::secrets::cipher(&key).unwrap();
+    wasmbase::functions::secrets::set(&owner, &cipher, "GREETING_SECRET", "hunter22")
+        .await
+        .unwrap();
+    wasmbase::functions::secrets::set(&owner, &cipher, "NOT_GRANTED", "nope")
+        .await
+        .unwrap();
+    // Ciphertext only in the database.
+    let row = owner
+        .query_one(
+            "SELECT string_agg(encode(ciphertext, 'escape'), '') FROM wasmbase.secrets",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, String>(0).contains("hunter22"));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while srv
+        .srv
+        .state
+        .functions
+        .env
+        .load()
+        .get("NOT_GRANTED")
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "secrets never reached the node"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (s, b) = post(&srv, "/fn/secret-env", Some(&anon), None, json!({})).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        (b["granted_present"].as_bool(), b["granted_length"].as_u64()),
+        (Some(true), Some(8))
+    );
+    assert_eq!(b["ungranted_present"], false);
+    // A value encrypted under another key does not decrypt (and is skipped).
+    let other = wasmbase::functions::secrets::cipher(&wasmbase::functions::secrets::generate_key())
+        .unwrap();
+    let all = wasmbase::functions::secrets::load_all(&owner, &other)
+        .await
+        .unwrap();
+    assert!(all.is_empty());
+}

@@ -446,6 +446,7 @@ impl TestDb {
                 Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("function-cache"));
             c.functions.build = Some(false);
             c.functions.watch = Some(false);
+            c.functions.local = Some(true);
             tweak(c);
         })
         .await

@@ -1,0 +1,83 @@
+//! `wasmbase secrets set|list|unset`: env values for functions, encrypted
+//! (AES-256-GCM, `functions.secrets_key`) in PostgreSQL so every node sees
+//! them. A value is never printed; `set NAME` without `=VALUE` reads it from
+//! stdin so it stays out of shell history.
+
+use super::{cli_config, owner_client};
+use crate::functions::secrets;
+use crate::project;
+use anyhow::{bail, Context, Result};
+use std::io::Read;
+
+/// Arguments of `secrets`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// Config file (database.url, functions.secrets_key); default wasmbase.toml or the dev project.
+    #[arg(long, short, global = true)]
+    config: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// Store NAME=VALUE (or NAME, reading the value from stdin).
+    Set {
+        /// NAME=VALUE or NAME.
+        assignment: String,
+    },
+    /// Names and update times (never values).
+    List,
+    /// Remove a secret.
+    Unset {
+        /// Name.
+        name: String,
+    },
+}
+
+/// Runs `secrets`.
+pub async fn run(a: Args) -> Result<()> {
+    let cfg = cli_config(a.config.as_deref())?;
+    let client = owner_client(&cfg).await?;
+    match a.cmd {
+        Cmd::List => {
+            let rows = secrets::list(&client).await?;
+            if rows.is_empty() {
+                println!("no secrets");
+            }
+            for (name, at) in rows {
+                println!("{name:<32} updated {at}");
+            }
+        }
+        Cmd::Unset { name } => {
+            if secrets::unset(&client, &name).await? {
+                println!("removed {name}");
+            } else {
+                bail!("no secret named {name}");
+            }
+        }
+        Cmd::Set { assignment } => {
+            let key = match &cfg.functions.secrets_key {
+                Some(k) => k.clone(),
+                None => project::DevSecrets::load(&project::state_dir(&std::env::current_dir()?))
+                    .and_then(|s| s.secrets_key)
+                    .context("no `functions.secrets_key` (set WASMBASE_FUNCTIONS_SECRETS_KEY to base64 of 32 random bytes)")?,
+            };
+            let cipher = secrets::cipher(&key)?;
+            let (name, value) = match assignment.split_once('=') {
+                Some((n, v)) => (n.to_string(), v.to_string()),
+                None => {
+                    let mut v = String::new();
+                    std::io::stdin().read_to_string(&mut v)?;
+                    (
+                        assignment.clone(),
+                        v.trim_end_matches(['\n', '\r']).to_string(),
+                    )
+                }
+            };
+            secrets::set(&client, &cipher, &name, &value).await?;
+            println!("stored {name} (every node picks it up within a second)");
+        }
+    }
+    Ok(())
+}
