@@ -602,3 +602,73 @@ async fn secrets_are_stored_encrypted_and_reach_granted_functions() {
         .unwrap();
     assert!(all.is_empty());
 }
+
+#[tokio::test]
+async fn fn_new_scaffolds_a_function_that_builds_serves_and_hot_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmbase"))
+        .args(["fn", "new", "greet"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fdir = dir.path().join("functions/greet");
+    assert!(fdir.join("function.toml").is_file() && fdir.join("src/lib.rs").is_file());
+    assert!(dir
+        .path()
+        .join("functions/.wasmbase-sdk/wit/platform.wit")
+        .is_file());
+
+    // Served with build and watch on, as `wasmbase dev` does.
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let functions = dir.path().join("functions");
+    let srv = db
+        .functions_server(|c| {
+            c.functions.dir = functions.clone();
+            c.functions.build = Some(true);
+            c.functions.watch = Some(true);
+        })
+        .await;
+    srv.wait_function("greet").await;
+    let (s, b) = post(&srv, "/fn/greet", Some(&anon), None, json!({"name": "Ada"})).await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (200, Some("Hello, Ada!")),
+        "{b}"
+    );
+
+    // Edit the source: the watcher rebuilds and swaps it in.
+    let lib = fdir.join("src/lib.rs");
+    let v = srv.functions_version();
+    let src = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, src.replace("Hello, {}!", "Howdy, {}!")).unwrap();
+    wait_registry_after(&srv, v).await;
+    let (_, b) = post(&srv, "/fn/greet", Some(&anon), None, json!({"name": "Ada"})).await;
+    assert_eq!(b["message"], "Howdy, Ada!", "{b}");
+
+    // A broken edit is reported and the last good version keeps serving.
+    let v = srv.functions_version();
+    std::fs::write(&lib, "this is not rust").unwrap();
+    wait_registry_after(&srv, v).await;
+    assert!(srv.srv.state.functions.registry.error("greet").is_some());
+    let (s, b) = post(&srv, "/fn/greet", Some(&anon), None, json!({"name": "Ada"})).await;
+    assert_eq!((s, b["message"].as_str()), (200, Some("Howdy, Ada!")));
+}
+
+/// Waits until the function registry changed past `v` (a build finished,
+/// successfully or not), bounded.
+async fn wait_registry_after(srv: &TestServer, v: u64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
+    while srv.functions_version() <= v {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no rebuild happened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
