@@ -41,9 +41,12 @@ pub fn pool(cfg: tokio_postgres::Config, settings: &PoolSettings) -> anyhow::Res
     Ok(builder(cfg, settings).build()?)
 }
 
-/// A pool whose connections are reset with `DISCARD ALL` (and friends) before
-/// each reuse, for SQL text the platform did not write (functions' raw SQL), so
-/// session state one caller set never reaches the next.
+/// A pool whose connections are reset before each reuse (deadpool's clean
+/// recycling: `RESET ALL`, `CLOSE ALL`, `UNLISTEN *`, `DISCARD TEMP`, `DISCARD
+/// SEQUENCES`, advisory unlocks), for SQL text the platform did not write
+/// (functions' raw SQL), so session settings one caller made never reach the
+/// next. Statements a guest `PREPARE`s by name survive (the pool's own
+/// prepared statements must); all users of this pool are service functions.
 pub fn isolated_pool(cfg: tokio_postgres::Config, settings: &PoolSettings) -> anyhow::Result<Pool> {
     let mut cfg = cfg;
     cfg.application_name(settings.application_name);

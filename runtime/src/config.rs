@@ -66,6 +66,8 @@ pub struct FunctionsConfig {
     /// Serve the functions found in `dir` (default: on in `dev`; deployed
     /// functions are always served).
     pub local: Option<bool>,
+    /// Write one invocation record per call to `wasmbase.function_logs`.
+    pub invocation_logs: bool,
     /// Base64 of the 32-byte AES-256-GCM key that encrypts secrets
     /// (`WASMBASE_FUNCTIONS_SECRETS_KEY`; generated for `dev`).
     pub secrets_key: Option<String>,
@@ -83,6 +85,7 @@ impl std::fmt::Debug for FunctionsConfig {
             .field("max_db_calls", &self.max_db_calls)
             .field("tick_ms", &self.tick_ms)
             .field("local", &self.local)
+            .field("invocation_logs", &self.invocation_logs)
             .field(
                 "secrets_key",
                 &self.secrets_key.as_ref().map(|_| "<redacted>"),
@@ -104,6 +107,7 @@ impl Default for FunctionsConfig {
             tick_ms: 2,
             local: None,
             secrets_key: None,
+            invocation_logs: true,
         }
     }
 }
@@ -389,7 +393,14 @@ impl std::fmt::Debug for SmtpConfig {
     }
 }
 
-const SECTIONS: &[&str] = &["server", "database", "auth", "log", "migrations"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "database",
+    "auth",
+    "log",
+    "migrations",
+    "functions",
+];
 
 /// Keys whose environment value is always taken verbatim, so a password such as
 /// `123456` or `true` is not read as a number or boolean.

@@ -39,6 +39,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(4, "0004_auth.sql"),
     migration!(5, "0005_schema_reload.sql"),
     migration!(6, "0006_functions.sql"),
+    migration!(7, "0007_function_logs_unlogged.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on

@@ -2,7 +2,9 @@
 //! `db = "service"`. It runs on its own pool that logs in as
 //! `wasmbase_functions` (NOINHERIT, member of service_role alone), and every
 //! call is a transaction that does `SET LOCAL ROLE service_role` with a
-//! statement timeout no longer than the call's remaining time.
+//! statement timeout no longer than the call's remaining time. (The guest's
+//! SQL runs inside that transaction and could change its own timeout; the
+//! call's wall-clock limit still ends the call and drops the connection.)
 
 use super::bindings::wasmbase::platform::sql::{Host, Rows, Statement, Value};
 use super::{error, DbAccess, GuestCtx, GuestError};
@@ -71,8 +73,8 @@ impl GuestCtx {
             "ROLLBACK"
         };
         client.batch_execute(end).await.map_err(pg)?;
-        // Session state a guest may have changed (SET, PREPARE, temp tables) is
-        // reset by the pool's DISCARD ALL recycling before anyone else gets it.
+        // Session settings and temp tables a guest created are reset by the
+        // pool's clean recycling before anyone else gets the connection.
         drop(guard.0.take());
         match failure {
             Some(e) => Err(e),

@@ -98,9 +98,18 @@ async fn list(State(st): State<AppState>, _: Service) -> Result<Json<Value>, Api
             "versions": r.get::<_, i64>(2), "updated_at": r.get::<_, String>(3), "serving": serving,
         }));
     }
+    let errors: std::collections::HashMap<String, String> =
+        st.functions.registry.errors().into_iter().collect();
     for name in st.functions.registry.names() {
         if !seen.contains(&name) {
-            out.push(json!({"name": name, "source": "local", "serving": true}));
+            out.push(json!({"name": name, "source": "local", "serving": true, "error": errors.get(&name)}));
+            seen.insert(name);
+        }
+    }
+    // Local functions whose first build failed are not served, but say why.
+    for (name, e) in &errors {
+        if !seen.contains(name) {
+            out.push(json!({"name": name, "source": "local", "serving": false, "error": e}));
         }
     }
     Ok(Json(

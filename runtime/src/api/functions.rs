@@ -81,7 +81,11 @@ async fn handle(
                 allow_unfiltered_writes: st.config.database.allow_unfiltered_writes,
             },
             cache_size: st.config.database.statement_cache_size,
-            statement_timeout: st.statement_timeout(&caller),
+            statement_timeout: if mode == DbMode::Service {
+                st.statement_timeout(&Principal::for_role(Role::ServiceRole))
+            } else {
+                st.statement_timeout(&caller)
+            },
             sql: (mode == DbMode::Service).then(|| fx.sql_pool.clone()),
             permits: fx.db_permits.clone(),
         }),

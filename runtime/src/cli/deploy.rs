@@ -194,7 +194,12 @@ pub async fn functions(a: FunctionsArgs) -> Result<()> {
                         f["versions"],
                         f["updated_at"].as_str().unwrap_or("")
                     ),
-                    _ => println!("{:<24} local", f["name"].as_str().unwrap_or("")),
+                    _ => {
+                        println!("{:<24} local", f["name"].as_str().unwrap_or(""));
+                        if let Some(e) = f["error"].as_str() {
+                            println!("    last build/load failed: {e}");
+                        }
+                    }
                 }
             }
         }

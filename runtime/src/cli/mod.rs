@@ -59,6 +59,12 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
     },
+    /// Time per-request instantiation of a component (benchmark figure).
+    #[command(hide = true)]
+    BenchInstantiate {
+        /// Component file.
+        wasm: PathBuf,
+    },
 }
 
 /// `--config` for commands that read the project configuration.
@@ -97,6 +103,7 @@ pub fn main() -> ExitCode {
             Command::Secrets(a) => secrets::run(a).await,
             Command::Fn(a) => fn_new::run(a),
             Command::BenchHello { listen } => crate::bench_hello::serve(listen).await,
+            Command::BenchInstantiate { wasm } => bench_instantiate(&wasm).await,
         }
     });
     match result {
@@ -137,4 +144,30 @@ pub(crate) async fn owner_client(cfg: &Config) -> anyhow::Result<tokio_postgres:
         let _ = conn.await;
     });
     Ok(client)
+}
+
+/// `bench-instantiate`: median and p99 of 2000 instantiations (after 200 warm-up).
+async fn bench_instantiate(wasm: &std::path::Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(wasm)?;
+    let cache = std::env::temp_dir().join("wasmbase-bench-cache");
+    let engine = crate::functions::Engine::new(cache, std::time::Duration::from_millis(2), 64)?;
+    let m = crate::functions::manifest::Manifest::parse("name = \"bench\"")
+        .map_err(anyhow::Error::msg)?;
+    let f = crate::functions::load::prepare(&engine, m, &bytes, "bench".into(), None)?;
+    crate::functions::invoke::time_instantiations(&f, 200).await?;
+    let d = crate::functions::invoke::time_instantiations(&f, 2000).await?;
+    let us = |i: usize| d[i.min(d.len() - 1)].as_secs_f64() * 1e6;
+    println!(
+        "median {:.1} us, p99 {:.1} us",
+        us(d.len() / 2),
+        us(d.len() * 99 / 100)
+    );
+    let c = crate::functions::invoke::time_calls(&f, 2000, br#"{"a":1}"#).await?;
+    let cus = |i: usize| c[i.min(c.len() - 1)].as_secs_f64() * 1e6;
+    eprintln!(
+        "whole call (no HTTP server): median {:.1} us, p99 {:.1} us",
+        cus(c.len() / 2),
+        cus(c.len() * 99 / 100)
+    );
+    Ok(())
 }

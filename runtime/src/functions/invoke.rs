@@ -103,63 +103,18 @@ pub async fn call(
         .map_err(|_| busy("to this function"))?;
     let limits = &f.manifest.limits;
     let timeout = Duration::from_millis(limits.timeout_ms);
-    let mut wasi = WasiCtx::builder();
-    for var in &f.manifest.env {
-        if let Some(v) = inputs.env.get(var) {
-            wasi.env(var, v);
-        }
-    }
-    let store_limits = StoreLimitsBuilder::new()
-        .memory_size((limits.memory_mb as usize) << 20)
-        .instances(64)
-        .tables(64)
-        .memories(16)
-        .trap_on_grow_failure(true)
-        .build();
     let db = match f.manifest.db {
         DbMode::None => None,
         _ => inputs.db,
     };
-    let ctx = Ctx {
-        wasi: wasi.build(),
-        http: WasiHttpCtx::new(),
-        table: ResourceTable::new(),
-        hooks: Outbound {
-            manifest: f.manifest.clone(),
-            function: name.clone(),
-        },
-        limits: store_limits,
-        guest: GuestCtx {
-            caller: inputs.caller,
-            function: name.clone(),
-            request_id: inputs.request_id.clone(),
-            db,
-            deadline: Instant::now() + timeout,
-            logs: Vec::new(),
-            log_budget: LOG_BUDGET,
-            logs_dropped: 0,
-        },
-    };
-    let mut store = Store::new(f.pre.engine(), ctx);
-    store.limiter(|c| &mut c.limits);
-    store.set_epoch_deadline(1);
-    // Yield to tokio every tick (a spinning guest never holds a worker for
-    // longer); past the budget, interrupt (the wall-clock timeout usually
-    // fires first, this bounds pure CPU).
-    let mut left = (timeout.as_millis() / inputs.tick.as_millis().max(1)) as u64 + 1;
-    store.epoch_deadline_callback(move |_| {
-        if left == 0 {
-            return Ok(UpdateDeadline::Interrupt);
-        }
-        left -= 1;
-        // tokio's yield_now wakes the task only after the scheduler has polled
-        // its I/O driver, so other connections are served between two slices of
-        // a spinning guest (a plain self-wake would let I/O wait ~61 slices).
-        Ok(UpdateDeadline::YieldCustom(
-            1,
-            Box::pin(tokio::task::yield_now()),
-        ))
-    });
+    let mut store = new_store(
+        &f,
+        inputs.caller,
+        inputs.request_id.clone(),
+        db,
+        &inputs.env,
+        inputs.tick,
+    );
 
     let (parts, body) = req.into_parts();
     let body = body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())));
@@ -179,7 +134,10 @@ pub async fn call(
     let rid = inputs.request_id;
     let fname = name.clone();
     let started = Instant::now();
-    let task = tokio::spawn(async move {
+    // The guest runs in this task; only if its response head arrives while it is
+    // still running (a streaming body) does the rest move to its own task. Most
+    // calls finish here, without a spawn or a cross-thread wake-up.
+    let mut guest = Box::pin(async move {
         let _permits = (global, own);
         let run = async {
             let proxy = pre.instantiate_async(&mut store).await?;
@@ -204,6 +162,9 @@ pub async fn call(
         let name = name.to_string();
         let version = f.version.map(|v| v as i32);
         move |status: u16, outcome: &'static str, lines: Vec<LogLine>, rid: String| {
+            if !st.config.functions.invocation_logs {
+                return;
+            }
             st.functions.logs.push(super::logs::Record {
                 name,
                 version,
@@ -215,31 +176,49 @@ pub async fn call(
             });
         }
     };
-    match rx.await {
+    let outcome_of = |r: &Result<(), Failure>| match r {
+        Ok(()) => "ok",
+        Err(Failure::Timeout) => "timeout",
+        Err(Failure::Trap(_)) => "trap",
+    };
+    let mut rx = rx;
+    let (head, done) = tokio::select! {
+        biased;
+        done = &mut guest => (rx.try_recv().map_err(|_| ()), Some(done)),
+        head = &mut rx => (head.map_err(|_| ()), None),
+    };
+    match head {
         Ok(Ok(resp)) => {
             let status = resp.status().as_u16();
-            // Log once the guest is done (the body may still be streaming).
-            tokio::spawn(async move {
-                if let Ok((result, lines, rid)) = task.await {
-                    let outcome = match result {
-                        Ok(()) => "ok",
-                        Err(Failure::Timeout) => "timeout",
-                        Err(Failure::Trap(_)) => "trap",
-                    };
-                    record(status, outcome, lines, rid);
+            match done {
+                Some((result, lines, rid)) => record(status, outcome_of(&result), lines, rid),
+                // The body may still be streaming: keep driving the guest.
+                None => {
+                    tokio::spawn(async move {
+                        let (result, lines, rid) = guest.await;
+                        record(status, outcome_of(&result), lines, rid);
+                    });
                 }
-            });
+            }
             Ok(resp.map(Body::new))
         }
-        Ok(Err(code)) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "function_error",
-            format!("The function answered with an error: {code:?}"),
-        )),
-        Err(_) => {
-            let (result, lines, rid) = match task.await {
-                Ok(r) => r,
-                Err(e) => return Err(ApiError::internal(format!("function task: {e}"))),
+        Ok(Err(code)) => {
+            let err = ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "function_error",
+                format!("The function answered with an error: {code:?}"),
+            );
+            let (result, lines, rid) = match done {
+                Some(d) => d,
+                None => guest.await,
+            };
+            record(err.status.as_u16(), outcome_of(&result), lines, rid);
+            Err(err)
+        }
+        Err(()) => {
+            let (result, lines, rid) = match done {
+                Some(d) => d,
+                None => guest.await,
             };
             let (err, outcome) = match result {
                 Err(Failure::Timeout) => (
@@ -267,6 +246,75 @@ pub async fn call(
             Err(err)
         }
     }
+}
+
+/// A fresh store for one call of `f`: granted env only, the memory cap, and
+/// an epoch budget that yields every tick and interrupts past the timeout.
+fn new_store(
+    f: &Loaded,
+    caller: Principal,
+    request_id: String,
+    db: Option<DbAccess>,
+    env: &HashMap<String, String>,
+    tick: Duration,
+) -> Store<Ctx> {
+    let name: Arc<str> = Arc::from(f.manifest.name.as_str());
+    let limits = &f.manifest.limits;
+    let timeout = Duration::from_millis(limits.timeout_ms);
+    let mut wasi = WasiCtx::builder();
+    for var in &f.manifest.env {
+        if let Some(v) = env.get(var) {
+            wasi.env(var, v);
+        }
+    }
+    let store_limits = StoreLimitsBuilder::new()
+        .memory_size((limits.memory_mb as usize) << 20)
+        .instances(64)
+        .tables(64)
+        .memories(16)
+        .trap_on_grow_failure(true)
+        .build();
+    let ctx = Ctx {
+        wasi: wasi.build(),
+        http: WasiHttpCtx::new(),
+        table: ResourceTable::new(),
+        hooks: Outbound {
+            manifest: f.manifest.clone(),
+            function: name.clone(),
+        },
+        limits: store_limits,
+        guest: GuestCtx {
+            caller,
+            function: name,
+            request_id,
+            db,
+            deadline: Instant::now() + timeout,
+            logs: Vec::new(),
+            log_budget: LOG_BUDGET,
+            logs_dropped: 0,
+        },
+    };
+    let mut store = Store::new(f.pre.engine(), ctx);
+    store.limiter(|c| &mut c.limits);
+    store.set_epoch_deadline(1);
+    // Yield to tokio every tick (a spinning guest never holds a worker for
+    // longer); past the budget, interrupt (the wall-clock timeout usually
+    // fires first, this bounds pure CPU).
+    let mut left = (timeout.as_millis() / tick.as_millis().max(1)) as u64 + 1;
+    store.epoch_deadline_callback(move |_| {
+        if left == 0 {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        left -= 1;
+        // tokio's yield_now wakes the task only after the scheduler has polled
+        // its I/O driver, so other connections are served between two slices of
+        // a spinning guest (a plain self-wake would let I/O wait ~61 slices).
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    });
+    store
 }
 
 /// How a call ended badly.
@@ -299,4 +347,87 @@ fn trap_error(name: &str, msg: &str) -> ApiError {
         StatusCode::INTERNAL_SERVER_ERROR
     };
     ApiError::new(status, code, format!("Function {name} {what}"))
+}
+
+/// Times `n` instantiations of `f` from its `InstancePre` in fresh stores set
+/// up as for a call (used by `wasmbase bench-instantiate`); returns the
+/// durations sorted.
+pub async fn time_instantiations(f: &Loaded, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut store = new_store(
+            f,
+            Principal::for_role(wasmbase_host_api::Role::Anon),
+            String::new(),
+            None,
+            &HashMap::new(),
+            Duration::from_millis(2),
+        );
+        let t = Instant::now();
+        let _proxy = f
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        out.push(t.elapsed());
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Times `n` whole calls of `f` (store, instantiate, wasi:http request in,
+/// handler, response body out) without any HTTP server around them; returns the
+/// durations sorted (used by `wasmbase bench-instantiate`).
+pub async fn time_calls(
+    f: &Loaded,
+    n: usize,
+    body: &'static [u8],
+) -> anyhow::Result<Vec<Duration>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut store = new_store(
+            f,
+            Principal::for_role(wasmbase_host_api::Role::Anon),
+            String::new(),
+            None,
+            &HashMap::new(),
+            Duration::from_millis(2),
+        );
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("http://bench/fn/bench")
+            .header("content-type", "application/json")
+            .body(
+                http_body_util::Full::new(bytes::Bytes::from_static(body)).map_err(
+                    |e: std::convert::Infallible| -> wasmtime_wasi_http::Error { match e {} },
+                ),
+            )?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let incoming = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let outp = store
+            .data_mut()
+            .http()
+            .new_response_outparam(tx)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let proxy = f
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, incoming, outp)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let resp = rx.await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let _ = resp.into_body().collect().await;
+        out.push(t.elapsed());
+    }
+    out.sort();
+    Ok(out)
 }

@@ -123,8 +123,8 @@ impl Manifest {
             }
         }
         let l = &self.limits;
-        if !(1..=4096).contains(&l.memory_mb) {
-            return Err("function.toml: `limits.memory_mb` must be between 1 and 4096".into());
+        if !(1..=1024).contains(&l.memory_mb) {
+            return Err("function.toml: `limits.memory_mb` must be between 1 and 1024".into());
         }
         if !(1..=600_000).contains(&l.timeout_ms) {
             return Err("function.toml: `limits.timeout_ms` must be between 1 and 600000".into());

@@ -84,6 +84,18 @@ impl Registry {
         self.errors.lock().get(name).cloned()
     }
 
+    /// Functions whose latest build or load failed, with the error, sorted.
+    pub fn errors(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .errors
+            .lock()
+            .iter()
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Names being served, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.map.load().keys().cloned().collect();

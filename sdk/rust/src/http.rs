@@ -167,8 +167,11 @@ fn read_body(body: IncomingBody) -> Result<Vec<u8>, String> {
     {
         let stream = body.stream().map_err(|_| "body already read".to_string())?;
         loop {
-            match stream.blocking_read(64 * 1024) {
-                Ok(chunk) => buf.extend_from_slice(&chunk),
+            // Try a plain read first; only wait (subscribe + block: two more host
+            // calls) when nothing is buffered yet.
+            match stream.read(64 * 1024) {
+                Ok(chunk) if !chunk.is_empty() => buf.extend_from_slice(&chunk),
+                Ok(_) => stream.subscribe().block(),
                 Err(StreamError::Closed) => break,
                 Err(StreamError::LastOperationFailed(e)) => {
                     return Err(format!("reading the body: {}", e.to_debug_string()))
@@ -197,24 +200,49 @@ fn read_request(req: IncomingRequest) -> Result<Request, String> {
 }
 
 fn fields(headers: &[(String, String)]) -> Fields {
-    let f = Fields::new();
-    for (k, v) in headers {
-        // Invalid or forbidden header names are skipped rather than failing the
-        // whole response.
-        let _ = f.append(k, &v.as_bytes().to_vec());
+    let list: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
+        .collect();
+    // One host call for all headers; if one is refused (forbidden or invalid),
+    // fall back to adding them one by one and skipping the bad ones.
+    match Fields::from_list(&list) {
+        Ok(f) => f,
+        Err(_) => {
+            let f = Fields::new();
+            for (k, v) in &list {
+                let _ = f.append(k, v);
+            }
+            f
+        }
     }
-    f
 }
 
-/// Writes the body in chunks; a client that went away ends the write quietly.
+/// Writes the body as the host's write permits allow (waiting only when it
+/// has none); a client that went away ends the write quietly.
 fn write_all(body: &OutgoingBody, bytes: &[u8]) -> bool {
     let Ok(stream) = body.write() else {
         return false;
     };
-    for chunk in bytes.chunks(4096) {
-        if stream.blocking_write_and_flush(chunk).is_err() {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let permit = match stream.check_write() {
+            Ok(0) => {
+                stream.subscribe().block();
+                continue;
+            }
+            Ok(n) => n as usize,
+            Err(_) => return false,
+        };
+        let n = permit.min(rest.len());
+        if stream.write(&rest[..n]).is_err() {
             return false;
         }
+        rest = &rest[n..];
+    }
+    // Hand the bytes over before the stream is dropped.
+    if stream.flush().is_err() {
+        return false;
     }
     true
 }
@@ -232,7 +260,7 @@ fn write_response(out: ResponseOutparam, resp: Response) {
 }
 
 /// Sends an outbound request (only to hosts granted in `function.toml`; others
-/// fail with an error naming the host).
+/// fail with `ErrorCode::HttpRequestDenied`, and the server log names the host).
 pub fn fetch(req: Request) -> Result<Response, String> {
     let (scheme, rest) = match req.path.split_once("://") {
         Some(("https", r)) => (Scheme::Https, r),

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Functions speed, each figure next to a baseline from the same run:
+#  1. wrk on POST /fn/hello (the Rust example, full pipeline: key check, admission,
+#     fresh Store + instance per request, wasi:http in and out) vs the raw hyper
+#     hello of the same binary (`wasmbase bench-hello`), same wrk settings.
+#  2. Per-request instantiation time (median and p99 over 2000 instantiations of
+#     hello from its cached InstancePre), printed by `wasmbase bench-instantiate`.
+#  3. Deploy → serving on a second node (two servers, one database): time from
+#     the upload's answer to the other node serving the new version.
+#  4. Idle RSS of a server with 10 Rust functions loaded.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_wrk
+build
+work=$(mktemp -d)
+chmod 755 "$work"
+cleanup() {
+  for p in ${DEV:-} ${NODE2:-} ${HELLO:-}; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+GUESTS="${CARGO_TARGET_DIR:-$HOME/.cache/wasmbase-target}/guests"
+mkdir -p "$work/functions"
+# hello, plus nine copies of it under other names (for the RSS figure).
+cp -r "$ROOT/functions/hello" "$work/functions/hello"
+for i in $(seq 1 9); do
+  mkdir -p "$work/functions/hello$i"
+  sed "s/^name = \"hello\"/name = \"hello$i\"/" "$ROOT/functions/hello/function.toml" >"$work/functions/hello$i/function.toml"
+done
+(cd "$ROOT/functions/hello" && CARGO_TARGET_DIR="$GUESTS" cargo build --target wasm32-wasip2 --release --quiet --locked)
+for i in $(seq 1 9); do cp "$GUESTS/wasm32-wasip2/release/hello.wasm" "$work/functions/hello$i/hello$i.wasm"; done
+rm -f "$work/functions/hello/Cargo.toml"
+cp "$GUESTS/wasm32-wasip2/release/hello.wasm" "$work/functions/hello/hello.wasm"
+
+(cd "$work" && WASMBASE_SERVER_LISTEN=127.0.0.1:0 WASMBASE_LOG_LEVEL=warn \
+  WASMBASE_FUNCTIONS_BUILD=false WASMBASE_FUNCTIONS_WATCH=false \
+  exec "$BIN" dev >/dev/null 2>"$work/dev.log") &
+DEV=$!
+for _ in $(seq 1 600); do [ -s "$work/.wasmbase/env" ] && break; sleep 0.1; done
+set -a; source "$work/.wasmbase/env"; set +a
+wait_http "$WASMBASE_URL/ready"
+for _ in $(seq 1 600); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "apikey: $PUBLISHABLE_KEY" -X POST -d '{}' "$WASMBASE_URL/fn/hello9")
+  [ "$code" = 200 ] && break
+  sleep 0.1
+done
+[ "$code" = 200 ] || { cat "$work/dev.log" >&2; die "hello9 never served (status $code)"; }
+
+sleep 2
+rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$DEV/status")
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$BIN" bench-hello --listen "127.0.0.1:$port" 2>/dev/null &
+HELLO=$!
+wait_http "http://127.0.0.1:$port/"
+
+cat >"$work/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"a":1}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+read -r base_rps base_p50 base_p99 < <(wrk_rps "http://127.0.0.1:$port/")
+out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$work/post.lua" -H "apikey: $PUBLISHABLE_KEY" "$WASMBASE_URL/fn/hello")
+rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+
+inst=$("$BIN" bench-instantiate "$work/functions/hello/hello.wasm")
+
+# Deploy → serving on a second node of the same database.
+port2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$work/node2"
+(cd "$work/node2" && DATABASE_URL="$DATABASE_URL" WASMBASE_SERVER_LISTEN="127.0.0.1:$port2" \
+  WASMBASE_AUTH_JWT_SECRET="$JWT_SECRET" WASMBASE_LOG_LEVEL=warn \
+  WASMBASE_DATABASE_AUTHENTICATOR_PASSWORD="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["authenticator_password"])' "$work/.wasmbase/dev.json")" \
+  exec "$BIN" serve >/dev/null 2>"$work/node2.log") &
+NODE2=$!
+wait_http "http://127.0.0.1:$port2/ready"
+python3 - "$work/functions/hello/hello.wasm" "$WASMBASE_URL" "$SECRET_KEY" "http://127.0.0.1:$port2" "$PUBLISHABLE_KEY" >"$work/deploy.txt" <<'PY'
+import base64, json, sys, time, urllib.request
+wasm, url, key, url2, anon = sys.argv[1:]
+manifest = 'name = "fresh"\n'
+body = json.dumps({"manifest": manifest, "component": base64.b64encode(open(wasm, "rb").read()).decode()}).encode()
+req = urllib.request.Request(f"{url}/admin/v1/functions/fresh", data=body, method="POST",
+                             headers={"apikey": key, "content-type": "application/json"})
+urllib.request.urlopen(req).read()
+t0 = time.monotonic()
+while True:
+    try:
+        r = urllib.request.urlopen(urllib.request.Request(f"{url2}/fn/fresh", data=b"{}", method="POST", headers={"apikey": anon}))
+        if r.status == 200:
+            break
+    except Exception:
+        pass
+    if time.monotonic() - t0 > 30:
+        print("timeout"); sys.exit(0)
+    time.sleep(0.005)
+print(f"{(time.monotonic() - t0) * 1000:.0f}")
+PY
+deploy_ms=$(cat "$work/deploy.txt")
+
+echo "concurrency $CONNS, $DURATION, wrk -t1"
+echo "raw hyper hello      : $base_rps req/s  p50 $base_p50  p99 $base_p99"
+echo "POST /fn/hello (Rust): $rps req/s  p50 $p50  p99 $p99  non-2xx: ${non2xx:-0}"
+echo "  ratio              : $(ratio "$rps" "$base_rps") of raw hyper (target >= 25%, aim 50%)"
+echo "instantiation        : $inst (target median <= 10 us)"
+echo "deploy -> serving on a 2nd node: ${deploy_ms} ms (target <= 1000 ms)"
+echo "idle RSS, 10 functions loaded: $((rss_kb / 1024)) MB (target <= 60 MB)"
