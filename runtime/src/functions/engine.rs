@@ -65,8 +65,7 @@ impl Engine {
             .map_err(anyhow::Error::from)?;
         wasmbase_host_api::guest::add_to_linker(&mut linker, |c: &mut Ctx| &mut c.guest)
             .map_err(anyhow::Error::from)?;
-        std::fs::create_dir_all(&cache_dir)
-            .with_context(|| format!("creating the function cache {}", cache_dir.display()))?;
+        private_dir(&cache_dir)?;
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("wasmbase-epoch".into())
@@ -120,4 +119,28 @@ impl Engine {
     pub fn cache_dir(&self) -> &Path {
         &self.cache_dir
     }
+}
+
+/// Creates `dir` (mode 0700) and checks that only this user can write to it:
+/// the cache holds native code this process runs as is, so nobody else may be
+/// able to plant a file there.
+fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the function cache {}", dir.display()))?;
+    let meta = std::fs::metadata(dir)?;
+    let uid = nix::unistd::Uid::effective().as_raw();
+    if meta.uid() != uid {
+        anyhow::bail!(
+            "the function cache {} belongs to another user; set `functions.cache_dir` to a directory of your own",
+            dir.display()
+        );
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }

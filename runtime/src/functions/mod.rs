@@ -41,7 +41,7 @@ pub struct Functions {
     pub global: Arc<Semaphore>,
     /// Guest database calls in flight (a bounded share of the pool).
     pub db_permits: Arc<Semaphore>,
-    /// Raw SQL pool (`wasmbase_functions`, DISCARD ALL between uses).
+    /// Raw SQL pool (`wasmbase_functions`, reset by clean recycling between uses).
     pub sql_pool: Pool,
     /// Directory of function sources.
     pub dir: PathBuf,

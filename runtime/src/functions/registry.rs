@@ -68,7 +68,7 @@ impl Registry {
         self.bump()
     }
 
-    /// Stops serving `name`.
+    /// Stops serving `name` (and forgets its last error).
     pub fn remove(&self, name: &str) -> u64 {
         self.map.rcu(|m| {
             let mut m = HashMap::clone(m);
@@ -76,6 +76,7 @@ impl Registry {
             m
         });
         self.starting.lock().remove(name);
+        self.errors.lock().remove(name);
         self.bump()
     }
 

@@ -291,16 +291,28 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     })
 }
 
+/// `$XDG_CACHE_HOME/wasmbase/functions`, else `~/.cache/wasmbase/functions`,
+/// else a per-user directory under the temp dir (always mode 0700, checked).
+fn default_cache_dir() -> std::path::PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return std::path::PathBuf::from(x).join("wasmbase/functions");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return std::path::PathBuf::from(h).join(".cache/wasmbase/functions");
+    }
+    std::env::temp_dir().join(format!(
+        "wasmbase-functions-{}",
+        nix::unistd::Uid::effective().as_raw()
+    ))
+}
+
 /// The functions engine, pools and paths from `[functions]`.
 fn functions_state(
     config: &Config,
     owner: &tokio_postgres::Config,
 ) -> Result<crate::functions::Functions> {
     let fc = &config.functions;
-    let cache_dir = fc
-        .cache_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("wasmbase-function-cache"));
+    let cache_dir = fc.cache_dir.clone().unwrap_or_else(default_cache_dir);
     let target_dir = fc
         .target_dir
         .clone()

@@ -247,7 +247,13 @@ fn write_all(body: &OutgoingBody, bytes: &[u8]) -> bool {
     true
 }
 
-fn write_response(out: ResponseOutparam, resp: Response) {
+fn write_response(out: ResponseOutparam, mut resp: Response) {
+    // A known length lets the host send the response in one piece instead of
+    // chunked encoding.
+    if resp.header("content-length").is_none() {
+        let len = resp.body.len().to_string();
+        resp.headers.push(("content-length".into(), len));
+    }
     let r = OutgoingResponse::new(fields(&resp.headers));
     let _ = r.set_status_code(resp.status);
     let Ok(body) = r.body() else {
