@@ -46,8 +46,11 @@ pub async fn run(st: AppState, cancel: CancellationToken) {
                 let (Some(first), second) = (parts.next(), parts.next()) else {
                     return;
                 };
-                // Build output never triggers a rebuild.
-                if second.is_some_and(|c| c.as_os_str() == "target") {
+                // Build output (target/, and the Cargo.lock cargo writes on its
+                // first build) never triggers a rebuild.
+                if second
+                    .is_some_and(|c| c.as_os_str() == "target" || c.as_os_str() == "Cargo.lock")
+                {
                     return;
                 }
                 changed.insert(root.join(first.as_os_str()));

@@ -642,33 +642,41 @@ async fn fn_new_scaffolds_a_function_that_builds_serves_and_hot_reloads() {
         "{b}"
     );
 
-    // Edit the source: the watcher rebuilds and swaps it in.
+    // Edit the source: the watcher rebuilds and swaps it in (observable: the
+    // served component's hash changes).
     let lib = fdir.join("src/lib.rs");
-    let v = srv.functions_version();
+    let old_hash = served_hash(&srv, "greet");
     let src = std::fs::read_to_string(&lib).unwrap();
     std::fs::write(&lib, src.replace("Hello, {}!", "Howdy, {}!")).unwrap();
-    wait_registry_after(&srv, v).await;
-    let (_, b) = post(&srv, "/fn/greet", Some(&anon), None, json!({"name": "Ada"})).await;
-    assert_eq!(b["message"], "Howdy, Ada!", "{b}");
-
-    // A broken edit is reported and the last good version keeps serving.
-    let v = srv.functions_version();
-    std::fs::write(&lib, "this is not rust").unwrap();
-    wait_registry_after(&srv, v).await;
-    assert!(srv.srv.state.functions.registry.error("greet").is_some());
-    let (s, b) = post(&srv, "/fn/greet", Some(&anon), None, json!({"name": "Ada"})).await;
-    assert_eq!((s, b["message"].as_str()), (200, Some("Howdy, Ada!")));
-}
-
-/// Waits until the function registry changed past `v` (a build finished,
-/// successfully or not), bounded.
-async fn wait_registry_after(srv: &TestServer, v: u64) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
-    while srv.functions_version() <= v {
+    while served_hash(&srv, "greet") == old_hash {
         assert!(
             tokio::time::Instant::now() < deadline,
             "no rebuild happened"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (_, b) = post(&srv, "/fn/greet", Some(&anon), None, json!({"name": "Ada"})).await;
+    assert_eq!(b["message"], "Howdy, Ada!", "{b}");
+
+    // A broken edit is reported and the last good version keeps serving.
+    std::fs::write(&lib, "this is not rust").unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
+    while srv.srv.state.functions.registry.error("greet").is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broken build was never reported"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (s, b) = post(&srv, "/fn/greet", Some(&anon), None, json!({"name": "Ada"})).await;
+    assert_eq!((s, b["message"].as_str()), (200, Some("Howdy, Ada!")));
+}
+
+/// The content hash of the component `srv` serves as `name`.
+fn served_hash(srv: &TestServer, name: &str) -> String {
+    match srv.srv.state.functions.registry.get(name) {
+        wasmbase::functions::registry::Lookup::Ready(f) => f.hash.clone(),
+        _ => String::new(),
     }
 }
