@@ -41,12 +41,11 @@ pub fn pool(cfg: tokio_postgres::Config, settings: &PoolSettings) -> anyhow::Res
     Ok(builder(cfg, settings).build()?)
 }
 
-/// A pool whose connections are reset before each reuse (deadpool's clean
-/// recycling: `RESET ALL`, `CLOSE ALL`, `UNLISTEN *`, `DISCARD TEMP`, `DISCARD
-/// SEQUENCES`, advisory unlocks), for SQL text the platform did not write
-/// (functions' raw SQL), so session settings one caller made never reach the
-/// next. Statements a guest `PREPARE`s by name survive (the pool's own
-/// prepared statements must); all users of this pool are service functions.
+/// A pool whose connections are reset with `DISCARD ALL` before each reuse,
+/// for SQL text the platform did not write (functions' raw SQL), so nothing one
+/// caller left in the session (settings, prepared statements, temp tables,
+/// LISTENs, advisory locks) reaches the next. Its users must not cache prepared
+/// statements (they would be discarded): they use unnamed ones.
 pub fn isolated_pool(cfg: tokio_postgres::Config, settings: &PoolSettings) -> anyhow::Result<Pool> {
     let mut cfg = cfg;
     cfg.application_name(settings.application_name);
@@ -55,7 +54,7 @@ pub fn isolated_pool(cfg: tokio_postgres::Config, settings: &PoolSettings) -> an
         cfg,
         NoTls,
         ManagerConfig {
-            recycling_method: RecyclingMethod::Clean,
+            recycling_method: RecyclingMethod::Custom("DISCARD ALL".into()),
         },
     );
     Ok(Pool::builder(mgr)
@@ -153,6 +152,14 @@ pub(crate) struct Guard(pub(crate) Option<deadpool_postgres::Object>);
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(obj) = self.0.take() {
+            // Closing the socket does not stop a statement that is running:
+            // cancel it too, so a timed-out call never keeps a backend busy.
+            let token = obj.cancel_token();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = token.cancel_query(NoTls).await;
+                });
+            }
             drop(deadpool_postgres::Object::take(obj));
         }
     }

@@ -505,6 +505,15 @@ impl Config {
         if !(1..=1000).contains(&self.database.pool_size) {
             return err("database.pool_size", "must be between 1 and 1000".into());
         }
+        if !(1..=50).contains(&self.functions.tick_ms) {
+            return err(
+                "functions.tick_ms",
+                "must be between 1 and 50 (a spinning guest yields once per tick)".into(),
+            );
+        }
+        if self.functions.max_concurrency == 0 {
+            return err("functions.max_concurrency", "must be at least 1".into());
+        }
         if !(1..=1_000_000).contains(&self.database.max_rows) {
             return err("database.max_rows", "must be between 1 and 1000000".into());
         }

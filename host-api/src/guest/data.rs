@@ -22,16 +22,17 @@ impl GuestCtx {
             .schema
             .get()
             .ok_or_else(|| error(503, "PGRST002", "the schema cache is not loaded yet"))?;
-        let settings = ExecSettings {
-            timeout: self.db_timeout(db.statement_timeout)?,
-            cache_size: db.cache_size,
-            schema_version: db.schema.version(),
-        };
         let _permit = db
             .permits
             .acquire()
             .await
             .map_err(|_| error(503, "WB503", "database access is shutting down"))?;
+        // What is left of the call once a permit is in hand.
+        let settings = ExecSettings {
+            timeout: self.db_timeout(db.statement_timeout)?,
+            cache_size: db.cache_size,
+            schema_version: db.schema.version(),
+        };
         let (_, out) = data::execute(
             &db.pool,
             &schema,

@@ -34,7 +34,6 @@ impl GuestCtx {
         statements: Vec<Statement>,
     ) -> Result<Vec<(Rows, u64)>, GuestError> {
         let (db, pool) = self.sql_access()?;
-        let timeout = self.db_timeout(db.statement_timeout)?;
         let _permit = db
             .permits
             .acquire()
@@ -42,17 +41,24 @@ impl GuestCtx {
             .map_err(|_| error(503, "WB503", "database access is shutting down"))?;
         let pg = |e: tokio_postgres::Error| pg_error(&DbError::Pg(e));
         let obj = pool.get().await.map_err(|e| pg_error(&DbError::Pool(e)))?;
+        // What is left of the call once a permit and a connection are in hand.
+        let timeout = self.db_timeout(db.statement_timeout)?;
         let mut guard = Guard(Some(obj));
         let conn = guard.0.as_ref().expect("guard holds the connection");
-        let set = conn.prepare_cached(SET_PRINCIPAL).await.map_err(pg)?;
         let ms = timeout.as_millis().max(1).to_string();
         let claims = db.principal.claims_json.to_string();
         let role = "service_role";
-        let set_params: [&(dyn ToSql + Sync); 3] = [&role, &claims, &ms];
+        // Unnamed statement: a guest that PREPAREs or DEALLOCATEs names cannot
+        // touch it, and DISCARD ALL between uses cannot break it.
+        let set_params: [(&(dyn ToSql + Sync), Type); 3] = [
+            (&role, Type::TEXT),
+            (&claims, Type::TEXT),
+            (&ms, Type::TEXT),
+        ];
         let client: &tokio_postgres::Client = conn;
         let (b, s) = futures::join!(
             client.batch_execute(BEGIN),
-            client.query_one(&set, &set_params)
+            client.query_typed(SET_PRINCIPAL, &set_params)
         );
         b.map_err(pg)?;
         s.map_err(pg)?;
@@ -83,6 +89,9 @@ impl GuestCtx {
     }
 }
 
+/// Most rows one raw SQL statement may return to a guest.
+const MAX_ROWS: usize = 100_000;
+
 fn pg_error(e: &DbError) -> GuestError {
     match e {
         DbError::Pool(_) => error(503, "WB503", "no database connection available"),
@@ -94,7 +103,9 @@ fn pg_error(e: &DbError) -> GuestError {
                 hint: db.hint().map(str::to_string),
                 status: crate::data::error::status_of(db.code().code(), crate::Role::ServiceRole),
             },
-            None => error(503, "WB503", "database connection error"),
+            None if pg.is_closed() => error(503, "WB503", "database connection error"),
+            // e.g. a parameter count that does not match the statement
+            None => error(400, "WB400", pg.to_string()),
         },
     }
 }
@@ -126,21 +137,31 @@ async fn run_one(
     let values: Vec<TextParam<'_>> = texts.iter().map(|t| TextParam(t.as_deref())).collect();
     let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
     let stmt = client.prepare(&st.sql).await.map_err(pg)?;
-    let rows = client.query(&stmt, &refs).await.map_err(pg)?;
     let columns: Vec<String> = stmt
         .columns()
         .iter()
         .map(|c| c.name().to_string())
         .collect();
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
+    // Streamed and bounded: a huge result is an error, not host memory.
+    let rows = client.query_raw(&stmt, refs).await.map_err(pg)?;
+    futures::pin_mut!(rows);
+    let mut out = Vec::new();
+    while let Some(row) = futures::StreamExt::next(&mut rows).await {
+        let row = row.map_err(pg)?;
+        if out.len() >= MAX_ROWS {
+            return Err(error(
+                400,
+                "WB413",
+                format!("the query returned more than {MAX_ROWS} rows; add a LIMIT"),
+            ));
+        }
         let mut vals = Vec::with_capacity(columns.len());
         for (i, c) in stmt.columns().iter().enumerate() {
-            vals.push(decode(row, i, c.type_())?);
+            vals.push(decode(&row, i, c.type_())?);
         }
         out.push(vals);
     }
-    let n = rows.len() as u64;
+    let n = out.len() as u64;
     Ok((Rows { columns, rows: out }, n))
 }
 
@@ -357,7 +378,6 @@ impl Host for GuestCtx {
 impl GuestCtx {
     async fn run_execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, GuestError> {
         let (db, pool) = self.sql_access()?;
-        let timeout = self.db_timeout(db.statement_timeout)?;
         let _permit = db
             .permits
             .acquire()
@@ -365,13 +385,20 @@ impl GuestCtx {
             .map_err(|_| error(503, "WB503", "database access is shutting down"))?;
         let pg = |e: tokio_postgres::Error| pg_error(&DbError::Pg(e));
         let obj = pool.get().await.map_err(|e| pg_error(&DbError::Pool(e)))?;
+        // What is left of the call once a permit and a connection are in hand.
+        let timeout = self.db_timeout(db.statement_timeout)?;
         let mut guard = Guard(Some(obj));
         let conn = guard.0.as_ref().expect("guard holds the connection");
-        let set = conn.prepare_cached(SET_PRINCIPAL).await.map_err(pg)?;
         let ms = timeout.as_millis().max(1).to_string();
         let claims = db.principal.claims_json.to_string();
         let role = "service_role";
-        let set_params: [&(dyn ToSql + Sync); 3] = [&role, &claims, &ms];
+        // Unnamed statement: a guest that PREPAREs or DEALLOCATEs names cannot
+        // touch it, and DISCARD ALL between uses cannot break it.
+        let set_params: [(&(dyn ToSql + Sync), Type); 3] = [
+            (&role, Type::TEXT),
+            (&claims, Type::TEXT),
+            (&ms, Type::TEXT),
+        ];
         let client: &tokio_postgres::Client = conn;
         let texts: Vec<Option<String>> = params.iter().map(text_of).collect();
         let values: Vec<TextParam<'_>> = texts.iter().map(|t| TextParam(t.as_deref())).collect();
@@ -379,7 +406,7 @@ impl GuestCtx {
             values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
         let (b, s) = futures::join!(
             client.batch_execute(BEGIN),
-            client.query_one(&set, &set_params)
+            client.query_typed(SET_PRINCIPAL, &set_params)
         );
         b.map_err(pg)?;
         s.map_err(pg)?;

@@ -69,7 +69,15 @@ async fn create(
     }
     let (name, version, hash) = deploy::deploy(&st, &body.manifest, wasm, &actor(&p))
         .await
-        .map_err(|e| ApiError::bad_request("invalid_component", e.0))?;
+        .map_err(|e| match e {
+            deploy::DeployError::Invalid(e) => ApiError::bad_request("invalid_component", e.0),
+            deploy::DeployError::Database(m) => {
+                let mut e =
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", m);
+                e.retry_after = Some(1);
+                e
+            }
+        })?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"name": name, "version": version, "hash": hash})),

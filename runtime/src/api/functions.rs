@@ -101,6 +101,10 @@ async fn handle(
         global: fx.global.clone(),
         tick: Duration::from_millis(st.config.functions.tick_ms.max(1)),
         state: st.clone(),
+        max_timeout: st
+            .request_timeout
+            .saturating_sub(Duration::from_millis(100))
+            .max(Duration::from_millis(1)),
     };
     invoke::call(f, inputs, http::Request::from_parts(parts, body)).await
 }

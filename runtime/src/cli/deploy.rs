@@ -178,6 +178,13 @@ enum FunctionsCmd {
     },
 }
 
+/// Guest-written text with control characters (terminal escapes) made visible.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
 /// `wasmbase functions …`.
 pub async fn functions(a: FunctionsArgs) -> Result<()> {
     use reqwest::Method;
@@ -255,8 +262,8 @@ pub async fn functions(a: FunctionsArgs) -> Result<()> {
                 for line in l["lines"].as_array().into_iter().flatten() {
                     println!(
                         "    [{}] {}",
-                        line["level"].as_str().unwrap_or(""),
-                        line["message"].as_str().unwrap_or("")
+                        printable(line["level"].as_str().unwrap_or("")),
+                        printable(line["message"].as_str().unwrap_or(""))
                     );
                 }
             }

@@ -153,6 +153,9 @@ pub fn write_sdk(functions: &Path) -> Result<()> {
 /// Runs `fn`.
 pub fn run(a: Args) -> Result<()> {
     let Cmd::New { name } = a.cmd;
+    if matches!(name.as_str(), "target" | "node_modules") {
+        bail!("{name:?} is reserved (it is a build directory name); pick another name");
+    }
     if !valid_name(&name) {
         bail!("{name:?}: a function name is lower-case letters, digits, - or _, starting with a letter");
     }

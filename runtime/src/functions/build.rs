@@ -23,6 +23,16 @@ pub fn artifact(dir: &Path, name: &str, target_dir: &Path) -> Result<PathBuf> {
             .and_then(|l| l.get("name"))
             .and_then(|n| n.as_str())
             .unwrap_or(pkg);
+        if lib.is_empty()
+            || !lib
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            anyhow::bail!(
+                "{}: crate name {lib:?} is not a plain name",
+                cargo.display()
+            );
+        }
         return Ok(target_dir
             .join("wasm32-wasip2/release")
             .join(format!("{}.wasm", lib.replace('-', "_"))));

@@ -29,6 +29,33 @@ pub struct Version {
     pub active: bool,
 }
 
+/// Why a deploy failed.
+#[derive(Debug)]
+pub enum DeployError {
+    /// The upload is not acceptable (nothing was recorded).
+    Invalid(LoadError),
+    /// The database could not record it.
+    Database(String),
+}
+
+impl From<LoadError> for DeployError {
+    fn from(e: LoadError) -> DeployError {
+        DeployError::Invalid(e)
+    }
+}
+
+/// The active version of `name`, if deployed.
+async fn active_version(c: &impl GenericClient, name: &str) -> Option<i32> {
+    c.query_opt(
+        "SELECT active_version FROM wasmbase.functions WHERE name = $1",
+        &[&name],
+    )
+    .await
+    .ok()
+    .flatten()
+    .map(|r| r.get(0))
+}
+
 /// Validates (compiles, checks grants and exports) and records a new version,
 /// making it active. A bad component changes nothing.
 pub async fn deploy(
@@ -36,7 +63,7 @@ pub async fn deploy(
     manifest_text: &str,
     wasm: Vec<u8>,
     by: &str,
-) -> Result<(String, i32, String), LoadError> {
+) -> Result<(String, i32, String), DeployError> {
     let manifest = Manifest::parse(manifest_text).map_err(LoadError)?;
     let engine = st.functions.engine.clone();
     let name = manifest.name.clone();
@@ -47,12 +74,26 @@ pub async fn deploy(
     .await
     .map_err(|e| LoadError(format!("validation failed: {e}")))??;
     let hash = loaded.hash.clone();
-    let c = st
+    let mut c = st
         .system
         .get()
         .await
-        .map_err(|e| LoadError(format!("database unavailable: {e}")))?;
-    let row = c
+        .map_err(|e| DeployError::Database(format!("database unavailable: {e}")))?;
+    let db = |e: tokio_postgres::Error| {
+        DeployError::Database(format!(
+            "recording the version: {}",
+            wasmbase_host_api::db::describe(&e)
+        ))
+    };
+    let tx = c.transaction().await.map_err(db)?;
+    // Two deploys of one name at once take turns (no duplicate version numbers).
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('wasmbase.functions/' || $1))",
+        &[&name],
+    )
+    .await
+    .map_err(db)?;
+    let row = tx
         .query_one(
             "WITH v AS (
                INSERT INTO wasmbase.function_versions (name, version, manifest, component, hash, created_by)
@@ -65,13 +106,18 @@ pub async fn deploy(
             &[&name, &manifest_text, &wasm, &hash, &by],
         )
         .await
-        .map_err(|e| LoadError(format!("recording the version: {}", wasmbase_host_api::db::describe(&e))))?;
+        .map_err(db)?;
+    tx.commit().await.map_err(db)?;
     let version: i32 = row.get(0);
-    // Serve it here at once (other nodes follow through NOTIFY).
+    // Serve it here at once (other nodes follow through NOTIFY), unless a
+    // newer change already replaced it.
     let mut loaded = loaded;
     loaded.version = Some(i64::from(version));
     loaded.source = format!("deploy v{version}");
-    st.functions.registry.install(loaded);
+    let _one = st.functions.sync_lock.lock().await;
+    if active_version(&**c, &name).await == Some(version) {
+        st.functions.registry.install(loaded);
+    }
     Ok((name, version, hash))
 }
 
@@ -92,7 +138,8 @@ pub async fn rollback(st: &AppState, name: &str, version: Option<i32>) -> Result
         .await?;
     let Some(row) = row else { return Ok(None) };
     let v: i32 = row.get(0);
-    sync_one(st, &**c, name).await;
+    drop(c);
+    sync_one(st, name).await;
     Ok(Some(v))
 }
 
@@ -131,13 +178,52 @@ pub async fn delete(st: &AppState, name: &str) -> Result<bool> {
 }
 
 /// Loads the active version of `name` unless this node already serves it.
-pub async fn sync_one(st: &AppState, c: &impl GenericClient, name: &str) {
-    let row = match c
+/// Compiling happens without holding a database connection; the result is
+/// installed only if it is still the active version (so a rollback that lands
+/// while a slower deploy compiles is never undone), one change at a time.
+pub async fn sync_one(st: &AppState, name: &str) {
+    let c = match st.system.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(function = name, error = %e, "loading a deployed function: no database connection");
+            return;
+        }
+    };
+    let head = c
         .query_opt(
-            "SELECT v.version, v.hash, v.manifest, v.component FROM wasmbase.functions f
+            "SELECT f.active_version, v.hash FROM wasmbase.functions f
              JOIN wasmbase.function_versions v ON v.name = f.name AND v.version = f.active_version
              WHERE f.name = $1",
             &[&name],
+        )
+        .await;
+    let head = match head {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(function = name, error = %wasmbase_host_api::db::describe(&e), "reading the deployed function");
+            return;
+        }
+    };
+    let Some(head) = head else {
+        // Deleted: stop serving it if it was a deployed one.
+        let _one = st.functions.sync_lock.lock().await;
+        if let super::registry::Lookup::Ready(f) = st.functions.registry.get(name) {
+            if f.version.is_some() {
+                st.functions.registry.remove(name);
+            }
+        }
+        return;
+    };
+    let (version, hash): (i32, String) = (head.get(0), head.get(1));
+    if let super::registry::Lookup::Ready(f) = st.functions.registry.get(name) {
+        if f.hash == hash && f.version == Some(i64::from(version)) {
+            return;
+        }
+    }
+    let row = match c
+        .query_one(
+            "SELECT manifest, component FROM wasmbase.function_versions WHERE name = $1 AND version = $2",
+            &[&name, &version],
         )
         .await
     {
@@ -147,23 +233,10 @@ pub async fn sync_one(st: &AppState, c: &impl GenericClient, name: &str) {
             return;
         }
     };
-    let Some(row) = row else {
-        // Deleted: stop serving it if it was a deployed one.
-        if let super::registry::Lookup::Ready(f) = st.functions.registry.get(name) {
-            if f.version.is_some() {
-                st.functions.registry.remove(name);
-            }
-        }
-        return;
-    };
-    let (version, hash): (i32, String) = (row.get(0), row.get(1));
-    if let super::registry::Lookup::Ready(f) = st.functions.registry.get(name) {
-        if f.hash == hash && f.version == Some(i64::from(version)) {
-            return;
-        }
-    }
-    let manifest: String = row.get(2);
-    let wasm: Vec<u8> = row.get(3);
+    let manifest: String = row.get(0);
+    let wasm: Vec<u8> = row.get(1);
+    drop(row);
+    drop(c); // not held while compiling
     let engine = st.functions.engine.clone();
     let result = tokio::task::spawn_blocking(move || {
         let m = Manifest::parse(&manifest).map_err(LoadError)?;
@@ -176,6 +249,13 @@ pub async fn sync_one(st: &AppState, c: &impl GenericClient, name: &str) {
         )
     })
     .await;
+    let _one = st.functions.sync_lock.lock().await;
+    let Ok(c) = st.system.get().await else {
+        return;
+    };
+    if active_version(&**c, name).await != Some(version) {
+        return; // superseded while compiling; the newer change syncs itself
+    }
     match result {
         Ok(Ok(f)) => {
             tracing::info!(function = name, version, "deployed version loaded");
@@ -206,8 +286,9 @@ pub async fn sync_all(st: &AppState) -> Result<()> {
         .iter()
         .map(|r| r.get(0))
         .collect();
+    drop(c);
     for n in &names {
-        sync_one(st, &**c, n).await;
+        sync_one(st, n).await;
     }
     // Deployed functions deleted while this node was not listening.
     for served in st.functions.registry.names() {

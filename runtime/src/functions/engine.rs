@@ -93,7 +93,7 @@ impl Engine {
         let path = self
             .cache_dir
             .join(format!("{hash}-{}.cwasm", self.fingerprint));
-        if path.exists() {
+        if owned_private_file(&path) {
             // SAFETY: the file was written by `serialize` of this engine on this
             // node (name carries the engine fingerprint); a mismatch is detected
             // by wasmtime and reported as an error, not undefined behaviour.
@@ -107,9 +107,17 @@ impl Engine {
         let c = Component::from_binary(&self.engine, wasm)
             .map_err(|e| anyhow::anyhow!("not a valid WebAssembly component: {e}"))?;
         if let Ok(bytes) = c.serialize() {
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            if std::fs::write(&tmp, &bytes).is_ok() {
-                let _ = std::fs::rename(&tmp, &path);
+            // A unique temporary file, synced, then renamed: concurrent compiles
+            // of the same bytes never interleave their writes.
+            if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(&self.cache_dir) {
+                use std::io::Write;
+                if tmp
+                    .write_all(&bytes)
+                    .and_then(|_| tmp.as_file().sync_all())
+                    .is_ok()
+                {
+                    let _ = tmp.persist(&path);
+                }
             }
         }
         Ok((c, hash))
@@ -143,4 +151,18 @@ fn private_dir(dir: &Path) -> Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
+}
+
+/// Whether `path` is a regular file (not a symlink) owned by this user and not
+/// writable by anyone else: only such a cached artifact is loaded.
+fn owned_private_file(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => {
+            m.file_type().is_file()
+                && m.uid() == nix::unistd::Uid::effective().as_raw()
+                && m.mode() & 0o022 == 0
+        }
+        Err(_) => false,
+    }
 }

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use wasmbase_host_api::guest::{DbAccess, GuestCtx, LogLine};
 use wasmbase_host_api::Principal;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -32,7 +32,7 @@ pub struct Ctx {
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: Outbound,
-    limits: StoreLimits,
+    limits: Budget,
     /// State behind the platform interfaces.
     pub guest: GuestCtx,
 }
@@ -72,6 +72,8 @@ pub struct Inputs {
     pub tick: Duration,
     /// Where the call's log record goes.
     pub state: crate::server::state::AppState,
+    /// The server's request timeout (calls end before it).
+    pub max_timeout: Duration,
 }
 
 fn busy(what: &str) -> ApiError {
@@ -102,7 +104,9 @@ pub async fn call(
         .try_acquire_owned()
         .map_err(|_| busy("to this function"))?;
     let limits = &f.manifest.limits;
-    let timeout = Duration::from_millis(limits.timeout_ms);
+    // The server's own request timeout bounds every call; stop first, so the
+    // call ends with its own error and log record.
+    let timeout = Duration::from_millis(limits.timeout_ms).min(inputs.max_timeout);
     let db = match f.manifest.db {
         DbMode::None => None,
         _ => inputs.db,
@@ -114,6 +118,7 @@ pub async fn call(
         db,
         &inputs.env,
         inputs.tick,
+        timeout,
     );
 
     let (parts, body) = req.into_parts();
@@ -148,7 +153,13 @@ pub async fn call(
         };
         let result = match tokio::time::timeout(timeout, run).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Failure::Trap(format!("{e:?}"))),
+            Ok(Err(e)) => Err(if store.data().limits.exceeded {
+                Failure::Memory
+            } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                Failure::Cpu
+            } else {
+                Failure::Trap(format!("{e:?}"))
+            }),
             Err(_) => Err(Failure::Timeout),
         };
         if let Err(e) = &result {
@@ -178,7 +189,8 @@ pub async fn call(
     };
     let outcome_of = |r: &Result<(), Failure>| match r {
         Ok(()) => "ok",
-        Err(Failure::Timeout) => "timeout",
+        Err(Failure::Timeout) | Err(Failure::Cpu) => "timeout",
+        Err(Failure::Memory) => "memory",
         Err(Failure::Trap(_)) => "trap",
     };
     let mut rx = rx;
@@ -220,19 +232,11 @@ pub async fn call(
                 Some(d) => d,
                 None => guest.await,
             };
-            let (err, outcome) = match result {
-                Err(Failure::Timeout) => (
-                    ApiError::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "function_timeout",
-                        format!(
-                            "Function {name} did not finish within {} ms",
-                            limits.timeout_ms
-                        ),
-                    ),
-                    "timeout",
+            let (err, outcome) = match &result {
+                Err(f) => (
+                    failure_error(&name, f, limits.timeout_ms),
+                    outcome_of(&result),
                 ),
-                Err(Failure::Trap(msg)) => (trap_error(&name, &msg), "trap"),
                 Ok(()) => (
                     ApiError::new(
                         StatusCode::BAD_GATEWAY,
@@ -257,27 +261,29 @@ fn new_store(
     db: Option<DbAccess>,
     env: &HashMap<String, String>,
     tick: Duration,
+    timeout: Duration,
 ) -> Store<Ctx> {
     let name: Arc<str> = Arc::from(f.manifest.name.as_str());
     let limits = &f.manifest.limits;
-    let timeout = Duration::from_millis(limits.timeout_ms);
     let mut wasi = WasiCtx::builder();
     for var in &f.manifest.env {
         if let Some(v) = env.get(var) {
             wasi.env(var, v);
         }
     }
-    let store_limits = StoreLimitsBuilder::new()
-        .memory_size((limits.memory_mb as usize) << 20)
-        .instances(64)
-        .tables(64)
-        .memories(16)
-        .trap_on_grow_failure(true)
-        .build();
+    let store_limits = Budget {
+        max_bytes: (limits.memory_mb as usize) << 20,
+        used: 0,
+        exceeded: false,
+    };
+    let mut http = WasiHttpCtx::new();
+    http.set_field_size_limit(64 << 10);
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_RESOURCES);
     let ctx = Ctx {
         wasi: wasi.build(),
-        http: WasiHttpCtx::new(),
-        table: ResourceTable::new(),
+        http,
+        table,
         hooks: Outbound {
             manifest: f.manifest.clone(),
             function: name.clone(),
@@ -320,33 +326,103 @@ fn new_store(
 /// How a call ended badly.
 #[derive(Debug)]
 enum Failure {
+    /// Trapped or failed (a panic, a bad instruction, a host error).
     Trap(String),
+    /// Asked for more memory than `limits.memory_mb` (all memories together).
+    Memory,
+    /// Ran out of its CPU budget (epoch ticks).
+    Cpu,
+    /// Ran out of wall-clock time.
     Timeout,
+}
+
+/// Resources the guest may hold at once (handles of all kinds).
+const MAX_RESOURCES: usize = 4096;
+
+/// The memory cap of one call, over all its linear memories together (the
+/// limit counts every growth, so a component with several memories cannot
+/// multiply its share), plus counts of instances, tables and memories.
+struct Budget {
+    max_bytes: usize,
+    used: usize,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for Budget {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let add = desired.saturating_sub(current);
+        if self.used.saturating_add(add) > self.max_bytes {
+            self.exceeded = true;
+            return Err(wasmtime::format_err!(
+                "memory limit of {} MiB reached",
+                self.max_bytes >> 20
+            ));
+        }
+        self.used += add;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        16
+    }
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Trap(m) => write!(f, "trap: {m}"),
+            Failure::Memory => write!(f, "memory limit reached"),
+            Failure::Cpu => write!(f, "CPU budget spent"),
             Failure::Timeout => write!(f, "wall-clock timeout"),
         }
     }
 }
 
-fn trap_error(name: &str, msg: &str) -> ApiError {
-    let (code, what) = if msg.contains("interrupt") {
-        ("function_timeout", "ran out of CPU time")
-    } else if msg.contains("memory") || msg.contains("grow") || msg.contains("capacity") {
-        ("function_memory", "ran out of memory")
-    } else {
-        ("function_crashed", "crashed")
-    };
-    let status = if code == "function_timeout" {
-        StatusCode::GATEWAY_TIMEOUT
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
-    };
-    ApiError::new(status, code, format!("Function {name} {what}"))
+fn failure_error(name: &str, f: &Failure, timeout_ms: u64) -> ApiError {
+    match f {
+        Failure::Timeout => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "function_timeout",
+            format!("Function {name} did not finish within {timeout_ms} ms"),
+        ),
+        Failure::Cpu => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "function_timeout",
+            format!("Function {name} ran out of CPU time"),
+        ),
+        Failure::Memory => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "function_memory",
+            format!("Function {name} ran out of memory"),
+        ),
+        Failure::Trap(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "function_crashed",
+            format!("Function {name} crashed"),
+        ),
+    }
 }
 
 /// Times `n` instantiations of `f` from its `InstancePre` in fresh stores set
@@ -362,6 +438,7 @@ pub async fn time_instantiations(f: &Loaded, n: usize) -> anyhow::Result<Vec<Dur
             None,
             &HashMap::new(),
             Duration::from_millis(2),
+            Duration::from_secs(10),
         );
         let t = Instant::now();
         let _proxy = f
@@ -393,6 +470,7 @@ pub async fn time_calls(
             None,
             &HashMap::new(),
             Duration::from_millis(2),
+            Duration::from_secs(10),
         );
         let req = http::Request::builder()
             .method("POST")

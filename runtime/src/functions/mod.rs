@@ -63,6 +63,8 @@ pub struct Functions {
     pub logs: logs::Sink,
     /// Serialises cargo builds (one at a time on small machines).
     pub build_lock: tokio::sync::Mutex<()>,
+    /// Serialises installing deployed versions (see `deploy::sync_one`).
+    pub sync_lock: tokio::sync::Mutex<()>,
 }
 
 /// Reads `KEY=VALUE` lines (a project's `.env`); missing file → empty.

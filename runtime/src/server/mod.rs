@@ -377,6 +377,7 @@ fn functions_state(
         secrets,
         logs,
         build_lock: Default::default(),
+        sync_lock: Default::default(),
     })
 }
 
@@ -442,9 +443,7 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
                 let st2 = st.clone();
                 // Compiling may take a moment: never block the listener on it.
                 tokio::spawn(async move {
-                    if let Ok(c) = st2.system.get().await {
-                        crate::functions::deploy::sync_one(&st2, &**c, &payload).await;
-                    }
+                    crate::functions::deploy::sync_one(&st2, &payload).await;
                 });
             } else if channel == "wasmbase_secrets" {
                 if let Err(e) = crate::functions::deploy::reload_secrets(&st).await {

@@ -273,9 +273,10 @@ pub fn fetch(req: Request) -> Result<Response, String> {
         Some(("http", r)) => (Scheme::Http, r),
         _ => return Err(format!("fetch needs an absolute http(s) URL, got {}", req.path)),
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'?' => (&rest[..i], format!("/{}", &rest[i..])),
+        Some(i) => (&rest[..i], rest[i..].to_string()),
+        None => (rest, "/".to_string()),
     };
     let out = OutgoingRequest::new(fields(&req.headers));
     let method = match req.method.to_ascii_uppercase().as_str() {
@@ -291,7 +292,7 @@ pub fn fetch(req: Request) -> Result<Response, String> {
     out.set_method(&method).map_err(|_| "invalid method".to_string())?;
     out.set_scheme(Some(&scheme)).map_err(|_| "invalid scheme".to_string())?;
     out.set_authority(Some(authority)).map_err(|_| "invalid host".to_string())?;
-    out.set_path_with_query(Some(path)).map_err(|_| "invalid path".to_string())?;
+    out.set_path_with_query(Some(&path)).map_err(|_| "invalid path".to_string())?;
     let body = out.body().map_err(|_| "request body unavailable".to_string())?;
     let pending = outgoing_handler::handle(out, None).map_err(|e| format!("{e:?}"))?;
     if !write_all(&body, &req.body) {
