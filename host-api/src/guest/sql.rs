@@ -28,20 +28,24 @@ impl GuestCtx {
         }
     }
 
-    /// Runs `statements` in one transaction as service_role.
-    async fn run_sql(
+    /// Runs `work` in one transaction as service_role on the raw-SQL pool:
+    /// a database permit, a connection, `BEGIN` with the role/claims and a
+    /// statement timeout no longer than what is left of the call (computed once
+    /// the permit and connection are in hand), then COMMIT on `Ok`, ROLLBACK on
+    /// `Err`. A call dropped midway cancels the running statement (`Guard`).
+    async fn in_service_tx<T>(
         &mut self,
-        statements: Vec<Statement>,
-    ) -> Result<Vec<(Rows, u64)>, GuestError> {
+        work: impl for<'c> FnOnce(
+            &'c tokio_postgres::Client,
+        ) -> futures::future::BoxFuture<'c, Result<T, GuestError>>,
+    ) -> Result<T, GuestError> {
         let (db, pool) = self.sql_access()?;
         let _permit = db
             .permits
             .acquire()
             .await
             .map_err(|_| error(503, "WB503", "database access is shutting down"))?;
-        let pg = |e: tokio_postgres::Error| pg_error(&DbError::Pg(e));
         let obj = pool.get().await.map_err(|e| pg_error(&DbError::Pool(e)))?;
-        // What is left of the call once a permit and a connection are in hand.
         let timeout = self.db_timeout(db.statement_timeout)?;
         let mut guard = Guard(Some(obj));
         let conn = guard.0.as_ref().expect("guard holds the connection");
@@ -62,31 +66,22 @@ impl GuestCtx {
         );
         b.map_err(pg)?;
         s.map_err(pg)?;
-        let mut out = Vec::new();
-        let mut failure = None;
-        for st in &statements {
-            match run_one(client, st).await {
-                Ok(r) => out.push(r),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        let end = if failure.is_none() {
-            "COMMIT"
-        } else {
-            "ROLLBACK"
-        };
+        let result = work(client).await;
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
         client.batch_execute(end).await.map_err(pg)?;
-        // Session settings and temp tables a guest created are reset by the
-        // pool's clean recycling before anyone else gets the connection.
+        // What a guest left in the session is reset by DISCARD ALL when the
+        // pool hands the connection out again.
         drop(guard.0.take());
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        result
     }
+}
+
+fn pg(e: tokio_postgres::Error) -> GuestError {
+    pg_error(&DbError::Pg(e))
+}
+
+fn params(values: &[Value]) -> Vec<Option<String>> {
+    values.iter().map(text_of).collect()
 }
 
 /// Most rows one raw SQL statement may return to a guest.
@@ -128,12 +123,8 @@ fn text_of(v: &Value) -> Option<String> {
     }
 }
 
-async fn run_one(
-    client: &tokio_postgres::Client,
-    st: &Statement,
-) -> Result<(Rows, u64), GuestError> {
-    let pg = |e: tokio_postgres::Error| pg_error(&DbError::Pg(e));
-    let texts: Vec<Option<String>> = st.params.iter().map(text_of).collect();
+async fn run_one(client: &tokio_postgres::Client, st: &Statement) -> Result<Rows, GuestError> {
+    let texts = params(&st.params);
     let values: Vec<TextParam<'_>> = texts.iter().map(|t| TextParam(t.as_deref())).collect();
     let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
     let stmt = client.prepare(&st.sql).await.map_err(pg)?;
@@ -161,8 +152,7 @@ async fn run_one(
         }
         out.push(vals);
     }
-    let n = out.len() as u64;
-    Ok((Rows { columns, rows: out }, n))
+    Ok(Rows { columns, rows: out })
 }
 
 fn decode(row: &tokio_postgres::Row, i: usize, ty: &Type) -> Result<Value, GuestError> {
@@ -352,72 +342,39 @@ impl<'a> FromSql<'a> for Numeric {
 
 impl Host for GuestCtx {
     async fn query(&mut self, sql: String, params: Vec<Value>) -> Result<Rows, GuestError> {
-        let mut r = self.run_sql(vec![Statement { sql, params }]).await?;
-        Ok(r.pop().map(|(rows, _)| rows).unwrap_or(Rows {
-            columns: vec![],
-            rows: vec![],
-        }))
+        let statement = Statement { sql, params };
+        self.in_service_tx(move |client| Box::pin(async move { run_one(client, &statement).await }))
+            .await
     }
 
-    async fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, GuestError> {
-        // `execute` needs the affected-row count, which `query` does not give for
+    async fn execute(&mut self, sql: String, values: Vec<Value>) -> Result<u64, GuestError> {
+        // The affected-row count, which `query` does not give for
         // INSERT/UPDATE/DELETE without RETURNING.
-        self.run_execute(sql, params).await
+        self.in_service_tx(move |client| {
+            Box::pin(async move {
+                let texts = params(&values);
+                let values: Vec<TextParam<'_>> =
+                    texts.iter().map(|t| TextParam(t.as_deref())).collect();
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+                let stmt = client.prepare(&sql).await.map_err(pg)?;
+                client.execute(&stmt, &refs).await.map_err(pg)
+            })
+        })
+        .await
     }
 
     async fn transaction(&mut self, statements: Vec<Statement>) -> Result<Vec<Rows>, GuestError> {
-        Ok(self
-            .run_sql(statements)
-            .await?
-            .into_iter()
-            .map(|(r, _)| r)
-            .collect())
-    }
-}
-
-impl GuestCtx {
-    async fn run_execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, GuestError> {
-        let (db, pool) = self.sql_access()?;
-        let _permit = db
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| error(503, "WB503", "database access is shutting down"))?;
-        let pg = |e: tokio_postgres::Error| pg_error(&DbError::Pg(e));
-        let obj = pool.get().await.map_err(|e| pg_error(&DbError::Pool(e)))?;
-        // What is left of the call once a permit and a connection are in hand.
-        let timeout = self.db_timeout(db.statement_timeout)?;
-        let mut guard = Guard(Some(obj));
-        let conn = guard.0.as_ref().expect("guard holds the connection");
-        let ms = timeout.as_millis().max(1).to_string();
-        let claims = db.principal.claims_json.to_string();
-        let role = "service_role";
-        // Unnamed statement: a guest that PREPAREs or DEALLOCATEs names cannot
-        // touch it, and DISCARD ALL between uses cannot break it.
-        let set_params: [(&(dyn ToSql + Sync), Type); 3] = [
-            (&role, Type::TEXT),
-            (&claims, Type::TEXT),
-            (&ms, Type::TEXT),
-        ];
-        let client: &tokio_postgres::Client = conn;
-        let texts: Vec<Option<String>> = params.iter().map(text_of).collect();
-        let values: Vec<TextParam<'_>> = texts.iter().map(|t| TextParam(t.as_deref())).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        let (b, s) = futures::join!(
-            client.batch_execute(BEGIN),
-            client.query_typed(SET_PRINCIPAL, &set_params)
-        );
-        b.map_err(pg)?;
-        s.map_err(pg)?;
-        let result = match client.prepare(&sql).await {
-            Ok(stmt) => client.execute(&stmt, &refs).await.map_err(pg),
-            Err(e) => Err(pg(e)),
-        };
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        client.batch_execute(end).await.map_err(pg)?;
-        drop(guard.0.take());
-        result
+        self.in_service_tx(move |client| {
+            Box::pin(async move {
+                let mut out = Vec::with_capacity(statements.len());
+                for st in &statements {
+                    out.push(run_one(client, st).await?);
+                }
+                Ok(out)
+            })
+        })
+        .await
     }
 }
 
