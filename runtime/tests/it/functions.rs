@@ -680,3 +680,46 @@ fn served_hash(srv: &TestServer, name: &str) -> String {
         _ => String::new(),
     }
 }
+
+#[tokio::test]
+async fn raw_sql_decodes_types_counts_rows_commits_rolls_back_and_is_bounded() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    db.owner()
+        .await
+        .batch_execute("CREATE TABLE ledger (id serial PRIMARY KEY, note text NOT NULL)")
+        .await
+        .unwrap();
+    let srv = db.functions_server(|c| c.functions.dir = fixtures()).await;
+    srv.wait_function("sqlkit").await;
+    let (s, b) = post(&srv, "/fn/sqlkit/types", Some(&anon), None, json!({})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["row"],
+        json!([true, 7, 42, 1.5, {"text": "12345.678"}, {"text": "hi"}, {"json": "{\"a\":1}"},
+               {"bytes": [1, 2]}, {"uuid": "6f1c2a9e-8b7d-4c3e-9f1a-2b3c4d5e6f70"},
+               {"timestamp": "2001-02-03T04:05:06.500000Z"}, {"text": "2001-02-03"}, null, 42])
+    );
+    // A transaction commits both statements…
+    let (s, b) = post(&srv, "/fn/sqlkit/transaction", Some(&anon), None, json!({})).await;
+    assert_eq!((s, b["results"].as_u64()), (200, Some(2)), "{b}");
+    // …a failing one leaves nothing, with PostgreSQL's code…
+    let (s, b) = post(&srv, "/fn/sqlkit/rollback", Some(&anon), None, json!({})).await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("22012")), "{b}");
+    // …and execute reports the rows it changed.
+    let (s, b) = post(&srv, "/fn/sqlkit/execute", Some(&anon), None, json!({})).await;
+    assert_eq!((s, b["updated"].as_u64()), (200, Some(2)), "{b}");
+    let notes: Vec<String> = db
+        .owner()
+        .await
+        .query("SELECT note FROM ledger ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(notes, ["t1!", "t2!"]);
+    // Too many rows for the guest: a clear error, not host memory.
+    let (s, b) = post(&srv, "/fn/sqlkit/big", Some(&anon), None, json!({})).await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("WB413")), "{b}");
+}
