@@ -97,7 +97,7 @@ async fn handle(
         caller,
         request_id: current_request_id().unwrap_or_default(),
         db,
-        env: (**fx.env.load()).clone(),
+        env: fx.env.load_full(),
         global: fx.global.clone(),
         tick: Duration::from_millis(st.config.functions.tick_ms.max(1)),
         state: st.clone(),

@@ -64,8 +64,8 @@ pub struct Inputs {
     pub request_id: String,
     /// Database access (None when `db = "none"`).
     pub db: Option<DbAccess>,
-    /// Values of the granted env variables.
-    pub env: HashMap<String, String>,
+    /// Env values (secrets and `.env`); only granted names reach the guest.
+    pub env: Arc<HashMap<String, String>>,
     /// All calls across functions.
     pub global: Arc<Semaphore>,
     /// Epoch tick.
