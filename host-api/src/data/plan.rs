@@ -14,7 +14,7 @@ use super::schema::{Column, ForeignKey, Function, Relation, Returns, Schema};
 use std::fmt::Write;
 
 /// A planned statement: SQL text and its parameters (text format; `None` is NULL).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Statement {
     /// The SQL.
     pub sql: String,
@@ -169,13 +169,8 @@ impl<'s> Builder<'s> {
         let sql = self.root_select(req, src, &a, &from, limits)?;
         Ok(Statement {
             sql,
-            params: Vec::new(),
-            single: false,
-            scalar: false,
             pk: rel.pk.clone(),
-            void: false,
-            max_affected: None,
-            rollback: false,
+            ..Default::default()
         })
     }
 
@@ -795,13 +790,8 @@ impl<'s> Builder<'s> {
                             // Nothing to insert: answer [] without touching the table.
                             return Ok(Statement {
                                 sql: "SELECT NULL::int8, '[]'::text, 0::int8".into(),
-                                params: Vec::new(),
-                                single: false,
-                                scalar: false,
                                 pk: rel.pk.clone(),
-                                void: false,
-                                max_affected: None,
-                                rollback: false,
+                                ..Default::default()
                             });
                         }
                         if a.len() > 1
@@ -988,13 +978,8 @@ impl<'s> Builder<'s> {
         };
         Ok(Statement {
             sql: format!("WITH _w AS ({cte}) SELECT {total}, {body}, (SELECT count(*) FROM _w)"),
-            params: Vec::new(),
-            single: false,
-            scalar: false,
             pk: rel.pk.clone(),
-            void: false,
-            max_affected: None,
-            rollback: false,
+            ..Default::default()
         })
     }
 
@@ -1053,23 +1038,14 @@ impl<'s> Builder<'s> {
         match &f.returns {
             Returns::Void => Ok(Statement {
                 sql: format!("SELECT NULL::int8, NULL::text, count(*) FROM {from_args}{call} _v"),
-                params: Vec::new(),
-                single: false,
                 scalar: true,
-                pk: Vec::new(),
                 void: true,
-                max_affected: None,
-                rollback: false,
+                ..Default::default()
             }),
             Returns::Scalar { .. } if !f.set => Ok(Statement {
                 sql: format!("SELECT NULL::int8, coalesce(to_json(_v.v)::text, 'null'), 1::int8 FROM {from_args}{call} AS _v(v)"),
-                params: Vec::new(),
-                single: false,
                 scalar: true,
-                pk: Vec::new(),
-                void: false,
-                max_affected: None,
-                rollback: false,
+                ..Default::default()
             }),
             Returns::Scalar { .. } => {
                 let root = req.query.root().cloned().unwrap_or_default();
@@ -1079,13 +1055,7 @@ impl<'s> Builder<'s> {
                     sql: format!(
                         "SELECT NULL::int8, coalesce(json_agg(_r.j), '[]')::text, count(_r.j) FROM (SELECT to_json(_v.v) AS j FROM {from_args}{call} AS _v(v) LIMIT {l} OFFSET {o}) _r"
                     ),
-                    params: Vec::new(),
-                    single: false,
-                    scalar: false,
-                    pk: Vec::new(),
-                    void: false,
-                    max_affected: None,
-                    rollback: false,
+                    ..Default::default()
                 })
             }
             Returns::Rows { columns, table } => {
@@ -1097,13 +1067,8 @@ impl<'s> Builder<'s> {
                 let sql = self.root_select(req, src, &a, &from, limits)?;
                 Ok(Statement {
                     sql: format!("WITH _f AS MATERIALIZED (SELECT _c.* FROM {from_args}{call} _c) {sql}"),
-                    params: Vec::new(),
                     single: !f.set,
-                    scalar: false,
-                    pk: Vec::new(),
-                    void: false,
-                    max_affected: None,
-                    rollback: false,
+                    ..Default::default()
                 })
             }
         }
