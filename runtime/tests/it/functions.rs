@@ -170,14 +170,10 @@ async fn spin_times_out_while_health_and_other_functions_answer() {
         .collect();
     let global = fx.srv.state.functions.global.clone();
     let total = fx.srv.state.config.functions.max_concurrency;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while global.available_permits() > total - 4 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "spins never started"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    wait_until("spins never started", 30, || {
+        global.available_permits() <= total - 4
+    })
+    .await;
     // …and the same server keeps answering other routes and functions.
     for _ in 0..5 {
         let r = fx
@@ -364,11 +360,7 @@ async fn admission_caps_and_body_limits_answer_503_and_413() {
     });
     // Wait until the spin call holds the only slot (observable: no permits left).
     let global = srv.srv.state.functions.global.clone();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while global.available_permits() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "spin never started");
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    wait_until("spin never started", 30, || global.available_permits() == 0).await;
     let r = srv
         .http
         .post(format!("{}/fn/hello", srv.url))
@@ -571,22 +563,11 @@ async fn secrets_are_stored_encrypted_and_reach_granted_functions() {
         .await
         .unwrap();
     assert!(!row.get::<_, String>(0).contains("hunter22"));
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while srv
-        .srv
-        .state
-        .functions
-        .env
-        .load()
-        .get("NOT_GRANTED")
-        .is_none()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "secrets never reached the node"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let env = &srv.srv.state.functions.env;
+    wait_until("secrets never reached the node", 10, || {
+        env.load().contains_key("NOT_GRANTED")
+    })
+    .await;
     let (s, b) = post(&srv, "/fn/secret-env", Some(&anon), None, json!({})).await;
     assert_eq!(s, 200);
     assert_eq!(
@@ -648,27 +629,20 @@ async fn fn_new_scaffolds_a_function_that_builds_serves_and_hot_reloads() {
     let old_hash = served_hash(&srv, "greet");
     let src = std::fs::read_to_string(&lib).unwrap();
     std::fs::write(&lib, src.replace("Hello, {}!", "Howdy, {}!")).unwrap();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
-    while served_hash(&srv, "greet") == old_hash {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no rebuild happened"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until("no rebuild happened", 180, || {
+        served_hash(&srv, "greet") != old_hash
+    })
+    .await;
     let (_, b) = post(&srv, "/fn/greet", Some(&anon), None, json!({"name": "Ada"})).await;
     assert_eq!(b["message"], "Howdy, Ada!", "{b}");
 
     // A broken edit is reported and the last good version keeps serving.
     std::fs::write(&lib, "this is not rust").unwrap();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
-    while srv.srv.state.functions.registry.error("greet").is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the broken build was never reported"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let registry = &srv.srv.state.functions.registry;
+    wait_until("the broken build was never reported", 180, || {
+        registry.error("greet").is_some()
+    })
+    .await;
     let (s, b) = post(&srv, "/fn/greet", Some(&anon), None, json!({"name": "Ada"})).await;
     assert_eq!((s, b["message"].as_str()), (200, Some("Howdy, Ada!")));
 }

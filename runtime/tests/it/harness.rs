@@ -267,14 +267,17 @@ impl TestServer {
 
     /// Waits until this server's key cache reloaded past `v` (bounded).
     pub async fn wait_keys_after(&self, v: u64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while self.keys_version() <= v {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "key cache did not reload"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until("key cache did not reload", 10, || self.keys_version() > v).await;
+    }
+}
+
+/// Polls an observable condition every 10 ms until it holds; fails with `what`
+/// after `secs` seconds.
+pub async fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

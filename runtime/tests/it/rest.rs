@@ -4,7 +4,6 @@
 
 use crate::harness::*;
 use serde_json::{json, Value};
-use std::time::Duration;
 use wasmbase_host_api::keys::KeyKind;
 
 impl TestServer {
@@ -15,14 +14,10 @@ impl TestServer {
 
     /// Waits until the schema cache reloaded past `v` (bounded).
     pub async fn wait_schema_after(&self, v: u64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while self.schema_version() <= v {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "schema cache did not reload"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until("schema cache did not reload", 10, || {
+            self.schema_version() > v
+        })
+        .await;
     }
 
     /// A `/rest/v1` request; returns status, headers and body (JSON or text).
