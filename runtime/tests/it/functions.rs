@@ -474,16 +474,9 @@ async fn deploy_and_rollback_reach_every_node_and_bad_deploys_change_nothing() {
     );
     let (s, e) = deploy(&a, &anon, "greeter", manifest, &wasm_of("hello")).await;
     assert_eq!(s, 403, "{e}");
-    let versions = a
-        .http
-        .get(format!("{}/admin/v1/functions/greeter/versions", a.url))
-        .header("apikey", &secret)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let (_, versions) = a
+        .get("/admin/v1/functions/greeter/versions", Some(&secret), None)
+        .await;
     assert_eq!(
         versions["versions"].as_array().unwrap().len(),
         2,
@@ -506,16 +499,9 @@ async fn deploy_and_rollback_reach_every_node_and_bad_deploys_change_nothing() {
     // Invocation logs from node b are visible through node a.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let logs = a
-            .http
-            .get(format!("{}/admin/v1/functions/greeter/logs", a.url))
-            .header("apikey", &secret)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap();
+        let (_, logs) = a
+            .get("/admin/v1/functions/greeter/logs", Some(&secret), None)
+            .await;
         let entries = logs["logs"].as_array().cloned().unwrap_or_default();
         if entries.len() >= 3 {
             assert_eq!(entries[0]["status"], 200);
