@@ -60,6 +60,11 @@ impl DataError {
         DataError::new(400, "PGRST100", format!("failed to parse {what}")).details(details)
     }
 
+    /// PGRST103: the requested range cannot be served (416).
+    pub fn range() -> DataError {
+        DataError::new(416, "PGRST103", "Requested range not satisfiable")
+    }
+
     /// PGRST102: the body is not what the request needs.
     pub fn body(details: impl Into<String>) -> DataError {
         DataError::new(400, "PGRST102", "Invalid request body").details(details)

@@ -278,27 +278,10 @@ pub fn parse(
 
     let mut query = parse_query(&pairs)?;
     if let Some(range) = header(h, "range") {
-        let r = range.trim().trim_start_matches("items=");
-        let (a, b) = r
-            .split_once('-')
-            .ok_or_else(|| DataError::new(416, "PGRST103", "Requested range not satisfiable"))?;
-        let start: i64 = a
-            .trim()
-            .parse()
-            .map_err(|_| DataError::new(416, "PGRST103", "Requested range not satisfiable"))?;
+        let (start, count) = parse_range(range)?;
         let root = query.root_mut();
         root.offset = Some(root.offset.unwrap_or(0).max(start));
-        if !b.trim().is_empty() {
-            let end: i64 = b
-                .trim()
-                .parse()
-                .map_err(|_| DataError::new(416, "PGRST103", "Requested range not satisfiable"))?;
-            if end < start {
-                return Err(
-                    DataError::new(416, "PGRST103", "Requested range not satisfiable").into(),
-                );
-            }
-            let n = end - start + 1;
+        if let Some(n) = count {
             root.limit = Some(root.limit.map_or(n, |l| l.min(n)));
         }
     }
@@ -323,4 +306,19 @@ pub fn parse(
         applied,
         path: parts.uri.path().to_string(),
     })
+}
+
+/// `Range: [items=]START-[END]` → (offset, row count if END is given).
+fn parse_range(value: &str) -> Result<(i64, Option<i64>), DataError> {
+    let r = value.trim().trim_start_matches("items=");
+    let (a, b) = r.split_once('-').ok_or_else(DataError::range)?;
+    let start: i64 = a.trim().parse().map_err(|_| DataError::range())?;
+    if b.trim().is_empty() {
+        return Ok((start, None));
+    }
+    let end: i64 = b.trim().parse().map_err(|_| DataError::range())?;
+    if end < start {
+        return Err(DataError::range());
+    }
+    Ok((start, Some(end - start + 1)))
 }
