@@ -65,9 +65,12 @@ impl Gate {
         }
         // A JWT key must verify and be an anon or service_role key; a user's access
         // token is not an API key.
-        let v = self.jwt.verify(key).map_err(|_| AuthError::InvalidApiKey)?;
-        match v.role {
-            Role::Anon | Role::ServiceRole => Ok(Principal::new(v.role, v.claims)),
+        let p = self
+            .jwt
+            .principal(key)
+            .map_err(|_| AuthError::InvalidApiKey)?;
+        match p.role {
+            Role::Anon | Role::ServiceRole => Ok(p),
             Role::Authenticated => Err(AuthError::InvalidApiKey),
         }
     }
@@ -91,8 +94,7 @@ impl Gate {
         if keys::is_opaque(token) {
             return self.opaque_principal(token);
         }
-        let v = self.jwt.verify(token)?;
-        Ok(Principal::new(v.role, v.claims))
+        self.jwt.principal(token)
     }
 }
 

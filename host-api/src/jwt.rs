@@ -13,12 +13,17 @@
 //! key's own algorithm; the HS256 secret never verifies an ES256/RS256 token and
 //! a public key never verifies an HS256 one.
 
-use crate::{AuthError, Role};
+use crate::verified_tokens::VerifiedTokens;
+use crate::{AuthError, Principal, Role};
 use base64::Engine;
 use jsonwebtoken::{
     decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation,
 };
 use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Seconds a token is still accepted after its `exp` (clock skew between nodes).
+const LEEWAY: u64 = 5;
 
 /// Shortest HS256 secret accepted; shorter secrets are brute-forceable.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -32,6 +37,8 @@ pub struct JwtKeys {
     audience: Option<String>,
     issuer: String,
     signing: Vec<SigningKey>,
+    /// Tokens these keys verified, for [`JwtKeys::principal`].
+    verified: Arc<VerifiedTokens>,
 }
 
 /// An asymmetric key pair with its id and public JWK.
@@ -135,7 +142,7 @@ impl SigningKey {
         let mut validation = Validation::new(alg);
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_aud = false;
-        validation.leeway = 5;
+        validation.leeway = LEEWAY;
         Ok(SigningKey {
             kid,
             alg,
@@ -181,7 +188,7 @@ impl JwtKeys {
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_exp = true;
         validation.validate_aud = false; // checked by hand: only user tokens carry `aud`
-        validation.leeway = 5;
+        validation.leeway = LEEWAY;
         Ok(JwtKeys {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
@@ -189,12 +196,14 @@ impl JwtKeys {
             audience,
             issuer: issuer.to_string(),
             signing: Vec::new(),
+            verified: Default::default(),
         })
     }
 
     /// Adds asymmetric signing keys (PKCS#8 PEM text, ES256 or RS256). The first
     /// signs new tokens; all verify. `name` labels errors (e.g. the file path).
     pub fn with_signing_keys(mut self, pems: &[(String, String)]) -> Result<JwtKeys, String> {
+        self.verified = Default::default(); // verified under other keys
         for (name, pem) in pems {
             let key = SigningKey::from_pem(pem).map_err(|e| format!("{name}: {e}"))?;
             if self.signing.iter().any(|k| k.kid == key.kid) {
@@ -235,6 +244,27 @@ impl JwtKeys {
     }
 
     /// Verifies signature, algorithm, expiry, role and (for user tokens) audience.
+    /// The principal a token grants: [`JwtKeys::verify`], remembered per exact
+    /// token text until it expires (see [`crate::verified_tokens`]).
+    pub fn principal(&self, token: &str) -> Result<Principal, AuthError> {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        if let Some(p) = self.verified.get(token, now) {
+            return Ok(p);
+        }
+        let v = self.verify(token)?;
+        // `verify` required a numeric `exp` and accepts it up to `LEEWAY` late.
+        let valid_until = v
+            .claims
+            .get("exp")
+            .and_then(Value::as_f64)
+            .map(|e| e as i64 + LEEWAY as i64);
+        let principal = Principal::new(v.role, v.claims);
+        if let Some(until) = valid_until {
+            self.verified.put(token, principal.clone(), until, now);
+        }
+        Ok(principal)
+    }
+
     pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
         let header = decode_header(token).map_err(|_| AuthError::InvalidJwt("malformed token"))?;
         let (key, validation) = match header.alg {

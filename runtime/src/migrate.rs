@@ -40,6 +40,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(5, "0005_schema_reload.sql"),
     migration!(6, "0006_functions.sql"),
     migration!(7, "0007_function_logs_unlogged.sql"),
+    migration!(8, "0008_user_version.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on

@@ -589,6 +589,64 @@ async fn app_metadata_is_admin_only_and_tokens_carry_it() {
 }
 
 #[tokio::test]
+async fn get_user_reflects_every_change_to_the_user_and_its_identities() {
+    let a = auth_server(|_| {}).await;
+    let session = a.signup("cache@example.com").await;
+    let access = s(&session["access_token"]);
+    let id = s(&session["user"]["id"]);
+    let first = a.user(&access).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.body["id"], session["user"]["id"]);
+    assert_eq!(
+        a.user(&access).await.body,
+        first.body,
+        "a repeat answers the same"
+    );
+    // An admin changes the user: the next getUser() shows it.
+    let r = a
+        .call(
+            reqwest::Method::PUT,
+            &format!("/admin/users/{id}"),
+            Some(json!({"user_metadata": {"plan": "pro"}})),
+            None,
+            &a.sk,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(a.user(&access).await.body["user_metadata"]["plan"], "pro");
+    // A change to an identity alone (written outside the API) shows too.
+    a.db.owner()
+        .await
+        .execute(
+            "UPDATE auth.identities SET identity_data = identity_data || '{\"nickname\": \"cachy\"}' \
+             WHERE user_id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let seen = a.user(&access).await.body;
+    assert_eq!(seen["identities"][0]["identity_data"]["nickname"], "cachy");
+    // The user's own update, then logout: the session check still runs every time.
+    let r = a
+        .call(
+            reqwest::Method::PUT,
+            "/user",
+            Some(json!({"data": {"theme": "dark"}})),
+            Some(&access),
+            &a.pk,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(a.user(&access).await.body["user_metadata"]["theme"], "dark");
+    assert_eq!(a.logout("local", &access).await.status, 204);
+    let gone = a.user(&access).await;
+    assert_eq!(
+        (gone.status, gone.body["code"].as_str()),
+        (403, Some("session_not_found"))
+    );
+}
+
+#[tokio::test]
 async fn the_audit_log_records_sign_ins_and_failures_without_secrets() {
     let a = auth_server(|_| {}).await;
     a.signup("audit@example.com").await;

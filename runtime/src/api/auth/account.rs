@@ -13,10 +13,11 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub async fn get_user(State(st): State<AppState>, u: UserCaller) -> AuthResult<Json<Value>> {
-    Ok(Json(
-        users::load_session_user(&st, u.user_id, u.session_id).await?,
-    ))
+/// The user object goes out as PostgreSQL rendered it (cached per row version):
+/// no parse and re-serialise on the hottest auth path.
+pub async fn get_user(State(st): State<AppState>, u: UserCaller) -> AuthResult<Response> {
+    let json = users::load_session_user(&st, u.user_id, u.session_id).await?;
+    Ok(([(http::header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
 /// `scope=global` (default) ends every session of the user, `local` this one,
@@ -81,7 +82,9 @@ pub async fn update_user(
     raw: Bytes,
 ) -> AuthResult<Json<Value>> {
     let b: UpdateBody = body(&raw)?;
-    let current = users::load_session_user(&st, u.user_id, u.session_id).await?;
+    let current: Value =
+        serde_json::from_slice(&users::load_session_user(&st, u.user_id, u.session_id).await?)
+            .map_err(|e| AuthApiError::internal(format!("user object: {e}")))?;
     if b.app_metadata.as_ref().is_some_and(|v| !v.is_null()) {
         return Err(AuthApiError::new(
             403,

@@ -17,6 +17,7 @@ mod session;
 mod signup;
 mod token;
 mod tokens;
+mod user_cache;
 mod users;
 
 use crate::config::Config;
@@ -49,6 +50,8 @@ pub struct AuthState {
     pub external_url: String,
     /// `iss` of issued access tokens: `<external_url>/auth/v1`.
     pub issuer: String,
+    /// Rendered users for `GET /user`, valid per row version.
+    pub user_cache: user_cache::UserCache,
 }
 
 impl AuthState {
@@ -103,6 +106,7 @@ impl AuthState {
             mailer: mail::Mailer::from_config(a.smtp.as_ref())?,
             autoconfirm: a.autoconfirm.unwrap_or(false),
             issuer: format!("{external_url}/auth/v1"),
+            user_cache: Default::default(),
             external_url,
         })
     }

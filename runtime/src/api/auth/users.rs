@@ -6,6 +6,7 @@ use super::error::{AuthApiError, AuthResult};
 use super::mail::{self, Mail, Template};
 use super::tokens;
 use crate::server::state::AppState;
+use bytes::Bytes;
 use deadpool_postgres::ClientWrapper;
 use futures::future::BoxFuture;
 use serde_json::{json, Map, Value};
@@ -405,30 +406,35 @@ pub fn verify_link(
 
 /// For user endpoints: the token's session must still exist (GoTrue's rule: after
 /// logout the access token stops working here even before it expires) and the
-/// user must too. Returns the user object. One statement, one round trip: this is
-/// what every `getUser()` costs.
+/// user must too. Returns the user object, rendered as JSON. One statement, one
+/// round trip, is what every `getUser()` costs: it checks session, user and ban
+/// and reads the row version; the rendering comes from [`super::user_cache`]
+/// unless that version is new to this node (then a second statement renders it).
 pub async fn load_session_user(
     st: &AppState,
     user_id: Uuid,
     session_id: Option<Uuid>,
-) -> AuthResult<Value> {
+) -> AuthResult<Bytes> {
     let c = st.auth.pool.get().await.map_err(db::DbError::from)?;
     let stmt = c
         .prepare_cached(
-            "SELECT auth.user_json(u), $2::uuid IS NULL OR EXISTS (SELECT 1 FROM auth.sessions s WHERE s.id = $2 \
-               AND s.user_id = u.id AND (s.not_after IS NULL OR s.not_after > now())), \
+            "SELECT (u.xmin::text)::bigint, $2::uuid IS NULL OR EXISTS (SELECT 1 FROM auth.sessions s \
+               WHERE s.id = $2 AND s.user_id = u.id AND (s.not_after IS NULL OR s.not_after > now())), \
                coalesce(u.banned_until > now(), false) \
              FROM auth.users u WHERE u.id = $1 AND u.deleted_at IS NULL",
         )
         .await?;
-    let rows = c.query(&stmt, &[&user_id, &session_id]).await?;
-    let Some(row) = rows.first() else {
-        return Err(AuthApiError::new(
+    let user_not_found = || {
+        AuthApiError::new(
             403,
             "user_not_found",
             "User from sub claim in JWT does not exist",
-        ));
+        )
     };
+    let row = c
+        .query_opt(&stmt, &[&user_id, &session_id])
+        .await?
+        .ok_or_else(user_not_found)?;
     if row.get::<_, bool>(2) {
         return Err(AuthApiError::new(403, "user_banned", "User is banned"));
     }
@@ -439,5 +445,20 @@ pub async fn load_session_user(
             "Session from session_id claim in JWT does not exist",
         ));
     }
-    Ok(row.get(0))
+    if let Some(json) = st.auth.user_cache.get(user_id, row.get(0)) {
+        return Ok(json);
+    }
+    let stmt = c
+        .prepare_cached(
+            "SELECT (u.xmin::text)::bigint, auth.user_json(u)::text FROM auth.users u \
+             WHERE u.id = $1 AND u.deleted_at IS NULL",
+        )
+        .await?;
+    let row = c
+        .query_opt(&stmt, &[&user_id])
+        .await?
+        .ok_or_else(user_not_found)?;
+    let json = Bytes::from(row.get::<_, String>(1));
+    st.auth.user_cache.put(user_id, row.get(0), json.clone());
+    Ok(json)
 }
