@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Largest linear memory any function may ask for (`limits.memory_mb` caps it
 /// per function below this).
@@ -49,6 +49,11 @@ impl Engine {
             // the kernel's mmap lock between worker threads.
             .linear_memory_keep_resident(2 << 20)
             .table_keep_resident(64 << 10)
+            // ...and only the pages the guest wrote, found with Linux's
+            // PAGEMAP_SCAN (6.7+; elsewhere the whole kept region is memset).
+            // Measured on `/fn/hello`: without it, memset of the 2 MiB kept
+            // resident was a third of the server's CPU.
+            .pagemap_scan(Enabled::Auto)
             .decommit_batch_size(32);
         let mut cfg = Config::new();
         cfg.wasm_component_model(true)

@@ -415,7 +415,7 @@ pub async fn load_session_user(
     user_id: Uuid,
     session_id: Option<Uuid>,
 ) -> AuthResult<Bytes> {
-    let c = st.auth.pool.get().await.map_err(db::DbError::from)?;
+    let c = st.auth.lookup.client(&st.auth.pool).await?;
     let stmt = c
         .prepare_cached(
             "SELECT (u.xmin::text)::bigint, $2::uuid IS NULL OR EXISTS (SELECT 1 FROM auth.sessions s \
