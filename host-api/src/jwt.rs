@@ -243,7 +243,6 @@ impl JwtKeys {
             .map_err(|_| AuthError::InvalidJwt("could not sign"))
     }
 
-    /// Verifies signature, algorithm, expiry, role and (for user tokens) audience.
     /// The principal a token grants: [`JwtKeys::verify`], remembered per exact
     /// token text until it expires (see [`crate::verified_tokens`]).
     pub fn principal(&self, token: &str) -> Result<Principal, AuthError> {
@@ -265,6 +264,7 @@ impl JwtKeys {
         Ok(principal)
     }
 
+    /// Verifies signature, algorithm, expiry, role and (for user tokens) audience.
     pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
         let header = decode_header(token).map_err(|_| AuthError::InvalidJwt("malformed token"))?;
         let (key, validation) = match header.alg {
