@@ -38,7 +38,7 @@ pub struct PoolSettings {
 /// Builds a lazily-connecting pool. Connections are opened on first use, so a
 /// database that is down at start does not stop the server from starting.
 pub fn pool(cfg: tokio_postgres::Config, settings: &PoolSettings) -> anyhow::Result<Pool> {
-    Ok(builder(cfg, settings).build()?)
+    Ok(builder(cfg, settings, RecyclingMethod::Fast).build()?)
 }
 
 /// A pool whose connections are reset with `DISCARD ALL` before each reuse,
@@ -47,36 +47,18 @@ pub fn pool(cfg: tokio_postgres::Config, settings: &PoolSettings) -> anyhow::Res
 /// LISTENs, advisory locks) reaches the next. Its users must not cache prepared
 /// statements (they would be discarded): they use unnamed ones.
 pub fn isolated_pool(cfg: tokio_postgres::Config, settings: &PoolSettings) -> anyhow::Result<Pool> {
-    let mut cfg = cfg;
-    cfg.application_name(settings.application_name);
-    cfg.connect_timeout(Duration::from_secs(5));
-    let mgr = Manager::from_config(
-        cfg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Custom("DISCARD ALL".into()),
-        },
-    );
-    Ok(Pool::builder(mgr)
-        .max_size(settings.max_size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(settings.wait_timeout))
-        .create_timeout(Some(Duration::from_secs(5)))
-        .recycle_timeout(Some(Duration::from_secs(5)))
-        .build()?)
+    Ok(builder(cfg, settings, RecyclingMethod::Custom("DISCARD ALL".into())).build()?)
 }
 
-fn builder(cfg: tokio_postgres::Config, settings: &PoolSettings) -> deadpool_postgres::PoolBuilder {
+fn builder(
+    cfg: tokio_postgres::Config,
+    settings: &PoolSettings,
+    recycling_method: RecyclingMethod,
+) -> deadpool_postgres::PoolBuilder {
     let mut cfg = cfg;
     cfg.application_name(settings.application_name);
     cfg.connect_timeout(Duration::from_secs(5));
-    let mgr = Manager::from_config(
-        cfg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method });
     Pool::builder(mgr)
         .max_size(settings.max_size)
         .runtime(Runtime::Tokio1)
@@ -108,7 +90,9 @@ pub fn service_pool(
                 .map_err(HookError::Backend)
         })
     });
-    Ok(builder(cfg, settings).post_create(hook).build()?)
+    Ok(builder(cfg, settings, RecyclingMethod::Fast)
+        .post_create(hook)
+        .build()?)
 }
 
 /// Runs `work` in a plain transaction (for [`service_pool`]s, whose role is fixed).
