@@ -2,7 +2,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasmbase-target}"
-BIN="$CARGO_TARGET_DIR/release/wasmbase"
+# WASMBASE_BIN: measure that binary instead of building this checkout (A/B runs).
+BIN="${WASMBASE_BIN:-$CARGO_TARGET_DIR/release/wasmbase}"
 DURATION="${DURATION:-10s}"
 CONNS="${CONNS:-64}"
 
@@ -12,7 +13,14 @@ need_wrk() {
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 }
 
-build() { (cd "$ROOT" && cargo build --release --locked -p wasmbase >&2); }
+# need_rust (the wasm32-wasip2 target for the guests), die, say, apt_install.
+source "$ROOT/scripts/lib.sh"
+
+build() {
+  need_rust
+  [ -n "${WASMBASE_BIN:-}" ] && return
+  (cd "$ROOT" && cargo build --release --locked -p wasmbase >&2)
+}
 
 # wrk_rps URL [header...] -> prints "req/s p50_ms p99_ms"
 wrk_rps() {

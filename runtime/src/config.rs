@@ -63,6 +63,9 @@ pub struct FunctionsConfig {
     pub max_db_calls: Option<usize>,
     /// Epoch tick, in milliseconds: how often a spinning guest yields.
     pub tick_ms: u64,
+    /// Idle warm instances the node keeps for functions with `reuse` > 1,
+    /// over all functions (each holds memory and a slot of the instance pool).
+    pub warm_instances: usize,
     /// Serve the functions found in `dir` (default: on in `dev`; deployed
     /// functions are always served).
     pub local: Option<bool>,
@@ -84,6 +87,7 @@ impl std::fmt::Debug for FunctionsConfig {
             .field("max_concurrency", &self.max_concurrency)
             .field("max_db_calls", &self.max_db_calls)
             .field("tick_ms", &self.tick_ms)
+            .field("warm_instances", &self.warm_instances)
             .field("local", &self.local)
             .field("invocation_logs", &self.invocation_logs)
             .field(
@@ -105,6 +109,7 @@ impl Default for FunctionsConfig {
             max_concurrency: 256,
             max_db_calls: None,
             tick_ms: 2,
+            warm_instances: 32,
             local: None,
             secrets_key: None,
             invocation_logs: true,
@@ -128,6 +133,11 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Take the client IP from the last `X-Forwarded-For` hop (behind a proxy).
     pub trust_forwarded_for: bool,
+    /// 0 (default): connections are served on tokio's work-stealing runtime.
+    /// N: on N threads of their own, one single-threaded runtime each
+    /// (`server::cores`; faster for functions, slower for database-bound
+    /// routes, measured in docs/ARCHITECTURE.md).
+    pub threads: usize,
 }
 
 /// `[database]`
@@ -268,6 +278,7 @@ impl Default for ServerConfig {
             cors_origins: vec!["*".into()],
             shutdown_grace_ms: 10_000,
             trust_forwarded_for: false,
+            threads: 0,
         }
     }
 }
@@ -510,6 +521,9 @@ impl Config {
                 "functions.tick_ms",
                 "must be between 1 and 50 (a spinning guest yields once per tick)".into(),
             );
+        }
+        if self.functions.warm_instances > 10_000 {
+            return err("functions.warm_instances", "must be at most 10000".into());
         }
         if self.functions.max_concurrency == 0 {
             return err("functions.max_concurrency", "must be at least 1".into());

@@ -6,6 +6,7 @@
 //! node's disk, never from the database or a shared store.
 
 use super::invoke::Ctx;
+use super::warm::WarmBudget;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
@@ -30,17 +31,22 @@ pub struct Engine {
     fingerprint: String,
     /// Epoch tick.
     pub tick: Duration,
+    /// Idle warm instances this node may keep (each holds a pool slot).
+    pub warm: Arc<WarmBudget>,
 }
 
 impl Engine {
     /// Builds the engine and starts its epoch ticker thread (stops when the
-    /// engine is dropped).
-    pub fn new(cache_dir: PathBuf, tick: Duration, instances: u32) -> Result<Arc<Engine>> {
+    /// engine is dropped). The instance pool holds `calls` instances in flight
+    /// plus `warm` idle ones kept for reuse.
+    pub fn new(cache_dir: PathBuf, tick: Duration, calls: u32, warm: u32) -> Result<Arc<Engine>> {
+        let instances = calls + warm;
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(instances)
             .total_core_instances(instances * 8)
             .total_memories(instances * 2)
             .total_tables(instances * 4)
+            // A store keeps its last fiber stack, so idle warm ones hold one too.
             .total_stacks(instances)
             .max_memory_size(MAX_MEMORY_BYTES)
             .max_core_instances_per_component(64)
@@ -87,6 +93,7 @@ impl Engine {
             cache_dir,
             fingerprint,
             tick,
+            warm: WarmBudget::new(warm as usize),
         }))
     }
 

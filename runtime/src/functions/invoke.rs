@@ -6,6 +6,7 @@
 use super::load::Loaded;
 use super::manifest::DbMode;
 use super::outbound::Outbound;
+use super::warm::Warm;
 use crate::server::error::ApiError;
 use axum::body::Body;
 use axum::response::Response;
@@ -111,15 +112,26 @@ pub async fn call(
         DbMode::None => None,
         _ => inputs.db,
     };
-    let mut store = new_store(
-        &f,
-        inputs.caller,
-        inputs.request_id.clone(),
-        db,
-        &inputs.env,
-        inputs.tick,
-        timeout,
-    );
+    let guest_ctx = call_ctx(&f, inputs.caller, inputs.request_id.clone(), db, timeout);
+    let reuse = f.manifest.reuse;
+    let warm = if reuse > 1 {
+        f.warm.take(&inputs.env)
+    } else {
+        None
+    };
+    let (mut store, proxy, served) = match warm {
+        Some(w) => {
+            let mut store = w.store;
+            store.data_mut().guest = guest_ctx;
+            arm(&mut store, inputs.tick, timeout);
+            (store, Some(w.proxy), w.served)
+        }
+        None => (
+            new_store(&f, guest_ctx, &inputs.env, inputs.tick, timeout),
+            None,
+            0,
+        ),
+    };
 
     let (parts, body) = req.into_parts();
     let body = body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())));
@@ -138,6 +150,7 @@ pub async fn call(
     let pre = f.pre.clone();
     let rid = inputs.request_id;
     let fname = name.clone();
+    let (func, env) = (f.clone(), inputs.env.clone());
     let started = Instant::now();
     // The guest runs in this task; only if its response head arrives while it is
     // still running (a streaming body) does the rest move to its own task. Most
@@ -145,27 +158,54 @@ pub async fn call(
     let mut guest = Box::pin(async move {
         let _permits = (global, own);
         let run = async {
-            let proxy = pre.instantiate_async(&mut store).await?;
+            let proxy = match proxy {
+                Some(p) => p,
+                None => pre.instantiate_async(&mut store).await?,
+            };
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, out)
-                .await
+                .await?;
+            wasmtime::Result::<_>::Ok(proxy)
         };
-        let result = match tokio::time::timeout(timeout, run).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(if store.data().limits.exceeded {
-                Failure::Memory
-            } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-                Failure::Cpu
-            } else {
-                Failure::Trap(format!("{e:?}"))
-            }),
-            Err(_) => Err(Failure::Timeout),
+        let (result, proxy) = match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(proxy)) => (Ok(()), Some(proxy)),
+            Ok(Err(e)) => (
+                Err(if store.data().limits.exceeded {
+                    Failure::Memory
+                } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                    Failure::Cpu
+                } else {
+                    Failure::Trap(format!("{e:?}"))
+                }),
+                None,
+            ),
+            Err(_) => (Err(Failure::Timeout), None),
         };
         if let Err(e) = &result {
             tracing::warn!(function = &*fname, request_id = %rid, error = %e, "function call failed");
         }
         let lines = std::mem::take(&mut store.data_mut().guest.logs);
+        // A clean call that handed every resource back leaves a reusable
+        // instance (only kept when the function opted in).
+        if let Some(proxy) = proxy {
+            if served + 1 < reuse && store.data().table.is_empty() {
+                // An idle store keeps no trace of its last caller.
+                store.data_mut().guest = call_ctx(
+                    &func,
+                    Principal::for_role(wasmbase_host_api::Role::Anon),
+                    String::new(),
+                    None,
+                    Duration::ZERO,
+                );
+                func.warm.put(Warm {
+                    store,
+                    proxy,
+                    served: served + 1,
+                    env,
+                });
+            }
+        }
         (result, lines, rid)
     });
     let record = {
@@ -252,18 +292,38 @@ pub async fn call(
     }
 }
 
-/// A fresh store for one call of `f`: granted env only, the memory cap, and
-/// an epoch budget that yields every tick and interrupts past the timeout.
-fn new_store(
+/// The per-call state behind the platform interfaces: who calls, the request
+/// id, database access and the deadline. (Everything else in a store may
+/// serve several calls of a warm instance; this never does.)
+fn call_ctx(
     f: &Loaded,
     caller: Principal,
     request_id: String,
     db: Option<DbAccess>,
+    timeout: Duration,
+) -> GuestCtx {
+    GuestCtx {
+        caller,
+        function: Arc::from(f.manifest.name.as_str()),
+        request_id,
+        db,
+        deadline: Instant::now() + timeout,
+        logs: Vec::new(),
+        log_budget: LOG_BUDGET,
+        logs_dropped: 0,
+    }
+}
+
+/// A fresh store for a call of `f`: granted env only, the memory cap, and
+/// an epoch budget that yields every tick and interrupts past the timeout.
+fn new_store(
+    f: &Loaded,
+    guest: GuestCtx,
     env: &HashMap<String, String>,
     tick: Duration,
     timeout: Duration,
 ) -> Store<Ctx> {
-    let name: Arc<str> = Arc::from(f.manifest.name.as_str());
+    let name: Arc<str> = guest.function.clone();
     let limits = &f.manifest.limits;
     let mut wasi = WasiCtx::builder();
     for var in &f.manifest.env {
@@ -286,22 +346,19 @@ fn new_store(
         table,
         hooks: Outbound {
             manifest: f.manifest.clone(),
-            function: name.clone(),
+            function: name,
         },
         limits: store_limits,
-        guest: GuestCtx {
-            caller,
-            function: name,
-            request_id,
-            db,
-            deadline: Instant::now() + timeout,
-            logs: Vec::new(),
-            log_budget: LOG_BUDGET,
-            logs_dropped: 0,
-        },
+        guest,
     };
     let mut store = Store::new(f.pre.engine(), ctx);
     store.limiter(|c| &mut c.limits);
+    arm(&mut store, tick, timeout);
+    store
+}
+
+/// Sets the epoch budget of the next call on `store`.
+fn arm(store: &mut Store<Ctx>, tick: Duration, timeout: Duration) {
     store.set_epoch_deadline(1);
     // Yield to tokio every tick (a spinning guest never holds a worker for
     // longer); past the budget, interrupt (the wall-clock timeout usually
@@ -320,7 +377,6 @@ fn new_store(
             Box::pin(tokio::task::yield_now()),
         ))
     });
-    store
 }
 
 /// How a call ended badly.
@@ -431,15 +487,7 @@ fn failure_error(name: &str, f: &Failure, timeout_ms: u64) -> ApiError {
 pub async fn time_instantiations(f: &Loaded, n: usize) -> anyhow::Result<Vec<Duration>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let mut store = new_store(
-            f,
-            Principal::for_role(wasmbase_host_api::Role::Anon),
-            String::new(),
-            None,
-            &HashMap::new(),
-            Duration::from_millis(2),
-            Duration::from_secs(10),
-        );
+        let mut store = bench_store(f);
         let t = Instant::now();
         let _proxy = f
             .pre
@@ -452,26 +500,49 @@ pub async fn time_instantiations(f: &Loaded, n: usize) -> anyhow::Result<Vec<Dur
     Ok(out)
 }
 
+fn bench_store(f: &Loaded) -> Store<Ctx> {
+    let ctx = call_ctx(
+        f,
+        Principal::for_role(wasmbase_host_api::Role::Anon),
+        String::new(),
+        None,
+        Duration::from_secs(10),
+    );
+    new_store(
+        f,
+        ctx,
+        &HashMap::new(),
+        Duration::from_millis(2),
+        Duration::from_secs(10),
+    )
+}
+
 /// Times `n` whole calls of `f` (store, instantiate, wasi:http request in,
-/// handler, response body out) without any HTTP server around them; returns the
-/// durations sorted (used by `wasmbase bench-instantiate`).
+/// handler, response body out) without any HTTP server around them; with
+/// `warm`, every call after the first reuses one instance and its store, as a
+/// function with `reuse` > 1 does. Returns the durations sorted (used by
+/// `wasmbase bench-instantiate`).
 pub async fn time_calls(
     f: &Loaded,
     n: usize,
     body: &'static [u8],
+    warm: bool,
 ) -> anyhow::Result<Vec<Duration>> {
     let mut out = Vec::with_capacity(n);
+    let mut kept: Option<(Store<Ctx>, wasmtime_wasi_http::p2::bindings::Proxy)> = None;
     for _ in 0..n {
         let t = Instant::now();
-        let mut store = new_store(
-            f,
-            Principal::for_role(wasmbase_host_api::Role::Anon),
-            String::new(),
-            None,
-            &HashMap::new(),
-            Duration::from_millis(2),
-            Duration::from_secs(10),
-        );
+        let (mut store, proxy) = match kept.take() {
+            Some((mut store, proxy)) => {
+                arm(
+                    &mut store,
+                    Duration::from_millis(2),
+                    Duration::from_secs(10),
+                );
+                (store, Some(proxy))
+            }
+            None => (bench_store(f), None),
+        };
         let req = http::Request::builder()
             .method("POST")
             .uri("http://bench/fn/bench")
@@ -492,11 +563,14 @@ pub async fn time_calls(
             .http()
             .new_response_outparam(tx)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let proxy = f
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let proxy = match proxy {
+            Some(p) => p,
+            None => f
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        };
         proxy
             .wasi_http_incoming_handler()
             .call_handle(&mut store, incoming, outp)
@@ -504,6 +578,9 @@ pub async fn time_calls(
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let resp = rx.await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let _ = resp.into_body().collect().await;
+        if warm {
+            kept = Some((store, proxy));
+        }
         out.push(t.elapsed());
     }
     out.sort();

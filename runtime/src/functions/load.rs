@@ -8,6 +8,7 @@
 use super::engine::Engine;
 use super::invoke::Ctx;
 use super::manifest::{DbMode, Manifest};
+use super::warm::WarmPool;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -26,6 +27,8 @@ pub struct Loaded {
     pub source: String,
     /// Deployed version number (None for functions loaded from `dev`'s directory).
     pub version: Option<i64>,
+    /// Idle instances kept between calls (only used when `reuse` > 1).
+    pub warm: WarmPool,
 }
 
 /// Why a function was not loaded (shown to whoever deployed or edited it).
@@ -97,5 +100,6 @@ pub fn prepare(
         permits,
         source,
         version,
+        warm: WarmPool::new(engine.warm.clone()),
     })
 }

@@ -67,10 +67,22 @@ pub struct Manifest {
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Requests one instance may serve before it is replaced. 1 (the default):
+    /// a fresh instance for every request, nothing carried from one caller to
+    /// the next. More keeps warm instances between calls, which skips
+    /// instantiation but lets globals (caches, and anything else left in
+    /// memory) outlive a request: opt in only for functions that keep no
+    /// per-caller data. See docs/FUNCTIONS.md.
+    #[serde(default = "one")]
+    pub reuse: u32,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Names a function may have: they become URL path segments and file names.
@@ -134,6 +146,9 @@ impl Manifest {
                 "function.toml: `limits.max_concurrency` must be between 1 and 10000".into(),
             );
         }
+        if !(1..=1_000_000).contains(&self.reuse) {
+            return Err("function.toml: `reuse` must be between 1 and 1000000".into());
+        }
         Ok(())
     }
 
@@ -180,6 +195,9 @@ mod tests {
         assert_eq!(m.db, DbMode::None);
         assert!(m.verify_jwt && m.cors);
         assert_eq!(m.limits, Limits::default());
+        assert_eq!(m.reuse, 1, "a fresh instance per request unless asked");
+        let e = Manifest::parse("name = \"x\"\nreuse = 0").unwrap_err();
+        assert!(e.contains("`reuse`"), "{e}");
         let e = Manifest::parse("name = \"x\"\ndb = \"root\"").unwrap_err();
         assert!(e.contains("`db`"), "{e}");
         let e = Manifest::parse("name = \"x\"\n[limits]\nmemory_gb = 1").unwrap_err();

@@ -4,8 +4,9 @@
 //! [`engine`] (one wasmtime `Engine`, pooling allocator, epoch ticker, compiled
 //! artifact cache) → [`load`] (manifest + component, checked against its
 //! grants) → [`registry`] (what is serving, swapped atomically, versioned) →
-//! [`invoke`] (a fresh `Store` per request from a cached `InstancePre`, with a
-//! memory cap, epoch yields, a wall-clock timeout and admission control).
+//! [`invoke`] (a fresh `Store` per request from a cached `InstancePre`, or a
+//! [`warm`] one for functions that opt in, with a memory cap, epoch yields, a
+//! wall-clock timeout and admission control).
 //! [`outbound`] is the host allowlist for outgoing HTTP; [`build`] runs cargo
 //! for Rust functions and [`watch`] rebuilds them on change in `dev`.
 
@@ -19,6 +20,7 @@ pub mod manifest;
 pub mod outbound;
 pub mod registry;
 pub mod secrets;
+pub mod warm;
 pub mod watch;
 
 pub use engine::Engine;

@@ -2,6 +2,7 @@
 //! graceful shutdown. Each API lives in `crate::api::*` with its own routes.
 
 pub mod caller;
+pub mod cores;
 pub mod error;
 pub mod metrics;
 pub mod middleware;
@@ -269,19 +270,29 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         tokio::spawn(crate::functions::watch::run(state.clone(), cancel.clone()));
     }
 
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let app = router(state.clone());
-    let stop = cancel.clone();
-    let join = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "server stopped");
+    let join = match state.config.server.threads {
+        // tokio's work-stealing runtime (the default; see docs/ARCHITECTURE.md).
+        0 => {
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                let app = app.into_make_service_with_connect_info::<SocketAddr>();
+                let serve =
+                    axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "server stopped");
+                }
+            })
         }
-    });
+        n => tokio::spawn(
+            cores::serve(listener, n, app, cancel.clone())
+                .context("starting the serving threads")?,
+        ),
+    };
     Ok(RunningServer {
         addr,
         grace: Duration::from_millis(state.config.server.shutdown_grace_ms),
@@ -322,6 +333,7 @@ fn functions_state(
         cache_dir,
         Duration::from_millis(fc.tick_ms.max(1)),
         instances,
+        fc.warm_instances as u32,
     )?;
     let db_calls = fc
         .max_db_calls
@@ -351,7 +363,7 @@ fn functions_state(
     } else {
         Default::default()
     };
-    let (logs, log_rx) = crate::functions::logs::Sink::new();
+    let (logs, log_buf) = crate::functions::logs::Sink::new();
     let log_pool = db::pool(
         owner.clone(),
         &PoolSettings {
@@ -360,7 +372,7 @@ fn functions_state(
             application_name: "wasmbase-function-logs",
         },
     )?;
-    tokio::spawn(crate::functions::logs::writer(log_pool, log_rx));
+    tokio::spawn(crate::functions::logs::writer(log_pool, log_buf));
     Ok(crate::functions::Functions {
         engine,
         registry: Default::default(),

@@ -683,3 +683,47 @@ async fn raw_sql_decodes_types_counts_rows_commits_rolls_back_and_is_bounded() {
     let (s, b) = post(&srv, "/fn/sqlkit/big", Some(&anon), None, json!({})).await;
     assert_eq!((s, b["code"].as_str()), (400, Some("WB413")), "{b}");
 }
+
+/// `reuse = 3`: one instance serves three requests, then a fresh one takes
+/// over; each call sees its own caller, never the previous one's; a trap
+/// discards the instance; a function without `reuse` gets a fresh instance
+/// every time.
+#[tokio::test]
+async fn warm_instances_serve_up_to_reuse_calls_each_as_its_own_caller() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let srv = db.functions_server(|c| c.functions.dir = fixtures()).await;
+    srv.wait_function("warm").await;
+    srv.wait_function("misbehave").await;
+    let idle = || srv.srv.state.functions.engine.warm.idle();
+    // Without `reuse`, nothing is kept after a call.
+    let (s, _) = post(&srv, "/fn/misbehave/ok", Some(&anon), None, json!({})).await;
+    assert_eq!((s, idle()), (200, 0));
+    let user = uuid::Uuid::new_v4().to_string();
+    let token = user_token(&user);
+    let mut seen = Vec::new();
+    for i in 0..4 {
+        // Alternate callers: a user, then anon.
+        let bearer = (i % 2 == 0).then_some(token.as_str());
+        let (s, b) = post(&srv, "/fn/warm", Some(&anon), bearer, json!({})).await;
+        assert_eq!(s, 200, "{b}");
+        let expected_user = if i % 2 == 0 {
+            Value::String(user.clone())
+        } else {
+            Value::Null
+        };
+        assert_eq!(b["user"], expected_user, "call {i} saw another caller: {b}");
+        seen.push(b["served"].as_u64().unwrap());
+    }
+    assert_eq!(
+        seen,
+        [1, 2, 3, 1],
+        "three calls per instance, then a new one"
+    );
+    // A trap discards the instance: the next call starts from a fresh one.
+    let (s, _) = post(&srv, "/fn/warm/panic", Some(&anon), None, json!({})).await;
+    assert_eq!(s, 500);
+    let (_, b) = post(&srv, "/fn/warm", Some(&anon), None, json!({})).await;
+    assert_eq!(b["served"], 1, "{b}");
+    assert_eq!(idle(), 1, "the instance waits for its next call");
+}

@@ -1,6 +1,7 @@
 //! The request envelope and the ops endpoints.
 
 use crate::harness::*;
+use serde_json::json;
 use wasmbase_host_api::keys::KeyKind;
 
 #[tokio::test]
@@ -203,4 +204,84 @@ async fn metrics_count_requests_by_route_and_status() {
     assert!(text.contains("wasmbase_http_request_duration_seconds_bucket"));
     assert!(text.contains("wasmbase_db_pool_max 4"));
     assert!(text.contains("wasmbase_ready 1"));
+}
+
+/// `server.threads`: connections are served on threads of their own. Requests
+/// on many connections are answered, the peer address still reaches auth (the
+/// session records it), and shutdown stops accepting but lets a request in
+/// flight finish with its answer.
+#[tokio::test]
+async fn serving_threads_answer_every_connection_and_drain_on_shutdown() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let s = db
+        .functions_server(|c| {
+            c.server.threads = 2;
+            c.auth.autoconfirm = Some(true);
+        })
+        .await;
+    // Separate clients, separate connections: the acceptor hands them to both threads.
+    for _ in 0..6 {
+        let r = reqwest::Client::new()
+            .get(format!("{}/health", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().contains_key("x-request-id"));
+    }
+    let r = s
+        .http
+        .post(format!("{}/auth/v1/signup", s.url))
+        .header("apikey", &anon)
+        .json(&json!({"email": "threads@example.com", "password": "password-123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let ip: Option<String> = db
+        .owner()
+        .await
+        .query_one(
+            "SELECT s.ip FROM auth.sessions s JOIN auth.users u ON u.id = s.user_id WHERE u.email = 'threads@example.com'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ip.as_deref(), Some("127.0.0.1"));
+
+    // A call in flight when shutdown starts still gets its answer (spin: 504
+    // after its 1 s budget).
+    s.wait_function("spin").await;
+    let global = s.srv.state.functions.global.clone();
+    let before = global.available_permits();
+    let call = tokio::spawn({
+        let (http, url, anon) = (s.http.clone(), s.url.clone(), anon.clone());
+        async move {
+            let r = http
+                .post(format!("{url}/fn/spin"))
+                .header("apikey", anon)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }
+    });
+    wait_until("spin never started", 30, || {
+        global.available_permits() < before
+    })
+    .await;
+    let url = s.url.clone();
+    s.srv.shutdown().await;
+    assert_eq!(call.await.unwrap(), 504);
+    assert!(
+        reqwest::Client::new()
+            .get(format!("{url}/health"))
+            .send()
+            .await
+            .is_err(),
+        "a stopped server still accepted a connection"
+    );
 }

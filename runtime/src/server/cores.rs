@@ -1,0 +1,222 @@
+//! Thread-per-core serving: one acceptor hands each new connection to one of N
+//! single-threaded tokio runtimes (one per core), which keeps it, and every
+//! request on it, for the connection's whole life.
+//!
+//! Why not tokio's work-stealing runtime for requests: a request then hops
+//! between workers at every wake-up, so its futures, its wasmtime store and the
+//! instance's memory go cold in one core's cache and warm up again in the
+//! other's, and idle workers are woken to steal. Measured with a Rust function
+//! on 2 cores (TOOLCHAIN.md, and `bench/functions.sh` in docs/FUNCTIONS.md),
+//! the layout alone is worth about 2x. The cost is the usual one of this layout
+//! (nginx, actix-web): a busy core does not lend its waiting requests to an idle
+//! one, so the acceptor balances by open connections instead, and a guest that
+//! spins still yields every epoch tick (see `functions::invoke`).
+//!
+//! Background work (schema reloads, LISTEN, sweeps, compiles) stays on the
+//! process's main runtime; only connections live here.
+
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tower::{Service, ServiceExt};
+
+/// The number of serving threads for a `server.threads` setting: 0 means one
+/// per available core.
+pub fn thread_count(setting: usize) -> usize {
+    if setting > 0 {
+        return setting;
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// One serving thread as the acceptor sees it.
+struct Core {
+    /// New connections for this core.
+    tx: mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    /// Connections this core has open (the acceptor picks the least loaded).
+    open: Arc<AtomicUsize>,
+}
+
+/// Serves `service` on `listener` with `threads` serving threads until `stop`
+/// is cancelled; then stops accepting, asks every connection to finish its
+/// in-flight requests, and resolves once all of them closed. Each request
+/// carries the peer address as axum's `ConnectInfo<SocketAddr>`.
+pub fn serve<S, B>(
+    listener: TcpListener,
+    threads: usize,
+    service: S,
+    stop: CancellationToken,
+) -> std::io::Result<impl Future<Output = ()> + Send + 'static>
+where
+    S: Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut cores = Vec::with_capacity(threads.max(1));
+    let mut done = Vec::with_capacity(threads.max(1));
+    for i in 0..threads.max(1) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let open = Arc::new(AtomicUsize::new(0));
+        let (svc, stop, count) = (service.clone(), stop.clone(), open.clone());
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("wasmbase-core-{i}"))
+            .spawn(move || {
+                rt.block_on(run_core(rx, svc, stop, count));
+                // The runtime (and the pool connections whose drivers it ran)
+                // goes before the server reports itself stopped.
+                drop(rt);
+                let _ = done_tx.send(());
+            })?;
+        cores.push(Core { tx, open });
+        done.push(done_rx);
+    }
+    Ok(async move {
+        accept(listener, &cores, &stop).await;
+        drop(cores);
+        for d in done {
+            let _ = d.await;
+        }
+    })
+}
+
+/// Accepts until `stop`, handing each connection to the core with the fewest
+/// open connections (ties: round-robin).
+async fn accept(listener: TcpListener, cores: &[Core], stop: &CancellationToken) {
+    let mut next = 0usize;
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    if !transient(&e) {
+                        // Out of file descriptors and the like: back off rather
+                        // than spin; connections already open keep being served.
+                        tracing::error!(error = %e, "accepting a connection failed");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = stop.cancelled() => return,
+                        }
+                    }
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let Ok(std) = tcp.into_std() else { continue };
+        let n = cores.len();
+        let pick = (0..n)
+            .map(|k| (next + k) % n)
+            .min_by_key(|&i| cores[i].open.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        next = (pick + 1) % n;
+        cores[pick].open.fetch_add(1, Ordering::Relaxed);
+        if cores[pick].tx.send((std, peer)).is_err() {
+            cores[pick].open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Errors that concern one connection only (the peer went away before accept).
+fn transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
+
+/// One core: serves the connections it is handed; when the acceptor is gone,
+/// waits for them to close.
+async fn run_core<S, B>(
+    mut rx: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    service: S,
+    stop: CancellationToken,
+    open: Arc<AtomicUsize>,
+) where
+    S: Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (closed_tx, closed_rx) = watch::channel(());
+    while let Some((std, peer)) = rx.recv().await {
+        let Ok(tcp) = TcpStream::from_std(std) else {
+            open.fetch_sub(1, Ordering::Relaxed);
+            continue;
+        };
+        let svc = service
+            .clone()
+            .map_request(move |mut req: http::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            });
+        let (stop, open, closed) = (stop.clone(), open.clone(), closed_rx.clone());
+        tokio::spawn(async move {
+            connection(tcp, TowerToHyperService::new(svc), stop).await;
+            open.fetch_sub(1, Ordering::Relaxed);
+            drop(closed);
+        });
+    }
+    drop(closed_rx);
+    closed_tx.closed().await;
+}
+
+/// Serves one connection (HTTP/1.1 with upgrades for WebSockets, or HTTP/2);
+/// on `stop`, finishes the requests in flight and closes.
+async fn connection<S, B>(tcp: TcpStream, svc: TowerToHyperService<S>, stop: CancellationToken)
+where
+    S: Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = Builder::new(TokioExecutor::new());
+    // The CONNECT protocol carries WebSockets over HTTP/2.
+    builder.http2().enable_connect_protocol();
+    let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc));
+    let mut stopping = pin!(stop.cancelled());
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::trace!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = &mut stopping, if !shutting_down => {
+                shutting_down = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
