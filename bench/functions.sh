@@ -3,6 +3,8 @@
 #  1. wrk on POST /fn/hello (the Rust example, full pipeline: key check, admission,
 #     fresh Store + instance per request, wasi:http in and out) vs the raw hyper
 #     hello of the same binary (`wasmbase bench-hello`), same wrk settings.
+#     Also POST /fn/hello-warm: the same component with `reuse = 1000` (warm
+#     instances, opt-in), same settings.
 #  2. Per-request instantiation time (median and p99 over 2000 instantiations of
 #     hello from its cached InstancePre), printed by `wasmbase bench-instantiate`.
 #  3. Deploy → serving on a second node (two servers, one database): time from
@@ -22,16 +24,19 @@ trap cleanup EXIT
 
 GUESTS="${CARGO_TARGET_DIR:-$HOME/.cache/wasmbase-target}/guests"
 mkdir -p "$work/functions"
-# hello, plus nine copies of it under other names (for the RSS figure).
+# hello, eight copies of it under other names and hello-warm: ten functions (for the RSS figure).
 cp -r "$ROOT/functions/hello" "$work/functions/hello"
-for i in $(seq 1 9); do
+for i in $(seq 1 8); do
   mkdir -p "$work/functions/hello$i"
   sed "s/^name = \"hello\"/name = \"hello$i\"/" "$ROOT/functions/hello/function.toml" >"$work/functions/hello$i/function.toml"
 done
 (cd "$ROOT/functions/hello" && CARGO_TARGET_DIR="$GUESTS" cargo build --target wasm32-wasip2 --release --quiet --locked)
-for i in $(seq 1 9); do cp "$GUESTS/wasm32-wasip2/release/hello.wasm" "$work/functions/hello$i/hello$i.wasm"; done
+for i in $(seq 1 8); do cp "$GUESTS/wasm32-wasip2/release/hello.wasm" "$work/functions/hello$i/hello$i.wasm"; done
 rm -f "$work/functions/hello/Cargo.toml"
 cp "$GUESTS/wasm32-wasip2/release/hello.wasm" "$work/functions/hello/hello.wasm"
+mkdir -p "$work/functions/hello-warm"
+printf 'name = "hello-warm"\nreuse = 1000\n' >"$work/functions/hello-warm/function.toml"
+cp "$GUESTS/wasm32-wasip2/release/hello.wasm" "$work/functions/hello-warm/hello-warm.wasm"
 
 (cd "$work" && WASMBASE_SERVER_LISTEN=127.0.0.1:0 WASMBASE_LOG_LEVEL=warn \
   WASMBASE_FUNCTIONS_BUILD=false WASMBASE_FUNCTIONS_WATCH=false \
@@ -41,11 +46,17 @@ for _ in $(seq 1 600); do [ -s "$work/.wasmbase/env" ] && break; sleep 0.1; done
 set -a; source "$work/.wasmbase/env"; set +a
 wait_http "$WASMBASE_URL/ready"
 for _ in $(seq 1 600); do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H "apikey: $PUBLISHABLE_KEY" -X POST -d '{}' "$WASMBASE_URL/fn/hello9")
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "apikey: $PUBLISHABLE_KEY" -X POST -d '{}' "$WASMBASE_URL/fn/hello8")
   [ "$code" = 200 ] && break
   sleep 0.1
 done
-[ "$code" = 200 ] || { cat "$work/dev.log" >&2; die "hello9 never served (status $code)"; }
+[ "$code" = 200 ] || { cat "$work/dev.log" >&2; die "hello8 never served (status $code)"; }
+for _ in $(seq 1 600); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "apikey: $PUBLISHABLE_KEY" -X POST -d '{}' "$WASMBASE_URL/fn/hello-warm")
+  [ "$code" = 200 ] && break
+  sleep 0.1
+done
+[ "$code" = 200 ] || { cat "$work/dev.log" >&2; die "hello-warm never served (status $code)"; }
 
 sleep 2
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$DEV/status")
@@ -66,6 +77,11 @@ rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
 p50=$(awk '$1=="50%" {print $2}' <<<"$out")
 p99=$(awk '$1=="99%" {print $2}' <<<"$out")
 non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$work/post.lua" -H "apikey: $PUBLISHABLE_KEY" "$WASMBASE_URL/fn/hello-warm")
+wrps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+wp50=$(awk '$1=="50%" {print $2}' <<<"$out")
+wp99=$(awk '$1=="99%" {print $2}' <<<"$out")
+wnon2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
 
 inst=$("$BIN" bench-instantiate "$work/functions/hello/hello.wasm")
 
@@ -105,6 +121,8 @@ echo "concurrency $CONNS, $DURATION, wrk -t1"
 echo "raw hyper hello      : $base_rps req/s  p50 $base_p50  p99 $base_p99"
 echo "POST /fn/hello (Rust): $rps req/s  p50 $p50  p99 $p99  non-2xx: ${non2xx:-0}"
 echo "  ratio              : $(ratio "$rps" "$base_rps") of raw hyper (target >= 25%, aim 50%)"
+echo "POST /fn/hello-warm  : $wrps req/s  p50 $wp50  p99 $wp99  non-2xx: ${wnon2xx:-0}  (reuse = 1000)"
+echo "  ratio              : $(ratio "$wrps" "$base_rps") of raw hyper"
 echo "instantiation        : $inst (target median <= 10 us)"
 echo "deploy -> serving on a 2nd node: ${deploy_ms} ms (target <= 1000 ms)"
 echo "idle RSS, 10 functions loaded: $((rss_kb / 1024)) MB (target <= 60 MB)"
