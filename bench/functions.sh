@@ -45,18 +45,19 @@ DEV=$!
 for _ in $(seq 1 600); do [ -s "$work/.wasmbase/env" ] && break; sleep 0.1; done
 set -a; source "$work/.wasmbase/env"; set +a
 wait_http "$WASMBASE_URL/ready"
-for _ in $(seq 1 600); do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H "apikey: $PUBLISHABLE_KEY" -X POST -d '{}' "$WASMBASE_URL/fn/hello8")
-  [ "$code" = 200 ] && break
-  sleep 0.1
-done
-[ "$code" = 200 ] || { cat "$work/dev.log" >&2; die "hello8 never served (status $code)"; }
-for _ in $(seq 1 600); do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H "apikey: $PUBLISHABLE_KEY" -X POST -d '{}' "$WASMBASE_URL/fn/hello-warm")
-  [ "$code" = 200 ] && break
-  sleep 0.1
-done
-[ "$code" = 200 ] || { cat "$work/dev.log" >&2; die "hello-warm never served (status $code)"; }
+# wait_fn NAME: until POST /fn/NAME answers 200 (bounded).
+wait_fn() {
+  local code
+  for _ in $(seq 1 600); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "apikey: $PUBLISHABLE_KEY" -X POST -d '{}' "$WASMBASE_URL/fn/$1")
+    [ "$code" = 200 ] && return
+    sleep 0.1
+  done
+  cat "$work/dev.log" >&2
+  die "$1 never served (status $code)"
+}
+wait_fn hello8
+wait_fn hello-warm
 
 sleep 2
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$DEV/status")

@@ -148,8 +148,9 @@ fn transient(e: &std::io::Error) -> bool {
     )
 }
 
-/// One core: serves the connections it is handed; when the acceptor is gone,
-/// waits for them to close.
+/// One core: serves the connections it is handed (HTTP/1.1 with upgrades for
+/// WebSockets, or HTTP/2); on `stop` each finishes its requests in flight and
+/// closes; when the acceptor is gone, waits for them all to close.
 async fn run_core<S, B>(
     mut rx: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
     service: S,
@@ -165,58 +166,48 @@ async fn run_core<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (closed_tx, closed_rx) = watch::channel(());
+    let mut builder = Builder::new(TokioExecutor::new());
+    // The CONNECT protocol carries WebSockets over HTTP/2.
+    builder.http2().enable_connect_protocol();
     while let Some((std, peer)) = rx.recv().await {
         let Ok(tcp) = TcpStream::from_std(std) else {
             open.fetch_sub(1, Ordering::Relaxed);
             continue;
         };
-        let svc = service
-            .clone()
-            .map_request(move |mut req: http::Request<Incoming>| {
+        let svc = TowerToHyperService::new(service.clone().map_request(
+            move |mut req: http::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req
-            });
-        let (stop, open, closed) = (stop.clone(), open.clone(), closed_rx.clone());
+            },
+        ));
+        let (builder, stop, open, closed) = (
+            builder.clone(),
+            stop.clone(),
+            open.clone(),
+            closed_rx.clone(),
+        );
         tokio::spawn(async move {
-            connection(tcp, TowerToHyperService::new(svc), stop).await;
+            let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc));
+            let mut stopping = pin!(stop.cancelled());
+            let mut shutting_down = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::trace!(error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = &mut stopping, if !shutting_down => {
+                        shutting_down = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
             open.fetch_sub(1, Ordering::Relaxed);
             drop(closed);
         });
     }
     drop(closed_rx);
     closed_tx.closed().await;
-}
-
-/// Serves one connection (HTTP/1.1 with upgrades for WebSockets, or HTTP/2);
-/// on `stop`, finishes the requests in flight and closes.
-async fn connection<S, B>(tcp: TcpStream, svc: TowerToHyperService<S>, stop: CancellationToken)
-where
-    S: Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let mut builder = Builder::new(TokioExecutor::new());
-    // The CONNECT protocol carries WebSockets over HTTP/2.
-    builder.http2().enable_connect_protocol();
-    let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc));
-    let mut stopping = pin!(stop.cancelled());
-    let mut shutting_down = false;
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::trace!(error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            _ = &mut stopping, if !shutting_down => {
-                shutting_down = true;
-                conn.as_mut().graceful_shutdown();
-            }
-        }
-    }
 }
