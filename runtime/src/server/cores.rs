@@ -1,16 +1,16 @@
-//! Thread-per-core serving: one acceptor hands each new connection to one of N
-//! single-threaded tokio runtimes (one per core), which keeps it, and every
-//! request on it, for the connection's whole life.
+//! Thread-per-core serving (`server.threads = N`, opt-in): one acceptor hands
+//! each new connection to one of N single-threaded tokio runtimes, which keeps
+//! it, and every request on it, for the connection's whole life.
 //!
-//! Why not tokio's work-stealing runtime for requests: a request then hops
-//! between workers at every wake-up, so its futures, its wasmtime store and the
-//! instance's memory go cold in one core's cache and warm up again in the
-//! other's, and idle workers are woken to steal. Measured with a Rust function
-//! on 2 cores (TOOLCHAIN.md, and `bench/functions.sh` in docs/FUNCTIONS.md),
-//! the layout alone is worth about 2x. The cost is the usual one of this layout
-//! (nginx, actix-web): a busy core does not lend its waiting requests to an idle
-//! one, so the acceptor balances by open connections instead, and a guest that
-//! spins still yields every epoch tick (see `functions::invoke`).
+//! Why offer it: on tokio's work-stealing runtime a request can hop between
+//! workers at every wake-up, and idle workers are woken to steal; on its own
+//! thread a function call's futures, store and instance memory stay on one
+//! core. Measured on 2 cores: functions +8–14%, `/health` +12%. Why it is not
+//! the default: database-bound routes lost 20% (`GET /auth/v1/user`), because
+//! a pooled connection's driver runs on the thread that opened it and a thread
+//! descheduled by PostgreSQL or the load generator stalls all its connections,
+//! where work stealing lets the other worker take them (docs/ARCHITECTURE.md).
+//! A spinning guest still yields every epoch tick (see `functions::invoke`).
 //!
 //! Background work (schema reloads, LISTEN, sweeps, compiles) stays on the
 //! process's main runtime; only connections live here.
@@ -32,8 +32,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
-/// The number of serving threads for a `server.threads` setting: 0 means one
-/// per available core.
+/// Serving threads for a requested count where 0 means one per available core
+/// (`wasmbase bench-hello --threads 0`; the server's own `threads = 0` means
+/// the work-stealing runtime instead and never gets here).
 pub fn thread_count(setting: usize) -> usize {
     if setting > 0 {
         return setting;
