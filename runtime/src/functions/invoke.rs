@@ -112,7 +112,13 @@ pub async fn call(
         DbMode::None => None,
         _ => inputs.db,
     };
-    let guest_ctx = call_ctx(&f, inputs.caller, inputs.request_id.clone(), db, timeout);
+    let guest_ctx = call_ctx(
+        name.clone(),
+        inputs.caller,
+        inputs.request_id.clone(),
+        db,
+        timeout,
+    );
     let reuse = f.manifest.reuse;
     let warm = if reuse > 1 {
         f.warm.take(&inputs.env)
@@ -150,7 +156,8 @@ pub async fn call(
     let pre = f.pre.clone();
     let rid = inputs.request_id;
     let fname = name.clone();
-    let (func, env) = (f.clone(), inputs.env.clone());
+    // What putting the instance back needs (only functions that opted in).
+    let keep = (reuse > 1).then(|| (f.clone(), inputs.env.clone()));
     let started = Instant::now();
     // The guest runs in this task; only if its response head arrives while it is
     // still running (a streaming body) does the rest move to its own task. Most
@@ -188,11 +195,11 @@ pub async fn call(
         let lines = std::mem::take(&mut store.data_mut().guest.logs);
         // A clean call that handed every resource back leaves a reusable
         // instance (only kept when the function opted in).
-        if let Some(proxy) = proxy {
+        if let (Some(proxy), Some((func, env))) = (proxy, keep) {
             if served + 1 < reuse && store.data().table.is_empty() {
                 // An idle store keeps no trace of its last caller.
                 store.data_mut().guest = call_ctx(
-                    &func,
+                    store.data().guest.function.clone(),
                     Principal::for_role(wasmbase_host_api::Role::Anon),
                     String::new(),
                     None,
@@ -296,7 +303,7 @@ pub async fn call(
 /// id, database access and the deadline. (Everything else in a store may
 /// serve several calls of a warm instance; this never does.)
 fn call_ctx(
-    f: &Loaded,
+    function: Arc<str>,
     caller: Principal,
     request_id: String,
     db: Option<DbAccess>,
@@ -304,7 +311,7 @@ fn call_ctx(
 ) -> GuestCtx {
     GuestCtx {
         caller,
-        function: Arc::from(f.manifest.name.as_str()),
+        function,
         request_id,
         db,
         deadline: Instant::now() + timeout,
@@ -502,7 +509,7 @@ pub async fn time_instantiations(f: &Loaded, n: usize) -> anyhow::Result<Vec<Dur
 
 fn bench_store(f: &Loaded) -> Store<Ctx> {
     let ctx = call_ctx(
-        f,
+        Arc::from(f.manifest.name.as_str()),
         Principal::for_role(wasmbase_host_api::Role::Anon),
         String::new(),
         None,
