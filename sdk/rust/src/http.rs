@@ -179,7 +179,9 @@ fn read_body(body: IncomingBody) -> Result<Vec<u8>, String> {
             }
         }
     }
-    let _ = IncomingBody::finish(body);
+    // Dropping the body (rather than `finish`, which hands back trailers that
+    // would then need dropping too) is one host call instead of two.
+    drop(body);
     Ok(buf)
 }
 
@@ -224,6 +226,11 @@ fn write_all(body: &OutgoingBody, bytes: &[u8]) -> bool {
     let Ok(stream) = body.write() else {
         return false;
     };
+    // A small body goes in one host call (write, flush and wait together)
+    // instead of three (check-write, write, flush).
+    if bytes.len() <= 4096 {
+        return stream.blocking_write_and_flush(bytes).is_ok();
+    }
     let mut rest = bytes;
     while !rest.is_empty() {
         let permit = match stream.check_write() {
