@@ -5,6 +5,7 @@
 //! the platform's and the project's SQL. Identity and database-access rules live in
 //! the `wasmbase-host-api` crate, shared with function guests.
 
+pub mod alloc;
 pub mod api;
 pub mod bench_hello;
 pub mod cli;

@@ -132,6 +132,8 @@ impl Engine {
                 }
             }
         }
+        // Compiling allocated and freed tens of megabytes on this thread.
+        crate::alloc::release_free_memory();
         Ok((c, hash))
     }
 
