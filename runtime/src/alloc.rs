@@ -2,9 +2,9 @@
 //! rest of the server needs from it.
 
 /// Hands memory freed by this thread back to the operating system. Compiling
-/// a component allocates tens of megabytes for a moment on a blocking-pool
-/// thread; without this the allocator keeps them for that thread, and idle
-/// RSS grows with every function loaded.
+/// a component allocates and frees a lot for a moment on a blocking-pool
+/// thread; without this the allocator keeps it for that thread, and idle RSS
+/// grows with the functions loaded (10 functions: 55 MB without, 50 MB with).
 pub fn release_free_memory() {
     // SAFETY: `mi_collect` only walks the allocator's own free lists; it is
     // callable from any thread at any time.
