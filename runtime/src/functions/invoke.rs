@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmbase_host_api::guest::{DbAccess, GuestCtx, LogLine};
 use wasmbase_host_api::Principal;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Bytes of log text one invocation may keep.
@@ -164,17 +166,7 @@ pub async fn call(
     // calls finish here, without a spawn or a cross-thread wake-up.
     let mut guest = Box::pin(async move {
         let _permits = (global, own);
-        let run = async {
-            let proxy = match proxy {
-                Some(p) => p,
-                None => pre.instantiate_async(&mut store).await?,
-            };
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, incoming, out)
-                .await?;
-            wasmtime::Result::<_>::Ok(proxy)
-        };
+        let run = run_handler(&mut store, &pre, proxy, incoming, out);
         let (result, proxy) = match tokio::time::timeout(timeout, run).await {
             Ok(Ok(proxy)) => (Ok(()), Some(proxy)),
             Ok(Err(e)) => (
@@ -297,6 +289,26 @@ pub async fn call(
             Err(err)
         }
     }
+}
+
+/// Runs the guest's handler on one request, on the `warm` instance or on a
+/// new one from `pre`; returns the instance so a clean call can keep it.
+async fn run_handler(
+    store: &mut Store<Ctx>,
+    pre: &ProxyPre<Ctx>,
+    warm: Option<Proxy>,
+    request: Resource<HostIncomingRequest>,
+    out: Resource<HostResponseOutparam>,
+) -> wasmtime::Result<Proxy> {
+    let proxy = match warm {
+        Some(p) => p,
+        None => pre.instantiate_async(&mut *store).await?,
+    };
+    proxy
+        .wasi_http_incoming_handler()
+        .call_handle(&mut *store, request, out)
+        .await?;
+    Ok(proxy)
 }
 
 /// The per-call state behind the platform interfaces: who calls, the request
@@ -536,7 +548,7 @@ pub async fn time_calls(
     warm: bool,
 ) -> anyhow::Result<Vec<Duration>> {
     let mut out = Vec::with_capacity(n);
-    let mut kept: Option<(Store<Ctx>, wasmtime_wasi_http::p2::bindings::Proxy)> = None;
+    let mut kept: Option<(Store<Ctx>, Proxy)> = None;
     for _ in 0..n {
         let t = Instant::now();
         let (mut store, proxy) = match kept.take() {
@@ -570,17 +582,7 @@ pub async fn time_calls(
             .http()
             .new_response_outparam(tx)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let proxy = match proxy {
-            Some(p) => p,
-            None => f
-                .pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        };
-        proxy
-            .wasi_http_incoming_handler()
-            .call_handle(&mut store, incoming, outp)
+        let proxy = run_handler(&mut store, &f.pre, proxy, incoming, outp)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let resp = rx.await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
