@@ -11,13 +11,11 @@ use crate::server::caller::authenticate;
 use crate::server::error::ApiError;
 use crate::server::middleware::current_request_id;
 use crate::server::state::AppState;
-use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
 use http::StatusCode;
-use http_body_util::{BodyExt, Limited};
 use std::collections::HashMap;
 use std::time::Duration;
 use wasmbase_host_api::data::Limits;
@@ -90,9 +88,6 @@ async fn handle(
             permits: fx.db_permits.clone(),
         }),
     };
-    let limit = st.body_limit as usize;
-    let body =
-        Body::new(Limited::new(body, limit).map_err(|e| std::io::Error::other(e.to_string())));
     let inputs = Inputs {
         caller,
         request_id: current_request_id().unwrap_or_default(),
@@ -105,6 +100,7 @@ async fn handle(
             .request_timeout
             .saturating_sub(Duration::from_millis(100))
             .max(Duration::from_millis(1)),
+        body_limit: st.body_limit as usize,
     };
     invoke::call(f, inputs, http::Request::from_parts(parts, body)).await
 }

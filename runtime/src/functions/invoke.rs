@@ -1,8 +1,10 @@
 //! One call: admission (global and per-function caps), a fresh `Store` with a
 //! memory cap and an epoch budget that yields to tokio every tick, the guest's
-//! handler in its own task under a wall-clock timeout, and the response
-//! streamed back while that task keeps the store alive.
+//! handler under a wall-clock timeout, and the response streamed back while the
+//! guest's future keeps the store alive. SDK components are called through
+//! their one-call `buffered-handler` (see `buffered`), others through wasi:http.
 
+use super::buffered::{self, Buffered};
 use super::load::Loaded;
 use super::manifest::DbMode;
 use super::outbound::Outbound;
@@ -11,7 +13,7 @@ use crate::server::error::ApiError;
 use axum::body::Body;
 use axum::response::Response;
 use http::StatusCode;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +24,7 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -77,6 +79,58 @@ pub struct Inputs {
     pub state: crate::server::state::AppState,
     /// The server's request timeout (calls end before it).
     pub max_timeout: Duration,
+    /// Most bytes of request body the function may receive.
+    pub body_limit: usize,
+}
+
+/// A loaded instance's entry point, kept with a warm instance.
+pub enum Entry {
+    /// `wasi:http/incoming-handler`.
+    Http(Proxy),
+    /// `wasmbase:platform/buffered-handler`.
+    Buffered(Buffered),
+}
+
+/// One request as the entry point takes it.
+enum Input {
+    /// As wasi:http resources (body streamed, response through the outparam).
+    Http(
+        Resource<HostIncomingRequest>,
+        Resource<HostResponseOutparam>,
+    ),
+    /// Read whole; the response goes to the same channel the outparam feeds.
+    Buffered(buffered::Request, ResponseTx),
+}
+
+/// Where a guest's response head goes (wasi:http's outparam, or the
+/// buffered handler's answer).
+type ResponseTx = tokio::sync::oneshot::Sender<
+    Result<
+        hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
+        wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
+    >,
+>;
+
+/// A request body as the entry point takes it.
+enum ReqBody {
+    Read(bytes::Bytes),
+    Stream(Body),
+}
+
+/// The request body, read up to `limit` (413 past it).
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("Request body is larger than {limit} bytes"),
+        )),
+        Err(e) => Err(ApiError::bad_request(
+            "invalid_request",
+            format!("Reading the request body failed: {e}"),
+        )),
+    }
 }
 
 fn busy(what: &str) -> ApiError {
@@ -96,6 +150,13 @@ pub async fn call(
     req: http::Request<Body>,
 ) -> Result<Response, ApiError> {
     let name: Arc<str> = Arc::from(f.manifest.name.as_str());
+    let (parts, body) = req.into_parts();
+    // The one-call handler gets the body whole, read before the call takes a
+    // slot (a slow upload holds no instance); wasi:http streams it.
+    let body = match f.buffered {
+        Some(_) => ReqBody::Read(read_body(body, inputs.body_limit).await?),
+        None => ReqBody::Stream(body),
+    };
     let global = inputs
         .global
         .clone()
@@ -127,12 +188,12 @@ pub async fn call(
     } else {
         None
     };
-    let (mut store, proxy, served) = match warm {
+    let (mut store, entry, served) = match warm {
         Some(w) => {
             let mut store = w.store;
             store.data_mut().guest = guest_ctx;
             arm(&mut store, inputs.tick, timeout);
-            (store, Some(w.proxy), w.served)
+            (store, Some(w.entry), w.served)
         }
         None => (
             new_store(&f, guest_ctx, &inputs.env, inputs.tick, timeout),
@@ -141,21 +202,27 @@ pub async fn call(
         ),
     };
 
-    let (parts, body) = req.into_parts();
-    let body = body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())));
-    let hreq = http::Request::from_parts(parts, body);
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let incoming = store
-        .data_mut()
-        .http()
-        .new_incoming_request(Scheme::Http, hreq)
-        .map_err(|e| ApiError::bad_request("invalid_request", format!("{e}")))?;
-    let out = store
-        .data_mut()
-        .http()
-        .new_response_outparam(tx)
-        .map_err(|e| ApiError::internal(format!("{e}")))?;
-    let pre = f.pre.clone();
+    let input = match body {
+        ReqBody::Read(bytes) => Input::Buffered(buffered::request(&parts, bytes), tx),
+        ReqBody::Stream(body) => {
+            let body = Limited::new(body, inputs.body_limit)
+                .map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())));
+            let hreq = http::Request::from_parts(parts, body);
+            let incoming = store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, hreq)
+                .map_err(|e| ApiError::bad_request("invalid_request", format!("{e}")))?;
+            let out = store
+                .data_mut()
+                .http()
+                .new_response_outparam(tx)
+                .map_err(|e| ApiError::internal(format!("{e}")))?;
+            Input::Http(incoming, out)
+        }
+    };
+    let func = f.clone();
     let rid = inputs.request_id;
     let fname = name.clone();
     // What putting the instance back needs (only functions that opted in).
@@ -166,9 +233,9 @@ pub async fn call(
     // calls finish here, without a spawn or a cross-thread wake-up.
     let mut guest = Box::pin(async move {
         let _permits = (global, own);
-        let run = run_handler(&mut store, &pre, proxy, incoming, out);
-        let (result, proxy) = match tokio::time::timeout(timeout, run).await {
-            Ok(Ok(proxy)) => (Ok(()), Some(proxy)),
+        let run = run_handler(&mut store, &func, entry, input);
+        let (result, entry) = match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(entry)) => (Ok(()), Some(entry)),
             Ok(Err(e)) => (
                 Err(if store.data().limits.exceeded {
                     Failure::Memory
@@ -187,7 +254,7 @@ pub async fn call(
         let lines = std::mem::take(&mut store.data_mut().guest.logs);
         // A clean call that handed every resource back leaves a reusable
         // instance (only kept when the function opted in).
-        if let (Some(proxy), Some((func, env))) = (proxy, keep) {
+        if let (Some(entry), Some((func, env))) = (entry, keep) {
             if served + 1 < reuse && store.data().table.is_empty() {
                 // An idle store keeps no trace of its last caller.
                 store.data_mut().guest = call_ctx(
@@ -199,7 +266,7 @@ pub async fn call(
                 );
                 func.warm.put(Warm {
                     store,
-                    proxy,
+                    entry,
                     served: served + 1,
                     env,
                 });
@@ -291,24 +358,40 @@ pub async fn call(
     }
 }
 
-/// Runs the guest's handler on one request, on the `warm` instance or on a
-/// new one from `pre`; returns the instance so a clean call can keep it.
+/// Runs `f`'s handler on one request, on the `warm` instance or on a new one;
+/// returns the instance's entry so a clean call can keep it.
 async fn run_handler(
     store: &mut Store<Ctx>,
-    pre: &ProxyPre<Ctx>,
-    warm: Option<Proxy>,
-    request: Resource<HostIncomingRequest>,
-    out: Resource<HostResponseOutparam>,
-) -> wasmtime::Result<Proxy> {
-    let proxy = match warm {
-        Some(p) => p,
-        None => pre.instantiate_async(&mut *store).await?,
-    };
-    proxy
-        .wasi_http_incoming_handler()
-        .call_handle(&mut *store, request, out)
-        .await?;
-    Ok(proxy)
+    f: &Loaded,
+    warm: Option<Entry>,
+    input: Input,
+) -> wasmtime::Result<Entry> {
+    match input {
+        Input::Http(request, out) => {
+            let proxy = match warm {
+                Some(Entry::Http(p)) => p,
+                _ => f.pre.instantiate_async(&mut *store).await?,
+            };
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut *store, request, out)
+                .await?;
+            Ok(Entry::Http(proxy))
+        }
+        Input::Buffered(request, tx) => {
+            let handler = match (warm, &f.buffered) {
+                (Some(Entry::Buffered(b)), _) => b,
+                (_, Some(pre)) => pre.instantiate_async(&mut *store).await?,
+                (_, None) => wasmtime::bail!("{} has no buffered handler", f.manifest.name),
+            };
+            let response = handler
+                .wasmbase_platform_buffered_handler()
+                .call_handle(&mut *store, &request)
+                .await?;
+            let _ = tx.send(buffered::response(response));
+            Ok(Entry::Buffered(handler))
+        }
+    }
 }
 
 /// The per-call state behind the platform interfaces: who calls, the request
@@ -548,47 +631,50 @@ pub async fn time_calls(
     warm: bool,
 ) -> anyhow::Result<Vec<Duration>> {
     let mut out = Vec::with_capacity(n);
-    let mut kept: Option<(Store<Ctx>, Proxy)> = None;
+    let mut kept: Option<(Store<Ctx>, Entry)> = None;
     for _ in 0..n {
         let t = Instant::now();
-        let (mut store, proxy) = match kept.take() {
-            Some((mut store, proxy)) => {
+        let (mut store, entry) = match kept.take() {
+            Some((mut store, entry)) => {
                 arm(
                     &mut store,
                     Duration::from_millis(2),
                     Duration::from_secs(10),
                 );
-                (store, Some(proxy))
+                (store, Some(entry))
             }
             None => (bench_store(f), None),
         };
-        let req = http::Request::builder()
+        let (parts, ()) = http::Request::builder()
             .method("POST")
             .uri("http://bench/fn/bench")
             .header("content-type", "application/json")
-            .body(
-                http_body_util::Full::new(bytes::Bytes::from_static(body)).map_err(
-                    |e: std::convert::Infallible| -> wasmtime_wasi_http::Error { match e {} },
-                ),
-            )?;
+            .body(())?
+            .into_parts();
+        let body = bytes::Bytes::from_static(body);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let incoming = store
-            .data_mut()
-            .http()
-            .new_incoming_request(Scheme::Http, req)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let outp = store
-            .data_mut()
-            .http()
-            .new_response_outparam(tx)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let proxy = run_handler(&mut store, &f.pre, proxy, incoming, outp)
+        // The same entry point a served call of `f` takes.
+        let input = if f.buffered.is_some() {
+            Input::Buffered(buffered::request(&parts, body), tx)
+        } else {
+            let body = http_body_util::Full::new(body)
+                .map_err(|e: std::convert::Infallible| -> wasmtime_wasi_http::Error { match e {} });
+            let mut http = store.data_mut().http();
+            let incoming = http
+                .new_incoming_request(Scheme::Http, http::Request::from_parts(parts, body))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let outp = http
+                .new_response_outparam(tx)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Input::Http(incoming, outp)
+        };
+        let entry = run_handler(&mut store, f, entry, input)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let resp = rx.await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let _ = resp.into_body().collect().await;
         if warm {
-            kept = Some((store, proxy));
+            kept = Some((store, entry));
         }
         out.push(t.elapsed());
     }

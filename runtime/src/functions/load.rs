@@ -5,6 +5,7 @@
 //! `wasmbase:platform` interfaces its manifest grants; anything else is refused
 //! here, naming the import, before it can serve.
 
+use super::buffered::BufferedPre;
 use super::engine::Engine;
 use super::invoke::Ctx;
 use super::manifest::{DbMode, Manifest};
@@ -19,6 +20,9 @@ pub struct Loaded {
     pub manifest: Arc<Manifest>,
     /// Linked and type-checked once; each request instantiates from it.
     pub pre: ProxyPre<Ctx>,
+    /// The same, for the one-call handler SDK components also export (used
+    /// instead of `pre` when present; see `buffered`).
+    pub buffered: Option<BufferedPre<Ctx>>,
     /// SHA-256 of the component bytes.
     pub hash: String,
     /// Calls of this function running now (`limits.max_concurrency`).
@@ -87,15 +91,23 @@ pub fn prepare(
             "does not export wasi:http/incoming-handler@0.2.x (build it with wasmbase-sdk's export!, or any wasi:http tooling)".into(),
         ));
     }
-    let pre = engine
+    let instance = engine
         .linker
         .instantiate_pre(&component)
-        .and_then(ProxyPre::new)
         .map_err(|e| err(format!("cannot be linked: {e}")))?;
+    // SDK components also export the one-call handler; one of another shape
+    // (another platform version) is ignored and wasi:http serves.
+    let buffered = ty
+        .exports(&engine.engine)
+        .any(|(n, _)| n.starts_with("wasmbase:platform/buffered-handler@0.1."))
+        .then(|| BufferedPre::new(instance.clone()).ok())
+        .flatten();
+    let pre = ProxyPre::new(instance).map_err(|e| err(format!("cannot be linked: {e}")))?;
     let permits = Arc::new(Semaphore::new(manifest.limits.max_concurrency));
     Ok(Loaded {
         manifest: Arc::new(manifest),
         pre,
+        buffered,
         hash,
         permits,
         source,

@@ -10,6 +10,7 @@
 //! [`outbound`] is the host allowlist for outgoing HTTP; [`build`] runs cargo
 //! for Rust functions and [`watch`] rebuilds them on change in `dev`.
 
+pub mod buffered;
 pub mod build;
 pub mod deploy;
 pub mod engine;

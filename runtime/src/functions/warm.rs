@@ -12,18 +12,18 @@
 //! changed since) is dropped instead of reused.
 
 use super::invoke::Ctx;
+use super::invoke::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use wasmtime::Store;
-use wasmtime_wasi_http::p2::bindings::Proxy;
 
 /// An instance between two calls, with its store.
 pub struct Warm {
     /// The store (its per-call state is replaced before each call).
     pub store: Store<Ctx>,
-    /// The instance's exports.
-    pub proxy: Proxy,
+    /// The instance's handler.
+    pub entry: Entry,
     /// Calls it has served.
     pub served: u32,
     /// The env values it was built with.

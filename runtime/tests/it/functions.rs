@@ -384,6 +384,60 @@ async fn admission_caps_and_body_limits_answer_503_and_413() {
     assert_eq!(r.status(), 413);
 }
 
+#[tokio::test]
+async fn sdk_functions_get_the_whole_request_and_answer_what_http_allows() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let srv = db
+        .functions_server(|c| {
+            c.functions.dir = fixtures();
+            c.server.body_limit_bytes = 1024;
+        })
+        .await;
+    srv.wait_function("echo").await;
+    let r = srv
+        .http
+        .put(format!("{}/fn/echo/a/b?x=1&y=2", srv.url))
+        .header("apikey", &anon)
+        .header("x-echo", "hello there")
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["x-echoed"], "yes");
+    // Reserved for the connection: the guest's `connection: close` is dropped,
+    // and the length is the body's, not the guest's claim.
+    assert!(r.headers().get("connection").is_none(), "{:?}", r.headers());
+    let len: usize = r.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = r.bytes().await.unwrap();
+    assert_eq!(len, body.len());
+    let b: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        b,
+        json!({"method": "PUT", "path": "/fn/echo/a/b?x=1&y=2", "x-echo": "hello there", "body": "payload"})
+    );
+    // A chunked body (no content-length to refuse up front) past the limit.
+    let addr = srv.url.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let chunk = "x".repeat(2000);
+    let req = format!(
+        "POST /fn/echo HTTP/1.1\r\nhost: t\r\napikey: {anon}\r\ntransfer-encoding: chunked\r\n\
+         connection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len()
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(out.contains("payload_too_large"), "{out}");
+}
+
 fn wasm_of(name: &str) -> Vec<u8> {
     std::fs::read(guests().join(format!(
         "wasm32-wasip2/release/{}.wasm",

@@ -1,5 +1,6 @@
 //! HTTP in (the request the function handles) and out ([`fetch`]).
 
+use crate::bindings::buffered::exports::wasmbase::platform::buffered_handler as buffered;
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
     Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
@@ -137,6 +138,37 @@ pub fn serve<T: Handler>(request: IncomingRequest, out: ResponseOutparam) {
         Err(e) => Response::text(400, e),
     };
     write_response(out, resp);
+}
+
+/// Serves one request of the platform's `buffered-handler` with `T` (called
+/// by [`crate::export!`]): the same [`Handler`], without wasi:http resources.
+#[doc(hidden)]
+pub fn serve_buffered<T: Handler>(request: buffered::Request) -> buffered::Response {
+    let req = Request {
+        method: request.method,
+        path: request.path_with_query,
+        headers: request
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k, text(v)))
+            .collect(),
+        body: request.body,
+    };
+    let resp = T::handle(req);
+    buffered::Response {
+        status: resp.status,
+        headers: resp
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.into_bytes()))
+            .collect(),
+        body: resp.body,
+    }
+}
+
+/// Header bytes as text (lossy only when they are not UTF-8).
+fn text(v: Vec<u8>) -> String {
+    String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn method_name(m: &Method) -> String {

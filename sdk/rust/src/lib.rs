@@ -1,7 +1,9 @@
 //! Write Wasmbase functions in Rust.
 //!
 //! A function is a WebAssembly component (target `wasm32-wasip2`) exporting
-//! `wasi:http/incoming-handler`. Implement [`Handler`] and call [`export!`]:
+//! `wasi:http/incoming-handler`, and, so Wasmbase can call it without
+//! wasi:http's per-request host calls, `wasmbase:platform/buffered-handler`.
+//! Implement [`Handler`] and call [`export!`], which exports both:
 //!
 //! ```ignore
 //! use wasmbase_sdk::{Handler, Request, Response};
@@ -30,6 +32,17 @@ pub mod bindings {
         default_bindings_module: "wasmbase_sdk::bindings",
         generate_all,
     });
+
+    /// The `buffered-handler` export (world `wasmbase:platform/buffered`).
+    pub mod buffered {
+        wit_bindgen::generate!({
+            path: "wit",
+            world: "wasmbase:platform/buffered",
+            pub_export_macro: true,
+            export_macro_name: "__export_buffered",
+            default_bindings_module: "wasmbase_sdk::bindings::buffered",
+        });
+    }
 }
 
 pub mod auth;
@@ -46,7 +59,10 @@ pub use http::{fetch, Handler, Request, Response};
 /// `std::error::Error`).
 pub type Error = bindings::wasmbase::platform::types::Error;
 
-/// Exports `$t` (a [`Handler`]) as the component's HTTP handler.
+/// Exports `$t` (a [`Handler`]) as the component's HTTP handler, twice: as
+/// `wasi:http/incoming-handler` (what any wasi:http host calls) and as
+/// `wasmbase:platform/buffered-handler` (what Wasmbase calls: the whole request
+/// in one call, without wasi:http's per-request host calls).
 #[macro_export]
 macro_rules! export {
     ($t:ty) => {
@@ -62,6 +78,17 @@ macro_rules! export {
             }
         }
 
+        impl $crate::bindings::buffered::exports::wasmbase::platform::buffered_handler::Guest
+            for __WasmbaseExport
+        {
+            fn handle(
+                request: $crate::bindings::buffered::exports::wasmbase::platform::buffered_handler::Request,
+            ) -> $crate::bindings::buffered::exports::wasmbase::platform::buffered_handler::Response {
+                $crate::http::serve_buffered::<$t>(request)
+            }
+        }
+
         $crate::bindings::__export_function!(__WasmbaseExport with_types_in $crate::bindings);
+        $crate::bindings::buffered::__export_buffered!(__WasmbaseExport with_types_in $crate::bindings::buffered);
     };
 }
