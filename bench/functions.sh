@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Functions speed, each figure next to a baseline from the same run:
 #  1. wrk on POST /fn/hello (the Rust example, full pipeline: key check, admission,
-#     fresh Store + instance per request, wasi:http in and out) vs the raw hyper
+#     fresh Store + instance per request, request and response through the SDK's
+#     buffered-handler export) vs the raw hyper
 #     hello of the same binary (`wasmbase bench-hello`), same wrk settings.
 #     Also POST /fn/hello-warm: the same component with `reuse = 1000` (warm
 #     instances, opt-in), same settings.

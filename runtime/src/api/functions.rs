@@ -1,5 +1,6 @@
 //! `/functions/v1/:name[/*rest]` and `/fn/:name[/*rest]`: any method, headers,
-//! query and streaming body passed to the function's wasi:http handler.
+//! query and body passed to the function (streamed to a wasi:http handler, or
+//! whole to an SDK function's `buffered-handler`).
 //!
 //! routes → parse (name, principal by the manifest's `verify_jwt`) → admission
 //! and exec (`functions::invoke`) → response (the guest's, streamed).
