@@ -147,28 +147,37 @@ pub fn serve_buffered<T: Handler>(request: buffered::Request) -> buffered::Respo
     let req = Request {
         method: request.method,
         path: request.path_with_query,
-        headers: request
-            .headers
-            .into_iter()
-            .map(|(k, v)| (k, text(v)))
-            .collect(),
+        headers: texts(request.headers),
         body: request.body,
     };
     let resp = T::handle(req);
     buffered::Response {
         status: resp.status,
-        headers: resp
-            .headers
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.into_bytes()))
-            .collect(),
+        headers: wire(&resp.headers),
         body: resp.body,
     }
 }
 
-/// Header bytes as text (lossy only when they are not UTF-8).
-fn text(v: Vec<u8>) -> String {
-    String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+/// Headers as received (names, value bytes) as the SDK hands them to a
+/// function: values as text, lossy only where they are not UTF-8.
+fn texts(headers: Vec<(String, Vec<u8>)>) -> Vec<(String, String)> {
+    headers
+        .into_iter()
+        .map(|(k, v)| {
+            let v = String::from_utf8(v)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (k, v)
+        })
+        .collect()
+}
+
+/// Headers as they go out (lower-case names, value bytes), for wasi:http
+/// fields and the buffered handler's response alike.
+fn wire(headers: &[(String, String)]) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
+        .collect()
 }
 
 fn method_name(m: &Method) -> String {
@@ -187,11 +196,7 @@ fn method_name(m: &Method) -> String {
 }
 
 fn headers_of(fields: &Fields) -> Vec<(String, String)> {
-    fields
-        .entries()
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-        .collect()
+    texts(fields.entries())
 }
 
 fn read_body(body: IncomingBody) -> Result<Vec<u8>, String> {
@@ -234,10 +239,7 @@ fn read_request(req: IncomingRequest) -> Result<Request, String> {
 }
 
 fn fields(headers: &[(String, String)]) -> Fields {
-    let list: Vec<(String, Vec<u8>)> = headers
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
-        .collect();
+    let list = wire(headers);
     // One host call for all headers; if one is refused (forbidden or invalid),
     // fall back to adding them one by one and skipping the bad ones.
     match Fields::from_list(&list) {
