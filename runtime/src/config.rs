@@ -69,8 +69,11 @@ pub struct FunctionsConfig {
     /// Serve the functions found in `dir` (default: on in `dev`; deployed
     /// functions are always served).
     pub local: Option<bool>,
-    /// Write one invocation record per call to `wasmbase.function_logs`.
+    /// Keep one invocation record per call (`wasmbase functions logs`).
     pub invocation_logs: bool,
+    /// Hours invocation records are kept (0: forever). Seven days by default,
+    /// as on Supabase's Pro plan; the logs table otherwise grows without end.
+    pub log_retention_hours: u64,
     /// Base64 of the 32-byte AES-256-GCM key that encrypts secrets
     /// (`WASMBASE_FUNCTIONS_SECRETS_KEY`; generated for `dev`).
     pub secrets_key: Option<String>,
@@ -90,6 +93,7 @@ impl std::fmt::Debug for FunctionsConfig {
             .field("warm_instances", &self.warm_instances)
             .field("local", &self.local)
             .field("invocation_logs", &self.invocation_logs)
+            .field("log_retention_hours", &self.log_retention_hours)
             .field(
                 "secrets_key",
                 &self.secrets_key.as_ref().map(|_| "<redacted>"),
@@ -113,6 +117,7 @@ impl Default for FunctionsConfig {
             local: None,
             secrets_key: None,
             invocation_logs: true,
+            log_retention_hours: 168,
         }
     }
 }

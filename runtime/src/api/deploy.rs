@@ -194,10 +194,13 @@ async fn logs(
     let c = st.system.get().await?;
     let rows = c
         .query(
-            "SELECT coalesce(json_agg(l ORDER BY l.at DESC), '[]')::text FROM (
-               SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS at, version, request_id,
-                      status, round(duration_ms::numeric, 2) AS duration_ms, outcome, lines
-               FROM wasmbase.function_logs WHERE name = $1 ORDER BY id DESC LIMIT $2) l",
+            // The newest `limit` batches hold at least the newest `limit` records.
+            "SELECT coalesce(json_agg(e.r ORDER BY e.at DESC, e.ord DESC), '[]')::text FROM (
+               SELECT x.r, x.r->>'at' AS at, x.ord
+               FROM (SELECT records FROM wasmbase.function_log_batches WHERE name = $1
+                     ORDER BY last_at DESC LIMIT $2) b,
+                    json_array_elements(b.records::json) WITH ORDINALITY AS x(r, ord)
+               ORDER BY x.r->>'at' DESC, x.ord DESC LIMIT $2) e",
             &[&name, &limit],
         )
         .await?;

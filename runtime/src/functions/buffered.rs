@@ -1,5 +1,6 @@
 //! The platform's one-call way into a function: `wasmbase:platform/buffered-handler`,
-//! which `wasmbase-sdk` components export next to `wasi:http/incoming-handler`.
+//! which `wasmbase-sdk` components export (alone, or with the SDK's `wasi-http`
+//! feature next to `wasi:http/incoming-handler`).
 //!
 //! Why: an SDK function reads its whole request and builds its whole response
 //! anyway. Through wasi:http that is about sixteen host calls and as many
@@ -9,7 +10,9 @@
 //! Components without this export (any other wasi:http tooling) are called
 //! through wasi:http exactly as before; a response goes to hyper through the
 //! same channel either way, so admission, limits, timeouts, failures and logs
-//! are shared (`invoke`).
+//! are shared (`invoke`). Exporting only this handler also halves an SDK
+//! component's imports (none of wasi:http's types), and with them the work of
+//! linking each fresh instance.
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;

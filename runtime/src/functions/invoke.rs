@@ -283,6 +283,7 @@ pub async fn call(
                 return;
             }
             st.functions.logs.push(super::logs::Record {
+                at: std::time::SystemTime::now(),
                 name,
                 version,
                 request_id: rid,
@@ -370,7 +371,10 @@ async fn run_handler(
         Input::Http(request, out) => {
             let proxy = match warm {
                 Some(Entry::Http(p)) => p,
-                _ => f.pre.instantiate_async(&mut *store).await?,
+                _ => match &f.pre {
+                    Some(pre) => pre.instantiate_async(&mut *store).await?,
+                    None => wasmtime::bail!("{} has no wasi:http handler", f.manifest.name),
+                },
             };
             proxy
                 .wasi_http_incoming_handler()
@@ -453,7 +457,7 @@ fn new_store(
         limits: store_limits,
         guest,
     };
-    let mut store = Store::new(f.pre.engine(), ctx);
+    let mut store = Store::new(f.engine(), ctx);
     store.limiter(|c| &mut c.limits);
     arm(&mut store, tick, timeout);
     store
@@ -591,11 +595,12 @@ pub async fn time_instantiations(f: &Loaded, n: usize) -> anyhow::Result<Vec<Dur
     for _ in 0..n {
         let mut store = bench_store(f);
         let t = Instant::now();
-        let _proxy = f
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        match (&f.buffered, &f.pre) {
+            (Some(pre), _) => pre.instantiate_async(&mut store).await.map(drop),
+            (None, Some(pre)) => pre.instantiate_async(&mut store).await.map(drop),
+            (None, None) => unreachable!("a loaded function has a handler"),
+        }
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         out.push(t.elapsed());
     }
     out.sort();

@@ -1,6 +1,8 @@
 //! Manifest + component bytes → a [`Loaded`] function, or a clear refusal.
 //!
-//! A component must export `wasi:http/incoming-handler@0.2.x` and may import
+//! A component must export a handler, `wasi:http/incoming-handler@0.2.x`
+//! (any wasi:http tooling) or `wasmbase:platform/buffered-handler@0.1.x`
+//! (`wasmbase-sdk`; Wasmbase prefers it when both are there), and may import
 //! WASI (always linked, inert beyond what is granted) and only the
 //! `wasmbase:platform` interfaces its manifest grants; anything else is refused
 //! here, naming the import, before it can serve.
@@ -18,9 +20,10 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 pub struct Loaded {
     /// Its grants and limits.
     pub manifest: Arc<Manifest>,
-    /// Linked and type-checked once; each request instantiates from it.
-    pub pre: ProxyPre<Ctx>,
-    /// The same, for the one-call handler SDK components also export (used
+    /// Linked and type-checked once; each request instantiates from it
+    /// (None for a component that exports only the one-call handler).
+    pub pre: Option<ProxyPre<Ctx>>,
+    /// The same, for the one-call handler SDK components export (used
     /// instead of `pre` when present; see `buffered`).
     pub buffered: Option<BufferedPre<Ctx>>,
     /// SHA-256 of the component bytes.
@@ -33,6 +36,17 @@ pub struct Loaded {
     pub version: Option<i64>,
     /// Idle instances kept between calls (only used when `reuse` > 1).
     pub warm: WarmPool,
+}
+
+impl Loaded {
+    /// The engine its stores belong to.
+    pub fn engine(&self) -> &wasmtime::Engine {
+        match (&self.buffered, &self.pre) {
+            (Some(b), _) => b.engine(),
+            (None, Some(p)) => p.engine(),
+            (None, None) => unreachable!("prepare refuses a component without a handler"),
+        }
+    }
 }
 
 /// Why a function was not loaded (shown to whoever deployed or edited it).
@@ -83,26 +97,30 @@ pub fn prepare(
             )));
         }
     }
-    let exports_handler = ty
-        .exports(&engine.engine)
-        .any(|(n, _)| n.starts_with("wasi:http/incoming-handler@0.2."));
-    if !exports_handler {
+    let exports = |prefix: &str| {
+        ty.exports(&engine.engine)
+            .any(|(n, _)| n.starts_with(prefix))
+    };
+    let http = exports("wasi:http/incoming-handler@0.2.");
+    let one_call = exports("wasmbase:platform/buffered-handler@0.1.");
+    if !http && !one_call {
         return Err(err(
-            "does not export wasi:http/incoming-handler@0.2.x (build it with wasmbase-sdk's export!, or any wasi:http tooling)".into(),
+            "exports no handler: neither wasi:http/incoming-handler@0.2.x nor wasmbase:platform/buffered-handler@0.1.x (build it with wasmbase-sdk's export!, or any wasi:http tooling)".into(),
         ));
     }
     let instance = engine
         .linker
         .instantiate_pre(&component)
         .map_err(|e| err(format!("cannot be linked: {e}")))?;
-    // SDK components also export the one-call handler; one of another shape
-    // (another platform version) is ignored and wasi:http serves.
-    let buffered = ty
-        .exports(&engine.engine)
-        .any(|(n, _)| n.starts_with("wasmbase:platform/buffered-handler@0.1."))
-        .then(|| BufferedPre::new(instance.clone()).ok())
-        .flatten();
-    let pre = ProxyPre::new(instance).map_err(|e| err(format!("cannot be linked: {e}")))?;
+    let linked = |e: wasmtime::Error| err(format!("cannot be linked: {e}"));
+    let buffered = match one_call {
+        true => Some(BufferedPre::new(instance.clone()).map_err(linked)?),
+        false => None,
+    };
+    let pre = match http {
+        true => Some(ProxyPre::new(instance).map_err(linked)?),
+        false => None,
+    };
     let permits = Arc::new(Semaphore::new(manifest.limits.max_concurrency));
     Ok(Loaded {
         manifest: Arc::new(manifest),

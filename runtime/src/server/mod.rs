@@ -373,7 +373,11 @@ fn functions_state(
             application_name: "wasmbase-function-logs",
         },
     )?;
-    tokio::spawn(crate::functions::logs::writer(log_pool, log_buf));
+    let retention = match fc.log_retention_hours {
+        0 => None,
+        h => Some(std::time::Duration::from_secs(h.saturating_mul(3600))),
+    };
+    tokio::spawn(crate::functions::logs::writer(log_pool, log_buf, retention));
     Ok(crate::functions::Functions {
         engine,
         registry: Default::default(),

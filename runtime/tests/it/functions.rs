@@ -330,10 +330,16 @@ async fn components_are_checked_against_their_grants_before_they_serve() {
     .unwrap();
     assert!(e.0.contains("not a valid WebAssembly component"), "{e}");
     let core_module = b"\0asm\x01\0\0\0";
-    let e = load::prepare(&engine, m, core_module, "test".into(), None)
+    let e = load::prepare(&engine, m.clone(), core_module, "test".into(), None)
         .err()
         .unwrap();
     assert!(e.0.contains("not a valid WebAssembly component"), "{e}");
+    // A valid component (an empty one) that exports no handler.
+    let empty_component = b"\0asm\x0d\0\x01\0";
+    let e = load::prepare(&engine, m, empty_component, "test".into(), None)
+        .err()
+        .unwrap();
+    assert!(e.0.contains("exports no handler"), "{e}");
 }
 
 #[tokio::test]
@@ -494,6 +500,16 @@ async fn deploy_and_rollback_reach_every_node_and_bad_deploys_change_nothing() {
     let db = TestDb::new().await;
     let (_, anon) = db.key(KeyKind::Publishable).await;
     let (_, secret) = db.key(KeyKind::Secret).await;
+    // A batch of records older than the retention (seven days by default),
+    // written before these servers started: the first log write prunes it.
+    let owner = db.owner().await;
+    owner
+        .batch_execute(
+            "INSERT INTO wasmbase.function_log_batches (name, last_at, records) \
+             VALUES ('greeter', now() - interval '8 days', '[{\"status\": 299}]')",
+        )
+        .await
+        .unwrap();
     let a = db.server().await;
     let b = db.server().await;
     let manifest = "name = \"greeter\"\n";
@@ -575,6 +591,35 @@ async fn deploy_and_rollback_reach_every_node_and_bad_deploys_change_nothing() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // The expired batch is deleted and never listed; the new ones stay.
+    loop {
+        let old: i64 = owner
+            .query_one(
+                "SELECT count(*) FROM wasmbase.function_log_batches WHERE last_at < now() - interval '7 days'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if old == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the expired batch was never deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (_, logs) = a
+        .get(
+            "/admin/v1/functions/greeter/logs?limit=1000",
+            Some(&secret),
+            None,
+        )
+        .await;
+    let entries = logs["logs"].as_array().unwrap();
+    assert!(entries.len() >= 3, "{logs}");
+    assert!(entries.iter().all(|e| e["status"] != 299), "{logs}");
 }
 
 #[tokio::test]

@@ -1,9 +1,10 @@
 //! Write Wasmbase functions in Rust.
 //!
 //! A function is a WebAssembly component (target `wasm32-wasip2`) exporting
-//! `wasi:http/incoming-handler`, and, so Wasmbase can call it without
-//! wasi:http's per-request host calls, `wasmbase:platform/buffered-handler`.
-//! Implement [`Handler`] and call [`export!`], which exports both:
+//! `wasmbase:platform/buffered-handler`: Wasmbase hands it the whole request in
+//! one call, without wasi:http's per-request host calls. With the `wasi-http`
+//! feature it also exports `wasi:http/incoming-handler`, for hosts that speak
+//! only wasi:http. Implement [`Handler`] and call [`export!`]:
 //!
 //! ```ignore
 //! use wasmbase_sdk::{Handler, Request, Response};
@@ -59,24 +60,21 @@ pub use http::{fetch, Handler, Request, Response};
 /// `std::error::Error`).
 pub type Error = bindings::wasmbase::platform::types::Error;
 
-/// Exports `$t` (a [`Handler`]) as the component's HTTP handler, twice: as
-/// `wasi:http/incoming-handler` (what any wasi:http host calls) and as
+/// Exports `$t` (a [`Handler`]) as the component's HTTP handler:
 /// `wasmbase:platform/buffered-handler` (what Wasmbase calls: the whole request
-/// in one call, without wasi:http's per-request host calls).
+/// in one call), and with the `wasi-http` feature also
+/// `wasi:http/incoming-handler` (what any wasi:http host calls).
+///
+/// Without the feature the component imports none of wasi:http's types, and
+/// each fresh instance is cheaper to create: half the imports to link
+/// (measured in docs/FUNCTIONS.md, "Performance").
 #[macro_export]
 macro_rules! export {
     ($t:ty) => {
         #[doc(hidden)]
         pub struct __WasmbaseExport;
 
-        impl $crate::bindings::exports::wasi::http::incoming_handler::Guest for __WasmbaseExport {
-            fn handle(
-                request: $crate::bindings::wasi::http::types::IncomingRequest,
-                out: $crate::bindings::wasi::http::types::ResponseOutparam,
-            ) {
-                $crate::http::serve::<$t>(request, out)
-            }
-        }
+        $crate::__export_wasi_http!($t);
 
         impl $crate::bindings::buffered::exports::wasmbase::platform::buffered_handler::Guest
             for __WasmbaseExport
@@ -88,7 +86,33 @@ macro_rules! export {
             }
         }
 
-        $crate::bindings::__export_function!(__WasmbaseExport with_types_in $crate::bindings);
         $crate::bindings::buffered::__export_buffered!(__WasmbaseExport with_types_in $crate::bindings::buffered);
     };
+}
+
+/// The `wasi:http/incoming-handler` half of [`export!`] (feature `wasi-http`).
+#[cfg(feature = "wasi-http")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_wasi_http {
+    ($t:ty) => {
+        impl $crate::bindings::exports::wasi::http::incoming_handler::Guest for __WasmbaseExport {
+            fn handle(
+                request: $crate::bindings::wasi::http::types::IncomingRequest,
+                out: $crate::bindings::wasi::http::types::ResponseOutparam,
+            ) {
+                $crate::http::serve::<$t>(request, out)
+            }
+        }
+
+        $crate::bindings::__export_function!(__WasmbaseExport with_types_in $crate::bindings);
+    };
+}
+
+/// Without the `wasi-http` feature, [`export!`] exports only the one-call handler.
+#[cfg(not(feature = "wasi-http"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_wasi_http {
+    ($t:ty) => {};
 }
