@@ -113,9 +113,12 @@ pub fn prepare(
         .instantiate_pre(&component)
         .map_err(|e| err(format!("cannot be linked: {e}")))?;
     let linked = |e: wasmtime::Error| err(format!("cannot be linked: {e}"));
-    let buffered = match one_call {
-        true => Some(BufferedPre::new(instance.clone()).map_err(linked)?),
-        false => None,
+    // A one-call export of another shape (another platform version) next to a
+    // wasi:http export is ignored, and wasi:http serves.
+    let buffered = match (one_call, http) {
+        (false, _) => None,
+        (true, true) => BufferedPre::new(instance.clone()).ok(),
+        (true, false) => Some(BufferedPre::new(instance.clone()).map_err(linked)?),
     };
     let pre = match http {
         true => Some(ProxyPre::new(instance).map_err(linked)?),
