@@ -457,7 +457,7 @@ fn new_store(
         limits: store_limits,
         guest,
     };
-    let mut store = Store::new(f.engine(), ctx);
+    let mut store = Store::new(f.instance.engine(), ctx);
     store.limiter(|c| &mut c.limits);
     arm(&mut store, tick, timeout);
     store
@@ -595,12 +595,10 @@ pub async fn time_instantiations(f: &Loaded, n: usize) -> anyhow::Result<Vec<Dur
     for _ in 0..n {
         let mut store = bench_store(f);
         let t = Instant::now();
-        match (&f.buffered, &f.pre) {
-            (Some(pre), _) => pre.instantiate_async(&mut store).await.map(drop),
-            (None, Some(pre)) => pre.instantiate_async(&mut store).await.map(drop),
-            (None, None) => unreachable!("a loaded function has a handler"),
-        }
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        f.instance
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         out.push(t.elapsed());
     }
     out.sort();

@@ -14,6 +14,7 @@ use super::manifest::{DbMode, Manifest};
 use super::warm::WarmPool;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
+use wasmtime::component::InstancePre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// A function ready to serve.
@@ -21,7 +22,10 @@ pub struct Loaded {
     /// Its grants and limits.
     pub manifest: Arc<Manifest>,
     /// Linked and type-checked once; each request instantiates from it
-    /// (None for a component that exports only the one-call handler).
+    /// through one of the typed views below.
+    pub instance: InstancePre<Ctx>,
+    /// The wasi:http view (None for a component that exports only the
+    /// one-call handler).
     pub pre: Option<ProxyPre<Ctx>>,
     /// The same, for the one-call handler SDK components export (used
     /// instead of `pre` when present; see `buffered`).
@@ -36,17 +40,6 @@ pub struct Loaded {
     pub version: Option<i64>,
     /// Idle instances kept between calls (only used when `reuse` > 1).
     pub warm: WarmPool,
-}
-
-impl Loaded {
-    /// The engine its stores belong to.
-    pub fn engine(&self) -> &wasmtime::Engine {
-        match (&self.buffered, &self.pre) {
-            (Some(b), _) => b.engine(),
-            (None, Some(p)) => p.engine(),
-            (None, None) => unreachable!("prepare refuses a component without a handler"),
-        }
-    }
 }
 
 /// Why a function was not loaded (shown to whoever deployed or edited it).
@@ -121,12 +114,13 @@ pub fn prepare(
         (true, false) => Some(BufferedPre::new(instance.clone()).map_err(linked)?),
     };
     let pre = match http {
-        true => Some(ProxyPre::new(instance).map_err(linked)?),
+        true => Some(ProxyPre::new(instance.clone()).map_err(linked)?),
         false => None,
     };
     let permits = Arc::new(Semaphore::new(manifest.limits.max_concurrency));
     Ok(Loaded {
         manifest: Arc::new(manifest),
+        instance,
         pre,
         buffered,
         hash,
