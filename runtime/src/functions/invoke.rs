@@ -5,7 +5,7 @@
 //! their one-call `buffered-handler` (see `buffered`), others through wasi:http.
 
 use super::buffered::{self, Buffered};
-use super::load::Loaded;
+use super::load::{HandlerPre, Loaded};
 use super::manifest::DbMode;
 use super::outbound::Outbound;
 use super::warm::Warm;
@@ -153,9 +153,9 @@ pub async fn call(
     let (parts, body) = req.into_parts();
     // The one-call handler gets the body whole, read before the call takes a
     // slot (a slow upload holds no instance); wasi:http streams it.
-    let body = match f.buffered {
-        Some(_) => ReqBody::Read(read_body(body, inputs.body_limit).await?),
-        None => ReqBody::Stream(body),
+    let body = match f.handler {
+        HandlerPre::Buffered(_) => ReqBody::Read(read_body(body, inputs.body_limit).await?),
+        HandlerPre::Http(_) => ReqBody::Stream(body),
     };
     let global = inputs
         .global
@@ -369,12 +369,12 @@ async fn run_handler(
 ) -> wasmtime::Result<Entry> {
     match input {
         Input::Http(request, out) => {
-            let proxy = match warm {
-                Some(Entry::Http(p)) => p,
-                _ => match &f.pre {
-                    Some(pre) => pre.instantiate_async(&mut *store).await?,
-                    None => wasmtime::bail!("{} has no wasi:http handler", f.manifest.name),
-                },
+            let proxy = match (warm, &f.handler) {
+                (Some(Entry::Http(p)), _) => p,
+                (_, HandlerPre::Http(pre)) => pre.instantiate_async(&mut *store).await?,
+                (_, HandlerPre::Buffered(_)) => {
+                    wasmtime::bail!("{} has no wasi:http handler", f.manifest.name)
+                }
             };
             proxy
                 .wasi_http_incoming_handler()
@@ -383,10 +383,12 @@ async fn run_handler(
             Ok(Entry::Http(proxy))
         }
         Input::Buffered(request, tx) => {
-            let handler = match (warm, &f.buffered) {
+            let handler = match (warm, &f.handler) {
                 (Some(Entry::Buffered(b)), _) => b,
-                (_, Some(pre)) => pre.instantiate_async(&mut *store).await?,
-                (_, None) => wasmtime::bail!("{} has no buffered handler", f.manifest.name),
+                (_, HandlerPre::Buffered(pre)) => pre.instantiate_async(&mut *store).await?,
+                (_, HandlerPre::Http(_)) => {
+                    wasmtime::bail!("{} has no buffered handler", f.manifest.name)
+                }
             };
             let response = handler
                 .wasmbase_platform_buffered_handler()
@@ -657,7 +659,7 @@ pub async fn time_calls(
         let body = bytes::Bytes::from_static(body);
         let (tx, rx) = tokio::sync::oneshot::channel();
         // The same entry point a served call of `f` takes.
-        let input = if f.buffered.is_some() {
+        let input = if matches!(f.handler, HandlerPre::Buffered(_)) {
             Input::Buffered(buffered::request(&parts, body), tx)
         } else {
             let body = http_body_util::Full::new(body)

@@ -22,14 +22,10 @@ pub struct Loaded {
     /// Its grants and limits.
     pub manifest: Arc<Manifest>,
     /// Linked and type-checked once; each request instantiates from it
-    /// through one of the typed views below.
+    /// through `handler`.
     pub instance: InstancePre<Ctx>,
-    /// The wasi:http view (None for a component that exports only the
-    /// one-call handler).
-    pub pre: Option<ProxyPre<Ctx>>,
-    /// The same, for the one-call handler SDK components export (used
-    /// instead of `pre` when present; see `buffered`).
-    pub buffered: Option<BufferedPre<Ctx>>,
+    /// The entry point calls take.
+    pub handler: HandlerPre,
     /// SHA-256 of the component bytes.
     pub hash: String,
     /// Calls of this function running now (`limits.max_concurrency`).
@@ -40,6 +36,15 @@ pub struct Loaded {
     pub version: Option<i64>,
     /// Idle instances kept between calls (only used when `reuse` > 1).
     pub warm: WarmPool,
+}
+
+/// The typed view of [`Loaded::instance`] that serves calls: the one-call
+/// handler when the component exports it (see `buffered`), else wasi:http.
+pub enum HandlerPre {
+    /// `wasi:http/incoming-handler`.
+    Http(ProxyPre<Ctx>),
+    /// `wasmbase:platform/buffered-handler`.
+    Buffered(BufferedPre<Ctx>),
 }
 
 /// Why a function was not loaded (shown to whoever deployed or edited it).
@@ -96,33 +101,34 @@ pub fn prepare(
     };
     let http = exports("wasi:http/incoming-handler@0.2.");
     let one_call = exports("wasmbase:platform/buffered-handler@0.1.");
+    let no_handler = || {
+        err("exports no handler: neither wasi:http/incoming-handler@0.2.x nor wasmbase:platform/buffered-handler@0.1.x (build it with wasmbase-sdk's export!, or any wasi:http tooling)".into())
+    };
     if !http && !one_call {
-        return Err(err(
-            "exports no handler: neither wasi:http/incoming-handler@0.2.x nor wasmbase:platform/buffered-handler@0.1.x (build it with wasmbase-sdk's export!, or any wasi:http tooling)".into(),
-        ));
+        return Err(no_handler());
     }
     let instance = engine
         .linker
         .instantiate_pre(&component)
         .map_err(|e| err(format!("cannot be linked: {e}")))?;
     let linked = |e: wasmtime::Error| err(format!("cannot be linked: {e}"));
-    // A one-call export of another shape (another platform version) next to a
-    // wasi:http export is ignored, and wasi:http serves.
-    let buffered = match (one_call, http) {
-        (false, _) => None,
-        (true, true) => BufferedPre::new(instance.clone()).ok(),
-        (true, false) => Some(BufferedPre::new(instance.clone()).map_err(linked)?),
-    };
-    let pre = match http {
+    let proxy = match http {
         true => Some(ProxyPre::new(instance.clone()).map_err(linked)?),
         false => None,
+    };
+    let handler = match (one_call.then(|| BufferedPre::new(instance.clone())), proxy) {
+        (Some(Ok(b)), _) => HandlerPre::Buffered(b),
+        // A one-call export of another shape (another platform version) next
+        // to a wasi:http export is ignored, and wasi:http serves.
+        (_, Some(p)) => HandlerPre::Http(p),
+        (Some(Err(e)), None) => return Err(linked(e)),
+        (None, None) => return Err(no_handler()),
     };
     let permits = Arc::new(Semaphore::new(manifest.limits.max_concurrency));
     Ok(Loaded {
         manifest: Arc::new(manifest),
         instance,
-        pre,
-        buffered,
+        handler,
         hash,
         permits,
         source,
