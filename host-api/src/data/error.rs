@@ -102,16 +102,7 @@ impl DataError {
     /// for a permission error (anon gets 401 so the client knows to sign in).
     pub fn from_db(e: &DbError, role: Role) -> DataError {
         match e {
-            DbError::Pool(p) => {
-                let mut out = DataError::new(
-                    503,
-                    "PGRST003",
-                    "Timed out acquiring connection from connection pool.",
-                );
-                out.retry_after = Some(1);
-                tracing::warn!(error = %p, "data API: no database connection");
-                out
-            }
+            DbError::Pool(p) => DataError::from_pool(p),
             DbError::Pg(pg) => match pg.as_db_error() {
                 Some(db) => {
                     let code = db.code().code();
@@ -131,8 +122,35 @@ impl DataError {
     }
 }
 
+impl DataError {
+    /// A pool failure the way PostgREST tells them apart: every connection busy
+    /// past `database.pool_timeout_ms` is 504 `PGRST003`; a connection that
+    /// could not be opened (database down, refused, its login failing, a
+    /// connect that timed out) is 503 `PGRST001`.
+    pub fn from_pool(p: &deadpool_postgres::PoolError) -> DataError {
+        use deadpool_postgres::{PoolError, TimeoutType};
+        let mut out = match p {
+            PoolError::Timeout(TimeoutType::Wait) => {
+                tracing::warn!(error = %p, "data API: no free database connection");
+                DataError::new(
+                    504,
+                    "PGRST003",
+                    "Timed out acquiring connection from connection pool.",
+                )
+            }
+            _ => {
+                tracing::error!(error = %p, "data API: database connection failed");
+                DataError::new(503, "PGRST001", "Database connection error")
+            }
+        };
+        out.retry_after = Some(1);
+        out
+    }
+}
+
 /// PostgREST's SQLSTATE → HTTP status table, except that a statement timeout
-/// (57014) is a 504 here, like everywhere else on the platform.
+/// (57014) is a 504 here, like everywhere else on the platform, and a server
+/// shutting down (57P01-57P03) a 503.
 pub fn status_of(code: &str, role: Role) -> u16 {
     match code {
         "23503" | "23505" => 409,
@@ -141,6 +159,9 @@ pub fn status_of(code: &str, role: Role) -> u16 {
         "42501" if role == Role::Anon => 401,
         "42501" => 403,
         "57014" => 504,
+        // The server is shutting down or restarting (PostgREST: 500): the
+        // database is going away, which is a 503 like a failed connection.
+        "57P01" | "57P02" | "57P03" => 503,
         "P0001" => 400,
         "42P17" => 500,
         _ => match &code[..2.min(code.len())] {
@@ -166,5 +187,21 @@ mod tests {
         assert_eq!(status_of("23502", Role::Anon), 400);
         assert_eq!(status_of("40001", Role::Anon), 500);
         assert_eq!(status_of("42883", Role::Anon), 404);
+        assert_eq!(status_of("22P05", Role::Anon), 400);
+    }
+
+    #[test]
+    fn a_busy_pool_is_pgrst003_and_a_failed_connection_pgrst001() {
+        use deadpool_postgres::{PoolError, TimeoutType};
+        let busy = DataError::from_pool(&PoolError::Timeout(TimeoutType::Wait));
+        assert_eq!((busy.status, busy.code.as_str()), (504, "PGRST003"));
+        for down in [
+            PoolError::Timeout(TimeoutType::Create),
+            PoolError::Timeout(TimeoutType::Recycle),
+            PoolError::Closed,
+        ] {
+            let e = DataError::from_pool(&down);
+            assert_eq!((e.status, e.code.as_str()), (503, "PGRST001"), "{down:?}");
+        }
     }
 }

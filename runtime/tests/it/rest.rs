@@ -450,6 +450,32 @@ async fn hostile_input_is_a_4xx_and_the_table_survives() {
         .rest("GET", "items?id=eq.abc", &anon, None, &[], None)
         .await;
     assert_eq!((s, b["code"].as_str()), (400, Some("22P02")));
+    // A NUL character is a data exception (class 22): 400 with its SQLSTATE,
+    // in a text column, inside JSON, or in a token's `sub`.
+    for row in [
+        json!({"id": 2, "name": "a\u{0}b"}),
+        json!({"id": 3, "data": {"x": "\u{0}"}}),
+    ] {
+        let (s, _, b) = srv.rest("POST", "items", &anon, None, &[], Some(row)).await;
+        assert_eq!(s, 400, "{b}");
+        assert!(b["code"].as_str().unwrap().starts_with("22"), "{b}");
+    }
+    let (s, _, b) = srv
+        .rest("GET", "items?name=eq.a%00b", &anon, None, &[], None)
+        .await;
+    assert!((400..500).contains(&s), "{s} {b}");
+    let nul_sub = user_token("a\u{0}b");
+    ddl(
+        &db,
+        &srv,
+        "CREATE TABLE mine (id int PRIMARY KEY, owner text); ALTER TABLE mine ENABLE ROW LEVEL SECURITY; \
+         CREATE POLICY own ON mine FOR SELECT USING (owner = auth.uid()::text);",
+    )
+    .await;
+    let (s, _, b) = srv
+        .rest("GET", "mine", &anon, Some(&nul_sub), &[], None)
+        .await;
+    assert_eq!(s, 400, "{b}");
     // Still there, still one row.
     let (s, _, rows) = srv
         .rest("GET", "items?select=id", &anon, None, &[], None)
@@ -651,4 +677,73 @@ async fn write_preferences_and_call_edge_cases() {
         .rest("GET", "counters?select=nope", &secret, None, &[], None)
         .await;
     assert_eq!((s, e["code"].as_str()), (400, Some("42703")));
+}
+
+#[tokio::test]
+async fn a_database_that_refuses_connections_is_pgrst001_not_a_pool_timeout() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let srv = db.server().await;
+    ddl(
+        &db,
+        &srv,
+        "CREATE TABLE up (id int PRIMARY KEY); CREATE POLICY r ON up FOR SELECT USING (true);",
+    )
+    .await;
+    let (s, _, _) = srv.rest("GET", "up", &anon, None, &[], None).await;
+    assert_eq!(s, 200);
+    // The database goes away for this server: new connections are refused and
+    // the open ones are closed (the shared cluster keeps running).
+    let admin = connect("postgres").await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" WITH ALLOW_CONNECTIONS false",
+            db.name
+        ))
+        .await
+        .unwrap();
+    admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&db.name],
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                &[&db.name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "backends survived");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // More requests than the pool holds (4), so the last ones must open a
+    // connection; one handed a connection whose end it had not yet read is told
+    // the server terminated it (57P01), a 503 as well.
+    let mut last = Value::Null;
+    for _ in 0..6 {
+        let (s, _, b) = srv.rest("GET", "up", &anon, None, &[], None).await;
+        assert_eq!(s, 503, "{b}");
+        assert_ne!(b["code"], "PGRST003", "not a pool wait: {b}");
+        last = b;
+    }
+    assert_eq!(last["code"], "PGRST001", "{last}");
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" WITH ALLOW_CONNECTIONS true",
+            db.name
+        ))
+        .await
+        .unwrap();
+    // Back: the next requests connect again.
+    let (s, _, b) = srv.rest("GET", "up", &anon, None, &[], None).await;
+    assert_eq!(s, 200, "{b}");
 }
