@@ -87,10 +87,12 @@ impl From<DbError> for ApiError {
                     "permission_denied",
                     "Permission denied",
                 ),
-                // e.g. auth.uid() on a token whose `sub` is not a UUID
-                Some("22P02") => {
-                    ApiError::bad_request("invalid_input", "A value could not be read as its type")
-                }
+                // Data exceptions are the caller's input: e.g. auth.uid() on a
+                // token whose `sub` is not a UUID (22P02) or holds a NUL (22P05).
+                Some(code) if code.starts_with("22") => ApiError::bad_request(
+                    "invalid_input",
+                    wasmbase_host_api::db::data_exception_message(code),
+                ),
                 _ => ApiError::internal(wasmbase_host_api::db::describe(pg)),
             },
         }

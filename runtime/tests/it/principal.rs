@@ -52,6 +52,19 @@ async fn each_key_and_token_runs_as_its_role_never_as_owner_or_superuser() {
         .await;
     assert_eq!(body["database"]["auth_uid"], USER);
     assert_eq!(body["database"]["statement_timeout"], "8s");
+    // A `sub` PostgreSQL cannot read (a NUL in it) is the caller's input: 400.
+    let (st, body) = s
+        .get(
+            "/platform/v1/whoami",
+            Some(&pk),
+            Some(&user_token("a\u{0}b")),
+        )
+        .await;
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (400, Some("invalid_input")),
+        "{body}"
+    );
     let (_, body) = s.get("/platform/v1/whoami", Some(&pk), None).await;
     assert_eq!(body["claims"], json!({"role": "anon"}));
     assert_eq!(body["database"]["statement_timeout"], "3s");

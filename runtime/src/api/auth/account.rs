@@ -141,6 +141,9 @@ pub async fn update_user(
     if data.as_ref().is_some_and(|d| !d.is_object()) {
         return Err(AuthApiError::validation("data must be a JSON object"));
     }
+    if let Some(d) = &data {
+        super::ctx::reject_nul(d, "data")?;
+    }
     let redirect_to = redirect::resolve(&st.config.auth, meta.redirect_to());
     let (s, uid, sid, ip) = (st.clone(), u.user_id, u.session_id, meta.ip.clone());
     let (user, mail) = users::tx(&st, move |c| {

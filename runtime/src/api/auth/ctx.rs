@@ -30,6 +30,26 @@ pub fn body<T: DeserializeOwned>(bytes: &[u8]) -> AuthResult<T> {
     })
 }
 
+/// Refuses user data holding a NUL character in any key or string (400
+/// `validation_failed`): PostgreSQL's text and jsonb cannot store one, so it
+/// would only fail later, in SQL.
+pub fn reject_nul(v: &Value, field: &str) -> AuthResult<()> {
+    fn has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(a) => a.iter().any(has_nul),
+            Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    if has_nul(v) {
+        return Err(AuthApiError::validation(format!(
+            "{field} must not contain the NUL character (\\u0000)"
+        )));
+    }
+    Ok(())
+}
+
 /// Where a request comes from and what it asks to be redirected to.
 #[derive(Clone)]
 pub struct Meta {

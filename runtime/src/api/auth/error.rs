@@ -73,7 +73,14 @@ impl From<DbError> for AuthApiError {
                 tracing::warn!(error = %p, "auth: database pool");
                 AuthApiError::new(503, "unexpected_failure", "Database unavailable").retry_after(1)
             }
-            DbError::Pg(pg) => AuthApiError::internal(wasmbase_host_api::db::describe(&pg)),
+            // Data exceptions (class 22: a NUL in text, a value out of range) are
+            // the client's input, not a server fault.
+            DbError::Pg(pg) => match pg.code().map(|c| c.code()) {
+                Some(code) if code.starts_with("22") => {
+                    AuthApiError::validation(wasmbase_host_api::db::data_exception_message(code))
+                }
+                _ => AuthApiError::internal(wasmbase_host_api::db::describe(&pg)),
+            },
         }
     }
 }

@@ -77,11 +77,15 @@ pub fn merge_metadata(current: &Value, patch: &Value) -> Value {
     Value::Object(out)
 }
 
-/// Requires a JSON object (or nothing) for metadata.
+/// Requires a JSON object (or nothing) for metadata, without NUL characters.
 pub fn object_or_empty(v: Option<Value>, field: &str) -> AuthResult<Value> {
     match v {
         None | Some(Value::Null) => Ok(json!({})),
-        Some(Value::Object(m)) => Ok(Value::Object(m)),
+        Some(Value::Object(m)) => {
+            let v = Value::Object(m);
+            super::ctx::reject_nul(&v, field)?;
+            Ok(v)
+        }
         Some(_) => Err(AuthApiError::validation(format!(
             "{field} must be a JSON object"
         ))),
