@@ -210,6 +210,12 @@ pub struct AuthConfig {
     pub access_token_ttl_secs: u64,
     /// Window in which a just-rotated refresh token may be reused (two tabs).
     pub refresh_token_reuse_interval_secs: u64,
+    /// A session ends this many seconds after sign-in, whatever its use (GoTrue's
+    /// `GOTRUE_SESSIONS_TIMEBOX`); 0 = never.
+    pub sessions_timebox_secs: u64,
+    /// A session ends after this many seconds without a refresh (GoTrue's
+    /// `GOTRUE_SESSIONS_INACTIVITY_TIMEOUT`); 0 = never.
+    pub sessions_inactivity_timeout_secs: u64,
     /// Lifetime of email links and OTP codes, in seconds.
     pub otp_ttl_secs: u64,
     /// Minimum seconds between two emails of one kind to one user.
@@ -323,6 +329,8 @@ impl Default for AuthConfig {
             password_min_length: 8,
             access_token_ttl_secs: 3600,
             refresh_token_reuse_interval_secs: 10,
+            sessions_timebox_secs: 0,
+            sessions_inactivity_timeout_secs: 0,
             otp_ttl_secs: 3600,
             email_min_interval_secs: 60,
             rate_limit_ip_per_minute: 300,

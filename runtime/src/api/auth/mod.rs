@@ -55,6 +55,9 @@ pub struct AuthState {
     pub user_cache: user_cache::UserCache,
     /// Shared, pipelined connections for the session check.
     pub lookup: lookup::Lookup,
+    /// Sweep passes this node has finished, so a test can wait for the first
+    /// one instead of racing it.
+    pub sweeps: std::sync::atomic::AtomicU64,
 }
 
 impl AuthState {
@@ -113,41 +116,106 @@ impl AuthState {
             // One shared connection per two cores: on 2 cores, one connection
             // (8 requests pipelined) gave 18.9k req/s where two gave 16.2k.
             lookup: lookup::Lookup::new(cores / 2),
+            sweeps: Default::default(),
             external_url,
         })
     }
 }
 
-/// Every few minutes, on every node, [`sweep_once`]; the deletes are idempotent,
-/// so N nodes need no coordination.
+/// How often each node runs [`sweep_once`].
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long a rotated-out refresh token is kept: reusing it within this time
+/// still ends its session (reuse detection), later it is simply not found.
+/// GoTrue's cleanup keeps them 24 hours too.
+const REVOKED_TOKEN_RETENTION_SECS: u64 = 24 * 3600;
+
+/// Rows one sweep statement deletes at once, so no statement holds many locks
+/// (a sweep repeats it until less than this is left, up to [`SWEEP_BATCHES`]).
+const SWEEP_BATCH: i64 = 1000;
+/// Batches per statement per pass; the rest waits for the next pass.
+const SWEEP_BATCHES: usize = 100;
+
+/// Once the node is ready and then about once a minute, on every node,
+/// [`sweep_once`]; its deletes are idempotent and skip rows another transaction
+/// holds, so N nodes sharing one database need no coordination.
 pub async fn sweep(st: &AppState, cancel: tokio_util::sync::CancellationToken) {
-    let every = std::time::Duration::from_secs(300);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut wait = std::time::Duration::ZERO;
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = cancel.cancelled() => return,
         }
-        if let Err(e) = sweep_once(st).await {
-            tracing::warn!(code = e.code, "sweeping expired auth tokens");
+        if !st.is_ready() {
+            // Migrations may not have run yet: look again shortly.
+            wait = std::time::Duration::from_secs(1);
+            continue;
         }
+        match sweep_once(st).await {
+            Ok(n) => tracing::debug!(rows = n, "swept ended auth sessions and tokens"),
+            Err(e) => tracing::warn!(code = e.code, "sweeping expired auth tokens"),
+        }
+        st.auth
+            .sweeps
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        wait = SWEEP_EVERY;
     }
 }
 
-/// Deletes what can no longer be used: email tokens past `otp_ttl_secs` and PKCE
-/// flows older than a day (their codes live 10 minutes). Returns the rows removed.
+/// Deletes what can no longer be used and returns the rows removed: email tokens
+/// past `otp_ttl_secs`, PKCE flows older than a day (their codes live 10
+/// minutes), rotated-out refresh tokens older than a day, and sessions that have
+/// ended — past `not_after`, the time-box (`sessions_timebox_secs`) or the
+/// inactivity timeout (`sessions_inactivity_timeout_secs`), or left without a
+/// live refresh token (after a minute, so a session being created is never
+/// taken). Each statement is its own short transaction and skips locked rows,
+/// so a sweep never waits on a refresh and many nodes may sweep at once.
 pub async fn sweep_once(st: &AppState) -> Result<u64, error::AuthApiError> {
-    let ttl = st.config.auth.otp_ttl_secs as f64;
-    db::in_transaction(&st.auth.pool, move |c| {
-        Box::pin(async move {
-            let tokens = c
-                .execute("DELETE FROM auth.one_time_tokens WHERE created_at < now() - make_interval(secs => $1)", &[&ttl])
-                .await?;
-            let flows = c.execute("DELETE FROM auth.flow_state WHERE created_at < now() - interval '1 day'", &[]).await?;
-            Ok(tokens + flows)
-        })
-    })
-    .await
+    let a = &st.config.auth;
+    let ttl = a.otp_ttl_secs as f64;
+    let retention = REVOKED_TOKEN_RETENTION_SECS.max(a.refresh_token_reuse_interval_secs) as f64;
+    let timebox = a.sessions_timebox_secs as f64;
+    let inactivity = a.sessions_inactivity_timeout_secs as f64;
+    let c = st.auth.pool.get().await.map_err(db::DbError::Pool)?;
+    let mut removed = c
+        .execute(
+            "DELETE FROM auth.one_time_tokens WHERE created_at < now() - make_interval(secs => $1)",
+            &[&ttl],
+        )
+        .await?;
+    removed += c
+        .execute(
+            "DELETE FROM auth.flow_state WHERE created_at < now() - interval '1 day'",
+            &[],
+        )
+        .await?;
+    let tokens = "DELETE FROM auth.refresh_tokens WHERE id IN (SELECT id FROM auth.refresh_tokens \
+         WHERE revoked AND updated_at < now() - make_interval(secs => $1::float8) \
+         LIMIT $2 FOR UPDATE SKIP LOCKED)";
+    let sessions = "DELETE FROM auth.sessions WHERE id IN (SELECT s.id FROM auth.sessions s \
+         WHERE s.not_after <= now() \
+            OR ($1::float8 > 0 AND s.created_at + make_interval(secs => $1::float8) <= now()) \
+            OR ($2::float8 > 0 AND coalesce(s.refreshed_at, s.created_at) + make_interval(secs => $2::float8) <= now()) \
+            OR (s.created_at < now() - interval '1 minute' AND NOT EXISTS \
+                 (SELECT 1 FROM auth.refresh_tokens rt WHERE rt.session_id = s.id AND NOT rt.revoked)) \
+         LIMIT $3 FOR UPDATE SKIP LOCKED)";
+    for _ in 0..SWEEP_BATCHES {
+        let n = c.execute(tokens, &[&retention, &SWEEP_BATCH]).await?;
+        removed += n;
+        if n < SWEEP_BATCH as u64 {
+            break;
+        }
+    }
+    for _ in 0..SWEEP_BATCHES {
+        let n = c
+            .execute(sessions, &[&timebox, &inactivity, &SWEEP_BATCH])
+            .await?;
+        removed += n;
+        if n < SWEEP_BATCH as u64 {
+            break;
+        }
+    }
+    Ok(removed)
 }
 
 /// Routes of the auth API.

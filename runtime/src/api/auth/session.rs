@@ -3,10 +3,17 @@
 //!
 //! Rotation: each refresh revokes the presented token and issues a child. Reusing
 //! a revoked token within `refresh_token_reuse_interval_secs` (two tabs refreshing
-//! at once) returns the session's current token — recovered from the parent's
-//! sealed `child_enc`, since only hashes are stored — or, if that one has moved on
-//! too, a fresh child. Any other reuse of a revoked token ends the whole session
-//! (the token family is presumed stolen).
+//! at once) returns the session's current token — found by following the chain of
+//! sealed children (`child_enc`: each token decrypts its own child, since only
+//! hashes are stored) from the presented token down to the one still live. It
+//! never mints a second live token, so a token stolen inside the window cannot
+//! fork the family (GoTrue does mint one when the presented token is two or more
+//! rotations old); if no live token is found, the reuse is refused. Any reuse of
+//! a revoked token after the interval ends the whole session (the token family
+//! is presumed stolen).
+//!
+//! Sessions also end by time when configured (GoTrue's session time-box and
+//! inactivity timeout); [`super::sweep_once`] deletes what has ended.
 
 use super::ctx::Meta;
 use super::error::{AuthApiError, AuthResult};
@@ -125,12 +132,55 @@ enum Refreshed {
     Revoked,
 }
 
+/// Most rotations followed from a reused token to the session's live one. Within
+/// a reuse interval of seconds, a chain longer than this means a client spinning.
+const MAX_CHAIN: usize = 32;
+
+/// The session's live refresh token, reached from the revoked `token` by opening
+/// each sealed child in turn (each row locked, so a concurrent rotation is seen
+/// once it commits). `None` when the chain ends without a live token.
+async fn live_descendant(
+    c: &Client,
+    session_id: Uuid,
+    token: &str,
+    child_enc: Option<String>,
+) -> AuthResult<Option<String>> {
+    let (mut token, mut sealed) = (token.to_string(), child_enc);
+    for _ in 0..MAX_CHAIN {
+        let Some(child) = sealed
+            .as_deref()
+            .and_then(|s| tokens::open_child(&token, s))
+        else {
+            return Ok(None);
+        };
+        let Some(row) = c
+            .query_opt(
+                "SELECT revoked, child_enc FROM auth.refresh_tokens \
+                 WHERE token_hash = $1 AND session_id = $2 FOR UPDATE",
+                &[&tokens::sha256_hex(&child), &session_id],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let revoked: bool = row.get(0);
+        if !revoked {
+            return Ok(Some(child));
+        }
+        (token, sealed) = (child, row.get(1));
+    }
+    Ok(None)
+}
+
 /// `grant_type=refresh_token`.
 pub async fn refresh(st: &AppState, presented: String, meta: &Meta) -> AuthResult<Value> {
     if presented.len() < 12 {
         return Err(AuthApiError::validation("Refresh token is not valid"));
     }
     let reuse_secs = st.config.auth.refresh_token_reuse_interval_secs as f64;
+    // 0 turns a limit off (GoTrue's default).
+    let timebox = st.config.auth.sessions_timebox_secs as f64;
+    let inactivity = st.config.auth.sessions_inactivity_timeout_secs as f64;
     let ip = meta.ip.clone();
     let ua = meta.user_agent.clone();
     let outcome = users::tx(st, move |c| {
@@ -139,12 +189,14 @@ pub async fn refresh(st: &AppState, presented: String, meta: &Meta) -> AuthResul
                 .query_opt(
                     "SELECT rt.id, rt.revoked, rt.child_enc, rt.session_id, s.user_id, \
                             extract(epoch FROM now() - rt.updated_at)::float8, \
-                            (s.not_after IS NOT NULL AND s.not_after <= now()), \
-                            coalesce(u.banned_until > now(), false), s.amr \
+                            (s.not_after IS NOT NULL AND s.not_after <= now()) \
+                              OR ($2::float8 > 0 AND s.created_at + make_interval(secs => $2::float8) <= now()), \
+                            coalesce(u.banned_until > now(), false), s.amr, \
+                            $3::float8 > 0 AND coalesce(s.refreshed_at, s.created_at) + make_interval(secs => $3::float8) <= now() \
                      FROM auth.refresh_tokens rt JOIN auth.sessions s ON s.id = rt.session_id \
                      JOIN auth.users u ON u.id = s.user_id \
                      WHERE rt.token_hash = $1 AND u.deleted_at IS NULL FOR UPDATE OF rt",
-                    &[&tokens::sha256_hex(&presented)],
+                    &[&tokens::sha256_hex(&presented), &timebox, &inactivity],
                 )
                 .await?;
             let Some(row) = row else {
@@ -152,55 +204,43 @@ pub async fn refresh(st: &AppState, presented: String, meta: &Meta) -> AuthResul
             };
             let (id, revoked, child_enc): (i64, bool, Option<String>) = (row.get(0), row.get(1), row.get(2));
             let (session_id, user_id, age): (Uuid, Uuid, f64) = (row.get(3), row.get(4), row.get(5));
-            let (expired, banned, amr): (bool, bool, Value) = (row.get(6), row.get(7), row.get(8));
+            let (expired, banned, amr, idle): (bool, bool, Value, bool) = (row.get(6), row.get(7), row.get(8), row.get(9));
             if banned {
                 return Err(AuthApiError::new(400, "user_banned", "User is banned"));
             }
             if expired {
                 return Err(AuthApiError::new(400, "session_expired", "Invalid Refresh Token: Session Expired"));
             }
-            let mut token_to_return = None;
-            if revoked {
+            if idle {
+                return Err(AuthApiError::new(400, "session_expired", "Invalid Refresh Token: Session Expired (Inactivity)"));
+            }
+            let refresh = if revoked {
                 if age > reuse_secs {
                     c.execute("DELETE FROM auth.sessions WHERE id = $1", &[&session_id]).await?;
                     users::audit(c, "token_revoked", Some(user_id), "", &ip, json!({"reason": "refresh_token_reuse", "session_id": session_id})).await?;
                     return Ok(Refreshed::Revoked);
                 }
-                // Within the reuse interval: hand back the current token if the
-                // child of this one is still the live one.
-                if let Some(child) = child_enc.as_deref().and_then(|s| tokens::open_child(&presented, s)) {
-                    let live = c
-                        .query_opt(
-                            "SELECT 1 FROM auth.refresh_tokens WHERE token_hash = $1 AND NOT revoked",
-                            &[&tokens::sha256_hex(&child)],
-                        )
-                        .await?;
-                    if live.is_some() {
-                        token_to_return = Some(child);
+                // Within the reuse interval: hand back the session's live token,
+                // however many rotations ago the presented one was revoked.
+                match live_descendant(c, session_id, &presented, child_enc).await? {
+                    Some(live) => live,
+                    None => {
+                        return Err(AuthApiError::new(400, "refresh_token_already_used", "Invalid Refresh Token: Already Used"));
                     }
                 }
-            }
-            let refresh = match token_to_return {
-                Some(t) => t,
-                None => {
-                    let child = tokens::new_refresh_token();
-                    // A reused (revoked) parent keeps the child it already sealed.
-                    c.execute(
-                        // A reused (already revoked) token keeps its revocation time, so
-                        // the reuse window cannot be stretched by reusing it again.
-                        "UPDATE auth.refresh_tokens SET revoked = true, \
-                           updated_at = CASE WHEN revoked THEN updated_at ELSE now() END, \
-                           child_enc = CASE WHEN revoked THEN child_enc ELSE $2 END WHERE id = $1",
-                        &[&id, &tokens::seal_child(&presented, &child)],
-                    )
-                    .await?;
-                    c.execute(
-                        "INSERT INTO auth.refresh_tokens (token_hash, session_id, parent_id) VALUES ($1, $2, $3)",
-                        &[&tokens::sha256_hex(&child), &session_id, &id],
-                    )
-                    .await?;
-                    child
-                }
+            } else {
+                let child = tokens::new_refresh_token();
+                c.execute(
+                    "UPDATE auth.refresh_tokens SET revoked = true, updated_at = now(), child_enc = $2 WHERE id = $1",
+                    &[&id, &tokens::seal_child(&presented, &child)],
+                )
+                .await?;
+                c.execute(
+                    "INSERT INTO auth.refresh_tokens (token_hash, session_id, parent_id) VALUES ($1, $2, $3)",
+                    &[&tokens::sha256_hex(&child), &session_id, &id],
+                )
+                .await?;
+                child
             };
             c.execute(
                 "UPDATE auth.sessions SET refreshed_at = now(), updated_at = now(), ip = $2, user_agent = coalesce($3, user_agent) WHERE id = $1",
