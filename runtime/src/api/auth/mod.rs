@@ -80,10 +80,11 @@ impl AuthState {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
-        if a.smtp.is_none() && !a.autoconfirm.unwrap_or(false) {
+        if a.smtp.is_none() {
+            // Only with auth.dev_mailbox = true (Config::validate).
             tracing::warn!(
-                "no [auth.smtp] configured while sign-ups need confirmation: emails go to the dev mailbox \
-                 (`wasmbase mail`), not to users"
+                "no [auth.smtp]: auth emails (live sign-in, recovery and invite links) are kept in the \
+                 dev mailbox (`wasmbase mail`), not sent to users"
             );
         }
         let pool = db::service_pool(
@@ -134,17 +135,22 @@ pub async fn sweep(st: &AppState, cancel: tokio_util::sync::CancellationToken) {
     }
 }
 
-/// Deletes what can no longer be used: email tokens past `otp_ttl_secs` and PKCE
-/// flows older than a day (their codes live 10 minutes). Returns the rows removed.
+/// Deletes what can no longer be used: email tokens past `otp_ttl_secs`, PKCE
+/// flows older than a day (their codes live 10 minutes) and send times older than
+/// `email_min_interval_secs`. Returns the rows removed.
 pub async fn sweep_once(st: &AppState) -> Result<u64, error::AuthApiError> {
     let ttl = st.config.auth.otp_ttl_secs as f64;
+    let interval = st.config.auth.email_min_interval_secs as f64;
     db::in_transaction(&st.auth.pool, move |c| {
         Box::pin(async move {
             let tokens = c
                 .execute("DELETE FROM auth.one_time_tokens WHERE created_at < now() - make_interval(secs => $1)", &[&ttl])
                 .await?;
             let flows = c.execute("DELETE FROM auth.flow_state WHERE created_at < now() - interval '1 day'", &[]).await?;
-            Ok(tokens + flows)
+            let sends = c
+                .execute("DELETE FROM auth.email_send_times WHERE sent_at < now() - make_interval(secs => $1)", &[&interval])
+                .await?;
+            Ok(tokens + flows + sends)
         })
     })
     .await
