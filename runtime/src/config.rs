@@ -228,8 +228,15 @@ pub struct AuthConfig {
     pub hash_concurrency: Option<usize>,
     /// Password hashes allowed to wait; more get 503.
     pub hash_queue: usize,
-    /// Outgoing mail; without it, mail goes to the dev mailbox (`wasmbase mail`).
+    /// Outgoing mail; without it, mail goes to the dev mailbox (`wasmbase mail`),
+    /// which takes `dev_mailbox = true`.
     pub smtp: Option<SmtpConfig>,
+    /// Keep auth emails in the dev mailbox (`wasmbase.mailbox`) when no `smtp` is
+    /// set. Its rows hold live magic links and recovery and invite codes, which
+    /// anyone with database or secret-key access can use, so a server without
+    /// SMTP starts only when this is `true`: `dev` sets it by default, `serve`
+    /// never does. With `smtp` set, mail goes out by SMTP either way.
+    pub dev_mailbox: Option<bool>,
 }
 
 /// `[auth.smtp]`
@@ -338,6 +345,7 @@ impl Default for AuthConfig {
             hash_concurrency: None,
             hash_queue: 32,
             smtp: None,
+            dev_mailbox: None,
         }
     }
 }
@@ -400,6 +408,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("redirect_urls", &self.redirect_urls)
             .field("signing_keys", &self.signing_keys)
             .field("smtp", &self.smtp)
+            .field("dev_mailbox", &self.dev_mailbox)
             .finish_non_exhaustive()
     }
 }
@@ -619,6 +628,16 @@ impl Config {
         if self.auth.access_token_ttl_secs < 30 {
             return err("auth.access_token_ttl_secs", "must be at least 30".into());
         }
+        if self.auth.smtp.is_none() && self.auth.dev_mailbox != Some(true) {
+            return err(
+                "auth.dev_mailbox",
+                "no `[auth.smtp]` is configured, so auth emails (live magic links, recovery and \
+                 invite codes) would be stored in the dev mailbox instead of sent; configure \
+                 `[auth.smtp]` (or WASMBASE_AUTH_SMTP), or set `auth.dev_mailbox = true` \
+                 (WASMBASE_AUTH_DEV_MAILBOX=true) to keep them in the mailbox on purpose"
+                    .into(),
+            );
+        }
         if let Some(s) = &self.auth.smtp {
             if !matches!(s.tls.as_str(), "starttls" | "tls" | "none") {
                 return err(
@@ -750,6 +769,38 @@ mod tests {
         c.auth.jwt_secret = Some("hunter4".repeat(8));
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter"), "{shown}");
+    }
+
+    #[test]
+    fn a_server_without_smtp_needs_an_explicit_dev_mailbox() {
+        let mut c = Config::default();
+        c.database.url = Some("postgres://x@localhost/db".into());
+        c.auth.jwt_secret = Some("x".repeat(40));
+        // What `serve` gets by default: refused, naming both options.
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("auth.dev_mailbox") && e.contains("auth.smtp"),
+            "{e}"
+        );
+        c.auth.dev_mailbox = Some(false);
+        assert!(c.validate().is_err());
+        c.auth.dev_mailbox = Some(true);
+        c.validate().unwrap();
+        c.auth.dev_mailbox = None;
+        c.auth.smtp = Some(SmtpConfig {
+            host: "smtp.example.com".into(),
+            port: 587,
+            user: None,
+            pass: None,
+            from: "App <no-reply@app.dev>".into(),
+            tls: "starttls".into(),
+        });
+        c.validate().unwrap();
+        // The key is read from the file and the environment like any other.
+        let mut t = toml::Table::new();
+        apply_env(&mut t, env(&[("WASMBASE_AUTH_DEV_MAILBOX", "true")])).unwrap();
+        let c: Config = toml::Value::Table(t).try_into().unwrap();
+        assert_eq!(c.auth.dev_mailbox, Some(true));
     }
 
     #[test]

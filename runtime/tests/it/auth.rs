@@ -21,7 +21,8 @@ async fn auth_server(tweak: impl FnOnce(&mut wasmbase::config::Config)) -> Auth 
     let s = db
         .server_with(|c| {
             c.auth.autoconfirm = Some(true);
-            c.auth.email_min_interval_secs = 0;
+            // email_min_interval_secs keeps its default (60): tests that mail one
+            // address twice within it set 0 themselves.
             c.auth.site_url = "http://localhost:3000".into();
             c.auth.redirect_urls = vec!["http://app.test/**".into()];
             tweak(c)
@@ -239,7 +240,13 @@ async fn logout_scopes_end_sessions_even_before_their_tokens_expire() {
 
 #[tokio::test]
 async fn confirmation_flow_and_no_account_enumeration_when_confirmation_is_on() {
-    let a = auth_server(|c| c.auth.autoconfirm = Some(false)).await;
+    // Signs one address up twice in a row: no send interval here (the default one
+    // is covered by every_email_flow_works_with_the_default_send_interval_...).
+    let a = auth_server(|c| {
+        c.auth.autoconfirm = Some(false);
+        c.auth.email_min_interval_secs = 0;
+    })
+    .await;
     let r = a.post("/signup", json!({"email": "New@Example.com", "password": "password-123", "data": {"plan": "free"}})).await;
     assert_eq!(r.status, 200);
     assert!(
@@ -366,7 +373,8 @@ async fn pkce_link_gives_a_code_that_only_the_verifier_can_exchange() {
 
 #[tokio::test]
 async fn email_links_never_redirect_outside_the_allowlist() {
-    let a = auth_server(|_| {}).await;
+    // Two recovery mails to one address in a row: no send interval here.
+    let a = auth_server(|c| c.auth.email_min_interval_secs = 0).await;
     a.signup("redir@example.com").await;
     a.post(
         "/recover?redirect_to=https%3A%2F%2Fevil.example%2Fsteal",
@@ -440,16 +448,25 @@ async fn expired_codes_are_refused_and_swept_away() {
         (r.status, r.body["code"].as_str()),
         (403, Some("otp_expired"))
     );
+    // An unknown address without sign-up gets what a known one gets (not GoTrue's
+    // 422 otp_disabled, which tells them apart), and no mail, and no user.
     let r = a
         .post(
             "/otp",
             json!({"email": "ghost@example.com", "create_user": false}),
         )
         .await;
-    assert_eq!(
-        (r.status, r.body["code"].as_str()),
-        (422, Some("otp_disabled"))
-    );
+    assert_eq!((r.status, &r.body), (200, &json!({})));
+    assert!(a.mail("ghost@example.com").await.is_empty());
+    let users: i64 = owner
+        .query_one(
+            "SELECT count(*) FROM auth.users WHERE email = 'ghost@example.com'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(users, 0);
 }
 
 #[tokio::test]
@@ -835,7 +852,13 @@ async fn smtp_delivers_confirmation_mail_when_configured() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    // Sent before the response: it is already in the sink.
+    // Delivered after the response (which does not wait on the SMTP server, so its
+    // timing says nothing about the address): wait for the sink to receive it.
+    let m = sink.messages.clone();
+    wait_until("the mail reaches the SMTP sink", 30, || {
+        m.try_lock().map(|v| !v.is_empty()).unwrap_or(false)
+    })
+    .await;
     let msgs = sink.messages.lock().await.clone();
     assert_eq!(msgs.len(), 1);
     let m = &msgs[0];
@@ -1022,7 +1045,12 @@ async fn codes_die_after_five_wrong_guesses_and_links_do_not_derive_from_them() 
 
 #[tokio::test]
 async fn a_password_set_before_confirmation_does_not_survive_the_owner_claiming_the_address() {
-    let a = auth_server(|c| c.auth.autoconfirm = Some(false)).await;
+    // Signs one address up twice in a row: no send interval here.
+    let a = auth_server(|c| {
+        c.auth.autoconfirm = Some(false);
+        c.auth.email_min_interval_secs = 0;
+    })
+    .await;
     // Someone who does not own the mailbox signs up with it.
     let r = a
         .post(
@@ -1300,6 +1328,254 @@ async fn every_server_sweeps_dead_refresh_tokens_by_default() {
         let n: i64 = owner
             .query_one(
                 "SELECT count(*) FROM auth.refresh_tokens WHERE revoked",
+
+/// A 429 within the send interval, as the client sees it (the wait in the
+/// message may differ by a second between two requests).
+fn send_limited(r: &Resp) -> bool {
+    r.status == 429
+        && r.body["code"] == "over_email_send_rate_limit"
+        && r.headers.contains_key("retry-after")
+}
+
+#[tokio::test]
+async fn every_email_flow_works_with_the_default_send_interval_and_answers_alike_for_unknown_addresses(
+) {
+    // What `serve` runs with: confirmation on, the default 60 s send interval.
+    let a = auth_server(|c| c.auth.autoconfirm = Some(false)).await;
+    assert_eq!(a.s.srv.state.config.auth.email_min_interval_secs, 60);
+    let admin_create = |email: &'static str| {
+        a.call(
+            reqwest::Method::POST,
+            "/admin/users",
+            Some(json!({"email": email, "password": "password-123", "email_confirm": true})),
+            None,
+            &a.sk,
+        )
+    };
+    assert_eq!(admin_create("known@example.com").await.status, 200);
+    assert_eq!(admin_create("taken@example.com").await.status, 200);
+
+    // Sign-up with confirmation: mails the confirmation, whose code confirms.
+    let r = a
+        .post(
+            "/signup",
+            json!({"email": "fresh@example.com", "password": "password-123"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let code = code_of(&a.mail("fresh@example.com").await[0]);
+    let ok = a.verify_code("signup", "fresh@example.com", &code).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    // A second sign-up within the interval: the same 429 for a confirmed address
+    // and for one nobody has.
+    for email in [
+        "fresh@example.com",
+        "known@example.com",
+        "nobody1@example.com",
+    ] {
+        let body = json!({"email": email, "password": "password-123"});
+        if email != "fresh@example.com" {
+            let first = a.post("/signup", body.clone()).await;
+            assert_eq!(first.status, 200, "{email}: {}", first.body);
+        }
+        let again = a.post("/signup", body).await;
+        assert!(
+            send_limited(&again),
+            "{email}: {} {}",
+            again.status,
+            again.body
+        );
+    }
+    // The resend of a confirmation is the same flow: limited alike too.
+    for email in ["fresh@example.com", "nobody1@example.com"] {
+        let r = a
+            .post("/resend", json!({"type": "signup", "email": email}))
+            .await;
+        assert!(send_limited(&r), "{email}: {} {}", r.status, r.body);
+    }
+
+    // Recovery: the same answer, then the same 429, known or not; one mail.
+    for path in ["/recover", "/otp"] {
+        let known = "known@example.com";
+        let unknown = "nobody2@example.com";
+        let body = |e: &str| json!({"email": e, "create_user": false});
+        let (k, u) = (
+            a.post(path, body(known)).await,
+            a.post(path, body(unknown)).await,
+        );
+        assert_eq!((k.status, &k.body), (200, &json!({})), "{path}");
+        assert_eq!((u.status, &u.body), (k.status, &k.body), "{path}");
+        let (k, u) = (
+            a.post(path, body(known)).await,
+            a.post(path, body(unknown)).await,
+        );
+        assert!(send_limited(&k), "{path}: {} {}", k.status, k.body);
+        assert!(send_limited(&u), "{path}: {} {}", u.status, u.body);
+        assert_eq!(k.body["code"], u.body["code"]);
+    }
+    assert!(a.mail("nobody2@example.com").await.is_empty());
+    let mails = a.mail("known@example.com").await;
+    assert_eq!(mails.len(), 2, "one recovery mail and one magic link");
+    assert!(link_of(&mails[0]).contains("type=magiclink"));
+    assert!(link_of(&mails[1]).contains("type=recovery"));
+    // The magic link's code signs in.
+    let ok = a
+        .verify_code("email", "known@example.com", &code_of(&mails[0]))
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let access = s(&ok.body["access_token"]);
+
+    // Email change: mails the new address; an address another account has gets
+    // the same answer but no mail.
+    let change = |email: &'static str| {
+        a.call(
+            reqwest::Method::PUT,
+            "/user",
+            Some(json!({ "email": email })),
+            Some(&access),
+            &a.pk,
+        )
+    };
+    let free = change("moved@example.com").await;
+    assert_eq!(free.status, 200, "{}", free.body);
+    assert_eq!(free.body["new_email"], "moved@example.com");
+    let code = code_of(&a.mail("moved@example.com").await[0]);
+    let taken = change("taken@example.com").await;
+    assert_eq!(taken.status, 200, "{}", taken.body);
+    assert_eq!(taken.body["new_email"], "taken@example.com");
+    assert!(a.mail("taken@example.com").await.is_empty());
+    // The earlier change's code no longer applies (the pending address changed).
+    let r = a
+        .verify_code("email_change", "moved@example.com", &code)
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let again = change("taken@example.com").await;
+    assert!(send_limited(&again), "{} {}", again.status, again.body);
+
+    // Invite: mails the invitation, whose link works.
+    let invite = || {
+        a.call(
+            reqwest::Method::POST,
+            "/invite",
+            Some(json!({"email": "invitee@example.com"})),
+            None,
+            &a.sk,
+        )
+    };
+    let r = invite().await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let code = code_of(&a.mail("invitee@example.com").await[0]);
+    assert!(send_limited(&invite().await));
+    let ok = a.verify_code("invite", "invitee@example.com", &code).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+}
+
+#[tokio::test]
+async fn an_admin_password_reset_voids_emailed_codes_and_links_like_a_users_own_change() {
+    let a = auth_server(|_| {}).await;
+    let session = a.signup("reset@example.com").await;
+    let id = s(&session["user"]["id"]);
+    // Someone has a recovery mail (say, from a mailbox that leaked).
+    let r = a
+        .post("/recover", json!({"email": "reset@example.com"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mail = a.mail("reset@example.com").await.remove(0);
+    let r = a
+        .call(
+            reqwest::Method::PUT,
+            &format!("/admin/users/{id}"),
+            Some(json!({"password": "admin-set-password"})),
+            None,
+            &a.sk,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = a
+        .verify_code("recovery", "reset@example.com", &code_of(&mail))
+        .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (403, Some("otp_expired")),
+        "the code mailed before the reset is void"
+    );
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = no_redirect.get(link_of(&mail)).send().await.unwrap();
+    let loc = resp.headers()["location"].to_str().unwrap();
+    assert!(loc.contains("error_code=otp_expired"), "{loc}");
+    // Sessions end too, and the new password works.
+    assert_eq!(a.user(&s(&session["access_token"])).await.status, 403);
+    assert_eq!(
+        a.login("reset@example.com", "admin-set-password")
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn parallel_wrong_codes_cannot_get_past_the_five_guess_limit() {
+    let a = auth_server(|c| {
+        c.auth.rate_limit_email_per_minute = 100;
+        c.database.pool_timeout_ms = 60_000;
+    })
+    .await;
+    a.signup("race@example.com").await;
+    let code = a.otp_code("race@example.com").await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    // Hold every auth connection, queue 20 wrong guesses, then the right code
+    // behind them; the pool hands connections out in queue order.
+    let pool = a.s.srv.state.auth.pool.clone();
+    let mut held = Vec::new();
+    for _ in 0..pool.status().max_size {
+        held.push(pool.get().await.unwrap());
+    }
+    let guess = |c: String| {
+        let (http, url, pk) = (a.s.http.clone(), a.s.url.clone(), a.pk.clone());
+        tokio::spawn(async move {
+            let r = http
+                .post(format!("{url}/auth/v1/verify"))
+                .header("apikey", pk)
+                .header("x-supabase-api-version", "2024-01-01")
+                .json(&json!({"type": "email", "email": "race@example.com", "token": c}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        })
+    };
+    let wrongs: Vec<_> = (0..20).map(|_| guess(wrong.to_string())).collect();
+    let p = pool.clone();
+    wait_until("20 guesses queue for a connection", 30, || {
+        p.status().waiting == 20
+    })
+    .await;
+    let right = guess(code.clone());
+    let p = pool.clone();
+    wait_until("the right code queues behind them", 30, || {
+        p.status().waiting == 21
+    })
+    .await;
+    drop(held);
+    for w in wrongs {
+        let (status, body) = w.await.unwrap();
+        assert_eq!((status, body["code"].as_str()), (403, Some("otp_expired")));
+    }
+    let (status, body) = right.await.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("otp_expired")),
+        "20 wrong guesses were checked first: the code must be dead ({body})"
+    );
+    let left: i64 =
+        a.db.owner()
+            .await
+            .query_one(
+                "SELECT count(*) FROM auth.one_time_tokens WHERE relates_to = 'race@example.com'",
                 &[],
             )
             .await
@@ -1382,4 +1658,6 @@ async fn a_nul_character_in_user_data_is_a_400_not_a_500() {
         "{}",
         r.body
     );
+
+    assert_eq!(left, 0);
 }

@@ -220,6 +220,81 @@ fn bad_config_is_refused_with_the_key_named() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
 }
 
+#[tokio::test]
+async fn serve_without_smtp_starts_only_with_an_explicit_dev_mailbox() {
+    let db = crate::harness::TestDb::new().await;
+    let c = db.config();
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = format!(
+        "[database]\nurl = \"{}\"\n",
+        c.database.url.as_deref().unwrap()
+    );
+    if let Some(pw) = &c.database.authenticator_password {
+        toml.push_str(&format!("authenticator_password = \"{pw}\"\n"));
+    }
+    toml.push_str(&format!(
+        "[auth]\njwt_secret = \"{}\"\n",
+        crate::harness::JWT_SECRET
+    ));
+    std::fs::write(dir.path().join("w.toml"), &toml).unwrap();
+    // No [auth.smtp], no dev_mailbox: refused, naming both ways out.
+    let out = wasmbase(dir.path())
+        .args(["serve", "--config", "w.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("auth.dev_mailbox") && e.contains("auth.smtp"),
+        "{e}"
+    );
+    // `dev_mailbox = false` is no different.
+    let out = wasmbase(dir.path())
+        .env("WASMBASE_AUTH_DEV_MAILBOX", "false")
+        .args(["serve", "--config", "w.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.dev_mailbox"));
+    // With the flag it starts and serves.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = wasmbase(dir.path())
+        .env("WASMBASE_AUTH_DEV_MAILBOX", "true")
+        .env("WASMBASE_SERVER_LISTEN", format!("127.0.0.1:{port}"))
+        .args(["serve", "--config", "w.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("serve with auth.dev_mailbox = true exited: {status}");
+        }
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/ready")).await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "serve did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // SIGTERM drains and exits cleanly.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
 #[test]
 fn token_refuses_roles_outside_the_api_roles() {
     let dir = tempfile::tempdir().unwrap();

@@ -193,6 +193,8 @@ impl TestDb {
             c.database.authenticator_password = Some(AUTHENTICATOR_PW.into());
         }
         c.auth.jwt_secret = Some(JWT_SECRET.into());
+        // Mail goes to the dev mailbox, where tests read it.
+        c.auth.dev_mailbox = Some(true);
         c.migrations.dir = PathBuf::from("/nonexistent/wasmbase-test-migrations");
         c
     }

@@ -2,7 +2,7 @@
 
 use super::ctx::{body, Meta, UserCaller};
 use super::error::{AuthApiError, AuthResult};
-use super::mail::Template;
+use super::mail::{self, Template};
 use super::{redirect, tokens, users};
 use crate::server::state::AppState;
 use axum::extract::State;
@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use users::MailFlow;
 
 /// The user object goes out as PostgreSQL rendered it (cached per row version):
 /// no parse and re-serialise on the hottest auth path.
@@ -72,9 +73,10 @@ struct UpdateBody {
     code_challenge_method: Option<String>,
 }
 
-/// `data` merges into user_metadata; `password` changes it and ends the user's
-/// other sessions; `email` starts an email change (confirmed through the new
-/// address). `app_metadata` is for admins only (403 `not_admin`).
+/// `data` merges into user_metadata; `password` changes it, ends the user's
+/// other sessions and voids pending email links and codes ([`users::set_password`]);
+/// `email` starts an email change (confirmed through the new address; an address
+/// another account has gets the same answer and no mail). `app_metadata` is for admins only (403 `not_admin`).
 pub async fn update_user(
     State(st): State<AppState>,
     u: UserCaller,
@@ -156,21 +158,24 @@ pub async fn update_user(
                     .await?;
             }
             if let Some(h) = new_hash {
-                c.execute("UPDATE auth.users SET encrypted_password = $2, updated_at = now() WHERE id = $1", &[&uid, &h]).await?;
-                match sid {
-                    Some(s) => c.execute("DELETE FROM auth.sessions WHERE user_id = $1 AND id <> $2", &[&uid, &s]).await?,
-                    None => c.execute("DELETE FROM auth.sessions WHERE user_id = $1", &[&uid]).await?,
-                };
-                c.execute("DELETE FROM auth.one_time_tokens WHERE user_id = $1", &[&uid]).await?;
-                users::audit(c, "user_updated_password", Some(uid), "", &ip, json!({})).await?;
+                users::set_password(c, uid, &h, sid, &ip).await?;
             }
             if let Some(e) = new_email {
-                if users::find_by_email(c, &e).await?.is_some() {
-                    return Err(AuthApiError::new(422, "email_exists", "A user with this email address has already been registered"));
-                }
+                users::claim_send_slot(&s, c, &e, MailFlow::EmailChange).await?;
                 c.execute("UPDATE auth.users SET email_change = $2, updated_at = now() WHERE id = $1", &[&uid, &e]).await?;
-                let m = users::prepare_email(&s, c, uid, Template::EmailChange, &e, pkce.as_ref(), &redirect_to).await?;
-                mail = Some(m);
+                if users::find_by_email(c, &e).await?.is_some() {
+                    // Taken: the same answer as for a free address (no account
+                    // enumeration), but no mail, and no link that could confirm it.
+                    c.execute(
+                        "DELETE FROM auth.one_time_tokens WHERE user_id = $1 AND token_type = 'email_change'",
+                        &[&uid],
+                    )
+                    .await?;
+                    c.execute("UPDATE auth.users SET email_change_sent_at = now() WHERE id = $1", &[&uid]).await?;
+                } else {
+                    let m = users::prepare_email(&s, c, uid, Template::EmailChange, &e, pkce.as_ref(), &redirect_to).await?;
+                    mail = Some(m);
+                }
             }
             users::audit(c, "user_modified", Some(uid), "", &ip, json!({})).await?;
             let user = users::user_json(c, uid).await?.ok_or_else(|| AuthApiError::new(403, "user_not_found", "User not found"))?;
@@ -179,7 +184,7 @@ pub async fn update_user(
     })
     .await?;
     if let Some(m) = mail {
-        st.auth.mailer.send(&st, m).await?;
+        mail::deliver(&st, m).await?;
     }
     Ok(Json(user))
 }

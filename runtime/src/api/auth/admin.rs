@@ -226,7 +226,8 @@ pub async fn get(
 }
 
 /// `PUT /admin/users/{id}`: metadata merges (null deletes); a new password ends
-/// all of the user's sessions.
+/// all of the user's sessions and voids pending email links and codes
+/// ([`users::set_password`], as when users change their own).
 pub async fn update(
     State(st): State<AppState>,
     AdminCaller(p): AdminCaller,
@@ -296,8 +297,7 @@ pub async fn update(
                 users::confirm_email(c, id).await?;
             }
             if let Some(h) = &hash {
-                c.execute("UPDATE auth.users SET encrypted_password = $2 WHERE id = $1", &[&id, h]).await?;
-                c.execute("DELETE FROM auth.sessions WHERE user_id = $1", &[&id]).await?;
+                users::set_password(c, id, h, None, &ip).await?;
             }
             apply_ban(c, id, ban).await?;
             users::audit(c, "user_modified", Some(id), "", &ip, json!({"by": who})).await?;
@@ -508,6 +508,7 @@ pub async fn invite(
     let (s, who, ip) = (st.clone(), actor(&p), meta.ip.clone());
     let (user, mail) = users::tx(&st, move |c| {
         Box::pin(async move {
+            users::claim_send_slot(&s, c, &email, users::MailFlow::Invite).await?;
             let id = match users::find_by_email(c, &email).await? {
                 Some(u) if u.confirmed => {
                     return Err(AuthApiError::new(

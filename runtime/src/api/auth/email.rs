@@ -1,9 +1,12 @@
 //! Email flows: `POST /recover`, `POST /otp` (magic link + code), `POST /resend`,
 //! and `GET|POST /verify`, which consumes a link token or OTP code.
 //!
-//! Unknown addresses get the same 200 `{}` as known ones on recover and resend
-//! (no account enumeration). Tokens are single use and expire after
-//! `otp_ttl_secs`. With PKCE (a `code_challenge` on the request) the verified link
+//! Unknown addresses get the same answer as known ones on recover, otp and resend
+//! (no account enumeration): the same 200 `{}`, the same 429 within
+//! `email_min_interval_secs` (tracked per address, not per account), and no wait
+//! on the SMTP server (see [`mail::deliver`]). Tokens are single use and expire
+//! after `otp_ttl_secs`; a code dies after 5 wrong guesses, counted in the
+//! transaction that checks it. With PKCE (a `code_challenge` on the request) the verified link
 //! redirects with `?code=` for `grant_type=pkce` instead of carrying tokens.
 
 use super::ctx::{body, rate_limit, Keyed, Meta};
@@ -18,7 +21,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_postgres::Client;
-use users::{NewUser, TokenKind};
+use users::{MailFlow, NewUser, TokenKind};
 use uuid::Uuid;
 
 #[derive(Deserialize, Default)]
@@ -40,7 +43,7 @@ fn ok_empty() -> Json<Value> {
 
 async fn send(st: &AppState, mail: Option<mail::Mail>) -> AuthResult<()> {
     match mail {
-        Some(m) => st.auth.mailer.send(st, m).await,
+        Some(m) => mail::deliver(st, m).await,
         None => Ok(()),
     }
 }
@@ -64,6 +67,7 @@ pub async fn recover(
     let (s, ip) = (st.clone(), meta.ip.clone());
     let mail = users::tx(&st, move |c| {
         Box::pin(async move {
+            users::claim_send_slot(&s, c, &email, MailFlow::Recovery).await?;
             let Some(u) = users::find_by_email(c, &email).await? else {
                 return Ok(None);
             };
@@ -94,9 +98,11 @@ pub async fn recover(
     Ok(ok_empty())
 }
 
-/// `POST /otp`: a magic link + code. An unknown address signs up (unless
-/// `create_user` is false: 422 `otp_disabled`); an unconfirmed one gets the sign-up
-/// confirmation instead (GoTrue's behaviour).
+/// `POST /otp`: a magic link + code. An unknown address signs up; an unconfirmed
+/// one gets the sign-up confirmation instead (GoTrue's behaviour). With
+/// `create_user: false` (or sign-ups disabled) an unknown address gets the same
+/// 200 `{}` and no mail, where GoTrue answers 422 `otp_disabled` and so tells
+/// which addresses have accounts.
 pub async fn otp(
     State(st): State<AppState>,
     _k: Keyed,
@@ -125,6 +131,7 @@ pub async fn otp(
     let (autoconfirm, signup_off) = (st.auth.autoconfirm, st.config.auth.disable_signup);
     let mail = users::tx(&st, move |c| {
         Box::pin(async move {
+            users::claim_send_slot(&s, c, &email, MailFlow::Otp).await?;
             let (id, confirmed) = match users::find_by_email(c, &email).await? {
                 Some(u) => {
                     if !u.confirmed {
@@ -132,13 +139,7 @@ pub async fn otp(
                     }
                     (u.id, u.confirmed)
                 }
-                None if !create || signup_off => {
-                    return Err(AuthApiError::new(
-                        422,
-                        "otp_disabled",
-                        "Signups not allowed for otp",
-                    ));
-                }
+                None if !create || signup_off => return Ok(None),
                 None => {
                     let new = NewUser {
                         email: &email,
@@ -199,8 +200,13 @@ pub async fn resend(
     rate_limit(&st, &meta, Some(&email))?;
     let redirect_to = redirect::resolve(&st.config.auth, meta.redirect_to());
     let s = st.clone();
+    let flow = match kind {
+        TokenKind::EmailChange => MailFlow::EmailChange,
+        _ => MailFlow::Signup,
+    };
     let mail = users::tx(&st, move |c| {
         Box::pin(async move {
+            users::claim_send_slot(&s, c, &email, flow).await?;
             let Some(u) = users::find_by_email(c, &email).await? else {
                 return Ok(None);
             };
@@ -251,25 +257,8 @@ fn kinds_for(verify_type: &str) -> AuthResult<&'static [TokenKind]> {
     })
 }
 
-/// A wrong code counts against every live token for that address; a token that
-/// has seen [`MAX_CODE_ATTEMPTS`] wrong codes is destroyed.
-async fn count_failed_code(st: &AppState, email: String) -> AuthResult<()> {
-    users::tx(st, move |c| {
-        Box::pin(async move {
-            c.execute(
-                "UPDATE auth.one_time_tokens SET failed_attempts = failed_attempts + 1 WHERE relates_to = $1",
-                &[&email],
-            )
-            .await?;
-            c.execute(
-                &format!("DELETE FROM auth.one_time_tokens WHERE relates_to = $1 AND failed_attempts >= {MAX_CODE_ATTEMPTS}"),
-                &[&email],
-            )
-            .await?;
-            Ok(())
-        })
-    })
-    .await
+fn invalid_token() -> AuthApiError {
+    AuthApiError::new(403, "otp_expired", "Token has expired or is invalid")
 }
 
 fn expired() -> AuthApiError {
@@ -295,13 +284,17 @@ struct Consumed {
     flow: Option<Uuid>,
 }
 
-/// Consumes a matching, unexpired token and applies it.
+/// Consumes a matching, unexpired token and applies it. `Ok(None)`: no live token
+/// matches. For a code that is a wrong guess, and it has been counted here, in
+/// this transaction (which the caller must commit): the address's tokens are
+/// locked first, so parallel guesses queue and each sees the count the ones
+/// before it left; no more than [`MAX_CODE_ATTEMPTS`] are ever checked.
 async fn consume(
     st: &AppState,
     c: &Client,
     lookup: &Lookup,
     kinds: &[TokenKind],
-) -> AuthResult<Consumed> {
+) -> AuthResult<Option<Consumed>> {
     let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
     let ttl = st.config.auth.otp_ttl_secs as f64;
     const RETURNING: &str = "RETURNING user_id, token_type, relates_to, created_at > now() - make_interval(secs => $3), \
@@ -318,6 +311,11 @@ async fn consume(
             .await?
         }
         Lookup::Code { email, otp_hash } => {
+            c.query(
+                "SELECT 1 FROM auth.one_time_tokens WHERE relates_to = $1 ORDER BY id FOR UPDATE",
+                &[email],
+            )
+            .await?;
             c.query_opt(
                 &format!(
                     "DELETE FROM auth.one_time_tokens WHERE id = (SELECT id FROM auth.one_time_tokens \
@@ -330,7 +328,21 @@ async fn consume(
         }
     };
     let Some(row) = row else {
-        return Err(expired());
+        if let Lookup::Code { email, .. } = lookup {
+            // A wrong code counts against every live token for the address; a
+            // token that has seen MAX_CODE_ATTEMPTS wrong codes is destroyed.
+            c.execute(
+                "UPDATE auth.one_time_tokens SET failed_attempts = failed_attempts + 1 WHERE relates_to = $1",
+                &[email],
+            )
+            .await?;
+            c.execute(
+                "DELETE FROM auth.one_time_tokens WHERE relates_to = $1 AND failed_attempts >= $2",
+                &[email, &MAX_CODE_ATTEMPTS],
+            )
+            .await?;
+        }
+        return Ok(None);
     };
     let (user_id, kind, relates_to, fresh, unconfirmed): (
         Uuid,
@@ -385,7 +397,7 @@ async fn consume(
         json!({"type": kind}),
     )
     .await?;
-    Ok(Consumed { user_id, flow })
+    Ok(Some(Consumed { user_id, flow }))
 }
 
 #[derive(Deserialize, Default)]
@@ -437,35 +449,26 @@ pub async fn verify_post(
             ))
         }
     };
-    let failed_email = match &lookup {
-        Lookup::Code { email, .. } => Some(email.clone()),
-        Lookup::Link(_) => None,
-    };
     let (s, m) = (st.clone(), meta.clone());
     let out = users::tx(&st, move |c| {
         Box::pin(async move {
-            let done = consume(&s, c, &lookup, kinds).await?;
+            // No match: commit (a wrong code was counted), then answer 403.
+            let Some(done) = consume(&s, c, &lookup, kinds).await? else {
+                return Ok(None);
+            };
             if let Some(flow) = done.flow {
                 // A code typed in completes the PKCE flow directly: no auth code needed.
                 c.execute("DELETE FROM auth.flow_state WHERE id = $1", &[&flow])
                     .await?;
             }
-            session::create(&s, c, done.user_id, "otp", &m).await
+            Ok(Some(session::create(&s, c, done.user_id, "otp", &m).await?))
         })
     })
     .await;
     match out {
-        Ok(session) => Ok(Json(session)),
-        Err(e) if e.code == "otp_expired" => {
-            if let Some(email) = failed_email {
-                count_failed_code(&st, email).await?;
-            }
-            Err(AuthApiError::new(
-                403,
-                "otp_expired",
-                "Token has expired or is invalid",
-            ))
-        }
+        Ok(Some(session)) => Ok(Json(session)),
+        Ok(None) => Err(invalid_token()),
+        Err(e) if e.code == "otp_expired" => Err(invalid_token()),
         Err(e) => Err(e),
     }
 }
@@ -492,7 +495,7 @@ pub async fn verify_get(State(st): State<AppState>, meta: Meta) -> AuthResult<Re
     let (s, m, vt) = (st.clone(), meta.clone(), vtype.clone());
     let result = users::tx(&st, move |c| {
         Box::pin(async move {
-            let done = consume(&s, c, &lookup, kinds).await?;
+            let done = consume(&s, c, &lookup, kinds).await?.ok_or_else(expired)?;
             if pkce {
                 // The link's own flow (not "the user's latest"), once.
                 let code: Option<String> = match done.flow {

@@ -1,5 +1,6 @@
 //! Outgoing auth email: SMTP (lettre) when `[auth.smtp]` is set, otherwise the dev
-//! mailbox table (`wasmbase mail`, `GET /admin/v1/mail`), the MailHog role.
+//! mailbox table (`wasmbase mail`, `GET /admin/v1/mail`), the MailHog role, which
+//! `serve` uses only with `auth.dev_mailbox = true` (it stores live links).
 //! Mail is sent after the transaction that created its token commits.
 
 use super::error::{AuthApiError, AuthResult};
@@ -109,6 +110,28 @@ impl Mailer {
                 })?;
                 Ok(())
             }
+        }
+    }
+}
+
+/// Hands a mail to the mailer without making the request wait for an SMTP
+/// server. Flows that answer alike whether or not an address has an account
+/// (recover, otp, resend, sign-up with confirmation) use this: a response that
+/// waited on the SMTP round trip, or failed when it failed, would tell an
+/// attacker which addresses get mail. SMTP failures are logged (never the
+/// message, which holds a live link). The dev mailbox is a local insert and stays
+/// in line, so `wasmbase mail` shows the message once the request returns.
+pub async fn deliver(st: &AppState, mail: Mail) -> AuthResult<()> {
+    match &st.auth.mailer {
+        Mailer::Mailbox => st.auth.mailer.send(st, mail).await,
+        Mailer::Smtp(_) => {
+            let st = st.clone();
+            tokio::spawn(async move {
+                if let Err(e) = st.auth.mailer.send(&st, mail).await {
+                    tracing::error!(code = e.code, "auth email not delivered");
+                }
+            });
+            Ok(())
         }
     }
 }

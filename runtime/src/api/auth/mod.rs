@@ -83,10 +83,11 @@ impl AuthState {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
-        if a.smtp.is_none() && !a.autoconfirm.unwrap_or(false) {
+        if a.smtp.is_none() {
+            // Only with auth.dev_mailbox = true (Config::validate).
             tracing::warn!(
-                "no [auth.smtp] configured while sign-ups need confirmation: emails go to the dev mailbox \
-                 (`wasmbase mail`), not to users"
+                "no [auth.smtp]: auth emails (live sign-in, recovery and invite links) are kept in the \
+                 dev mailbox (`wasmbase mail`), not sent to users"
             );
         }
         let pool = db::service_pool(
@@ -168,7 +169,7 @@ pub async fn sweep(st: &AppState, cancel: tokio_util::sync::CancellationToken) {
 /// ended — past `not_after`, the time-box (`sessions_timebox_secs`) or the
 /// inactivity timeout (`sessions_inactivity_timeout_secs`), or left without a
 /// live refresh token (after a minute, so a session being created is never
-/// taken). Each statement is its own short transaction and skips locked rows,
+/// taken), and e-mail send times older than `email_min_interval_secs`. Each statement is its own short transaction and skips locked rows,
 /// so a sweep never waits on a refresh and many nodes may sweep at once.
 pub async fn sweep_once(st: &AppState) -> Result<u64, error::AuthApiError> {
     let a = &st.config.auth;
@@ -187,6 +188,12 @@ pub async fn sweep_once(st: &AppState) -> Result<u64, error::AuthApiError> {
         .execute(
             "DELETE FROM auth.flow_state WHERE created_at < now() - interval '1 day'",
             &[],
+        )
+        .await?;
+    removed += c
+        .execute(
+            "DELETE FROM auth.email_send_times WHERE sent_at < now() - make_interval(secs => $1)",
+            &[&(a.email_min_interval_secs as f64)],
         )
         .await?;
     let tokens = "DELETE FROM auth.refresh_tokens WHERE id IN (SELECT id FROM auth.refresh_tokens \

@@ -84,6 +84,10 @@ pub async fn signup(
     let m = meta.clone();
     let outcome = users::tx(&st, move |c| {
         Box::pin(async move {
+            if !autoconfirm {
+                // Before the lookup: the interval answers alike for every address.
+                users::claim_send_slot(&s, c, &email, users::MailFlow::Signup).await?;
+            }
             let existing = users::find_by_email(c, &email).await?;
             let user_id = match existing {
                 Some(u) if u.confirmed => {
@@ -174,7 +178,7 @@ pub async fn signup(
         Outcome::Session(s) => Ok(Json(s)),
         Outcome::User(u, mail) => {
             if let Some(m) = mail {
-                st.auth.mailer.send(&st, m).await?;
+                mail::deliver(&st, m).await?;
             }
             Ok(Json(u))
         }

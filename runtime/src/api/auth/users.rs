@@ -227,36 +227,108 @@ impl TokenKind {
     }
 }
 
-/// Refuses a second email of one kind to one user within `email_min_interval_secs`.
-pub async fn check_send_interval(
+/// What an email is sent for, as far as the send interval is concerned. Named by
+/// the request alone (never by what the account turns out to be), so the interval
+/// answers alike for addresses with and without an account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailFlow {
+    /// `POST /signup` (confirmation on) and `POST /resend` type signup.
+    Signup,
+    /// `POST /recover`.
+    Recovery,
+    /// `POST /otp`: a magic link, or a sign-up confirmation for a new address.
+    Otp,
+    /// `POST /invite`.
+    Invite,
+    /// `PUT /user` with a new email and `POST /resend` type email_change.
+    EmailChange,
+}
+
+impl MailFlow {
+    /// Stored name (`auth.email_send_times.flow`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailFlow::Signup => "signup",
+            MailFlow::Recovery => "recovery",
+            MailFlow::Otp => "otp",
+            MailFlow::Invite => "invite",
+            MailFlow::EmailChange => "email_change",
+        }
+    }
+}
+
+/// Claims the right to mail `address` for `flow` now: refuses (429
+/// `over_email_send_rate_limit`, with Retry-After) a second request within
+/// `email_min_interval_secs`, else records the time. Keyed by the address's hash
+/// and recorded whether or not an account has the address, so the answer never
+/// tells the two apart; call it before looking the address up. Runs in the flow's
+/// transaction: a flow that fails later does not use up the slot.
+pub async fn claim_send_slot(
     st: &AppState,
     c: &Client,
-    user: Uuid,
-    kind: TokenKind,
+    address: &str,
+    flow: MailFlow,
 ) -> AuthResult<()> {
     let secs = st.config.auth.email_min_interval_secs as f64;
     if secs <= 0.0 {
         return Ok(());
     }
+    let key = tokens::sha256_hex(address);
+    // One statement: concurrent requests for one address serialise on its row.
+    // `extract` answers numeric (PostgreSQL 14+): cast to float8 for the f64.
     let row = c
-        .query_opt(
-            "SELECT ceil($3 - extract(epoch FROM now() - created_at))::float8 FROM auth.one_time_tokens \
-             WHERE user_id = $1 AND token_type = $2 AND created_at > now() - make_interval(secs => $3) \
-             ORDER BY created_at DESC LIMIT 1",
-            &[&user, &kind.as_str(), &secs],
+        .query_one(
+            "WITH claim AS ( \
+               INSERT INTO auth.email_send_times AS t (address_hash, flow, sent_at) VALUES ($1, $2, now()) \
+               ON CONFLICT (address_hash, flow) DO UPDATE SET sent_at = now() \
+                 WHERE t.sent_at <= now() - make_interval(secs => $3::float8) \
+               RETURNING true) \
+             SELECT EXISTS (SELECT 1 FROM claim), \
+               (SELECT ceil($3::float8 - extract(epoch FROM now() - sent_at)::float8) \
+                  FROM auth.email_send_times WHERE address_hash = $1 AND flow = $2)",
+            &[&key, &flow.as_str(), &secs],
         )
         .await?;
-    if let Some(r) = row {
-        let wait: f64 = r.get(0);
-        let wait = wait.max(1.0) as u64;
-        return Err(AuthApiError::new(
-            429,
-            "over_email_send_rate_limit",
-            format!("For security purposes, you can only request this after {wait} seconds."),
-        )
-        .retry_after(wait));
+    if row.get::<_, bool>(0) {
+        return Ok(());
     }
-    Ok(())
+    let wait = row.get::<_, Option<f64>>(1).unwrap_or(secs).max(1.0) as u64;
+    Err(AuthApiError::new(
+        429,
+        "over_email_send_rate_limit",
+        format!("For security purposes, you can only request this after {wait} seconds."),
+    )
+    .retry_after(wait))
+}
+
+/// Sets a user's password, the one way both the user (`PUT /user`) and an admin
+/// (`PUT /admin/users/{id}`) do it: whoever knew the old password, or holds a
+/// link or code mailed before, is shut out. Ends every session but `keep` (the
+/// caller's own, for a user changing their password) and deletes every pending
+/// email link and code of the user.
+pub async fn set_password(
+    c: &Client,
+    user: Uuid,
+    hash: &str,
+    keep: Option<Uuid>,
+    ip: &str,
+) -> AuthResult<()> {
+    c.execute(
+        "UPDATE auth.users SET encrypted_password = $2, updated_at = now() WHERE id = $1",
+        &[&user, &hash],
+    )
+    .await?;
+    c.execute(
+        "DELETE FROM auth.sessions WHERE user_id = $1 AND ($2::uuid IS NULL OR id <> $2)",
+        &[&user, &keep],
+    )
+    .await?;
+    c.execute(
+        "DELETE FROM auth.one_time_tokens WHERE user_id = $1",
+        &[&user],
+    )
+    .await?;
+    audit(c, "user_updated_password", Some(user), "", ip, json!({})).await
 }
 
 /// Issues an email token (replacing older ones of the same kind): returns the
@@ -308,8 +380,8 @@ pub async fn forget_unconfirmed_credentials(c: &Client, user: Uuid) -> AuthResul
     Ok(())
 }
 
-/// The one path every email with a link takes: the per-kind send interval, a
-/// fresh single-use token, the PKCE flow when the request carried a challenge,
+/// The one path every email with a link takes (after the flow has claimed its
+/// send slot with [`claim_send_slot`]): a fresh single-use token, the PKCE flow when the request carried a challenge,
 /// the verify link (`redirect_to` already allow-listed) and the rendered mail.
 pub async fn prepare_email(
     st: &AppState,
@@ -327,7 +399,6 @@ pub async fn prepare_email(
         Template::MagicLink => (TokenKind::Recovery, "magiclink"),
         Template::EmailChange => (TokenKind::EmailChange, "email_change"),
     };
-    check_send_interval(st, c, user, kind).await?;
     let flow = match pkce {
         Some(p) => Some(create_flow(c, user, p, flow).await?),
         None => None,
