@@ -1122,213 +1122,6 @@ async fn a_pkce_request_can_also_be_completed_with_the_emailed_code() {
     assert!(loc.contains("error_code=otp_expired"), "{loc}");
 }
 
-/// Live (not yet rotated) refresh tokens of `email`'s sessions.
-async fn live_tokens(a: &Auth, email: &str) -> i64 {
-    a.db.owner()
-        .await
-        .query_one(
-            "SELECT count(*) FROM auth.refresh_tokens rt JOIN auth.sessions s ON s.id = rt.session_id \
-             JOIN auth.users u ON u.id = s.user_id WHERE u.email = $1 AND NOT rt.revoked",
-            &[&email],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
-#[tokio::test]
-async fn a_token_rotations_old_reused_inside_the_window_never_forks_the_family() {
-    let a = auth_server(|_| {}).await;
-    let session = a.signup("fork@example.com").await;
-    let rt0 = s(&session["refresh_token"]);
-    let rt1 = s(&a.refresh(&rt0).await.body["refresh_token"]);
-    let rt2 = s(&a.refresh(&rt1).await.body["refresh_token"]);
-    assert_eq!(live_tokens(&a, "fork@example.com").await, 1);
-    // The oldest token, twice over, inside the window: the live token, nothing new.
-    for _ in 0..2 {
-        let r = a.refresh(&rt0).await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        assert_eq!(s(&r.body["refresh_token"]), rt2);
-        assert_eq!(live_tokens(&a, "fork@example.com").await, 1);
-    }
-    let r = a.refresh(&rt1).await;
-    assert_eq!(s(&r.body["refresh_token"]), rt2);
-    // The family goes on from the live token alone.
-    let rt3 = s(&a.refresh(&rt2).await.body["refresh_token"]);
-    assert_eq!(s(&a.refresh(&rt0).await.body["refresh_token"]), rt3);
-    assert_eq!(live_tokens(&a, "fork@example.com").await, 1);
-}
-
-#[tokio::test]
-async fn sessions_end_by_time_box_and_inactivity_and_the_sweep_removes_them() {
-    let a = auth_server(|c| {
-        c.auth.sessions_timebox_secs = 3600;
-        c.auth.sessions_inactivity_timeout_secs = 600;
-    })
-    .await;
-    // This server's own first sweep is done: none runs for a minute now.
-    wait_until("the first sweep", 30, || {
-        a.s.srv
-            .state
-            .auth
-            .sweeps
-            .load(std::sync::atomic::Ordering::Acquire)
-            >= 1
-    })
-    .await;
-    let owner = a.db.owner().await;
-    let session_of = |email: &'static str| {
-        let owner = &owner;
-        async move {
-            owner
-                .query_one(
-                    "SELECT s.id FROM auth.sessions s JOIN auth.users u ON u.id = s.user_id WHERE u.email = $1",
-                    &[&email],
-                )
-                .await
-                .unwrap()
-                .get::<_, uuid::Uuid>(0)
-        }
-    };
-    let boxed = s(&a.signup("boxed@example.com").await["refresh_token"]);
-    let idle = s(&a.signup("idle@example.com").await["refresh_token"]);
-    let alive = s(&a.signup("alive@example.com").await["refresh_token"]);
-    let orphan = a.signup("orphan@example.com").await;
-    let (boxed_sid, idle_sid) = (
-        session_of("boxed@example.com").await,
-        session_of("idle@example.com").await,
-    );
-    let (alive_sid, orphan_sid) = (
-        session_of("alive@example.com").await,
-        session_of("orphan@example.com").await,
-    );
-    // Signed in two hours ago, refreshed a minute ago: past the time-box.
-    owner
-        .execute(
-            "UPDATE auth.sessions SET created_at = now() - interval '2 hours', refreshed_at = now() - interval '1 minute' WHERE id = $1",
-            &[&boxed_sid],
-        )
-        .await
-        .unwrap();
-    // Signed in 20 minutes ago, never refreshed: past the inactivity timeout.
-    owner
-        .execute(
-            "UPDATE auth.sessions SET created_at = now() - interval '20 minutes' WHERE id = $1",
-            &[&idle_sid],
-        )
-        .await
-        .unwrap();
-    let r = a.refresh(&boxed).await;
-    assert_eq!(
-        (
-            r.status,
-            r.body["code"].as_str(),
-            r.body["message"].as_str()
-        ),
-        (
-            400,
-            Some("session_expired"),
-            Some("Invalid Refresh Token: Session Expired")
-        )
-    );
-    let r = a.refresh(&idle).await;
-    assert_eq!(
-        (
-            r.status,
-            r.body["code"].as_str(),
-            r.body["message"].as_str()
-        ),
-        (
-            400,
-            Some("session_expired"),
-            Some("Invalid Refresh Token: Session Expired (Inactivity)")
-        )
-    );
-    // A live session keeps working; its rotated-out token, revoked two days ago,
-    // is past the retention.
-    let alive2 = a.refresh(&alive).await;
-    assert_eq!(alive2.status, 200, "{}", alive2.body);
-    owner
-        .execute(
-            "UPDATE auth.refresh_tokens SET updated_at = now() - interval '2 days' WHERE session_id = $1 AND revoked",
-            &[&alive_sid],
-        )
-        .await
-        .unwrap();
-    // A session left without a live token (created a while ago).
-    owner
-        .execute(
-            "UPDATE auth.refresh_tokens SET revoked = true WHERE session_id = $1",
-            &[&orphan_sid],
-        )
-        .await
-        .unwrap();
-    owner
-        .execute(
-            "UPDATE auth.sessions SET created_at = now() - interval '5 minutes', refreshed_at = now() WHERE id = $1",
-            &[&orphan_sid],
-        )
-        .await
-        .unwrap();
-
-    let removed = wasmbase::api::auth::sweep_once(&a.s.srv.state)
-        .await
-        .unwrap();
-    assert!(removed >= 4, "{removed}");
-    let sessions: Vec<uuid::Uuid> = owner
-        .query("SELECT id FROM auth.sessions", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(sessions, vec![alive_sid], "only the live session is left");
-    let tokens: Vec<bool> = owner
-        .query("SELECT revoked FROM auth.refresh_tokens", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(tokens, vec![false], "the live token alone is left");
-    assert_eq!(
-        a.user(&s(&orphan["access_token"])).await.body["code"],
-        "session_not_found"
-    );
-    let r = a.refresh(&s(&alive2.body["refresh_token"])).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    // A second pass (another node) finds nothing more to do.
-    wasmbase::api::auth::sweep_once(&a.s.srv.state)
-        .await
-        .unwrap();
-}
-
-#[tokio::test]
-async fn every_server_sweeps_dead_refresh_tokens_by_default() {
-    let a = auth_server(|_| {}).await;
-    let rt0 = s(&a.signup("swept@example.com").await["refresh_token"]);
-    let r = a.refresh(&rt0).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let owner = a.db.owner().await;
-    // The rotated-out token, as if revoked two days ago.
-    assert_eq!(
-        owner
-            .execute(
-                "UPDATE auth.refresh_tokens SET updated_at = now() - interval '2 days' WHERE revoked",
-                &[],
-            )
-            .await
-            .unwrap(),
-        1
-    );
-    // A server started on defaults sweeps it without being asked.
-    let _b = a.db.server().await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let n: i64 = owner
-            .query_one(
-                "SELECT count(*) FROM auth.refresh_tokens WHERE revoked",
-
 /// A 429 within the send interval, as the client sees it (the wait in the
 /// message may differ by a second between two requests).
 fn send_limited(r: &Resp) -> bool {
@@ -1581,6 +1374,220 @@ async fn parallel_wrong_codes_cannot_get_past_the_five_guess_limit() {
             .await
             .unwrap()
             .get(0);
+    assert_eq!(left, 0);
+}
+
+/// Live (not yet rotated) refresh tokens of `email`'s sessions.
+async fn live_tokens(a: &Auth, email: &str) -> i64 {
+    a.db.owner()
+        .await
+        .query_one(
+            "SELECT count(*) FROM auth.refresh_tokens rt JOIN auth.sessions s ON s.id = rt.session_id \
+             JOIN auth.users u ON u.id = s.user_id WHERE u.email = $1 AND NOT rt.revoked",
+            &[&email],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_token_rotations_old_reused_inside_the_window_never_forks_the_family() {
+    let a = auth_server(|_| {}).await;
+    let session = a.signup("fork@example.com").await;
+    let rt0 = s(&session["refresh_token"]);
+    let rt1 = s(&a.refresh(&rt0).await.body["refresh_token"]);
+    let rt2 = s(&a.refresh(&rt1).await.body["refresh_token"]);
+    assert_eq!(live_tokens(&a, "fork@example.com").await, 1);
+    // The oldest token, twice over, inside the window: the live token, nothing new.
+    for _ in 0..2 {
+        let r = a.refresh(&rt0).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(s(&r.body["refresh_token"]), rt2);
+        assert_eq!(live_tokens(&a, "fork@example.com").await, 1);
+    }
+    let r = a.refresh(&rt1).await;
+    assert_eq!(s(&r.body["refresh_token"]), rt2);
+    // The family goes on from the live token alone.
+    let rt3 = s(&a.refresh(&rt2).await.body["refresh_token"]);
+    assert_eq!(s(&a.refresh(&rt0).await.body["refresh_token"]), rt3);
+    assert_eq!(live_tokens(&a, "fork@example.com").await, 1);
+}
+
+#[tokio::test]
+async fn sessions_end_by_time_box_and_inactivity_and_the_sweep_removes_them() {
+    let a = auth_server(|c| {
+        c.auth.sessions_timebox_secs = 3600;
+        c.auth.sessions_inactivity_timeout_secs = 600;
+    })
+    .await;
+    // This server's own first sweep is done: none runs for a minute now.
+    wait_until("the first sweep", 30, || {
+        a.s.srv
+            .state
+            .auth
+            .sweeps
+            .load(std::sync::atomic::Ordering::Acquire)
+            >= 1
+    })
+    .await;
+    let owner = a.db.owner().await;
+    let session_of = |email: &'static str| {
+        let owner = &owner;
+        async move {
+            owner
+                .query_one(
+                    "SELECT s.id FROM auth.sessions s JOIN auth.users u ON u.id = s.user_id WHERE u.email = $1",
+                    &[&email],
+                )
+                .await
+                .unwrap()
+                .get::<_, uuid::Uuid>(0)
+        }
+    };
+    let boxed = s(&a.signup("boxed@example.com").await["refresh_token"]);
+    let idle = s(&a.signup("idle@example.com").await["refresh_token"]);
+    let alive = s(&a.signup("alive@example.com").await["refresh_token"]);
+    let orphan = a.signup("orphan@example.com").await;
+    let (boxed_sid, idle_sid) = (
+        session_of("boxed@example.com").await,
+        session_of("idle@example.com").await,
+    );
+    let (alive_sid, orphan_sid) = (
+        session_of("alive@example.com").await,
+        session_of("orphan@example.com").await,
+    );
+    // Signed in two hours ago, refreshed a minute ago: past the time-box.
+    owner
+        .execute(
+            "UPDATE auth.sessions SET created_at = now() - interval '2 hours', refreshed_at = now() - interval '1 minute' WHERE id = $1",
+            &[&boxed_sid],
+        )
+        .await
+        .unwrap();
+    // Signed in 20 minutes ago, never refreshed: past the inactivity timeout.
+    owner
+        .execute(
+            "UPDATE auth.sessions SET created_at = now() - interval '20 minutes' WHERE id = $1",
+            &[&idle_sid],
+        )
+        .await
+        .unwrap();
+    let r = a.refresh(&boxed).await;
+    assert_eq!(
+        (
+            r.status,
+            r.body["code"].as_str(),
+            r.body["message"].as_str()
+        ),
+        (
+            400,
+            Some("session_expired"),
+            Some("Invalid Refresh Token: Session Expired")
+        )
+    );
+    let r = a.refresh(&idle).await;
+    assert_eq!(
+        (
+            r.status,
+            r.body["code"].as_str(),
+            r.body["message"].as_str()
+        ),
+        (
+            400,
+            Some("session_expired"),
+            Some("Invalid Refresh Token: Session Expired (Inactivity)")
+        )
+    );
+    // A live session keeps working; its rotated-out token, revoked two days ago,
+    // is past the retention.
+    let alive2 = a.refresh(&alive).await;
+    assert_eq!(alive2.status, 200, "{}", alive2.body);
+    owner
+        .execute(
+            "UPDATE auth.refresh_tokens SET updated_at = now() - interval '2 days' WHERE session_id = $1 AND revoked",
+            &[&alive_sid],
+        )
+        .await
+        .unwrap();
+    // A session left without a live token (created a while ago).
+    owner
+        .execute(
+            "UPDATE auth.refresh_tokens SET revoked = true WHERE session_id = $1",
+            &[&orphan_sid],
+        )
+        .await
+        .unwrap();
+    owner
+        .execute(
+            "UPDATE auth.sessions SET created_at = now() - interval '5 minutes', refreshed_at = now() WHERE id = $1",
+            &[&orphan_sid],
+        )
+        .await
+        .unwrap();
+
+    let removed = wasmbase::api::auth::sweep_once(&a.s.srv.state)
+        .await
+        .unwrap();
+    assert!(removed >= 4, "{removed}");
+    let sessions: Vec<uuid::Uuid> = owner
+        .query("SELECT id FROM auth.sessions", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(sessions, vec![alive_sid], "only the live session is left");
+    let tokens: Vec<bool> = owner
+        .query("SELECT revoked FROM auth.refresh_tokens", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(tokens, vec![false], "the live token alone is left");
+    assert_eq!(
+        a.user(&s(&orphan["access_token"])).await.body["code"],
+        "session_not_found"
+    );
+    let r = a.refresh(&s(&alive2.body["refresh_token"])).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A second pass (another node) finds nothing more to do.
+    wasmbase::api::auth::sweep_once(&a.s.srv.state)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn every_server_sweeps_dead_refresh_tokens_by_default() {
+    let a = auth_server(|_| {}).await;
+    let rt0 = s(&a.signup("swept@example.com").await["refresh_token"]);
+    let r = a.refresh(&rt0).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let owner = a.db.owner().await;
+    // The rotated-out token, as if revoked two days ago.
+    assert_eq!(
+        owner
+            .execute(
+                "UPDATE auth.refresh_tokens SET updated_at = now() - interval '2 days' WHERE revoked",
+                &[],
+            )
+            .await
+            .unwrap(),
+        1
+    );
+    // A server started on defaults sweeps it without being asked.
+    let _b = a.db.server().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let n: i64 = owner
+            .query_one(
+                "SELECT count(*) FROM auth.refresh_tokens WHERE revoked",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
         if n == 0 {
             break;
         }
@@ -1658,6 +1665,4 @@ async fn a_nul_character_in_user_data_is_a_400_not_a_500() {
         "{}",
         r.body
     );
-
-    assert_eq!(left, 0);
 }
