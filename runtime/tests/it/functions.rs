@@ -732,6 +732,165 @@ async fn fn_new_scaffolds_a_function_that_builds_serves_and_hot_reloads() {
     assert_eq!((s, b["message"].as_str()), (200, Some("Howdy, Ada!")));
 }
 
+#[tokio::test]
+async fn dev_serves_a_function_scaffolded_after_it_started_in_an_empty_directory() {
+    // `wasmbase dev` in an empty directory (no functions/ yet), then
+    // `wasmbase fn new greet` in another terminal: the README's first-function
+    // flow, in that order.
+    let dir = tempfile::tempdir().unwrap();
+    let functions = dir.path().join("functions");
+    assert!(!functions.exists());
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    // The functions config of `dev`: build, watch and local on.
+    let srv = db
+        .functions_server(|c| {
+            c.functions.dir = functions.clone();
+            c.functions.build = Some(true);
+            c.functions.watch = Some(true);
+        })
+        .await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmbase"))
+        .args(["fn", "new", "greet"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Observable: the registry serves it (bounded; it builds with cargo first).
+    srv.wait_function("greet").await;
+    let (s, b) = post(&srv, "/fn/greet", Some(&anon), None, json!({"name": "Ada"})).await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (200, Some("Hello, Ada!")),
+        "{b}"
+    );
+}
+
+/// Replaces `path` the way careful tools save: written beside, renamed in.
+fn replace_file(staging: &std::path::Path, path: &std::path::Path, bytes: &[u8]) {
+    let tmp = staging.join("next");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Waits until `srv` serves `name` with a component other than `old` (bounded)
+/// and answers the registry version then.
+async fn wait_new_hash(srv: &TestServer, name: &str, old: &str) -> u64 {
+    wait_until("the edit was never reloaded", 60, || {
+        served_hash(srv, name) != old
+    })
+    .await;
+    srv.functions_version()
+}
+
+#[tokio::test]
+async fn watch_reloads_once_per_edit_and_never_on_reads_builds_or_temp_files() {
+    // Two prebuilt functions, served with the functions config of `dev`
+    // (build, watch and local on). Every load reads function.toml and the
+    // component; a watcher that took those reads for edits reloaded forever.
+    let dir = tempfile::tempdir().unwrap();
+    let functions = dir.path().join("functions");
+    for name in ["a-idle", "b-edit"] {
+        let f = functions.join(name);
+        std::fs::create_dir_all(&f).unwrap();
+        std::fs::write(f.join("function.toml"), format!("name = \"{name}\"\n")).unwrap();
+        std::fs::write(f.join(format!("{name}.wasm")), wasm_of("hello")).unwrap();
+    }
+    let db = TestDb::new().await;
+    let srv = db
+        .functions_server(|c| {
+            c.functions.dir = functions.clone();
+            c.functions.build = Some(true);
+            c.functions.watch = Some(true);
+        })
+        .await;
+    srv.wait_function("a-idle").await;
+    srv.wait_function("b-edit").await;
+    let v0 = srv.functions_version();
+
+    // What a build does to a function's sources: open and read every file. And
+    // what builds and editors leave beside them: target/, swap and backup files.
+    let a = functions.join("a-idle");
+    for f in [a.join("function.toml"), a.join("a-idle.wasm")] {
+        std::hint::black_box(std::fs::read(&f).unwrap());
+    }
+    std::fs::create_dir_all(a.join("target/release")).unwrap();
+    std::fs::write(a.join("target/release/out.wasm"), b"built").unwrap();
+    std::fs::write(a.join(".function.toml.swp"), b"swap").unwrap();
+    std::fs::write(a.join("function.toml~"), b"backup").unwrap();
+
+    // One edit of b: exactly one reload (the inotify queue is ordered, so
+    // every event above was seen before this one).
+    let staging = dir.path().to_path_buf();
+    let b = functions.join("b-edit");
+    let old = served_hash(&srv, "b-edit");
+    replace_file(&staging, &b.join("b-edit.wasm"), &wasm_of("secret-env"));
+    let v1 = wait_new_hash(&srv, "b-edit", &old).await;
+    assert_eq!(v1, v0 + 1, "reads and build output caused reloads");
+
+    // The reload itself read b's files; nothing was edited since: the next
+    // edit is again exactly one step.
+    let old = served_hash(&srv, "b-edit");
+    replace_file(&staging, &b.join("b-edit.wasm"), &wasm_of("hello"));
+    let v2 = wait_new_hash(&srv, "b-edit", &old).await;
+    assert_eq!(v2, v1 + 1, "the server kept reloading with nothing edited");
+}
+
+#[tokio::test]
+async fn max_concurrency_holds_across_a_reload() {
+    // A function capped at one call at a time, its one slot taken by a
+    // spinning call…
+    let dir = tempfile::tempdir().unwrap();
+    let fdir = dir.path().join("spin");
+    std::fs::create_dir_all(&fdir).unwrap();
+    std::fs::write(
+        fdir.join("function.toml"),
+        "name = \"spin\"\n[limits]\nmax_concurrency = 1\ntimeout_ms = 10000\n",
+    )
+    .unwrap();
+    std::fs::write(fdir.join("spin.wasm"), wasm_of("spin")).unwrap();
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let srv = db
+        .functions_server(|c| c.functions.dir = dir.path().to_path_buf())
+        .await;
+    srv.wait_function("spin").await;
+    let (url, key, http) = (srv.url.clone(), anon.clone(), srv.http.clone());
+    let spinning = tokio::spawn(async move {
+        http.post(format!("{url}/fn/spin"))
+            .header("apikey", key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    let global = srv.srv.state.functions.global.clone();
+    let total = srv.srv.state.config.functions.max_concurrency;
+    wait_until("spin never started", 30, || {
+        global.available_permits() == total - 1
+    })
+    .await;
+    // …is reloaded (what the watcher does on an edit) while the call runs.
+    let v = srv.functions_version();
+    let after = wasmbase::functions::load_dir(&srv.srv.state, &fdir).await;
+    assert_eq!(after, v + 1);
+    assert!(srv.srv.state.functions.registry.error("spin").is_none());
+    // The new version is capped by the calls still running on the old one.
+    let (s, b) = post(&srv, "/fn/spin", Some(&anon), None, json!({})).await;
+    assert_eq!(
+        global.available_permits(),
+        total - 1,
+        "the first call ended before the check; the test proves nothing"
+    );
+    assert_eq!((s, b["code"].as_str()), (503, Some("function_busy")), "{b}");
+    assert_eq!(spinning.await.unwrap(), 504);
+}
+
 /// The content hash of the component `srv` serves as `name`.
 fn served_hash(srv: &TestServer, name: &str) -> String {
     match srv.srv.state.functions.registry.get(name) {
