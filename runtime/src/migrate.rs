@@ -42,6 +42,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(7, "0007_function_logs_unlogged.sql"),
     migration!(8, "0008_user_version.sql"),
     migration!(9, "0009_function_log_batches.sql"),
+    migration!(13, "0013_audit_request_id.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on

@@ -633,10 +633,10 @@ async fn secrets_are_stored_encrypted_and_reach_granted_functions() {
     srv.wait_function("secret-env").await;
     let owner = db.owner().await;
     let cipher = wasmbase::functions::secrets::cipher(&key).unwrap();
-    wasmbase::functions::secrets::set(&owner, &cipher, "GREETING_SECRET", "hunter22")
+    wasmbase::functions::secrets::set(&owner, &cipher, "GREETING_SECRET", "hunter22", "test")
         .await
         .unwrap();
-    wasmbase::functions::secrets::set(&owner, &cipher, "NOT_GRANTED", "nope")
+    wasmbase::functions::secrets::set(&owner, &cipher, "NOT_GRANTED", "nope", "test")
         .await
         .unwrap();
     // Ciphertext only in the database.
@@ -889,6 +889,170 @@ async fn max_concurrency_holds_across_a_reload() {
     );
     assert_eq!((s, b["code"].as_str()), (503, Some("function_busy")), "{b}");
     assert_eq!(spinning.await.unwrap(), 504);
+}
+
+#[tokio::test]
+async fn deploys_rollbacks_deletes_and_secret_changes_are_audited_without_secrets() {
+    let db = TestDb::new().await;
+    let (_, secret) = db.key(KeyKind::Secret).await;
+    let srv = db.server().await;
+    let owner = db.owner().await;
+    owner
+        .batch_execute("DELETE FROM wasmbase.audit_log")
+        .await
+        .unwrap();
+    use base64::Engine as _;
+    let component = base64::engine::general_purpose::STANDARD.encode(wasm_of("hello"));
+    let manifest = "name = \"greeter\"\n";
+    let admin = |method: reqwest::Method, path: &str, rid: &str| {
+        srv.http
+            .request(
+                method,
+                format!("{}/admin/v1/functions/greeter{path}", srv.url),
+            )
+            .header("apikey", &secret)
+            .header("x-request-id", rid)
+    };
+    for rid in ["req-deploy-1", "req-deploy-2"] {
+        let r = admin(reqwest::Method::POST, "", rid)
+            .json(&json!({"manifest": manifest, "component": component}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let r = admin(reqwest::Method::POST, "/rollback", "req-rollback")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = admin(reqwest::Method::DELETE, "", "req-delete")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // Refused and failed actions change nothing and record nothing.
+    let r = admin(reqwest::Method::DELETE, "", "req-delete-again")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Key changes through the admin API carry their request id too.
+    let r = srv
+        .http
+        .post(format!("{}/admin/v1/keys", srv.url))
+        .header("apikey", &secret)
+        .header("x-request-id", "req-key")
+        .json(&json!({"kind": "publishable", "name": "audited"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let new_key = created["key"].as_str().unwrap().to_string();
+
+    // Secrets are set with the CLI, straight into the database.
+    let dir = tempfile::tempdir().unwrap();
+    let value = "hunter2-do-not-log-me";
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmbase"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("DATABASE_URL", db.url())
+            .env(
+                "WASMBASE_FUNCTIONS_SECRETS_KEY",
+                wasmbase::functions::secrets::generate_key(),
+            )
+            .env("WASMBASE_LOG_LEVEL", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!printed.contains(value), "{printed}");
+    };
+    cli(&["secrets", "set", &format!("API_TOKEN={value}")]);
+    cli(&["secrets", "unset", "API_TOKEN"]);
+
+    let rows = owner
+        .query(
+            "SELECT action, target, actor, coalesce(request_id, ''), row_to_json(a)::text \
+             FROM wasmbase.audit_log a ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let api = |action: &str, rid: &str| {
+        (
+            action.to_string(),
+            "greeter".to_string(),
+            "key:service_role".to_string(),
+            rid.to_string(),
+        )
+    };
+    assert_eq!(
+        got[..4],
+        [
+            api("function.deploy", "req-deploy-1"),
+            api("function.deploy", "req-deploy-2"),
+            api("function.rollback", "req-rollback"),
+            api("function.delete", "req-delete"),
+        ],
+        "{got:?}"
+    );
+    assert_eq!(got.len(), 7, "{got:?}");
+    assert_eq!(
+        (got[4].0.as_str(), got[4].2.as_str(), got[4].3.as_str()),
+        ("key.create", "key:service_role", "req-key")
+    );
+    let cli_rows = &got[5..];
+    assert_eq!(
+        cli_rows
+            .iter()
+            .map(|(a, t, actor, _)| (a.as_str(), t.as_str(), actor.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("secret.set", "API_TOKEN", "cli"),
+            ("secret.unset", "API_TOKEN", "cli")
+        ]
+    );
+    for (_, _, _, rid) in cli_rows {
+        assert!(rid.starts_with("cli:") && rid.len() > 10, "{rid}");
+    }
+    assert_ne!(cli_rows[0].3, cli_rows[1].3, "one id per CLI run");
+    let versions: Vec<Option<String>> = owner
+        .query(
+            "SELECT details->>'version' FROM wasmbase.audit_log \
+             WHERE action LIKE 'function.%' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let v = |s: &str| Some(s.to_string());
+    assert_eq!(versions, [v("1"), v("2"), v("1"), None]);
+    for r in &rows {
+        let whole: String = r.get(4);
+        for never in [value, secret.as_str(), new_key.as_str()] {
+            assert!(
+                !whole.contains(never),
+                "an audit row holds a secret: {whole}"
+            );
+        }
+    }
 }
 
 /// The content hash of the component `srv` serves as `name`.
