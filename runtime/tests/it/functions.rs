@@ -883,11 +883,15 @@ async fn max_concurrency_holds_across_a_reload() {
     // The new version is capped by the calls still running on the old one.
     let (s, b) = post(&srv, "/fn/spin", Some(&anon), None, json!({})).await;
     assert_eq!(
+        (s, b["code"].as_str()),
+        (503, Some("function_busy")),
+        "a second call was admitted although the cap is 1: {b}"
+    );
+    assert_eq!(
         global.available_permits(),
         total - 1,
         "the first call ended before the check; the test proves nothing"
     );
-    assert_eq!((s, b["code"].as_str()), (503, Some("function_busy")), "{b}");
     assert_eq!(spinning.await.unwrap(), 504);
 }
 
