@@ -216,11 +216,11 @@ const INFO_COLS: &str = "id, kind, name, prefix, to_char(created_at AT TIME ZONE
      to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS revoked_at";
 
 /// Creates a key; returns its listing and the plaintext (shown to the caller once).
-pub async fn create(
+pub async fn create<'a>(
     client: &impl GenericClient,
     kind: KeyKind,
     name: &str,
-    actor: &str,
+    actor: impl Into<crate::audit::Actor<'a>>,
 ) -> Result<(KeyInfo, String), tokio_postgres::Error> {
     let (key, prefix, h) = generate(kind);
     let row = client
@@ -255,10 +255,10 @@ pub async fn list(client: &impl GenericClient) -> Result<Vec<KeyInfo>, tokio_pos
 }
 
 /// Revokes a key; `None` when no unrevoked key has that id.
-pub async fn revoke(
+pub async fn revoke<'a>(
     client: &impl GenericClient,
     id: Uuid,
-    actor: &str,
+    actor: impl Into<crate::audit::Actor<'a>>,
 ) -> Result<Option<KeyInfo>, tokio_postgres::Error> {
     let row = client
         .query_opt(
@@ -281,11 +281,12 @@ pub async fn revoke(
 
 /// Replaces a key with a new one of the same kind and name and revokes the old one,
 /// in one transaction. `None` when no unrevoked key has that id.
-pub async fn rotate(
+pub async fn rotate<'a>(
     client: &mut tokio_postgres::Client,
     id: Uuid,
-    actor: &str,
+    actor: impl Into<crate::audit::Actor<'a>>,
 ) -> Result<Option<(KeyInfo, String)>, tokio_postgres::Error> {
+    let actor = actor.into();
     let tx = client.transaction().await?;
     let Some(old) = revoke(&tx, id, actor).await? else {
         return Ok(None);

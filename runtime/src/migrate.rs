@@ -43,6 +43,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(8, "0008_user_version.sql"),
     migration!(9, "0009_function_log_batches.sql"),
     migration!(12, "0012_email_send_times.sql"),
+    migration!(13, "0013_audit_request_id.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on

@@ -5,6 +5,7 @@
 //! The same host-api functions back the `wasmbase keys` CLI.
 
 use crate::server::error::ApiError;
+use crate::server::middleware::current_request_id;
 use crate::server::state::AppState;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
@@ -13,6 +14,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
+use wasmbase_host_api::audit::Actor;
 use wasmbase_host_api::keys::{self, KeyKind};
 use wasmbase_host_api::Principal;
 
@@ -54,6 +56,28 @@ pub fn actor(p: &Principal) -> String {
     match p.user_id() {
         Some(sub) => format!("user:{sub}"),
         None => format!("key:{}", p.role.as_str()),
+    }
+}
+
+/// The audit log's view of an admin request: the caller's [`actor`] name and
+/// the request id its answer carries in `X-Request-Id`.
+pub struct AuditActor {
+    name: String,
+    request_id: Option<String>,
+}
+
+impl AuditActor {
+    /// `p`, acting in the request this task is handling.
+    pub fn of(p: &Principal) -> AuditActor {
+        AuditActor {
+            name: actor(p),
+            request_id: current_request_id(),
+        }
+    }
+
+    /// As host-api's audit functions take it.
+    pub fn actor(&self) -> Actor<'_> {
+        Actor::new(&self.name, self.request_id.as_deref())
     }
 }
 
@@ -116,7 +140,7 @@ async fn create(
         ));
     }
     let c = st.system.get().await?;
-    let (info, key) = keys::create(&**c, kind, &body.name, &actor(&p)).await?;
+    let (info, key) = keys::create(&**c, kind, &body.name, AuditActor::of(&p).actor()).await?;
     reload_local(&st, &c).await?;
     Ok((
         StatusCode::CREATED,
@@ -131,7 +155,7 @@ async fn rotate(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let mut c = st.system.get().await?;
-    match keys::rotate(&mut c, id, &actor(&p)).await? {
+    match keys::rotate(&mut c, id, AuditActor::of(&p).actor()).await? {
         Some((info, key)) => {
             reload_local(&st, &c).await?;
             Ok(Json(json!({ "key": key, "info": info })))
@@ -147,7 +171,7 @@ async fn revoke(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let c = st.system.get().await?;
-    match keys::revoke(&**c, id, &actor(&p)).await? {
+    match keys::revoke(&**c, id, AuditActor::of(&p).actor()).await? {
         Some(info) => {
             reload_local(&st, &c).await?;
             Ok(Json(json!(info)))

@@ -7,7 +7,7 @@
 //! handler, importing only what the manifest grants) and records nothing when
 //! that fails.
 
-use super::admin::{actor, Service};
+use super::admin::{AuditActor, Service};
 use crate::functions::deploy;
 use crate::functions::registry::Lookup;
 use crate::server::error::ApiError;
@@ -67,17 +67,18 @@ async fn create(
             format!("function.toml names {:?}, the URL {name:?}", m.name),
         ));
     }
-    let (name, version, hash) = deploy::deploy(&st, &body.manifest, wasm, &actor(&p))
-        .await
-        .map_err(|e| match e {
-            deploy::DeployError::Invalid(e) => ApiError::bad_request("invalid_component", e.0),
-            deploy::DeployError::Database(m) => {
-                let mut e =
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", m);
-                e.retry_after = Some(1);
-                e
-            }
-        })?;
+    let (name, version, hash) =
+        deploy::deploy(&st, &body.manifest, wasm, AuditActor::of(&p).actor())
+            .await
+            .map_err(|e| match e {
+                deploy::DeployError::Invalid(e) => ApiError::bad_request("invalid_component", e.0),
+                deploy::DeployError::Database(m) => {
+                    let mut e =
+                        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", m);
+                    e.retry_after = Some(1);
+                    e
+                }
+            })?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"name": name, "version": version, "hash": hash})),
@@ -148,13 +149,13 @@ struct RollbackBody {
 
 async fn rollback(
     State(st): State<AppState>,
-    _: Service,
+    Service(p): Service,
     Path(name): Path<String>,
     body: Option<Json<RollbackBody>>,
 ) -> Result<Json<Value>, ApiError> {
     check_name(&name)?;
     let want = body.map(|b| b.0).unwrap_or_default().version;
-    match deploy::rollback(&st, &name, want).await? {
+    match deploy::rollback(&st, &name, want, AuditActor::of(&p).actor()).await? {
         Some(v) => Ok(Json(json!({"name": name, "version": v}))),
         None => Err(ApiError::not_found(match want {
             Some(v) => format!("{name} has no version {v}"),
@@ -165,11 +166,11 @@ async fn rollback(
 
 async fn remove(
     State(st): State<AppState>,
-    _: Service,
+    Service(p): Service,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     check_name(&name)?;
-    if deploy::delete(&st, &name).await? {
+    if deploy::delete(&st, &name, AuditActor::of(&p).actor()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!(

@@ -2,6 +2,7 @@
 
 use super::{cli_config, owner_client};
 use anyhow::bail;
+use wasmbase_host_api::audit::Actor;
 use wasmbase_host_api::keys::{self, KeyKind};
 
 /// Arguments of `keys`.
@@ -50,7 +51,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let cfg = cli_config(a.config.as_deref())?;
     let mut client = owner_client(&cfg).await?;
     crate::migrate::run(&mut client, None).await?;
-    let actor = "cli";
+    let run = super::run_id();
+    let actor = Actor::new("cli", Some(run.as_str()));
     match a.cmd {
         Cmd::List => {
             println!(

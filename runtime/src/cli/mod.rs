@@ -137,6 +137,13 @@ pub(crate) fn cli_config(path: Option<&std::path::Path>) -> anyhow::Result<Confi
     Ok(cfg)
 }
 
+/// The request id of this CLI run in the audit log (`cli:<uuid>`): a command
+/// that changes the platform straight in the database has no HTTP request, and
+/// its rows still tie together and stand apart from other runs'.
+pub(crate) fn run_id() -> String {
+    format!("cli:{}", uuid::Uuid::new_v4())
+}
+
 /// Connects to the owner database URL of `cfg`.
 pub(crate) async fn owner_client(cfg: &Config) -> anyhow::Result<tokio_postgres::Client> {
     use anyhow::Context;

@@ -8,6 +8,7 @@ use crate::functions::secrets;
 use crate::project;
 use anyhow::{bail, Context, Result};
 use std::io::Read;
+use wasmbase_host_api::audit::Actor;
 
 /// Arguments of `secrets`.
 #[derive(clap::Args)]
@@ -38,7 +39,11 @@ enum Cmd {
 /// Runs `secrets`.
 pub async fn run(a: Args) -> Result<()> {
     let cfg = cli_config(a.config.as_deref())?;
-    let client = owner_client(&cfg).await?;
+    let mut client = owner_client(&cfg).await?;
+    // The audit row's columns (as `wasmbase keys` does).
+    crate::migrate::run(&mut client, None).await?;
+    let run = super::run_id();
+    let actor = Actor::new("cli", Some(run.as_str()));
     match a.cmd {
         Cmd::List => {
             let rows = secrets::list(&client).await?;
@@ -50,7 +55,9 @@ pub async fn run(a: Args) -> Result<()> {
             }
         }
         Cmd::Unset { name } => {
-            if secrets::unset(&client, &name).await? {
+            let tx = client.transaction().await?;
+            if secrets::unset(&tx, &name, actor).await? {
+                tx.commit().await?;
                 println!("removed {name}");
             } else {
                 bail!("no secret named {name}");
@@ -75,7 +82,9 @@ pub async fn run(a: Args) -> Result<()> {
                     )
                 }
             };
-            secrets::set(&client, &cipher, &name, &value).await?;
+            let tx = client.transaction().await?;
+            secrets::set(&tx, &cipher, &name, &value, actor).await?;
+            tx.commit().await?;
             println!("stored {name} (every node picks it up within a second)");
         }
     }

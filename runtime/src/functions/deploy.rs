@@ -2,6 +2,8 @@
 //! uploaded), one active version per name, NOTIFY `wasmbase_functions` with
 //! the name on every change. Each node loads the active version itself
 //! (compiling into its own cache) and re-syncs everything after a reconnect.
+//! Deploys, rollbacks and deletes are recorded in `wasmbase.audit_log` in the
+//! transaction that makes them.
 
 use super::load::{self, LoadError};
 use super::manifest::Manifest;
@@ -10,6 +12,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use std::sync::Arc;
 use tokio_postgres::GenericClient;
+use wasmbase_host_api::audit::{self, Actor};
 
 /// NOTIFY channel of function changes (payload: the name).
 pub const CHANNEL: &str = "wasmbase_functions";
@@ -57,12 +60,12 @@ async fn active_version(c: &impl GenericClient, name: &str) -> Option<i32> {
 }
 
 /// Validates (compiles, checks grants and exports) and records a new version,
-/// making it active. A bad component changes nothing.
+/// making it active, and audits it under `by`. A bad component changes nothing.
 pub async fn deploy(
     st: &AppState,
     manifest_text: &str,
     wasm: Vec<u8>,
-    by: &str,
+    by: Actor<'_>,
 ) -> Result<(String, i32, String), DeployError> {
     let manifest = Manifest::parse(manifest_text).map_err(LoadError)?;
     let engine = st.functions.engine.clone();
@@ -103,12 +106,21 @@ pub async fn deploy(
              INSERT INTO wasmbase.functions (name, active_version) SELECT $1, version FROM v
              ON CONFLICT (name) DO UPDATE SET active_version = EXCLUDED.active_version, updated_at = now()
              RETURNING active_version",
-            &[&name, &manifest_text, &wasm, &hash, &by],
+            &[&name, &manifest_text, &wasm, &hash, &by.name],
         )
         .await
         .map_err(db)?;
-    tx.commit().await.map_err(db)?;
     let version: i32 = row.get(0);
+    audit::record(
+        &*tx,
+        by,
+        "function.deploy",
+        &name,
+        serde_json::json!({"version": version, "hash": hash}),
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
     // Serve it here at once (other nodes follow through NOTIFY), unless a
     // newer change already replaced it.
     let mut loaded = loaded;
@@ -121,10 +133,18 @@ pub async fn deploy(
     Ok((name, version, hash))
 }
 
-/// Makes `version` (default: the one before the active one) active.
-pub async fn rollback(st: &AppState, name: &str, version: Option<i32>) -> Result<Option<i32>> {
-    let c = st.system.get().await?;
-    let row = c
+/// Makes `version` (default: the one before the active one) active, audited
+/// under `by`.
+pub async fn rollback(
+    st: &AppState,
+    name: &str,
+    version: Option<i32>,
+    by: Actor<'_>,
+) -> Result<Option<i32>> {
+    let mut c = st.system.get().await?;
+    let tx = c.transaction().await?;
+    let from = active_version(&*tx, name).await;
+    let row = tx
         .query_opt(
             "UPDATE wasmbase.functions f SET active_version = v.version, updated_at = now()
              FROM (SELECT version FROM wasmbase.function_versions
@@ -138,6 +158,15 @@ pub async fn rollback(st: &AppState, name: &str, version: Option<i32>) -> Result
         .await?;
     let Some(row) = row else { return Ok(None) };
     let v: i32 = row.get(0);
+    audit::record(
+        &*tx,
+        by,
+        "function.rollback",
+        name,
+        serde_json::json!({"version": v, "from": from}),
+    )
+    .await?;
+    tx.commit().await?;
     drop(c);
     sync_one(st, name).await;
     Ok(Some(v))
@@ -165,12 +194,18 @@ pub async fn versions(c: &impl GenericClient, name: &str) -> Result<Vec<Version>
         .collect())
 }
 
-/// Deletes `name` and all its versions; false if it did not exist.
-pub async fn delete(st: &AppState, name: &str) -> Result<bool> {
-    let c = st.system.get().await?;
-    let n = c
+/// Deletes `name` and all its versions, audited under `by`; false (and
+/// nothing recorded) if it did not exist.
+pub async fn delete(st: &AppState, name: &str, by: Actor<'_>) -> Result<bool> {
+    let mut c = st.system.get().await?;
+    let tx = c.transaction().await?;
+    let n = tx
         .execute("DELETE FROM wasmbase.functions WHERE name = $1", &[&name])
         .await?;
+    if n > 0 {
+        audit::record(&*tx, by, "function.delete", name, serde_json::json!({})).await?;
+    }
+    tx.commit().await?;
     if n > 0 {
         st.functions.registry.remove(name);
     }

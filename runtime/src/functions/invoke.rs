@@ -163,10 +163,9 @@ pub async fn call(
         .try_acquire_owned()
         .map_err(|_| busy("in flight"))?;
     let own = f
-        .permits
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| busy("to this function"))?;
+        .inflight
+        .try_admit(f.manifest.limits.max_concurrency)
+        .ok_or_else(|| busy("to this function"))?;
     let limits = &f.manifest.limits;
     // The server's own request timeout bounds every call; stop first, so the
     // call ends with its own error and log record.

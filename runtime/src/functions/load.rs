@@ -11,9 +11,9 @@ use super::buffered::BufferedPre;
 use super::engine::Engine;
 use super::invoke::Ctx;
 use super::manifest::{DbMode, Manifest};
+use super::registry::InFlight;
 use super::warm::WarmPool;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 use wasmtime::component::InstancePre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -28,8 +28,9 @@ pub struct Loaded {
     pub handler: HandlerPre,
     /// SHA-256 of the component bytes.
     pub hash: String,
-    /// Calls of this function running now (`limits.max_concurrency`).
-    pub permits: Arc<Semaphore>,
+    /// Calls of this function running now, capped at `limits.max_concurrency`;
+    /// shared with every other version of the name once installed.
+    pub inflight: Arc<InFlight>,
     /// Where it came from (a path, or a deployed version).
     pub source: String,
     /// Deployed version number (None for functions loaded from `dev`'s directory).
@@ -124,13 +125,12 @@ pub fn prepare(
         (Some(Err(e)), None) => return Err(linked(e)),
         (None, None) => return Err(no_handler()),
     };
-    let permits = Arc::new(Semaphore::new(manifest.limits.max_concurrency));
     Ok(Loaded {
         manifest: Arc::new(manifest),
         instance,
         handler,
         hash,
-        permits,
+        inflight: Default::default(),
         source,
         version,
         warm: WarmPool::new(engine.warm.clone()),

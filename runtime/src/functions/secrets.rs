@@ -1,7 +1,9 @@
 //! Function secrets: env values stored in PostgreSQL encrypted with
 //! AES-256-GCM under the configured master key, so every node sees them and
 //! the database (and its backups) never holds a plaintext value. Values are
-//! never logged or listed; `list` shows names only.
+//! never logged or listed; `list` shows names only. Every change is recorded
+//! in `wasmbase.audit_log` (`secret.set`, `secret.unset`: the name, never the
+//! value).
 
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
@@ -10,6 +12,7 @@ use base64::Engine as _;
 use rand::RngCore;
 use std::collections::HashMap;
 use tokio_postgres::GenericClient;
+use wasmbase_host_api::audit::{self, Actor};
 
 /// A new random master key, base64.
 pub fn generate_key() -> String {
@@ -40,13 +43,15 @@ pub fn valid_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Stores (or replaces) `name`. The name is bound as associated data, so a
-/// ciphertext copied onto another name does not decrypt.
-pub async fn set(
+/// Stores (or replaces) `name` and audits it under `actor` (run both in one
+/// transaction to have both or neither). The name is bound as associated
+/// data, so a ciphertext copied onto another name does not decrypt.
+pub async fn set<'a>(
     client: &impl GenericClient,
     cipher: &Aes256Gcm,
     name: &str,
     value: &str,
+    actor: impl Into<Actor<'a>>,
 ) -> Result<()> {
     if !valid_name(name) {
         bail!(
@@ -71,15 +76,25 @@ pub async fn set(
             &[&name, &nonce.as_slice(), &ct],
         )
         .await?;
+    audit::record(client, actor, "secret.set", name, serde_json::json!({})).await?;
     Ok(())
 }
 
-/// Removes `name`; false if it did not exist.
-pub async fn unset(client: &impl GenericClient, name: &str) -> Result<bool> {
-    Ok(client
+/// Removes `name` and audits it under `actor`; false (and nothing recorded)
+/// if it did not exist.
+pub async fn unset<'a>(
+    client: &impl GenericClient,
+    name: &str,
+    actor: impl Into<Actor<'a>>,
+) -> Result<bool> {
+    let removed = client
         .execute("DELETE FROM wasmbase.secrets WHERE name = $1", &[&name])
         .await?
-        > 0)
+        > 0;
+    if removed {
+        audit::record(client, actor, "secret.unset", name, serde_json::json!({})).await?;
+    }
+    Ok(removed)
 }
 
 /// Names and last-update times, never values.

@@ -266,10 +266,12 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         .keepalives_idle(Duration::from_secs(30));
     tokio::spawn(startup(state.clone(), listen_cfg, cancel.clone()));
     tokio::spawn(crate::alloc::return_idle_memory(cancel.clone()));
-    tokio::spawn(crate::functions::load_all(state.clone()));
+    // The watch is in place before the first load, so a function created in
+    // between is seen by one or the other.
     if state.functions.watch {
-        tokio::spawn(crate::functions::watch::run(state.clone(), cancel.clone()));
+        crate::functions::watch::start(state.clone(), cancel.clone());
     }
+    tokio::spawn(crate::functions::load_all(state.clone()));
 
     let app = router(state.clone());
     let join = match state.config.server.threads {

@@ -633,10 +633,10 @@ async fn secrets_are_stored_encrypted_and_reach_granted_functions() {
     srv.wait_function("secret-env").await;
     let owner = db.owner().await;
     let cipher = wasmbase::functions::secrets::cipher(&key).unwrap();
-    wasmbase::functions::secrets::set(&owner, &cipher, "GREETING_SECRET", "hunter22")
+    wasmbase::functions::secrets::set(&owner, &cipher, "GREETING_SECRET", "hunter22", "test")
         .await
         .unwrap();
-    wasmbase::functions::secrets::set(&owner, &cipher, "NOT_GRANTED", "nope")
+    wasmbase::functions::secrets::set(&owner, &cipher, "NOT_GRANTED", "nope", "test")
         .await
         .unwrap();
     // Ciphertext only in the database.
@@ -730,6 +730,333 @@ async fn fn_new_scaffolds_a_function_that_builds_serves_and_hot_reloads() {
     .await;
     let (s, b) = post(&srv, "/fn/greet", Some(&anon), None, json!({"name": "Ada"})).await;
     assert_eq!((s, b["message"].as_str()), (200, Some("Howdy, Ada!")));
+}
+
+#[tokio::test]
+async fn dev_serves_a_function_scaffolded_after_it_started_in_an_empty_directory() {
+    // `wasmbase dev` in an empty directory (no functions/ yet), then
+    // `wasmbase fn new greet` in another terminal: the README's first-function
+    // flow, in that order.
+    let dir = tempfile::tempdir().unwrap();
+    let functions = dir.path().join("functions");
+    assert!(!functions.exists());
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    // The functions config of `dev`: build, watch and local on.
+    let srv = db
+        .functions_server(|c| {
+            c.functions.dir = functions.clone();
+            c.functions.build = Some(true);
+            c.functions.watch = Some(true);
+        })
+        .await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmbase"))
+        .args(["fn", "new", "greet"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Observable: the registry serves it (bounded; it builds with cargo first).
+    srv.wait_function("greet").await;
+    let (s, b) = post(&srv, "/fn/greet", Some(&anon), None, json!({"name": "Ada"})).await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (200, Some("Hello, Ada!")),
+        "{b}"
+    );
+}
+
+/// Replaces `path` the way careful tools save: written beside, renamed in.
+fn replace_file(staging: &std::path::Path, path: &std::path::Path, bytes: &[u8]) {
+    let tmp = staging.join("next");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Waits until `srv` serves `name` with a component other than `old` (bounded)
+/// and answers the registry version then.
+async fn wait_new_hash(srv: &TestServer, name: &str, old: &str) -> u64 {
+    wait_until("the edit was never reloaded", 60, || {
+        served_hash(srv, name) != old
+    })
+    .await;
+    srv.functions_version()
+}
+
+#[tokio::test]
+async fn watch_reloads_once_per_edit_and_never_on_reads_builds_or_temp_files() {
+    // Two prebuilt functions, served with the functions config of `dev`
+    // (build, watch and local on). Every load reads function.toml and the
+    // component; a watcher that took those reads for edits reloaded forever.
+    let dir = tempfile::tempdir().unwrap();
+    let functions = dir.path().join("functions");
+    for name in ["a-idle", "b-edit"] {
+        let f = functions.join(name);
+        std::fs::create_dir_all(&f).unwrap();
+        std::fs::write(f.join("function.toml"), format!("name = \"{name}\"\n")).unwrap();
+        std::fs::write(f.join(format!("{name}.wasm")), wasm_of("hello")).unwrap();
+    }
+    let db = TestDb::new().await;
+    let srv = db
+        .functions_server(|c| {
+            c.functions.dir = functions.clone();
+            c.functions.build = Some(true);
+            c.functions.watch = Some(true);
+        })
+        .await;
+    srv.wait_function("a-idle").await;
+    srv.wait_function("b-edit").await;
+    let v0 = srv.functions_version();
+
+    // What a build does to a function's sources: open and read every file. And
+    // what builds and editors leave beside them: target/, swap and backup files.
+    let a = functions.join("a-idle");
+    for f in [a.join("function.toml"), a.join("a-idle.wasm")] {
+        std::hint::black_box(std::fs::read(&f).unwrap());
+    }
+    std::fs::create_dir_all(a.join("target/release")).unwrap();
+    std::fs::write(a.join("target/release/out.wasm"), b"built").unwrap();
+    std::fs::write(a.join(".function.toml.swp"), b"swap").unwrap();
+    std::fs::write(a.join("function.toml~"), b"backup").unwrap();
+
+    // One edit of b: exactly one reload (the inotify queue is ordered, so
+    // every event above was seen before this one).
+    let staging = dir.path().to_path_buf();
+    let b = functions.join("b-edit");
+    let old = served_hash(&srv, "b-edit");
+    replace_file(&staging, &b.join("b-edit.wasm"), &wasm_of("secret-env"));
+    let v1 = wait_new_hash(&srv, "b-edit", &old).await;
+    assert_eq!(v1, v0 + 1, "reads and build output caused reloads");
+
+    // The reload itself read b's files; nothing was edited since: the next
+    // edit is again exactly one step.
+    let old = served_hash(&srv, "b-edit");
+    replace_file(&staging, &b.join("b-edit.wasm"), &wasm_of("hello"));
+    let v2 = wait_new_hash(&srv, "b-edit", &old).await;
+    assert_eq!(v2, v1 + 1, "the server kept reloading with nothing edited");
+}
+
+#[tokio::test]
+async fn max_concurrency_holds_across_a_reload() {
+    // A function capped at one call at a time, its one slot taken by a
+    // spinning call…
+    let dir = tempfile::tempdir().unwrap();
+    let fdir = dir.path().join("spin");
+    std::fs::create_dir_all(&fdir).unwrap();
+    std::fs::write(
+        fdir.join("function.toml"),
+        "name = \"spin\"\n[limits]\nmax_concurrency = 1\ntimeout_ms = 10000\n",
+    )
+    .unwrap();
+    std::fs::write(fdir.join("spin.wasm"), wasm_of("spin")).unwrap();
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let srv = db
+        .functions_server(|c| c.functions.dir = dir.path().to_path_buf())
+        .await;
+    srv.wait_function("spin").await;
+    let (url, key, http) = (srv.url.clone(), anon.clone(), srv.http.clone());
+    let spinning = tokio::spawn(async move {
+        http.post(format!("{url}/fn/spin"))
+            .header("apikey", key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    let global = srv.srv.state.functions.global.clone();
+    let total = srv.srv.state.config.functions.max_concurrency;
+    wait_until("spin never started", 30, || {
+        global.available_permits() == total - 1
+    })
+    .await;
+    // …is reloaded (what the watcher does on an edit) while the call runs.
+    let v = srv.functions_version();
+    let after = wasmbase::functions::load_dir(&srv.srv.state, &fdir).await;
+    assert_eq!(after, v + 1);
+    assert!(srv.srv.state.functions.registry.error("spin").is_none());
+    // The new version is capped by the calls still running on the old one.
+    let (s, b) = post(&srv, "/fn/spin", Some(&anon), None, json!({})).await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (503, Some("function_busy")),
+        "a second call was admitted although the cap is 1: {b}"
+    );
+    assert_eq!(
+        global.available_permits(),
+        total - 1,
+        "the first call ended before the check; the test proves nothing"
+    );
+    assert_eq!(spinning.await.unwrap(), 504);
+}
+
+#[tokio::test]
+async fn deploys_rollbacks_deletes_and_secret_changes_are_audited_without_secrets() {
+    let db = TestDb::new().await;
+    let (_, secret) = db.key(KeyKind::Secret).await;
+    let srv = db.server().await;
+    let owner = db.owner().await;
+    owner
+        .batch_execute("DELETE FROM wasmbase.audit_log")
+        .await
+        .unwrap();
+    use base64::Engine as _;
+    let component = base64::engine::general_purpose::STANDARD.encode(wasm_of("hello"));
+    let manifest = "name = \"greeter\"\n";
+    let admin = |method: reqwest::Method, path: &str, rid: &str| {
+        srv.http
+            .request(
+                method,
+                format!("{}/admin/v1/functions/greeter{path}", srv.url),
+            )
+            .header("apikey", &secret)
+            .header("x-request-id", rid)
+    };
+    for rid in ["req-deploy-1", "req-deploy-2"] {
+        let r = admin(reqwest::Method::POST, "", rid)
+            .json(&json!({"manifest": manifest, "component": component}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let r = admin(reqwest::Method::POST, "/rollback", "req-rollback")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = admin(reqwest::Method::DELETE, "", "req-delete")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // Refused and failed actions change nothing and record nothing.
+    let r = admin(reqwest::Method::DELETE, "", "req-delete-again")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Key changes through the admin API carry their request id too.
+    let r = srv
+        .http
+        .post(format!("{}/admin/v1/keys", srv.url))
+        .header("apikey", &secret)
+        .header("x-request-id", "req-key")
+        .json(&json!({"kind": "publishable", "name": "audited"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let new_key = created["key"].as_str().unwrap().to_string();
+
+    // Secrets are set with the CLI, straight into the database.
+    let dir = tempfile::tempdir().unwrap();
+    let value = "hunter2-do-not-log-me";
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmbase"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("DATABASE_URL", db.url())
+            .env(
+                "WASMBASE_FUNCTIONS_SECRETS_KEY",
+                wasmbase::functions::secrets::generate_key(),
+            )
+            .env("WASMBASE_LOG_LEVEL", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!printed.contains(value), "{printed}");
+    };
+    cli(&["secrets", "set", &format!("API_TOKEN={value}")]);
+    cli(&["secrets", "unset", "API_TOKEN"]);
+
+    let rows = owner
+        .query(
+            "SELECT action, target, actor, coalesce(request_id, ''), row_to_json(a)::text \
+             FROM wasmbase.audit_log a ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let api = |action: &str, rid: &str| {
+        (
+            action.to_string(),
+            "greeter".to_string(),
+            "key:service_role".to_string(),
+            rid.to_string(),
+        )
+    };
+    assert_eq!(
+        got[..4],
+        [
+            api("function.deploy", "req-deploy-1"),
+            api("function.deploy", "req-deploy-2"),
+            api("function.rollback", "req-rollback"),
+            api("function.delete", "req-delete"),
+        ],
+        "{got:?}"
+    );
+    assert_eq!(got.len(), 7, "{got:?}");
+    assert_eq!(
+        (got[4].0.as_str(), got[4].2.as_str(), got[4].3.as_str()),
+        ("key.create", "key:service_role", "req-key")
+    );
+    let cli_rows = &got[5..];
+    assert_eq!(
+        cli_rows
+            .iter()
+            .map(|(a, t, actor, _)| (a.as_str(), t.as_str(), actor.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("secret.set", "API_TOKEN", "cli"),
+            ("secret.unset", "API_TOKEN", "cli")
+        ]
+    );
+    for (_, _, _, rid) in cli_rows {
+        assert!(rid.starts_with("cli:") && rid.len() > 10, "{rid}");
+    }
+    assert_ne!(cli_rows[0].3, cli_rows[1].3, "one id per CLI run");
+    let versions: Vec<Option<String>> = owner
+        .query(
+            "SELECT details->>'version' FROM wasmbase.audit_log \
+             WHERE action LIKE 'function.%' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let v = |s: &str| Some(s.to_string());
+    assert_eq!(versions, [v("1"), v("2"), v("1"), None]);
+    for r in &rows {
+        let whole: String = r.get(4);
+        for never in [value, secret.as_str(), new_key.as_str()] {
+            assert!(
+                !whole.contains(never),
+                "an audit row holds a secret: {whole}"
+            );
+        }
+    }
 }
 
 /// The content hash of the component `srv` serves as `name`.
