@@ -124,18 +124,19 @@ pub async fn writer(
                 _ = buf.full.notified() => {}
             }
         }
-        let records = std::mem::take(&mut *buf.records.lock().unwrap_or_else(|e| e.into_inner()));
-        for batch in records.chunks(BATCH) {
-            if let Err(e) = insert(&system, batch).await {
-                tracing::warn!(error = %format!("{e:#}"), "writing function logs (batch dropped)");
-            }
-        }
+        // Old batches go first, so a reader that sees this write never sees them.
         if let Some(keep) = retention {
             if pruned.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
                 pruned = Some(Instant::now());
                 if let Err(e) = prune(&system, keep).await {
                     tracing::warn!(error = %format!("{e:#}"), "deleting old function logs");
                 }
+            }
+        }
+        let records = std::mem::take(&mut *buf.records.lock().unwrap_or_else(|e| e.into_inner()));
+        for batch in records.chunks(BATCH) {
+            if let Err(e) = insert(&system, batch).await {
+                tracing::warn!(error = %format!("{e:#}"), "writing function logs (batch dropped)");
             }
         }
         if buf.closed.load(Ordering::Acquire) {
