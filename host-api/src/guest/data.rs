@@ -161,6 +161,7 @@ impl Host for GuestCtx {
             head: false,
             max_affected: None,
             rollback: false,
+            csv: false,
         };
         self.run_data(db, req).await
     }
@@ -188,6 +189,7 @@ impl Host for GuestCtx {
             head: false,
             max_affected: None,
             rollback: false,
+            csv: false,
         };
         self.run_data(db, req).await
     }

@@ -300,6 +300,7 @@ pub fn parse(
             head: *method == Method::HEAD,
             max_affected,
             rollback,
+            csv,
         },
         csv,
         offset,
