@@ -78,6 +78,14 @@ ALTER TABLE public.gadgets ENABLE ROW LEVEL SECURITY;
 CREATE POLICY gadgets_all ON public.gadgets FOR ALL TO anon, authenticated
   USING (true) WITH CHECK (true);
 
+CREATE TABLE public.slots (
+  id        int PRIMARY KEY,
+  age_range int4range
+);
+ALTER TABLE public.slots ENABLE ROW LEVEL SECURITY;
+CREATE POLICY slots_read ON public.slots FOR SELECT TO anon, authenticated USING (true);
+INSERT INTO public.slots VALUES (1, '[1,10)'), (2, '[5,30)'), (3, '[20,40)');
+
 CREATE FUNCTION public.add_them(a int, b int) RETURNS int
   LANGUAGE sql IMMUTABLE AS 'select a + b';
 CREATE FUNCTION public.items_cheaper_than(max numeric) RETURNS SETOF public.items
@@ -704,6 +712,23 @@ test('rpc', async () => {
 });
 
 // 7. Errors in PostgREST's shape: {code, message, details, hint}.
+// 6b. Range operators as supabase-js names them (rangeGte is nxl, `&>`;
+//     rangeLte is nxr, `&<`), and the count of a single-value rpc.
+test('rangeGte/rangeLte and rpc count', async () => {
+  const gte = ok(await anon.from('slots').select('id').rangeGte('age_range', '[2,25)').order('id'));
+  assert.deepStrictEqual(gte, [{ id: 2 }, { id: 3 }]);
+  const lte = ok(await anon.from('slots').select('id').rangeLte('age_range', '[2,25)').order('id'));
+  assert.deepStrictEqual(lte, [{ id: 1 }]);
+
+  const counted = await anon.rpc('add_them', { a: 1, b: 2 }, { count: 'exact' });
+  assert.equal(counted.error, null);
+  assert.equal(counted.data, 3);
+  assert.equal(counted.count, 1);
+  const head = await anon.rpc('add_them', { a: 1, b: 2 }, { count: 'exact', head: true, get: true });
+  assert.equal(head.error, null);
+  assert.equal(head.count, 1);
+});
+
 test('errors: unknown table, unknown column, malformed filter', async () => {
   const table = failed(await anon.from('no_such_table').select('*'), {
     code: 'PGRST205',

@@ -12,7 +12,8 @@ use deadpool_postgres::Pool;
 use std::time::Duration;
 use tokio_postgres::types::{Format, IsNull, ToSql, Type};
 
-/// What a statement gave back (see `plan`: one row of total, body, rows).
+/// What a statement gave back (see `plan`: one row of total, body, rows, and
+/// for merging upserts the rows inserted).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     /// `count(*)` when a count was asked for.
@@ -21,6 +22,8 @@ pub struct Outcome {
     pub body: Option<String>,
     /// Rows returned (reads) or written (writes).
     pub rows: i64,
+    /// Rows a merging upsert inserted (rather than updated): 0 makes it a 200.
+    pub inserted: Option<i64>,
 }
 
 /// How statements are prepared and run.
@@ -148,6 +151,8 @@ fn outcome(row: &tokio_postgres::Row, stmt: &Statement) -> Result<Outcome, DataE
         total: row.try_get(0).ok().flatten(),
         body: row.try_get(1).ok().flatten(),
         rows: row.try_get(2).unwrap_or(0),
+        // Only merging upserts have this fourth column.
+        inserted: row.try_get(3).ok().flatten(),
     };
     if let Some(max) = stmt.max_affected {
         if out.rows > max {

@@ -94,8 +94,10 @@ fn split_key(key: &str) -> (Vec<String>, &str) {
     }
 }
 
-/// `items.data->>x` → (["items"], Field{data, ->>x}).
-fn split_filter_key(key: &str) -> Result<(Vec<String>, Field), DataError> {
+/// `items.data->>x` → (["items"], Field{data, ->>x}): the embed path and field
+/// of a filter's key (also used by structured guest filters, which carry the
+/// key separately from the condition).
+pub fn split_filter_key(key: &str) -> Result<(Vec<String>, Field), DataError> {
     let (head, rest) = match key.find("->") {
         Some(i) => (&key[..i], &key[i..]),
         None => (key, ""),
@@ -355,24 +357,34 @@ pub fn parse_order(s: &str) -> Result<Vec<OrderTerm>, DataError> {
                 format!("too many modifiers in \"{term}\""),
             ));
         }
-        let (embed, rest) = match rest.split_once('(') {
-            Some((rel, col)) => {
-                let col = col.strip_suffix(')').ok_or_else(|| {
-                    DataError::parse("order", format!("expected \")\" in \"{term}\""))
-                })?;
-                (Some(check_name("order", rel)?.to_string()), col)
-            }
-            None => (None, rest),
-        };
-        out.push(OrderTerm {
-            embed,
-            field: parse_field(rest)
-                .map_err(|e| DataError::parse("order", e.details.unwrap_or_default()))?,
-            desc,
-            nulls_first,
-        });
+        out.push(order_term(rest, desc, nulls_first)?);
     }
     Ok(out)
+}
+
+/// One order term from its column part (`col`, `col->a`, `rel(col)`) and its
+/// direction: what `order=` terms and structured guest order terms share.
+pub fn order_term(
+    column: &str,
+    desc: bool,
+    nulls_first: Option<bool>,
+) -> Result<OrderTerm, DataError> {
+    let (embed, rest) = match column.split_once('(') {
+        Some((rel, col)) => {
+            let col = col.strip_suffix(')').ok_or_else(|| {
+                DataError::parse("order", format!("expected \")\" in \"{column}\""))
+            })?;
+            (Some(check_name("order", rel)?.to_string()), col)
+        }
+        None => (None, column),
+    };
+    Ok(OrderTerm {
+        embed,
+        field: parse_field(rest)
+            .map_err(|e| DataError::parse("order", e.details.unwrap_or_default()))?,
+        desc,
+        nulls_first,
+    })
 }
 
 /// `[not.]op[(config)].value` for field `field`.

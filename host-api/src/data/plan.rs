@@ -6,11 +6,12 @@
 //! so the statement text depends only on the request's shape, and PostgreSQL
 //! builds the whole response body (`json_build_object` / `json_agg`).
 //!
-//! Every statement returns one row: `(total int8, body text, rows int8)`.
+//! Every statement returns one row: `(total int8, body text, rows int8)`, and
+//! merging upserts a fourth column, `inserted int8`.
 
 use super::error::DataError;
 use super::request::*;
-use super::schema::{Column, ForeignKey, Function, Relation, Returns, Schema};
+use super::schema::{Column, ForeignKey, Function, RelKind, Relation, Returns, Schema};
 use std::fmt::Write;
 
 /// A planned statement: SQL text and its parameters (text format; `None` is NULL).
@@ -28,6 +29,12 @@ pub struct Statement {
     pub pk: Vec<String>,
     /// A `void` function: no body (204).
     pub void: bool,
+    /// A function returning one composite row (not `SETOF`): the body is sent
+    /// as that object, or `null` when filters removed it, without the 406 a
+    /// single-object `Accept` would give.
+    pub object: bool,
+    /// The body is CSV text (`Accept: text/csv`), built by PostgreSQL.
+    pub csv: bool,
     /// `Prefer: handling=strict, max-affected=N`: more rows is an error (rolled back).
     pub max_affected: Option<i64>,
     /// `Prefer: tx=rollback`: run, answer, and roll back.
@@ -170,6 +177,7 @@ impl<'s> Builder<'s> {
         Ok(Statement {
             sql,
             pk: rel.pk.clone(),
+            csv: req.csv,
             ..Default::default()
         })
     }
@@ -184,7 +192,15 @@ impl<'s> Builder<'s> {
         limits: &Limits,
     ) -> Result<String, DataError> {
         let root = req.query.root().cloned().unwrap_or_default();
-        let obj = self.object(&req.query, &req.query.select, src, a, &[])?;
+        let (obj, csv) = if req.csv {
+            let pairs = self.pairs(&req.query, &req.query.select, src, a, &[])?;
+            (csv_row(&pairs), Some(csv_agg(&pairs, "_r.j")))
+        } else {
+            (
+                self.object(&req.query, &req.query.select, src, a, &[])?,
+                None,
+            )
+        };
         let conds = self.conditions(&req.query, &root.conditions, src, a, &[])?;
         let order = self.order(&root.order, src, a, &req.query.select)?;
         let limit = root.limit.unwrap_or(limits.max_rows).min(limits.max_rows);
@@ -196,10 +212,10 @@ impl<'s> Builder<'s> {
             Some(_) => format!("(SELECT count(*) FROM {from}{conds})"),
             None => "NULL::int8".into(),
         };
-        let body = if req.head {
-            "NULL::text".to_string()
-        } else {
-            "coalesce(json_agg(_r.j), '[]')::text".to_string()
+        let body = match csv {
+            _ if req.head => "NULL::text".to_string(),
+            Some(csv) => csv,
+            None => "coalesce(json_agg(_r.j), '[]')::text".to_string(),
         };
         Ok(format!(
             "SELECT {total}, {body}, count(_r.j) FROM (SELECT {obj} AS j FROM {from}{conds}{order} LIMIT {l} OFFSET {o}) _r"
@@ -251,6 +267,11 @@ impl<'s> Builder<'s> {
                             .unwrap_or_else(|| field.output_name().to_string()),
                     );
                     pairs.push((k, expr));
+                }
+                // An empty embed (`users()`) only filters (`!inner`, `users=not.is.null`,
+                // `users.col=…`): PostgREST leaves it out of the output.
+                SelectItem::Embed(e) if e.select.is_empty() => {
+                    self.link(src, e)?;
                 }
                 SelectItem::Embed(e) => {
                     let link = self.link(src, e)?;
@@ -644,8 +665,9 @@ impl<'s> Builder<'s> {
             }
             Op::Sl => format!("{expr} << {}", value(self)?),
             Op::Sr => format!("{expr} >> {}", value(self)?),
-            Op::Nxl => format!("{expr} &< {}", value(self)?),
-            Op::Nxr => format!("{expr} &> {}", value(self)?),
+            // PostgREST: nxr ("does not extend to the right") is `&<`, nxl is `&>`.
+            Op::Nxr => format!("{expr} &< {}", value(self)?),
+            Op::Nxl => format!("{expr} &> {}", value(self)?),
             Op::Adj => format!("{expr} -|- {}", value(self)?),
             Op::In => match &f.operand {
                 Operand::List(items) => {
@@ -787,9 +809,15 @@ impl<'s> Builder<'s> {
                             ));
                         }
                         if a.is_empty() {
-                            // Nothing to insert: answer [] without touching the table.
+                            // Nothing to insert: answer [] without touching the table
+                            // (an upsert that inserted nothing: 0 inserted, see below).
+                            let inserted = if *resolution == Some(Resolution::Merge) {
+                                ", 0::int8"
+                            } else {
+                                ""
+                            };
                             return Ok(Statement {
-                                sql: "SELECT NULL::int8, '[]'::text, 0::int8".into(),
+                                sql: format!("SELECT NULL::int8, '[]'::text, 0::int8{inserted}"),
                                 pk: rel.pk.clone(),
                                 ..Default::default()
                             });
@@ -946,10 +974,28 @@ impl<'s> Builder<'s> {
             Return::HeadersOnly => !rel.pk.is_empty(),
             Return::Minimal => false,
         };
-        let cte = if needs_rows {
+        let mut cte = if needs_rows {
             cte
         } else {
             cte.replace(&format!(" RETURNING {w}.*"), " RETURNING 1")
+        };
+        // A merging upsert answers 201 only when it inserted a row, 200 when it
+        // only updated (PostgREST): a row version this statement inserted has
+        // no xmax, an updated one has this transaction's. (Views have no xmax:
+        // an upsert through one keeps 201.)
+        let merge = rel.kind == RelKind::Table
+            && matches!(
+                req.action,
+                Action::Insert {
+                    resolution: Some(Resolution::Merge),
+                    ..
+                }
+            );
+        let inserted = if merge {
+            let _ = write!(cte, ", ({w}.xmax = 0) AS \"_wb_inserted\"");
+            ", (SELECT count(*) FROM _w WHERE _w.\"_wb_inserted\")"
+        } else {
+            ""
         };
         let total = if req.count.is_some() {
             "(SELECT count(*) FROM _w)"
@@ -957,6 +1003,14 @@ impl<'s> Builder<'s> {
             "NULL::int8"
         };
         let body = match req.returning {
+            Return::Representation if req.csv => {
+                let pairs = self.pairs(&req.query, &req.query.select, src, &a, &[])?;
+                format!(
+                    "(SELECT {} FROM (SELECT {} AS j FROM _w {a}) _c)",
+                    csv_agg(&pairs, "_c.j"),
+                    csv_row(&pairs)
+                )
+            }
             Return::Representation => {
                 let obj = self.object(&req.query, &req.query.select, src, &a, &[])?;
                 format!("(SELECT coalesce(json_agg({obj}), '[]')::text FROM _w {a})")
@@ -977,8 +1031,11 @@ impl<'s> Builder<'s> {
             _ => "NULL::text".into(),
         };
         Ok(Statement {
-            sql: format!("WITH _w AS ({cte}) SELECT {total}, {body}, (SELECT count(*) FROM _w)"),
+            sql: format!(
+                "WITH _w AS ({cte}) SELECT {total}, {body}, (SELECT count(*) FROM _w){inserted}"
+            ),
             pk: rel.pk.clone(),
+            csv: req.csv && req.returning == Return::Representation,
             ..Default::default()
         })
     }
@@ -1042,37 +1099,87 @@ impl<'s> Builder<'s> {
                 void: true,
                 ..Default::default()
             }),
-            Returns::Scalar { .. } if !f.set => Ok(Statement {
-                sql: format!("SELECT NULL::int8, coalesce(to_json(_v.v)::text, 'null'), 1::int8 FROM {from_args}{call} AS _v(v)"),
-                scalar: true,
-                ..Default::default()
-            }),
+            Returns::Scalar { .. } if !f.set => {
+                // One value is one row: its count is 1 (PostgREST's `0-0/1`).
+                let total = if req.count.is_some() {
+                    "1::int8"
+                } else {
+                    "NULL::int8"
+                };
+                Ok(Statement {
+                    sql: format!("SELECT {total}, coalesce(to_json(_v.v)::text, 'null'), 1::int8 FROM {from_args}{call} AS _v(v)"),
+                    scalar: true,
+                    ..Default::default()
+                })
+            }
             Returns::Scalar { .. } => {
                 let root = req.query.root().cloned().unwrap_or_default();
                 let limit = root.limit.unwrap_or(limits.max_rows).min(limits.max_rows);
-                let (l, o) = (self.param(limit.to_string()), self.param(root.offset.unwrap_or(0).to_string()));
-                Ok(Statement {
-                    sql: format!(
+                let (l, o) = (
+                    self.param(limit.to_string()),
+                    self.param(root.offset.unwrap_or(0).to_string()),
+                );
+                let sql = if req.count.is_some() {
+                    // Counted: the call runs once (materialized), the count reads it too.
+                    format!(
+                        "WITH _f AS MATERIALIZED (SELECT _v.v FROM {from_args}{call} AS _v(v)) SELECT (SELECT count(*) FROM _f), coalesce(json_agg(_r.j), '[]')::text, count(_r.j) FROM (SELECT to_json(_f.v) AS j FROM _f LIMIT {l} OFFSET {o}) _r"
+                    )
+                } else {
+                    format!(
                         "SELECT NULL::int8, coalesce(json_agg(_r.j), '[]')::text, count(_r.j) FROM (SELECT to_json(_v.v) AS j FROM {from_args}{call} AS _v(v) LIMIT {l} OFFSET {o}) _r"
-                    ),
+                    )
+                };
+                Ok(Statement {
+                    sql,
                     ..Default::default()
                 })
             }
             Returns::Rows { columns, table } => {
                 let rel = table.as_ref().and_then(|(s, t)| self.schema.relation(s, t));
-                let src = Source { columns, rel, label: &f.name };
+                let src = Source {
+                    columns,
+                    rel,
+                    label: &f.name,
+                };
                 let a = self.alias();
                 // The call runs once (materialized), whether or not a count reads it too.
                 let from = format!("_f {a}");
                 let sql = self.root_select(req, src, &a, &from, limits)?;
                 Ok(Statement {
-                    sql: format!("WITH _f AS MATERIALIZED (SELECT _c.* FROM {from_args}{call} _c) {sql}"),
-                    single: !f.set,
+                    sql: format!(
+                        "WITH _f AS MATERIALIZED (SELECT _c.* FROM {from_args}{call} _c) {sql}"
+                    ),
+                    // One composite row: answered as an object, or `null` when
+                    // filters removed it (PostgREST); only the single-object
+                    // `Accept` makes zero rows a 406.
+                    object: !f.set,
+                    csv: req.csv,
                     ..Default::default()
                 })
             }
         }
     }
+}
+
+/// `ROW(v1, …)`: an object's values as a record, whose text form is a CSV line
+/// once its parentheses are removed (PostgreSQL's own quoting, as PostgREST's
+/// CSV: fields with quotes, commas, spaces, parentheses or backslashes are
+/// double-quoted with `"` and `\` doubled; NULL is empty; values keep their
+/// text output, such as `t`, `{1,2}` or jsonb's `{"a": 1}`).
+fn csv_row(pairs: &[(String, String)]) -> String {
+    let values: Vec<&str> = pairs.iter().map(|(_, v)| v.as_str()).collect();
+    format!("ROW({})", values.join(", "))
+}
+
+/// The CSV text of rows `j` (each a [`csv_row`]): the keys as a header line
+/// (empty when there is no row), a line break, then one line per row.
+fn csv_agg(pairs: &[(String, String)], j: &str) -> String {
+    let keys: Vec<String> = pairs.iter().map(|(k, _)| format!("{k}::text")).collect();
+    format!(
+        "CASE WHEN count({j}) > 0 THEN array_to_string(ARRAY[{}]::text[], ',') ELSE '' END \
+         || E'\\n' || coalesce(string_agg(substring({j}::text, 2, length({j}::text) - 2), E'\\n'), '')",
+        keys.join(", ")
+    )
 }
 
 fn build_object(pairs: &[(String, String)]) -> String {
@@ -1192,10 +1299,13 @@ fn pick_function<'f>(
             {
                 return true;
             }
-            args.keys().all(|k| f.args.iter().any(|a| a.name == *k))
+            // An unnamed parameter cannot be passed by name (not even as ""):
+            // it must have a default, as in PostgREST's schema cache.
+            args.keys()
+                .all(|k| !k.is_empty() && f.args.iter().any(|a| a.name == *k))
                 && f.args
                     .iter()
-                    .all(|a| a.has_default || args.contains_key(&a.name))
+                    .all(|a| a.has_default || (!a.name.is_empty() && args.contains_key(&a.name)))
         })
         .collect();
     match fits.len() {
@@ -1292,6 +1402,7 @@ mod tests {
             head: false,
             max_affected: None,
             rollback: false,
+            csv: false,
         };
         plan(
             &schema(),
@@ -1346,6 +1457,7 @@ mod tests {
             head: false,
             max_affected: None,
             rollback: false,
+            csv: false,
         };
         let s = plan(
             &schema(),
@@ -1418,6 +1530,7 @@ mod tests {
             head: false,
             max_affected: None,
             rollback: false,
+            csv: false,
         };
         let limits = Limits {
             max_rows: 10,

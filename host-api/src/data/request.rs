@@ -351,4 +351,7 @@ pub struct Request {
     pub max_affected: Option<i64>,
     /// `Prefer: tx=rollback`.
     pub rollback: bool,
+    /// `Accept: text/csv`: PostgreSQL builds the body as CSV (its own text
+    /// output and quoting, as PostgREST), not JSON.
+    pub csv: bool,
 }

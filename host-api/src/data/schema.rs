@@ -25,7 +25,9 @@ pub struct Column {
     /// Whether the column may hold NULL.
     #[serde(default = "yes")]
     pub nullable: bool,
-    /// The default expression from the catalog, if any.
+    /// The default expression from the catalog, if any; for an identity column
+    /// `BY DEFAULT` (no catalog default) `nextval` of its sequence, as in
+    /// PostgREST's schema cache, so `missing=default` can fill it.
     #[serde(default)]
     pub default: Option<String>,
     /// Whether the column is an identity or generated column.
@@ -374,7 +376,10 @@ const RELATIONS: &str = "
 SELECT n.nspname::text, c.relname::text, c.relkind::text,
   coalesce(json_agg(json_build_object(
       'name', a.attname, 'type', format_type(a.atttypid, a.atttypmod), 'typname', t.typname,
-      'nullable', NOT a.attnotnull, 'default', pg_get_expr(d.adbin, d.adrelid),
+      'nullable', NOT a.attnotnull,
+      'default', CASE WHEN a.attidentity = 'd' THEN format('nextval(%L::regclass)',
+          pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname))
+        ELSE pg_get_expr(d.adbin, d.adrelid) END,
       'generated', a.attidentity <> '' OR a.attgenerated <> '')
     ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '[]')::text,
   coalesce((SELECT array_agg(pa.attname::text ORDER BY k.ord)

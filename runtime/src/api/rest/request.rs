@@ -300,6 +300,7 @@ pub fn parse(
             head: *method == Method::HEAD,
             max_affected,
             rollback,
+            csv,
         },
         csv,
         offset,
@@ -320,5 +321,31 @@ fn parse_range(value: &str) -> Result<(i64, Option<i64>), DataError> {
     if end < start {
         return Err(DataError::range());
     }
-    Ok((start, Some(end - start + 1)))
+    // Checked: `0-9223372036854775807` is more rows than an int8 LIMIT holds.
+    let count = end
+        .checked_sub(start)
+        .and_then(|n| n.checked_add(1))
+        .ok_or_else(DataError::range)?;
+    Ok((start, Some(count)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges_parse_and_overflow_is_416_not_a_wrapped_limit() {
+        assert_eq!(parse_range("0-9").unwrap(), (0, Some(10)));
+        assert_eq!(parse_range("items=10-").unwrap(), (10, None));
+        for bad in [
+            "0-9223372036854775807",
+            "-1-9223372036854775807",
+            "5-4",
+            "x",
+            "0-99999999999999999999",
+        ] {
+            let e = parse_range(bad).unwrap_err();
+            assert_eq!((e.status, e.code.as_str()), (416, "PGRST103"), "{bad}");
+        }
+    }
 }

@@ -1,6 +1,5 @@
 //! Outcome → HTTP: status, `Content-Range`, `Location`, `Preference-Applied`,
-//! and the body PostgreSQL built, passed through as text (CSV is the one
-//! conversion, done here from that JSON).
+//! and the body PostgreSQL built (JSON or CSV), passed through as text.
 
 use super::error::RestError;
 use super::request::Parsed;
@@ -61,6 +60,10 @@ pub fn render(p: &Parsed, stmt: &Statement, out: Outcome) -> Result<Response, Re
             }
             (status, out.body)
         }
+        // A merging upsert that only updated rows is a 200 (PostgREST).
+        Action::Insert { .. } if out.inserted == Some(0) => {
+            (StatusCode::OK, body_for(req.returning, out.body))
+        }
         Action::Insert { .. } => (StatusCode::CREATED, body_for(req.returning, out.body)),
         Action::Update | Action::Delete => match req.returning {
             Return::Representation => (StatusCode::OK, out.body),
@@ -77,24 +80,29 @@ pub fn render(p: &Parsed, stmt: &Statement, out: Outcome) -> Result<Response, Re
     let Some(body) = body else {
         return Ok(b.status(status).body(Body::empty()).unwrap_or_default());
     };
-    if p.csv && !stmt.scalar {
-        let csv = to_csv(&body)?;
+    if stmt.csv {
+        // PostgreSQL built the CSV (see `plan`).
         return Ok(b
             .status(status)
             .header(header::CONTENT_TYPE, "text/csv; charset=utf-8")
-            .body(Body::from(csv))
+            .body(Body::from(body))
             .unwrap_or_default());
     }
-    if stmt.single {
-        // The statement returned exactly one row (checked before commit): strip
-        // the array brackets PostgreSQL put around it.
+    if p.csv && !stmt.scalar {
+        // Rows of plain values (a set-returning scalar function): no columns.
+        return Err(DataError::new(406, "PGRST107", "text/csv needs rows of objects").into());
+    }
+    if stmt.single || stmt.object {
+        // One row (exactly one when single-object was asked for, checked before
+        // commit; at most one for a function returning one composite row):
+        // strip the array brackets PostgreSQL put around it; no row is `null`.
         let inner = body.trim();
         let inner = inner
             .strip_prefix('[')
             .and_then(|s| s.strip_suffix(']'))
             .unwrap_or(inner)
-            .trim()
-            .to_string();
+            .trim();
+        let inner = if inner.is_empty() { "null" } else { inner }.to_string();
         let ct = if req.single { OBJECT } else { JSON };
         return Ok(b
             .status(status)
@@ -133,47 +141,4 @@ fn location(path: &str, stmt: &Statement, out: &Outcome) -> Option<String> {
         .to_str()
         .ok()
         .map(str::to_string)
-}
-
-/// JSON array of objects → CSV with a header line (keys of the first row).
-fn to_csv(body: &str) -> Result<String, RestError> {
-    let rows: Vec<serde_json::Map<String, serde_json::Value>> = match serde_json::from_str(body) {
-        Ok(r) => r,
-        Err(_) => {
-            return Err(DataError::new(406, "PGRST107", "text/csv needs rows of objects").into());
-        }
-    };
-    let mut out = String::new();
-    let Some(first) = rows.first() else {
-        return Ok(out);
-    };
-    let keys: Vec<&String> = first.keys().collect();
-    out.push_str(
-        &keys
-            .iter()
-            .map(|k| csv_field(k))
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    for r in &rows {
-        out.push('\n');
-        let line: Vec<String> = keys
-            .iter()
-            .map(|k| match r.get(*k) {
-                None | Some(serde_json::Value::Null) => String::new(),
-                Some(serde_json::Value::String(s)) => csv_field(s),
-                Some(v) => csv_field(&v.to_string()),
-            })
-            .collect();
-        out.push_str(&line.join(","));
-    }
-    Ok(out)
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }
