@@ -7,6 +7,7 @@ mod harness;
 mod auth;
 mod auth_keys;
 mod cli;
+mod conn;
 mod functions;
 mod migrations;
 mod ops;
