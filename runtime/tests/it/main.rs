@@ -13,3 +13,4 @@ mod migrations;
 mod ops;
 mod principal;
 mod rest;
+mod session;
