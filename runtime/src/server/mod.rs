@@ -266,7 +266,10 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(30));
     tokio::spawn(startup(state.clone(), listen_cfg, cancel.clone()));
-    tokio::spawn(crate::alloc::return_idle_memory(cancel.clone()));
+    tokio::spawn(crate::alloc::return_idle_memory(cancel.clone(), {
+        let st = state.clone();
+        move || st.metrics.served()
+    }));
     tokio::spawn(crate::functions::load_all(state.clone()));
     if state.functions.watch {
         tokio::spawn(crate::functions::watch::run(state.clone(), cancel.clone()));
