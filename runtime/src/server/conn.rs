@@ -361,9 +361,14 @@ pub async fn refuse(tcp: TcpStream, limits: Limits) {
     let _ = tokio::time::timeout(budget, conn).await;
 }
 
+/// Refusals (503 answers past the cap) in flight at once; past this, further
+/// connections over the cap are closed without an answer.
+const MAX_REFUSING: usize = 256;
+
 /// Accepts until `stop`, handing each connection within the cap to `hand`
 /// (with the guard that counts it open) and refusing the others (see
-/// [`refuse`]); a failed accept that is not about one connection (out of file
+/// [`refuse`]; at most [`MAX_REFUSING`] at once, the rest closed unanswered);
+/// a failed accept that is not about one connection (out of file
 /// descriptors) backs off a second rather than spin.
 pub async fn accept(
     listener: TcpListener,
@@ -372,6 +377,7 @@ pub async fn accept(
     stop: &CancellationToken,
     mut hand: impl FnMut(TcpStream, SocketAddr, OpenGuard),
 ) {
+    let refusing = OpenCount::default();
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -391,8 +397,18 @@ pub async fn accept(
         };
         let _ = tcp.set_nodelay(true);
         if open.get() >= limits.max_connections {
+            if refusing.get() >= MAX_REFUSING {
+                // A flood: no answer, just close, so refusals cannot hold
+                // file descriptors either.
+                drop(tcp);
+                continue;
+            }
             tracing::warn!(%peer, max = limits.max_connections, "server.max_connections reached; refusing a connection");
-            tokio::spawn(refuse(tcp, limits));
+            let guard = refusing.open();
+            tokio::spawn(async move {
+                refuse(tcp, limits).await;
+                drop(guard);
+            });
             continue;
         }
         hand(tcp, peer, open.open());
