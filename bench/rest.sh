@@ -81,10 +81,20 @@ ACCESS=$(json "['access_token']" <"$work/session.json")
 CLAIMS=$(python3 -c "import sys,json,base64; p=sys.argv[1].split('.')[1]; p+='='*(-len(p)%4); print(json.dumps(json.loads(base64.urlsafe_b64decode(p)), separators=(',', ':')))" "$ACCESS")
 AUTH=("apikey: $PUBLISHABLE_KEY" "Authorization: Bearer $ACCESS")
 
-pgb() { # pgbench SCRIPT [pgbench args] -> tps (pgbench's errors are shown, not swallowed)
-  local script=$1 out; shift
-  out=$("$PGBENCH" -n -M prepared -c "$CLIENTS" -j 1 -T "${DURATION%s}" "$@" -f "$script" "$PGURL" 2>&1) || { echo "$out" >&2; return 1; }
-  awk '/^tps/ {print $3; exit}' <<<"$out"
+# pgbench SCRIPT [pgbench args] -> "tps p50_ms p99_ms" (latencies from a per-transaction
+# log, `pgbench -l`, of the same run; pgbench's errors are shown, not swallowed)
+pgb() {
+  local script=$1 out logs; shift
+  logs=$(mktemp -d "$work/pgblog.XXXXXX")
+  out=$(cd "$logs" && "$PGBENCH" -n -M prepared -c "$CLIENTS" -j 1 -T "${DURATION%s}" -l --log-prefix="$logs/log" "$@" -f "$script" "$PGURL" 2>&1) || { echo "$out" >&2; return 1; }
+  local tps
+  tps=$(awk '/^tps/ {print $3; exit}' <<<"$out")
+  # Third field of each log line: the transaction's latency in microseconds.
+  cat "$logs"/log* | awk '{print $3}' | sort -n | awk -v tps="$tps" '
+    { v[NR] = $1 }
+    END { if (NR == 0) { print tps, "?", "?"; exit }
+          p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
+          printf "%s %.2fms %.2fms\n", tps, p50 / 1000, p99 / 1000 }'
 }
 # pgbench as the signed-in user: the server's role, claims and timeout, as parameters.
 pgb_user() { pgb "$1" -D role=authenticated -D "claims=$CLAIMS" -D timeout=8000; }
@@ -142,12 +152,12 @@ status=$(curl -sS -o /dev/null -w '%{http_code}' -H "${AUTH[0]}" -H "${AUTH[1]}"
 
 CONNS=$CLIENTS
 read -r list_rps list_p50 list_p99 < <(wrk_rps "$list_url" "${AUTH[@]}")
-list_tps=$(pgb_user "$work/list.sql")
-list_bare_tps=$(pgb "$work/list_bare.sql")
+read -r list_tps list_pg50 list_pg99 < <(pgb_user "$work/list.sql")
+read -r list_bare_tps _ _ < <(pgb "$work/list_bare.sql")
 
 read -r embed_rps embed_p50 embed_p99 < <(wrk_rps "$embed_url" "${AUTH[@]}")
-embed_tps=$(pgb_user "$work/embed.sql")
-embed_bare_tps=$(pgb "$work/embed_bare.sql")
+read -r embed_tps embed_pg50 embed_pg99 < <(pgb_user "$work/embed.sql")
+read -r embed_bare_tps _ _ < <(pgb "$work/embed_bare.sql")
 
 # Last: the inserts grow items (above every id the reads look at).
 insert_out=$(ACCESS="$ACCESS" wrk -t1 -c"$CLIENTS" -d"$DURATION" --latency -s "$work/insert.lua" "$WASMBASE_URL/rest/v1/items")
@@ -155,22 +165,33 @@ insert_rps=$(awk '/Requests\/sec/ {print $2}' <<<"$insert_out")
 insert_p50=$(awk '$1=="50%" {print $2}' <<<"$insert_out")
 insert_p99=$(awk '$1=="99%" {print $2}' <<<"$insert_out")
 insert_bad=$(awk '/Non-2xx/ {print $5}' <<<"$insert_out")
-insert_tps=$(pgb_user "$work/insert.sql")
-insert_bare_tps=$(pgb "$work/insert_bare.sql")
+read -r insert_tps insert_pg50 insert_pg99 < <(pgb_user "$work/insert.sql")
+read -r insert_bare_tps _ _ < <(pgb "$work/insert_bare.sql")
+
+# to_ms 1.23ms|456.00us|1.02s -> milliseconds; tail P50 P99 PG50 PG99 -> the two
+# p99/p50 spreads and how Wasmbase's compares with pgbench's (target <= 2x).
+to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
+tail_ratio() {
+  awk -v a="$(to_ms "$1")" -v b="$(to_ms "$2")" -v c="$(to_ms "$3")" -v d="$(to_ms "$4")" \
+    'BEGIN { w = b / a; p = d / c; printf "p99/p50 %.1f vs pgbench %.1f: %.1fx (target <= 2x)", w, p, w / p }'
+}
 
 echo "concurrency $CLIENTS, $DURATION each"
 echo "GET items limit 10     : $list_rps req/s (p50 $list_p50, p99 $list_p99)"
-echo "pgbench same work      : $list_tps tps (BEGIN; set_config; the query; COMMIT)"
+echo "pgbench same work      : $list_tps tps (p50 $list_pg50, p99 $list_pg99; BEGIN; set_config; the query; COMMIT)"
+echo "  tail                 : $(tail_ratio "$list_p50" "$list_p99" "$list_pg50" "$list_pg99")"
 echo "  ratio                : $(ratio "$list_rps" "$list_tps") (target >= 60%, aim 80%)"
 echo "pgbench bare query     : $list_bare_tps tps (as the owner)"
 echo "  ratio                : $(ratio "$list_rps" "$list_bare_tps")"
 echo "GET items + tags embed : $embed_rps req/s (p50 $embed_p50, p99 $embed_p99)"
-echo "pgbench same work      : $embed_tps tps"
+echo "pgbench same work      : $embed_tps tps (p50 $embed_pg50, p99 $embed_pg99)"
+echo "  tail                 : $(tail_ratio "$embed_p50" "$embed_p99" "$embed_pg50" "$embed_pg99")"
 echo "  ratio                : $(ratio "$embed_rps" "$embed_tps")"
 echo "pgbench bare query     : $embed_bare_tps tps"
 echo "  ratio                : $(ratio "$embed_rps" "$embed_bare_tps")"
 echo "POST items (1 row)     : $insert_rps req/s (p50 $insert_p50, p99 $insert_p99; non-2xx: ${insert_bad:-0})"
-echo "pgbench same work      : $insert_tps tps"
+echo "pgbench same work      : $insert_tps tps (p50 $insert_pg50, p99 $insert_pg99)"
+echo "  tail                 : $(tail_ratio "$insert_p50" "$insert_p99" "$insert_pg50" "$insert_pg99")"
 echo "  ratio                : $(ratio "$insert_rps" "$insert_tps")"
 echo "pgbench bare insert    : $insert_bare_tps tps"
 echo "  ratio                : $(ratio "$insert_rps" "$insert_bare_tps")"

@@ -124,6 +124,29 @@ where
 /// row-lock protocols here (refresh-token rotation) into serialization failures.
 pub(crate) const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
+/// What ends every principal transaction, in the same simple-query message
+/// (so the same round trip) as its `COMMIT`/`ROLLBACK`: nothing a request's
+/// SQL left in the session reaches the next request on this pooled connection —
+/// settings made with `set_config(.., false)` or `SET` (`RESET ALL`; `role` is
+/// not covered by it, hence `RESET ROLE`), session advisory locks, `LISTEN`s and
+/// temporary tables (which would shadow unqualified names in the next caller's
+/// functions). Not `DISCARD ALL`: that would also drop the driver's prepared
+/// statements. Named statements a function `PREPARE`d through dynamic SQL
+/// remain (they hold no data). If `COMMIT` fails the rest does not run, and the
+/// caller discards the connection instead.
+macro_rules! reset_session {
+    () => {
+        "; RESET ALL; RESET ROLE; SELECT pg_advisory_unlock_all(); UNLISTEN *; DISCARD TEMP"
+    };
+}
+
+/// `COMMIT` plus the session reset (see `reset_session!`); a failed
+/// transaction's `COMMIT` rolls back.
+pub(crate) const COMMIT_AND_RESET: &str = concat!("COMMIT", reset_session!());
+
+/// `ROLLBACK` plus the session reset (see `reset_session!`).
+pub(crate) const ROLLBACK_AND_RESET: &str = concat!("ROLLBACK", reset_session!());
+
 pub(crate) const SET_PRINCIPAL: &str = "SELECT set_config('role', $1, true), \
      set_config('request.jwt.claims', $2, true), \
      set_config('statement_timeout', $3, true)";
@@ -192,7 +215,11 @@ where
     )
     .map_err(db)?;
     let result = work(client).await;
-    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let end = if result.is_ok() {
+        COMMIT_AND_RESET
+    } else {
+        ROLLBACK_AND_RESET
+    };
     match client.batch_execute(end).await {
         Ok(()) => {
             // Finished cleanly: hand the connection back to the pool.

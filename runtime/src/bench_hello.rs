@@ -29,7 +29,8 @@ pub async fn serve(addr: SocketAddr, threads: Option<usize>) -> Result<()> {
     });
     if let Some(n) = threads {
         let n = crate::server::cores::thread_count(n);
-        crate::server::cores::serve(listener, n, svc, CancellationToken::new())?.await;
+        let limits = crate::server::conn::Limits::from_config(&Default::default());
+        crate::server::cores::serve(listener, n, svc, limits, CancellationToken::new())?.await;
         return Ok(());
     }
     loop {

@@ -143,6 +143,16 @@ pub struct ServerConfig {
     /// (`server::cores`; faster for functions, slower for database-bound
     /// routes, measured in docs/ARCHITECTURE.md).
     pub threads: usize,
+    /// Time for a whole request head (from accept for the first request, from
+    /// its first byte for the next ones), in milliseconds; slower clients are
+    /// disconnected (`server::conn`).
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request and nothing sent either way for this long
+    /// is closed, in milliseconds.
+    pub keepalive_idle_timeout_ms: u64,
+    /// Most connections open at once; past it a new one gets `503`
+    /// `too_many_connections` and is closed.
+    pub max_connections: usize,
 }
 
 /// `[database]`
@@ -297,6 +307,9 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             trust_forwarded_for: false,
             threads: 0,
+            header_read_timeout_ms: 10_000,
+            keepalive_idle_timeout_ms: 60_000,
+            max_connections: 10_000,
         }
     }
 }
@@ -503,6 +516,21 @@ impl Config {
         }
         if self.server.request_timeout_ms == 0 {
             return err("server.request_timeout_ms", "must be greater than 0".into());
+        }
+        for (key, v) in [
+            (
+                "server.header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
+            ),
+            (
+                "server.keepalive_idle_timeout_ms",
+                self.server.keepalive_idle_timeout_ms,
+            ),
+            ("server.max_connections", self.server.max_connections as u64),
+        ] {
+            if v == 0 {
+                return err(key, "must be greater than 0".into());
+            }
         }
         for o in &self.server.cors_origins {
             if o != "*" && !(o.starts_with("http://") || o.starts_with("https://"))

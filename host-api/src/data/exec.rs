@@ -5,7 +5,7 @@
 
 use super::error::DataError;
 use super::plan::Statement;
-use crate::db::{DbError, Guard, BEGIN, SET_PRINCIPAL};
+use crate::db::{DbError, Guard, BEGIN, COMMIT_AND_RESET, ROLLBACK_AND_RESET, SET_PRINCIPAL};
 use crate::Principal;
 use bytes::BytesMut;
 use deadpool_postgres::Pool;
@@ -121,9 +121,9 @@ pub async fn run(
         s.map_err(pg)?;
         let result = q.map_err(pg).and_then(|row| outcome(&row, stmt));
         let end = if result.is_ok() && !stmt.rollback {
-            "COMMIT"
+            COMMIT_AND_RESET
         } else {
-            "ROLLBACK"
+            ROLLBACK_AND_RESET
         };
         client.batch_execute(end).await.map_err(pg)?;
         result
@@ -132,12 +132,12 @@ pub async fn run(
             client.batch_execute(begin),
             client.query_one(&set, &set_params),
             client.query_one(&prepared, &refs),
-            client.batch_execute("COMMIT")
+            client.batch_execute(COMMIT_AND_RESET)
         );
         b.map_err(pg)?;
         s.map_err(pg)?;
         // A failed statement made the server roll back at COMMIT; the connection
-        // is idle again either way.
+        // is idle again either way, its session reset (`db::COMMIT_AND_RESET`).
         c.map_err(pg)?;
         q.map_err(pg).and_then(|row| outcome(&row, stmt))
     };

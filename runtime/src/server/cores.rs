@@ -15,22 +15,17 @@
 //! Background work (schema reloads, LISTEN, sweeps, compiles) stays on the
 //! process's main runtime; only connections live here.
 
-use axum::extract::ConnectInfo;
+use super::conn::{self, Limits, OpenCount, OpenGuard};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 /// Serving threads for a requested count where 0 means one per available core
 /// (`wasmbase bench-hello --threads 0`; the server's own `threads = 0` means
@@ -47,7 +42,7 @@ pub fn thread_count(setting: usize) -> usize {
 /// One serving thread as the acceptor sees it.
 struct Core {
     /// New connections for this core.
-    tx: mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    tx: mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr, OpenGuard)>,
     /// Connections this core has open (the acceptor picks the least loaded).
     open: Arc<AtomicUsize>,
 }
@@ -55,11 +50,13 @@ struct Core {
 /// Serves `service` on `listener` with `threads` serving threads until `stop`
 /// is cancelled; then stops accepting, asks every connection to finish its
 /// in-flight requests, and resolves once all of them closed. Each request
-/// carries the peer address as axum's `ConnectInfo<SocketAddr>`.
+/// carries the peer address as axum's `ConnectInfo<SocketAddr>`; `limits`
+/// apply as on the shared runtime (`server::conn`).
 pub fn serve<S, B>(
     listener: TcpListener,
     threads: usize,
     service: S,
+    limits: Limits,
     stop: CancellationToken,
 ) -> std::io::Result<impl Future<Output = ()> + Send + 'static>
 where
@@ -84,7 +81,7 @@ where
         std::thread::Builder::new()
             .name(format!("wasmbase-core-{i}"))
             .spawn(move || {
-                rt.block_on(run_core(rx, svc, stop, count));
+                rt.block_on(run_core(rx, svc, limits, stop, count));
                 // The runtime (and the pool connections whose drivers it ran)
                 // goes before the server reports itself stopped.
                 drop(rt);
@@ -94,7 +91,7 @@ where
         done.push(done_rx);
     }
     Ok(async move {
-        accept(listener, &cores, &stop).await;
+        accept(listener, limits, &cores, &stop).await;
         drop(cores);
         for d in done {
             let _ = d.await;
@@ -102,59 +99,40 @@ where
     })
 }
 
-/// Accepts until `stop`, handing each connection to the core with the fewest
-/// open connections (ties: round-robin).
-async fn accept(listener: TcpListener, cores: &[Core], stop: &CancellationToken) {
+/// Accepts until `stop` (within `server.max_connections`, see
+/// [`conn::accept`]), handing each connection to the core with the fewest open
+/// connections (ties: round-robin).
+async fn accept(listener: TcpListener, limits: Limits, cores: &[Core], stop: &CancellationToken) {
     let mut next = 0usize;
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    if !transient(&e) {
-                        // Out of file descriptors and the like: back off rather
-                        // than spin; connections already open keep being served.
-                        tracing::error!(error = %e, "accepting a connection failed");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                            _ = stop.cancelled() => return,
-                        }
-                    }
-                    continue;
-                }
-            },
-            _ = stop.cancelled() => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let Ok(std) = tcp.into_std() else { continue };
-        let n = cores.len();
-        let pick = (0..n)
-            .map(|k| (next + k) % n)
-            .min_by_key(|&i| cores[i].open.load(Ordering::Relaxed))
-            .unwrap_or(0);
-        next = (pick + 1) % n;
-        cores[pick].open.fetch_add(1, Ordering::Relaxed);
-        if cores[pick].tx.send((std, peer)).is_err() {
-            cores[pick].open.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Errors that concern one connection only (the peer went away before accept).
-fn transient(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionRefused | ConnectionAborted | ConnectionReset
+    conn::accept(
+        listener,
+        limits,
+        OpenCount::default(),
+        stop,
+        |tcp, peer, guard| {
+            let Ok(std) = tcp.into_std() else { return };
+            let n = cores.len();
+            let pick = (0..n)
+                .map(|k| (next + k) % n)
+                .min_by_key(|&i| cores[i].open.load(Ordering::Relaxed))
+                .unwrap_or(0);
+            next = (pick + 1) % n;
+            cores[pick].open.fetch_add(1, Ordering::Relaxed);
+            if cores[pick].tx.send((std, peer, guard)).is_err() {
+                cores[pick].open.fetch_sub(1, Ordering::Relaxed);
+            }
+        },
     )
+    .await;
 }
 
 /// One core: serves the connections it is handed (HTTP/1.1 with upgrades for
 /// WebSockets, or HTTP/2); on `stop` each finishes its requests in flight and
 /// closes; when the acceptor is gone, waits for them all to close.
 async fn run_core<S, B>(
-    mut rx: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    mut rx: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr, OpenGuard)>,
     service: S,
+    limits: Limits,
     stop: CancellationToken,
     open: Arc<AtomicUsize>,
 ) where
@@ -167,45 +145,23 @@ async fn run_core<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (closed_tx, closed_rx) = watch::channel(());
-    let mut builder = Builder::new(TokioExecutor::new());
-    // The CONNECT protocol carries WebSockets over HTTP/2.
-    builder.http2().enable_connect_protocol();
-    while let Some((std, peer)) = rx.recv().await {
+    let builder = conn::builder();
+    while let Some((std, peer, guard)) = rx.recv().await {
         let Ok(tcp) = TcpStream::from_std(std) else {
             open.fetch_sub(1, Ordering::Relaxed);
             continue;
         };
-        let svc = TowerToHyperService::new(service.clone().map_request(
-            move |mut req: http::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            },
-        ));
-        let (builder, stop, open, closed) = (
+        let (builder, svc, stop, open, closed) = (
             builder.clone(),
+            service.clone(),
             stop.clone(),
             open.clone(),
             closed_rx.clone(),
         );
         tokio::spawn(async move {
-            let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc));
-            let mut stopping = pin!(stop.cancelled());
-            let mut shutting_down = false;
-            loop {
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::trace!(error = %e, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    _ = &mut stopping, if !shutting_down => {
-                        shutting_down = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
-            }
+            conn::serve(builder, tcp, peer, svc, limits, stop).await;
             open.fetch_sub(1, Ordering::Relaxed);
+            drop(guard);
             drop(closed);
         });
     }

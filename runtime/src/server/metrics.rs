@@ -25,12 +25,17 @@ struct RouteStats {
 #[derive(Default)]
 pub struct Metrics {
     routes: Mutex<HashMap<Box<str>, RouteStats>>,
+    /// Requests finished, all routes (read without the lock, e.g. by the
+    /// allocator's idle tick).
+    served: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
     /// Records one finished request.
     pub fn observe(&self, route: &str, status: u16, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
+        self.served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut map = self.routes.lock();
         let stats = match map.get_mut(route) {
             Some(s) => s,
@@ -42,6 +47,11 @@ impl Metrics {
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
             stats.buckets[i] += 1;
         }
+    }
+
+    /// Requests finished so far, all routes.
+    pub fn served(&self) -> u64 {
+        self.served.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Renders the text exposition format, followed by `gauges` (name, help, value).

@@ -2,6 +2,7 @@
 //! graceful shutdown. Each API lives in `crate::api::*` with its own routes.
 
 pub mod caller;
+pub mod conn;
 pub mod cores;
 pub mod error;
 pub mod metrics;
@@ -265,7 +266,10 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(30));
     tokio::spawn(startup(state.clone(), listen_cfg, cancel.clone()));
-    tokio::spawn(crate::alloc::return_idle_memory(cancel.clone()));
+    tokio::spawn(crate::alloc::return_idle_memory(cancel.clone(), {
+        let st = state.clone();
+        move || st.metrics.served()
+    }));
     // The watch is in place before the first load, so a function created in
     // between is seen by one or the other.
     if state.functions.watch {
@@ -274,25 +278,12 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     tokio::spawn(crate::functions::load_all(state.clone()));
 
     let app = router(state.clone());
+    let limits = conn::Limits::from_config(&state.config.server);
     let join = match state.config.server.threads {
         // tokio's work-stealing runtime (the default; see docs/ARCHITECTURE.md).
-        0 => {
-            use axum::serve::ListenerExt;
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let stop = cancel.clone();
-            tokio::spawn(async move {
-                let app = app.into_make_service_with_connect_info::<SocketAddr>();
-                let serve =
-                    axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "server stopped");
-                }
-            })
-        }
+        0 => tokio::spawn(conn::serve_shared(listener, app, limits, cancel.clone())),
         n => tokio::spawn(
-            cores::serve(listener, n, app, cancel.clone())
+            cores::serve(listener, n, app, limits, cancel.clone())
                 .context("starting the serving threads")?,
         ),
     };
