@@ -42,6 +42,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(7, "0007_function_logs_unlogged.sql"),
     migration!(8, "0008_user_version.sql"),
     migration!(9, "0009_function_log_batches.sql"),
+    migration!(11, "0011_views_security_invoker.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on
