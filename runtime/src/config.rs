@@ -413,8 +413,9 @@ impl DatabaseConfig {
             return Err(ConfigError(format!(
                 "{names}: not set. Each login role has its own password (the request pool's \
                  password must not open the auth tables or the functions role): set {vars} \
-                 to new random values, different from each other. At start the node sets them \
-                 on the roles (the owner needs CREATEROLE); otherwise run as an administrator: \
+                 to new random values (different from each other and from any password set \
+                 already). At start the node sets them on the roles (the owner needs \
+                 CREATEROLE); otherwise run as an administrator: \
                  {alter} See docs/OPERATIONS.md (Roles and privileges)"
             )));
         }
