@@ -90,9 +90,13 @@ inst=$("$BIN" bench-instantiate "$work/functions/hello/hello.wasm")
 # Deploy → serving on a second node of the same database.
 port2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$work/node2"
+# The login roles' passwords `dev` generated (each role has its own).
+devpw() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$work/.wasmbase/dev.json" "$1"; }
 (cd "$work/node2" && DATABASE_URL="$DATABASE_URL" WASMBASE_SERVER_LISTEN="127.0.0.1:$port2" \
   WASMBASE_AUTH_JWT_SECRET="$JWT_SECRET" WASMBASE_AUTH_DEV_MAILBOX=true WASMBASE_LOG_LEVEL=warn \
-  WASMBASE_DATABASE_AUTHENTICATOR_PASSWORD="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["authenticator_password"])' "$work/.wasmbase/dev.json")" \
+  WASMBASE_DATABASE_AUTHENTICATOR_PASSWORD="$(devpw authenticator_password)" \
+  WASMBASE_DATABASE_AUTH_PASSWORD="$(devpw auth_password)" \
+  WASMBASE_DATABASE_FUNCTIONS_PASSWORD="$(devpw functions_password)" \
   exec "$BIN" serve >/dev/null 2>"$work/node2.log") &
 NODE2=$!
 wait_http "http://127.0.0.1:$port2/ready"

@@ -163,6 +163,12 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
     /// Password the `authenticator` role logs in with (set on the role at start).
     pub authenticator_password: Option<String>,
+    /// Password of `wasmbase_auth`, the auth API's login role. Its own secret, so
+    /// the request pool's credential does not open the auth tables.
+    pub auth_password: Option<String>,
+    /// Password of `wasmbase_functions`, the login role of functions' raw SQL
+    /// (member of `service_role`). Its own secret, for the same reason.
+    pub functions_password: Option<String>,
     /// Connections in the request pool.
     pub pool_size: usize,
     /// How long a request waits for a pooled connection, in milliseconds.
@@ -319,6 +325,8 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: None,
             authenticator_password: None,
+            auth_password: None,
+            functions_password: None,
             pool_size: 16,
             pool_timeout_ms: 5_000,
             anon_statement_timeout_ms: 3_000,
@@ -390,6 +398,70 @@ fn redacted<T>(v: &Option<T>) -> &'static str {
     }
 }
 
+impl DatabaseConfig {
+    /// The three login roles each have their own password, or none has one
+    /// (PostgreSQL authenticates them some other way, e.g. `trust` or `peer`).
+    /// Installations from before the split have only `authenticator_password`:
+    /// the message names the missing keys and the `ALTER ROLE` an administrator
+    /// runs when the owner cannot set them itself.
+    fn check_login_passwords(&self) -> Result<(), ConfigError> {
+        let keys = [
+            (
+                "database.authenticator_password",
+                "authenticator",
+                &self.authenticator_password,
+            ),
+            (
+                "database.auth_password",
+                "wasmbase_auth",
+                &self.auth_password,
+            ),
+            (
+                "database.functions_password",
+                "wasmbase_functions",
+                &self.functions_password,
+            ),
+        ];
+        let missing: Vec<_> = keys.iter().filter(|k| k.2.is_none()).collect();
+        if !missing.is_empty() && missing.len() < keys.len() {
+            let names = missing
+                .iter()
+                .map(|k| format!("`{}`", k.0))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let vars = missing
+                .iter()
+                .map(|k| format!("WASMBASE_{}", k.0.replace('.', "_").to_ascii_uppercase()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let alter = missing
+                .iter()
+                .map(|k| format!("ALTER ROLE {} PASSWORD '<{}>';", k.1, k.0))
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Err(ConfigError(format!(
+                "{names}: not set. Each login role has its own password (the request pool's \
+                 password must not open the auth tables or the functions role): set {vars} \
+                 to new random values (different from each other and from any password set \
+                 already). At start the node sets them on the roles (the owner needs \
+                 CREATEROLE); otherwise run as an administrator: \
+                 {alter} See docs/OPERATIONS.md (Roles and privileges)"
+            )));
+        }
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                if a.2.is_some() && a.2 == b.2 {
+                    return Err(ConfigError(format!(
+                        "`{}`: must differ from `{}` (each login role has its own password)",
+                        b.0, a.0
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatabaseConfig")
@@ -398,6 +470,8 @@ impl std::fmt::Debug for DatabaseConfig {
                 "authenticator_password",
                 &redacted(&self.authenticator_password),
             )
+            .field("auth_password", &redacted(&self.auth_password))
+            .field("functions_password", &redacted(&self.functions_password))
             .field("pool_size", &self.pool_size)
             .field("pool_timeout_ms", &self.pool_timeout_ms)
             .field("anon_statement_timeout_ms", &self.anon_statement_timeout_ms)
@@ -454,6 +528,8 @@ const STRING_KEYS: &[&str] = &[
     "server.listen",
     "database.url",
     "database.authenticator_password",
+    "database.auth_password",
+    "database.functions_password",
     "auth.jwt_secret",
     "auth.jwt_audience",
     "auth.jwt_issuer",
@@ -563,6 +639,7 @@ impl Config {
                 }
             }
         }
+        self.database.check_login_passwords()?;
         if !(1..=1000).contains(&self.database.pool_size) {
             return err("database.pool_size", "must be between 1 and 1000".into());
         }
@@ -794,6 +871,8 @@ mod tests {
         let mut c = Config::default();
         c.database.url = Some("postgres://u:hunter2@h/db".into());
         c.database.authenticator_password = Some("hunter3".into());
+        c.database.auth_password = Some("hunter5".into());
+        c.database.functions_password = Some("hunter6".into());
         c.auth.jwt_secret = Some("hunter4".repeat(8));
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter"), "{shown}");
@@ -852,5 +931,36 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("database.exposed_schemas"));
+    }
+
+    #[test]
+    fn login_roles_need_their_own_passwords() {
+        let mut c = Config::default();
+        c.database.url = Some("postgres://x@localhost/db".into());
+        c.auth.jwt_secret = Some("x".repeat(40));
+        // None at all: PostgreSQL authenticates the roles some other way.
+        c.validate().unwrap();
+        // An installation from before the split: only the shared password.
+        c.database.authenticator_password = Some("pw-a".into());
+        let e = c.validate().unwrap_err().to_string();
+        for needle in [
+            "`database.auth_password`",
+            "`database.functions_password`",
+            "WASMBASE_DATABASE_AUTH_PASSWORD",
+            "ALTER ROLE wasmbase_auth PASSWORD",
+            "ALTER ROLE wasmbase_functions PASSWORD",
+        ] {
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        assert!(!e.contains("pw-a"), "{e}");
+        c.database.auth_password = Some("pw-b".into());
+        c.database.functions_password = Some("pw-a".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("database.functions_password") && e.contains("must differ"),
+            "{e}"
+        );
+        c.database.functions_password = Some("pw-c".into());
+        c.validate().unwrap();
     }
 }

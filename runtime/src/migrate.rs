@@ -42,8 +42,9 @@ pub const PLATFORM: &[Migration] = &[
     migration!(7, "0007_function_logs_unlogged.sql"),
     migration!(8, "0008_user_version.sql"),
     migration!(9, "0009_function_log_batches.sql"),
-    migration!(12, "0012_email_send_times.sql"),
-    migration!(13, "0013_audit_request_id.sql"),
+    migration!(10, "0010_views_security_invoker.sql"),
+    migration!(11, "0011_email_send_times.sql"),
+    migration!(12, "0012_audit_request_id.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on
@@ -244,26 +245,63 @@ pub async fn grant_schema_usage(client: &Client, exposed: &[String]) -> Result<(
     Ok(())
 }
 
-/// Sets the password of the platform's login roles (`authenticator`,
-/// `wasmbase_auth`; cluster-wide) to `database.authenticator_password`.
+/// The platform's login roles, each with the config key of its password.
+pub const LOGIN_ROLES: [(&str, &str); 3] = [
+    ("authenticator", "database.authenticator_password"),
+    ("wasmbase_auth", "database.auth_password"),
+    ("wasmbase_functions", "database.functions_password"),
+];
+
+/// The password of each platform login role (cluster-wide). Each role has its
+/// own, so the request pool's credential does not open the auth tables
+/// (`wasmbase_auth`) or a `service_role` session (`wasmbase_functions`).
+#[derive(Clone, Copy)]
+pub struct LoginPasswords<'a> {
+    /// `database.authenticator_password`.
+    pub authenticator: &'a str,
+    /// `database.auth_password`.
+    pub auth: &'a str,
+    /// `database.functions_password`.
+    pub functions: &'a str,
+}
+
+impl<'a> LoginPasswords<'a> {
+    /// (role, password) pairs, in [`LOGIN_ROLES`] order.
+    pub fn pairs(&self) -> [(&'static str, &'a str); 3] {
+        [
+            (LOGIN_ROLES[0].0, self.authenticator),
+            (LOGIN_ROLES[1].0, self.auth),
+            (LOGIN_ROLES[2].0, self.functions),
+        ]
+    }
+}
+
+/// Sets the password of all three login roles (`authenticator`,
+/// `wasmbase_auth`, `wasmbase_functions`), each its own.
+pub async fn set_login_passwords(client: &Client, pw: &LoginPasswords<'_>) -> Result<()> {
+    for (role, password) in pw.pairs() {
+        set_login_password(client, role, password).await?;
+    }
+    Ok(())
+}
+
+/// Sets the password of one login role (cluster-wide).
 ///
 /// Only a SCRAM-SHA-256 verifier computed here is sent, never the password, so
 /// statement logs and pg_stat_statements cannot capture it.
-pub async fn set_login_passwords(client: &Client, password: &str) -> Result<()> {
-    for role in ["authenticator", "wasmbase_auth", "wasmbase_functions"] {
-        let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
-        // ALTER ROLE takes no bind parameters; format's %I/%L quote server-side.
-        let row = client
-            .query_one(
-                "SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text)",
-                &[&role, &verifier],
-            )
-            .await?;
-        let stmt: String = row.get(0);
-        client
-            .batch_execute(&stmt)
-            .await
-            .map_err(|e| anyhow::anyhow!("setting the {role} password: {}", pg_message(&e)))?;
-    }
+pub async fn set_login_password(client: &Client, role: &str, password: &str) -> Result<()> {
+    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+    // ALTER ROLE takes no bind parameters; format's %I/%L quote server-side.
+    let row = client
+        .query_one(
+            "SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text)",
+            &[&role, &verifier],
+        )
+        .await?;
+    let stmt: String = row.get(0);
+    client
+        .batch_execute(&stmt)
+        .await
+        .map_err(|e| anyhow::anyhow!("setting the {role} password: {}", pg_message(&e)))?;
     Ok(())
 }

@@ -19,6 +19,14 @@ pub struct DevSecrets {
     pub jwt_secret: String,
     /// Password of the `authenticator` role.
     pub authenticator_password: String,
+    /// Password of the `wasmbase_auth` role (added later: projects created when
+    /// the three login roles shared `authenticator_password` get one on their
+    /// next start, and the server then sets it on the role).
+    #[serde(default)]
+    pub auth_password: Option<String>,
+    /// Password of the `wasmbase_functions` role (added later, like `auth_password`).
+    #[serde(default)]
+    pub functions_password: Option<String>,
     /// Base64 AES-256 key that encrypts function secrets (added later: projects
     /// created before it get one on their next start).
     #[serde(default)]
@@ -51,8 +59,18 @@ impl DevSecrets {
         if let Ok(bytes) = std::fs::read(&path) {
             let mut s: DevSecrets = serde_json::from_slice(&bytes)
                 .with_context(|| format!("{} is not valid", path.display()))?;
+            let mut changed = false;
             if s.secrets_key.is_none() {
                 s.secrets_key = Some(crate::functions::secrets::generate_key());
+                changed = true;
+            }
+            for pw in [&mut s.auth_password, &mut s.functions_password] {
+                if pw.is_none() {
+                    *pw = Some(random(32));
+                    changed = true;
+                }
+            }
+            if changed {
                 write_private(&path, &serde_json::to_vec_pretty(&s)?)?;
             }
             return Ok(s);
@@ -60,6 +78,8 @@ impl DevSecrets {
         let s = DevSecrets {
             jwt_secret: random(48),
             authenticator_password: random(32),
+            auth_password: Some(random(32)),
+            functions_password: Some(random(32)),
             secrets_key: Some(crate::functions::secrets::generate_key()),
         };
         std::fs::create_dir_all(dir)?;

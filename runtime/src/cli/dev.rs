@@ -66,6 +66,8 @@ pub async fn run(a: Args) -> Result<()> {
             ensure_database(&cluster, "wasmbase").await?;
             config.database.url = Some(cluster.superuser_url("wasmbase"));
             config.database.authenticator_password = Some(secrets.authenticator_password.clone());
+            config.database.auth_password = secrets.auth_password.clone();
+            config.database.functions_password = secrets.functions_password.clone();
             Some(cluster)
         }
     };

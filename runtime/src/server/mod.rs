@@ -81,8 +81,8 @@ pub fn authenticator_config(
 }
 
 /// Connection settings for one of the platform's login roles (`authenticator`,
-/// `wasmbase_auth`) on the owner URL's host and database. Both use
-/// `database.authenticator_password`.
+/// `wasmbase_auth`, `wasmbase_functions`) on the owner URL's host and database,
+/// with that role's own password (see [`migrate::LOGIN_ROLES`]).
 pub fn login_config(
     owner: &tokio_postgres::Config,
     user: &str,
@@ -236,7 +236,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     let auth_login = login_config(
         &owner,
         "wasmbase_auth",
-        config.database.authenticator_password.as_deref(),
+        config.database.auth_password.as_deref(),
     );
     let auth = crate::api::auth::AuthState::new(&config, addr, auth_login)?;
     let functions = functions_state(&config, &owner)?;
@@ -335,7 +335,7 @@ fn functions_state(
     let sql_login = login_config(
         owner,
         "wasmbase_functions",
-        config.database.authenticator_password.as_deref(),
+        config.database.functions_password.as_deref(),
     );
     let sql_pool = db::isolated_pool(
         sql_login,
@@ -566,21 +566,30 @@ async fn startup_once(state: &AppState) -> Result<()> {
         &state.config.database.exposed_schemas,
     )
     .await?;
-    if let Some(pw) = &state.config.database.authenticator_password {
-        // Set the passwords only when logging in with them is refused (28P01), so N
-        // nodes starting together, or a full server, do not rewrite the roles.
-        let refused = |r: Result<deadpool_postgres::Object, deadpool_postgres::PoolError>| match r {
+    // Set a role's password only when logging in with it is refused (28P01), so N
+    // nodes starting together, or a full server, do not rewrite the roles. Each
+    // role is checked on its own: an installation from before each role had its
+    // own password gets `wasmbase_auth` and `wasmbase_functions` moved to theirs.
+    let db = &state.config.database;
+    for (role, pw, pool) in [
+        ("authenticator", &db.authenticator_password, &state.pool),
+        ("wasmbase_auth", &db.auth_password, &state.auth.pool),
+        (
+            "wasmbase_functions",
+            &db.functions_password,
+            &state.functions.sql_pool,
+        ),
+    ] {
+        let Some(pw) = pw else { continue };
+        let refused = match pool.get().await {
             Err(deadpool_postgres::PoolError::Backend(e)) => {
                 e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD)
             }
             _ => false,
         };
-        if refused(state.pool.get().await)
-            || refused(state.auth.pool.get().await)
-            || refused(state.functions.sql_pool.get().await)
-        {
-            tracing::info!("setting the passwords of the authenticator and wasmbase_auth roles");
-            migrate::set_login_passwords(&client, pw).await?;
+        if refused {
+            tracing::info!(role, "setting the password of a login role");
+            migrate::set_login_password(&client, role, pw).await?;
         }
     }
     drop(

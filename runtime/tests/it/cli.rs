@@ -125,15 +125,64 @@ async fn dev_starts_from_nothing_survives_sigkill_and_stops_cleanly() {
     drop(owner);
     let _ = conn.await;
 
+    // Each login role got its own generated password.
+    let state = dir.path().join(".wasmbase");
+    let secrets = |dir: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("dev.json")).unwrap()).unwrap()
+    };
+    let pw = |s: &serde_json::Value| -> [String; 3] {
+        [
+            "authenticator_password",
+            "auth_password",
+            "functions_password",
+        ]
+        .map(|k| s[k].as_str().unwrap_or_else(|| panic!("{k}")).to_string())
+    };
+    let first = pw(&secrets(&state));
+    assert!(
+        first[0] != first[1] && first[0] != first[2] && first[1] != first[2],
+        "three different passwords"
+    );
+    assert_login_passwords(get(&env, "DATABASE_URL"), &first).await;
+
     // SIGKILL: PostgreSQL keeps running in its own process group and is adopted.
     child.kill().unwrap();
     child.wait().unwrap();
+
+    // Upgrade path: a project from when the three roles shared the authenticator
+    // password (dev.json has only that one; the roles all carry it) gets two new
+    // passwords generated, saved and set on its next start.
+    {
+        let mut s = secrets(&state);
+        let shared = s["authenticator_password"].as_str().unwrap().to_string();
+        let o = s.as_object_mut().unwrap();
+        o.remove("auth_password");
+        o.remove("functions_password");
+        std::fs::write(state.join("dev.json"), serde_json::to_vec(&s).unwrap()).unwrap();
+        let (owner, conn) =
+            tokio_postgres::connect(get(&env, "DATABASE_URL"), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        for role in ["wasmbase_auth", "wasmbase_functions"] {
+            wasmbase::migrate::set_login_password(&owner, role, &shared)
+                .await
+                .unwrap();
+        }
+    }
     let mut child = wasmbase(dir.path())
         .arg("dev")
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let env2 = wait_dev(dir.path(), &mut child).await;
+    let second = pw(&secrets(&state));
+    assert_eq!(second[0], first[0], "the authenticator password is kept");
+    assert!(
+        second[1] != second[0] && second[2] != second[0] && second[1] != second[2],
+        "new, different passwords for wasmbase_auth and wasmbase_functions"
+    );
+    assert_login_passwords(get(&env2, "DATABASE_URL"), &second).await;
     assert_eq!(
         get(&env2, "PUBLISHABLE_KEY"),
         get(&env, "PUBLISHABLE_KEY"),
@@ -189,6 +238,40 @@ async fn dev_starts_from_nothing_survives_sigkill_and_stops_cleanly() {
     );
 }
 
+/// On the dev cluster (scram): each login role's verifier is made from its own
+/// password and from neither other, and the authenticator password does not log
+/// in as the other two roles.
+async fn assert_login_passwords(owner_url: &str, pw: &[String; 3]) {
+    use crate::harness::{login_role_verifiers, scram_matches};
+    let (owner, conn) = tokio_postgres::connect(owner_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let verifiers = login_role_verifiers(&owner).await;
+    assert_eq!(verifiers.len(), 3, "{verifiers:?}");
+    for (i, (role, v)) in verifiers.iter().enumerate() {
+        let v = v
+            .as_deref()
+            .unwrap_or_else(|| panic!("{role} has no password"));
+        for (j, p) in pw.iter().enumerate() {
+            assert_eq!(scram_matches(v, p), i == j, "{role} against password {j}");
+        }
+    }
+    let url: tokio_postgres::Config = owner_url.parse().unwrap();
+    for role in ["wasmbase_auth", "wasmbase_functions"] {
+        let e = wasmbase::server::login_config(&url, role, Some(&pw[0]))
+            .connect(tokio_postgres::NoTls)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{role} logged in with the authenticator password"));
+        assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD),
+            "{role}: {e}"
+        );
+    }
+}
+
 #[test]
 fn bad_config_is_refused_with_the_key_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -211,6 +294,22 @@ fn bad_config_is_refused_with_the_key_named() {
     assert!(e.contains("auth.jwt_secret"), "{e}");
     let e = run("[database]\nurl = \"postgres://u@localhost/db\"\n");
     assert!(e.contains("auth.jwt_secret"), "{e}");
+    // A config from when the three login roles shared one password.
+    let shared = format!(
+        "[database]\nurl = \"postgres://u@localhost/db\"\nauthenticator_password = \"old-shared-pw\"\n\
+         [auth]\njwt_secret = \"{}\"\n",
+        "x".repeat(40)
+    );
+    let e = run(&shared);
+    for needle in [
+        "database.auth_password",
+        "database.functions_password",
+        "ALTER ROLE wasmbase_auth PASSWORD",
+        "ALTER ROLE wasmbase_functions PASSWORD",
+    ] {
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+    assert!(!e.contains("old-shared-pw"), "{e}");
     let e = run("not toml [");
     assert!(e.contains("w.toml"), "{e}");
     let out = wasmbase(dir.path())

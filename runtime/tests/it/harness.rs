@@ -14,15 +14,28 @@ use wasmbase_host_api::keys::{self, KeyKind};
 
 /// JWT secret every test server uses.
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
-/// Password of `authenticator` on the private test cluster.
+/// Password of `authenticator` on the test cluster.
 pub const AUTHENTICATOR_PW: &str = "test-authenticator-password";
+/// Password of `wasmbase_auth` on the test cluster (each login role has its own).
+pub const AUTH_PW: &str = "test-auth-password";
+/// Password of `wasmbase_functions` on the test cluster.
+pub const FUNCTIONS_PW: &str = "test-functions-password";
+
+/// The login-role passwords every test server uses. They are set on the roles
+/// (cluster-wide) whatever the cluster, and every test config carries them, so
+/// a `trust` cluster given by DATABASE_URL runs the same code and config as the
+/// private scram cluster CI uses (there a wrong password is refused).
+pub const LOGIN_PASSWORDS: wasmbase::migrate::LoginPasswords<'static> =
+    wasmbase::migrate::LoginPasswords {
+        authenticator: AUTHENTICATOR_PW,
+        auth: AUTH_PW,
+        functions: FUNCTIONS_PW,
+    };
 
 /// The cluster every test of this process uses.
 pub struct Pg {
     /// Superuser URL without the database name (ends with '/').
     base: String,
-    /// Whether `authenticator` needs a password (private cluster: scram).
-    needs_password: bool,
 }
 
 static PG: OnceLock<Pg> = OnceLock::new();
@@ -36,10 +49,7 @@ pub fn pg() -> &'static Pg {
                 Some(i) if i > "postgres://".len() => url[..=i].to_string(),
                 _ => format!("{url}/"),
             };
-            return Pg {
-                base,
-                needs_password: false,
-            };
+            return Pg { base };
         }
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wasmbase-test");
         let cluster = wasmbase::embedded_pg::ensure_running(&wasmbase::embedded_pg::Options {
@@ -50,7 +60,6 @@ pub fn pg() -> &'static Pg {
         let url = cluster.superuser_url("postgres");
         Pg {
             base: url.trim_end_matches("postgres").to_string(),
-            needs_password: true,
         }
     })
 }
@@ -114,11 +123,11 @@ async fn template() -> &'static str {
                 wasmbase::migrate::run(&mut c, None)
                     .await
                     .expect("migrating the template");
-                if pg().needs_password {
-                    wasmbase::migrate::set_login_passwords(&c, AUTHENTICATOR_PW)
-                        .await
-                        .unwrap();
-                }
+                // Every process sets them, so a cluster left with other
+                // passwords (an older build's shared one) is brought in line.
+                wasmbase::migrate::set_login_passwords(&c, &LOGIN_PASSWORDS)
+                    .await
+                    .unwrap();
             }
             // Let the template's connection go before anyone clones it.
             for _ in 0..100 {
@@ -189,9 +198,9 @@ impl TestDb {
         c.server.listen = "127.0.0.1:0".into();
         c.database.url = Some(self.url());
         c.database.pool_size = 4;
-        if pg().needs_password {
-            c.database.authenticator_password = Some(AUTHENTICATOR_PW.into());
-        }
+        c.database.authenticator_password = Some(AUTHENTICATOR_PW.into());
+        c.database.auth_password = Some(AUTH_PW.into());
+        c.database.functions_password = Some(FUNCTIONS_PW.into());
         c.auth.jwt_secret = Some(JWT_SECRET.into());
         // Mail goes to the dev mailbox, where tests read it.
         c.auth.dev_mailbox = Some(true);
@@ -456,4 +465,71 @@ impl TestDb {
         })
         .await
     }
+}
+
+/// Whether `verifier` (a role's `pg_authid.rolpassword`) was made from
+/// `password`: SCRAM-SHA-256 recomputed here (salts differ per verifier, so two
+/// verifiers of one password never compare equal; only recomputing tells).
+pub fn scram_matches(verifier: &str, password: &str) -> bool {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+        let mut k = [0u8; 64];
+        if key.len() > 64 {
+            k[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            k[..key.len()].copy_from_slice(key);
+        }
+        let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+        let inner = Sha256::new()
+            .chain_update(pad(0x36))
+            .chain_update(msg)
+            .finalize();
+        Sha256::new()
+            .chain_update(pad(0x5c))
+            .chain_update(inner)
+            .finalize()
+            .into()
+    }
+    // SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let parsed = verifier
+        .strip_prefix("SCRAM-SHA-256$")
+        .and_then(|r| r.split_once('$'))
+        .and_then(|(params, keys)| Some((params.split_once(':')?, keys.split_once(':')?)));
+    let Some(((iters, salt), (_, server_key))) = parsed else {
+        return false;
+    };
+    let (Ok(iters), Ok(salt), Ok(server_key)) = (
+        iters.parse::<u32>(),
+        b64.decode(salt),
+        b64.decode(server_key),
+    ) else {
+        return false;
+    };
+    // PBKDF2-HMAC-SHA-256, one block.
+    let mut u = hmac(
+        password.as_bytes(),
+        &[salt.as_slice(), &[0, 0, 0, 1]].concat(),
+    );
+    let mut salted = u;
+    for _ in 1..iters {
+        u = hmac(password.as_bytes(), &u);
+        salted.iter_mut().zip(u).for_each(|(s, x)| *s ^= x);
+    }
+    hmac(&salted, b"Server Key").as_slice() == server_key.as_slice()
+}
+
+/// The `pg_authid.rolpassword` of each login role, read as the superuser.
+pub async fn login_role_verifiers(c: &tokio_postgres::Client) -> Vec<(String, Option<String>)> {
+    let roles: Vec<&str> = wasmbase::migrate::LOGIN_ROLES.iter().map(|r| r.0).collect();
+    c.query(
+        "SELECT rolname::text, rolpassword FROM pg_authid WHERE rolname = ANY($1) ORDER BY array_position($1, rolname::text)",
+        &[&roles],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
 }

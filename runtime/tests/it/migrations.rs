@@ -186,3 +186,54 @@ async fn new_tables_get_rls_so_anon_sees_nothing_before_policies_exist() {
         .get(0);
     assert!(!rls);
 }
+
+#[tokio::test]
+async fn login_roles_each_have_their_own_password() {
+    // The harness sets them with `set_login_passwords`, as the server does.
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    let verifiers = login_role_verifiers(&owner).await;
+    let pw = LOGIN_PASSWORDS.pairs();
+    assert_eq!(verifiers.len(), pw.len(), "{verifiers:?}");
+    for ((role, verifier), (role2, own)) in verifiers.iter().zip(pw) {
+        assert_eq!(role, role2);
+        let v = verifier
+            .as_deref()
+            .unwrap_or_else(|| panic!("{role} has no password"));
+        for (other_role, other) in pw {
+            assert_eq!(
+                scram_matches(v, other),
+                other == own,
+                "{role}'s password checked against {other_role}'s"
+            );
+        }
+    }
+    // On a cluster that checks passwords (the private one CI uses), the request
+    // pool's password does not log in as the other two roles.
+    let url: tokio_postgres::Config = db.url().parse().unwrap();
+    let login = |role: &str, pw: &str| {
+        let mut cfg = wasmbase::server::login_config(&url, role, Some(pw));
+        cfg.connect_timeout(Duration::from_secs(10));
+        async move { cfg.connect(tokio_postgres::NoTls).await.map(|_| ()) }
+    };
+    if login("wasmbase_auth", "certainly-not-the-password")
+        .await
+        .is_ok()
+    {
+        return; // `trust`: this cluster does not check passwords.
+    }
+    for (role, own) in [
+        ("wasmbase_auth", AUTH_PW),
+        ("wasmbase_functions", FUNCTIONS_PW),
+    ] {
+        login(role, own).await.unwrap();
+        let e = login(role, AUTHENTICATOR_PW)
+            .await
+            .expect_err("logged in with the authenticator password");
+        assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD),
+            "{role}: {e}"
+        );
+    }
+}

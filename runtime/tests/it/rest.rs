@@ -250,6 +250,126 @@ async fn rls_isolates_two_users_anon_sees_nothing_service_sees_all() {
 }
 
 #[tokio::test]
+async fn views_run_as_the_caller_so_rls_of_the_base_table_applies() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let srv = db.server().await;
+    let (a, b) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    // A migration's view, written the obvious way; and one that opts out.
+    ddl(
+        &db,
+        &srv,
+        &format!(
+            "{TODOS}
+            INSERT INTO todos (owner, task) VALUES ('{a}', 'a1'), ('{b}', 'b1');
+            CREATE VIEW todos_view AS SELECT * FROM todos;
+            CREATE VIEW todos_owner_view WITH (security_invoker = false) AS SELECT * FROM todos;"
+        ),
+    )
+    .await;
+    let b_id: i64 = db
+        .owner()
+        .await
+        .query_one("SELECT id FROM todos WHERE task = 'b1'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (ta, tb) = (user_token(&a), user_token(&b));
+    let get = |bearer: Option<String>| {
+        let (srv, anon) = (&srv, &anon);
+        async move {
+            srv.rest(
+                "GET",
+                "todos_view?select=task&order=task",
+                anon,
+                bearer.as_deref(),
+                &[],
+                None,
+            )
+            .await
+        }
+    };
+    let (s, _, rows) = get(None).await;
+    assert_eq!(
+        (s, rows),
+        (200, json!([])),
+        "anon reads nothing through the view"
+    );
+    let (s, _, rows) = get(Some(ta.clone())).await;
+    assert_eq!((s, rows), (200, json!([{"task": "a1"}])));
+
+    // A cannot change B's row through the view.
+    let (s, _, rows) = srv
+        .rest(
+            "PATCH",
+            &format!("todos_view?id=eq.{b_id}"),
+            &anon,
+            Some(&ta),
+            &[("prefer", "return=representation")],
+            Some(json!({"task": "pwned"})),
+        )
+        .await;
+    assert_eq!((s, rows), (200, json!([])));
+    let (s, _, rows) = srv
+        .rest(
+            "PATCH",
+            &format!("todos_view?id=eq.{b_id}"),
+            &anon,
+            None,
+            &[],
+            Some(json!({"task": "pwned"})),
+        )
+        .await;
+    assert!(matches!(s, 204 | 401), "{s} {rows}");
+    let task: String = db
+        .owner()
+        .await
+        .query_one("SELECT task FROM todos WHERE id = $1", &[&b_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(task, "b1");
+    // The owner of the row still can.
+    let (s, _, rows) = srv
+        .rest(
+            "PATCH",
+            &format!("todos_view?id=eq.{b_id}"),
+            &anon,
+            Some(&tb),
+            &[("prefer", "return=representation")],
+            Some(json!({"task": "b2"})),
+        )
+        .await;
+    assert_eq!((s, rows[0]["task"].clone()), (200, json!("b2")));
+
+    // CREATE OR REPLACE VIEW (which resets the view's options) stays invoker.
+    ddl(
+        &db,
+        &srv,
+        "CREATE OR REPLACE VIEW todos_view AS SELECT id, owner, task FROM todos",
+    )
+    .await;
+    let (s, _, rows) = get(None).await;
+    assert_eq!((s, rows), (200, json!([])));
+
+    // The explicit opt-out is respected: that view runs as its owner.
+    let (s, _, rows) = srv
+        .rest(
+            "GET",
+            "todos_owner_view?select=task&order=task",
+            &anon,
+            None,
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!((s, rows), (200, json!([{"task": "a1"}, {"task": "b2"}])));
+}
+
+#[tokio::test]
 async fn get_is_read_only_and_security_definer_runs_as_its_owner() {
     let db = TestDb::new().await;
     // Keys exist before the server starts, so its first key load has them.
