@@ -938,6 +938,7 @@ mod tests {
         let mut c = Config::default();
         c.database.url = Some("postgres://x@localhost/db".into());
         c.auth.jwt_secret = Some("x".repeat(40));
+        c.auth.dev_mailbox = Some(true);
         // None at all: PostgreSQL authenticates the roles some other way.
         c.validate().unwrap();
         // An installation from before the split: only the shared password.
