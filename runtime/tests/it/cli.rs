@@ -328,8 +328,14 @@ async fn serve_without_smtp_starts_only_with_an_explicit_dev_mailbox() {
         "[database]\nurl = \"{}\"\n",
         c.database.url.as_deref().unwrap()
     );
-    if let Some(pw) = &c.database.authenticator_password {
-        toml.push_str(&format!("authenticator_password = \"{pw}\"\n"));
+    for (key, pw) in [
+        ("authenticator_password", &c.database.authenticator_password),
+        ("auth_password", &c.database.auth_password),
+        ("functions_password", &c.database.functions_password),
+    ] {
+        if let Some(pw) = pw {
+            toml.push_str(&format!("{key} = \"{pw}\"\n"));
+        }
     }
     toml.push_str(&format!(
         "[auth]\njwt_secret = \"{}\"\n",
