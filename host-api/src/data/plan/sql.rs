@@ -1,0 +1,59 @@
+//! The SQL-building helpers every part of the planner shares, so that quoting
+//! and parameter numbering follow one rule: identifiers come only from the
+//! schema cache, quoted by [`ident`]; values only as `$n` parameters.
+
+use super::Builder;
+
+/// Quotes an identifier taken from the schema cache.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `"schema"."name"` of a relation, type or function from the schema cache.
+pub(super) fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", ident(schema), ident(name))
+}
+
+impl Builder<'_> {
+    /// Adds `v` as the next bind parameter and gives its placeholder (`$n`).
+    pub(super) fn param(&mut self, v: impl Into<String>) -> String {
+        self.params.push(Some(v.into()));
+        format!("${}", self.params.len())
+    }
+
+    /// A fresh table alias (`"_0"`, `"_1"`, …), unique in the statement.
+    pub(super) fn alias(&mut self) -> String {
+        let a = format!("\"_{}\"", self.aliases);
+        self.aliases += 1;
+        a
+    }
+}
+
+/// `ROW(v1, …)`: an object's values as a record, whose text form is a CSV line
+/// once its parentheses are removed (PostgreSQL's own quoting, as PostgREST's
+/// CSV: fields with quotes, commas, spaces, parentheses or backslashes are
+/// double-quoted with `"` and `\` doubled; NULL is empty; values keep their
+/// text output, such as `t`, `{1,2}` or jsonb's `{"a": 1}`).
+pub(super) fn csv_row(pairs: &[(String, String)]) -> String {
+    let values: Vec<&str> = pairs.iter().map(|(_, v)| v.as_str()).collect();
+    format!("ROW({})", values.join(", "))
+}
+
+/// The CSV text of rows `j` (each a [`csv_row`]): the keys as a header line
+/// (empty when there is no row), a line break, then one line per row.
+pub(super) fn csv_agg(pairs: &[(String, String)], j: &str) -> String {
+    let keys: Vec<String> = pairs.iter().map(|(k, _)| format!("{k}::text")).collect();
+    format!(
+        "CASE WHEN count({j}) > 0 THEN array_to_string(ARRAY[{}]::text[], ',') ELSE '' END \
+         || E'\\n' || coalesce(string_agg(substring({j}::text, 2, length({j}::text) - 2), E'\\n'), '')",
+        keys.join(", ")
+    )
+}
+
+/// `" AND …"` from a ` WHERE …` clause (or nothing).
+pub(super) fn and_more(conds: &str) -> String {
+    match conds.strip_prefix(" WHERE ") {
+        Some(c) => format!(" AND {c}"),
+        None => String::new(),
+    }
+}
