@@ -6,7 +6,7 @@
 use super::sql::{and_more, ident, qualified};
 use super::{Builder, Source};
 use crate::data::error::DataError;
-use crate::data::request::{Embed, Query, SelectItem};
+use crate::data::request::{Embed, Modifiers, Query, SelectItem};
 use crate::data::schema::{ForeignKey, Relation};
 
 /// A resolved relationship between a parent level and an embedded relation.
@@ -27,6 +27,20 @@ struct Junction<'s> {
     rel: &'s Relation,
     parent_pairs: Vec<(String, String)>,
     target_pairs: Vec<(String, String)>,
+}
+
+/// An embedded level while it is planned.
+struct Level<'s> {
+    /// How it joins its parent.
+    link: Link<'s>,
+    /// Its path of embed keys from the top level.
+    path: Vec<String>,
+    /// The alias its rows are read as.
+    alias: String,
+    /// Its columns (those of the embedded relation).
+    src: Source<'s>,
+    /// The filters, order and range given for it.
+    mods: Modifiers,
 }
 
 impl<'s> Builder<'s> {
@@ -165,6 +179,30 @@ impl<'s> Builder<'s> {
         }
     }
 
+    /// Enters embed `e` of the level at `path`: its relationship, a fresh alias
+    /// and the filters and modifiers given for it.
+    fn enter(
+        &mut self,
+        q: &Query,
+        e: &Embed,
+        src: Source<'s>,
+        path: &[String],
+    ) -> Result<Level<'s>, DataError> {
+        let link = self.link(src, e)?;
+        let mut sub = path.to_vec();
+        sub.push(e.key().to_string());
+        let ta = self.alias();
+        let tsrc = Source::of(link.target);
+        let mods = q.levels.get(&sub).cloned().unwrap_or_default();
+        Ok(Level {
+            link,
+            path: sub,
+            alias: ta,
+            src: tsrc,
+            mods,
+        })
+    }
+
     /// `EXISTS (…)`: the parent row has a match in embed `e` (with its filters).
     pub(super) fn exists(
         &mut self,
@@ -174,17 +212,13 @@ impl<'s> Builder<'s> {
         a: &str,
         path: &[String],
     ) -> Result<String, DataError> {
-        let link = self.link(src, e)?;
-        let mut sub = path.to_vec();
-        sub.push(e.key().to_string());
-        let ta = self.alias();
-        let tsrc = Source::of(link.target);
-        let mods = q.levels.get(&sub).cloned().unwrap_or_default();
-        let inner = self.conditions(q, &mods.conditions, tsrc, &ta, &sub)?;
+        let lv = self.enter(q, e, src, path)?;
+        let inner = self.conditions(q, &lv.mods.conditions, lv.src, &lv.alias, &lv.path)?;
         Ok(format!(
-            "EXISTS (SELECT 1 FROM {} {ta} WHERE {}{})",
-            qualified(&link.target.schema, &link.target.name),
-            join_sql(&link, a, &ta),
+            "EXISTS (SELECT 1 FROM {} {} WHERE {}{})",
+            qualified(&lv.link.target.schema, &lv.link.target.name),
+            lv.alias,
+            join_sql(&lv.link, a, &lv.alias),
             and_more(&inner)
         ))
     }
@@ -201,16 +235,12 @@ impl<'s> Builder<'s> {
         path: &[String],
         pairs: &mut Vec<(String, String)>,
     ) -> Result<(), DataError> {
-        let link = self.link(src, e)?;
-        let mut sub = path.to_vec();
-        sub.push(e.key().to_string());
-        let ta = self.alias();
-        let tsrc = Source::of(link.target);
-        let mods = q.levels.get(&sub).cloned().unwrap_or_default();
-        let join = join_sql(&link, a, &ta);
-        let from = format!("{} {ta}", qualified(&link.target.schema, &link.target.name));
+        let lv = self.enter(q, e, src, path)?;
+        let join = join_sql(&lv.link, a, &lv.alias);
+        let target = qualified(&lv.link.target.schema, &lv.link.target.name);
+        let from = format!("{target} {}", lv.alias);
         if e.spread {
-            if !link.to_one {
+            if !lv.link.to_one {
                 return Err(DataError::new(
                     400,
                     "PGRST119",
@@ -218,8 +248,8 @@ impl<'s> Builder<'s> {
                 )
                 .details("'...' works on many-to-one relationships only"));
             }
-            let conds = self.conditions(q, &mods.conditions, tsrc, &ta, &sub)?;
-            for (k, v) in self.pairs(q, &e.select, tsrc, &ta, &sub)? {
+            let conds = self.conditions(q, &lv.mods.conditions, lv.src, &lv.alias, &lv.path)?;
+            for (k, v) in self.pairs(q, &e.select, lv.src, &lv.alias, &lv.path)? {
                 pairs.push((
                     k,
                     format!("(SELECT {v} FROM {from} WHERE {join}{})", and_more(&conds)),
@@ -227,21 +257,21 @@ impl<'s> Builder<'s> {
             }
             return Ok(());
         }
-        let obj = self.object(q, &e.select, tsrc, &ta, &sub)?;
-        let conds = self.conditions(q, &mods.conditions, tsrc, &ta, &sub)?;
+        let obj = self.object(q, &e.select, lv.src, &lv.alias, &lv.path)?;
+        let conds = self.conditions(q, &lv.mods.conditions, lv.src, &lv.alias, &lv.path)?;
         let k = self.param(e.key().to_string());
-        let value = if link.to_one {
+        let value = if lv.link.to_one {
             format!(
                 "(SELECT {obj} FROM {from} WHERE {join}{})",
                 and_more(&conds)
             )
         } else {
-            let order = self.order(&mods.order, tsrc, &ta, &e.select)?;
+            let order = self.order(&lv.mods.order, lv.src, &lv.alias, &e.select)?;
             let mut range = String::new();
-            if let Some(l) = mods.limit {
+            if let Some(l) = lv.mods.limit {
                 range.push_str(&format!(" LIMIT {}", self.param(l.to_string())));
             }
-            if let Some(o) = mods.offset {
+            if let Some(o) = lv.mods.offset {
                 range.push_str(&format!(" OFFSET {}", self.param(o.to_string())));
             }
             format!(
