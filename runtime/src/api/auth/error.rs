@@ -10,6 +10,7 @@ use http::{HeaderValue, StatusCode};
 use serde_json::{json, Value};
 use wasmbase_host_api::db::DbError;
 use wasmbase_host_api::password::HashError;
+use wasmbase_host_api::sqlstate::{self, Kind};
 use wasmbase_host_api::AuthError;
 
 tokio::task_local! {
@@ -76,8 +77,8 @@ impl From<DbError> for AuthApiError {
             // Data exceptions (class 22: a NUL in text, a value out of range) are
             // the client's input, not a server fault.
             DbError::Pg(pg) => match pg.code().map(|c| c.code()) {
-                Some(code) if code.starts_with("22") => {
-                    AuthApiError::validation(wasmbase_host_api::db::data_exception_message(code))
+                Some(code) if sqlstate::classify(code) == Kind::InvalidInput => {
+                    AuthApiError::validation(sqlstate::input_message(code))
                 }
                 _ => AuthApiError::internal(wasmbase_host_api::db::describe(&pg)),
             },
