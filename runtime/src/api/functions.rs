@@ -7,7 +7,7 @@
 
 use crate::functions::invoke::{self, Inputs};
 use crate::functions::manifest::DbMode;
-use crate::functions::registry::Lookup;
+use crate::functions::registry::Availability;
 use crate::server::caller::authenticate;
 use crate::server::error::ApiError;
 use crate::server::middleware::current_request_id;
@@ -39,8 +39,8 @@ async fn handle(
 ) -> Result<Response, ApiError> {
     let name = params.get("name").cloned().unwrap_or_default();
     let f = match st.functions.registry.get(&name) {
-        Lookup::Ready(f) => f,
-        Lookup::Starting => {
+        Availability::Ready(f) => f,
+        Availability::Starting => {
             let mut e = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "function_starting",
@@ -49,7 +49,7 @@ async fn handle(
             e.retry_after = Some(1);
             return Err(e);
         }
-        Lookup::Missing => {
+        Availability::Missing => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "function_not_found",

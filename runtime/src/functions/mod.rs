@@ -124,7 +124,7 @@ pub async fn load_dir(st: &AppState, fdir: &Path) -> u64 {
         }
     };
     let name = manifest.name.clone();
-    if !matches!(fx.registry.get(&name), registry::Lookup::Ready(_)) {
+    if !matches!(fx.registry.get(&name), registry::Availability::Ready(_)) {
         fx.registry.starting(&name);
     }
     let result: anyhow::Result<load::Loaded> = async {
