@@ -8,7 +8,7 @@
 use crate::functions::invoke::{self, Inputs};
 use crate::functions::manifest::DbMode;
 use crate::functions::registry::Availability;
-use crate::server::caller::authenticate;
+use crate::server::caller::admit;
 use crate::server::error::ApiError;
 use crate::server::middleware::current_request_id;
 use crate::server::state::AppState;
@@ -58,12 +58,8 @@ async fn handle(
         }
     };
     let (parts, body) = req.into_parts();
-    let caller = if f.manifest.verify_jwt {
-        authenticate(&parts, &st)?
-    } else {
-        // A public webhook: a valid key or token still identifies the caller.
-        authenticate(&parts, &st).unwrap_or_else(|_| Principal::for_role(Role::Anon))
-    };
+    // `verify_jwt = false` waives the key: the gate's open list decides.
+    let caller = admit(&parts, &st, !f.manifest.verify_jwt)?;
     let fx = &st.functions;
     let db = match f.manifest.db {
         DbMode::None => None,

@@ -475,9 +475,9 @@ pub async fn verify_post(
 
 /// `GET /verify?token&type&redirect_to`: the link in the email. Redirects (303) to
 /// the allowed `redirect_to` (else SITE_URL) with the session in the fragment,
-/// `?code=` for PKCE, or `#error=…` on failure. Needs no `apikey`: it is followed
-/// from a mail client.
-pub async fn verify_get(State(st): State<AppState>, meta: Meta) -> AuthResult<Response> {
+/// `?code=` for PKCE, or `#error=…` on failure. Needs no `apikey` (it is followed
+/// from a mail client): the route is on the gate's open list.
+pub async fn verify_get(State(st): State<AppState>, _k: Keyed, meta: Meta) -> AuthResult<Response> {
     let token = meta.query.get("token").filter(|t| !t.is_empty()).cloned();
     let vtype = meta.query.get("type").filter(|t| !t.is_empty()).cloned();
     let (Some(token), Some(vtype)) = (token, vtype) else {

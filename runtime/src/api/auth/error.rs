@@ -115,6 +115,7 @@ impl From<AuthError> for AuthApiError {
             AuthError::InvalidApiKey => AuthApiError::new(401, "invalid_api_key", "Invalid API key"),
             AuthError::JwtExpired => AuthApiError::new(403, "bad_jwt", "invalid JWT: unable to parse or verify signature, token has invalid claims: token is expired"),
             AuthError::InvalidJwt(why) => AuthApiError::new(403, "bad_jwt", format!("invalid JWT: unable to parse or verify signature, {why}")),
+            AuthError::SecretKeyInQuery => AuthApiError::new(401, e.code(), e.to_string()),
             AuthError::NotReady => AuthApiError::new(503, "unexpected_failure", "Service not ready").retry_after(1),
         }
     }
