@@ -17,6 +17,10 @@ pub enum AuthError {
     /// The bearer token's `exp` has passed.
     #[error("JWT expired")]
     JwtExpired,
+    /// A secret key (or a `service_role` JWT key) came in the query string, where
+    /// proxies, browsers and access logs record it; only publishable keys may.
+    #[error("Secret keys must not be sent in the query string; send the key in the apikey header")]
+    SecretKeyInQuery,
     /// Keys are not loaded yet (database unreachable at start).
     #[error("Service not ready: API keys are not loaded yet")]
     NotReady,
@@ -29,6 +33,7 @@ impl AuthError {
             AuthError::NoApiKey => "no_api_key",
             AuthError::InvalidApiKey => "invalid_api_key",
             AuthError::InvalidJwt(_) => "invalid_jwt",
+            AuthError::SecretKeyInQuery => "secret_key_in_query",
             AuthError::JwtExpired => "jwt_expired",
             AuthError::NotReady => "not_ready",
         }

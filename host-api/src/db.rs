@@ -259,20 +259,6 @@ impl DbError {
     }
 }
 
-/// What to tell a client whose input PostgreSQL refused with a data exception
-/// (SQLSTATE class 22), in words that quote nothing of the row: every API
-/// answers these 400 with its own stable code.
-pub fn data_exception_message(sqlstate: &str) -> &'static str {
-    match sqlstate {
-        // `\u0000` in JSON (22P05) or a NUL byte in text (22021)
-        "22P05" | "22021" => "Text must not contain the NUL character (\\u0000)",
-        "22P02" => "A value could not be read as its type",
-        "22001" => "A value is too long for its column",
-        "22003" => "A number is out of range",
-        _ => "Invalid input value",
-    }
-}
-
 /// The SQLSTATE of a database error, if PostgreSQL sent one.
 pub fn sqlstate(e: &DbError) -> Option<&str> {
     match e {

@@ -1,12 +1,15 @@
 //! The key-and-token rule, in one place: from the `apikey` and `Authorization`
-//! headers to one [`Principal`].
+//! headers to one [`Principal`], and the one list of routes that need no key.
 //!
 //! 1. `apikey` is required and must be a valid, unrevoked key: an opaque
 //!    `sb_publishable_` / `sb_secret_` key, or (if enabled) a legacy HS256 JWT key
-//!    whose role is `anon` or `service_role`.
+//!    whose role is `anon` or `service_role`. In a query string (realtime-js can
+//!    send it nowhere else) only a publishable key is accepted.
 //! 2. `Authorization: Bearer <t>`: a user JWT gives that user's principal; an opaque
 //!    key (supabase-js sends the key itself until a user signs in) gives that key's
 //!    principal; no bearer gives the `apikey`'s principal.
+//! 3. A route on [`OPEN_ROUTES`] needs no key: a valid key or token still names the
+//!    caller, anything else makes it `anon`.
 
 use crate::jwt::JwtKeys;
 use crate::keys::{self, KeyKind, KeyStore};
@@ -53,11 +56,15 @@ impl Gate {
     }
 
     /// Validates the `apikey` alone and returns the principal it grants.
-    pub fn api_key(&self, apikey: Option<&str>) -> Result<Principal, AuthError> {
-        let key = apikey
-            .filter(|k| !k.is_empty())
+    pub fn api_key(&self, apikey: Option<ApiKey<'_>>) -> Result<Principal, AuthError> {
+        let ApiKey { key, from } = apikey
+            .filter(|k| !k.key.is_empty())
             .ok_or(AuthError::NoApiKey)?;
-        if keys::is_opaque(key) {
+        if let Some(kind) = keys::kind_by_prefix(key) {
+            // Refused before the lookup, so the answer says nothing of the key's validity.
+            if kind == KeyKind::Secret && from == KeyFrom::Query {
+                return Err(AuthError::SecretKeyInQuery);
+            }
             return self.opaque_principal(key);
         }
         if !self.legacy_jwt_keys {
@@ -70,6 +77,7 @@ impl Gate {
             .principal(key)
             .map_err(|_| AuthError::InvalidApiKey)?;
         match p.role {
+            Role::ServiceRole if from == KeyFrom::Query => Err(AuthError::SecretKeyInQuery),
             Role::Anon | Role::ServiceRole => Ok(p),
             Role::Authenticated => Err(AuthError::InvalidApiKey),
         }
@@ -78,7 +86,7 @@ impl Gate {
     /// The whole rule: `apikey` first, then the bearer token if any.
     pub fn authenticate(
         &self,
-        apikey: Option<&str>,
+        apikey: Option<ApiKey<'_>>,
         authorization: Option<&str>,
     ) -> Result<Principal, AuthError> {
         let key_principal = self.api_key(apikey)?;
@@ -88,7 +96,7 @@ impl Gate {
         let token = bearer(auth).ok_or(AuthError::InvalidJwt(
             "Authorization must be 'Bearer <token>'",
         ))?;
-        if Some(token) == apikey {
+        if Some(token) == apikey.map(|k| k.key) {
             return Ok(key_principal);
         }
         if keys::is_opaque(token) {
@@ -96,6 +104,130 @@ impl Gate {
         }
         self.jwt.principal(token)
     }
+
+    /// The rule for any route: on an open one (see [`is_open`]) a valid key or
+    /// token still identifies the caller and anything else is `anon`; elsewhere
+    /// [`Gate::authenticate`]. `authorization` is an error when the header was
+    /// unreadable.
+    pub fn admit(
+        &self,
+        open: bool,
+        apikey: Option<ApiKey<'_>>,
+        authorization: Result<Option<&str>, AuthError>,
+    ) -> Result<Principal, AuthError> {
+        let found = authorization.and_then(|a| self.authenticate(apikey, a));
+        if open {
+            return Ok(found.unwrap_or_else(|_| self.anon.clone()));
+        }
+        found
+    }
+
+    /// For endpoints that act for a signed-in user (GoTrue's `/user`, `/logout`):
+    /// the `apikey` must be valid and the bearer, if any, must verify as a JWT.
+    /// `None` when there is no bearer token; the API says so in its own words.
+    /// `authorization` is an error when the header was unreadable.
+    pub fn user_token(
+        &self,
+        apikey: Option<ApiKey<'_>>,
+        authorization: Result<Option<&str>, AuthError>,
+    ) -> Result<Option<Principal>, AuthError> {
+        self.api_key(apikey)?;
+        match authorization?.and_then(bearer) {
+            Some(token) => self.jwt.principal(token).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Where a request carried its `apikey`: query strings are recorded by proxies,
+/// browsers and access logs, so only publishable keys may come that way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFrom {
+    /// The `apikey` header.
+    Header,
+    /// An `apikey` query parameter (realtime-js, some webhooks).
+    Query,
+}
+
+/// The `apikey` a request presents, borrowed from it (no copy per request).
+#[derive(Debug, Clone, Copy)]
+pub struct ApiKey<'a> {
+    /// The key as sent.
+    pub key: &'a str,
+    /// Where it was sent.
+    pub from: KeyFrom,
+}
+
+impl<'a> ApiKey<'a> {
+    /// A key from the `apikey` header.
+    pub fn header(key: &'a str) -> ApiKey<'a> {
+        ApiKey {
+            key,
+            from: KeyFrom::Header,
+        }
+    }
+}
+
+/// A route that answers without an `apikey`, and why: docs/SECURITY.md prints
+/// every entry, and a unit test keeps the two in sync.
+#[derive(Debug)]
+pub struct OpenRoute {
+    /// `"GET"` (which covers `HEAD`), or `"*"` for any method.
+    pub method: &'static str,
+    /// The router's path pattern; a trailing `/*` covers every route below it.
+    pub path: &'static str,
+    /// Set when the route is open only for resources that waive the key
+    /// themselves; names that setting for the docs.
+    pub only_if: Option<&'static str>,
+    /// Why a client cannot or need not send a key there.
+    pub why: &'static str,
+}
+
+const fn open(method: &'static str, path: &'static str, why: &'static str) -> OpenRoute {
+    OpenRoute {
+        method,
+        path,
+        only_if: None,
+        why,
+    }
+}
+
+const fn waived(path: &'static str, only_if: &'static str, why: &'static str) -> OpenRoute {
+    OpenRoute {
+        method: "*",
+        path,
+        only_if: Some(only_if),
+        why,
+    }
+}
+
+/// Every route that needs no key; adding one is adding a line here (and to
+/// docs/SECURITY.md, which the tests check).
+pub const OPEN_ROUTES: &[OpenRoute] = &[
+    open("GET", "/health", "liveness probes send no key"),
+    open("GET", "/ready", "load balancers send no key"),
+    open("GET", "/metrics", "Prometheus scrapers send no key; restrict it at the network"),
+    open("GET", "/auth/v1/health", "GoTrue's liveness probe"),
+    open("GET", "/auth/v1/.well-known/jwks.json", "public keys, fetched by anyone who verifies tokens"),
+    open("GET", "/auth/v1/verify", "email links are opened by a browser, which sends no key; the one-time token is the credential"),
+    waived("/functions/v1/*", "the function's manifest sets `verify_jwt = false`", "public webhooks"),
+    waived("/fn/*", "the function's manifest sets `verify_jwt = false`", "public webhooks"),
+];
+
+/// Whether a request to `route` (the router's matched path pattern) needs no key.
+/// `waived`: the resource behind the route waives the key itself (a function's
+/// `verify_jwt = false`); it opens only the entries that allow that. A scan of a
+/// few static strings: no allocation.
+pub fn is_open(method: &str, route: &str, waived: bool) -> bool {
+    let method = if method == "HEAD" { "GET" } else { method };
+    OPEN_ROUTES.iter().any(|r| {
+        (r.method == "*" || r.method == method)
+            && (r.only_if.is_none() || waived)
+            && match r.path.strip_suffix('*') {
+                Some(below) => route.starts_with(below),
+                None => route == r.path,
+            }
+    })
 }
 
 /// Extracts the token of an `Authorization: Bearer <token>` value.
@@ -103,4 +235,36 @@ pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_doc_prints_every_open_route() {
+        let doc = include_str!("../../docs/SECURITY.md");
+        for r in OPEN_ROUTES {
+            let row = format!("| `{}` | `{}` |", r.method, r.path);
+            assert!(doc.contains(&row), "docs/SECURITY.md lacks the row {row}");
+            if let Some(cond) = r.only_if {
+                assert!(doc.contains(cond), "docs/SECURITY.md lacks {cond}");
+            }
+        }
+    }
+
+    #[test]
+    fn open_routes_match_by_method_pattern_and_waiver() {
+        assert!(is_open("GET", "/health", false));
+        assert!(is_open("HEAD", "/health", false));
+        assert!(!is_open("POST", "/health", false));
+        assert!(is_open("GET", "/auth/v1/verify", false));
+        assert!(!is_open("POST", "/auth/v1/verify", false));
+        assert!(!is_open("GET", "/auth/v1/user", false));
+        assert!(!is_open("GET", "/rest/v1/{table}", false));
+        assert!(!is_open("POST", "/functions/v1/{name}", false));
+        assert!(is_open("POST", "/functions/v1/{name}", true));
+        assert!(is_open("PUT", "/fn/{name}/{*rest}", true));
+        assert!(!is_open("GET", "/rest/v1/{table}", true));
+    }
 }

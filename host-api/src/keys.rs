@@ -86,7 +86,15 @@ pub struct KeyInfo {
 
 /// Whether a string has the shape of an opaque key (as opposed to a JWT key).
 pub fn is_opaque(key: &str) -> bool {
-    key.starts_with("sb_publishable_") || key.starts_with("sb_secret_")
+    kind_by_prefix(key).is_some()
+}
+
+/// The kind an opaque key claims by its prefix, before any lookup: the gate refuses
+/// a secret key in a query string without telling whether the key is valid.
+pub fn kind_by_prefix(key: &str) -> Option<KeyKind> {
+    [KeyKind::Publishable, KeyKind::Secret]
+        .into_iter()
+        .find(|k| key.starts_with(k.tag()))
 }
 
 fn split(key: &str) -> Option<(KeyKind, &str)> {

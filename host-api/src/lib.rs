@@ -16,6 +16,7 @@ pub mod keys;
 pub mod listen;
 pub mod password;
 pub mod principal;
+pub mod sqlstate;
 pub mod verified_tokens;
 
 pub use auth_error::AuthError;

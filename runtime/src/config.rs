@@ -686,7 +686,7 @@ impl Config {
                 .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
                 && s.chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-            if !ok || s == "wasmbase" || s == "auth" || s.starts_with("pg_") {
+            if !ok || wasmbase_host_api::data::profile::is_platform_schema(s) {
                 return err(
                     "database.exposed_schemas",
                     format!("'{s}' is not an exposable schema name"),

@@ -148,30 +148,10 @@ impl DataError {
     }
 }
 
-/// PostgREST's SQLSTATE → HTTP status table, except that a statement timeout
-/// (57014) is a 504 here, like everywhere else on the platform, and a server
-/// shutting down (57P01-57P03) a 503.
+/// The status PostgREST answers a SQLSTATE with, from the platform's one table
+/// ([`crate::sqlstate`]); `role` decides 401 vs 403 for a permission error.
 pub fn status_of(code: &str, role: Role) -> u16 {
-    match code {
-        "23503" | "23505" => 409,
-        "25006" => 405,
-        "42883" | "42P01" => 404,
-        "42501" if role == Role::Anon => 401,
-        "42501" => 403,
-        "57014" => 504,
-        // The server is shutting down or restarting (PostgREST: 500): the
-        // database is going away, which is a 503 like a failed connection.
-        "57P01" | "57P02" | "57P03" => 503,
-        "P0001" => 400,
-        "42P17" => 500,
-        _ => match &code[..2.min(code.len())] {
-            "08" | "53" => 503,
-            "0L" | "0P" | "28" => 403,
-            "09" | "25" | "2D" | "38" | "39" | "3B" | "40" | "54" | "55" | "57" | "58" | "F0"
-            | "HV" | "P0" | "XX" => 500,
-            _ => 400,
-        },
-    }
+    crate::sqlstate::classify(code).status(role == Role::Anon)
 }
 
 #[cfg(test)]

@@ -11,12 +11,14 @@ pub mod error;
 pub mod exec;
 pub mod parse;
 pub mod plan;
+pub mod profile;
 pub mod request;
 pub mod schema;
 
 pub use error::DataError;
 pub use exec::{ExecSettings, Outcome};
 pub use plan::{Limits, Statement};
+pub use profile::not_exposed;
 pub use request::Request;
 pub use schema::{Schema, SchemaCache};
 
@@ -33,20 +35,8 @@ pub async fn execute(
     limits: &Limits,
     req: &Request,
 ) -> Result<(Statement, Outcome), DataError> {
-    if !schema.schemas.contains(&req.schema) {
-        return Err(not_exposed(&req.schema, &schema.schemas));
-    }
+    schema.profile(Some(&req.schema))?;
     let stmt = plan::plan(schema, req, limits)?;
     let out = exec::run(pool, principal, settings, req.read_only, &stmt).await?;
     Ok((stmt, out))
-}
-
-/// PGRST106: a profile header named a schema that is not exposed.
-pub fn not_exposed(wanted: &str, exposed: &[String]) -> DataError {
-    DataError::new(
-        406,
-        "PGRST106",
-        "The schema must be one of the following: ".to_string() + &exposed.join(", "),
-    )
-    .details(format!("'{wanted}' is not an exposed schema"))
 }

@@ -7,7 +7,7 @@ use super::error::DataError;
 use super::request::*;
 
 /// Query-string keys that are not filters.
-pub const RESERVED: &[&str] = &[
+pub const RESERVED_KEYS: &[&str] = &[
     "select",
     "order",
     "limit",

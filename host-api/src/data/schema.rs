@@ -480,9 +480,3 @@ impl SchemaCache {
         Ok(self.install(s))
     }
 }
-
-/// Schemas named by a query must be exposed; the check is by equality with the
-/// configured list, so a profile header can never name anything else.
-pub fn exposed<'a>(schemas: &'a [String], wanted: &str) -> Option<&'a str> {
-    schemas.iter().find(|s| *s == wanted).map(String::as_str)
-}

@@ -21,11 +21,19 @@ impl GuestCtx {
         })
     }
 
-    async fn run_data(&mut self, db: DbAccess, req: Request) -> Result<Rows, GuestError> {
+    /// Runs `req` in the schema the guest named (`wanted`) or the default
+    /// profile, resolved like `/rest/v1`'s profile headers.
+    async fn run_data(
+        &mut self,
+        db: DbAccess,
+        wanted: Option<String>,
+        mut req: Request,
+    ) -> Result<Rows, GuestError> {
         let schema = db
             .schema
             .get()
             .ok_or_else(|| error(503, "PGRST002", "the schema cache is not loaded yet"))?;
+        req.schema = schema.profile(wanted.as_deref())?.to_string();
         let _permit = db
             .permits
             .acquire()
@@ -115,15 +123,6 @@ fn structured_query(r: &GuestRequest) -> Result<Query, DataError> {
     Ok(q)
 }
 
-fn schema_name(db: &DbAccess, wanted: Option<String>) -> String {
-    wanted.unwrap_or_else(|| {
-        db.schema
-            .get()
-            .and_then(|s| s.schemas.first().cloned())
-            .unwrap_or_else(|| "public".into())
-    })
-}
-
 impl Host for GuestCtx {
     async fn run(&mut self, r: GuestRequest) -> Result<Rows, GuestError> {
         let db = self.db_access()?;
@@ -145,7 +144,7 @@ impl Host for GuestCtx {
         };
         let read = r.action == Action::Select;
         let req = Request {
-            schema: schema_name(&db, r.schema),
+            schema: String::new(),
             relation: r.table,
             action,
             query,
@@ -163,7 +162,7 @@ impl Host for GuestCtx {
             rollback: false,
             csv: false,
         };
-        self.run_data(db, req).await
+        self.run_data(db, r.schema, req).await
     }
 
     async fn rpc(
@@ -177,7 +176,7 @@ impl Host for GuestCtx {
         let mut query = Query::default();
         add_filters(&mut query, &filters)?;
         let req = Request {
-            schema: schema_name(&db, schema),
+            schema: String::new(),
             relation: String::new(),
             action: DataAction::Call { function },
             query,
@@ -191,7 +190,7 @@ impl Host for GuestCtx {
             rollback: false,
             csv: false,
         };
-        self.run_data(db, req).await
+        self.run_data(db, schema, req).await
     }
 }
 

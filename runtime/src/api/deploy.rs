@@ -9,7 +9,7 @@
 
 use super::admin::{AuditActor, Service};
 use crate::functions::deploy;
-use crate::functions::registry::Lookup;
+use crate::functions::registry::Availability;
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
 use axum::extract::{Path, Query, State};
@@ -100,7 +100,7 @@ async fn list(State(st): State<AppState>, _: Service) -> Result<Json<Value>, Api
     let mut seen = std::collections::HashSet::new();
     for r in &rows {
         let name: String = r.get(0);
-        let serving = matches!(st.functions.registry.get(&name), Lookup::Ready(_));
+        let serving = matches!(st.functions.registry.get(&name), Availability::Ready(_));
         seen.insert(name.clone());
         out.push(json!({
             "name": name, "source": "deployed", "active_version": r.get::<_, i32>(1),

@@ -7,8 +7,8 @@
 
 use crate::functions::invoke::{self, Inputs};
 use crate::functions::manifest::DbMode;
-use crate::functions::registry::Lookup;
-use crate::server::caller::authenticate;
+use crate::functions::registry::Availability;
+use crate::server::caller::admit;
 use crate::server::error::ApiError;
 use crate::server::middleware::current_request_id;
 use crate::server::state::AppState;
@@ -39,8 +39,8 @@ async fn handle(
 ) -> Result<Response, ApiError> {
     let name = params.get("name").cloned().unwrap_or_default();
     let f = match st.functions.registry.get(&name) {
-        Lookup::Ready(f) => f,
-        Lookup::Starting => {
+        Availability::Ready(f) => f,
+        Availability::Starting => {
             let mut e = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "function_starting",
@@ -49,7 +49,7 @@ async fn handle(
             e.retry_after = Some(1);
             return Err(e);
         }
-        Lookup::Missing => {
+        Availability::Missing => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "function_not_found",
@@ -58,12 +58,8 @@ async fn handle(
         }
     };
     let (parts, body) = req.into_parts();
-    let caller = if f.manifest.verify_jwt {
-        authenticate(&parts, &st)?
-    } else {
-        // A public webhook: a valid key or token still identifies the caller.
-        authenticate(&parts, &st).unwrap_or_else(|_| Principal::for_role(Role::Anon))
-    };
+    // `verify_jwt = false` waives the key: the gate's open list decides.
+    let caller = admit(&parts, &st, !f.manifest.verify_jwt)?;
     let fx = &st.functions;
     let db = match f.manifest.db {
         DbMode::None => None,

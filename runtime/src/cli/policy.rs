@@ -407,7 +407,7 @@ fn utc_timestamp() -> String {
 /// roles, and policies there would break auth or bookkeeping.
 fn check_user_schema(table: &QualifiedName) -> Result<()> {
     let s = table.schema.as_str();
-    if matches!(s, "auth" | "wasmbase" | "information_schema") || s.starts_with("pg_") {
+    if wasmbase_host_api::data::profile::is_platform_schema(s) {
         bail!("{table} is in the platform schema {s}; policy presets are for the project's tables");
     }
     Ok(())

@@ -242,7 +242,7 @@ pub async fn sync_one(st: &AppState, name: &str) {
     let Some(head) = head else {
         // Deleted: stop serving it if it was a deployed one.
         let _one = st.functions.sync_lock.lock().await;
-        if let super::registry::Lookup::Ready(f) = st.functions.registry.get(name) {
+        if let super::registry::Availability::Ready(f) = st.functions.registry.get(name) {
             if f.version.is_some() {
                 st.functions.registry.remove(name);
             }
@@ -250,7 +250,7 @@ pub async fn sync_one(st: &AppState, name: &str) {
         return;
     };
     let (version, hash): (i32, String) = (head.get(0), head.get(1));
-    if let super::registry::Lookup::Ready(f) = st.functions.registry.get(name) {
+    if let super::registry::Availability::Ready(f) = st.functions.registry.get(name) {
         if f.hash == hash && f.version == Some(i64::from(version)) {
             return;
         }
@@ -328,7 +328,7 @@ pub async fn sync_all(st: &AppState) -> Result<()> {
     // Deployed functions deleted while this node was not listening.
     for served in st.functions.registry.names() {
         if !names.contains(&served) {
-            if let super::registry::Lookup::Ready(f) = st.functions.registry.get(&served) {
+            if let super::registry::Availability::Ready(f) = st.functions.registry.get(&served) {
                 if f.version.is_some() {
                     st.functions.registry.remove(&served);
                 }

@@ -5,7 +5,7 @@
 //! native code is only ever produced on this node and read back from this
 //! node's disk, never from the database or a shared store.
 
-use super::invoke::Ctx;
+use super::instance::Ctx;
 use super::warm::WarmBudget;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};

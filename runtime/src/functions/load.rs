@@ -9,7 +9,7 @@
 
 use super::buffered::BufferedPre;
 use super::engine::Engine;
-use super::invoke::Ctx;
+use super::instance::Ctx;
 use super::manifest::{DbMode, Manifest};
 use super::registry::InFlight;
 use super::warm::WarmPool;

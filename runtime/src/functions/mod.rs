@@ -4,21 +4,25 @@
 //! [`engine`] (one wasmtime `Engine`, pooling allocator, epoch ticker, compiled
 //! artifact cache) → [`load`] (manifest + component, checked against its
 //! grants) → [`registry`] (what is serving, swapped atomically, versioned) →
-//! [`invoke`] (a fresh `Store` per request from a cached `InstancePre`, or a
-//! [`warm`] one for functions that opt in, with a memory cap, epoch yields, a
-//! wall-clock timeout and admission control).
+//! [`invoke`] (one call in three steps: [`admission`] control, the
+//! [`instance`] — a fresh `Store` per request from a cached `InstancePre`, or a
+//! [`warm`] one for functions that opt in, with a memory cap, epoch yields and
+//! a wall-clock timeout — and the invocation log [`record`]).
 //! [`outbound`] is the host allowlist for outgoing HTTP; [`build`] runs cargo
 //! for Rust functions and [`watch`] rebuilds them on change in `dev`.
 
+pub mod admission;
 pub mod buffered;
 pub mod build;
 pub mod deploy;
 pub mod engine;
+pub mod instance;
 pub mod invoke;
 pub mod load;
 pub mod logs;
 pub mod manifest;
 pub mod outbound;
+pub mod record;
 pub mod registry;
 pub mod secrets;
 pub mod warm;
@@ -124,7 +128,7 @@ pub async fn load_dir(st: &AppState, fdir: &Path) -> u64 {
         }
     };
     let name = manifest.name.clone();
-    if !matches!(fx.registry.get(&name), registry::Lookup::Ready(_)) {
+    if !matches!(fx.registry.get(&name), registry::Availability::Ready(_)) {
         fx.registry.starting(&name);
     }
     let result: anyhow::Result<load::Loaded> = async {

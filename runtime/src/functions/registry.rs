@@ -12,8 +12,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Result of looking a function up.
-pub enum Lookup {
+/// Whether a node can serve a function now: ready, still building, or unknown
+/// (so `/fn` answers 200, 503 + Retry-After or 404).
+pub enum Availability {
     /// Serving.
     Ready(Arc<Loaded>),
     /// Known but still building or compiling (answer 503 + Retry-After).
@@ -71,14 +72,14 @@ impl Drop for Admitted {
 
 impl Registry {
     /// Looks `name` up.
-    pub fn get(&self, name: &str) -> Lookup {
+    pub fn get(&self, name: &str) -> Availability {
         if let Some(f) = self.map.load().get(name) {
-            return Lookup::Ready(f.clone());
+            return Availability::Ready(f.clone());
         }
         if self.starting.lock().contains(name) {
-            return Lookup::Starting;
+            return Availability::Starting;
         }
-        Lookup::Missing
+        Availability::Missing
     }
 
     /// Marks `name` as building (until installed or failed).

@@ -11,8 +11,8 @@
 //! flight plus this budget. An instance built with other env values (secrets
 //! changed since) is dropped instead of reused.
 
-use super::invoke::Ctx;
-use super::invoke::Entry;
+use super::instance::Ctx;
+use super::instance::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

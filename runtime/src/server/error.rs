@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::{json, Value};
 use wasmbase_host_api::db::DbError;
+use wasmbase_host_api::sqlstate::{self, Kind};
 use wasmbase_host_api::AuthError;
 
 /// An error answered to the client with a stable `code`.
@@ -76,27 +77,31 @@ impl From<DbError> for ApiError {
                 out.retry_after = Some(1);
                 out
             }
-            DbError::Pg(pg) => match pg.code().map(|c| c.code()) {
-                Some("57014") => ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
+            // The platform's callers are operators and services, never told to
+            // sign in: a permission error is 403 for them (`anon = false`).
+            DbError::Pg(pg) => match pg.code().map(|c| (c.code(), sqlstate::classify(c.code()))) {
+                Some((_, kind @ Kind::Timeout)) => ApiError::new(
+                    status(kind),
                     "statement_timeout",
                     "The database statement took too long",
                 ),
-                Some("42501") => ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "permission_denied",
-                    "Permission denied",
-                ),
+                Some((_, kind @ Kind::PermissionDenied)) => {
+                    ApiError::new(status(kind), "permission_denied", "Permission denied")
+                }
                 // Data exceptions are the caller's input: e.g. auth.uid() on a
                 // token whose `sub` is not a UUID (22P02) or holds a NUL (22P05).
-                Some(code) if code.starts_with("22") => ApiError::bad_request(
-                    "invalid_input",
-                    wasmbase_host_api::db::data_exception_message(code),
-                ),
+                Some((code, kind @ Kind::InvalidInput)) => {
+                    ApiError::new(status(kind), "invalid_input", sqlstate::input_message(code))
+                }
                 _ => ApiError::internal(wasmbase_host_api::db::describe(pg)),
             },
         }
     }
+}
+
+/// A [`Kind`]'s status for a platform caller.
+fn status(kind: Kind) -> StatusCode {
+    StatusCode::from_u16(kind.status(false)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 impl From<deadpool_postgres::PoolError> for ApiError {

@@ -1,6 +1,7 @@
 //! `/health` (process alive), `/ready` (database reachable through the request
 //! path, migrations applied, keys loaded) and `/metrics` (Prometheus text).
 
+use super::caller::Keyed;
 use super::state::AppState;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -14,13 +15,13 @@ const HEALTH: &str = concat!(
 );
 
 /// Liveness: answers as long as the process serves HTTP.
-pub async fn health() -> Response {
+pub async fn health(_k: Keyed) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], HEALTH).into_response()
 }
 
 /// Readiness: 200 only when the request pool can reach the database and startup
 /// finished; load balancers should route on this.
-pub async fn ready(State(st): State<AppState>) -> Response {
+pub async fn ready(State(st): State<AppState>, _k: Keyed) -> Response {
     let json = |code: StatusCode, body: &'static str| {
         (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
     };
@@ -44,7 +45,7 @@ pub async fn ready(State(st): State<AppState>) -> Response {
 }
 
 /// Prometheus metrics.
-pub async fn metrics(State(st): State<AppState>) -> Response {
+pub async fn metrics(State(st): State<AppState>, _k: Keyed) -> Response {
     let pool = st.pool.status();
     let text = st.metrics.render(&[
         (

@@ -220,3 +220,71 @@ async fn admin_key_api_is_service_only_and_never_lists_secrets() {
         assert!(!d.contains("sb_"), "audit details hold key material: {d}");
     }
 }
+
+#[tokio::test]
+async fn only_publishable_keys_may_come_in_the_query_string() {
+    let db = TestDb::new().await;
+    let (_, pk) = db.key(KeyKind::Publishable).await;
+    let (_, sk) = db.key(KeyKind::Secret).await;
+    let s = db.server().await;
+    let anon_jwt = sign(json!({"role": "anon", "exp": now() + 600}));
+    let service_jwt = sign(json!({"role": "service_role", "exp": now() + 600}));
+    let q = |path: &str, key: &str| format!("{path}?apikey={key}");
+    // What realtime-js sends: a publishable key or a legacy anon JWT.
+    for key in [&pk, &anon_jwt] {
+        let (st, body) = s.get(&q("/platform/v1/whoami", key), None, None).await;
+        assert_eq!((st, body["role"].as_str()), (200, Some("anon")), "{key}");
+    }
+    // A secret key, valid or not, or a service_role JWT: refused in every API,
+    // each in its own shape, with a stable code and a hint to use the header.
+    let unknown = format!("sb_secret_{}", "A".repeat(43));
+    for key in [&sk, &unknown, &service_jwt] {
+        let (st, body) = s.get(&q("/platform/v1/whoami", key), None, None).await;
+        assert_eq!(
+            (st, body["code"].as_str()),
+            (401, Some("secret_key_in_query"))
+        );
+        assert!(
+            body["message"].as_str().unwrap().contains("header"),
+            "{body}"
+        );
+        let (st, body) = s.get(&q("/rest/v1/", key), None, None).await;
+        assert_eq!(
+            (st, body["code"].as_str()),
+            (401, Some("secret_key_in_query"))
+        );
+        let (st, body) = s.get(&q("/auth/v1/settings", key), None, None).await;
+        assert_eq!(
+            (st, body["error_code"].as_str()),
+            (401, Some("secret_key_in_query"))
+        );
+        assert!(body["msg"].as_str().unwrap().contains("header"), "{body}");
+    }
+    // The same keys in the header are fine.
+    for key in [&sk, &service_jwt] {
+        let (st, body) = s.get("/platform/v1/whoami", Some(key), None).await;
+        assert_eq!((st, body["role"].as_str()), (200, Some("service_role")));
+    }
+    // The auth API reads the query key like every other API.
+    let (st, _) = s.get(&q("/auth/v1/settings", &pk), None, None).await;
+    assert_eq!(st, 200);
+}
+
+#[tokio::test]
+async fn every_open_route_answers_without_a_key() {
+    let db = TestDb::new().await;
+    let s = db.server().await;
+    for r in wasmbase_host_api::gate::OPEN_ROUTES {
+        if r.only_if.is_some() || r.path.contains(['{', '*']) {
+            continue;
+        }
+        let (st, body) = s.get(r.path, None, None).await;
+        assert!(
+            ![401, 403].contains(&st),
+            "{} answered {st} without a key: {body}",
+            r.path
+        );
+    }
+    let (st, _) = s.get("/auth/v1/settings", None, None).await;
+    assert_eq!(st, 401);
+}

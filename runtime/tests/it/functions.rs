@@ -456,7 +456,7 @@ fn wasm_of(name: &str) -> Vec<u8> {
 async fn wait_version(srv: &TestServer, name: &str, version: i64) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        if let wasmbase::functions::registry::Lookup::Ready(f) =
+        if let wasmbase::functions::registry::Availability::Ready(f) =
             srv.srv.state.functions.registry.get(name)
         {
             if f.version == Some(version) {
@@ -1062,7 +1062,7 @@ async fn deploys_rollbacks_deletes_and_secret_changes_are_audited_without_secret
 /// The content hash of the component `srv` serves as `name`.
 fn served_hash(srv: &TestServer, name: &str) -> String {
     match srv.srv.state.functions.registry.get(name) {
-        wasmbase::functions::registry::Lookup::Ready(f) => f.hash.clone(),
+        wasmbase::functions::registry::Availability::Ready(f) => f.hash.clone(),
         _ => String::new(),
     }
 }

@@ -433,7 +433,7 @@ impl TestServer {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
             match self.srv.state.functions.registry.get(name) {
-                wasmbase::functions::registry::Lookup::Ready(_) => return,
+                wasmbase::functions::registry::Availability::Ready(_) => return,
                 _ => {
                     if let Some(e) = self.srv.state.functions.registry.error(name) {
                         panic!("function {name} failed to load: {e}");

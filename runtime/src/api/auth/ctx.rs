@@ -117,18 +117,9 @@ impl FromRequestParts<AppState> for Meta {
     }
 }
 
-/// Any request with a valid `apikey` (the gateway rule of Supabase).
-pub struct Keyed;
-
-impl FromRequestParts<AppState> for Keyed {
-    type Rejection = AuthApiError;
-
-    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> AuthResult<Keyed> {
-        let key = parts.headers.get("apikey").and_then(|v| v.to_str().ok());
-        st.gate.api_key(key)?;
-        Ok(Keyed)
-    }
-}
+/// Any request with a valid `apikey` (the gateway rule of Supabase), or a route
+/// on the gate's open list; rendered in GoTrue's error shape.
+pub type Keyed = caller::Keyed<AuthApiError>;
 
 /// A signed-in user: a valid key plus a user access token. The session is checked
 /// against the database by [`super::users::load_session_user`].
@@ -143,21 +134,13 @@ impl FromRequestParts<AppState> for UserCaller {
     type Rejection = AuthApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> AuthResult<UserCaller> {
-        let key = parts.headers.get("apikey").and_then(|v| v.to_str().ok());
-        st.gate.api_key(key)?;
-        let token = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(wasmbase_host_api::gate::bearer)
-            .ok_or_else(|| {
-                AuthApiError::new(
-                    401,
-                    "no_authorization",
-                    "This endpoint requires a valid Bearer token",
-                )
-            })?;
-        let v = st.gate.jwt().principal(token)?;
+        let v = caller::user_token(parts, st)?.ok_or_else(|| {
+            AuthApiError::new(
+                401,
+                "no_authorization",
+                "This endpoint requires a valid Bearer token",
+            )
+        })?;
         let sub =
             v.claims.get("sub").and_then(Value::as_str).ok_or_else(|| {
                 AuthApiError::new(403, "bad_jwt", "invalid claim: missing sub claim")

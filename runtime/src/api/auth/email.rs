@@ -266,7 +266,7 @@ fn expired() -> AuthApiError {
 }
 
 /// How a verification names its token.
-enum Lookup {
+enum TokenKey {
     /// SHA-256 of the link token (GET /verify, or `token_hash` in POST).
     Link(String),
     /// The address and the hash of the 6-digit code typed by the user.
@@ -292,7 +292,7 @@ struct Consumed {
 async fn consume(
     st: &AppState,
     c: &Client,
-    lookup: &Lookup,
+    lookup: &TokenKey,
     kinds: &[TokenKind],
 ) -> AuthResult<Option<Consumed>> {
     let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
@@ -300,7 +300,7 @@ async fn consume(
     const RETURNING: &str = "RETURNING user_id, token_type, relates_to, created_at > now() - make_interval(secs => $3), \
          (SELECT u.email_confirmed_at IS NULL FROM auth.users u WHERE u.id = one_time_tokens.user_id), flow_state_id";
     let row = match lookup {
-        Lookup::Link(hash) => {
+        TokenKey::Link(hash) => {
             c.query_opt(
                 &format!(
                     "DELETE FROM auth.one_time_tokens WHERE id = (SELECT id FROM auth.one_time_tokens \
@@ -310,7 +310,7 @@ async fn consume(
             )
             .await?
         }
-        Lookup::Code { email, otp_hash } => {
+        TokenKey::Code { email, otp_hash } => {
             c.query(
                 "SELECT 1 FROM auth.one_time_tokens WHERE relates_to = $1 ORDER BY id FOR UPDATE",
                 &[email],
@@ -328,7 +328,7 @@ async fn consume(
         }
     };
     let Some(row) = row else {
-        if let Lookup::Code { email, .. } = lookup {
+        if let TokenKey::Code { email, .. } = lookup {
             // A wrong code counts against every live token for the address; a
             // token that has seen MAX_CODE_ATTEMPTS wrong codes is destroyed.
             c.execute(
@@ -437,11 +437,11 @@ pub async fn verify_post(
             })?;
             rate_limit(&st, &meta, Some(&email))?;
             let otp_hash = tokens::otp_hash(&email, code.trim());
-            Lookup::Code { email, otp_hash }
+            TokenKey::Code { email, otp_hash }
         }
         (None, Some(th)) => {
             rate_limit(&st, &meta, None)?;
-            Lookup::Link(tokens::sha256_hex(&th))
+            TokenKey::Link(tokens::sha256_hex(&th))
         }
         _ => {
             return Err(AuthApiError::validation(
@@ -475,9 +475,9 @@ pub async fn verify_post(
 
 /// `GET /verify?token&type&redirect_to`: the link in the email. Redirects (303) to
 /// the allowed `redirect_to` (else SITE_URL) with the session in the fragment,
-/// `?code=` for PKCE, or `#error=…` on failure. Needs no `apikey`: it is followed
-/// from a mail client.
-pub async fn verify_get(State(st): State<AppState>, meta: Meta) -> AuthResult<Response> {
+/// `?code=` for PKCE, or `#error=…` on failure. Needs no `apikey` (it is followed
+/// from a mail client): the route is on the gate's open list.
+pub async fn verify_get(State(st): State<AppState>, _k: Keyed, meta: Meta) -> AuthResult<Response> {
     let token = meta.query.get("token").filter(|t| !t.is_empty()).cloned();
     let vtype = meta.query.get("type").filter(|t| !t.is_empty()).cloned();
     let (Some(token), Some(vtype)) = (token, vtype) else {
@@ -491,7 +491,7 @@ pub async fn verify_get(State(st): State<AppState>, meta: Meta) -> AuthResult<Re
         return Ok(error_redirect(&target, &e));
     }
     let pkce = token.starts_with("pkce_");
-    let lookup = Lookup::Link(tokens::sha256_hex(&token));
+    let lookup = TokenKey::Link(tokens::sha256_hex(&token));
     let (s, m, vt) = (st.clone(), meta.clone(), vtype.clone());
     let result = users::tx(&st, move |c| {
         Box::pin(async move {

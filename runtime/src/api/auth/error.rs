@@ -10,6 +10,7 @@ use http::{HeaderValue, StatusCode};
 use serde_json::{json, Value};
 use wasmbase_host_api::db::DbError;
 use wasmbase_host_api::password::HashError;
+use wasmbase_host_api::sqlstate::{self, Kind};
 use wasmbase_host_api::AuthError;
 
 tokio::task_local! {
@@ -76,8 +77,8 @@ impl From<DbError> for AuthApiError {
             // Data exceptions (class 22: a NUL in text, a value out of range) are
             // the client's input, not a server fault.
             DbError::Pg(pg) => match pg.code().map(|c| c.code()) {
-                Some(code) if code.starts_with("22") => {
-                    AuthApiError::validation(wasmbase_host_api::db::data_exception_message(code))
+                Some(code) if sqlstate::classify(code) == Kind::InvalidInput => {
+                    AuthApiError::validation(sqlstate::input_message(code))
                 }
                 _ => AuthApiError::internal(wasmbase_host_api::db::describe(&pg)),
             },
@@ -114,6 +115,7 @@ impl From<AuthError> for AuthApiError {
             AuthError::InvalidApiKey => AuthApiError::new(401, "invalid_api_key", "Invalid API key"),
             AuthError::JwtExpired => AuthApiError::new(403, "bad_jwt", "invalid JWT: unable to parse or verify signature, token has invalid claims: token is expired"),
             AuthError::InvalidJwt(why) => AuthApiError::new(403, "bad_jwt", format!("invalid JWT: unable to parse or verify signature, {why}")),
+            AuthError::SecretKeyInQuery => AuthApiError::new(401, e.code(), e.to_string()),
             AuthError::NotReady => AuthApiError::new(503, "unexpected_failure", "Service not ready").retry_after(1),
         }
     }

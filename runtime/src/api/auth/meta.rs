@@ -50,7 +50,7 @@ pub async fn settings(State(st): State<AppState>, _k: Keyed) -> Json<Value> {
 }
 
 /// Liveness of the auth API (GoTrue's shape).
-pub async fn health() -> Json<Value> {
+pub async fn health(_k: Keyed) -> Json<Value> {
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "name": "GoTrue",
@@ -60,6 +60,6 @@ pub async fn health() -> Json<Value> {
 
 /// Public halves of the configured ES256/RS256 signing keys. The HS256 secret is
 /// never published, so with HS256 only the set is empty.
-pub async fn jwks(State(st): State<AppState>) -> Json<Value> {
+pub async fn jwks(State(st): State<AppState>, _k: Keyed) -> Json<Value> {
     Json(st.gate.jwt().jwks())
 }

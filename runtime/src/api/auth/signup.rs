@@ -196,33 +196,15 @@ fn fake_user(email: &str, data: &Value) -> Value {
     })
 }
 
-/// RFC 3339 "now" without pulling in a date library.
+/// "Now" as GoTrue writes a timestamp here: RFC 3339, whole seconds, `Z`.
 fn chrono_like_now() -> String {
-    httpdate_to_rfc3339(std::time::SystemTime::now())
+    rfc3339_seconds(std::time::SystemTime::now())
 }
 
-fn httpdate_to_rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+/// `YYYY-MM-DDTHH:MM:SSZ`, by humantime (the one date formatter of the
+/// runtime; only raw SQL's decoder, whose years can precede 1970, has its own).
+fn rfc3339_seconds(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[cfg(test)]
@@ -230,6 +212,6 @@ mod tests {
     #[test]
     fn rfc3339() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_326_582);
-        assert_eq!(super::httpdate_to_rfc3339(t), "2026-11-22T05:49:42Z");
+        assert_eq!(super::rfc3339_seconds(t), "2026-11-22T05:49:42Z");
     }
 }

@@ -490,7 +490,7 @@ pub async fn load_session_user(
     user_id: Uuid,
     session_id: Option<Uuid>,
 ) -> AuthResult<Bytes> {
-    let c = st.auth.lookup.client(&st.auth.pool).await?;
+    let c = st.auth.session_conns.client(&st.auth.pool).await?;
     let stmt = c
         .prepare_cached(
             "SELECT (u.xmin::text)::bigint, $2::uuid IS NULL OR EXISTS (SELECT 1 FROM auth.sessions s \

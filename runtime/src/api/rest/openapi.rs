@@ -14,19 +14,11 @@ pub async fn handler(State(st): State<AppState>, req: Request) -> Result<Json<Va
     let (parts, _) = req.into_parts();
     authenticate(&parts, &st)?;
     let schema = st.schema.get().ok_or_else(RestError::not_loaded)?;
-    let wanted = parts
-        .headers
-        .get("accept-profile")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| schema.schemas.first().cloned().unwrap_or_default());
-    if !schema.schemas.contains(&wanted) {
-        return Err(wasmbase_host_api::data::not_exposed(&wanted, &schema.schemas).into());
-    }
+    let wanted = super::request::profile(&parts.headers, true, &schema)?;
     let mut paths = Map::new();
     let mut definitions = Map::new();
     paths.insert("/".into(), json!({"get": {"summary": "OpenAPI description (this document)", "responses": {"200": {"description": "OK"}}}}));
-    for rel in schema.relations_in(&wanted) {
+    for rel in schema.relations_in(wanted) {
         definitions.insert(
             rel.name.clone(),
             definition(&rel.columns, &rel.pk, rel.comment.as_deref()),
@@ -45,7 +37,7 @@ pub async fn handler(State(st): State<AppState>, req: Request) -> Result<Json<Va
         }
         paths.insert(format!("/{}", rel.name), Value::Object(ops));
     }
-    for f in schema.functions_in(&wanted) {
+    for f in schema.functions_in(wanted) {
         let mut props = Map::new();
         let mut required = Vec::new();
         for a in &f.args {

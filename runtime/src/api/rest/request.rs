@@ -5,9 +5,9 @@
 use super::error::RestError;
 use http::request::Parts;
 use http::{HeaderMap, Method};
-use wasmbase_host_api::data::parse::{parse_query, RESERVED};
+use wasmbase_host_api::data::parse::{parse_query, RESERVED_KEYS};
 use wasmbase_host_api::data::request::{Action, Count, Request, Resolution, Return};
-use wasmbase_host_api::data::{not_exposed, DataError, Schema};
+use wasmbase_host_api::data::{DataError, Schema};
 
 /// What the path names.
 pub enum Target {
@@ -48,6 +48,17 @@ fn prefer(h: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The schema a request works in: `Accept-Profile` on reads, `Content-Profile`
+/// on writes, resolved by [`Schema::profile`] like every data request's.
+pub fn profile<'s>(h: &HeaderMap, reading: bool, schema: &'s Schema) -> Result<&'s str, DataError> {
+    let name = if reading {
+        "accept-profile"
+    } else {
+        "content-profile"
+    };
+    schema.profile(header(h, name).map(str::trim))
+}
+
 /// Parses the HTTP request.
 pub fn parse(
     parts: &Parts,
@@ -58,25 +69,7 @@ pub fn parse(
     let h = &parts.headers;
     let method = &parts.method;
     let reading = *method == Method::GET || *method == Method::HEAD;
-    // Profile: Accept-Profile on reads, Content-Profile on writes.
-    let profile_header = if reading {
-        "accept-profile"
-    } else {
-        "content-profile"
-    };
-    let schema_name = match header(h, profile_header) {
-        Some(p) => schema
-            .schemas
-            .iter()
-            .find(|s| s.as_str() == p.trim())
-            .cloned()
-            .ok_or_else(|| not_exposed(p, &schema.schemas))?,
-        None => schema
-            .schemas
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "public".into()),
-    };
+    let schema_name = profile(h, reading, schema)?.to_string();
     let mut pairs: Vec<(String, String)> =
         url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
             .filter(|(k, _)| k != "apikey")
@@ -254,7 +247,7 @@ pub fn parse(
                         .collect();
                     let mut args = serde_json::Map::new();
                     pairs.retain(|(k, v)| {
-                        if names.contains(k.as_str()) && !RESERVED.contains(&k.as_str()) {
+                        if names.contains(k.as_str()) && !RESERVED_KEYS.contains(&k.as_str()) {
                             args.insert(k.clone(), serde_json::Value::String(v.clone()));
                             false
                         } else {

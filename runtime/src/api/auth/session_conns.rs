@@ -14,16 +14,16 @@ use std::sync::Arc;
 use wasmbase_host_api::db::DbError;
 
 /// Connections shared by all session checks of this node, used in turn.
-pub struct Lookup {
+pub struct SessionConns {
     slots: Vec<ArcSwapOption<ClientWrapper>>,
     next: AtomicUsize,
     refill: tokio::sync::Mutex<()>,
 }
 
-impl Lookup {
+impl SessionConns {
     /// `n` shared connections (at least one).
-    pub fn new(n: usize) -> Lookup {
-        Lookup {
+    pub fn new(n: usize) -> SessionConns {
+        SessionConns {
             slots: (0..n.max(1)).map(|_| ArcSwapOption::empty()).collect(),
             next: AtomicUsize::new(0),
             refill: tokio::sync::Mutex::new(()),
