@@ -1,5 +1,6 @@
-//! POST `{"url": "..."}`: fetches it and returns the status and body, or the
-//! error the host gave (an ungranted host is refused by the platform).
+//! POST `{"url": "...", "body": "..."}`: fetches the URL (a POST carrying
+//! `body` when one is given) and returns the status and body, or the error the
+//! host gave (an ungranted host is refused by the platform).
 
 use serde_json::json;
 use wasmbase_sdk::{fetch, Handler, Request, Response};
@@ -8,12 +9,13 @@ struct FetchAllowed;
 
 impl Handler for FetchAllowed {
     fn handle(req: Request) -> Response {
-        let url = req
-            .json::<serde_json::Value>()
-            .ok()
-            .and_then(|v| v["url"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        match fetch(Request::new("GET", &url)) {
+        let input = req.json::<serde_json::Value>().unwrap_or_default();
+        let url = input["url"].as_str().unwrap_or_default();
+        let out = match input["body"].as_str() {
+            Some(body) => Request::new("POST", url).with_body(body),
+            None => Request::new("GET", url),
+        };
+        match fetch(out) {
             Ok(r) => Response::json(200, &json!({"status": r.status, "body": String::from_utf8_lossy(&r.body)})),
             Err(e) => Response::json(502, &json!({"error": e})),
         }

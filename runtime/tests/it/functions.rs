@@ -265,6 +265,21 @@ async fn env_is_only_what_is_granted_and_outbound_only_to_granted_hosts() {
         b["error"].as_str().unwrap().contains("HttpRequestDenied"),
         "{b}"
     );
+    // With a body bigger than the host buffers, the refusal lands while the
+    // guest is still writing; the guest must still learn it was a refusal.
+    let (s, b) = post(
+        &srv,
+        "/fn/fetch-allowed",
+        Some(&anon),
+        None,
+        json!({"url": format!("http://127.0.0.1:{other_port}/"), "body": "x".repeat(256 * 1024)}),
+    )
+    .await;
+    assert_eq!(s, 502, "{b}");
+    assert!(
+        b["error"].as_str().unwrap().contains("HttpRequestDenied"),
+        "{b}"
+    );
 }
 
 #[tokio::test]

@@ -336,14 +336,25 @@ pub fn fetch(req: Request) -> Result<Response, String> {
     out.set_path_with_query(Some(&path)).map_err(|_| "invalid path".to_string())?;
     let body = out.body().map_err(|_| "request body unavailable".to_string())?;
     let pending = outgoing_handler::handle(out, None).map_err(|e| format!("{e:?}"))?;
-    if !write_all(&body, &req.body) {
-        return Err("writing the request body failed".into());
-    }
-    OutgoingBody::finish(body, None).map_err(|e| format!("{e:?}"))?;
+    // The host may refuse the request (an ungranted host) while the body is
+    // still being written; then the write fails because nobody reads it, and
+    // the refusal is the error worth reporting, so the response is awaited
+    // either way. An empty body is not written at all.
+    let written = req.body.is_empty() || write_all(&body, &req.body);
+    // An unfinished body is dropped before waiting, which tells the host the
+    // request is incomplete instead of leaving it waiting for more bytes.
+    let finished = if written {
+        OutgoingBody::finish(body, None).is_ok()
+    } else {
+        drop(body);
+        false
+    };
     pending.subscribe().block();
     let resp = match pending.get() {
-        Some(Ok(Ok(r))) => r,
         Some(Ok(Err(e))) => return Err(format!("{e:?}")),
+        _ if !written => return Err("writing the request body failed".into()),
+        _ if !finished => return Err("finishing the request body failed".into()),
+        Some(Ok(Ok(r))) => r,
         _ => return Err("no response".into()),
     };
     let status = resp.status();
