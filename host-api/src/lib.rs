@@ -1,7 +1,7 @@
 //! Capabilities shared by Wasmbase's HTTP APIs and (later) its WebAssembly guests.
 //!
 //! Every rule about *who* is calling (keys, JWTs, the resulting [`Principal`]) and
-//! *how* the database is reached on their behalf ([`db::as_principal`]) lives here, so
+//! *how* the database is reached on their behalf ([`db::Tx`]) lives here, so
 //! the `/rest`, `/auth`, `/storage` APIs and the guest bindings cannot drift apart.
 //! This crate never depends on the `wasmbase` runtime crate.
 
@@ -17,6 +17,7 @@ pub mod listen;
 pub mod password;
 pub mod principal;
 pub mod sqlstate;
+pub mod time;
 pub mod verified_tokens;
 
 pub use auth_error::AuthError;

@@ -1,11 +1,12 @@
-//! Runs a planned statement as a principal, in one round trip when its prepared
-//! statement is already known on the connection: `BEGIN`, the role/claims/timeout
-//! `set_config`, the statement and `COMMIT` are pipelined, and a failed
-//! statement turns the `COMMIT` into a rollback on the server.
+//! Runs a planned statement as a principal (through `db::Tx`), in one round
+//! trip when its prepared statement is already known on the connection:
+//! `BEGIN`, the role/claims/timeout `set_config`, the statement and `COMMIT`
+//! are pipelined, and a failed statement turns the `COMMIT` into a rollback on
+//! the server.
 
 use super::error::DataError;
 use super::plan::Statement;
-use crate::db::{DbError, Guard, BEGIN, COMMIT_AND_RESET, ROLLBACK_AND_RESET, SET_PRINCIPAL};
+use crate::db::{Acting, DbError, PoolKind, Tx};
 use crate::Principal;
 use bytes::BytesMut;
 use deadpool_postgres::Pool;
@@ -80,10 +81,8 @@ pub async fn run(
 ) -> Result<Outcome, DataError> {
     let db = |e: DbError| DataError::from_db(&e, principal.role);
     let pg = |e: tokio_postgres::Error| db(DbError::Pg(e));
-    let obj = pool.get().await.map_err(|e| db(DbError::Pool(e)))?;
-    let mut guard = Guard(Some(obj));
-    let conn = guard.0.as_ref().expect("guard holds the connection");
-    let set = conn.prepare_cached(SET_PRINCIPAL).await.map_err(pg)?;
+    let tx = Tx::connect(pool, PoolKind::Request).await.map_err(db)?;
+    let conn = tx.conn();
     let sql = format!("/* s{} */ {}", settings.schema_version, stmt.sql);
     if conn.statement_cache.size() >= settings.cache_size.max(2) {
         conn.statement_cache.clear();
@@ -92,58 +91,45 @@ pub async fn run(
     // exposed schemas but holds no table privileges); only a cache miss costs
     // this extra round trip.
     let prepared = conn.prepare_cached(&sql).await.map_err(pg)?;
-    let ms = settings.timeout.as_millis().max(1).to_string();
-    let role = principal.role.as_str();
-    let claims: &str = &principal.claims_json;
-    let set_params: [&(dyn ToSql + Sync); 3] = [&role, &claims, &ms];
+    let acting = Acting {
+        read_only,
+        ..Acting::principal(principal, settings.timeout)
+    };
     let values: Vec<TextParam<'_>> = stmt
         .params
         .iter()
         .map(|p| TextParam(p.as_deref()))
         .collect();
     let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-    let begin = if read_only {
-        "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY"
-    } else {
-        BEGIN
-    };
-    let client: &tokio_postgres::Client = conn;
     let decide = (stmt.single && !read_only) || stmt.max_affected.is_some() || stmt.rollback;
-    let result = if decide {
+    if decide {
         // The row count (or `tx=rollback`) decides between COMMIT and ROLLBACK:
         // two round trips.
-        let (b, s, q) = futures::join!(
-            client.batch_execute(begin),
-            client.query_one(&set, &set_params),
-            client.query_one(&prepared, &refs)
-        );
-        b.map_err(pg)?;
-        s.map_err(pg)?;
+        let q = tx
+            .begin(Some(&acting), conn.query_one(&prepared, &refs))
+            .await
+            .map_err(db)?;
         let result = q.map_err(pg).and_then(|row| outcome(&row, stmt));
-        let end = if result.is_ok() && !stmt.rollback {
-            COMMIT_AND_RESET
-        } else {
-            ROLLBACK_AND_RESET
-        };
-        client.batch_execute(end).await.map_err(pg)?;
+        tx.end(result.is_ok() && !stmt.rollback).await.map_err(db)?;
         result
     } else {
-        let (b, s, q, c) = futures::join!(
-            client.batch_execute(begin),
-            client.query_one(&set, &set_params),
-            client.query_one(&prepared, &refs),
-            client.batch_execute(COMMIT_AND_RESET)
-        );
-        b.map_err(pg)?;
-        s.map_err(pg)?;
-        // A failed statement made the server roll back at COMMIT; the connection
-        // is idle again either way, its session reset (`db::COMMIT_AND_RESET`).
+        // One round trip: the COMMIT rides behind the statement, and a failed
+        // statement makes the server roll back at COMMIT; the connection is
+        // idle again either way, its session reset.
+        let (q, c) = tx
+            .begin(
+                Some(&acting),
+                futures::future::join(
+                    conn.query_one(&prepared, &refs),
+                    conn.batch_execute(tx.end_sql(true)),
+                ),
+            )
+            .await
+            .map_err(db)?;
         c.map_err(pg)?;
+        tx.release();
         q.map_err(pg).and_then(|row| outcome(&row, stmt))
-    };
-    // The transaction is over (committed or rolled back): reuse the connection.
-    drop(guard.0.take());
-    result
+    }
 }
 
 fn outcome(row: &tokio_postgres::Row, stmt: &Statement) -> Result<Outcome, DataError> {

@@ -1,4 +1,5 @@
-//! Database access as a principal.
+//! Database access as a principal: the pools, and (in `tx`) the one
+//! transaction primitive every API uses.
 //!
 //! API traffic logs in as `authenticator` (NOINHERIT, member of anon, authenticated
 //! and service_role) and every unit of work runs in a transaction that first does
@@ -7,11 +8,12 @@
 //! caller sends can change role or claims afterwards (the closure gets no way to
 //! issue SQL text of the caller's choosing; each API builds its own statements).
 
-use crate::Principal;
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use futures::future::BoxFuture;
 use std::time::Duration;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::NoTls;
+
+mod tx;
+pub use tx::{in_transaction, run_as, Acting, PoolKind, Tx};
 
 /// Errors of a principal's database work.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +73,7 @@ fn builder(
 /// its own `wasmbase_auth` role, which no request role can switch to). Each
 /// connection gets a session `statement_timeout` and a fixed `search_path`
 /// (`pg_catalog, auth`), so nothing in `public` can shadow what its SQL calls.
-/// Never used for a client's principal: those go through [`as_principal`].
+/// Never used for a client's principal: those go through [`run_as`].
 pub fn service_pool(
     cfg: tokio_postgres::Config,
     settings: &PoolSettings,
@@ -93,31 +95,6 @@ pub fn service_pool(
     Ok(builder(cfg, settings, RecyclingMethod::Fast)
         .post_create(hook)
         .build()?)
-}
-
-/// Runs `work` in a plain transaction (for [`service_pool`]s, whose role is fixed).
-/// Same guarantees as [`transact`]: commit on `Ok`, roll back on `Err`, discard the
-/// connection if the future is dropped mid-transaction.
-pub async fn in_transaction<T, E, F>(pool: &Pool, work: F) -> Result<T, E>
-where
-    E: From<DbError>,
-    F: for<'c> FnOnce(&'c deadpool_postgres::ClientWrapper) -> BoxFuture<'c, Result<T, E>>,
-{
-    let db = |e: tokio_postgres::Error| E::from(DbError::Pg(e));
-    let obj = pool.get().await.map_err(|e| E::from(DbError::Pool(e)))?;
-    let mut guard = Guard(Some(obj));
-    let conn: &deadpool_postgres::ClientWrapper =
-        guard.0.as_ref().expect("guard holds the connection");
-    conn.batch_execute(BEGIN).await.map_err(db)?;
-    let result = work(conn).await;
-    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    match conn.batch_execute(end).await {
-        Ok(()) => {
-            drop(guard.0.take());
-            result
-        }
-        Err(e) => result.and(Err(db(e))),
-    }
 }
 
 /// Explicit, so a server whose default isolation is stricter does not turn the
@@ -169,64 +146,6 @@ impl Drop for Guard {
             }
             drop(deadpool_postgres::Object::take(obj));
         }
-    }
-}
-
-/// Runs `work` in one transaction as `principal`, with `statement_timeout` set to
-/// `timeout`. The role/claims/timeout setup is pipelined with `BEGIN`, so it costs
-/// one round trip. Commits when `work` returns `Ok`, rolls back otherwise.
-pub async fn as_principal<T, F>(
-    pool: &Pool,
-    principal: &Principal,
-    timeout: Duration,
-    work: F,
-) -> Result<T, DbError>
-where
-    F: for<'c> FnOnce(&'c Client) -> BoxFuture<'c, Result<T, DbError>>,
-{
-    transact(pool, principal, timeout, work).await
-}
-
-/// [`as_principal`] with the caller's own error type, so an API can abort (and roll
-/// back) with its own errors from inside the transaction.
-pub async fn transact<T, E, F>(
-    pool: &Pool,
-    principal: &Principal,
-    timeout: Duration,
-    work: F,
-) -> Result<T, E>
-where
-    E: From<DbError>,
-    F: for<'c> FnOnce(&'c Client) -> BoxFuture<'c, Result<T, E>>,
-{
-    let db = |e: tokio_postgres::Error| E::from(DbError::Pg(e));
-    let obj = pool.get().await.map_err(|e| E::from(DbError::Pool(e)))?;
-    let mut guard = Guard(Some(obj));
-    let conn = guard.0.as_ref().expect("guard holds the connection");
-    let stmt = conn.prepare_cached(SET_PRINCIPAL).await.map_err(db)?;
-    let client: &Client = conn;
-    let ms = timeout.as_millis().max(1).to_string();
-    let role = principal.role.as_str();
-    let claims: &str = &principal.claims_json;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&role, &claims, &ms];
-    tokio::try_join!(
-        client.batch_execute(BEGIN),
-        client.query_one(&stmt, &params)
-    )
-    .map_err(db)?;
-    let result = work(client).await;
-    let end = if result.is_ok() {
-        COMMIT_AND_RESET
-    } else {
-        ROLLBACK_AND_RESET
-    };
-    match client.batch_execute(end).await {
-        Ok(()) => {
-            // Finished cleanly: hand the connection back to the pool.
-            drop(guard.0.take());
-            result
-        }
-        Err(e) => result.and(Err(db(e))),
     }
 }
 

@@ -9,7 +9,10 @@
 use super::bindings::wasmbase::platform::sql::{Host, Rows, Statement, Value};
 use super::{error, DbAccess, GuestCtx, GuestError};
 use crate::data::exec::TextParam;
-use crate::db::{DbError, Guard, BEGIN, SET_PRINCIPAL};
+use crate::db::{Acting, DbError, PoolKind, Tx};
+use crate::time;
+use deadpool_postgres::ClientWrapper;
+use futures::future::BoxFuture;
 use tokio_postgres::types::{FromSql, ToSql, Type};
 
 impl GuestCtx {
@@ -28,16 +31,15 @@ impl GuestCtx {
         }
     }
 
-    /// Runs `work` in one transaction as service_role on the raw-SQL pool:
-    /// a database permit, a connection, `BEGIN` with the role/claims and a
-    /// statement timeout no longer than what is left of the call (computed once
-    /// the permit and connection are in hand), then COMMIT on `Ok`, ROLLBACK on
-    /// `Err`. A call dropped midway cancels the running statement (`Guard`).
+    /// Runs `work` in one transaction as service_role on the raw-SQL pool
+    /// (`db::PoolKind::Isolated`): a database permit, a connection, then
+    /// `db::Tx` with a statement timeout no longer than what is left of the
+    /// call (computed once the permit and connection are in hand). What a
+    /// guest left in the session is reset by `DISCARD ALL` when the pool
+    /// hands the connection out again.
     async fn in_service_tx<T>(
         &mut self,
-        work: impl for<'c> FnOnce(
-            &'c tokio_postgres::Client,
-        ) -> futures::future::BoxFuture<'c, Result<T, GuestError>>,
+        work: impl for<'c> FnOnce(&'c ClientWrapper) -> BoxFuture<'c, Result<T, GuestError>>,
     ) -> Result<T, GuestError> {
         let (db, pool) = self.sql_access()?;
         let _permit = db
@@ -45,34 +47,22 @@ impl GuestCtx {
             .acquire()
             .await
             .map_err(|_| error(503, "WB503", "database access is shutting down"))?;
-        let obj = pool.get().await.map_err(|e| pg_error(&DbError::Pool(e)))?;
-        let timeout = self.db_timeout(db.statement_timeout)?;
-        let mut guard = Guard(Some(obj));
-        let conn = guard.0.as_ref().expect("guard holds the connection");
-        let ms = timeout.as_millis().max(1).to_string();
-        let claims = db.principal.claims_json.to_string();
-        let role = "service_role";
-        // Unnamed statement: a guest that PREPAREs or DEALLOCATEs names cannot
-        // touch it, and DISCARD ALL between uses cannot break it.
-        let set_params: [(&(dyn ToSql + Sync), Type); 3] = [
-            (&role, Type::TEXT),
-            (&claims, Type::TEXT),
-            (&ms, Type::TEXT),
-        ];
-        let client: &tokio_postgres::Client = conn;
-        let (b, s) = futures::join!(
-            client.batch_execute(BEGIN),
-            client.query_typed(SET_PRINCIPAL, &set_params)
-        );
-        b.map_err(pg)?;
-        s.map_err(pg)?;
-        let result = work(client).await;
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        client.batch_execute(end).await.map_err(pg)?;
-        // What a guest left in the session is reset by DISCARD ALL when the
-        // pool hands the connection out again.
-        drop(guard.0.take());
-        result
+        let tx = Tx::connect(&pool, PoolKind::Isolated)
+            .await
+            .map_err(|e| pg_error(&e))?;
+        let acting = Acting {
+            role: "service_role",
+            claims: &db.principal.claims_json,
+            timeout: self.db_timeout(db.statement_timeout)?,
+            read_only: false,
+        };
+        tx.run(Some(&acting), work).await
+    }
+}
+
+impl From<DbError> for GuestError {
+    fn from(e: DbError) -> Self {
+        pg_error(&e)
     }
 }
 
@@ -155,6 +145,14 @@ async fn run_one(client: &tokio_postgres::Client, st: &Statement) -> Result<Rows
     Ok(Rows { columns, rows: out })
 }
 
+fn out_of_range(i: usize) -> GuestError {
+    error(
+        400,
+        "WB400",
+        format!("column {i} is a date too far from today to show; cast it (e.g. ::text)"),
+    )
+}
+
 fn decode(row: &tokio_postgres::Row, i: usize, ty: &Type) -> Result<Value, GuestError> {
     let bad = |e: tokio_postgres::Error| error(500, "WB500", format!("reading column {i}: {e}"));
     macro_rules! get {
@@ -181,9 +179,19 @@ fn decode(row: &tokio_postgres::Row, i: usize, ty: &Type) -> Result<Value, Guest
         )),
         Type::BYTEA => get!(Vec<u8>, Value::Bytes),
         Type::UUID => get!(uuid::Uuid, |v: uuid::Uuid| Value::Uuid(v.to_string())),
-        Type::TIMESTAMPTZ => get!(Micros, |v: Micros| Value::Timestamp(v.rfc3339(true))),
-        Type::TIMESTAMP => get!(Micros, |v: Micros| Value::Timestamp(v.rfc3339(false))),
-        Type::DATE => get!(Days, |v: Days| Value::Text(v.iso())),
+        Type::TIMESTAMPTZ | Type::TIMESTAMP => {
+            match row.try_get::<_, Option<Micros>>(i).map_err(bad)? {
+                None => Value::Null,
+                Some(v) => Value::Timestamp(
+                    time::pg_timestamp(v.0, *ty == Type::TIMESTAMPTZ)
+                        .ok_or_else(|| out_of_range(i))?,
+                ),
+            }
+        }
+        Type::DATE => match row.try_get::<_, Option<Days>>(i).map_err(bad)? {
+            None => Value::Null,
+            Some(v) => Value::Text(time::pg_date(v.0).ok_or_else(|| out_of_range(i))?),
+        },
         Type::NUMERIC => get!(Numeric, |v: Numeric| Value::Text(v.0)),
         _ => {
             return Err(error(
@@ -220,61 +228,6 @@ impl<'a> FromSql<'a> for Days {
     }
     fn accepts(ty: &Type) -> bool {
         *ty == Type::DATE
-    }
-}
-
-/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-const EPOCH_2000_DAYS: i64 = 10_957;
-
-impl Micros {
-    fn rfc3339(&self, utc: bool) -> String {
-        match self.0 {
-            i64::MAX => return "infinity".into(),
-            i64::MIN => return "-infinity".into(),
-            _ => {}
-        }
-        let secs = self.0.div_euclid(1_000_000);
-        let micros = self.0.rem_euclid(1_000_000);
-        let days = secs.div_euclid(86_400) + EPOCH_2000_DAYS;
-        let tod = secs.rem_euclid(86_400);
-        let (y, m, d) = civil(days);
-        let frac = if micros == 0 {
-            String::new()
-        } else {
-            format!(".{micros:06}")
-        };
-        let zone = if utc { "Z" } else { "" };
-        format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}{zone}",
-            tod / 3600,
-            (tod / 60) % 60,
-            tod % 60
-        )
-    }
-}
-
-impl Days {
-    fn iso(&self) -> String {
-        match self.0 {
-            i32::MAX => return "infinity".into(),
-            i32::MIN => return "-infinity".into(),
-            _ => {}
-        }
-        let (y, m, d) = civil(i64::from(self.0) + EPOCH_2000_DAYS);
-        format!("{y:04}-{m:02}-{d:02}")
     }
 }
 
@@ -383,10 +336,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timestamps_dates_and_numerics_decode() {
-        assert_eq!(Micros(0).rfc3339(true), "2000-01-01T00:00:00Z");
-        assert_eq!(Micros(-1).rfc3339(false), "1999-12-31T23:59:59.999999");
-        assert_eq!(Days(366).iso(), "2001-01-01");
+    fn numerics_decode() {
         // 12345.678 = ndigits 3, weight 1, sign +, dscale 3, digits [1, 2345, 6780]
         let raw: Vec<u8> = [3u16, 1, 0, 3, 1, 2345, 6780]
             .iter()

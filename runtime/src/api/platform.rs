@@ -20,7 +20,7 @@ pub fn routes() -> Router<AppState> {
 
 async fn whoami(State(st): State<AppState>, Caller(p): Caller) -> Result<Json<Value>, ApiError> {
     let timeout = st.statement_timeout(&p);
-    let row = db::as_principal(&st.pool, &p, timeout, |c| {
+    let row = db::run_as::<_, db::DbError, _>(&st.pool, &db::Acting::principal(&p, timeout), |c| {
         Box::pin(async move {
             Ok(c.query_one(
                 "SELECT current_user::text, session_user::text, auth.role(), auth.uid()::text, \

@@ -396,8 +396,7 @@ fn file_name(preset: &Preset, table: &QualifiedName, timestamp: &str) -> String 
 
 /// The current UTC time as `YYYYMMDDHHMMSS`.
 fn utc_timestamp() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-        .to_string()
+    wasmbase_host_api::time::rfc3339_seconds(std::time::SystemTime::now())
         .chars()
         .filter(char::is_ascii_digit)
         .collect()

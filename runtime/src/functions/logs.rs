@@ -202,7 +202,7 @@ fn rows(batch: &[Record]) -> Vec<(&str, SystemTime, String)> {
             let entries: Vec<Entry> = rs
                 .iter()
                 .map(|r| Entry {
-                    at: humantime::format_rfc3339_millis(r.at).to_string(),
+                    at: wasmbase_host_api::time::rfc3339_millis(r.at),
                     version: r.version,
                     request_id: &r.request_id,
                     status: r.status,

@@ -35,6 +35,51 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
+/// What both serving modes can serve: a cloneable, infallible tower service of
+/// hyper requests whose future may move between threads (axum's `Router` is
+/// one). Named once so the accept loop, the per-connection server and the
+/// per-core runtimes state the same bounds.
+pub trait HttpService<B>:
+    Service<
+        http::Request<Incoming>,
+        Response = http::Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> HttpService<B> for S where
+    S: Service<
+            http::Request<Incoming>,
+            Response = http::Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A response body hyper can send from any thread.
+pub trait ResponseBody:
+    hyper::body::Body<Data = bytes::Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+
+impl<B> ResponseBody for B where
+    B: hyper::body::Body<
+            Data = bytes::Bytes,
+            Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        > + Send
+        + 'static
+{
+}
+
 /// The per-connection limits, from `[server]` (see the module doc).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -262,13 +307,8 @@ pub async fn serve<S, B>(
     limits: Limits,
     stop: CancellationToken,
 ) where
-    S: Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     let act = Arc::new(Activity::new());
     let svc = TowerToHyperService::new(service.map_request({
@@ -434,13 +474,8 @@ pub async fn serve_shared<S, B>(
     limits: Limits,
     stop: CancellationToken,
 ) where
-    S: Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     let (closed_tx, closed_rx) = watch::channel(());
     let builder = builder();

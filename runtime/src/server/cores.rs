@@ -15,9 +15,7 @@
 //! Background work (schema reloads, LISTEN, sweeps, compiles) stays on the
 //! process's main runtime; only connections live here.
 
-use super::conn::{self, Limits, OpenCount, OpenGuard};
-use hyper::body::Incoming;
-use std::convert::Infallible;
+use super::conn::{self, HttpService, Limits, OpenCount, OpenGuard, ResponseBody};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,7 +23,6 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tower::Service;
 
 /// Serving threads for a requested count where 0 means one per available core
 /// (`wasmbase bench-hello --threads 0`; the server's own `threads = 0` means
@@ -60,13 +57,8 @@ pub fn serve<S, B>(
     stop: CancellationToken,
 ) -> std::io::Result<impl Future<Output = ()> + Send + 'static>
 where
-    S: Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     let mut cores = Vec::with_capacity(threads.max(1));
     let mut done = Vec::with_capacity(threads.max(1));
@@ -136,13 +128,8 @@ async fn run_core<S, B>(
     stop: CancellationToken,
     open: Arc<AtomicUsize>,
 ) where
-    S: Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     let (closed_tx, closed_rx) = watch::channel(());
     let builder = conn::builder();

@@ -20,7 +20,7 @@ pub struct Inner {
     pub config: Config,
     /// Key and token checks.
     pub gate: Gate,
-    /// Request pool: logs in as `authenticator`; every use goes through `as_principal`.
+    /// Request pool: logs in as `authenticator`; every use goes through `db::run_as` or `data::exec` (both `db::Tx`).
     pub pool: Pool,
     /// Platform bookkeeping pool, as the owner (migrations, key cache, admin writes);
     /// never used to run a client's query.

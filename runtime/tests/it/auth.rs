@@ -974,10 +974,9 @@ async fn supabase_style_tables_reference_auth_users_and_policies_see_the_signed_
     let gate = a.s.srv.state.gate.clone();
     let claims = gate.jwt().verify(&s(&ann["access_token"])).unwrap();
     let p = wasmbase_host_api::Principal::new(claims.role, claims.claims);
-    let titles = wasmbase_host_api::db::as_principal(
+    let titles = wasmbase_host_api::db::run_as::<_, wasmbase_host_api::db::DbError, _>(
         &a.s.srv.state.pool,
-        &p,
-        std::time::Duration::from_secs(5),
+        &wasmbase_host_api::db::Acting::principal(&p, std::time::Duration::from_secs(5)),
         |c| {
             Box::pin(async move {
                 let rows = c

@@ -144,10 +144,9 @@ async fn new_tables_get_rls_so_anon_sees_nothing_before_policies_exist() {
     let count = |role| {
         let pool = pool.clone();
         async move {
-            db::as_principal(
+            db::run_as::<_, db::DbError, _>(
                 &pool,
-                &Principal::for_role(role),
-                Duration::from_secs(5),
+                &db::Acting::principal(&Principal::for_role(role), Duration::from_secs(5)),
                 |c| {
                     Box::pin(async move {
                         Ok(c.query_one("SELECT count(*) FROM public.secrets", &[])

@@ -163,9 +163,11 @@ async fn a_principal_transaction_cannot_climb_to_owner_or_superuser() {
             "SET ROLE wasmbase_auth",
             "SELECT set_config('role', 'wasmbase_auth', true)",
         ] {
-            let r = db::as_principal(&pool, &p, Duration::from_secs(5), |c| {
-                Box::pin(async move { Ok(c.batch_execute(attempt).await?) })
-            })
+            let r = db::run_as::<_, db::DbError, _>(
+                &pool,
+                &db::Acting::principal(&p, Duration::from_secs(5)),
+                |c| Box::pin(async move { Ok(c.batch_execute(attempt).await?) }),
+            )
             .await;
             let e = r.expect_err(attempt);
             assert_eq!(db::sqlstate(&e), Some("42501"), "{attempt}: {e}");
@@ -180,7 +182,8 @@ async fn a_cancelled_transaction_never_returns_its_connection_to_the_pool() {
     let service = Principal::for_role(Role::ServiceRole);
     let first_pid = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
     let pid = first_pid.clone();
-    let slow = db::as_principal(&pool, &service, Duration::from_secs(30), move |c| {
+    let acting = db::Acting::principal(&service, Duration::from_secs(30));
+    let slow = db::run_as::<_, db::DbError, _>(&pool, &acting, move |c| {
         Box::pin(async move {
             let p: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
             pid.store(p, std::sync::atomic::Ordering::SeqCst);
@@ -195,15 +198,19 @@ async fn a_cancelled_transaction_never_returns_its_connection_to_the_pool() {
     let first = first_pid.load(std::sync::atomic::Ordering::SeqCst);
     assert_ne!(first, 0, "the slow transaction had started");
     let anon = Principal::for_role(Role::Anon);
-    let row = db::as_principal(&pool, &anon, Duration::from_secs(5), |c| {
-        Box::pin(async move {
-            Ok(c.query_one(
-                "SELECT current_user::text, auth.role(), pg_backend_pid()",
-                &[],
-            )
-            .await?)
-        })
-    })
+    let row = db::run_as::<_, db::DbError, _>(
+        &pool,
+        &db::Acting::principal(&anon, Duration::from_secs(5)),
+        |c| {
+            Box::pin(async move {
+                Ok(c.query_one(
+                    "SELECT current_user::text, auth.role(), pg_backend_pid()",
+                    &[],
+                )
+                .await?)
+            })
+        },
+    )
     .await
     .unwrap();
     assert_eq!(row.get::<_, String>(0), "anon");
@@ -217,9 +224,11 @@ async fn statement_timeout_applies_to_principal_transactions() {
     let db = TestDb::new().await;
     let pool = pool_for(&db, 1);
     let p = Principal::for_role(Role::Authenticated);
-    let e = db::as_principal(&pool, &p, Duration::from_millis(100), |c| {
-        Box::pin(async move { Ok(c.batch_execute("SELECT pg_sleep(5)").await?) })
-    })
+    let e = db::run_as::<_, db::DbError, _>(
+        &pool,
+        &db::Acting::principal(&p, Duration::from_millis(100)),
+        |c| Box::pin(async move { Ok(c.batch_execute("SELECT pg_sleep(5)").await?) }),
+    )
     .await
     .unwrap_err();
     assert_eq!(db::sqlstate(&e), Some("57014"));

@@ -3,7 +3,7 @@
 //!
 //! Every request: routes (this file) → parse (`ctx`: body, meta, callers) →
 //! logic (one file per flow) → exec (SQL as the `wasmbase_auth` role through
-//! host-api's `as_principal`) → response (GoTrue JSON, `error` for failures).
+//! host-api's `db::in_transaction` on the auth pool) → response (GoTrue JSON, `error` for failures).
 
 mod account;
 mod admin;

@@ -198,20 +198,5 @@ fn fake_user(email: &str, data: &Value) -> Value {
 
 /// "Now" as GoTrue writes a timestamp here: RFC 3339, whole seconds, `Z`.
 fn chrono_like_now() -> String {
-    rfc3339_seconds(std::time::SystemTime::now())
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ`, by humantime (the one date formatter of the
-/// runtime; only raw SQL's decoder, whose years can precede 1970, has its own).
-fn rfc3339_seconds(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_326_582);
-        assert_eq!(super::rfc3339_seconds(t), "2026-11-22T05:49:42Z");
-    }
+    wasmbase_host_api::time::rfc3339_seconds(std::time::SystemTime::now())
 }
