@@ -81,21 +81,6 @@ ACCESS=$(json "['access_token']" <"$work/session.json")
 CLAIMS=$(python3 -c "import sys,json,base64; p=sys.argv[1].split('.')[1]; p+='='*(-len(p)%4); print(json.dumps(json.loads(base64.urlsafe_b64decode(p)), separators=(',', ':')))" "$ACCESS")
 AUTH=("apikey: $PUBLISHABLE_KEY" "Authorization: Bearer $ACCESS")
 
-# pgbench SCRIPT [pgbench args] -> "tps p50_ms p99_ms" (latencies from a per-transaction
-# log, `pgbench -l`, of the same run; pgbench's errors are shown, not swallowed)
-pgb() {
-  local script=$1 out logs; shift
-  logs=$(mktemp -d "$work/pgblog.XXXXXX")
-  out=$(cd "$logs" && "$PGBENCH" -n -M prepared -c "$CLIENTS" -j 1 -T "${DURATION%s}" -l --log-prefix="$logs/log" "$@" -f "$script" "$PGURL" 2>&1) || { echo "$out" >&2; return 1; }
-  local tps
-  tps=$(awk '/^tps/ {print $3; exit}' <<<"$out")
-  # Third field of each log line: the transaction's latency in microseconds.
-  cat "$logs"/log* | awk '{print $3}' | sort -n | awk -v tps="$tps" '
-    { v[NR] = $1 }
-    END { if (NR == 0) { print tps, "?", "?"; exit }
-          p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
-          printf "%s %.2fms %.2fms\n", tps, p50 / 1000, p99 / 1000 }'
-}
 # pgbench as the signed-in user: the server's role, claims and timeout, as parameters.
 pgb_user() { pgb "$1" -D role=authenticated -D "claims=$CLAIMS" -D timeout=8000; }
 # same_work BEGIN-LINE STATEMENT: the server's transaction around one statement.

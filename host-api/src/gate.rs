@@ -210,6 +210,10 @@ pub const OPEN_ROUTES: &[OpenRoute] = &[
     open("GET", "/auth/v1/health", "GoTrue's liveness probe"),
     open("GET", "/auth/v1/.well-known/jwks.json", "public keys, fetched by anyone who verifies tokens"),
     open("GET", "/auth/v1/verify", "email links are opened by a browser, which sends no key; the one-time token is the credential"),
+    open("GET", "/storage/v1/object/public/*", "objects of buckets marked public; the bucket's flag is the permission"),
+    open("GET", "/storage/v1/object/info/public/*", "information about objects of public buckets"),
+    open("GET", "/storage/v1/object/sign/*", "signed download URLs are opened by anyone holding them; the token is the credential"),
+    open("PUT", "/storage/v1/object/upload/sign/*", "signed upload URLs; the token is the credential"),
     waived("/functions/v1/*", "the function's manifest sets `verify_jwt = false`", "public webhooks"),
     waived("/fn/*", "the function's manifest sets `verify_jwt = false`", "public webhooks"),
 ];

@@ -264,6 +264,20 @@ impl JwtKeys {
         Ok(principal)
     }
 
+    /// Verifies an HS256 token that is not an access token (a signed storage
+    /// URL): signature and `exp` with no leeway. It grants no role; the caller
+    /// checks the claims it needs.
+    pub fn verify_purpose(&self, token: &str) -> Result<Value, AuthError> {
+        let mut validation = self.validation.clone();
+        validation.leeway = 0;
+        decode::<Value>(token, &self.decoding, &validation)
+            .map(|d| d.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::JwtExpired,
+                _ => AuthError::InvalidJwt("malformed token or bad signature"),
+            })
+    }
+
     /// Verifies signature, algorithm, expiry, role and (for user tokens) audience.
     pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
         let header = decode_header(token).map_err(|_| AuthError::InvalidJwt("malformed token"))?;

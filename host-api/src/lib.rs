@@ -17,6 +17,7 @@ pub mod listen;
 pub mod password;
 pub mod principal;
 pub mod sqlstate;
+pub mod storage;
 pub mod time;
 pub mod verified_tokens;
 

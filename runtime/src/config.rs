@@ -39,6 +39,35 @@ pub struct Config {
     pub migrations: MigrationsConfig,
     /// Edge functions (WebAssembly components).
     pub functions: FunctionsConfig,
+    /// File storage (`/storage/v1`).
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Where bytes live: `"local"` (a directory; the default).
+    pub backend: String,
+    /// Directory of the local backend (default `.wasmbase/storage` in `dev`,
+    /// `storage` in the working directory for `serve`). Nodes that share it
+    /// must share the filesystem.
+    pub local_dir: Option<PathBuf>,
+    /// Largest upload, whatever a bucket allows (default 5 GiB).
+    pub max_upload_bytes: u64,
+    /// Longest pause in an upload's body before it is cut off (30 s).
+    pub upload_idle_timeout_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: "local".into(),
+            local_dir: None,
+            max_upload_bytes: 5 * 1024 * 1024 * 1024,
+            upload_idle_timeout_ms: 30_000,
+        }
+    }
 }
 
 /// `[functions]`
@@ -520,6 +549,7 @@ const SECTIONS: &[&str] = &[
     "log",
     "migrations",
     "functions",
+    "storage",
 ];
 
 /// Keys whose environment value is always taken verbatim, so a password such as
@@ -585,6 +615,18 @@ impl Config {
                     "'{}' is not an address like 127.0.0.1:8000",
                     self.server.listen
                 ),
+            );
+        }
+        if self.storage.backend != "local" {
+            return err(
+                "storage.backend",
+                format!("'{}' is not a backend; use \"local\"", self.storage.backend),
+            );
+        }
+        if self.storage.max_upload_bytes == 0 || self.storage.upload_idle_timeout_ms == 0 {
+            return err(
+                "storage.max_upload_bytes",
+                "storage.max_upload_bytes and storage.upload_idle_timeout_ms must be greater than 0".into(),
             );
         }
         if self.server.body_limit_bytes == 0 {

@@ -45,6 +45,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(10, "0010_views_security_invoker.sql"),
     migration!(11, "0011_email_send_times.sql"),
     migration!(12, "0012_audit_request_id.sql"),
+    migration!(13, "0013_storage.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on

@@ -42,7 +42,10 @@ pub fn not_exposed(wanted: &str, exposed: &[String]) -> DataError {
 /// tables, so it can never be exposed to the data API nor given a project's
 /// policies.
 pub fn is_platform_schema(schema: &str) -> bool {
-    matches!(schema, "auth" | "wasmbase" | "information_schema") || schema.starts_with("pg_")
+    matches!(
+        schema,
+        "auth" | "storage" | "wasmbase" | "information_schema"
+    ) || schema.starts_with("pg_")
 }
 
 #[cfg(test)]

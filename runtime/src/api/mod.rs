@@ -7,3 +7,4 @@ pub mod deploy;
 pub mod functions;
 pub mod platform;
 pub mod rest;
+pub mod storage;

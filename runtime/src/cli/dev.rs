@@ -53,6 +53,10 @@ pub async fn run(a: Args) -> Result<()> {
         .functions
         .cache_dir
         .get_or_insert_with(|| dir.join("cache"));
+    config
+        .storage
+        .local_dir
+        .get_or_insert_with(|| dir.join("storage"));
 
     let cluster = match &config.database.url {
         Some(_) => None,

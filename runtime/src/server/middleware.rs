@@ -69,12 +69,19 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
         None => (new_request_id(), false),
     };
     let method = req.method().clone();
-    let too_large = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > state.body_limit);
+    // Storage streams its bodies under its own limits (`storage.max_upload_bytes`,
+    // the bucket's size limit, `storage.upload_idle_timeout_ms`): a 1 GiB upload
+    // or download is neither too large nor too slow for the API.
+    let streams = matched
+        .as_ref()
+        .is_some_and(|m| m.as_str().starts_with("/storage/v1/object/"));
+    let too_large = !streams
+        && req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > state.body_limit);
 
     let mut resp = REQUEST_ID
         .scope(id.clone(), async {
@@ -92,6 +99,9 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
                     format!("Request body is larger than {} bytes", state.body_limit),
                 )
                 .into_response();
+            }
+            if streams {
+                return next.run(req).await;
             }
             match tokio::time::timeout(state.request_timeout, next.run(req)).await {
                 Ok(r) => r,

@@ -165,6 +165,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::admin::routes())
         .merge(api::auth::routes())
         .merge(api::rest::routes())
+        .merge(api::storage::routes())
         .merge(api::functions::routes())
         .merge(api::deploy::routes())
         .fallback(|| async { error::ApiError::not_found("No such route") })
@@ -240,7 +241,9 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     );
     let auth = crate::api::auth::AuthState::new(&config, addr, auth_login)?;
     let functions = functions_state(&config, &owner)?;
+    let storage = storage_state(&config)?;
     let state = AppState::new(Inner {
+        storage: storage.clone(),
         auth,
         request_timeout: Duration::from_millis(config.server.request_timeout_ms),
         body_limit: config.server.body_limit_bytes,
@@ -259,6 +262,12 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         let (st, cancel) = (state.clone(), cancel.clone());
         async move { crate::api::auth::sweep(&st, cancel).await }
     });
+    tokio::spawn(wasmbase_host_api::storage::gc::worker(
+        state.system.clone(),
+        storage.store.clone(),
+        storage.gc_kick.clone(),
+        cancel.clone(),
+    ));
     let mut listen_cfg = owner;
     listen_cfg.application_name("wasmbase-listen");
     // Notice a silently dead LISTEN connection in about a minute, not two hours.
@@ -298,6 +307,27 @@ pub async fn start(config: Config) -> Result<RunningServer> {
 
 /// `$XDG_CACHE_HOME/wasmbase/functions`, else `~/.cache/wasmbase/functions`,
 /// else a per-user directory under the temp dir (always mode 0700, checked).
+/// The storage backend and limits `[storage]` asks for.
+fn storage_state(config: &Config) -> Result<wasmbase_host_api::storage::Storage> {
+    let dir = config
+        .storage
+        .local_dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("storage"));
+    let disk = wasmbase_host_api::storage::local::LocalDisk::open(&dir).with_context(|| {
+        format!(
+            "configuration error: `storage.local_dir`: cannot use {}",
+            dir.display()
+        )
+    })?;
+    Ok(wasmbase_host_api::storage::Storage {
+        store: Arc::new(disk),
+        max_upload_bytes: config.storage.max_upload_bytes,
+        idle_timeout: Duration::from_millis(config.storage.upload_idle_timeout_ms),
+        gc_kick: Default::default(),
+    })
+}
+
 fn default_cache_dir() -> std::path::PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return std::path::PathBuf::from(x).join("wasmbase/functions");
@@ -459,6 +489,8 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
                 if let Err(e) = crate::functions::deploy::reload_secrets(&st).await {
                     tracing::warn!(error = %format!("{e:#}"), "reloading function secrets");
                 }
+            } else if channel == wasmbase_host_api::storage::gc::CHANNEL {
+                st.storage.gc_kick.notify_one();
             } else if channel == SCHEMA_CHANNEL || payload.is_empty() || payload == "reload schema"
             {
                 st.schema_dirty.notify_one();
@@ -474,6 +506,7 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
             "pgrst",
             crate::functions::deploy::CHANNEL,
             "wasmbase_secrets",
+            wasmbase_host_api::storage::gc::CHANNEL,
         ],
         cancel,
         on_notify,

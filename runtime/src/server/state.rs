@@ -40,6 +40,8 @@ pub struct Inner {
     pub schema: Arc<wasmbase_host_api::data::SchemaCache>,
     /// Edge functions.
     pub functions: crate::functions::Functions,
+    /// File storage: the backend and upload limits.
+    pub storage: wasmbase_host_api::storage::Storage,
     /// Wakes the schema reloader; notifications arriving during a reload fold
     /// into one more reload.
     pub schema_dirty: tokio::sync::Notify,

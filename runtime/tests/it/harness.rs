@@ -205,6 +205,13 @@ impl TestDb {
         // Mail goes to the dev mailbox, where tests read it.
         c.auth.dev_mailbox = Some(true);
         c.migrations.dir = PathBuf::from("/nonexistent/wasmbase-test-migrations");
+        // Nodes of one test database share one storage directory (as nodes
+        // share S3).
+        c.storage.local_dir = Some(
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join("storage")
+                .join(&self.name),
+        );
         c
     }
 

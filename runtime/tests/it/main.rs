@@ -14,3 +14,4 @@ mod ops;
 mod principal;
 mod rest;
 mod session;
+mod storage;

@@ -1,0 +1,42 @@
+//! Storage (`/storage/v1`, and later the functions' `storage` interface):
+//! metadata in PostgreSQL's `storage` schema under the caller's RLS
+//! (`meta`), bytes in a backend behind one trait (`backend`; `local` disk
+//! by default), storage-api's names and limits (`names`), signed URL tokens
+//! (`token`), storage-api's error shape (`error`) and the deletion queue that
+//! keeps bytes and rows in step (`gc`). See docs/STORAGE.md.
+
+pub mod backend;
+pub mod error;
+pub mod gc;
+pub mod local;
+pub mod meta;
+pub mod names;
+pub mod token;
+
+pub use backend::{ObjectStore, StoreError};
+pub use error::StorageError;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What every storage path shares on a node.
+#[derive(Clone)]
+pub struct Storage {
+    /// Where bytes live.
+    pub store: Arc<dyn ObjectStore>,
+    /// Largest upload, whatever the bucket says (`storage.max_upload_bytes`).
+    pub max_upload_bytes: u64,
+    /// Longest pause in an upload's body (`storage.upload_idle_timeout_ms`).
+    pub idle_timeout: Duration,
+    /// Wakes this node's deletion worker (`gc::worker`).
+    pub gc_kick: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}

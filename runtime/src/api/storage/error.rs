@@ -1,0 +1,100 @@
+//! `/storage/v1` errors in storage-api's shape (`{statusCode, error, message,
+//! code}`, most client errors sent as HTTP 400; see
+//! `host_api::storage::StorageError::http_status`), and the storage caller
+//! extractor, which runs the one `Gate` and renders its refusals this way.
+
+use crate::server::caller;
+use crate::server::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use wasmbase_host_api::storage::{StorageError, StoreError};
+use wasmbase_host_api::{AuthError, Principal};
+
+/// A storage failure on its way to the client.
+#[derive(Debug)]
+pub struct StorageApiError(pub StorageError);
+
+impl From<StorageError> for StorageApiError {
+    fn from(e: StorageError) -> Self {
+        StorageApiError(e)
+    }
+}
+
+impl From<AuthError> for StorageApiError {
+    fn from(e: AuthError) -> Self {
+        let status = match e {
+            AuthError::NotReady => 503,
+            _ => 403,
+        };
+        StorageApiError(StorageError::new(
+            status,
+            "AccessDenied",
+            "Unauthorized",
+            e.to_string(),
+        ))
+    }
+}
+
+impl From<StoreError> for StorageApiError {
+    fn from(e: StoreError) -> Self {
+        StorageApiError(match e {
+            StoreError::TooLarge => StorageError::too_large(),
+            StoreError::Idle => StorageError::new(
+                408,
+                "RequestTimeout",
+                "RequestTimeout",
+                "The upload sent nothing for too long",
+            ),
+            StoreError::Client(_) => {
+                StorageError::invalid("The request body ended before it was complete")
+            }
+            StoreError::NotFound => StorageError::no_such_key(),
+            StoreError::Backend(detail) => {
+                tracing::error!(error = %detail, "storage backend failed");
+                StorageError::new(
+                    503,
+                    "StorageBackendError",
+                    "StorageBackendError",
+                    "The storage backend failed; try again",
+                )
+            }
+        })
+    }
+}
+
+impl From<serde_json::Error> for StorageApiError {
+    fn from(e: serde_json::Error) -> Self {
+        StorageApiError(StorageError::invalid(format!("invalid JSON body: {e}")))
+    }
+}
+
+impl IntoResponse for StorageApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let status = http::StatusCode::from_u16(e.http_status())
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({
+            "statusCode": e.status.to_string(),
+            "error": e.error,
+            "message": e.message,
+            "code": e.code,
+        });
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+/// The caller of a storage request (the one `Gate`), refusals in storage's
+/// shape.
+pub struct StorageCaller(pub Principal);
+
+impl FromRequestParts<AppState> for StorageCaller {
+    type Rejection = StorageApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, StorageApiError> {
+        Ok(StorageCaller(caller::authenticate(parts, st)?))
+    }
+}
+
+/// Result of a storage handler.
+pub type StorageResult<T> = Result<T, StorageApiError>;

@@ -1,0 +1,295 @@
+//! Object endpoints other than upload and download: list, move, copy,
+//! remove, info and signed download URLs — each as the caller (RLS), with
+//! storage-api's bodies.
+
+use super::acting;
+use super::buckets::json_text;
+use super::error::{StorageCaller, StorageResult};
+use super::upload::forget;
+use crate::server::state::AppState;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use wasmbase_host_api::storage::backend;
+use wasmbase_host_api::storage::meta::{self, NewObject};
+use wasmbase_host_api::storage::token::{self, Scope};
+use wasmbase_host_api::storage::{names, StorageError};
+use wasmbase_host_api::{Principal, Role};
+
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::invalid(format!("invalid body: {e}")))
+}
+
+/// `POST /object/list/:bucket`.
+#[derive(Deserialize)]
+struct ListBody {
+    prefix: Option<String>,
+    limit: Option<i32>,
+    offset: Option<i32>,
+    search: Option<String>,
+    #[serde(rename = "sortBy")]
+    sort_by: Option<SortBy>,
+}
+
+#[derive(Deserialize)]
+struct SortBy {
+    column: Option<String>,
+    order: Option<String>,
+}
+
+pub(super) async fn list(
+    State(st): State<AppState>,
+    StorageCaller(p): StorageCaller,
+    Path(bucket): Path<String>,
+    bytes: axum::body::Bytes,
+) -> StorageResult<Response> {
+    let b: ListBody = body(&bytes)?;
+    let mut prefix = b.prefix.unwrap_or_default();
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    let (column, order) = match b.sort_by {
+        Some(s) => (
+            s.column.unwrap_or_else(|| "name".into()),
+            s.order.unwrap_or_else(|| "asc".into()),
+        ),
+        None => ("name".into(), "asc".into()),
+    };
+    if !matches!(
+        column.as_str(),
+        "name" | "updated_at" | "created_at" | "last_accessed_at"
+    ) || !matches!(order.to_ascii_lowercase().as_str(), "asc" | "desc")
+    {
+        return Err(StorageError::invalid("sortBy must name a column and asc or desc").into());
+    }
+    let out = meta::list(
+        &acting(&st, &p),
+        &bucket,
+        &prefix,
+        b.search.as_deref().unwrap_or(""),
+        b.limit.unwrap_or(100),
+        b.offset.unwrap_or(0),
+        &column,
+        &order,
+    )
+    .await?;
+    Ok(json_text(out))
+}
+
+/// Body of move and copy.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Transfer {
+    bucket_id: String,
+    source_key: String,
+    destination_key: String,
+    destination_bucket: Option<String>,
+}
+
+/// `POST /object/move`: a metadata update (SELECT + UPDATE as the caller);
+/// the bytes do not move.
+pub(super) async fn rename(
+    State(st): State<AppState>,
+    StorageCaller(p): StorageCaller,
+    bytes: axum::body::Bytes,
+) -> StorageResult<Response> {
+    let t: Transfer = body(&bytes)?;
+    let to_bucket = t.destination_bucket.unwrap_or_else(|| t.bucket_id.clone());
+    names::object_key(&t.destination_key)?;
+    names::bucket_name(&to_bucket)?;
+    if (t.bucket_id.as_str(), t.source_key.as_str())
+        != (to_bucket.as_str(), t.destination_key.as_str())
+    {
+        meta::rename(
+            &acting(&st, &p),
+            (&t.bucket_id, &t.source_key),
+            (&to_bucket, &t.destination_key),
+        )
+        .await?;
+    }
+    Ok(axum::Json(json!({ "message": "Successfully moved" })).into_response())
+}
+
+/// `POST /object/copy`: SELECT of the source and INSERT of the copy as the
+/// caller (an upsert with `x-upsert: true`); the bytes are copied under a new
+/// version key first, and queued for deletion if the row is refused.
+pub(super) async fn copy(
+    State(st): State<AppState>,
+    StorageCaller(p): StorageCaller,
+    headers: http::HeaderMap,
+    bytes: axum::body::Bytes,
+) -> StorageResult<Response> {
+    let t: Transfer = body(&bytes)?;
+    let to_bucket = t.destination_bucket.unwrap_or_else(|| t.bucket_id.clone());
+    names::object_key(&t.destination_key)?;
+    names::bucket_name(&to_bucket)?;
+    let who = acting(&st, &p);
+    let upsert = headers
+        .get("x-upsert")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let (from_version, mut metadata, user_metadata) =
+        meta::copy_source(&who, &t.bucket_id, &t.source_key).await?;
+    let version = backend::new_key();
+    let stored = st.storage.store.copy(&from_version, &version).await?;
+    if let Value::Object(m) = &mut metadata {
+        m.insert("eTag".into(), json!(stored.etag));
+        m.insert(
+            "lastModified".into(),
+            json!(wasmbase_host_api::time::rfc3339_millis(
+                stored.last_modified
+            )),
+        );
+    }
+    let row = NewObject {
+        bucket: to_bucket.clone(),
+        name: t.destination_key.clone(),
+        version: version.clone(),
+        metadata,
+        user_metadata,
+        owner: who.sub(),
+    };
+    match meta::insert(&who, row, upsert).await {
+        Ok(id) => Ok(axum::Json(json!({
+            "Id": id,
+            "Key": format!("{to_bucket}/{}", t.destination_key),
+        }))
+        .into_response()),
+        Err(e) => {
+            forget(&st, &version).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// `DELETE /object/:bucket` with `{prefixes}` (exact names, as Supabase).
+#[derive(Deserialize)]
+struct RemoveBody {
+    prefixes: Vec<String>,
+}
+
+pub(super) async fn remove(
+    State(st): State<AppState>,
+    StorageCaller(p): StorageCaller,
+    Path(bucket): Path<String>,
+    bytes: axum::body::Bytes,
+) -> StorageResult<Response> {
+    let b: RemoveBody = body(&bytes)?;
+    if b.prefixes.is_empty() || b.prefixes.len() > 1000 {
+        return Err(StorageError::invalid("prefixes must list 1 to 1000 names").into());
+    }
+    let out = meta::remove(&acting(&st, &p), &bucket, b.prefixes).await?;
+    st.storage.gc_kick.notify_one();
+    Ok(json_text(out))
+}
+
+/// `DELETE /object/:bucket/*path`: one object; missing or not deletable by
+/// the caller is `NoSuchKey`.
+pub(super) async fn delete_one(
+    State(st): State<AppState>,
+    StorageCaller(p): StorageCaller,
+    Path((bucket, path)): Path<(String, String)>,
+) -> StorageResult<Response> {
+    let out = meta::remove(&acting(&st, &p), &bucket, vec![path]).await?;
+    if out == "[]" {
+        return Err(StorageError::no_such_key().into());
+    }
+    st.storage.gc_kick.notify_one();
+    Ok(axum::Json(json!({ "message": "Successfully deleted" })).into_response())
+}
+
+/// `GET /object/info/:bucket/*path` (also `info/authenticated/`).
+pub(super) async fn info(
+    State(st): State<AppState>,
+    StorageCaller(p): StorageCaller,
+    Path((bucket, path)): Path<(String, String)>,
+) -> StorageResult<Response> {
+    Ok(json_text(
+        meta::info(&acting(&st, &p), &bucket, &path).await?,
+    ))
+}
+
+/// `GET /object/info/public/:bucket/*path`: public buckets only.
+pub(super) async fn info_public(
+    State(st): State<AppState>,
+    Path((bucket, path)): Path<(String, String)>,
+) -> StorageResult<Response> {
+    let service = Principal::for_role(Role::ServiceRole);
+    let who = acting(&st, &service);
+    if !meta::bucket(&who, &bucket).await?.public {
+        return Err(StorageError::no_such_bucket().into());
+    }
+    Ok(json_text(meta::info(&who, &bucket, &path).await?))
+}
+
+/// Body of `POST /object/sign/...`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SignBody {
+    expires_in: Value,
+    paths: Option<Vec<String>>,
+}
+
+fn expires_in(v: &Value) -> Result<u64, StorageError> {
+    v.as_u64()
+        .filter(|n| (1..=10 * 365 * 24 * 3600).contains(n))
+        .ok_or_else(|| {
+            StorageError::new(
+                400,
+                "InvalidParameter",
+                "InvalidParameter",
+                "Invalid Parameter expiresIn",
+            )
+        })
+}
+
+fn signed_url(st: &AppState, bucket: &str, path: &str, secs: u64) -> Result<String, StorageError> {
+    let t = token::sign(st.gate.jwt(), Scope::Download, bucket, path, secs, None)?;
+    Ok(format!("/object/sign/{bucket}/{path}?token={t}"))
+}
+
+/// `POST /object/sign/:bucket/*path`: the caller must be able to read the
+/// object now (SELECT).
+pub(super) async fn sign(
+    State(st): State<AppState>,
+    StorageCaller(p): StorageCaller,
+    Path((bucket, path)): Path<(String, String)>,
+    bytes: axum::body::Bytes,
+) -> StorageResult<Response> {
+    let b: SignBody = body(&bytes)?;
+    let secs = expires_in(&b.expires_in)?;
+    meta::find(&acting(&st, &p), &bucket, &path).await?;
+    let url = signed_url(&st, &bucket, &path, secs)?;
+    Ok(axum::Json(json!({ "signedURL": url })).into_response())
+}
+
+/// `POST /object/sign/:bucket` with `{expiresIn, paths}`: one entry per path,
+/// in order; what the caller cannot read gets an error instead of a URL.
+pub(super) async fn sign_many(
+    State(st): State<AppState>,
+    StorageCaller(p): StorageCaller,
+    Path(bucket): Path<String>,
+    bytes: axum::body::Bytes,
+) -> StorageResult<Response> {
+    let b: SignBody = body(&bytes)?;
+    let secs = expires_in(&b.expires_in)?;
+    let paths = b.paths.unwrap_or_default();
+    if paths.is_empty() || paths.len() > 1000 {
+        return Err(StorageError::invalid("paths must list 1 to 1000 names").into());
+    }
+    let seen = meta::visible(&acting(&st, &p), &bucket, paths.clone()).await?;
+    let mut out = Vec::with_capacity(paths.len());
+    for path in paths {
+        out.push(if seen.contains(&path) {
+            json!({"error": null, "path": path, "signedURL": signed_url(&st, &bucket, &path, secs)?})
+        } else {
+            json!({
+                "error": "Either the object does not exist or you do not have access to it",
+                "path": path,
+                "signedURL": null,
+            })
+        });
+    }
+    Ok(axum::Json(Value::Array(out)).into_response())
+}

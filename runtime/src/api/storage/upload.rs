@@ -1,0 +1,289 @@
+//! Uploads: `POST` (create, `x-upsert`) and `PUT` (update, always an upsert)
+//! on `/object/:bucket/*path`, and signed upload URLs. The body — multipart
+//! (storage-js's Blob/File form: `cacheControl`, `metadata`, then the file
+//! part) or raw (`content-type`, `cache-control`, `x-metadata`) — streams
+//! straight into the backend under a fresh version key, cut off at the upload
+//! limit (the bucket's `file_size_limit` or `storage.max_upload_bytes`) or an
+//! idle pause; only then is the row written as the caller. If the row is
+//! refused, the bytes go to the deletion queue: nothing half-made is visible,
+//! nothing is orphaned.
+
+use super::acting;
+use super::error::{StorageCaller, StorageResult};
+use crate::server::state::AppState;
+use axum::extract::{Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use wasmbase_host_api::storage::backend::{self, ByteStream};
+use wasmbase_host_api::storage::meta::{self, As, NewObject};
+use wasmbase_host_api::storage::token::{self, Scope};
+use wasmbase_host_api::storage::{gc, names, StorageError};
+use wasmbase_host_api::{Principal, Role};
+
+/// Largest `metadata`/`x-metadata` (user metadata), as storage-api.
+const MAX_USER_METADATA: usize = 1024 * 1024;
+
+/// An upload body, parsed up to the start of its bytes.
+struct Incoming {
+    mime: String,
+    cache_control: String,
+    user_metadata: Option<Value>,
+    body: ByteStream,
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn user_metadata(text: &str) -> Result<Option<Value>, StorageError> {
+    if text.len() > MAX_USER_METADATA {
+        return Err(StorageError::new(
+            413,
+            "EntityTooLarge",
+            "Payload too large",
+            "The user_metadata exceeded the maximum allowed size",
+        ));
+    }
+    // Unparseable metadata is ignored, as storage-api does.
+    Ok(serde_json::from_str::<Value>(text)
+        .ok()
+        .filter(Value::is_object))
+}
+
+/// Reads the request up to the object's bytes; the bytes stay a stream.
+async fn incoming(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    limit: u64,
+    st: &AppState,
+) -> StorageResult<Incoming> {
+    let idle = st.storage.idle_timeout;
+    let ctype = header(headers, "content-type").unwrap_or("");
+    if let Ok(boundary) = multer::parse_boundary(ctype) {
+        let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
+        let mut cache_control = None;
+        let mut meta = None;
+        let mut mime_field = None;
+        loop {
+            let field = form
+                .next_field()
+                .await
+                .map_err(|e| StorageError::invalid(format!("invalid multipart body: {e}")))?;
+            let Some(field) = field else {
+                return Err(StorageError::invalid("No content provided").into());
+            };
+            let is_file = field.file_name().is_some() || matches!(field.name(), None | Some(""));
+            if !is_file {
+                let name = field.name().unwrap_or("").to_string();
+                let value = field
+                    .text()
+                    .await
+                    .map_err(|e| StorageError::invalid(format!("invalid multipart body: {e}")))?;
+                match name.as_str() {
+                    "cacheControl" => cache_control = Some(value),
+                    "metadata" | "userMetadata" => meta = user_metadata(&value)?,
+                    "contentType" => mime_field = Some(value),
+                    _ => {}
+                }
+                continue;
+            }
+            let mime = mime_field
+                .or_else(|| field.content_type().map(|m| m.to_string()))
+                .unwrap_or_else(|| "application/octet-stream".into());
+            return Ok(Incoming {
+                mime,
+                cache_control: match cache_control {
+                    Some(c) if !c.is_empty() => format!("max-age={c}"),
+                    _ => "no-cache".into(),
+                },
+                user_metadata: meta,
+                body: backend::limited(field, limit, idle),
+            });
+        }
+    }
+    let announced = header(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit) {
+        return Err(StorageError::too_large().into());
+    }
+    let meta = match header(headers, "x-metadata") {
+        Some(b64) => {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap_or_default();
+            user_metadata(&String::from_utf8_lossy(&raw))?
+        }
+        None => None,
+    };
+    Ok(Incoming {
+        mime: if ctype.is_empty() {
+            "application/octet-stream".into()
+        } else {
+            ctype.to_string()
+        },
+        cache_control: header(headers, "cache-control")
+            .unwrap_or("no-cache")
+            .to_string(),
+        user_metadata: meta,
+        body: backend::limited(body.into_data_stream(), limit, idle),
+    })
+}
+
+/// Streams the body into the backend and records the object as `who`
+/// (with `owner`); returns the object id.
+async fn store(
+    st: &AppState,
+    who: &As<'_>,
+    bucket: &str,
+    name: &str,
+    upsert: bool,
+    owner: Option<String>,
+    req: Request,
+) -> StorageResult<String> {
+    names::bucket_name(bucket)?;
+    names::object_key(name)?;
+    let b = meta::bucket(who, bucket).await?;
+    let limit = match b.file_size_limit {
+        Some(l) => (l as u64).min(st.storage.max_upload_bytes),
+        None => st.storage.max_upload_bytes,
+    };
+    let (parts, body) = req.into_parts();
+    let inc = incoming(&parts.headers, body, limit, st).await?;
+    if !name.ends_with(".emptyFolderPlaceholder") {
+        names::mime_allowed(b.allowed_mime_types.as_deref(), &inc.mime)?;
+    }
+    let version = backend::new_key();
+    let stored = st.storage.store.put(&version, inc.body).await?;
+    let metadata = json!({
+        "eTag": stored.etag,
+        "size": stored.size,
+        "mimetype": inc.mime,
+        "cacheControl": inc.cache_control,
+        "lastModified": wasmbase_host_api::time::rfc3339_millis(stored.last_modified),
+        "contentLength": stored.size,
+        "httpStatusCode": 200,
+    });
+    let row = NewObject {
+        bucket: bucket.to_string(),
+        name: name.to_string(),
+        version: version.clone(),
+        metadata,
+        user_metadata: inc.user_metadata,
+        owner,
+    };
+    match meta::insert(who, row, upsert).await {
+        Ok(id) => {
+            // A replaced version was queued by the trigger.
+            if upsert {
+                st.storage.gc_kick.notify_one();
+            }
+            Ok(id)
+        }
+        Err(e) => {
+            forget(st, &version).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// Queues bytes no row will point at, and wakes the deletion worker.
+pub(super) async fn forget(st: &AppState, version: &str) {
+    if let Err(e) = gc::queue(&st.system, version).await {
+        tracing::warn!(version, error = %e.describe(), "could not queue storage bytes for deletion; the orphan sweeper will find them");
+    }
+    st.storage.gc_kick.notify_one();
+}
+
+fn upsert_header(h: &HeaderMap) -> bool {
+    header(h, "x-upsert").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+pub(super) async fn create(
+    State(st): State<AppState>,
+    StorageCaller(p): StorageCaller,
+    Path((bucket, path)): Path<(String, String)>,
+    req: Request,
+) -> StorageResult<Response> {
+    let upsert = upsert_header(req.headers());
+    upload(st, p, bucket, path, upsert, req).await
+}
+
+pub(super) async fn update(
+    State(st): State<AppState>,
+    StorageCaller(p): StorageCaller,
+    Path((bucket, path)): Path<(String, String)>,
+    req: Request,
+) -> StorageResult<Response> {
+    upload(st, p, bucket, path, true, req).await
+}
+
+async fn upload(
+    st: AppState,
+    p: Principal,
+    bucket: String,
+    path: String,
+    upsert: bool,
+    req: Request,
+) -> StorageResult<Response> {
+    let who = acting(&st, &p);
+    let id = store(&st, &who, &bucket, &path, upsert, who.sub(), req).await?;
+    Ok(axum::Json(json!({ "Id": id, "Key": format!("{bucket}/{path}") })).into_response())
+}
+
+/// `POST /object/upload/sign/:bucket/*path`: checks now, as the caller, that
+/// the upload would be allowed (the INSERT policy, an existing name), then
+/// hands out a token that uploads without RLS for two hours.
+pub(super) async fn sign_upload(
+    State(st): State<AppState>,
+    StorageCaller(p): StorageCaller,
+    Path((bucket, path)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> StorageResult<Response> {
+    names::bucket_name(&bucket)?;
+    names::object_key(&path)?;
+    let who = acting(&st, &p);
+    meta::bucket(&who, &bucket).await?;
+    let upsert = upsert_header(&headers);
+    meta::can_insert(&who, &bucket, &path, upsert).await?;
+    let sub = who.sub();
+    let t = token::sign(
+        st.gate.jwt(),
+        Scope::Upload,
+        &bucket,
+        &path,
+        token::UPLOAD_URL_SECS,
+        Some((upsert, sub.as_deref())),
+    )?;
+    Ok(axum::Json(json!({
+        "url": format!("/object/upload/sign/{bucket}/{path}?token={t}"),
+        "token": t,
+    }))
+    .into_response())
+}
+
+/// Query of signed URLs.
+#[derive(Deserialize)]
+pub(super) struct TokenQuery {
+    pub(super) token: Option<String>,
+}
+
+/// `PUT /object/upload/sign/:bucket/*path?token=`: the token is the
+/// credential (no key needed); the row is written as `service_role` with the
+/// token's owner and upsert flag.
+pub(super) async fn signed_upload(
+    State(st): State<AppState>,
+    Path((bucket, path)): Path<(String, String)>,
+    Query(q): Query<TokenQuery>,
+    req: Request,
+) -> StorageResult<Response> {
+    let t = q
+        .token
+        .ok_or_else(|| StorageError::invalid("querystring must have required property 'token'"))?;
+    let grant = token::verify(st.gate.jwt(), &t, Scope::Upload, &bucket, &path)?;
+    let service = Principal::for_role(Role::ServiceRole);
+    let who = acting(&st, &service);
+    store(&st, &who, &bucket, &path, grant.upsert, grant.owner, req).await?;
+    Ok(axum::Json(json!({ "Key": format!("{bucket}/{path}") })).into_response())
+}
