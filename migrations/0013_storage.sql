@@ -48,6 +48,10 @@ ALTER TABLE storage.buckets ENABLE ROW LEVEL SECURITY;
 ALTER TABLE storage.objects ENABLE ROW LEVEL SECURITY;
 
 GRANT USAGE ON SCHEMA storage TO anon, authenticated, service_role;
+-- The request pool prepares storage's statements before its transaction sets
+-- the caller's role; name lookup needs USAGE, and authenticator still holds no
+-- privilege on the tables themselves (as for the exposed schemas).
+GRANT USAGE ON SCHEMA storage TO authenticator;
 GRANT SELECT, INSERT, UPDATE, DELETE ON storage.buckets, storage.objects
   TO anon, authenticated, service_role;
 

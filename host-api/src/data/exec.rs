@@ -116,17 +116,10 @@ pub async fn run(
         // One round trip: the COMMIT rides behind the statement, and a failed
         // statement makes the server roll back at COMMIT; the connection is
         // idle again either way, its session reset.
-        let (q, c) = tx
-            .begin(
-                Some(&acting),
-                futures::future::join(
-                    conn.query_one(&prepared, &refs),
-                    conn.batch_execute(tx.end_sql(true)),
-                ),
-            )
+        let q = tx
+            .once(Some(&acting), conn.query_one(&prepared, &refs))
             .await
             .map_err(db)?;
-        c.map_err(pg)?;
         tx.release();
         q.map_err(pg).and_then(|row| outcome(&row, stmt))
     }

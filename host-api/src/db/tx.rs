@@ -140,6 +140,26 @@ impl Tx {
         Ok(out)
     }
 
+    /// One statement as the whole transaction, in one round trip: `BEGIN`,
+    /// the `set_config`, `statement` and `COMMIT` are pipelined (a failed
+    /// statement makes the server roll back at `COMMIT`). The outer error is
+    /// the transaction's (opening or ending it), the inner one the
+    /// statement's. On `Ok`, hand the connection back with [`Tx::release`].
+    pub async fn once<T>(
+        &self,
+        acting: Option<&Acting<'_>>,
+        statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<Result<T, tokio_postgres::Error>, DbError> {
+        let (out, end) = self
+            .begin(
+                acting,
+                futures::future::join(statement, self.conn().batch_execute(self.end_sql(true))),
+            )
+            .await?;
+        end?;
+        Ok(out)
+    }
+
     /// What ends the transaction on this pool, for a caller that pipelines it
     /// behind its last statement (then [`Tx::release`]): `COMMIT` or
     /// `ROLLBACK` (a failed transaction's `COMMIT` rolls back), with the

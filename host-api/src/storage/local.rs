@@ -11,10 +11,19 @@ use futures::{FutureExt, StreamExt};
 use md5::{Digest, Md5};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Read buffer of downloads.
 const CHUNK: usize = 256 * 1024;
+
+/// Reads up to this size are done whole, in one blocking call.
+const SMALL: u64 = 64 * 1024;
+
+/// A file opened for reading: small ones already read whole.
+enum Opened {
+    Whole(bytes::Bytes),
+    File(std::fs::File),
+}
 
 /// Objects on a local filesystem.
 #[derive(Debug, Clone)]
@@ -90,15 +99,36 @@ impl ObjectStore for LocalDisk {
     ) -> BoxFuture<'_, Result<Fetched, StoreError>> {
         let path = self.path(key);
         async move {
-            let mut file = tokio::fs::File::open(path?).await?;
-            let size = file.metadata().await?.len();
-            let (start, len) = match range {
-                Some(r) => (r.start, r.end.saturating_sub(r.start) + 1),
-                None => (0, size),
+            let path = path?;
+            // Open, size, seek — and for a small read the bytes themselves — in
+            // one trip to the blocking pool (each tokio::fs call is one).
+            let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+                use std::io::{Read, Seek};
+                let mut file = std::fs::File::open(path)?;
+                let size = file.metadata()?.len();
+                let (start, len) = match range {
+                    Some(r) => (r.start, r.end.saturating_sub(r.start) + 1),
+                    None => (0, size),
+                };
+                if start > 0 {
+                    file.seek(std::io::SeekFrom::Start(start))?;
+                }
+                if len <= SMALL {
+                    let mut buf = Vec::with_capacity(len as usize);
+                    file.take(len).read_to_end(&mut buf)?;
+                    return Ok((Opened::Whole(bytes::Bytes::from(buf)), len));
+                }
+                Ok((Opened::File(file), len))
+            })
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))??;
+            let (file, len) = match opened {
+                (Opened::Whole(small), len) => {
+                    let body = futures::stream::once(async move { Ok(small) }).boxed();
+                    return Ok(Fetched { body, len });
+                }
+                (Opened::File(file), len) => (tokio::fs::File::from_std(file), len),
             };
-            if start > 0 {
-                file.seek(std::io::SeekFrom::Start(start)).await?;
-            }
             let reader = file.take(len);
             let body = tokio_util::io::ReaderStream::with_capacity(reader, CHUNK)
                 .map(|r| r.map_err(StoreError::from))

@@ -45,27 +45,48 @@ impl<'a> As<'a> {
             .and_then(|c| c.get("sub").and_then(Value::as_str).map(str::to_string))
     }
 
-    async fn one<T: Send + 'static>(
+    /// Runs one platform statement as the whole transaction, in one round
+    /// trip (`db::Tx::once`; the statement is prepared once per connection).
+    async fn once<T>(
+        &self,
+        sql: &'static str,
+        params: &[Box<dyn ToSql + Sync + Send>],
+        run: impl for<'c> FnOnce(
+            &'c deadpool_postgres::ClientWrapper,
+            &'c tokio_postgres::Statement,
+            &'c [&'c (dyn ToSql + Sync)],
+        )
+            -> futures::future::BoxFuture<'c, Result<T, tokio_postgres::Error>>,
+        duplicate: fn() -> StorageError,
+    ) -> Result<T, StorageError> {
+        let tx = db::Tx::connect(self.pool, db::PoolKind::Request).await?;
+        let conn = tx.conn();
+        let stmt = conn.prepare_cached(sql).await.map_err(DbError::Pg)?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let out = tx.once(Some(&self.acting), run(conn, &stmt, &refs)).await?;
+        tx.release();
+        out.map_err(|e| StorageError::from_db(&DbError::Pg(e), duplicate))
+    }
+
+    async fn one<T>(
         &self,
         sql: &'static str,
         params: Vec<Box<dyn ToSql + Sync + Send>>,
-        read: impl FnOnce(Option<tokio_postgres::Row>) -> Result<T, StorageError> + Send + 'static,
+        read: impl FnOnce(Option<tokio_postgres::Row>) -> Result<T, StorageError>,
         duplicate: fn() -> StorageError,
     ) -> Result<T, StorageError> {
-        db::run_as::<_, StorageError, _>(self.pool, &self.acting, move |c| {
-            Box::pin(async move {
-                let refs: Vec<&(dyn ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                    .collect();
-                let row = c
-                    .query_opt(sql, &refs)
-                    .await
-                    .map_err(|e| StorageError::from_db(&DbError::Pg(e), duplicate))?;
-                read(row)
-            })
-        })
-        .await
+        let row = self
+            .once(
+                sql,
+                &params,
+                |c, s, p| Box::pin(c.query_opt(s, p)),
+                duplicate,
+            )
+            .await?;
+        read(row)
     }
 
     async fn count(
@@ -74,18 +95,8 @@ impl<'a> As<'a> {
         params: Vec<Box<dyn ToSql + Sync + Send>>,
         duplicate: fn() -> StorageError,
     ) -> Result<u64, StorageError> {
-        db::run_as::<_, StorageError, _>(self.pool, &self.acting, move |c| {
-            Box::pin(async move {
-                let refs: Vec<&(dyn ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                    .collect();
-                c.execute(sql, &refs)
-                    .await
-                    .map_err(|e| StorageError::from_db(&DbError::Pg(e), duplicate))
-            })
-        })
-        .await
+        self.once(sql, &params, |c, s, p| Box::pin(c.execute(s, p)), duplicate)
+            .await
     }
 }
 
@@ -393,6 +404,34 @@ pub async fn find(who: &As<'_>, bucket: &str, name: &str) -> Result<Object, Stor
         resource_exists,
     )
     .await
+}
+
+/// Finds an object of a public bucket (as `service_role`, one statement);
+/// a bucket that is missing or not public is `NoSuchBucket`.
+pub async fn find_public(who: &As<'_>, bucket: &str, name: &str) -> Result<Object, StorageError> {
+    who.service()
+        .one(
+            "SELECT o.id::text, o.version, coalesce(o.metadata, '{}'), o.updated_at \
+             FROM storage.buckets b LEFT JOIN storage.objects o \
+               ON o.bucket_id = b.id AND o.name = $2 \
+             WHERE b.id = $1 AND b.public",
+            vec![boxed(bucket.to_string()), boxed(name.to_string())],
+            |row| {
+                let r = row.ok_or_else(StorageError::no_such_bucket)?;
+                // The bucket is public but holds no such object.
+                let Some(id) = r.get::<_, Option<String>>(0) else {
+                    return Err(StorageError::no_such_key());
+                };
+                Ok(Object {
+                    id,
+                    version: r.get::<_, Option<String>>(1).unwrap_or_default(),
+                    metadata: r.get(2),
+                    updated_at: r.get(3),
+                })
+            },
+            resource_exists,
+        )
+        .await
 }
 
 /// `GET /object/info/...`: storage-api's info body, as JSON text.

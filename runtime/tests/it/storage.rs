@@ -657,10 +657,10 @@ async fn two_nodes_serve_and_sign_each_others_objects() {
             json!({"name": "shared", "public": true}),
         )
         .await;
-    let (s, _) = on_one
+    let (s, v) = on_one
         .upload("shared/x.txt", b"from one".to_vec(), "text/plain", false)
         .await;
-    assert_eq!(s, 200);
+    assert_eq!(s, 200, "{v}");
     assert_eq!(
         on_two.download("shared/x.txt").await,
         (200, b"from one".to_vec())

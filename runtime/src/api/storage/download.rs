@@ -50,12 +50,8 @@ pub(super) async fn public(
     headers: HeaderMap,
 ) -> StorageResult<Response> {
     names::object_key(&path)?;
-    let service = Principal::for_role(Role::ServiceRole);
-    let who = acting(&st, &service);
-    if !meta::bucket(&who, &bucket).await?.public {
-        return Err(StorageError::no_such_bucket().into());
-    }
-    let obj = meta::find(&who, &bucket, &path).await?;
+    let anon = Principal::for_role(Role::Anon);
+    let obj = meta::find_public(&acting(&st, &anon), &bucket, &path).await?;
     respond(&st, &method, &headers, &path, obj, q.download, None).await
 }
 
