@@ -11,25 +11,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_wrk
 build
 CLIENTS="${CLIENTS:-8}"
-work=$(mktemp -d)
-chmod 755 "$work" # reachable by the cluster user, so the cluster lives (and dies) in it
-cleanup() {
-  [ -n "${DEV:-}" ] && kill -TERM "$DEV" 2>/dev/null && wait "$DEV" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-(cd "$work" && WASMBASE_SERVER_LISTEN=127.0.0.1:0 WASMBASE_LOG_LEVEL=warn \
-  WASMBASE_AUTH_RATE_LIMIT_IP_PER_MINUTE=0 WASMBASE_AUTH_RATE_LIMIT_EMAIL_PER_MINUTE=0 \
-  exec "$BIN" dev >/dev/null 2>"$work/dev.log") &
-DEV=$!
-for _ in $(seq 1 600); do [ -s "$work/.wasmbase/env" ] && break; sleep 0.1; done
-set -a; source "$work/.wasmbase/env"; set +a
-wait_http "$WASMBASE_URL/ready"
-PGURL="$DATABASE_URL"
-PGBENCH=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench | tail -1)
-
-json() { python3 -c "import sys,json; print(json.load(sys.stdin)$1)"; }
-api() { curl -fsS -H "apikey: $PUBLISHABLE_KEY" -H "content-type: application/json" "$@"; }
+dev_workdir
+start_dev
 
 # One user, one session per client.
 api "$WASMBASE_URL/auth/v1/signup" -d '{"email":"bench@example.com","password":"bench-password"}' >/dev/null

@@ -66,3 +66,42 @@ pgb() {
           p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
           printf "%s %.2fms %.2fms\n", tps, p50 / 1000, p99 / 1000 }'
 }
+
+# dev_workdir: a temp dir $work (reachable by the cluster user, so the cluster
+# lives and dies in it), removed with the server on exit.
+dev_workdir() {
+  work=$(mktemp -d)
+  chmod 755 "$work"
+  trap 'if [ -n "${DEV:-}" ]; then kill -TERM "$DEV" 2>/dev/null && wait "$DEV" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+}
+
+# start_dev: `wasmbase dev` in $work (project migrations from $work/db/migrations),
+# no auth rate limits; sources its .wasmbase/env, waits for /ready, sets DEV,
+# PGURL and PGBENCH.
+start_dev() {
+  (cd "$work" && WASMBASE_SERVER_LISTEN=127.0.0.1:0 WASMBASE_LOG_LEVEL=warn \
+    WASMBASE_AUTH_RATE_LIMIT_IP_PER_MINUTE=0 WASMBASE_AUTH_RATE_LIMIT_EMAIL_PER_MINUTE=0 \
+    exec "$BIN" dev >/dev/null 2>"$work/dev.log") &
+  DEV=$!
+  for _ in $(seq 1 600); do [ -s "$work/.wasmbase/env" ] && break; sleep 0.1; done
+  set -a; source "$work/.wasmbase/env"; set +a
+  wait_http "$WASMBASE_URL/ready"
+  PGURL="$DATABASE_URL"
+  PGBENCH=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench | tail -1)
+}
+
+json() { python3 -c "import sys,json; print(json.load(sys.stdin)$1)"; }
+api() { curl -fsS -H "apikey: $PUBLISHABLE_KEY" -H "content-type: application/json" "$@"; }
+
+# bench_user: signs up (or in) bench@example.com; sets ACCESS, USER_ID, CLAIMS (the
+# token's payload, as the server sends request.jwt.claims) and AUTH (the headers).
+bench_user() {
+  api "$WASMBASE_URL/auth/v1/signup" -d '{"email":"bench@example.com","password":"bench-password"}' >"$work/session.json"
+  if ! json "['access_token']" <"$work/session.json" >/dev/null 2>&1; then
+    api "$WASMBASE_URL/auth/v1/token?grant_type=password" -d '{"email":"bench@example.com","password":"bench-password"}' >"$work/session.json"
+  fi
+  ACCESS=$(json "['access_token']" <"$work/session.json")
+  USER_ID=$(json "['user']['id']" <"$work/session.json")
+  CLAIMS=$(python3 -c "import sys,json,base64; p=sys.argv[1].split('.')[1]; p+='='*(-len(p)%4); print(json.dumps(json.loads(base64.urlsafe_b64decode(p)), separators=(',', ':')))" "$ACCESS")
+  AUTH=("apikey: $PUBLISHABLE_KEY" "Authorization: Bearer $ACCESS")
+}

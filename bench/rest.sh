@@ -16,13 +16,7 @@ need_wrk
 build
 CLIENTS="${CLIENTS:-8}"
 GT=5000 # id=gt.$GT: a fixed page past the start of the table
-work=$(mktemp -d)
-chmod 755 "$work" # reachable by the cluster user, so the cluster lives (and dies) in it
-cleanup() {
-  [ -n "${DEV:-}" ] && kill -TERM "$DEV" 2>/dev/null && wait "$DEV" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+dev_workdir
 
 # The project's schema, applied by the server at start as the owner.
 mkdir -p "$work/db/migrations"
@@ -58,28 +52,8 @@ ANALYZE public.items;
 ANALYZE public.tags;
 SQL
 
-(cd "$work" && WASMBASE_SERVER_LISTEN=127.0.0.1:0 WASMBASE_LOG_LEVEL=warn \
-  WASMBASE_AUTH_RATE_LIMIT_IP_PER_MINUTE=0 WASMBASE_AUTH_RATE_LIMIT_EMAIL_PER_MINUTE=0 \
-  exec "$BIN" dev >/dev/null 2>"$work/dev.log") &
-DEV=$!
-for _ in $(seq 1 600); do [ -s "$work/.wasmbase/env" ] && break; sleep 0.1; done
-set -a; source "$work/.wasmbase/env"; set +a
-wait_http "$WASMBASE_URL/ready"
-PGURL="$DATABASE_URL"
-PGBENCH=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench | tail -1)
-
-json() { python3 -c "import sys,json; print(json.load(sys.stdin)$1)"; }
-api() { curl -fsS -H "apikey: $PUBLISHABLE_KEY" -H "content-type: application/json" "$@"; }
-
-# One signed-in user (dev confirms sign-ups; sign in if this build does not).
-api "$WASMBASE_URL/auth/v1/signup" -d '{"email":"bench@example.com","password":"bench-password"}' >"$work/session.json"
-if ! json "['access_token']" <"$work/session.json" >/dev/null 2>&1; then
-  api "$WASMBASE_URL/auth/v1/token?grant_type=password" -d '{"email":"bench@example.com","password":"bench-password"}' >"$work/session.json"
-fi
-ACCESS=$(json "['access_token']" <"$work/session.json")
-# The verified claims the server sends as request.jwt.claims: the token's payload.
-CLAIMS=$(python3 -c "import sys,json,base64; p=sys.argv[1].split('.')[1]; p+='='*(-len(p)%4); print(json.dumps(json.loads(base64.urlsafe_b64decode(p)), separators=(',', ':')))" "$ACCESS")
-AUTH=("apikey: $PUBLISHABLE_KEY" "Authorization: Bearer $ACCESS")
+start_dev
+bench_user
 
 # pgbench as the signed-in user: the server's role, claims and timeout, as parameters.
 pgb_user() { pgb "$1" -D role=authenticated -D "claims=$CLAIMS" -D timeout=8000; }

@@ -14,13 +14,7 @@ need_wrk
 build
 CLIENTS="${CLIENTS:-8}"
 SIZE_MB="${SIZE_MB:-1024}"
-work=$(mktemp -d)
-chmod 755 "$work"
-cleanup() {
-  [ -n "${DEV:-}" ] && kill -TERM "$DEV" 2>/dev/null && wait "$DEV" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+dev_workdir
 
 mkdir -p "$work/db/migrations"
 cat >"$work/db/migrations/0001_bench.sql" <<'SQL'
@@ -30,25 +24,8 @@ CREATE POLICY own_folder ON storage.objects FOR ALL TO authenticated
   WITH CHECK (bucket_id = 'bench' AND (storage.foldername(name))[1] = auth.uid()::text);
 SQL
 
-(cd "$work" && WASMBASE_SERVER_LISTEN=127.0.0.1:0 WASMBASE_LOG_LEVEL=warn \
-  WASMBASE_AUTH_RATE_LIMIT_IP_PER_MINUTE=0 WASMBASE_AUTH_RATE_LIMIT_EMAIL_PER_MINUTE=0 \
-  exec "$BIN" dev >/dev/null 2>"$work/dev.log") &
-DEV=$!
-for _ in $(seq 1 600); do [ -s "$work/.wasmbase/env" ] && break; sleep 0.1; done
-set -a; source "$work/.wasmbase/env"; set +a
-wait_http "$WASMBASE_URL/ready"
-PGURL="$DATABASE_URL"
-PGBENCH=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench | tail -1)
-json() { python3 -c "import sys,json; print(json.load(sys.stdin)$1)"; }
-api() { curl -fsS -H "apikey: $PUBLISHABLE_KEY" -H "content-type: application/json" "$@"; }
-api "$WASMBASE_URL/auth/v1/signup" -d '{"email":"bench@example.com","password":"bench-password"}' >"$work/session.json"
-if ! json "['access_token']" <"$work/session.json" >/dev/null 2>&1; then
-  api "$WASMBASE_URL/auth/v1/token?grant_type=password" -d '{"email":"bench@example.com","password":"bench-password"}' >"$work/session.json"
-fi
-ACCESS=$(json "['access_token']" <"$work/session.json")
-UID_=$(json "['user']['id']" <"$work/session.json")
-CLAIMS=$(python3 -c "import sys,json,base64; p=sys.argv[1].split('.')[1]; p+='='*(-len(p)%4); print(json.dumps(json.loads(base64.urlsafe_b64decode(p)), separators=(',', ':')))" "$ACCESS")
-AUTH=("apikey: $PUBLISHABLE_KEY" "Authorization: Bearer $ACCESS")
+start_dev
+bench_user
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$DEV/status"; }
 now() { date +%s.%N; }
 # Reads from disk, not the page cache, where the machine allows it (root).
@@ -63,10 +40,12 @@ cold
 t0=$(now); dd if="$work/dd.copy" of=/dev/null bs=1M status=none; t1=$(now)
 dd_read=$(mbps "$t0" "$t1")
 rm -f "$work/dd.copy"
+# Peak reset to the current RSS first (Linux clear_refs "5"), so startup cannot hide growth.
+echo 5 >"/proc/$DEV/clear_refs" 2>/dev/null || true
 before=$(hwm)
 t0=$(now)
 curl -fsS -o /dev/null -X POST -H "${AUTH[0]}" -H "${AUTH[1]}" -H "content-type: application/octet-stream" \
-  -T "$work/big" "$WASMBASE_URL/storage/v1/object/bench/$UID_/big.bin"
+  -T "$work/big" "$WASMBASE_URL/storage/v1/object/bench/$USER_ID/big.bin"
 t1=$(now)
 up=$(mbps "$t0" "$t1")
 grown=$(( ($(hwm) - before) / 1024 ))
@@ -74,10 +53,10 @@ want=$(sha256sum <"$work/big")
 rm -f "$work/big"
 cold
 t0=$(now)
-curl -fsS -H "${AUTH[0]}" -H "${AUTH[1]}" -o /dev/null "$WASMBASE_URL/storage/v1/object/bench/$UID_/big.bin"
+curl -fsS -H "${AUTH[0]}" -H "${AUTH[1]}" -o /dev/null "$WASMBASE_URL/storage/v1/object/bench/$USER_ID/big.bin"
 t1=$(now)
 down=$(mbps "$t0" "$t1")
-got=$(curl -fsS -H "${AUTH[0]}" -H "${AUTH[1]}" "$WASMBASE_URL/storage/v1/object/bench/$UID_/big.bin" | sha256sum)
+got=$(curl -fsS -H "${AUTH[0]}" -H "${AUTH[1]}" "$WASMBASE_URL/storage/v1/object/bench/$USER_ID/big.bin" | sha256sum)
 [ "$got" = "$want" ] || { echo "downloaded bytes differ" >&2; exit 1; }
 cache=$([ -w /proc/sys/vm/drop_caches ] && echo "page cache dropped before each read" || echo "page cache warm")
 echo "1 GiB upload    : $up MB/s vs dd write (conv=fsync) $dd_write MB/s: $(ratio "$up" "$dd_write") (target >= 60%)"
@@ -87,17 +66,17 @@ echo "  server VmHWM growth during the upload: $grown MB (target <= 32 MB)"
 # 2. 1 KiB authenticated download vs the same transaction in pgbench.
 head -c 1024 /dev/urandom >"$work/small"
 curl -fsS -o /dev/null -X POST -H "${AUTH[0]}" -H "${AUTH[1]}" -H "content-type: application/octet-stream" \
-  --data-binary @"$work/small" "$WASMBASE_URL/storage/v1/object/bench/$UID_/small.bin"
+  --data-binary @"$work/small" "$WASMBASE_URL/storage/v1/object/bench/$USER_ID/small.bin"
 curl -fsS -o /dev/null -X POST -H "apikey: $SECRET_KEY" -H "content-type: application/octet-stream" \
   --data-binary @"$work/small" "$WASMBASE_URL/storage/v1/object/open/small.bin"
 cat >"$work/find.sql" <<SQL
 BEGIN ISOLATION LEVEL READ COMMITTED;
 SELECT set_config('role', :role, true), set_config('request.jwt.claims', :claims, true), set_config('statement_timeout', :timeout, true);
-SELECT id::text, version, coalesce(metadata, '{}'), updated_at FROM storage.objects WHERE bucket_id = 'bench' AND name = '$UID_/small.bin';
+SELECT id::text, version, coalesce(metadata, '{}'), updated_at FROM storage.objects WHERE bucket_id = 'bench' AND name = '$USER_ID/small.bin';
 COMMIT;
 SQL
 CONNS=$CLIENTS
-read -r auth_rps auth_p50 auth_p99 < <(wrk_rps "$WASMBASE_URL/storage/v1/object/bench/$UID_/small.bin" "${AUTH[@]}")
+read -r auth_rps auth_p50 auth_p99 < <(wrk_rps "$WASMBASE_URL/storage/v1/object/bench/$USER_ID/small.bin" "${AUTH[@]}")
 read -r pg_tps pg_p50 pg_p99 < <(pgb "$work/find.sql" -D role=authenticated -D "claims=$CLAIMS" -D timeout=8000)
 read -r pub_rps pub_p50 pub_p99 < <(wrk_rps "$WASMBASE_URL/storage/v1/object/public/open/small.bin")
 echo "concurrency $CLIENTS, $DURATION each"

@@ -4,7 +4,7 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createClient } from '@supabase/supabase-js';
+import { PASSWORD, makeClient, uniqueEmail } from './clients.mjs';
 import { startServer } from './server.mjs';
 
 /** @type {Awaited<ReturnType<typeof startServer>>} */
@@ -20,35 +20,13 @@ after(async () => {
 
 // ---------------------------------------------------------------- helpers
 
-const PASSWORD = 'correct-horse-1';
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-let seq = 0;
-/** A fresh address per call, so tests never share users. */
-function uniqueEmail(name) {
-  seq += 1;
-  return `${name}-${Date.now()}-${seq}@example.com`;
-}
 
-// supabase-js builds a realtime client eagerly, and on Node < 22 (no global
-// WebSocket) that throws. The suite never opens realtime, so on old Node it
-// gets a transport that is never constructed.
-const realtime = globalThis.WebSocket
-  ? {}
-  : {
-      transport: class NoWebSocket {
-        constructor() {
-          throw new Error('realtime is not used by this suite');
-        }
-      },
-    };
 
-/** A supabase-js client with no persistence or timers (override with `auth`). */
+/** A supabase-js client of this suite's server. */
 function client(key = server.PUBLISHABLE_KEY, auth = {}) {
-  return createClient(server.url, key, {
-    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false, ...auth },
-    realtime,
-  });
+  return makeClient(server, key, auth);
 }
 
 /** Minimal in-memory storage (PKCE keeps its code verifier there). */

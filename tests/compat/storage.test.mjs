@@ -25,7 +25,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createClient } from '@supabase/supabase-js';
+import { makeClient, unique, signedIn as signedInAs } from './clients.mjs';
 import { startServer } from './server.mjs';
 
 // ---------------------------------------------------------------- schema
@@ -71,46 +71,17 @@ after(async () => {
 
 // ---------------------------------------------------------------- helpers
 
-const PASSWORD = 'correct-horse-1';
 
-let seq = 0;
-/** A fresh name per call (buckets, emails), so tests never share them. */
-function unique(name) {
-  seq += 1;
-  return `${name}-${Date.now()}-${seq}`;
-}
 
-// supabase-js builds a realtime client eagerly, and on Node < 22 (no global
-// WebSocket) that throws. The suite never opens realtime, so on old Node it
-// gets a transport that is never constructed.
-const realtime = globalThis.WebSocket
-  ? {}
-  : {
-      transport: class NoWebSocket {
-        constructor() {
-          throw new Error('realtime is not used by this suite');
-        }
-      },
-    };
 
-/** A supabase-js client with no persistence or timers. */
+/** A supabase-js client of this suite's server. */
 function client(key = server.PUBLISHABLE_KEY) {
-  return createClient(server.url, key, {
-    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
-    realtime,
-  });
+  return makeClient(server, key);
 }
 
-/** A client signed in as a fresh user (autoconfirmed sign-up); { c, user }. */
-async function signedIn(name) {
-  const c = client();
-  const { data, error } = await c.auth.signUp({
-    email: `${unique(name)}@example.com`,
-    password: PASSWORD,
-  });
-  assert.equal(error, null);
-  assert.ok(data.session, 'autoconfirmed sign-up returns a session');
-  return { c, user: data.user };
+/** A client signed in as a fresh user; { c, user }. */
+function signedIn(name) {
+  return signedInAs(server, name);
 }
 
 /** The server's URL without a trailing slash (as supabase-js builds its URLs). */

@@ -14,9 +14,11 @@ use crate::server::state::AppState;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use futures::StreamExt;
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use wasmbase_host_api::storage::backend::{self, ByteStream};
 use wasmbase_host_api::storage::meta::{self, As, NewObject};
 use wasmbase_host_api::storage::token::{self, Scope};
@@ -56,14 +58,14 @@ fn user_metadata(text: &str) -> Result<Option<Value>, StorageError> {
 /// Reads the request up to the object's bytes; the bytes stay a stream.
 async fn incoming(
     headers: &HeaderMap,
-    body: axum::body::Body,
+    body: SharedBody,
     limit: u64,
     st: &AppState,
 ) -> StorageResult<Incoming> {
     let idle = st.storage.idle_timeout;
     let ctype = header(headers, "content-type").unwrap_or("");
     if let Ok(boundary) = multer::parse_boundary(ctype) {
-        let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
+        let mut form = multer::Multipart::new(body, boundary);
         let mut cache_control = None;
         let mut meta = None;
         let mut mime_field = None;
@@ -127,12 +129,50 @@ async fn incoming(
             .unwrap_or("no-cache")
             .to_string(),
         user_metadata: meta,
-        body: backend::limited(body.into_data_stream(), limit, idle),
+        body: backend::limited(body, limit, idle),
     })
 }
 
+/// How much of a refused upload's body is still read (and discarded) before the
+/// error is sent: closing a connection with unread bytes makes the kernel send
+/// a reset, which can destroy the error response before the client reads it.
+const DRAIN_BYTES: u64 = 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The request body, shared so that after an error the upload path can read
+/// what the parser left unread (see [`DRAIN_BYTES`]).
+#[derive(Clone)]
+struct SharedBody(Arc<parking_lot::Mutex<axum::body::BodyDataStream>>);
+
+impl futures::Stream for SharedBody {
+    type Item = Result<bytes::Bytes, axum::Error>;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.lock().poll_next_unpin(cx)
+    }
+}
+
+impl SharedBody {
+    async fn drain(self) {
+        let mut this = self;
+        let mut read = 0u64;
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            while let Some(Ok(chunk)) = this.next().await {
+                read += chunk.len() as u64;
+                if read > DRAIN_BYTES {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
 /// Streams the body into the backend and records the object as `who`
-/// (with `owner`); returns the object id.
+/// (with `owner`); returns the object id. On any error, drains the rest of
+/// the body (bounded) first.
 async fn store(
     st: &AppState,
     who: &As<'_>,
@@ -142,6 +182,33 @@ async fn store(
     owner: Option<String>,
     req: Request,
 ) -> StorageResult<String> {
+    let (parts, body) = req.into_parts();
+    let body = SharedBody(Arc::new(parking_lot::Mutex::new(body.into_data_stream())));
+    let result = store_body(
+        st,
+        who,
+        (bucket, name),
+        upsert,
+        owner,
+        &parts.headers,
+        body.clone(),
+    )
+    .await;
+    if result.is_err() {
+        body.drain().await;
+    }
+    result
+}
+
+async fn store_body(
+    st: &AppState,
+    who: &As<'_>,
+    (bucket, name): (&str, &str),
+    upsert: bool,
+    owner: Option<String>,
+    headers: &HeaderMap,
+    body: SharedBody,
+) -> StorageResult<String> {
     names::bucket_name(bucket)?;
     names::object_key(name)?;
     let b = meta::bucket(who, bucket).await?;
@@ -149,8 +216,7 @@ async fn store(
         Some(l) => (l as u64).min(st.storage.max_upload_bytes),
         None => st.storage.max_upload_bytes,
     };
-    let (parts, body) = req.into_parts();
-    let inc = incoming(&parts.headers, body, limit, st).await?;
+    let inc = incoming(headers, body, limit, st).await?;
     if !name.ends_with(".emptyFolderPlaceholder") {
         names::mime_allowed(b.allowed_mime_types.as_deref(), &inc.mime)?;
     }
