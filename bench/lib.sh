@@ -68,11 +68,12 @@ pgb() {
 }
 
 # dev_workdir: a temp dir $work (reachable by the cluster user, so the cluster
-# lives and dies in it), removed with the server on exit.
+# lives and dies in it), removed with the server on exit; $ON_EXIT (if set) runs
+# first, for helpers a script started.
 dev_workdir() {
   work=$(mktemp -d)
   chmod 755 "$work"
-  trap 'if [ -n "${DEV:-}" ]; then kill -TERM "$DEV" 2>/dev/null && wait "$DEV" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+  trap 'eval "${ON_EXIT:-}"; if [ -n "${DEV:-}" ]; then kill -TERM "$DEV" 2>/dev/null && wait "$DEV" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 }
 
 # start_dev: `wasmbase dev` in $work (project migrations from $work/db/migrations),

@@ -38,6 +38,19 @@ need_postgres() {
   apt_install postgresql
 }
 
+# need_s3s: a real S3-compatible server that checks signatures, for the S3
+# backend's tests (s3s-fs 0.14.1; 0.15+ needs a newer rustc). Installed once
+# under $CARGO_TARGET_DIR/tools; exports WASMBASE_TEST_S3S_FS.
+need_s3s() {
+  local root="${CARGO_TARGET_DIR:-$HOME/.cache/wasmbase-target}/tools"
+  if [ ! -x "$root/bin/s3s-fs" ]; then
+    say "installing s3s-fs 0.14.1 (the S3 server the tests start)"
+    cargo install s3s-fs --version 0.14.1 --locked --features binary --root "$root" --quiet ||
+      die "could not install s3s-fs: run 'cargo install s3s-fs --version 0.14.1 --locked --features binary' and check its output"
+  fi
+  export WASMBASE_TEST_S3S_FS="$root/bin/s3s-fs"
+}
+
 need_node() {
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm; fi
   local major

@@ -43,12 +43,27 @@ pub struct Config {
     pub storage: StorageConfig,
 }
 
-/// `[storage]`
-#[derive(Debug, Clone, Deserialize)]
+/// `[storage]` (flat keys, so each can come from `WASMBASE_STORAGE_<KEY>`)
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// Where bytes live: `"local"` (a directory; the default).
+    /// Where bytes live: `"local"` (a directory; the default) or `"s3"` (any
+    /// S3-compatible server; what N nodes share).
     pub backend: String,
+    /// S3 endpoint URL (`http://127.0.0.1:9000` for MinIO); unset for AWS.
+    pub s3_endpoint: Option<String>,
+    /// S3 region (default `us-east-1`).
+    pub s3_region: String,
+    /// The S3 bucket that holds every object (created at start if missing).
+    pub s3_bucket: Option<String>,
+    /// S3 access key id.
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key.
+    pub s3_secret_access_key: Option<String>,
+    /// Path-style addressing (default true: MinIO and most self-hosted servers).
+    pub s3_force_path_style: bool,
+    /// Prefix of every key in the bucket (default `wasmbase/`).
+    pub s3_prefix: String,
     /// Directory of the local backend (default `.wasmbase/storage` in `dev`,
     /// `storage` in the working directory for `serve`). Nodes that share it
     /// must share the filesystem.
@@ -57,15 +72,49 @@ pub struct StorageConfig {
     pub max_upload_bytes: u64,
     /// Longest pause in an upload's body before it is cut off (30 s).
     pub upload_idle_timeout_ms: u64,
+    /// What deleting a user does to their objects: `"keep"` (clear the owner;
+    /// the default) or `"delete"`. Either way the deletion never fails
+    /// because of them.
+    pub on_user_delete: String,
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("backend", &self.backend)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_region", &self.s3_region)
+            .field("s3_bucket", &self.s3_bucket)
+            .field("s3_access_key_id", &self.s3_access_key_id)
+            .field(
+                "s3_secret_access_key",
+                &self.s3_secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("s3_force_path_style", &self.s3_force_path_style)
+            .field("s3_prefix", &self.s3_prefix)
+            .field("local_dir", &self.local_dir)
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("upload_idle_timeout_ms", &self.upload_idle_timeout_ms)
+            .field("on_user_delete", &self.on_user_delete)
+            .finish()
+    }
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             backend: "local".into(),
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_bucket: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_force_path_style: true,
+            s3_prefix: "wasmbase/".into(),
             local_dir: None,
             max_upload_bytes: 5 * 1024 * 1024 * 1024,
             upload_idle_timeout_ms: 30_000,
+            on_user_delete: "keep".into(),
         }
     }
 }
@@ -567,6 +616,10 @@ const STRING_KEYS: &[&str] = &[
     "auth.external_url",
     "log.format",
     "log.level",
+    "storage.s3_access_key_id",
+    "storage.s3_secret_access_key",
+    "storage.s3_bucket",
+    "storage.s3_prefix",
     "migrations.dir",
     "functions.secrets_key",
 ];
@@ -617,11 +670,43 @@ impl Config {
                 ),
             );
         }
-        if self.storage.backend != "local" {
+        if !matches!(self.storage.on_user_delete.as_str(), "keep" | "delete") {
             return err(
-                "storage.backend",
-                format!("'{}' is not a backend; use \"local\"", self.storage.backend),
+                "storage.on_user_delete",
+                format!(
+                    "'{}' is not \"keep\" or \"delete\"",
+                    self.storage.on_user_delete
+                ),
             );
+        }
+        match self.storage.backend.as_str() {
+            "local" => {}
+            "s3" => {
+                for (k, v) in [
+                    ("storage.s3_bucket", &self.storage.s3_bucket),
+                    ("storage.s3_access_key_id", &self.storage.s3_access_key_id),
+                    (
+                        "storage.s3_secret_access_key",
+                        &self.storage.s3_secret_access_key,
+                    ),
+                ] {
+                    if v.as_deref().is_none_or(str::is_empty) {
+                        return err(
+                            k,
+                            format!(
+                                "not set, and storage.backend is \"s3\" (set it or WASMBASE_{})",
+                                k.replace('.', "_").to_ascii_uppercase()
+                            ),
+                        );
+                    }
+                }
+            }
+            other => {
+                return err(
+                    "storage.backend",
+                    format!("'{other}' is not a backend; use \"local\" or \"s3\""),
+                )
+            }
         }
         if self.storage.max_upload_bytes == 0 || self.storage.upload_idle_timeout_ms == 0 {
             return err(

@@ -8,6 +8,7 @@
 pub mod alloc;
 pub mod api;
 pub mod bench_hello;
+pub mod bench_s3;
 pub mod cli;
 pub mod config;
 pub mod embedded_pg;

@@ -46,6 +46,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(11, "0011_email_send_times.sql"),
     migration!(12, "0012_audit_request_id.sql"),
     migration!(13, "0013_storage.sql"),
+    migration!(14, "0014_storage_user_delete.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on

@@ -595,21 +595,45 @@ pub async fn copy_source(
     .await
 }
 
-/// `DELETE /object/:bucket` (`{prefixes}`: exact names): deletes what the
-/// caller may (DELETE + SELECT for the rows returned), returns them as JSON
-/// text; invisible and missing names are skipped.
+/// `DELETE /object/:bucket` (`{prefixes}`: exact names, or with
+/// `recursive`, folders whose every object goes): deletes what the caller may
+/// (DELETE + SELECT for the rows returned), returns them as JSON text;
+/// invisible and missing names are skipped.
 pub async fn remove(
     who: &As<'_>,
     bucket: &str,
     names: Vec<String>,
+    recursive: bool,
 ) -> Result<String, StorageError> {
+    macro_rules! removed {
+        ($matching:literal) => {
+            concat!(
+                "WITH d AS (DELETE FROM storage.objects WHERE bucket_id = $1 AND ",
+                $matching,
+                " RETURNING *) \
+                 SELECT coalesce(json_agg(json_build_object('name', d.name, 'bucket_id', d.bucket_id, \
+                   'owner', coalesce(d.owner::text, ''), 'owner_id', d.owner_id, 'version', d.version, \
+                   'id', d.id, 'updated_at', d.updated_at, 'created_at', d.created_at, \
+                   'last_accessed_at', d.last_accessed_at, 'metadata', d.metadata, \
+                   'user_metadata', d.user_metadata) ORDER BY d.name), '[]')::text FROM d"
+            )
+        };
+    }
+    let (sql, names) = if recursive {
+        // A folder is everything below `name/`.
+        let folders = names
+            .into_iter()
+            .map(|n| format!("{}/", n.trim_end_matches('/')))
+            .collect::<Vec<_>>();
+        (
+            removed!("EXISTS (SELECT 1 FROM unnest($2::text[]) f WHERE starts_with(name, f))"),
+            folders,
+        )
+    } else {
+        (removed!("name = ANY($2)"), names)
+    };
     who.one(
-        "WITH d AS (DELETE FROM storage.objects WHERE bucket_id = $1 AND name = ANY($2) RETURNING *) \
-         SELECT coalesce(json_agg(json_build_object('name', d.name, 'bucket_id', d.bucket_id, \
-           'owner', coalesce(d.owner::text, ''), 'owner_id', d.owner_id, 'version', d.version, \
-           'id', d.id, 'updated_at', d.updated_at, 'created_at', d.created_at, \
-           'last_accessed_at', d.last_accessed_at, 'metadata', d.metadata, \
-           'user_metadata', d.user_metadata) ORDER BY d.name), '[]')::text FROM d",
+        sql,
         vec![boxed(bucket.to_string()), boxed(names)],
         |row| Ok(text(&row).unwrap_or_else(|| "[]".into())),
         resource_exists,

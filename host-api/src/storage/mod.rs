@@ -11,6 +11,7 @@ pub mod gc;
 pub mod local;
 pub mod meta;
 pub mod names;
+pub mod s3;
 pub mod token;
 
 pub use backend::{ObjectStore, StoreError};

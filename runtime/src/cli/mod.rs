@@ -63,6 +63,12 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Upload and download a file directly with aws-sdk-s3 (benchmark baseline).
+    #[command(hide = true)]
+    BenchS3 {
+        /// The file to transfer.
+        file: PathBuf,
+    },
     /// Time per-request instantiation of a component (benchmark figure).
     #[command(hide = true)]
     BenchInstantiate {
@@ -110,6 +116,7 @@ pub fn main() -> ExitCode {
                 crate::bench_hello::serve(listen, threads).await
             }
             Command::BenchInstantiate { wasm } => bench_instantiate(&wasm).await,
+            Command::BenchS3 { file } => crate::bench_s3::run(&file).await,
         }
     });
     match result {

@@ -241,7 +241,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     );
     let auth = crate::api::auth::AuthState::new(&config, addr, auth_login)?;
     let functions = functions_state(&config, &owner)?;
-    let storage = storage_state(&config)?;
+    let storage = storage_state(&config).await?;
     let state = AppState::new(Inner {
         storage: storage.clone(),
         auth,
@@ -308,20 +308,41 @@ pub async fn start(config: Config) -> Result<RunningServer> {
 /// `$XDG_CACHE_HOME/wasmbase/functions`, else `~/.cache/wasmbase/functions`,
 /// else a per-user directory under the temp dir (always mode 0700, checked).
 /// The storage backend and limits `[storage]` asks for.
-fn storage_state(config: &Config) -> Result<wasmbase_host_api::storage::Storage> {
-    let dir = config
-        .storage
-        .local_dir
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from("storage"));
-    let disk = wasmbase_host_api::storage::local::LocalDisk::open(&dir).with_context(|| {
-        format!(
-            "configuration error: `storage.local_dir`: cannot use {}",
-            dir.display()
-        )
-    })?;
+async fn storage_state(config: &Config) -> Result<wasmbase_host_api::storage::Storage> {
+    use wasmbase_host_api::storage::{local::LocalDisk, s3, ObjectStore};
+    let sc = &config.storage;
+    let store: Arc<dyn ObjectStore> = if sc.backend == "s3" {
+        let s3 = s3::S3::new(&s3::S3Settings {
+            endpoint: sc.s3_endpoint.clone(),
+            region: sc.s3_region.clone(),
+            bucket: sc.s3_bucket.clone().unwrap_or_default(),
+            access_key_id: sc.s3_access_key_id.clone().unwrap_or_default(),
+            secret_access_key: sc.s3_secret_access_key.clone().unwrap_or_default(),
+            force_path_style: sc.s3_force_path_style,
+            prefix: sc.s3_prefix.clone(),
+        });
+        // A server that is down at start is not fatal: requests then get
+        // 503 StorageBackendError until it answers.
+        match tokio::time::timeout(Duration::from_secs(5), s3.ensure_bucket()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "S3 bucket not ready"),
+            Err(_) => tracing::warn!("S3 did not answer within 5 s at start"),
+        }
+        Arc::new(s3)
+    } else {
+        let dir = sc
+            .local_dir
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from("storage"));
+        Arc::new(LocalDisk::open(&dir).with_context(|| {
+            format!(
+                "configuration error: `storage.local_dir`: cannot use {}",
+                dir.display()
+            )
+        })?)
+    };
     Ok(wasmbase_host_api::storage::Storage {
-        store: Arc::new(disk),
+        store,
         max_upload_bytes: config.storage.max_upload_bytes,
         idle_timeout: Duration::from_millis(config.storage.upload_idle_timeout_ms),
         gc_kick: Default::default(),
@@ -599,6 +620,14 @@ async fn startup_once(state: &AppState) -> Result<()> {
         &state.config.database.exposed_schemas,
     )
     .await?;
+    client
+        .execute(
+            "UPDATE wasmbase.storage_settings SET on_user_delete = $1 \
+             WHERE on_user_delete IS DISTINCT FROM $1",
+            &[&state.config.storage.on_user_delete],
+        )
+        .await
+        .context("writing storage.on_user_delete")?;
     // Set a role's password only when logging in with it is refused (28P01), so N
     // nodes starting together, or a full server, do not rewrite the roles. Each
     // role is checked on its own: an installation from before each role had its

@@ -660,6 +660,53 @@ async fn rows_deleted_by_sql_take_their_bytes_and_deleting_a_user_keeps_their_ob
         service.download(&format!("avatars/{user}/two")).await.1,
         b"x"
     );
+
+    // A folder deleted recursively, as its owner (RLS: SELECT + DELETE).
+    let other: uuid::Uuid = owner
+        .query_one(
+            "INSERT INTO auth.users (email) VALUES ('v@example.com') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let b = Client {
+        srv: &srv,
+        key: a.key.clone(),
+        bearer: Some(user_token(&other.to_string())),
+    };
+    for n in ["pics/1", "pics/2", "pics/deeper/3", "notes"] {
+        let (s, v) = b
+            .upload(
+                &format!("avatars/{other}/{n}"),
+                b"y".to_vec(),
+                "text/plain",
+                false,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (s, v) = b
+        .json(
+            reqwest::Method::DELETE,
+            "/object/avatars",
+            json!({"prefixes": [format!("{other}/pics")], "recursive": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v.as_array().unwrap().len(), 3, "{v}");
+    wait_files(&db, 2).await;
+
+    // With storage.on_user_delete = "delete", a deleted user's objects go too.
+    let _delete = db
+        .server_with(|c| c.storage.on_user_delete = "delete".into())
+        .await;
+    owner
+        .execute("DELETE FROM auth.users WHERE id = $1", &[&other])
+        .await
+        .unwrap();
+    wait_files(&db, 1).await;
+    assert_eq!(b.download(&format!("avatars/{other}/notes")).await.0, 400);
 }
 
 #[tokio::test]
@@ -735,4 +782,205 @@ async fn two_nodes_serve_and_sign_each_others_objects() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+}
+
+/// A real S3-compatible server that checks signatures (s3s-fs, installed by
+/// `./scripts/test`), for the S3 backend.
+struct S3Server {
+    url: String,
+    dir: tempfile::TempDir,
+    _child: tokio::process::Child,
+}
+
+impl S3Server {
+    async fn start() -> S3Server {
+        use tokio::io::AsyncBufReadExt;
+        let bin = std::env::var("WASMBASE_TEST_S3S_FS").unwrap_or_else(|_| {
+            panic!(
+                "the S3 tests need s3s-fs: run ./scripts/test (it installs it), or \
+                 `cargo install s3s-fs --version 0.14.1 --locked --features binary` and set \
+                 WASMBASE_TEST_S3S_FS to its path"
+            )
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = tokio::process::Command::new(bin)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--access-key",
+                "AK",
+                "--secret-key",
+                "SK",
+            ])
+            .arg(dir.path())
+            .env("RUST_LOG", "s3s_fs=info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("s3s-fs starts");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                let line = lines
+                    .next_line()
+                    .await
+                    .unwrap()
+                    .expect("s3s-fs printed its address");
+                if let Some(rest) = line.split("server is running at ").nth(1) {
+                    return rest.trim().to_string();
+                }
+            }
+        })
+        .await
+        .expect("s3s-fs is up within 30 s");
+        // Keep reading, so its log never blocks it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        S3Server {
+            url,
+            dir,
+            _child: child,
+        }
+    }
+
+    /// Points a config at this server, in a fresh bucket.
+    fn configure(&self, c: &mut wasmbase::config::Config, bucket: &str) {
+        c.storage.backend = "s3".into();
+        c.storage.s3_endpoint = Some(self.url.clone());
+        c.storage.s3_bucket = Some(bucket.into());
+        c.storage.s3_access_key_id = Some("AK".into());
+        c.storage.s3_secret_access_key = Some("SK".into());
+    }
+
+    /// Files s3s-fs holds for `bucket` (its objects are files under its dir).
+    fn files(&self, bucket: &str) -> usize {
+        fn count(p: &std::path::Path) -> usize {
+            std::fs::read_dir(p).map_or(0, |d| {
+                d.flatten()
+                    .map(|e| {
+                        let p = e.path();
+                        if p.is_dir() {
+                            count(&p)
+                        } else {
+                            usize::from(!e.file_name().to_string_lossy().starts_with('.'))
+                        }
+                    })
+                    .sum()
+            })
+        }
+        count(&self.dir.path().join(bucket))
+    }
+}
+
+#[tokio::test]
+async fn on_s3_two_nodes_stream_a_multipart_object_and_deletes_reach_the_bucket() {
+    let s3 = S3Server::start().await;
+    let db = TestDb::new().await;
+    let (_, secret) = setup(&db).await;
+    let bucket = format!("wb{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    let one = db.server_with(|c| s3.configure(c, &bucket)).await;
+    let two = db.server_with(|c| s3.configure(c, &bucket)).await;
+    let on_one = Client {
+        srv: &one,
+        key: secret.clone(),
+        bearer: None,
+    };
+    let on_two = Client {
+        srv: &two,
+        key: secret,
+        bearer: None,
+    };
+    let (s, v) = on_one
+        .json(reqwest::Method::POST, "/bucket", json!({"name": "media"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // 20 MiB: three parts of a multipart upload (8 + 8 + 4 MiB).
+    let body: Vec<u8> = (0..20 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let (s, v) = on_one
+        .upload(
+            "media/clip.bin",
+            body.clone(),
+            "application/octet-stream",
+            false,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(s3.files(&bucket), 1);
+    let (s, got) = on_two.download("media/clip.bin").await;
+    assert_eq!(s, 200);
+    assert!(
+        got == body,
+        "the bytes read back through the other node differ"
+    );
+    let r = on_two
+        .req(reqwest::Method::GET, "/object/media/clip.bin")
+        .header("range", "bytes=8388607-8388609")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.bytes().await.unwrap().to_vec(),
+        body[8388607..=8388609].to_vec()
+    );
+    // A small one (one PutObject), then both removed: the bucket empties.
+    let (s, _) = on_two
+        .upload("media/small.txt", b"tiny".to_vec(), "text/plain", false)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(on_one.download("media/small.txt").await.1, b"tiny");
+    let (s, v) = on_two
+        .json(
+            reqwest::Method::DELETE,
+            "/object/media",
+            json!({"prefixes": ["clip.bin", "small.txt"]}),
+        )
+        .await;
+    assert_eq!((s, v.as_array().map(Vec::len)), (200, Some(2)));
+    wait_until("the S3 bucket empties", 20, || s3.files(&bucket) == 0).await;
+}
+
+#[tokio::test]
+async fn an_s3_server_that_is_down_gets_a_503_and_the_server_carries_on() {
+    let db = TestDb::new().await;
+    let (_, secret) = setup(&db).await;
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let srv = db
+        .server_with(|c| {
+            c.storage.backend = "s3".into();
+            c.storage.s3_endpoint = Some(format!("http://127.0.0.1:{port}"));
+            c.storage.s3_bucket = Some("gone".into());
+            c.storage.s3_access_key_id = Some("AK".into());
+            c.storage.s3_secret_access_key = Some("SK".into());
+        })
+        .await;
+    let service = Client {
+        srv: &srv,
+        key: secret,
+        bearer: None,
+    };
+    let (s, _) = service
+        .json(reqwest::Method::POST, "/bucket", json!({"name": "b"}))
+        .await;
+    assert_eq!(s, 200, "metadata does not need S3");
+    let (s, v) = service
+        .upload("b/x.txt", b"x".to_vec(), "text/plain", false)
+        .await;
+    assert_eq!((s, code(&v)), (503, ("503", "StorageBackendError")), "{v}");
+    // Nothing became visible, and the server still answers.
+    let (s, v) = service
+        .json(
+            reqwest::Method::POST,
+            "/object/list/b",
+            json!({"prefix": ""}),
+        )
+        .await;
+    assert_eq!((s, v), (200, json!([])));
 }

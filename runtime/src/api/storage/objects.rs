@@ -163,10 +163,13 @@ pub(super) async fn copy(
     }
 }
 
-/// `DELETE /object/:bucket` with `{prefixes}` (exact names, as Supabase).
+/// `DELETE /object/:bucket` with `{prefixes}` (exact names, as Supabase), or
+/// with `"recursive": true` folders, everything below each of which goes.
 #[derive(Deserialize)]
 struct RemoveBody {
     prefixes: Vec<String>,
+    #[serde(default)]
+    recursive: bool,
 }
 
 pub(super) async fn remove(
@@ -179,7 +182,13 @@ pub(super) async fn remove(
     if b.prefixes.is_empty() || b.prefixes.len() > 1000 {
         return Err(StorageError::invalid("prefixes must list 1 to 1000 names").into());
     }
-    let out = meta::remove(&acting(&st, &p), &bucket, b.prefixes).await?;
+    if b.recursive && b.prefixes.iter().any(|f| f.trim_matches('/').is_empty()) {
+        return Err(StorageError::invalid(
+            "a recursive delete names folders; to delete a whole bucket's objects use POST /bucket/:id/empty",
+        )
+        .into());
+    }
+    let out = meta::remove(&acting(&st, &p), &bucket, b.prefixes, b.recursive).await?;
     st.storage.gc_kick.notify_one();
     Ok(json_text(out))
 }
@@ -191,7 +200,7 @@ pub(super) async fn delete_one(
     StorageCaller(p): StorageCaller,
     Path((bucket, path)): Path<(String, String)>,
 ) -> StorageResult<Response> {
-    let out = meta::remove(&acting(&st, &p), &bucket, vec![path]).await?;
+    let out = meta::remove(&acting(&st, &p), &bucket, vec![path], false).await?;
     if out == "[]" {
         return Err(StorageError::no_such_key().into());
     }
