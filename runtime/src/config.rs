@@ -76,6 +76,11 @@ pub struct StorageConfig {
     /// the default) or `"delete"`. Either way the deletion never fails
     /// because of them.
     pub on_user_delete: String,
+    /// Bytes no object points at are deleted once older than this (24 h, so a
+    /// database restored from a backup never races the sweeper).
+    pub orphan_grace_secs: u64,
+    /// How often a node tries to sweep (one node at a time sweeps; 1 h).
+    pub orphan_sweep_interval_secs: u64,
 }
 
 impl std::fmt::Debug for StorageConfig {
@@ -96,6 +101,11 @@ impl std::fmt::Debug for StorageConfig {
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("upload_idle_timeout_ms", &self.upload_idle_timeout_ms)
             .field("on_user_delete", &self.on_user_delete)
+            .field("orphan_grace_secs", &self.orphan_grace_secs)
+            .field(
+                "orphan_sweep_interval_secs",
+                &self.orphan_sweep_interval_secs,
+            )
             .finish()
     }
 }
@@ -115,6 +125,8 @@ impl Default for StorageConfig {
             max_upload_bytes: 5 * 1024 * 1024 * 1024,
             upload_idle_timeout_ms: 30_000,
             on_user_delete: "keep".into(),
+            orphan_grace_secs: 24 * 3600,
+            orphan_sweep_interval_secs: 3600,
         }
     }
 }

@@ -92,6 +92,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn copy(&self, from: &str, to: &str) -> BoxFuture<'_, Result<Stored, StoreError>>;
     /// Deletes `key`; deleting what is not there succeeds.
     fn delete(&self, key: &str) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Every key held, with when it was written (for the orphan sweeper).
+    fn list(&self) -> BoxFuture<'_, Result<Vec<(String, SystemTime)>, StoreError>>;
 }
 
 /// The client's body, limited: after `limit` bytes the stream ends in

@@ -147,6 +147,33 @@ impl ObjectStore for LocalDisk {
         .boxed()
     }
 
+    fn list(&self) -> BoxFuture<'_, Result<Vec<(String, SystemTime)>, StoreError>> {
+        let objects = self.root.join("objects");
+        async move {
+            tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+                let mut out = Vec::new();
+                for shard in std::fs::read_dir(objects)? {
+                    let shard = shard?;
+                    if !shard.file_type()?.is_dir() {
+                        continue;
+                    }
+                    for f in std::fs::read_dir(shard.path())? {
+                        let f = f?;
+                        let name = f.file_name().to_string_lossy().into_owned();
+                        if is_key(&name) {
+                            out.push((name, f.metadata()?.modified()?));
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?
+            .map_err(StoreError::from)
+        }
+        .boxed()
+    }
+
     fn delete(&self, key: &str) -> BoxFuture<'_, Result<(), StoreError>> {
         let path = self.path(key);
         async move {

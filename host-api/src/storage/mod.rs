@@ -12,6 +12,7 @@ pub mod local;
 pub mod meta;
 pub mod names;
 pub mod s3;
+pub mod sweep;
 pub mod token;
 
 pub use backend::{ObjectStore, StoreError};

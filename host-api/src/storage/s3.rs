@@ -297,6 +297,43 @@ impl ObjectStore for S3 {
         .boxed()
     }
 
+    fn list(&self) -> BoxFuture<'_, Result<Vec<(String, SystemTime)>, StoreError>> {
+        async move {
+            let mut out = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let page = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(&self.prefix)
+                    .set_continuation_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| backend_error("ListObjectsV2", e))?;
+                for o in page.contents() {
+                    let key = o.key().unwrap_or("");
+                    let Some(k) = key.strip_prefix(&self.prefix) else {
+                        continue;
+                    };
+                    if !super::backend::is_key(k) {
+                        continue;
+                    }
+                    let at = o
+                        .last_modified()
+                        .and_then(|t| SystemTime::try_from(*t).ok())
+                        .unwrap_or_else(SystemTime::now);
+                    out.push((k.to_string(), at));
+                }
+                match page.next_continuation_token() {
+                    Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                    _ => return Ok(out),
+                }
+            }
+        }
+        .boxed()
+    }
+
     fn delete(&self, key: &str) -> BoxFuture<'_, Result<(), StoreError>> {
         let key = self.key(key);
         async move {

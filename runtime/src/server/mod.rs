@@ -268,6 +268,13 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         storage.gc_kick.clone(),
         cancel.clone(),
     ));
+    tokio::spawn(wasmbase_host_api::storage::sweep::worker(
+        state.system.clone(),
+        storage.store.clone(),
+        Duration::from_secs(state.config.storage.orphan_grace_secs),
+        Duration::from_secs(state.config.storage.orphan_sweep_interval_secs.max(1)),
+        cancel.clone(),
+    ));
     let mut listen_cfg = owner;
     listen_cfg.application_name("wasmbase-listen");
     // Notice a silently dead LISTEN connection in about a minute, not two hours.

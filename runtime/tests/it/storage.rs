@@ -984,3 +984,71 @@ async fn an_s3_server_that_is_down_gets_a_503_and_the_server_carries_on() {
         .await;
     assert_eq!((s, v), (200, json!([])));
 }
+
+#[tokio::test]
+async fn the_sweeper_deletes_only_old_unreferenced_bytes_and_reports_missing_ones() {
+    use wasmbase_host_api::storage::{local::LocalDisk, sweep, ObjectStore};
+    let db = TestDb::new().await;
+    let (_, secret) = setup(&db).await;
+    let srv = db.server().await;
+    let service = Client {
+        srv: &srv,
+        key: secret,
+        bearer: None,
+    };
+    service
+        .json(reqwest::Method::POST, "/bucket", json!({"name": "b"}))
+        .await;
+    for n in ["kept.txt", "lost.txt"] {
+        let (s, _) = service
+            .upload(&format!("b/{n}"), b"z".to_vec(), "text/plain", false)
+            .await;
+        assert_eq!(s, 200);
+    }
+    let path = |k: &str| storage_dir(&db).join("objects").join(&k[..2]).join(k);
+    // A row whose bytes are gone (reported, not deleted).
+    let lost: String = db
+        .owner()
+        .await
+        .query_one(
+            "SELECT version FROM storage.objects WHERE name = 'lost.txt'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    std::fs::remove_file(path(&lost)).unwrap();
+    // What a crash between bytes and row leaves: bytes no row points at, one
+    // older than the grace period and one fresh.
+    let store = LocalDisk::open(&storage_dir(&db)).unwrap();
+    let (old, fresh) = (
+        wasmbase_host_api::storage::backend::new_key(),
+        wasmbase_host_api::storage::backend::new_key(),
+    );
+    for k in [&old, &fresh] {
+        let body = futures::stream::iter([Ok(bytes::Bytes::from_static(b"orphan"))]).boxed();
+        store.put(k, body).await.unwrap();
+    }
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(48 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(path(&old))
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
+    let grace = std::time::Duration::from_secs(24 * 3600);
+    let swept = sweep::once(&srv.srv.state.system, &store, grace)
+        .await
+        .unwrap();
+    assert_eq!(
+        swept,
+        sweep::Swept {
+            deleted: 1,
+            missing: 1,
+            ran: true
+        }
+    );
+    assert!(!path(&old).exists(), "the old orphan is deleted");
+    assert!(path(&fresh).exists(), "a fresh one may still get its row");
+    assert_eq!(service.download("b/kept.txt").await, (200, b"z".to_vec()));
+}
