@@ -693,3 +693,73 @@ pub async fn can_insert(
         .map(drop)
         .map_err(|e| StorageError::from_db(&DbError::Pg(e), StorageError::key_exists))
 }
+
+/// `POST /object/list-v2/:bucket`: up to `limit + 1` entries after `cursor`
+/// (an entry name), by name (`descending` reverses), as the caller (RLS).
+/// With `delimiter`, objects deeper than one level below `prefix` fold into
+/// their folder (`name` = `prefix` + segment + `/`, `folder: true`). JSON
+/// text: `[{entry, folder, key, id, name, metadata, updated_at, created_at,
+/// last_accessed_at}]`.
+pub async fn list_v2(
+    who: &As<'_>,
+    bucket: &str,
+    prefix: &str,
+    delimiter: bool,
+    cursor: Option<String>,
+    limit: i64,
+    descending: bool,
+) -> Result<String, StorageError> {
+    macro_rules! listed {
+        ($cmp:literal, $order:literal) => {
+            concat!(
+                "WITH m AS ( \
+                   SELECT o.id, o.name, o.metadata, o.updated_at, o.created_at, o.last_accessed_at, \
+                          substr(o.name, length($2) + 1) AS rest \
+                   FROM storage.objects o WHERE o.bucket_id = $1 AND starts_with(o.name, $2) \
+                 ), e AS ( \
+                   SELECT ($3 AND position('/' IN m.rest) > 0) AS folder, m.* FROM m \
+                 ), g AS ( \
+                   SELECT DISTINCT ON (entry) \
+                     CASE WHEN folder THEN $2 || split_part(rest, '/', 1) || '/' ELSE name END AS entry, \
+                     folder, split_part(rest, '/', 1) AS key, \
+                     CASE WHEN folder THEN NULL ELSE id END AS id, \
+                     CASE WHEN folder THEN NULL ELSE metadata END AS metadata, \
+                     CASE WHEN folder THEN NULL ELSE updated_at END AS updated_at, \
+                     CASE WHEN folder THEN NULL ELSE created_at END AS created_at, \
+                     CASE WHEN folder THEN NULL ELSE last_accessed_at END AS last_accessed_at \
+                   FROM e ORDER BY entry \
+                 ), page AS ( \
+                   SELECT * FROM g WHERE $4::text IS NULL OR (entry COLLATE \"C\") ",
+                $cmp,
+                " ($4 COLLATE \"C\") ORDER BY entry COLLATE \"C\" ",
+                $order,
+                " LIMIT $5 \
+                 ) \
+                 SELECT coalesce(json_agg(json_build_object('entry', entry, 'folder', folder, \
+                   'key', key, 'id', id, 'name', entry, 'metadata', metadata, \
+                   'updated_at', updated_at, 'created_at', created_at, \
+                   'last_accessed_at', last_accessed_at) ORDER BY entry COLLATE \"C\" ",
+                $order,
+                "), '[]')::text FROM page"
+            )
+        };
+    }
+    let sql = if descending {
+        listed!("<", "DESC")
+    } else {
+        listed!(">", "ASC")
+    };
+    who.one(
+        sql,
+        vec![
+            boxed(bucket.to_string()),
+            boxed(prefix.to_string()),
+            boxed(delimiter),
+            boxed(cursor),
+            boxed(limit),
+        ],
+        |row| Ok(text(&row).unwrap_or_else(|| "[]".into())),
+        resource_exists,
+    )
+    .await
+}

@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/storage/v1/bucket/{id}/empty", post(buckets::empty))
         .route(&format!("{O}/list/{{bucket}}"), post(objects::list))
+        .route(&format!("{O}/list-v2/{{bucket}}"), post(objects::list_v2))
         .route(&format!("{O}/move"), post(objects::rename))
         .route(&format!("{O}/copy"), post(objects::copy))
         .route(&format!("{O}/sign/{{bucket}}"), post(objects::sign_many))

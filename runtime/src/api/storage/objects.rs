@@ -302,3 +302,100 @@ pub(super) async fn sign_many(
     }
     Ok(axum::Json(Value::Array(out)).into_response())
 }
+
+/// `POST /object/list-v2/:bucket`.
+#[derive(Deserialize)]
+struct ListV2Body {
+    prefix: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+    with_delimiter: Option<bool>,
+    #[serde(rename = "sortBy")]
+    sort_by: Option<SortBy>,
+}
+
+/// storage-api's cursor-paged listing: `{hasNext, nextCursor?, folders,
+/// objects}`; the cursor is opaque (base64 of the last entry's name), and
+/// only name order is offered.
+pub(super) async fn list_v2(
+    State(st): State<AppState>,
+    StorageCaller(p): StorageCaller,
+    Path(bucket): Path<String>,
+    bytes: axum::body::Bytes,
+) -> StorageResult<Response> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let b: ListV2Body = if bytes.is_empty() {
+        body(b"{}")?
+    } else {
+        body(&bytes)?
+    };
+    let (column, order) = match &b.sort_by {
+        Some(s) => (
+            s.column.as_deref().unwrap_or("name"),
+            s.order.as_deref().unwrap_or("asc"),
+        ),
+        None => ("name", "asc"),
+    };
+    if column != "name" || !matches!(order, "asc" | "desc") {
+        return Err(StorageError::invalid("list-v2 sorts by name, asc or desc").into());
+    }
+    let cursor = match &b.cursor {
+        Some(c) => Some(
+            b64.decode(c)
+                .ok()
+                .and_then(|v| String::from_utf8(v).ok())
+                .ok_or_else(|| {
+                    StorageError::new(
+                        400,
+                        "InvalidParameter",
+                        "InvalidParameter",
+                        "Invalid cursor",
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let limit = b.limit.unwrap_or(1000).clamp(1, 1000);
+    let rows = meta::list_v2(
+        &acting(&st, &p),
+        &bucket,
+        b.prefix.as_deref().unwrap_or(""),
+        b.with_delimiter.unwrap_or(false),
+        cursor,
+        limit + 1,
+        order == "desc",
+    )
+    .await?;
+    let mut rows: Vec<Value> = serde_json::from_str(&rows).map_err(|_| StorageError::internal())?;
+    let has_next = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next = rows
+        .last()
+        .and_then(|r| r["entry"].as_str())
+        .map(str::to_string);
+    let (mut folders, mut objects) = (Vec::new(), Vec::new());
+    for mut r in rows {
+        let folder = r["folder"].as_bool().unwrap_or(false);
+        if let Value::Object(m) = &mut r {
+            m.remove("entry");
+            m.remove("folder");
+            if !folder {
+                m.remove("key");
+            }
+        }
+        if folder {
+            folders.push(r);
+        } else {
+            objects.push(r);
+        }
+    }
+    let mut out = json!({ "hasNext": has_next, "folders": folders, "objects": objects });
+    if has_next {
+        if let Some(n) = next {
+            out["nextCursor"] = json!(b64.encode(n.as_bytes()));
+            out["nextCursorKey"] = json!(n);
+        }
+    }
+    Ok(axum::Json(out).into_response())
+}
