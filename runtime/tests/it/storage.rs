@@ -495,6 +495,24 @@ async fn limits_names_tokens_and_races_get_storage_errors_and_leave_no_orphans()
         )
         .await;
     assert_eq!((s, code(&v).1), (400, "InvalidKey"), "{v}");
+    // Form fields are bounded too (the body is exempt from the server's limit).
+    let form = reqwest::multipart::Form::new()
+        .text("metadata", "x".repeat(2 * 1024 * 1024))
+        .part(
+            "",
+            reqwest::multipart::Part::bytes(vec![1u8])
+                .file_name("m.png")
+                .mime_str("image/png")
+                .unwrap(),
+        );
+    let r = service
+        .req(reqwest::Method::POST, "/object/pics/m.png")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(code(&v), ("413", "EntityTooLarge"), "{v}");
     let (s, v) = service
         .upload("nope/a.png", vec![1], "image/png", false)
         .await;

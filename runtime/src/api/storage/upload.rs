@@ -55,6 +55,29 @@ fn user_metadata(text: &str) -> Result<Option<Value>, StorageError> {
         .filter(Value::is_object))
 }
 
+/// Most form fields (`cacheControl`, `metadata`, ...) before the file part.
+const MAX_FIELDS: usize = 10;
+
+/// A form field's text, bounded (the body is exempt from the server's body
+/// limit, so nothing here may buffer without one).
+async fn field_text(mut field: multer::Field<'static>) -> StorageResult<String> {
+    let bad = |e: multer::Error| StorageError::invalid(format!("invalid multipart body: {e}"));
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(bad)? {
+        buf.extend_from_slice(&chunk);
+        if buf.len() > MAX_USER_METADATA {
+            return Err(StorageError::new(
+                413,
+                "EntityTooLarge",
+                "Payload too large",
+                "A form field exceeded the maximum allowed size",
+            )
+            .into());
+        }
+    }
+    String::from_utf8(buf).map_err(|_| StorageError::invalid("a form field is not UTF-8").into())
+}
+
 /// Reads the request up to the object's bytes; the bytes stay a stream.
 async fn incoming(
     headers: &HeaderMap,
@@ -69,6 +92,7 @@ async fn incoming(
         let mut cache_control = None;
         let mut meta = None;
         let mut mime_field = None;
+        let mut fields = 0;
         loop {
             let field = form
                 .next_field()
@@ -79,11 +103,15 @@ async fn incoming(
             };
             let is_file = field.file_name().is_some() || matches!(field.name(), None | Some(""));
             if !is_file {
+                fields += 1;
+                if fields > MAX_FIELDS {
+                    return Err(StorageError::invalid(format!(
+                        "a multipart upload takes at most {MAX_FIELDS} fields before the file"
+                    ))
+                    .into());
+                }
                 let name = field.name().unwrap_or("").to_string();
-                let value = field
-                    .text()
-                    .await
-                    .map_err(|e| StorageError::invalid(format!("invalid multipart body: {e}")))?;
+                let value = field_text(field).await?;
                 match name.as_str() {
                     "cacheControl" => cache_control = Some(value),
                     "metadata" | "userMetadata" => meta = user_metadata(&value)?,
