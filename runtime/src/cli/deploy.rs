@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Where the server is and how to authenticate.
 #[derive(clap::Args, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// Server URL (default: $WASMBASE_URL, else the local project's).
     #[arg(long, global = true)]
     url: Option<String>,
@@ -21,7 +21,8 @@ pub struct Target {
 }
 
 impl Target {
-    fn resolve(&self) -> Result<(String, String)> {
+    /// (server URL without a trailing slash, secret key).
+    pub(crate) fn resolve(&self) -> Result<(String, String)> {
         let env = project::read_env(&project::state_dir(&std::env::current_dir()?));
         let url = self
             .url

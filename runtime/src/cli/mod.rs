@@ -10,6 +10,7 @@ mod policy;
 mod secrets;
 pub(crate) mod serve;
 mod status;
+mod storage;
 mod token;
 
 use crate::config::{Config, Mode};
@@ -50,6 +51,8 @@ enum Command {
     Functions(deploy::FunctionsArgs),
     /// Encrypted env values for functions: set, list, unset.
     Secrets(secrets::Args),
+    /// Storage from the terminal: buckets, ls, cp, rm [-r], sign.
+    Storage(storage::Args),
     /// Scaffold a function: `wasmbase fn new NAME`.
     Fn(fn_new::Args),
     /// Serve a raw hyper hello (benchmark baseline; no middleware, no database).
@@ -111,6 +114,7 @@ pub fn main() -> ExitCode {
             Command::Deploy(a) => deploy::deploy(a).await,
             Command::Functions(a) => deploy::functions(a).await,
             Command::Secrets(a) => secrets::run(a).await,
+            Command::Storage(a) => storage::run(a).await,
             Command::Fn(a) => fn_new::run(a),
             Command::BenchHello { listen, threads } => {
                 crate::bench_hello::serve(listen, threads).await

@@ -1125,3 +1125,52 @@ async fn list_v2_pages_by_cursor_and_folds_folders_under_the_callers_rls() {
         .await;
     assert_eq!((s, v["objects"].as_array().map(Vec::len)), (200, Some(0)));
 }
+
+#[tokio::test]
+async fn the_cli_lists_copies_both_ways_signs_and_removes_folders() {
+    let db = TestDb::new().await;
+    let (_, secret) = setup(&db).await;
+    let srv = db.server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_wasmbase"));
+        c.arg("storage")
+            .args(args)
+            .args(["--url", &srv.url, "--key", &secret])
+            .current_dir(dir.path());
+        let shown = format!("{args:?}");
+        async move {
+            let out = c.output().await.unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(
+                out.status.success(),
+                "wasmbase storage {shown}: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            text
+        }
+    };
+    let service = Client {
+        srv: &srv,
+        key: secret.clone(),
+        bearer: None,
+    };
+    service
+        .json(reqwest::Method::POST, "/bucket", json!({"name": "files"}))
+        .await;
+    assert!(cli(&["buckets"]).await.contains("files\tprivate"));
+    let body: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 241) as u8).collect();
+    std::fs::write(dir.path().join("in.bin"), &body).unwrap();
+    cli(&["cp", "in.bin", "ss:///files/dir/sub/a.bin"]).await;
+    cli(&["cp", "in.bin", "ss:///files/dir/b.bin"]).await;
+    cli(&["cp", "ss:///files/dir/sub/a.bin", "out.bin"]).await;
+    assert!(std::fs::read(dir.path().join("out.bin")).unwrap() == body);
+    let listed = cli(&["ls", "ss:///files/dir"]).await;
+    assert_eq!(listed, format!("dir/sub/\ndir/b.bin\t{}\n", body.len()));
+    let url = cli(&["sign", "ss:///files/dir/b.bin"]).await;
+    let r = reqwest::get(url.trim()).await.unwrap();
+    assert!(r.bytes().await.unwrap().as_ref() == body.as_slice());
+    let removed = cli(&["rm", "-r", "ss:///files/dir"]).await;
+    assert_eq!(removed.lines().count(), 2, "{removed}");
+    assert_eq!(cli(&["ls", "ss:///files"]).await, "");
+}
