@@ -1174,3 +1174,54 @@ async fn the_cli_lists_copies_both_ways_signs_and_removes_folders() {
     assert_eq!(removed.lines().count(), 2, "{removed}");
     assert_eq!(cli(&["ls", "ss:///files"]).await, "");
 }
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
+    use tokio::io::AsyncWriteExt;
+    let db = TestDb::new().await;
+    let (_, secret) = setup(&db).await;
+    let srv = db.server().await;
+    let service = Client {
+        srv: &srv,
+        key: secret.clone(),
+        bearer: None,
+    };
+    service
+        .json(reqwest::Method::POST, "/bucket", json!({"name": "up"}))
+        .await;
+    let addr = srv.url.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /storage/v1/object/up/cut.bin HTTP/1.1\r\nHost: {addr}\r\napikey: {secret}\r\n\
+         content-type: application/octet-stream\r\ncontent-length: 1048576\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&vec![7u8; 300 * 1024]).await.unwrap();
+    tcp.flush().await.unwrap();
+    // The upload is under way: its temporary file exists.
+    let tmp = storage_dir(&db).join("tmp");
+    wait_until("the upload starts writing", 20, || {
+        std::fs::read_dir(&tmp).map_or(0, |d| d.count()) == 1
+    })
+    .await;
+    drop(tcp);
+    // The server notices, discards the partial file, and writes no row.
+    wait_until("the partial upload is discarded", 20, || {
+        std::fs::read_dir(&tmp).map_or(0, |d| d.count()) == 0
+    })
+    .await;
+    wait_files(&db, 0).await;
+    let (s, v) = service
+        .json(
+            reqwest::Method::POST,
+            "/object/list/up",
+            json!({"prefix": ""}),
+        )
+        .await;
+    assert_eq!((s, v), (200, json!([])));
+    // The name is free: a whole upload of it succeeds.
+    let (s, _) = service
+        .upload("up/cut.bin", vec![1; 10], "application/octet-stream", false)
+        .await;
+    assert_eq!(s, 200);
+}
