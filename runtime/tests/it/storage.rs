@@ -552,6 +552,10 @@ async fn limits_names_tokens_and_races_get_storage_errors_and_leave_no_orphans()
     let (s, body) = get(format!("/object/sign/pics/a.png?token={tampered}")).await;
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!((s, code(&v).1), (400, "InvalidJWT"), "{v}");
+    // A malformed query string is storage's JSON error, not a plain-text one.
+    let (s, body) = get(format!("/object/sign/pics/a.png?token={token}&token=x")).await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((s, code(&v).1), (400, "InvalidRequest"), "{v}");
     // A download token is not an upload token.
     let r = srv
         .http

@@ -2,9 +2,9 @@
 //! caller (RLS on `storage.buckets`, and on `storage.objects` for empty).
 
 use super::acting;
-use super::error::{StorageCaller, StorageResult};
+use super::error::{StorageCaller, StorageQuery, StorageResult};
 use crate::server::state::AppState;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -31,7 +31,7 @@ pub(super) struct ListQuery {
 pub(super) async fn list(
     State(st): State<AppState>,
     StorageCaller(p): StorageCaller,
-    Query(q): Query<ListQuery>,
+    StorageQuery(q): StorageQuery<ListQuery>,
 ) -> StorageResult<Response> {
     let body = meta::list_buckets(&acting(&st, &p), q.search, q.limit, q.offset).await?;
     Ok(json_text(body))

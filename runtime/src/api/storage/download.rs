@@ -8,10 +8,10 @@
 //! between the lookup and this response.)
 
 use super::acting;
-use super::error::{StorageCaller, StorageResult};
+use super::error::{StorageCaller, StorageQuery, StorageResult};
 use crate::server::state::AppState;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -34,7 +34,7 @@ pub(super) async fn authenticated(
     StorageCaller(p): StorageCaller,
     method: Method,
     Path((bucket, path)): Path<(String, String)>,
-    Query(q): Query<DownloadQuery>,
+    StorageQuery(q): StorageQuery<DownloadQuery>,
     headers: HeaderMap,
 ) -> StorageResult<Response> {
     names::object_key(&path)?;
@@ -46,7 +46,7 @@ pub(super) async fn public(
     State(st): State<AppState>,
     method: Method,
     Path((bucket, path)): Path<(String, String)>,
-    Query(q): Query<DownloadQuery>,
+    StorageQuery(q): StorageQuery<DownloadQuery>,
     headers: HeaderMap,
 ) -> StorageResult<Response> {
     names::object_key(&path)?;
@@ -66,7 +66,7 @@ pub(super) async fn signed(
     State(st): State<AppState>,
     method: Method,
     Path((bucket, path)): Path<(String, String)>,
-    Query(q): Query<SignedQuery>,
+    StorageQuery(q): StorageQuery<SignedQuery>,
     headers: HeaderMap,
 ) -> StorageResult<Response> {
     let t = q

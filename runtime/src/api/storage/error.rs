@@ -98,3 +98,18 @@ impl FromRequestParts<AppState> for StorageCaller {
 
 /// Result of a storage handler.
 pub type StorageResult<T> = Result<T, StorageApiError>;
+
+/// A query string, parsed; a malformed one is storage-api's 400
+/// `InvalidRequest`, not axum's plain-text rejection.
+pub struct StorageQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for StorageQuery<T> {
+    type Rejection = StorageApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &S) -> Result<Self, StorageApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, st)
+            .await
+            .map(|q| StorageQuery(q.0))
+            .map_err(|e| StorageError::invalid(format!("invalid query string: {e}")).into())
+    }
+}

@@ -9,9 +9,9 @@
 //! nothing is orphaned.
 
 use super::acting;
-use super::error::{StorageCaller, StorageResult};
+use super::error::{StorageCaller, StorageQuery, StorageResult};
 use crate::server::state::AppState;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures::StreamExt;
@@ -369,7 +369,7 @@ pub(super) struct TokenQuery {
 pub(super) async fn signed_upload(
     State(st): State<AppState>,
     Path((bucket, path)): Path<(String, String)>,
-    Query(q): Query<TokenQuery>,
+    StorageQuery(q): StorageQuery<TokenQuery>,
     req: Request,
 ) -> StorageResult<Response> {
     let t = q
