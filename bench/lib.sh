@@ -106,3 +106,7 @@ bench_user() {
   CLAIMS=$(python3 -c "import sys,json,base64; p=sys.argv[1].split('.')[1]; p+='='*(-len(p)%4); print(json.dumps(json.loads(base64.urlsafe_b64decode(p)), separators=(',', ':')))" "$ACCESS")
   AUTH=("apikey: $PUBLISHABLE_KEY" "Authorization: Bearer $ACCESS")
 }
+
+# now: seconds since the epoch, with nanoseconds; mbps T0 T1: $SIZE_MB over the span.
+now() { date +%s.%N; }
+mbps() { awk -v mb="$SIZE_MB" -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", mb / (b - a) }'; }

@@ -20,8 +20,6 @@ S3_URL=$(grep -o 'http://127.0.0.1:[0-9]*' "$work/s3s.log" | head -1)
 export WASMBASE_STORAGE_BACKEND=s3 WASMBASE_STORAGE_S3_ENDPOINT="$S3_URL" WASMBASE_STORAGE_S3_BUCKET=wasmbase \
   WASMBASE_STORAGE_S3_ACCESS_KEY_ID=AK WASMBASE_STORAGE_S3_SECRET_ACCESS_KEY=SK
 start_dev
-now() { date +%s.%N; }
-mbps() { awk -v mb="$SIZE_MB" -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", mb / (b - a) }'; }
 
 dd if=/dev/urandom of="$work/big" bs=1M count="$SIZE_MB" status=none
 read -r direct_up direct_down < <("$BIN" bench-s3 "$work/big")

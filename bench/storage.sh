@@ -27,10 +27,8 @@ SQL
 start_dev
 bench_user
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$DEV/status"; }
-now() { date +%s.%N; }
 # Reads from disk, not the page cache, where the machine allows it (root).
 cold() { sync; if [ -w /proc/sys/vm/drop_caches ]; then echo 3 >/proc/sys/vm/drop_caches; fi; }
-mbps() { awk -v mb="$SIZE_MB" -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", mb / (b - a) }'; }
 
 # 1. 1 GiB each way.
 dd if=/dev/urandom of="$work/big" bs=1M count="$SIZE_MB" status=none

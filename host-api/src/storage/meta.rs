@@ -372,6 +372,16 @@ pub struct Object {
 }
 
 impl Object {
+    /// From a row of `id::text, version, metadata, updated_at`.
+    fn from_row(r: &tokio_postgres::Row) -> Object {
+        Object {
+            id: r.get(0),
+            version: r.get::<_, Option<String>>(1).unwrap_or_default(),
+            metadata: r.get(2),
+            updated_at: r.get(3),
+        }
+    }
+
     /// A metadata field as text.
     pub fn meta_str(&self, key: &str) -> Option<&str> {
         self.metadata.get(key).and_then(Value::as_str)
@@ -393,13 +403,9 @@ pub async fn find(who: &As<'_>, bucket: &str, name: &str) -> Result<Object, Stor
          FROM storage.objects WHERE bucket_id = $1 AND name = $2",
         vec![boxed(bucket.to_string()), boxed(name.to_string())],
         |row| {
-            let r = row.ok_or_else(StorageError::no_such_key)?;
-            Ok(Object {
-                id: r.get(0),
-                version: r.get::<_, Option<String>>(1).unwrap_or_default(),
-                metadata: r.get(2),
-                updated_at: r.get(3),
-            })
+            Ok(Object::from_row(
+                &row.ok_or_else(StorageError::no_such_key)?,
+            ))
         },
         resource_exists,
     )
@@ -419,15 +425,10 @@ pub async fn find_public(who: &As<'_>, bucket: &str, name: &str) -> Result<Objec
             |row| {
                 let r = row.ok_or_else(StorageError::no_such_bucket)?;
                 // The bucket is public but holds no such object.
-                let Some(id) = r.get::<_, Option<String>>(0) else {
+                if r.get::<_, Option<String>>(0).is_none() {
                     return Err(StorageError::no_such_key());
-                };
-                Ok(Object {
-                    id,
-                    version: r.get::<_, Option<String>>(1).unwrap_or_default(),
-                    metadata: r.get(2),
-                    updated_at: r.get(3),
-                })
+                }
+                Ok(Object::from_row(&r))
             },
             resource_exists,
         )
@@ -647,19 +648,15 @@ pub async fn visible(
     bucket: &str,
     names: Vec<String>,
 ) -> Result<Vec<String>, StorageError> {
-    let bucket = bucket.to_string();
-    db::run_as::<_, StorageError, _>(who.pool, &who.acting, move |c| {
-        Box::pin(async move {
-            let rows = c
-                .query(
-                    "SELECT name FROM storage.objects WHERE bucket_id = $1 AND name = ANY($2)",
-                    &[&bucket, &names],
-                )
-                .await?;
-            Ok(rows.iter().map(|r| r.get(0)).collect())
-        })
-    })
-    .await
+    let rows = who
+        .once(
+            "SELECT name FROM storage.objects WHERE bucket_id = $1 AND name = ANY($2)",
+            &[boxed(bucket.to_string()), boxed(names)],
+            |c, s, p| Box::pin(c.query(s, p)),
+            resource_exists,
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Whether the caller could upload `bucket`/`name` now (the INSERT policy,

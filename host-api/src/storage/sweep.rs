@@ -32,22 +32,25 @@ pub async fn once(
     store: &dyn ObjectStore,
     grace: Duration,
 ) -> Result<Swept, SweepError> {
-    let c = system.get().await.map_err(crate::db::DbError::from)?;
-    let locked: bool = c
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK])
+    let mut c = system.get().await.map_err(crate::db::DbError::from)?;
+    // A transaction-level lock: it ends with the transaction, even when the
+    // pass is cut short (shutdown), so it never stays held on a pooled session.
+    let tx = c.transaction().await.map_err(crate::db::DbError::from)?;
+    let locked: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK])
         .await
         .map_err(crate::db::DbError::from)?
         .get(0);
     if !locked {
         return Ok(Swept::default());
     }
-    let result = pass(&c, store, grace).await;
-    let _ = c.execute("SELECT pg_advisory_unlock($1)", &[&LOCK]).await;
-    result
+    let swept = pass(&tx, store, grace).await?;
+    tx.commit().await.map_err(crate::db::DbError::from)?;
+    Ok(swept)
 }
 
 async fn pass(
-    c: &tokio_postgres::Client,
+    c: &deadpool_postgres::Transaction<'_>,
     store: &dyn ObjectStore,
     grace: Duration,
 ) -> Result<Swept, SweepError> {

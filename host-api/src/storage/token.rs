@@ -37,6 +37,9 @@ pub struct Grant {
     pub upsert: bool,
     /// Upload tokens: the `sub` of who asked for the URL, if anyone.
     pub owner: Option<String>,
+    /// When the token expires (seconds since the epoch): a signed download's
+    /// `Expires` header.
+    pub exp: u64,
 }
 
 fn now() -> u64 {
@@ -101,14 +104,8 @@ pub fn verify(
             .get("owner")
             .and_then(Value::as_str)
             .map(str::to_string),
+        exp: claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
     })
-}
-
-/// A signed token's expiry (for the download's `Expires` header).
-pub fn expiry(jwt: &JwtKeys, token: &str) -> Option<u64> {
-    jwt.verify_purpose(token)
-        .ok()
-        .and_then(|c| c.get("exp").and_then(Value::as_u64))
 }
 
 #[cfg(test)]

@@ -63,6 +63,14 @@ impl Client<'_> {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Creates a private bucket; the test's own setup, so a refusal panics.
+    async fn bucket(&self, name: &str) {
+        let (s, v) = self
+            .json(reqwest::Method::POST, "/bucket", json!({ "name": name }))
+            .await;
+        assert_eq!(s, 200, "creating bucket {name}: {v}");
+    }
+
     async fn download(&self, path: &str) -> (u16, Vec<u8>) {
         let r = self
             .req(reqwest::Method::GET, &format!("/object/{path}"))
@@ -340,9 +348,7 @@ async fn a_64_mib_body_streams_under_the_default_limits_with_ranges_and_etags() 
         key: secret,
         bearer: None,
     };
-    service
-        .json(reqwest::Method::POST, "/bucket", json!({"name": "big"}))
-        .await;
+    service.bucket("big").await;
     const MIB: usize = 1024 * 1024;
     let chunk = |i: usize| -> Vec<u8> { (0..MIB).map(|j| ((i * 31 + j) % 251) as u8).collect() };
     let mut want = Sha256::new();
@@ -639,9 +645,7 @@ async fn rows_deleted_by_sql_take_their_bytes_and_deleting_a_user_keeps_their_ob
         key: secret.clone(),
         bearer: None,
     };
-    service
-        .json(reqwest::Method::POST, "/bucket", json!({"name": "avatars"}))
-        .await;
+    service.bucket("avatars").await;
     let a = Client {
         srv: &srv,
         key: secret,
@@ -1018,9 +1022,7 @@ async fn the_sweeper_deletes_only_old_unreferenced_bytes_and_reports_missing_one
         key: secret,
         bearer: None,
     };
-    service
-        .json(reqwest::Method::POST, "/bucket", json!({"name": "b"}))
-        .await;
+    service.bucket("b").await;
     for n in ["kept.txt", "lost.txt"] {
         let (s, _) = service
             .upload(&format!("b/{n}"), b"z".to_vec(), "text/plain", false)
@@ -1085,9 +1087,7 @@ async fn list_v2_pages_by_cursor_and_folds_folders_under_the_callers_rls() {
         key: secret,
         bearer: None,
     };
-    service
-        .json(reqwest::Method::POST, "/bucket", json!({"name": "docs"}))
-        .await;
+    service.bucket("docs").await;
     for n in ["a/1.txt", "a/2.txt", "b/c/3.txt", "top.txt"] {
         let (s, _) = service
             .upload(&format!("docs/{n}"), b"d".to_vec(), "text/plain", false)
@@ -1159,9 +1159,7 @@ async fn the_cli_lists_copies_both_ways_signs_and_removes_folders() {
         key: secret.clone(),
         bearer: None,
     };
-    service
-        .json(reqwest::Method::POST, "/bucket", json!({"name": "files"}))
-        .await;
+    service.bucket("files").await;
     assert!(cli(&["buckets"]).await.contains("files\tprivate"));
     let body: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 241) as u8).collect();
     std::fs::write(dir.path().join("in.bin"), &body).unwrap();
@@ -1190,9 +1188,7 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
         key: secret.clone(),
         bearer: None,
     };
-    service
-        .json(reqwest::Method::POST, "/bucket", json!({"name": "up"}))
-        .await;
+    service.bucket("up").await;
     let addr = srv.url.trim_start_matches("http://").to_string();
     let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let head = format!(

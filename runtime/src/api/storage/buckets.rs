@@ -1,8 +1,8 @@
 //! Bucket endpoints: list, get, create, update, delete, empty — each as the
 //! caller (RLS on `storage.buckets`, and on `storage.objects` for empty).
 
-use super::acting;
 use super::error::{StorageCaller, StorageQuery, StorageResult};
+use super::{acting, json_body};
 use crate::server::state::AppState;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -86,23 +86,12 @@ fn change(body: &Map<String, Value>) -> Result<BucketChange, StorageError> {
     Ok(c)
 }
 
-fn object(body: &[u8]) -> Result<Map<String, Value>, StorageError> {
-    if body.is_empty() {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(StorageError::invalid("the body must be a JSON object")),
-        Err(e) => Err(StorageError::invalid(format!("invalid JSON body: {e}"))),
-    }
-}
-
 pub(super) async fn create(
     State(st): State<AppState>,
     StorageCaller(p): StorageCaller,
     body: axum::body::Bytes,
 ) -> StorageResult<Response> {
-    let body = object(&body)?;
+    let body: Map<String, Value> = json_body(&body)?;
     let name = body
         .get("name")
         .and_then(Value::as_str)
@@ -121,7 +110,7 @@ pub(super) async fn update(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> StorageResult<Response> {
-    let c = change(&object(&body)?)?;
+    let c = change(&json_body(&body)?)?;
     meta::update_bucket(&acting(&st, &p), &id, c).await?;
     Ok(message("Successfully updated"))
 }

@@ -72,11 +72,19 @@ pub(super) async fn signed(
     let t = q
         .token
         .ok_or_else(|| StorageError::invalid("querystring must have required property 'token'"))?;
-    token::verify(st.gate.jwt(), &t, Scope::Download, &bucket, &path)?;
+    let grant = token::verify(st.gate.jwt(), &t, Scope::Download, &bucket, &path)?;
     let service = Principal::for_role(Role::ServiceRole);
     let obj = meta::find(&acting(&st, &service), &bucket, &path).await?;
-    let expires = token::expiry(st.gate.jwt(), &t);
-    respond(&st, &method, &headers, &path, obj, q.download, expires).await
+    respond(
+        &st,
+        &method,
+        &headers,
+        &path,
+        obj,
+        q.download,
+        Some(grant.exp),
+    )
+    .await
 }
 
 /// What `encodeURIComponent` leaves alone.

@@ -15,6 +15,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use wasmbase_host_api::db::Acting;
 use wasmbase_host_api::storage::meta::As;
+use wasmbase_host_api::storage::StorageError;
 use wasmbase_host_api::Principal;
 
 pub use error::{StorageApiError, StorageCaller};
@@ -76,6 +77,13 @@ pub fn routes() -> Router<AppState> {
                 .delete(objects::delete_one),
         )
         .route(&format!("{O}/{{bucket}}"), delete(objects::remove))
+}
+
+/// A JSON request body (an empty one reads as `{}`, as storage-js sends some
+/// bodies empty); bad JSON is `InvalidRequest`.
+fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
+    let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { bytes };
+    serde_json::from_slice(bytes).map_err(|e| StorageError::invalid(format!("invalid body: {e}")))
 }
 
 /// The caller as storage's metadata statements act.

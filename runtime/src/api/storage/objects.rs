@@ -2,10 +2,10 @@
 //! remove, info and signed download URLs — each as the caller (RLS), with
 //! storage-api's bodies.
 
-use super::acting;
 use super::buckets::json_text;
 use super::error::{StorageCaller, StorageResult};
 use super::upload::forget;
+use super::{acting, json_body};
 use crate::server::state::AppState;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -16,10 +16,6 @@ use wasmbase_host_api::storage::meta::{self, NewObject};
 use wasmbase_host_api::storage::token::{self, Scope};
 use wasmbase_host_api::storage::{names, StorageError};
 use wasmbase_host_api::{Principal, Role};
-
-fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
-    serde_json::from_slice(bytes).map_err(|e| StorageError::invalid(format!("invalid body: {e}")))
-}
 
 /// `POST /object/list/:bucket`.
 #[derive(Deserialize)]
@@ -38,31 +34,41 @@ struct SortBy {
     order: Option<String>,
 }
 
+impl SortBy {
+    /// (column, ascending?) of an optional `sortBy`, by name ascending when
+    /// absent; the column must be one of `columns`.
+    fn resolve(s: Option<&SortBy>, columns: &[&str]) -> Result<(String, bool), StorageError> {
+        let column = s.and_then(|s| s.column.as_deref()).unwrap_or("name");
+        let order = s
+            .and_then(|s| s.order.as_deref())
+            .unwrap_or("asc")
+            .to_ascii_lowercase();
+        if !columns.contains(&column) || !matches!(order.as_str(), "asc" | "desc") {
+            return Err(StorageError::invalid(format!(
+                "sortBy must name one of {} and asc or desc",
+                columns.join(", ")
+            )));
+        }
+        Ok((column.to_string(), order == "asc"))
+    }
+}
+
 pub(super) async fn list(
     State(st): State<AppState>,
     StorageCaller(p): StorageCaller,
     Path(bucket): Path<String>,
     bytes: axum::body::Bytes,
 ) -> StorageResult<Response> {
-    let b: ListBody = body(&bytes)?;
+    let b: ListBody = json_body(&bytes)?;
     let mut prefix = b.prefix.unwrap_or_default();
     if !prefix.is_empty() && !prefix.ends_with('/') {
         prefix.push('/');
     }
-    let (column, order) = match b.sort_by {
-        Some(s) => (
-            s.column.unwrap_or_else(|| "name".into()),
-            s.order.unwrap_or_else(|| "asc".into()),
-        ),
-        None => ("name".into(), "asc".into()),
-    };
-    if !matches!(
-        column.as_str(),
-        "name" | "updated_at" | "created_at" | "last_accessed_at"
-    ) || !matches!(order.to_ascii_lowercase().as_str(), "asc" | "desc")
-    {
-        return Err(StorageError::invalid("sortBy must name a column and asc or desc").into());
-    }
+    let (column, ascending) = SortBy::resolve(
+        b.sort_by.as_ref(),
+        &["name", "updated_at", "created_at", "last_accessed_at"],
+    )?;
+    let order = if ascending { "asc" } else { "desc" };
     let out = meta::list(
         &acting(&st, &p),
         &bucket,
@@ -71,7 +77,7 @@ pub(super) async fn list(
         b.limit.unwrap_or(100),
         b.offset.unwrap_or(0),
         &column,
-        &order,
+        order,
     )
     .await?;
     Ok(json_text(out))
@@ -94,7 +100,7 @@ pub(super) async fn rename(
     StorageCaller(p): StorageCaller,
     bytes: axum::body::Bytes,
 ) -> StorageResult<Response> {
-    let t: Transfer = body(&bytes)?;
+    let t: Transfer = json_body(&bytes)?;
     let to_bucket = t.destination_bucket.unwrap_or_else(|| t.bucket_id.clone());
     names::object_key(&t.destination_key)?;
     names::bucket_name(&to_bucket)?;
@@ -120,7 +126,7 @@ pub(super) async fn copy(
     headers: http::HeaderMap,
     bytes: axum::body::Bytes,
 ) -> StorageResult<Response> {
-    let t: Transfer = body(&bytes)?;
+    let t: Transfer = json_body(&bytes)?;
     let to_bucket = t.destination_bucket.unwrap_or_else(|| t.bucket_id.clone());
     names::object_key(&t.destination_key)?;
     names::bucket_name(&to_bucket)?;
@@ -178,7 +184,7 @@ pub(super) async fn remove(
     Path(bucket): Path<String>,
     bytes: axum::body::Bytes,
 ) -> StorageResult<Response> {
-    let b: RemoveBody = body(&bytes)?;
+    let b: RemoveBody = json_body(&bytes)?;
     if b.prefixes.is_empty() || b.prefixes.len() > 1000 {
         return Err(StorageError::invalid("prefixes must list 1 to 1000 names").into());
     }
@@ -266,7 +272,7 @@ pub(super) async fn sign(
     Path((bucket, path)): Path<(String, String)>,
     bytes: axum::body::Bytes,
 ) -> StorageResult<Response> {
-    let b: SignBody = body(&bytes)?;
+    let b: SignBody = json_body(&bytes)?;
     let secs = expires_in(&b.expires_in)?;
     meta::find(&acting(&st, &p), &bucket, &path).await?;
     let url = signed_url(&st, &bucket, &path, secs)?;
@@ -281,7 +287,7 @@ pub(super) async fn sign_many(
     Path(bucket): Path<String>,
     bytes: axum::body::Bytes,
 ) -> StorageResult<Response> {
-    let b: SignBody = body(&bytes)?;
+    let b: SignBody = json_body(&bytes)?;
     let secs = expires_in(&b.expires_in)?;
     let paths = b.paths.unwrap_or_default();
     if paths.is_empty() || paths.len() > 1000 {
@@ -325,21 +331,8 @@ pub(super) async fn list_v2(
 ) -> StorageResult<Response> {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let b: ListV2Body = if bytes.is_empty() {
-        body(b"{}")?
-    } else {
-        body(&bytes)?
-    };
-    let (column, order) = match &b.sort_by {
-        Some(s) => (
-            s.column.as_deref().unwrap_or("name"),
-            s.order.as_deref().unwrap_or("asc"),
-        ),
-        None => ("name", "asc"),
-    };
-    if column != "name" || !matches!(order, "asc" | "desc") {
-        return Err(StorageError::invalid("list-v2 sorts by name, asc or desc").into());
-    }
+    let b: ListV2Body = json_body(&bytes)?;
+    let (_, ascending) = SortBy::resolve(b.sort_by.as_ref(), &["name"])?;
     let cursor = match &b.cursor {
         Some(c) => Some(
             b64.decode(c)
@@ -364,7 +357,7 @@ pub(super) async fn list_v2(
         b.with_delimiter.unwrap_or(false),
         cursor,
         limit + 1,
-        order == "desc",
+        !ascending,
     )
     .await?;
     let mut rows: Vec<Value> = serde_json::from_str(&rows).map_err(|_| StorageError::internal())?;
