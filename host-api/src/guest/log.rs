@@ -62,6 +62,7 @@ mod tests {
             function: "t".into(),
             request_id: String::new(),
             db: None,
+            storage: None,
             deadline: std::time::Instant::now(),
             logs: Vec::new(),
             log_budget: 64 * 1024,

@@ -1,14 +1,16 @@
 //! The `wasmbase:platform` interfaces as a WebAssembly guest sees them, one file
-//! per interface ([`data`], [`sql`], [`auth`], [`log`]). Each is a thin binding
-//! over the same host-api code the HTTP APIs use (the data planner, the
-//! principal, the run-as-principal transaction), so a guest can do nothing a
-//! client of `/rest/v1` with the same principal could not, unless its manifest
-//! grants `db = "service"`.
+//! per interface ([`data`], [`sql`], [`storage`], [`auth`], [`log`]). Each is a
+//! thin binding over the same host-api code the HTTP APIs use (the data
+//! planner, storage's metadata and write steps, the principal, the
+//! run-as-principal transaction), so a guest can do nothing a client of
+//! `/rest/v1` or `/storage/v1` with the same principal could not, unless its
+//! manifest grants `db = "service"`.
 
 pub mod auth;
 pub mod data;
 pub mod log;
 pub mod sql;
+pub mod storage;
 
 use crate::data::{Limits, SchemaCache};
 use crate::Principal;
@@ -22,6 +24,11 @@ pub mod bindings {
         path: "../wit",
         world: "wasmbase:platform/host",
         imports: { default: async },
+        with: {
+            // Storage's byte streams are WASI's own, in the store's table.
+            "wasi:io": wasmtime_wasi_io::bindings::wasi::io,
+            "wasmbase:platform/storage.upload": crate::guest::storage::UploadState,
+        },
     });
 }
 
@@ -71,6 +78,8 @@ pub struct GuestCtx {
     pub request_id: String,
     /// Database access, if granted.
     pub db: Option<DbAccess>,
+    /// Storage access, if any bucket is granted.
+    pub storage: Option<storage::StorageAccess>,
     /// When the call's wall-clock budget ends; database calls get a
     /// `statement_timeout` no longer than what is left.
     pub deadline: Instant,
@@ -120,11 +129,21 @@ impl From<crate::data::DataError> for GuestError {
 impl bindings::wasmbase::platform::types::Host for GuestCtx {}
 
 /// Adds the platform interfaces to `linker`; `get` finds the [`GuestCtx`] in
-/// the store's data. Interfaces a function is not granted are refused before
-/// linking (by its manifest check), so linking them all is safe.
+/// the store's data, `view` it with the store's resource table (storage's
+/// streams are WASI streams). Interfaces a function is not granted are
+/// refused before linking (by its manifest check), so linking them all is
+/// safe. (`wasi:io` itself comes from WASI's own linker.)
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut wasmtime::component::Linker<T>,
     get: fn(&mut T) -> &mut GuestCtx,
+    view: fn(&mut T) -> storage::StorageView<'_>,
 ) -> wasmtime::Result<()> {
-    bindings::Host_::add_to_linker::<T, wasmtime::component::HasSelf<GuestCtx>>(linker, get)
+    use bindings::wasmbase::platform as p;
+    type Own = wasmtime::component::HasSelf<GuestCtx>;
+    p::types::add_to_linker::<T, Own>(linker, get)?;
+    p::data::add_to_linker::<T, Own>(linker, get)?;
+    p::sql::add_to_linker::<T, Own>(linker, get)?;
+    p::auth::add_to_linker::<T, Own>(linker, get)?;
+    p::log::add_to_linker::<T, Own>(linker, get)?;
+    p::storage::add_to_linker::<T, storage::StorageData>(linker, view)
 }

@@ -4,6 +4,7 @@
 //! `exists()` reads 400 as "no"); [`StorageError::http_status`] keeps that
 //! quirk in one place.
 
+use super::backend::StoreError;
 use crate::db::{self, DbError};
 
 /// One storage failure, as the client sees it.
@@ -141,6 +142,35 @@ impl From<DbError> for StorageError {
                 "The resource already exists",
             )
         })
+    }
+}
+
+impl From<StoreError> for StorageError {
+    /// What a client is told when bytes could not be moved; a backend's own
+    /// failure is logged here and answered without its detail.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::TooLarge => StorageError::too_large(),
+            StoreError::Idle => StorageError::new(
+                408,
+                "RequestTimeout",
+                "RequestTimeout",
+                "The upload sent nothing for too long",
+            ),
+            StoreError::Client(_) => {
+                StorageError::invalid("The request body ended before it was complete")
+            }
+            StoreError::NotFound => StorageError::no_such_key(),
+            StoreError::Backend(detail) => {
+                tracing::error!(error = %detail, "storage backend failed");
+                StorageError::new(
+                    503,
+                    "StorageBackendError",
+                    "StorageBackendError",
+                    "The storage backend failed; try again",
+                )
+            }
+        }
     }
 }
 

@@ -1,8 +1,9 @@
-//! Storage (`/storage/v1`, and later the functions' `storage` interface):
+//! Storage (`/storage/v1`, and the functions' `storage` interface):
 //! metadata in PostgreSQL's `storage` schema under the caller's RLS
 //! (`meta`), bytes in a backend behind one trait (`backend`; `local` disk
 //! by default), storage-api's names and limits (`names`), signed URL tokens
-//! (`token`), storage-api's error shape (`error`) and the deletion queue that
+//! (`token`), storage-api's error shape (`error`), the steps of writing an
+//! object that every path shares (`objects`) and the deletion queue that
 //! keeps bytes and rows in step (`gc`). See docs/STORAGE.md.
 
 pub mod backend;
@@ -11,6 +12,7 @@ pub mod gc;
 pub mod local;
 pub mod meta;
 pub mod names;
+pub mod objects;
 pub mod s3;
 pub mod sweep;
 pub mod token;
@@ -32,6 +34,21 @@ pub struct Storage {
     pub idle_timeout: Duration,
     /// Wakes this node's deletion worker (`gc::worker`).
     pub gc_kick: Arc<tokio::sync::Notify>,
+    /// The platform's own pool (the deletion queue is not the caller's to
+    /// write).
+    pub system: deadpool_postgres::Pool,
+}
+
+impl Storage {
+    /// Queues bytes no row will point at (an upload or copy whose row was
+    /// refused, an abandoned upload) and wakes the deletion worker. If even
+    /// the queue cannot be written, the orphan sweeper finds them later.
+    pub async fn forget(&self, version: &str) {
+        if let Err(e) = gc::queue(&self.system, version).await {
+            tracing::warn!(version, error = %e.describe(), "could not queue storage bytes for deletion; the orphan sweeper will find them");
+        }
+        self.gc_kick.notify_one();
+    }
 }
 
 impl std::fmt::Debug for Storage {

@@ -35,6 +35,16 @@ pub fn object_key(key: &str) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// A listing's folder as `storage.search` takes it: `a/b` and `a/b/` both
+/// mean the folder `a/b/`; empty is the bucket's root.
+pub fn folder(prefix: &str) -> String {
+    let mut p = prefix.to_string();
+    if !p.is_empty() && !p.ends_with('/') {
+        p.push('/');
+    }
+    p
+}
+
 /// Checks a bucket name: the object characters without `/`, 1..=100 long,
 /// no surrounding spaces, and not `.` or `..`.
 pub fn bucket_name(name: &str) -> Result<(), StorageError> {

@@ -18,8 +18,10 @@ use axum::routing::any;
 use axum::Router;
 use http::StatusCode;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use wasmbase_host_api::data::Limits;
+use wasmbase_host_api::guest::storage::StorageAccess;
 use wasmbase_host_api::guest::DbAccess;
 use wasmbase_host_api::{Principal, Role};
 
@@ -85,8 +87,26 @@ async fn handle(
             permits: fx.db_permits.clone(),
         }),
     };
+    let storage = (!f.storage.is_empty()).then(|| {
+        // As the caller, or as service_role for a `db = "service"` function.
+        let principal = match f.manifest.db {
+            DbMode::Service => Principal::for_role(Role::ServiceRole),
+            _ => caller.clone(),
+        };
+        StorageAccess {
+            storage: st.storage.clone(),
+            pool: st.pool.clone(),
+            statement_timeout: st.statement_timeout(&principal),
+            principal,
+            grants: f.storage.clone(),
+            jwt: st.gate.jwt().clone(),
+            base_url: st.config.auth.external_url.as_deref().map(Arc::from),
+            permits: fx.db_permits.clone(),
+        }
+    });
     let inputs = Inputs {
         caller,
+        storage,
         request_id: current_request_id().unwrap_or_default(),
         db,
         env: fx.env.load_full(),

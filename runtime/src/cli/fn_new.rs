@@ -29,6 +29,10 @@ const SDK: &[(&str, &str)] = &[
     ("src/http.rs", include_str!("../../../sdk/rust/src/http.rs")),
     ("src/data.rs", include_str!("../../../sdk/rust/src/data.rs")),
     ("src/sql.rs", include_str!("../../../sdk/rust/src/sql.rs")),
+    (
+        "src/storage.rs",
+        include_str!("../../../sdk/rust/src/storage.rs"),
+    ),
     ("src/auth.rs", include_str!("../../../sdk/rust/src/auth.rs")),
     ("src/env.rs", include_str!("../../../sdk/rust/src/env.rs")),
     ("src/log.rs", include_str!("../../../sdk/rust/src/log.rs")),
@@ -175,4 +179,22 @@ pub fn run(a: Args) -> Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// A file added to the SDK but not embedded breaks every scaffolded
+    /// function (`mod x;` without `x.rs`); this names it instead.
+    #[test]
+    fn every_sdk_source_file_is_embedded() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/rust/src");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let path = format!("src/{name}");
+            assert!(
+                super::SDK.iter().any(|(p, _)| *p == path),
+                "sdk/rust/{path} is not in fn_new::SDK"
+            );
+        }
+    }
 }

@@ -74,8 +74,12 @@ impl Engine {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)?;
-        wasmbase_host_api::guest::add_to_linker(&mut linker, |c: &mut Ctx| &mut c.guest)
-            .map_err(anyhow::Error::from)?;
+        wasmbase_host_api::guest::add_to_linker(
+            &mut linker,
+            |c: &mut Ctx| &mut c.guest,
+            Ctx::storage_view,
+        )
+        .map_err(anyhow::Error::from)?;
         private_dir(&cache_dir)?;
         let weak = engine.weak();
         std::thread::Builder::new()

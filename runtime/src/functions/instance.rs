@@ -16,6 +16,7 @@ use http::StatusCode;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wasmbase_host_api::guest::storage::{StorageAccess, StorageView};
 use wasmbase_host_api::guest::{DbAccess, GuestCtx};
 use wasmbase_host_api::Principal;
 use wasmtime::component::{Resource, ResourceTable};
@@ -57,6 +58,17 @@ impl WasiHttpView for Ctx {
             ctx: &mut self.http,
             table: &mut self.table,
             hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl Ctx {
+    /// The storage interface's view: the call's state and the table its
+    /// streams live in (the one WASI uses).
+    pub fn storage_view(&mut self) -> StorageView<'_> {
+        StorageView {
+            guest: &mut self.guest,
+            table: &mut self.table,
         }
     }
 }
@@ -177,6 +189,7 @@ pub(super) fn keep(
             Principal::for_role(wasmbase_host_api::Role::Anon),
             String::new(),
             None,
+            None,
             Duration::ZERO,
         );
         f.warm.put(Warm {
@@ -230,13 +243,14 @@ pub(super) async fn run_handler(
 }
 
 /// The per-call state behind the platform interfaces: who calls, the request
-/// id, database access and the deadline. (Everything else in a store may
-/// serve several calls of a warm instance; this never does.)
+/// id, database and storage access and the deadline. (Everything else in a
+/// store may serve several calls of a warm instance; this never does.)
 pub(super) fn call_ctx(
     function: Arc<str>,
     caller: Principal,
     request_id: String,
     db: Option<DbAccess>,
+    storage: Option<StorageAccess>,
     timeout: Duration,
 ) -> GuestCtx {
     GuestCtx {
@@ -244,6 +258,7 @@ pub(super) fn call_ctx(
         function,
         request_id,
         db,
+        storage,
         deadline: Instant::now() + timeout,
         logs: Vec::new(),
         log_budget: LOG_BUDGET,

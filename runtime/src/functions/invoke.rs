@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use wasmbase_host_api::guest::storage::StorageAccess;
 use wasmbase_host_api::guest::DbAccess;
 use wasmbase_host_api::Principal;
 use wasmtime::Store;
@@ -36,6 +37,8 @@ pub struct Inputs {
     pub request_id: String,
     /// Database access (None when `db = "none"`).
     pub db: Option<DbAccess>,
+    /// Storage access (None without a `storage` grant).
+    pub storage: Option<StorageAccess>,
     /// Env values (secrets and `.env`); only granted names reach the guest.
     pub env: Arc<HashMap<String, String>>,
     /// All calls across functions.
@@ -96,6 +99,7 @@ pub async fn call(
         inputs.caller,
         inputs.request_id.clone(),
         admission::db_share(&f, inputs.db),
+        inputs.storage,
         timeout,
     );
     let instance::Instance {
@@ -229,6 +233,7 @@ fn bench_store(f: &Loaded) -> Store<Ctx> {
         Arc::from(f.manifest.name.as_str()),
         Principal::for_role(wasmbase_host_api::Role::Anon),
         String::new(),
+        None,
         None,
         Duration::from_secs(10),
     );

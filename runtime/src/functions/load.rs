@@ -4,7 +4,8 @@
 //! (any wasi:http tooling) or `wasmbase:platform/buffered-handler@0.1.x`
 //! (`wasmbase-sdk`; Wasmbase prefers it when both are there), and may import
 //! WASI (always linked, inert beyond what is granted) and only the
-//! `wasmbase:platform` interfaces its manifest grants; anything else is refused
+//! `wasmbase:platform` interfaces its manifest grants (`storage` only with a
+//! `storage` grant; which buckets, the call checks); anything else is refused
 //! here, naming the import, before it can serve.
 
 use super::buffered::BufferedPre;
@@ -14,6 +15,7 @@ use super::manifest::{DbMode, Manifest};
 use super::registry::InFlight;
 use super::warm::WarmPool;
 use std::sync::Arc;
+use wasmbase_host_api::guest::storage::Grants;
 use wasmtime::component::InstancePre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -37,6 +39,8 @@ pub struct Loaded {
     pub version: Option<i64>,
     /// Idle instances kept between calls (only used when `reuse` > 1).
     pub warm: WarmPool,
+    /// The manifest's storage grants, parsed once.
+    pub storage: Arc<Grants>,
 }
 
 /// The typed view of [`Loaded::instance`] that serves calls: the one-call
@@ -53,11 +57,12 @@ pub enum HandlerPre {
 #[error("{0}")]
 pub struct LoadError(pub String);
 
-/// The `db` setting that grants a platform interface.
+/// The `function.toml` setting that grants a platform interface.
 fn grant_for(iface: &str) -> &'static str {
     match iface {
         "sql" => "db = \"service\"",
         "data" => "db = \"caller\" or db = \"service\"",
+        "storage" => "storage = [\"<bucket>:read\" or \"<bucket>:write\", ...]",
         _ => "a newer platform",
     }
 }
@@ -71,6 +76,7 @@ pub fn prepare(
     version: Option<i64>,
 ) -> Result<Loaded, LoadError> {
     manifest.check().map_err(LoadError)?;
+    let storage = Arc::new(manifest.storage_grants().map_err(LoadError)?);
     let name = manifest.name.clone();
     let err = |m: String| LoadError(format!("function {name}: {m}"));
     let (component, hash) = engine.component(wasm).map_err(|e| err(format!("{e:#}")))?;
@@ -80,13 +86,19 @@ pub fn prepare(
         let iface = import.split('@').next().unwrap_or(import);
         if let Some(rest) = iface.strip_prefix("wasmbase:platform/") {
             if !allowed.contains(&rest) {
-                let db = match manifest.db {
-                    DbMode::None => "none",
-                    DbMode::Caller => "caller",
-                    DbMode::Service => "service",
+                let has = match rest {
+                    "storage" => "no storage grant".to_string(),
+                    _ => format!(
+                        "db = \"{}\"",
+                        match manifest.db {
+                            DbMode::None => "none",
+                            DbMode::Caller => "caller",
+                            DbMode::Service => "service",
+                        }
+                    ),
                 };
                 return Err(err(format!(
-                    "imports {import}, which function.toml does not grant (db = \"{db}\"; it needs {})",
+                    "imports {import}, which function.toml does not grant ({has}; it needs {})",
                     grant_for(rest)
                 )));
             }
@@ -134,5 +146,6 @@ pub fn prepare(
         source,
         version,
         warm: WarmPool::new(engine.warm.clone()),
+        storage,
     })
 }

@@ -6,6 +6,7 @@
 //! deployed.
 
 use serde::{Deserialize, Serialize};
+use wasmbase_host_api::guest::storage::Grants;
 
 /// How a function may reach the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -57,6 +58,11 @@ pub struct Manifest {
     /// Hosts (`host` or `host:port`) outbound HTTP may reach.
     #[serde(default)]
     pub http: Vec<String>,
+    /// Buckets and modes the `storage` interface may use
+    /// (`["avatars:read", "uploads:write"]`), as the caller (or service_role
+    /// with `db = "service"`).
+    #[serde(default)]
+    pub storage: Vec<String>,
     /// Require a valid key or user JWT (default true, as on Supabase); `false`
     /// for public webhooks (the caller is then anon).
     #[serde(default = "yes")]
@@ -134,6 +140,8 @@ impl Manifest {
                 ));
             }
         }
+        self.storage_grants()
+            .map_err(|e| format!("function.toml: `storage`: {e}"))?;
         let l = &self.limits;
         if !(1..=1024).contains(&l.memory_mb) {
             return Err("function.toml: `limits.memory_mb` must be between 1 and 1024".into());
@@ -175,13 +183,23 @@ impl Manifest {
         })
     }
 
+    /// The storage grants, parsed.
+    pub fn storage_grants(&self) -> Result<Grants, String> {
+        Grants::parse(&self.storage)
+    }
+
     /// The platform interfaces the grants allow a component to import.
-    pub fn allowed_platform_imports(&self) -> &'static [&'static str] {
+    pub fn allowed_platform_imports(&self) -> Vec<&'static str> {
+        let mut out = vec!["types", "auth", "log"];
         match self.db {
-            DbMode::None => &["types", "auth", "log"],
-            DbMode::Caller => &["types", "auth", "log", "data"],
-            DbMode::Service => &["types", "auth", "log", "data", "sql"],
+            DbMode::None => {}
+            DbMode::Caller => out.push("data"),
+            DbMode::Service => out.extend(["data", "sql"]),
         }
+        if !self.storage.is_empty() {
+            out.push("storage");
+        }
+        out
     }
 }
 
@@ -206,6 +224,25 @@ mod tests {
         assert!(e.contains("`name`"), "{e}");
         let e = Manifest::parse("name = \"x\"\nhttp = [\"https://a.com/x\"]").unwrap_err();
         assert!(e.contains("`http`"), "{e}");
+        for bad in ["avatars", "avatars:admin", "../x:read", ":read"] {
+            let e = Manifest::parse(&format!("name = \"x\"\nstorage = [\"{bad}\"]")).unwrap_err();
+            assert!(e.contains("`storage`"), "{bad}: {e}");
+        }
+        let m = Manifest::parse("name = \"x\"\nstorage = [\"a:b:read\", \"up:write\"]").unwrap();
+        assert!(m.allowed_platform_imports().contains(&"storage"));
+        let g = m.storage_grants().unwrap();
+        assert!(g
+            .check("a:b", wasmbase_host_api::guest::storage::Mode::Read)
+            .is_ok());
+        assert!(g
+            .check("a:b", wasmbase_host_api::guest::storage::Mode::Write)
+            .is_err());
+        assert!(g
+            .check("up", wasmbase_host_api::guest::storage::Mode::Read)
+            .is_err());
+        assert!(g
+            .check("other", wasmbase_host_api::guest::storage::Mode::Write)
+            .is_err());
     }
 
     #[test]

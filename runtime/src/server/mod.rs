@@ -241,7 +241,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     );
     let auth = crate::api::auth::AuthState::new(&config, addr, auth_login)?;
     let functions = functions_state(&config, &owner)?;
-    let storage = storage_state(&config).await?;
+    let storage = storage_state(&config, system.clone()).await?;
     let state = AppState::new(Inner {
         storage: storage.clone(),
         auth,
@@ -312,10 +312,11 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     })
 }
 
-/// `$XDG_CACHE_HOME/wasmbase/functions`, else `~/.cache/wasmbase/functions`,
-/// else a per-user directory under the temp dir (always mode 0700, checked).
 /// The storage backend and limits `[storage]` asks for.
-async fn storage_state(config: &Config) -> Result<wasmbase_host_api::storage::Storage> {
+async fn storage_state(
+    config: &Config,
+    system: deadpool_postgres::Pool,
+) -> Result<wasmbase_host_api::storage::Storage> {
     use wasmbase_host_api::storage::{local::LocalDisk, s3, ObjectStore};
     let sc = &config.storage;
     let store: Arc<dyn ObjectStore> = if sc.backend == "s3" {
@@ -353,9 +354,12 @@ async fn storage_state(config: &Config) -> Result<wasmbase_host_api::storage::St
         max_upload_bytes: config.storage.max_upload_bytes,
         idle_timeout: Duration::from_millis(config.storage.upload_idle_timeout_ms),
         gc_kick: Default::default(),
+        system,
     })
 }
 
+/// `$XDG_CACHE_HOME/wasmbase/functions`, else `~/.cache/wasmbase/functions`,
+/// else a per-user directory under the temp dir (always mode 0700, checked).
 fn default_cache_dir() -> std::path::PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return std::path::PathBuf::from(x).join("wasmbase/functions");

@@ -468,7 +468,7 @@ fn wasm_of(name: &str) -> Vec<u8> {
 }
 
 /// Waits until `srv` serves `name` at deployed `version` (bounded).
-async fn wait_version(srv: &TestServer, name: &str, version: i64) {
+pub(crate) async fn wait_version(srv: &TestServer, name: &str, version: i64) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         if let wasmbase::functions::registry::Availability::Ready(f) =
@@ -487,7 +487,8 @@ async fn wait_version(srv: &TestServer, name: &str, version: i64) {
     }
 }
 
-async fn deploy(
+/// Deploys `wasm` as `name` with `manifest` through the admin API.
+pub(crate) async fn deploy(
     srv: &TestServer,
     key: &str,
     name: &str,

@@ -15,3 +15,4 @@ mod principal;
 mod rest;
 mod session;
 mod storage;
+mod storage_functions;

@@ -24,10 +24,10 @@ const POLICIES: &str = "
 ";
 
 /// One client of the storage API: a key and maybe a user token.
-struct Client<'a> {
-    srv: &'a TestServer,
-    key: String,
-    bearer: Option<String>,
+pub(crate) struct Client<'a> {
+    pub(crate) srv: &'a TestServer,
+    pub(crate) key: String,
+    pub(crate) bearer: Option<String>,
 }
 
 impl Client<'_> {
@@ -43,13 +43,24 @@ impl Client<'_> {
         r
     }
 
-    async fn json(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value) {
         let r = self.req(method, path).json(&body).send().await.unwrap();
         let s = r.status().as_u16();
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
-    async fn upload(&self, path: &str, bytes: Vec<u8>, mime: &str, upsert: bool) -> (u16, Value) {
+    pub(crate) async fn upload(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+        mime: &str,
+        upsert: bool,
+    ) -> (u16, Value) {
         let r = self
             .req(reqwest::Method::POST, &format!("/object/{path}"))
             .header("content-type", mime)
@@ -71,7 +82,7 @@ impl Client<'_> {
         assert_eq!(s, 200, "creating bucket {name}: {v}");
     }
 
-    async fn download(&self, path: &str) -> (u16, Vec<u8>) {
+    pub(crate) async fn download(&self, path: &str) -> (u16, Vec<u8>) {
         let r = self
             .req(reqwest::Method::GET, &format!("/object/{path}"))
             .send()
@@ -89,12 +100,12 @@ fn code(v: &Value) -> (&str, &str) {
     )
 }
 
-fn storage_dir(db: &TestDb) -> PathBuf {
+pub(crate) fn storage_dir(db: &TestDb) -> PathBuf {
     db.config().storage.local_dir.unwrap()
 }
 
 /// Object files on disk under the storage directory.
-fn files(db: &TestDb) -> usize {
+pub(crate) fn files(db: &TestDb) -> usize {
     let objects = storage_dir(db).join("objects");
     let Ok(dirs) = std::fs::read_dir(objects) else {
         return 0;
@@ -112,7 +123,7 @@ async fn setup(db: &TestDb) -> (String, String) {
 }
 
 /// Waits until the deletion queue is empty and `n` object files remain.
-async fn wait_files(db: &TestDb, n: usize) {
+pub(crate) async fn wait_files(db: &TestDb, n: usize) {
     let c = db.owner().await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {

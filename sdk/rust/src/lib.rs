@@ -52,6 +52,7 @@ pub mod env;
 pub mod http;
 pub mod log;
 pub mod sql;
+pub mod storage;
 
 pub use http::{fetch, Handler, Request, Response};
 

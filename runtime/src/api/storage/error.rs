@@ -38,28 +38,7 @@ impl From<AuthError> for StorageApiError {
 
 impl From<StoreError> for StorageApiError {
     fn from(e: StoreError) -> Self {
-        StorageApiError(match e {
-            StoreError::TooLarge => StorageError::too_large(),
-            StoreError::Idle => StorageError::new(
-                408,
-                "RequestTimeout",
-                "RequestTimeout",
-                "The upload sent nothing for too long",
-            ),
-            StoreError::Client(_) => {
-                StorageError::invalid("The request body ended before it was complete")
-            }
-            StoreError::NotFound => StorageError::no_such_key(),
-            StoreError::Backend(detail) => {
-                tracing::error!(error = %detail, "storage backend failed");
-                StorageError::new(
-                    503,
-                    "StorageBackendError",
-                    "StorageBackendError",
-                    "The storage backend failed; try again",
-                )
-            }
-        })
+        StorageApiError(e.into())
     }
 }
 

@@ -4,7 +4,6 @@
 
 use super::buckets::json_text;
 use super::error::{StorageCaller, StorageResult};
-use super::upload::forget;
 use super::{acting, json_body};
 use crate::server::state::AppState;
 use axum::extract::{Path, State};
@@ -60,10 +59,7 @@ pub(super) async fn list(
     bytes: axum::body::Bytes,
 ) -> StorageResult<Response> {
     let b: ListBody = json_body(&bytes)?;
-    let mut prefix = b.prefix.unwrap_or_default();
-    if !prefix.is_empty() && !prefix.ends_with('/') {
-        prefix.push('/');
-    }
+    let prefix = names::folder(b.prefix.as_deref().unwrap_or(""));
     let (column, ascending) = SortBy::resolve(
         b.sort_by.as_ref(),
         &["name", "updated_at", "created_at", "last_accessed_at"],
@@ -163,7 +159,7 @@ pub(super) async fn copy(
         }))
         .into_response()),
         Err(e) => {
-            forget(&st, &version).await;
+            st.storage.forget(&version).await;
             Err(e.into())
         }
     }

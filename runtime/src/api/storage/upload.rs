@@ -4,9 +4,10 @@
 //! part) or raw (`content-type`, `cache-control`, `x-metadata`) — streams
 //! straight into the backend under a fresh version key, cut off at the upload
 //! limit (the bucket's `file_size_limit` or `storage.max_upload_bytes`) or an
-//! idle pause; only then is the row written as the caller. If the row is
-//! refused, the bytes go to the deletion queue: nothing half-made is visible,
-//! nothing is orphaned.
+//! idle pause; only then is the row written as the caller (host-api's
+//! `storage::objects` steps, which functions share). If the row is refused,
+//! the bytes go to the deletion queue: nothing half-made is visible, nothing
+//! is orphaned.
 
 use super::acting;
 use super::error::{StorageCaller, StorageQuery, StorageResult};
@@ -20,9 +21,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use wasmbase_host_api::storage::backend::{self, ByteStream};
-use wasmbase_host_api::storage::meta::{self, As, NewObject};
+use wasmbase_host_api::storage::meta::{self, As};
+use wasmbase_host_api::storage::objects::{self, Describe};
 use wasmbase_host_api::storage::token::{self, Scope};
-use wasmbase_host_api::storage::{gc, names, StorageError};
+use wasmbase_host_api::storage::{names, StorageError};
 use wasmbase_host_api::{Principal, Role};
 
 /// Largest `metadata`/`x-metadata` (user metadata), as storage-api.
@@ -30,9 +32,7 @@ const MAX_USER_METADATA: usize = 1024 * 1024;
 
 /// An upload body, parsed up to the start of its bytes.
 struct Incoming {
-    mime: String,
-    cache_control: String,
-    user_metadata: Option<Value>,
+    describe: Describe,
     body: ByteStream,
 }
 
@@ -124,12 +124,11 @@ async fn incoming(
                 .or_else(|| field.content_type().map(|m| m.to_string()))
                 .unwrap_or_else(|| "application/octet-stream".into());
             return Ok(Incoming {
-                mime,
-                cache_control: match cache_control {
-                    Some(c) if !c.is_empty() => format!("max-age={c}"),
-                    _ => "no-cache".into(),
+                describe: Describe {
+                    mime,
+                    cache_control: objects::cache_control(cache_control.as_deref()),
+                    user_metadata: meta,
                 },
-                user_metadata: meta,
                 body: backend::limited(field, limit, idle),
             });
         }
@@ -148,15 +147,17 @@ async fn incoming(
         None => None,
     };
     Ok(Incoming {
-        mime: if ctype.is_empty() {
-            "application/octet-stream".into()
-        } else {
-            ctype.to_string()
+        describe: Describe {
+            mime: if ctype.is_empty() {
+                "application/octet-stream".into()
+            } else {
+                ctype.to_string()
+            },
+            cache_control: header(headers, "cache-control")
+                .unwrap_or("no-cache")
+                .to_string(),
+            user_metadata: meta,
         },
-        cache_control: header(headers, "cache-control")
-            .unwrap_or("no-cache")
-            .to_string(),
-        user_metadata: meta,
         body: backend::limited(body, limit, idle),
     })
 }
@@ -237,57 +238,20 @@ async fn store_body(
     headers: &HeaderMap,
     body: SharedBody,
 ) -> StorageResult<String> {
-    names::bucket_name(bucket)?;
-    names::object_key(name)?;
-    let b = meta::bucket(who, bucket).await?;
-    let limit = match b.file_size_limit {
-        Some(l) => (l as u64).min(st.storage.max_upload_bytes),
-        None => st.storage.max_upload_bytes,
-    };
-    let inc = incoming(headers, body, limit, st).await?;
-    if !name.ends_with(".emptyFolderPlaceholder") {
-        names::mime_allowed(b.allowed_mime_types.as_deref(), &inc.mime)?;
-    }
-    let version = backend::new_key();
-    let stored = st.storage.store.put(&version, inc.body).await?;
-    let metadata = json!({
-        "eTag": stored.etag,
-        "size": stored.size,
-        "mimetype": inc.mime,
-        "cacheControl": inc.cache_control,
-        "lastModified": wasmbase_host_api::time::rfc3339_millis(stored.last_modified),
-        "contentLength": stored.size,
-        "httpStatusCode": 200,
-    });
-    let row = NewObject {
-        bucket: bucket.to_string(),
-        name: name.to_string(),
-        version: version.clone(),
-        metadata,
-        user_metadata: inc.user_metadata,
+    let target = objects::target(&st.storage, who, bucket, name).await?;
+    let inc = incoming(headers, body, target.limit, st).await?;
+    target.check_mime(&inc.describe.mime)?;
+    let written = objects::store(&st.storage, inc.body).await?;
+    Ok(objects::record(
+        &st.storage,
+        who,
+        &target,
+        written,
+        inc.describe,
         owner,
-    };
-    match meta::insert(who, row, upsert).await {
-        Ok(id) => {
-            // A replaced version was queued by the trigger.
-            if upsert {
-                st.storage.gc_kick.notify_one();
-            }
-            Ok(id)
-        }
-        Err(e) => {
-            forget(st, &version).await;
-            Err(e.into())
-        }
-    }
-}
-
-/// Queues bytes no row will point at, and wakes the deletion worker.
-pub(super) async fn forget(st: &AppState, version: &str) {
-    if let Err(e) = gc::queue(&st.system, version).await {
-        tracing::warn!(version, error = %e.describe(), "could not queue storage bytes for deletion; the orphan sweeper will find them");
-    }
-    st.storage.gc_kick.notify_one();
+        upsert,
+    )
+    .await?)
 }
 
 fn upsert_header(h: &HeaderMap) -> bool {
