@@ -9,6 +9,7 @@
 #  3. Password sign-ins/s (argon2id-bound) and /health p99 while they saturate.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_wrk
+need_h2load
 build
 CLIENTS="${CLIENTS:-8}"
 dev_workdir
@@ -48,7 +49,7 @@ ROUNDS="${ROUNDS:-3}"
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 user_runs=(); pk_runs=(); user_ratios=(); user_p50s=(); user_p99s=()
 for _ in $(seq 1 "$ROUNDS"); do
-  read -r rps p50 p99 < <(wrk_rps "$WASMBASE_URL/auth/v1/user" "apikey: $PUBLISHABLE_KEY" "Authorization: Bearer $ACCESS")
+  read -r rps p50 p99 < <(http_rps "$WASMBASE_URL/auth/v1/user" "apikey: $PUBLISHABLE_KEY" "Authorization: Bearer $ACCESS")
   pk=$(pgb "$work/pk.sql")
   user_runs+=("$rps"); pk_runs+=("$pk"); user_p50s+=("$p50"); user_p99s+=("$p99")
   user_ratios+=("$(awk -v a="$rps" -v b="$pk" 'BEGIN { printf "%.1f", 100 * a / b }')")

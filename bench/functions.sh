@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Functions speed, each figure next to a baseline from the same run:
-#  1. wrk on POST /fn/hello (the Rust example, full pipeline: key check, admission,
+#  1. h2load on POST /fn/hello (the Rust example, full pipeline: key check, admission,
 #     fresh Store + instance per request, request and response through the SDK's
 #     buffered-handler export) vs the raw hyper
-#     hello of the same binary (`wasmbase bench-hello`), same wrk settings.
+#     hello of the same binary (`wasmbase bench-hello`), same h2load settings.
 #     Also POST /fn/hello-warm: the same component with `reuse = 1000` (warm
 #     instances, opt-in), same settings.
 #  2. Per-request instantiation time (median and p99 over 2000 instantiations of
@@ -12,7 +12,7 @@
 #     the upload's answer to the other node serving the new version.
 #  4. Idle RSS of a server with 10 Rust functions loaded.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-need_wrk
+need_h2load
 build
 work=$(mktemp -d)
 chmod 755 "$work"
@@ -68,22 +68,12 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 HELLO=$!
 wait_http "http://127.0.0.1:$port/"
 
-cat >"$work/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"a":1}'
-wrk.headers["Content-Type"] = "application/json"
-LUA
-read -r base_rps base_p50 base_p99 < <(wrk_rps "http://127.0.0.1:$port/")
-out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$work/post.lua" -H "apikey: $PUBLISHABLE_KEY" "$WASMBASE_URL/fn/hello")
-rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$work/post.lua" -H "apikey: $PUBLISHABLE_KEY" "$WASMBASE_URL/fn/hello-warm")
-wrps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-wp50=$(awk '$1=="50%" {print $2}' <<<"$out")
-wp99=$(awk '$1=="99%" {print $2}' <<<"$out")
-wnon2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+echo '{"a":1}' >"$work/post.json"
+read -r base_rps base_p50 base_p99 < <(http_rps "http://127.0.0.1:$port/")
+read -r rps p50 p99 < <(POST_BODY="$work/post.json" http_rps "$WASMBASE_URL/fn/hello" \
+  "apikey: $PUBLISHABLE_KEY" "Content-Type: application/json")
+read -r wrps wp50 wp99 < <(POST_BODY="$work/post.json" http_rps "$WASMBASE_URL/fn/hello-warm" \
+  "apikey: $PUBLISHABLE_KEY" "Content-Type: application/json")
 
 inst=$("$BIN" bench-instantiate "$work/functions/hello/hello.wasm")
 
@@ -123,11 +113,11 @@ print(f"{(time.monotonic() - t0) * 1000:.0f}")
 PY
 deploy_ms=$(cat "$work/deploy.txt")
 
-echo "concurrency $CONNS, $DURATION, wrk -t1"
+echo "concurrency $CONNS, $DURATION, h2load -t1"
 echo "raw hyper hello      : $base_rps req/s  p50 $base_p50  p99 $base_p99"
-echo "POST /fn/hello (Rust): $rps req/s  p50 $p50  p99 $p99  non-2xx: ${non2xx:-0}"
+echo "POST /fn/hello (Rust): $rps req/s  p50 $p50  p99 $p99"
 echo "  ratio              : $(ratio "$rps" "$base_rps") of raw hyper (target >= 25%, aim 50%)"
-echo "POST /fn/hello-warm  : $wrps req/s  p50 $wp50  p99 $wp99  non-2xx: ${wnon2xx:-0}  (reuse = 1000)"
+echo "POST /fn/hello-warm  : $wrps req/s  p50 $wp50  p99 $wp99  (reuse = 1000)"
 echo "  ratio              : $(ratio "$wrps" "$base_rps") of raw hyper"
 echo "instantiation        : $inst (target median <= 10 us)"
 echo "deploy -> serving on a 2nd node: ${deploy_ms} ms (target <= 1000 ms)"

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # /health through the full pipeline (CORS, request id, security headers, metrics,
-# timeout) vs a raw hyper hello served by the same binary, same run, same wrk
+# timeout) vs a raw hyper hello served by the same binary, same run, same h2load
 # settings (-t1 -c64 -d10s). Also prints idle RSS of `wasmbase dev` (PostgreSQL's
 # processes excluded).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-need_wrk
+need_h2load
 build
 work=$(mktemp -d)
 chmod 755 "$work" # reachable by the cluster user, so the cluster lives (and dies) in it
@@ -28,8 +28,8 @@ wait_http "http://127.0.0.1:$port/"
 sleep 2
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$DEV/status")
 
-read -r base_rps base_p50 base_p99 < <(wrk_rps "http://127.0.0.1:$port/")
-read -r rps p50 p99 < <(wrk_rps "$url/health")
+read -r base_rps base_p50 base_p99 < <(http_rps "http://127.0.0.1:$port/")
+read -r rps p50 p99 < <(http_rps "$url/health")
 
 echo "raw hyper hello : $base_rps req/s  p50 $base_p50  p99 $base_p99"
 echo "wasmbase /health: $rps req/s  p50 $p50  p99 $p99"

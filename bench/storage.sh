@@ -4,13 +4,13 @@
 #  1. Upload then download 1 GiB through /storage/v1 (curl, streamed) vs writing and
 #     reading the same bytes with dd (conv=fsync) on the same filesystem; the
 #     server's peak RSS growth (VmHWM) during the upload.
-#  2. Authenticated download of a 1 KiB object (RLS on) under wrk vs pgbench -M
+#  2. Authenticated download of a 1 KiB object (RLS on) under h2load vs pgbench -M
 #     prepared running the server's transaction shape (BEGIN; set_config role,
 #     claims, timeout; the metadata SELECT; COMMIT) at the same concurrency; and a
 #     public-bucket download of the same object (reported).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-need_wrk
+need_h2load
 build
 CLIENTS="${CLIENTS:-8}"
 SIZE_MB="${SIZE_MB:-1024}"
@@ -74,9 +74,9 @@ SELECT id::text, version, coalesce(metadata, '{}'), updated_at FROM storage.obje
 COMMIT;
 SQL
 CONNS=$CLIENTS
-read -r auth_rps auth_p50 auth_p99 < <(wrk_rps "$WASMBASE_URL/storage/v1/object/bench/$USER_ID/small.bin" "${AUTH[@]}")
+read -r auth_rps auth_p50 auth_p99 < <(http_rps "$WASMBASE_URL/storage/v1/object/bench/$USER_ID/small.bin" "${AUTH[@]}")
 read -r pg_tps pg_p50 pg_p99 < <(pgb "$work/find.sql" -D role=authenticated -D "claims=$CLAIMS" -D timeout=8000)
-read -r pub_rps pub_p50 pub_p99 < <(wrk_rps "$WASMBASE_URL/storage/v1/object/public/open/small.bin")
+read -r pub_rps pub_p50 pub_p99 < <(http_rps "$WASMBASE_URL/storage/v1/object/public/open/small.bin")
 echo "concurrency $CLIENTS, $DURATION each"
 echo "GET 1 KiB (RLS)  : $auth_rps req/s (p50 $auth_p50, p99 $auth_p99)"
 echo "pgbench same tx  : $pg_tps tps (p50 $pg_p50, p99 $pg_p99)"
