@@ -41,6 +41,31 @@ pub struct Config {
     pub functions: FunctionsConfig,
     /// File storage (`/storage/v1`).
     pub storage: StorageConfig,
+    /// Realtime (`/realtime/v1`).
+    pub realtime: RealtimeConfig,
+}
+
+/// `[realtime]` (each key also `WASMBASE_REALTIME_<KEY>`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// A node silent for this long is gone: its presences are removed on
+    /// every node (30).
+    pub presence_timeout_secs: u64,
+    /// Channels one socket may join (100, as Supabase).
+    pub max_channels_per_client: usize,
+    /// Largest broadcast or presence payload, bytes (3,000,000, as Supabase).
+    pub max_payload_bytes: usize,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            presence_timeout_secs: 30,
+            max_channels_per_client: 100,
+            max_payload_bytes: 3_000_000,
+        }
+    }
 }
 
 /// `[storage]` (flat keys, so each can come from `WASMBASE_STORAGE_<KEY>`)
@@ -611,6 +636,7 @@ const SECTIONS: &[&str] = &[
     "migrations",
     "functions",
     "storage",
+    "realtime",
 ];
 
 /// Keys whose environment value is always taken verbatim, so a password such as
@@ -724,6 +750,15 @@ impl Config {
             return err(
                 "storage.max_upload_bytes",
                 "storage.max_upload_bytes and storage.upload_idle_timeout_ms must be greater than 0".into(),
+            );
+        }
+        if self.realtime.presence_timeout_secs == 0
+            || self.realtime.max_channels_per_client == 0
+            || self.realtime.max_payload_bytes == 0
+        {
+            return err(
+                "realtime.presence_timeout_secs",
+                "realtime.presence_timeout_secs, max_channels_per_client and max_payload_bytes must be greater than 0".into(),
             );
         }
         if self.server.body_limit_bytes == 0 {

@@ -47,6 +47,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(12, "0012_audit_request_id.sql"),
     migration!(13, "0013_storage.sql"),
     migration!(14, "0014_storage_user_delete.sql"),
+    migration!(15, "0015_realtime.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on

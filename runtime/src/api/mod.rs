@@ -6,5 +6,6 @@ pub mod auth;
 pub mod deploy;
 pub mod functions;
 pub mod platform;
+pub mod realtime;
 pub mod rest;
 pub mod storage;

@@ -166,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::auth::routes())
         .merge(api::rest::routes())
         .merge(api::storage::routes())
+        .merge(api::realtime::routes())
         .merge(api::functions::routes())
         .merge(api::deploy::routes())
         .fallback(|| async { error::ApiError::not_found("No such route") })
@@ -242,8 +243,14 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     let auth = crate::api::auth::AuthState::new(&config, addr, auth_login)?;
     let functions = functions_state(&config, &owner)?;
     let storage = storage_state(&config, system.clone()).await?;
+    let cancel = CancellationToken::new();
+    let realtime = Arc::new(crate::api::realtime::Hub::new(
+        system.clone(),
+        cancel.clone(),
+    ));
     let state = AppState::new(Inner {
         storage: storage.clone(),
+        realtime,
         auth,
         request_timeout: Duration::from_millis(config.server.request_timeout_ms),
         body_limit: config.server.body_limit_bytes,
@@ -257,7 +264,6 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         functions,
         config,
     });
-    let cancel = CancellationToken::new();
     tokio::spawn({
         let (st, cancel) = (state.clone(), cancel.clone());
         async move { crate::api::auth::sweep(&st, cancel).await }
@@ -473,6 +479,10 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
             }
         }
     }
+    // Realtime's liveness loop needs its tables (migrations are applied now).
+    tokio::spawn(state.realtime.clone().run(Duration::from_secs(
+        state.config.realtime.presence_timeout_secs,
+    )));
     // Ready once the key and schema caches are loaded *and* LISTENing, so a
     // revoke issued after `/ready` answers 200 can never be missed by this node.
     let resync = |first_sync: bool| {
@@ -523,6 +533,8 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
                 }
             } else if channel == wasmbase_host_api::storage::gc::CHANNEL {
                 st.storage.gc_kick.notify_one();
+            } else if channel == crate::api::realtime::CHANNEL {
+                st.realtime.on_notify(&payload).await;
             } else if channel == SCHEMA_CHANNEL || payload.is_empty() || payload == "reload schema"
             {
                 st.schema_dirty.notify_one();
@@ -539,6 +551,7 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
             crate::functions::deploy::CHANNEL,
             "wasmbase_secrets",
             wasmbase_host_api::storage::gc::CHANNEL,
+            crate::api::realtime::CHANNEL,
         ],
         cancel,
         on_notify,

@@ -42,6 +42,8 @@ pub struct Inner {
     pub functions: crate::functions::Functions,
     /// File storage: the backend and upload limits.
     pub storage: wasmbase_host_api::storage::Storage,
+    /// Realtime: this node's channels and the bus to the others.
+    pub realtime: Arc<crate::api::realtime::Hub>,
     /// Wakes the schema reloader; notifications arriving during a reload fold
     /// into one more reload.
     pub schema_dirty: tokio::sync::Notify,

@@ -12,6 +12,7 @@ mod functions;
 mod migrations;
 mod ops;
 mod principal;
+mod realtime;
 mod rest;
 mod session;
 mod storage;

@@ -1,0 +1,476 @@
+//! One node's realtime hub: which local channels are joined to which topic,
+//! fan-out to them, and the bus that makes N nodes behave as one through
+//! PostgreSQL, the only shared service — a message published on any node is
+//! delivered locally at once and sent to the others as a NOTIFY on
+//! [`CHANNEL`] (one too large for a NOTIFY payload crosses by id through
+//! `wasmbase.realtime_outbox`). Presence lives in `wasmbase.realtime_presence`
+//! (the union over nodes is a topic's state); each node says it is alive in
+//! `wasmbase.realtime_nodes`, and any node removes a dead node's presences
+//! everywhere.
+//!
+//! Fan-out never waits on a socket: each joined channel has a bounded queue
+//! ([`Sub`]); a socket whose queue is full is told to close, so one slow
+//! client never delays the others and nothing is buffered without bound.
+
+use super::frame::{self, Broadcast, Frame, Payload, Vsn};
+use base64::Engine;
+use deadpool_postgres::Pool;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// NOTIFY channel of the bus.
+pub const CHANNEL: &str = "wasmbase_realtime";
+
+/// Largest NOTIFY payload sent inline (PostgreSQL's limit is 8000 bytes).
+const INLINE_MAX: usize = 7900;
+
+/// A joined channel as fan-out sees it.
+#[derive(Clone)]
+pub struct Sub {
+    /// Unique on this node.
+    pub id: u64,
+    /// The socket's protocol version.
+    pub vsn: Vsn,
+    /// The socket's outgoing queue.
+    pub tx: mpsc::Sender<Frame>,
+    /// Cancelled when the socket must close (its queue overflowed).
+    pub kill: CancellationToken,
+    /// Whether it wants presence diffs.
+    pub presence: bool,
+}
+
+impl Sub {
+    /// Queues `f`; a full queue closes the socket (it stopped reading).
+    fn deliver(&self, f: Frame) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(f) {
+            self.kill.cancel();
+        }
+    }
+}
+
+/// What crosses nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Wire {
+    /// Sending node.
+    n: uuid::Uuid,
+    /// Sub-topic (without `realtime:`).
+    t: String,
+    #[serde(flatten)]
+    m: WireMsg,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "k")]
+enum WireMsg {
+    /// A user broadcast: event, and JSON payload or base64 bytes.
+    #[serde(rename = "b")]
+    Broadcast {
+        e: String,
+        // (A `Value`, not a `RawValue`: serde cannot buffer a raw value
+        // through the tagged, flattened shape.)
+        #[serde(skip_serializing_if = "Option::is_none")]
+        j: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        b: Option<String>,
+    },
+    /// A presence diff.
+    #[serde(rename = "p")]
+    Presence { joins: Value, leaves: Value },
+}
+
+/// The node's hub.
+pub struct Hub {
+    /// This node's id on the bus.
+    pub node: uuid::Uuid,
+    system: Pool,
+    subs: RwLock<HashMap<String, Vec<Sub>>>,
+    next: AtomicU64,
+    /// Server shutdown: sockets close.
+    pub stop: CancellationToken,
+}
+
+/// A presence entry of one channel: its key, ref and meta.
+#[derive(Debug, Clone)]
+pub struct Tracked {
+    /// Presence key.
+    pub key: String,
+    /// `phx_ref`.
+    pub phx_ref: String,
+    /// The tracked payload.
+    pub meta: Map<String, Value>,
+}
+
+/// A new `phx_ref`: 8 random bytes, base64 (as Phoenix.Tracker makes them).
+fn new_ref() -> String {
+    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 8]>())
+}
+
+/// `{key: {metas: [meta + phx_ref (+ phx_ref_prev)]}}` for one entry.
+fn metas(t: &Tracked, prev: Option<&str>) -> Value {
+    let mut m = t.meta.clone();
+    m.insert("phx_ref".into(), json!(t.phx_ref));
+    if let Some(p) = prev {
+        m.insert("phx_ref_prev".into(), json!(p));
+    }
+    json!({ t.key.clone(): { "metas": [m] } })
+}
+
+impl Hub {
+    /// A hub for a node writing through `system`.
+    pub fn new(system: Pool, stop: CancellationToken) -> Hub {
+        Hub {
+            node: uuid::Uuid::new_v4(),
+            system,
+            subs: RwLock::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            stop,
+        }
+    }
+
+    /// A fresh id for a channel or a postgres_changes binding.
+    pub fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Joins `sub` to `topic` (the full `realtime:` topic).
+    pub fn subscribe(&self, topic: &str, sub: Sub) {
+        self.subs
+            .write()
+            .entry(topic.to_string())
+            .or_default()
+            .push(sub);
+    }
+
+    /// Removes channel `id` from `topic`.
+    pub fn unsubscribe(&self, topic: &str, id: u64) {
+        let mut subs = self.subs.write();
+        if let Some(v) = subs.get_mut(topic) {
+            v.retain(|s| s.id != id);
+            if v.is_empty() {
+                subs.remove(topic);
+            }
+        }
+    }
+
+    /// Channels joined on this node, by topic (for metrics and the admin list).
+    pub fn counts(&self) -> Vec<(String, usize)> {
+        self.subs
+            .read()
+            .iter()
+            .map(|(t, v)| (t.clone(), v.len()))
+            .collect()
+    }
+
+    fn local_broadcast(&self, topic: &str, b: &Broadcast, except: Option<u64>) {
+        let subs = self.subs.read();
+        let Some(list) = subs.get(topic) else { return };
+        // One encoding per protocol version, shared by every subscriber.
+        let mut encoded: [Option<Option<Frame>>; 2] = [None, None];
+        for s in list.iter().filter(|s| Some(s.id) != except) {
+            let slot = &mut encoded[(s.vsn == Vsn::V2) as usize];
+            let f = slot.get_or_insert_with(|| frame::encode_broadcast(s.vsn, topic, b));
+            if let Some(f) = f {
+                s.deliver(f.clone());
+            }
+        }
+    }
+
+    fn local_presence(&self, topic: &str, joins: &Value, leaves: &Value) {
+        let subs = self.subs.read();
+        let Some(list) = subs.get(topic) else { return };
+        let payload = json!({ "joins": joins, "leaves": leaves });
+        let mut text: [Option<String>; 2] = [None, None];
+        for s in list.iter().filter(|s| s.presence) {
+            let t = text[(s.vsn == Vsn::V2) as usize].get_or_insert_with(|| {
+                frame::encode_text(s.vsn, None, None, topic, "presence_diff", &payload)
+            });
+            s.deliver(Frame::Text(t.clone()));
+        }
+    }
+
+    /// Broadcasts `b` on `topic` to every channel on every node, except the
+    /// local channel `except` (a sender without `self`).
+    pub async fn broadcast(&self, topic: &str, b: Broadcast, except: Option<u64>) {
+        self.local_broadcast(topic, &b, except);
+        let (j, bin) = match &b.payload {
+            Payload::Json(s) => (serde_json::from_str::<Value>(s).ok(), None),
+            Payload::Binary(bytes) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            ),
+        };
+        self.send(
+            topic,
+            WireMsg::Broadcast {
+                e: b.event,
+                j,
+                b: bin,
+            },
+        )
+        .await;
+    }
+
+    async fn presence_diff(&self, topic: &str, joins: Value, leaves: Value) {
+        self.local_presence(topic, &joins, &leaves);
+        self.send(topic, WireMsg::Presence { joins, leaves }).await;
+    }
+
+    /// Sends to the other nodes.
+    async fn send(&self, topic: &str, m: WireMsg) {
+        let Some(sub) = topic.strip_prefix("realtime:") else {
+            return;
+        };
+        let wire = Wire {
+            n: self.node,
+            t: sub.to_string(),
+            m,
+        };
+        let text = match serde_json::to_string(&wire) {
+            Ok(t) => t,
+            Err(_) => return,
+        };
+        let r = async {
+            let c = self.system.get().await?;
+            if text.len() <= INLINE_MAX {
+                c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &text])
+                    .await?;
+            } else {
+                // Too large for a NOTIFY: the body goes by id, in the same transaction.
+                c.execute(
+                    "WITH o AS (INSERT INTO wasmbase.realtime_outbox (body) VALUES ($2) RETURNING id) \
+                     SELECT pg_notify($1, json_build_object('o', o.id)::text) FROM o",
+                    &[&CHANNEL, &text],
+                )
+                .await?;
+            }
+            anyhow::Ok(())
+        };
+        if let Err(e) = r.await {
+            tracing::warn!(error = %format!("{e:#}"), "realtime: could not reach the other nodes");
+        }
+    }
+
+    /// A NOTIFY on [`CHANNEL`] from the listener: delivers another node's
+    /// message to this node's channels.
+    pub async fn on_notify(&self, payload: &str) {
+        let text = match serde_json::from_str::<Value>(payload) {
+            Ok(v) if v.get("o").is_some() => {
+                let Some(id) = v["o"].as_i64() else { return };
+                let body = async {
+                    let c = self.system.get().await?;
+                    let row = c
+                        .query_opt(
+                            "SELECT body FROM wasmbase.realtime_outbox WHERE id = $1",
+                            &[&id],
+                        )
+                        .await?;
+                    anyhow::Ok(row.map(|r| r.get::<_, String>(0)))
+                };
+                match body.await {
+                    Ok(Some(b)) => b,
+                    _ => return,
+                }
+            }
+            Ok(_) => payload.to_string(),
+            Err(_) => return,
+        };
+        let Ok(w) = serde_json::from_str::<Wire>(&text) else {
+            return;
+        };
+        if w.n == self.node {
+            return;
+        }
+        let topic = format!("realtime:{}", w.t);
+        match w.m {
+            WireMsg::Broadcast { e, j, b } => {
+                let payload = match (j, b) {
+                    (Some(j), _) => Payload::Json(Arc::from(j.to_string())),
+                    (None, Some(b64)) => {
+                        match base64::engine::general_purpose::STANDARD.decode(b64) {
+                            Ok(bytes) => Payload::Binary(bytes.into()),
+                            Err(_) => return,
+                        }
+                    }
+                    (None, None) => return,
+                };
+                self.local_broadcast(&topic, &Broadcast { event: e, payload }, None);
+            }
+            WireMsg::Presence { joins, leaves } => self.local_presence(&topic, &joins, &leaves),
+        }
+    }
+
+    /// Tracks (or, with `prev`, updates) a channel's presence on `topic`;
+    /// returns the new entry.
+    pub async fn track(
+        &self,
+        topic: &str,
+        key: &str,
+        meta: Map<String, Value>,
+        prev: Option<Tracked>,
+    ) -> anyhow::Result<Tracked> {
+        let t = Tracked {
+            key: key.to_string(),
+            phx_ref: new_ref(),
+            meta,
+        };
+        let c = self.system.get().await?;
+        c.execute(
+            "WITH d AS (DELETE FROM wasmbase.realtime_presence WHERE node = $1 AND ref = $6) \
+             INSERT INTO wasmbase.realtime_presence (node, topic, key, ref, meta) VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &self.node,
+                &topic,
+                &t.key,
+                &t.phx_ref,
+                &Value::Object(t.meta.clone()),
+                &prev.as_ref().map(|p| p.phx_ref.clone()),
+            ],
+        )
+        .await?;
+        drop(c);
+        let leaves = prev.as_ref().map_or(json!({}), |p| metas(p, None));
+        let joins = metas(&t, prev.as_ref().map(|p| p.phx_ref.as_str()));
+        self.presence_diff(topic, joins, leaves).await;
+        Ok(t)
+    }
+
+    /// Removes a channel's presence from `topic`.
+    pub async fn untrack(&self, topic: &str, t: &Tracked) {
+        let r = async {
+            let c = self.system.get().await?;
+            c.execute(
+                "DELETE FROM wasmbase.realtime_presence WHERE node = $1 AND ref = $2",
+                &[&self.node, &t.phx_ref],
+            )
+            .await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = r.await {
+            tracing::warn!(error = %format!("{e:#}"), "realtime: removing a presence");
+        }
+        self.presence_diff(topic, json!({}), metas(t, None)).await;
+    }
+
+    /// A topic's presence state over all nodes: `{key: {metas: [...]}}`.
+    pub async fn presence_state(&self, topic: &str) -> anyhow::Result<Value> {
+        let c = self.system.get().await?;
+        let rows = c
+            .query(
+                "SELECT key, ref, meta FROM wasmbase.realtime_presence WHERE topic = $1 ORDER BY key, ref",
+                &[&topic],
+            )
+            .await?;
+        let mut state = Map::new();
+        for r in rows {
+            let mut meta = match r.get::<_, Value>(2) {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+            meta.insert("phx_ref".into(), json!(r.get::<_, String>(1)));
+            let entry = state
+                .entry(r.get::<_, String>(0))
+                .or_insert_with(|| json!({ "metas": [] }));
+            if let Some(Value::Array(a)) = entry.get_mut("metas") {
+                a.push(Value::Object(meta));
+            }
+        }
+        Ok(Value::Object(state))
+    }
+
+    /// Says this node is alive, removes nodes silent for longer than
+    /// `timeout` with their presences (sending the leaves), and drops outbox
+    /// rows every node has had time to read.
+    async fn beat(&self, timeout: Duration) -> anyhow::Result<()> {
+        let c = self.system.get().await?;
+        c.execute(
+            "INSERT INTO wasmbase.realtime_nodes (node) VALUES ($1) \
+             ON CONFLICT (node) DO UPDATE SET seen_at = now()",
+            &[&self.node],
+        )
+        .await?;
+        let secs = timeout.as_secs_f64();
+        let gone = c
+            .query(
+                "WITH dead AS (DELETE FROM wasmbase.realtime_nodes \
+                   WHERE seen_at < now() - make_interval(secs => $1) RETURNING node) \
+                 DELETE FROM wasmbase.realtime_presence p USING dead WHERE p.node = dead.node \
+                 RETURNING p.topic, p.key, p.ref, p.meta",
+                &[&secs],
+            )
+            .await?;
+        c.execute(
+            "DELETE FROM wasmbase.realtime_outbox WHERE created_at < now() - interval '5 minutes'",
+            &[],
+        )
+        .await?;
+        drop(c);
+        for r in gone {
+            let t = Tracked {
+                key: r.get(1),
+                phx_ref: r.get(2),
+                meta: match r.get::<_, Value>(3) {
+                    Value::Object(m) => m,
+                    _ => Map::new(),
+                },
+            };
+            let topic: String = r.get(0);
+            self.presence_diff(&topic, json!({}), metas(&t, None)).await;
+        }
+        Ok(())
+    }
+
+    /// The node's liveness loop (every third of `timeout`), until shutdown;
+    /// then its own presences go, with their leaves.
+    pub async fn run(self: Arc<Self>, timeout: Duration) {
+        let every = (timeout / 3).max(Duration::from_millis(100));
+        loop {
+            if let Err(e) = self.beat(timeout).await {
+                tracing::warn!(error = %format!("{e:#}"), "realtime: node heartbeat");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.stop.cancelled() => break,
+            }
+        }
+        let r = async {
+            let c = self.system.get().await?;
+            let rows = c
+                .query(
+                    "WITH n AS (DELETE FROM wasmbase.realtime_nodes WHERE node = $1) \
+                     DELETE FROM wasmbase.realtime_presence WHERE node = $1 \
+                     RETURNING topic, key, ref, meta",
+                    &[&self.node],
+                )
+                .await?;
+            anyhow::Ok(rows)
+        };
+        if let Ok(rows) = r.await {
+            for r in rows {
+                let t = Tracked {
+                    key: r.get(1),
+                    phx_ref: r.get(2),
+                    meta: match r.get::<_, Value>(3) {
+                        Value::Object(m) => m,
+                        _ => Map::new(),
+                    },
+                };
+                let topic: String = r.get(0);
+                self.send(
+                    &topic,
+                    WireMsg::Presence {
+                        joins: json!({}),
+                        leaves: metas(&t, None),
+                    },
+                )
+                .await;
+            }
+        }
+    }
+}

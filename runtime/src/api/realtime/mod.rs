@@ -1,0 +1,180 @@
+//! `/realtime/v1`: Supabase Realtime's protocol, so `supabase.channel(...)`
+//! works unchanged (docs/REALTIME.md). routes (this file: the WebSocket
+//! upgrade and the HTTP broadcast API) → parse (`frame`) → the channel's rule
+//! (`socket`) → fan-out on this node and, through PostgreSQL, the others
+//! (`hub`).
+//!
+//! Built: both protocol versions, heartbeats, joins with tokens and their
+//! expiry, broadcast (self, ack, binary payloads, HTTP), presence shared by
+//! all nodes. Not yet: postgres_changes (a join with bindings gets their ids
+//! and a `system` error saying so), private channels (refused at join),
+//! catch-up after reconnects.
+
+mod frame;
+mod hub;
+mod socket;
+
+pub use hub::{Hub, CHANNEL};
+
+use crate::server::caller::Caller;
+use crate::server::error::ApiError;
+use crate::server::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use frame::{Broadcast, Payload, Vsn};
+use http::{HeaderMap, StatusCode};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Per-socket limits, from `[realtime]`.
+#[derive(Debug, Clone, Copy)]
+pub struct RealtimeLimits {
+    /// Channels one socket may join.
+    pub max_channels_per_client: usize,
+    /// Largest broadcast or presence payload.
+    pub max_payload_bytes: usize,
+}
+
+/// Largest WebSocket message (as Supabase's `max_frame_size`).
+const MAX_MESSAGE: usize = 5_000_000;
+
+/// Routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/realtime/v1/websocket", get(websocket))
+        .route("/realtime/v1/api/broadcast", post(broadcast_batch))
+        .route(
+            "/realtime/v1/api/broadcast/{topic}/events/{event}",
+            post(broadcast_one),
+        )
+}
+
+fn query_param(q: Option<&str>, key: &str) -> Option<String> {
+    url::form_urlencoded::parse(q?.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `GET /realtime/v1/websocket?apikey=...&vsn=...`: the key (publishable only:
+/// a secret key in a URL is refused by the gate) and the protocol version are
+/// checked before the upgrade.
+async fn websocket(
+    State(st): State<AppState>,
+    Caller(key): Caller,
+    RawQuery(q): RawQuery,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let vsn = Vsn::parse(query_param(q.as_deref(), "vsn").as_deref())
+        .ok_or_else(|| ApiError::bad_request("unsupported_vsn", "vsn must be 1.0.0 or 2.0.0"))?;
+    let limits = RealtimeLimits {
+        max_channels_per_client: st.config.realtime.max_channels_per_client,
+        max_payload_bytes: st.config.realtime.max_payload_bytes,
+    };
+    let hub = st.realtime.clone();
+    Ok(ws
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| socket::serve(socket, st, hub, limits, vsn, key))
+        .into_response())
+}
+
+/// A 422 in realtime's shape.
+fn invalid(field: &str, message: &str) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        axum::Json(json!({ "errors": { field: [message] } })),
+    )
+        .into_response()
+}
+
+/// `POST /realtime/v1/api/broadcast` `{messages: [{topic, event, payload,
+/// private}]}` (supabase-js's `send()` when the channel is not joined):
+/// 202 and an empty body. Private messages are not delivered yet.
+async fn broadcast_batch(State(st): State<AppState>, Caller(_): Caller, body: Bytes) -> Response {
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return invalid("body", "must be JSON");
+    };
+    let Some(messages) = v["messages"].as_array() else {
+        return invalid("messages", "can't be blank");
+    };
+    let max = st.config.realtime.max_payload_bytes;
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        let (Some(topic), Some(event)) = (m["topic"].as_str(), m["event"].as_str()) else {
+            return invalid("messages", "each message needs a topic and an event");
+        };
+        let payload = match m.get("payload") {
+            Some(p @ Value::Object(_)) => p.to_string(),
+            _ => return invalid("messages", "payload must be a JSON object"),
+        };
+        if payload.len() > max {
+            return invalid("messages", "Payload size exceeds tenant limit");
+        }
+        if m["private"].as_bool() == Some(true) {
+            continue;
+        }
+        out.push((format!("realtime:{topic}"), event.to_string(), payload));
+    }
+    for (topic, event, payload) in out {
+        let b = Broadcast {
+            event,
+            payload: Payload::Json(Arc::from(payload)),
+        };
+        st.realtime.broadcast(&topic, b, None).await;
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// `POST /realtime/v1/api/broadcast/:topic/events/:event` (`channel.httpSend`):
+/// the body is the payload, JSON or `application/octet-stream`; 202.
+async fn broadcast_one(
+    State(st): State<AppState>,
+    Caller(_): Caller,
+    Path((topic, event)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if query_param(q.as_deref(), "private").as_deref() == Some("true") {
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"message": "Unauthorized"})),
+        )
+            .into_response();
+    }
+    if body.len() > st.config.realtime.max_payload_bytes {
+        return invalid("payload", "Payload size exceeds tenant limit");
+    }
+    let ctype = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let payload = if ctype.starts_with("application/octet-stream") {
+        Payload::Binary(body)
+    } else if ctype.starts_with("application/json") {
+        match std::str::from_utf8(&body)
+            .ok()
+            .filter(|s| serde_json::from_str::<Value>(s).is_ok_and(|v| !v.is_null()))
+        {
+            Some(s) => Payload::Json(Arc::from(s)),
+            None => return invalid("payload", "must be JSON"),
+        }
+    } else {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            axum::Json(json!({"error": "Unsupported Media Type. Use application/json or application/octet-stream"})),
+        )
+            .into_response();
+    };
+    st.realtime
+        .broadcast(
+            &format!("realtime:{topic}"),
+            Broadcast { event, payload },
+            None,
+        )
+        .await;
+    StatusCode::ACCEPTED.into_response()
+}

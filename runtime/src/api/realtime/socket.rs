@@ -1,0 +1,532 @@
+//! One WebSocket connection: a reader that handles the client's frames in
+//! order (parse → the channel's rule → reply), a writer that drains a bounded
+//! queue, and the channels this socket joined. Heartbeats on `phoenix` are
+//! answered whatever the channel state; a socket silent for longer than
+//! [`IDLE`] is closed, as Phoenix does.
+
+use super::frame::{self, Body, Broadcast, Frame, Incoming, Payload, Vsn};
+use super::hub::{Hub, Sub, Tracked};
+use super::RealtimeLimits;
+use crate::server::state::AppState;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wasmbase_host_api::{AuthError, Principal};
+
+/// Longest a socket may send nothing (realtime-js heartbeats every 25 s).
+pub const IDLE: Duration = Duration::from_secs(60);
+
+/// Frames a socket may have queued; past this it is closed as too slow.
+const QUEUE: usize = 1024;
+
+/// How often joined channels' tokens are checked for expiry.
+const TOKEN_CHECK: Duration = Duration::from_secs(1);
+
+/// A joined channel.
+struct Channel {
+    join_ref: Option<String>,
+    sub: u64,
+    principal: Principal,
+    /// `exp` of the channel's token, if a JWT.
+    exp: Option<u64>,
+    self_broadcast: bool,
+    ack: bool,
+    presence_key: String,
+    tracked: Option<Tracked>,
+}
+
+/// The socket's state.
+struct Conn {
+    st: AppState,
+    hub: Arc<Hub>,
+    limits: RealtimeLimits,
+    vsn: Vsn,
+    /// What the socket's `apikey` grants (a join without a user token acts so).
+    key: Principal,
+    out: mpsc::Sender<Frame>,
+    kill: CancellationToken,
+    channels: HashMap<String, Channel>,
+}
+
+/// Serves `ws` until it closes.
+pub async fn serve(
+    ws: WebSocket,
+    st: AppState,
+    hub: Arc<Hub>,
+    limits: RealtimeLimits,
+    vsn: Vsn,
+    key: Principal,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let (out, mut rx) = mpsc::channel::<Frame>(QUEUE);
+    let kill = CancellationToken::new();
+    let writer = tokio::spawn(async move {
+        while let Some(f) = rx.recv().await {
+            let m = match f {
+                Frame::Text(t) => Message::Text(t.into()),
+                Frame::Binary(b) => Message::Binary(b),
+            };
+            if sink.send(m).await.is_err() {
+                return None;
+            }
+        }
+        Some(sink)
+    });
+    let mut c = Conn {
+        st,
+        hub: hub.clone(),
+        limits,
+        vsn,
+        key,
+        out,
+        kill: kill.clone(),
+        channels: HashMap::new(),
+    };
+    let mut check = tokio::time::interval(TOKEN_CHECK);
+    let close: Option<(u16, &str)> = loop {
+        tokio::select! {
+            m = tokio::time::timeout(IDLE, stream.next()) => match m {
+                Err(_) => break Some((1000, "heartbeat timeout")),
+                Ok(None) | Ok(Some(Err(_))) => break None,
+                Ok(Some(Ok(m))) => {
+                    let parsed = match m {
+                        Message::Text(t) => frame::decode_text(vsn, t.as_str()),
+                        Message::Binary(b) if vsn == Vsn::V2 => frame::decode_binary(&b),
+                        Message::Binary(_) => Err(frame::FrameError("binary frames need vsn 2.0.0")),
+                        Message::Close(_) => break None,
+                        Message::Ping(_) | Message::Pong(_) => continue,
+                    };
+                    match parsed {
+                        Ok(f) => c.handle(f).await,
+                        Err(e) => tracing::debug!(error = %e, "realtime: ignoring a frame"),
+                    }
+                }
+            },
+            _ = check.tick() => c.expire_tokens(),
+            _ = kill.cancelled() => break Some((1008, "too slow: the outgoing queue is full")),
+            _ = hub.stop.cancelled() => break Some((1001, "server shutting down")),
+        }
+    };
+    // Leaving: presences go, subscriptions end.
+    let topics: Vec<String> = c.channels.keys().cloned().collect();
+    for t in topics {
+        c.drop_channel(&t).await;
+    }
+    drop(c);
+    if let Ok(Some(mut sink)) = writer.await {
+        if let Some((code, reason)) = close {
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                })))
+                .await;
+        }
+    }
+}
+
+/// The sub-topic of `realtime:<name>` (what `system` messages and the HTTP
+/// API call a channel).
+fn subtopic(topic: &str) -> &str {
+    topic.strip_prefix("realtime:").unwrap_or(topic)
+}
+
+/// A boolean that realtime-js may send as a string.
+fn flag(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::String(s) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+impl Conn {
+    fn send(&self, f: Frame) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send(f) {
+            self.kill.cancel();
+        }
+    }
+
+    fn push(
+        &self,
+        join_ref: Option<&str>,
+        reference: Option<&str>,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) {
+        self.send(Frame::Text(frame::encode_text(
+            self.vsn, join_ref, reference, topic, event, &payload,
+        )));
+    }
+
+    fn reply(&self, f: &Incoming, status: &str, response: Value) {
+        self.push(
+            f.join_ref.as_deref(),
+            f.reference.as_deref(),
+            &f.topic,
+            "phx_reply",
+            json!({"status": status, "response": response}),
+        );
+    }
+
+    fn system(
+        &self,
+        topic: &str,
+        join_ref: Option<&str>,
+        extension: &str,
+        status: &str,
+        message: &str,
+    ) {
+        self.push(
+            join_ref,
+            None,
+            topic,
+            "system",
+            json!({
+                "extension": extension,
+                "status": status,
+                "message": message,
+                "channel": subtopic(topic),
+            }),
+        );
+    }
+
+    async fn handle(&mut self, f: Incoming) {
+        if f.topic == "phoenix" {
+            if f.event == "heartbeat" {
+                self.reply(&f, "ok", json!({}));
+            }
+            return;
+        }
+        match f.event.as_str() {
+            "phx_join" => self.join(f).await,
+            "phx_leave" => {
+                self.reply(&f, "ok", json!({}));
+                if let Some(ch) = self.channels.get(&f.topic) {
+                    let jr = ch.join_ref.clone();
+                    self.push(
+                        jr.as_deref(),
+                        jr.as_deref(),
+                        &f.topic,
+                        "phx_close",
+                        json!({}),
+                    );
+                }
+                self.drop_channel(&f.topic.clone()).await;
+            }
+            _ if !self.channels.contains_key(&f.topic) => {
+                // Phoenix's answer for a topic this socket has not joined.
+                self.push(
+                    None,
+                    f.reference.as_deref(),
+                    &f.topic,
+                    "phx_reply",
+                    json!({"status": "error", "response": {"reason": "unmatched topic"}}),
+                );
+            }
+            "broadcast" => self.broadcast(f).await,
+            "presence" => self.presence(f).await,
+            "access_token" => self.access_token(f),
+            _ => self.reply(
+                &f,
+                "error",
+                json!({"reason": format!("unknown event {:?}", f.event)}),
+            ),
+        }
+    }
+
+    /// The principal a join or token update asks for: a verified JWT, or the
+    /// socket's key for none or an `sb_` key (as Supabase does).
+    fn principal_for(&self, token: Option<&str>) -> Result<(Principal, Option<u64>), String> {
+        match token {
+            None => Ok((self.key.clone(), None)),
+            Some(t) if t.starts_with("sb_") || t.is_empty() => Ok((self.key.clone(), None)),
+            Some(t) => match self.st.gate.jwt().principal(t) {
+                Ok(p) => {
+                    let exp = p.claims.get("exp").and_then(Value::as_u64);
+                    Ok((p, exp))
+                }
+                Err(AuthError::JwtExpired) => Err("InvalidJWTToken: Token has expired".into()),
+                Err(e) => Err(format!("InvalidJWTToken: {e}")),
+            },
+        }
+    }
+
+    async fn join(&mut self, f: Incoming) {
+        let Body::Json(payload) = &f.body else { return };
+        if !f.topic.starts_with("realtime:") {
+            self.push(
+                None,
+                f.reference.as_deref(),
+                &f.topic,
+                "phx_reply",
+                json!({"status": "error", "response": {"reason": "unmatched topic"}}),
+            );
+            return;
+        }
+        let error = |c: &Self, reason: &str| c.reply(&f, "error", json!({ "reason": reason }));
+        if subtopic(&f.topic).is_empty() {
+            return error(self, "TopicNameRequired: You must provide a topic name");
+        }
+        let config = &payload["config"];
+        if flag(&config["private"]) {
+            return error(
+                self,
+                &format!(
+                    "Unauthorized: You do not have permissions to read from this Channel topic: {}",
+                    subtopic(&f.topic)
+                ),
+            );
+        }
+        let token = payload["access_token"]
+            .as_str()
+            .or(payload["user_token"].as_str());
+        let (principal, exp) = match self.principal_for(token) {
+            Ok(p) => p,
+            Err(reason) => return error(self, &reason),
+        };
+        // A second join of a joined topic replaces the first.
+        if let Some(old) = self.channels.get(&f.topic) {
+            let jr = old.join_ref.clone();
+            self.push(
+                jr.as_deref(),
+                jr.as_deref(),
+                &f.topic,
+                "phx_close",
+                json!({}),
+            );
+            self.drop_channel(&f.topic.clone()).await;
+        }
+        if self.channels.len() >= self.limits.max_channels_per_client {
+            return error(self, "ChannelRateLimitReached: Too many channels");
+        }
+        let presence = &config["presence"];
+        let presence_on = flag(&presence["enabled"]);
+        let presence_key = match &presence["key"] {
+            Value::String(s) if !s.is_empty() => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
+        // postgres_changes: each binding echoed as sent, with an id.
+        let changes: Vec<Value> = match &config["postgres_changes"] {
+            Value::Array(a) => a
+                .iter()
+                .map(|b| {
+                    let mut b = b.clone();
+                    if let Value::Object(m) = &mut b {
+                        m.insert("id".into(), json!(self.hub.next_id()));
+                    }
+                    b
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let sub = self.hub.next_id();
+        self.hub.subscribe(
+            &f.topic,
+            Sub {
+                id: sub,
+                vsn: self.vsn,
+                tx: self.out.clone(),
+                kill: self.kill.clone(),
+                presence: presence_on,
+            },
+        );
+        self.channels.insert(
+            f.topic.clone(),
+            Channel {
+                join_ref: f.join_ref.clone(),
+                sub,
+                principal,
+                exp,
+                self_broadcast: flag(&config["broadcast"]["self"]),
+                ack: flag(&config["broadcast"]["ack"]),
+                presence_key,
+                tracked: None,
+            },
+        );
+        self.reply(&f, "ok", json!({ "postgres_changes": changes.clone() }));
+        if presence_on {
+            match self.hub.presence_state(&f.topic).await {
+                Ok(state) => self.push(
+                    f.join_ref.as_deref(),
+                    None,
+                    &f.topic,
+                    "presence_state",
+                    state,
+                ),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "realtime: reading presence"),
+            }
+        }
+        if !changes.is_empty() {
+            self.system(
+                &f.topic,
+                f.join_ref.as_deref(),
+                "postgres_changes",
+                "error",
+                "postgres_changes is not available on this server yet: broadcast and presence are",
+            );
+        }
+    }
+
+    async fn broadcast(&mut self, f: Incoming) {
+        let Some(ch) = self.channels.get(&f.topic) else {
+            return;
+        };
+        let b = match &f.body {
+            Body::Broadcast(b) => b.clone(),
+            Body::Json(p) => Broadcast {
+                event: p["event"].as_str().unwrap_or_default().to_string(),
+                payload: Payload::Json(Arc::from(
+                    p.get("payload").unwrap_or(&json!({})).to_string(),
+                )),
+            },
+        };
+        let size = match &b.payload {
+            Payload::Json(s) => s.len(),
+            Payload::Binary(v) => v.len(),
+        };
+        if size > self.limits.max_payload_bytes {
+            if ch.ack {
+                self.reply(&f, "error", json!("payload_size_exceeded"));
+            }
+            return;
+        }
+        let (except, ack) = ((!ch.self_broadcast).then_some(ch.sub), ch.ack);
+        self.hub.broadcast(&f.topic, b, except).await;
+        if ack {
+            self.reply(&f, "ok", json!({}));
+        }
+    }
+
+    async fn presence(&mut self, f: Incoming) {
+        let Body::Json(p) = &f.body else { return };
+        let event = p["event"].as_str().unwrap_or_default().to_ascii_lowercase();
+        let Some(ch) = self.channels.get_mut(&f.topic) else {
+            return;
+        };
+        match event.as_str() {
+            "track" => {
+                let meta = match p.get("payload") {
+                    None | Some(Value::Null) => Map::new(),
+                    Some(Value::Object(m)) => m.clone(),
+                    Some(_) => {
+                        return self.reply(
+                            &f,
+                            "error",
+                            json!({"reason": "Presence track payload must be a map"}),
+                        )
+                    }
+                };
+                if Value::Object(meta.clone()).to_string().len() > self.limits.max_payload_bytes {
+                    return self.reply(
+                        &f,
+                        "error",
+                        json!({"reason": "Track message size exceeded"}),
+                    );
+                }
+                if ch.tracked.as_ref().is_some_and(|t| t.meta == meta) {
+                    return self.reply(&f, "ok", json!({}));
+                }
+                let prev = ch.tracked.take();
+                let key = ch.presence_key.clone();
+                match self.hub.track(&f.topic, &key, meta, prev).await {
+                    Ok(t) => {
+                        if let Some(ch) = self.channels.get_mut(&f.topic) {
+                            ch.tracked = Some(t);
+                        }
+                        self.reply(&f, "ok", json!({}));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "realtime: tracking a presence");
+                        self.reply(&f, "error", json!({}));
+                    }
+                }
+            }
+            "untrack" => {
+                if let Some(t) = ch.tracked.take() {
+                    self.hub.untrack(&f.topic, &t).await;
+                }
+                self.reply(&f, "ok", json!({}));
+            }
+            _ => self.reply(&f, "error", json!({})),
+        }
+    }
+
+    /// A token update: later checks (expiry, and RLS for postgres_changes)
+    /// use it. A bad one closes the channel; an `sb_` key keeps the old one,
+    /// as Supabase does.
+    fn access_token(&mut self, f: Incoming) {
+        let Body::Json(p) = &f.body else { return };
+        let Some(t) = p["access_token"].as_str() else {
+            return;
+        };
+        if t.starts_with("sb_") {
+            return;
+        }
+        match self.principal_for(Some(t)) {
+            Ok((principal, exp)) => {
+                if let Some(ch) = self.channels.get_mut(&f.topic) {
+                    ch.principal = principal;
+                    ch.exp = exp;
+                }
+            }
+            Err(reason) => {
+                let message = reason
+                    .split_once(": ")
+                    .map_or(reason.as_str(), |(_, m)| m)
+                    .to_string();
+                self.shut(&f.topic, &message);
+            }
+        }
+    }
+
+    /// Closes every channel whose token has expired, with Supabase's message.
+    fn expire_tokens(&mut self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let expired: Vec<(String, u64)> = self
+            .channels
+            .iter()
+            .filter_map(|(t, c)| c.exp.filter(|e| *e <= now).map(|e| (t.clone(), now - e)))
+            .collect();
+        for (topic, ago) in expired {
+            self.shut(&topic, &format!("Token has expired {ago} seconds ago"));
+        }
+    }
+
+    /// A `system` error and `phx_close`: the client does not rejoin.
+    fn shut(&mut self, topic: &str, message: &str) {
+        let Some(ch) = self.channels.get(topic) else {
+            return;
+        };
+        let jr = ch.join_ref.clone();
+        self.system(topic, jr.as_deref(), "system", "error", message);
+        self.push(jr.as_deref(), jr.as_deref(), topic, "phx_close", json!({}));
+        let topic = topic.to_string();
+        // Leaving needs the database for presence: done on the next turn.
+        if let Some(ch) = self.channels.remove(&topic) {
+            self.hub.unsubscribe(&topic, ch.sub);
+            if let Some(t) = ch.tracked {
+                let hub = self.hub.clone();
+                tokio::spawn(async move { hub.untrack(&topic, &t).await });
+            }
+        }
+    }
+
+    async fn drop_channel(&mut self, topic: &str) {
+        if let Some(ch) = self.channels.remove(topic) {
+            self.hub.unsubscribe(topic, ch.sub);
+            if let Some(t) = ch.tracked {
+                self.hub.untrack(topic, &t).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! `/realtime/v1` with a real WebSocket client: both protocol versions,
+//! heartbeats, joins and tokens, broadcast (self, ack, binary frames, the HTTP
+//! API), presence, and two nodes on one database behaving as one.
+
+use crate::harness::*;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+use wasmbase_host_api::keys::KeyKind;
+
+type Stream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A realtime client speaking one protocol version.
+struct Ws {
+    s: Stream,
+    v2: bool,
+    next: u64,
+}
+
+/// A received frame, as (join_ref, ref, topic, event, payload), binary kind 4
+/// decoded to a `broadcast` event as realtime-js does.
+type Got = (Value, Value, String, String, Value);
+
+impl Ws {
+    async fn connect(srv: &TestServer, key: &str, v2: bool) -> Ws {
+        let url = format!(
+            "{}/realtime/v1/websocket?apikey={key}&vsn={}",
+            srv.url.replace("http://", "ws://"),
+            if v2 { "2.0.0" } else { "1.0.0" }
+        );
+        let (s, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("upgrade");
+        Ws { s, v2, next: 1 }
+    }
+
+    /// Sends a push; returns its ref.
+    async fn push(
+        &mut self,
+        join_ref: Option<&str>,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) -> String {
+        let r = self.next.to_string();
+        self.next += 1;
+        // realtime-js's join ref is the join's own ref.
+        let join_ref = if event == "phx_join" {
+            Some(r.as_str())
+        } else {
+            join_ref
+        };
+        let text = if self.v2 {
+            json!([join_ref, r, topic, event, payload]).to_string()
+        } else {
+            json!({"join_ref": join_ref, "ref": r, "topic": topic, "event": event, "payload": payload}).to_string()
+        };
+        self.s.send(Message::text(text)).await.unwrap();
+        r
+    }
+
+    async fn join(&mut self, topic: &str, config: Value) -> (String, Value) {
+        let r = self
+            .push(None, topic, "phx_join", json!({ "config": config }))
+            .await;
+        // The join ref is the join's own ref.
+        let (_, _, _, _, p) = self.until(|g| g.3 == "phx_reply" && g.1 == json!(r)).await;
+        (r, p)
+    }
+
+    fn decode(&self, m: Message) -> Option<Got> {
+        match m {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                Some(if self.v2 {
+                    (
+                        v[0].clone(),
+                        v[1].clone(),
+                        v[2].as_str().unwrap().into(),
+                        v[3].as_str().unwrap().into(),
+                        v[4].clone(),
+                    )
+                } else {
+                    (
+                        v["join_ref"].clone(),
+                        v["ref"].clone(),
+                        v["topic"].as_str().unwrap().into(),
+                        v["event"].as_str().unwrap().into(),
+                        v["payload"].clone(),
+                    )
+                })
+            }
+            Message::Binary(b) => {
+                assert_eq!(b[0], 4, "only kind 4 goes to clients");
+                let (t, e, m, enc) = (b[1] as usize, b[2] as usize, b[3] as usize, b[4]);
+                let topic = String::from_utf8(b[5..5 + t].to_vec()).unwrap();
+                let event = String::from_utf8(b[5 + t..5 + t + e].to_vec()).unwrap();
+                let rest = &b[5 + t + e + m..];
+                let payload = if enc == 1 {
+                    serde_json::from_slice(rest).unwrap()
+                } else {
+                    json!({ "binary": rest })
+                };
+                Some((
+                    Value::Null,
+                    Value::Null,
+                    topic,
+                    "broadcast".into(),
+                    json!({"type": "broadcast", "event": event, "payload": payload, "kind4": true}),
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// The next frame matching `f` (others are skipped), within 10 s.
+    async fn until(&mut self, f: impl Fn(&Got) -> bool) -> Got {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.s.next())
+                .await
+                .expect("the awaited frame did not come")
+                .expect("socket open")
+                .unwrap();
+            if let Some(g) = self.decode(m) {
+                if f(&g) {
+                    return g;
+                }
+            }
+        }
+    }
+
+    /// A heartbeat gets its reply: the socket is alive and in order.
+    async fn heartbeat(&mut self) {
+        let r = self.push(None, "phoenix", "heartbeat", json!({})).await;
+        let g = self.until(|g| g.2 == "phoenix" && g.1 == json!(r)).await;
+        assert_eq!(g.4, json!({"status": "ok", "response": {}}));
+    }
+}
+
+/// realtime-js's kind-3 frame: a user broadcast push.
+fn kind3(join_ref: &str, r: &str, topic: &str, event: &str, payload: &[u8], json: bool) -> Vec<u8> {
+    let mut f = vec![
+        3,
+        join_ref.len() as u8,
+        r.len() as u8,
+        topic.len() as u8,
+        event.len() as u8,
+        0,
+        json as u8,
+    ];
+    for s in [join_ref, r, topic, event] {
+        f.extend_from_slice(s.as_bytes());
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test]
+async fn both_protocols_join_broadcast_with_self_and_ack_and_shrug_off_bad_frames() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let (_, secret) = db.key(KeyKind::Secret).await;
+    let srv = db.server().await;
+
+    // The upgrade checks the key (a secret key in a URL is refused) and vsn.
+    let url = |key: &str, vsn: &str| {
+        format!(
+            "{}/realtime/v1/websocket?apikey={key}&vsn={vsn}",
+            srv.url.replace("http://", "ws://")
+        )
+    };
+    for (key, vsn, status) in [
+        (secret.as_str(), "2.0.0", 401),
+        ("nope", "2.0.0", 401),
+        (anon.as_str(), "3.0.0", 400),
+    ] {
+        match tokio_tungstenite::connect_async(url(key, vsn)).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status().as_u16(), status)
+            }
+            other => panic!("{key} {vsn}: {:?}", other.map(|_| ())),
+        }
+    }
+
+    let mut a = Ws::connect(&srv, &anon, true).await;
+    let mut b = Ws::connect(&srv, &anon, false).await;
+    a.heartbeat().await;
+    b.heartbeat().await;
+    let bindings = json!([{"event": "INSERT", "schema": "public", "table": "todos", "filter": ""}]);
+    let (ja, reply) = a
+        .join("realtime:room", json!({"broadcast": {"self": true, "ack": true}, "presence": {"key": "", "enabled": false}, "postgres_changes": bindings, "private": false}))
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    // Bindings echoed as sent, each with a truthy id (realtime-js matches them).
+    let echoed = &reply["response"]["postgres_changes"][0];
+    assert_eq!(
+        (&echoed["event"], &echoed["filter"]),
+        (&json!("INSERT"), &json!(""))
+    );
+    assert!(echoed["id"].as_u64().unwrap() > 0);
+    let (jb, reply) = b
+        .join("realtime:room", json!({"broadcast": {"self": false}}))
+        .await;
+    assert_eq!(
+        reply,
+        json!({"status": "ok", "response": {"postgres_changes": []}})
+    );
+
+    // A (vsn 2) sends realtime-js's binary push: B (vsn 1) gets JSON text, A
+    // its own copy (self) as kind 4, and an ack reply in JSON.
+    a.s.send(Message::binary(kind3(
+        &ja,
+        "99",
+        "realtime:room",
+        "msg",
+        br#"{"hello":"w\u00f6rld"}"#,
+        true,
+    )))
+    .await
+    .unwrap();
+    let g = b.until(|g| g.3 == "broadcast").await;
+    assert_eq!(
+        g.4,
+        json!({"type": "broadcast", "event": "msg", "payload": {"hello": "wörld"}})
+    );
+    assert_eq!(
+        (g.0.clone(), g.1.clone()),
+        (Value::Null, Value::Null),
+        "fan-out frames carry no refs"
+    );
+    let g = a.until(|g| g.3 == "broadcast").await;
+    assert_eq!(
+        (&g.4["event"], &g.4["payload"], &g.4["kind4"]),
+        (&json!("msg"), &json!({"hello": "wörld"}), &json!(true))
+    );
+    let g = a.until(|g| g.3 == "phx_reply" && g.1 == json!("99")).await;
+    assert_eq!(g.4["status"], "ok");
+    // B (no self, no ack) sends JSON text; A gets it, B does not get it back.
+    b.push(
+        Some(&jb),
+        "realtime:room",
+        "broadcast",
+        json!({"type": "broadcast", "event": "pong", "payload": {"n": 1}}),
+    )
+    .await;
+    let g = a.until(|g| g.3 == "broadcast").await;
+    assert_eq!(
+        (&g.4["event"], &g.4["payload"]),
+        (&json!("pong"), &json!({"n": 1}))
+    );
+    // A binary payload (encoding 0) reaches vsn 2 as bytes; vsn 1 cannot take it.
+    a.s.send(Message::binary(kind3(
+        &ja,
+        "100",
+        "realtime:room",
+        "raw",
+        &[1, 2, 3],
+        false,
+    )))
+    .await
+    .unwrap();
+    let g = a
+        .until(|g| g.3 == "broadcast" && g.4["event"] == "raw")
+        .await;
+    assert_eq!(g.4["payload"], json!({"binary": [1, 2, 3]}));
+
+    // Garbage is ignored; the socket carries on.
+    a.s.send(Message::text("not json")).await.unwrap();
+    a.s.send(Message::binary(vec![3u8, 200, 0])).await.unwrap();
+    a.s.send(Message::binary(vec![0u8, 1, 2, 3])).await.unwrap();
+    a.heartbeat().await;
+    // Pushing to a topic this socket has not joined.
+    let r = a
+        .push(
+            None,
+            "realtime:other",
+            "broadcast",
+            json!({"event": "x", "payload": {}}),
+        )
+        .await;
+    let g = a.until(|g| g.1 == json!(r)).await;
+    assert_eq!(
+        g.4,
+        json!({"status": "error", "response": {"reason": "unmatched topic"}})
+    );
+    // Private channels are refused (not built yet), as Supabase words it.
+    let (_, reply) = a.join("realtime:secret", json!({"private": true})).await;
+    assert_eq!(reply["status"], "error");
+    assert!(
+        reply["response"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Unauthorized:"),
+        "{reply}"
+    );
+    // A token that does not verify is refused at join.
+    let r = a
+        .push(
+            None,
+            "realtime:t",
+            "phx_join",
+            json!({"config": {}, "access_token": "a.b.c"}),
+        )
+        .await;
+    let g = a.until(|g| g.1 == json!(r)).await;
+    assert_eq!(g.4["status"], "error");
+
+    // Leaving: ok, then phx_close with ref = join_ref; broadcasts stop.
+    let r = b
+        .push(Some(&jb), "realtime:room", "phx_leave", json!({}))
+        .await;
+    b.until(|g| g.3 == "phx_reply" && g.1 == json!(r)).await;
+    let g = b.until(|g| g.3 == "phx_close").await;
+    assert_eq!((g.0, g.1), (json!(jb), json!(jb)));
+    a.push(
+        Some(&ja),
+        "realtime:room",
+        "broadcast",
+        json!({"type": "broadcast", "event": "after", "payload": {}}),
+    )
+    .await;
+    a.until(|g| g.3 == "broadcast" && g.4["event"] == "after")
+        .await;
+    b.heartbeat().await; // nothing but the heartbeat reply came first
+}
+
+#[tokio::test]
+async fn a_channel_whose_token_expires_is_closed_with_supabases_message() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let srv = db.server().await;
+    let mut a = Ws::connect(&srv, &anon, true).await;
+    let token = sign(
+        json!({"role": "authenticated", "aud": "authenticated", "sub": uuid::Uuid::new_v4().to_string(), "exp": now() + 2}),
+    );
+    let r = a
+        .push(
+            None,
+            "realtime:t",
+            "phx_join",
+            json!({"config": {}, "access_token": token}),
+        )
+        .await;
+    let g = a.until(|g| g.1 == json!(r)).await;
+    assert_eq!(g.4["status"], "ok");
+    let g = a.until(|g| g.3 == "system").await;
+    assert_eq!(
+        (&g.4["extension"], &g.4["status"], &g.4["channel"]),
+        (&json!("system"), &json!("error"), &json!("t"))
+    );
+    assert!(
+        g.4["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Token has expired"),
+        "{}",
+        g.4
+    );
+    let g = a.until(|g| g.3 == "phx_close").await;
+    assert_eq!(g.1, json!(r));
+    a.heartbeat().await; // the socket stays open
+}
+
+#[tokio::test]
+async fn two_nodes_share_broadcasts_and_presence_and_a_dead_nodes_presences_leave() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let one = db
+        .server_with(|c| c.realtime.presence_timeout_secs = 3)
+        .await;
+    let two = db
+        .server_with(|c| c.realtime.presence_timeout_secs = 3)
+        .await;
+    let presence = |key: &str| json!({"broadcast": {"self": false}, "presence": {"key": key, "enabled": true}});
+    let mut a = Ws::connect(&one, &anon, true).await;
+    let mut b = Ws::connect(&two, &anon, false).await;
+    let (ja, _) = a.join("realtime:lobby", presence("alice")).await;
+    let g = a.until(|g| g.3 == "presence_state").await;
+    assert_eq!((g.0, g.4), (json!(ja), json!({})));
+    let (_jb, _) = b.join("realtime:lobby", presence("bob")).await;
+    b.until(|g| g.3 == "presence_state").await;
+
+    // A broadcast on node one reaches node two, and the HTTP API on node two
+    // reaches node one.
+    a.push(
+        Some(&ja),
+        "realtime:lobby",
+        "broadcast",
+        json!({"type": "broadcast", "event": "hi", "payload": {"from": "a"}}),
+    )
+    .await;
+    let g = b.until(|g| g.3 == "broadcast").await;
+    assert_eq!(g.4["payload"], json!({"from": "a"}));
+    let r = two
+        .http
+        .post(format!("{}/realtime/v1/api/broadcast", two.url))
+        .header("apikey", &anon)
+        .json(&json!({"messages": [{"topic": "lobby", "event": "news", "payload": {"n": 7}, "private": false}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let g = a.until(|g| g.3 == "broadcast").await;
+    assert_eq!(
+        (&g.4["event"], &g.4["payload"]),
+        (&json!("news"), &json!({"n": 7}))
+    );
+    let r = two
+        .http
+        .post(format!("{}/realtime/v1/api/broadcast", two.url))
+        .header("apikey", &anon)
+        .json(&json!({"messages": [{"topic": "lobby", "event": "x", "payload": "not an object"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+
+    // Presence: a track on node one is a diff on both nodes; a later join on
+    // node two gets the union as its state; an update mints a new ref.
+    let r = a
+        .push(
+            Some(&ja),
+            "realtime:lobby",
+            "presence",
+            json!({"type": "presence", "event": "track", "payload": {"online_at": 1}}),
+        )
+        .await;
+    let g = a.until(|g| g.1 == json!(r)).await;
+    assert_eq!(g.4["status"], "ok");
+    let diff = b.until(|g| g.3 == "presence_diff").await.4;
+    let meta = &diff["joins"]["alice"]["metas"][0];
+    assert_eq!(meta["online_at"], 1);
+    let first_ref = meta["phx_ref"].as_str().unwrap().to_string();
+    let mut c = Ws::connect(&two, &anon, true).await;
+    c.join("realtime:lobby", presence("carol")).await;
+    let state = c.until(|g| g.3 == "presence_state").await.4;
+    assert_eq!(
+        state["alice"]["metas"][0]["phx_ref"],
+        json!(first_ref),
+        "{state}"
+    );
+    a.push(
+        Some(&ja),
+        "realtime:lobby",
+        "presence",
+        json!({"type": "presence", "event": "track", "payload": {"online_at": 2}}),
+    )
+    .await;
+    let diff = c.until(|g| g.3 == "presence_diff").await.4;
+    let new = &diff["joins"]["alice"]["metas"][0];
+    assert_eq!(
+        (&new["online_at"], &new["phx_ref_prev"]),
+        (&json!(2), &json!(first_ref))
+    );
+    assert_ne!(new["phx_ref"], json!(first_ref));
+    assert_eq!(
+        diff["leaves"]["alice"]["metas"][0]["phx_ref"],
+        json!(first_ref)
+    );
+
+    // A node that died without a word (its heartbeat an hour old, its
+    // presence still in the table): a surviving node removes it and sends
+    // the leave.
+    let ghost = uuid::Uuid::new_v4();
+    let owner = db.owner().await;
+    owner
+        .batch_execute(&format!(
+            "INSERT INTO wasmbase.realtime_nodes (node, seen_at) VALUES ('{ghost}', now() - interval '1 hour'); \
+             INSERT INTO wasmbase.realtime_presence (node, topic, key, ref, meta) \
+               VALUES ('{ghost}', 'realtime:lobby', 'ghost', 'g1', '{{}}')"
+        ))
+        .await
+        .unwrap();
+    let diff = c
+        .until(|g| g.3 == "presence_diff" && g.4["leaves"].get("ghost").is_some())
+        .await
+        .4;
+    assert_eq!(diff["leaves"]["ghost"]["metas"][0]["phx_ref"], "g1");
+
+    // A node that shuts down takes its presences with it, on every node.
+    let node_one = one.srv.state.realtime.node;
+    one.srv.shutdown().await;
+    drop(a);
+    let diff = c
+        .until(|g| g.3 == "presence_diff" && g.4["leaves"].get("alice").is_some())
+        .await
+        .4;
+    assert_eq!(diff["joins"], json!({}));
+    let left: i64 = owner
+        .query_one(
+            "SELECT count(*) FROM wasmbase.realtime_presence WHERE node = $1",
+            &[&node_one],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
