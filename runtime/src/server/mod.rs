@@ -244,9 +244,17 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     let functions = functions_state(&config, &owner)?;
     let storage = storage_state(&config, system.clone()).await?;
     let cancel = CancellationToken::new();
+    let (changes, changes_rx) = crate::api::realtime::Changes::new();
+    let changes = Arc::new(changes);
+    tokio::spawn(
+        changes
+            .clone()
+            .run(changes_rx, system.clone(), pool.clone(), cancel.clone()),
+    );
     let realtime = Arc::new(crate::api::realtime::Hub::new(
         system.clone(),
         cancel.clone(),
+        changes,
     ));
     let state = AppState::new(Inner {
         storage: storage.clone(),
@@ -535,6 +543,8 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
                 st.storage.gc_kick.notify_one();
             } else if channel == crate::api::realtime::CHANNEL {
                 st.realtime.on_notify(&payload).await;
+            } else if channel == crate::api::realtime::CHANGES_CHANNEL {
+                st.realtime.changes.on_notify(&payload);
             } else if channel == SCHEMA_CHANNEL || payload.is_empty() || payload == "reload schema"
             {
                 st.schema_dirty.notify_one();
@@ -552,6 +562,7 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
             "wasmbase_secrets",
             wasmbase_host_api::storage::gc::CHANNEL,
             crate::api::realtime::CHANNEL,
+            crate::api::realtime::CHANGES_CHANNEL,
         ],
         cancel,
         on_notify,
@@ -571,6 +582,14 @@ async fn reload_schema(st: &AppState, c: &tokio_postgres::Client) -> anyhow::Res
         .reload(c, &st.config.database.exposed_schemas)
         .await
         .map_err(|e| anyhow::anyhow!("loading the schema cache: {}", db::describe(&e)))?;
+    st.realtime.changes.forget_tables();
+    // Tables added to the publication where no event trigger did it.
+    if let Err(e) = c
+        .batch_execute("SELECT wasmbase.realtime_sync_triggers()")
+        .await
+    {
+        tracing::warn!(error = %db::describe(&e), "realtime: syncing the capture triggers");
+    }
     tracing::debug!(version = v, "schema cache loaded");
     Ok(())
 }

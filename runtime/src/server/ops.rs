@@ -74,6 +74,21 @@ pub async fn metrics(State(st): State<AppState>, _k: Keyed) -> Response {
             st.gate.keys().version() as f64,
         ),
         (
+            "wasmbase_realtime_rls_queries_total",
+            "postgres_changes visibility checks (one round trip per change for all its subscribers).",
+            st.realtime.changes.rls_queries.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
+            "wasmbase_realtime_changes_sent_total",
+            "postgres_changes events queued to sockets.",
+            st.realtime.changes.events_out.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
+            "wasmbase_realtime_channels",
+            "Channels joined on this node.",
+            st.realtime.counts().iter().map(|(_, n)| *n).sum::<usize>() as f64,
+        ),
+        (
             "wasmbase_schema_version",
             "Schema-cache loads (increments after every DDL reload).",
             st.schema.version() as f64,

@@ -94,6 +94,8 @@ pub struct Hub {
     next: AtomicU64,
     /// Server shutdown: sockets close.
     pub stop: CancellationToken,
+    /// postgres_changes subscriptions and delivery.
+    pub changes: Arc<super::changes::Changes>,
 }
 
 /// A presence entry of one channel: its key, ref and meta.
@@ -124,14 +126,24 @@ fn metas(t: &Tracked, prev: Option<&str>) -> Value {
 
 impl Hub {
     /// A hub for a node writing through `system`.
-    pub fn new(system: Pool, stop: CancellationToken) -> Hub {
+    pub fn new(
+        system: Pool,
+        stop: CancellationToken,
+        changes: Arc<super::changes::Changes>,
+    ) -> Hub {
         Hub {
             node: uuid::Uuid::new_v4(),
             system,
             subs: RwLock::new(HashMap::new()),
             next: AtomicU64::new(1),
             stop,
+            changes,
         }
+    }
+
+    /// The platform pool (for join-time lookups).
+    pub fn system(&self) -> &Pool {
+        &self.system
     }
 
     /// A fresh id for a channel or a postgres_changes binding.
@@ -405,9 +417,9 @@ impl Hub {
                 &[&secs],
             )
             .await?;
-        c.execute(
-            "DELETE FROM wasmbase.realtime_outbox WHERE created_at < now() - interval '5 minutes'",
-            &[],
+        c.batch_execute(
+            "DELETE FROM wasmbase.realtime_outbox WHERE created_at < now() - interval '5 minutes'; \
+             DELETE FROM wasmbase.realtime_changes WHERE at < now() - interval '5 minutes'",
         )
         .await?;
         drop(c);

@@ -6,14 +6,15 @@
 //!
 //! Built: both protocol versions, heartbeats, joins with tokens and their
 //! expiry, broadcast (self, ack, binary payloads, HTTP), presence shared by
-//! all nodes. Not yet: postgres_changes (a join with bindings gets their ids
-//! and a `system` error saying so), private channels (refused at join),
-//! catch-up after reconnects.
+//! all nodes, postgres_changes under each subscriber's RLS (`changes`). Not
+//! yet: private channels (refused at join), catch-up after reconnects.
 
+mod changes;
 mod frame;
 mod hub;
 mod socket;
 
+pub use changes::{Changes, CHANNEL as CHANGES_CHANNEL};
 pub use hub::{Hub, CHANNEL};
 
 use crate::server::caller::Caller;

@@ -4,6 +4,7 @@
 //! answered whatever the channel state; a socket silent for longer than
 //! [`IDLE`] is closed, as Phoenix does.
 
+use super::changes::{self, PgSub};
 use super::frame::{self, Body, Broadcast, Frame, Incoming, Payload, Vsn};
 use super::hub::{Hub, Sub, Tracked};
 use super::RealtimeLimits;
@@ -365,14 +366,71 @@ impl Conn {
             }
         }
         if !changes.is_empty() {
+            let principal = self.channels[&f.topic].principal.clone();
+            let (status, message) =
+                match self.pg_subscribe(&f.topic, sub, &changes, principal).await {
+                    Ok(()) => ("ok", "Subscribed to PostgreSQL".to_string()),
+                    Err(m) => ("error", m),
+                };
             self.system(
                 &f.topic,
                 f.join_ref.as_deref(),
                 "postgres_changes",
-                "error",
-                "postgres_changes is not available on this server yet: broadcast and presence are",
+                status,
+                &message,
             );
         }
+    }
+
+    /// Checks each binding (a published table, known filter columns) and
+    /// subscribes the channel; the error is Supabase's words.
+    async fn pg_subscribe(
+        &self,
+        topic: &str,
+        channel: u64,
+        bindings: &[Value],
+        principal: Principal,
+    ) -> Result<(), String> {
+        let mut parsed = Vec::with_capacity(bindings.len());
+        for b in bindings {
+            let id = b["id"].as_u64().unwrap_or_default();
+            let binding = changes::parse_binding(b, id)?;
+            if binding.table != "*" {
+                let unable = || {
+                    format!(
+                        "Unable to subscribe to changes with given parameters. Please check Realtime is enabled for the given connect parameters: [event: {}, schema: {}, table: {}, filters: {}]",
+                        b["event"].as_str().unwrap_or("*"),
+                        binding.schema,
+                        binding.table,
+                        b["filter"].as_str().unwrap_or("")
+                    )
+                };
+                let rel = changes::published(self.hub.system(), &binding.schema, &binding.table)
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(error = %format!("{e:#}"), "realtime: looking up a table");
+                        unable()
+                    })?
+                    .ok_or_else(unable)?;
+                if let Some(f) = binding.filters.iter().find(|f| !rel.has_column(f.column())) {
+                    return Err(format!(
+                        "Error parsing `filter` params: column {:?} does not exist",
+                        f.column()
+                    ));
+                }
+            }
+            parsed.push(binding);
+        }
+        self.hub.changes.subscribe(PgSub {
+            channel,
+            topic: topic.to_string(),
+            vsn: self.vsn,
+            tx: self.out.clone(),
+            kill: self.kill.clone(),
+            bindings: parsed,
+            principal,
+        });
+        Ok(())
     }
 
     async fn broadcast(&mut self, f: Incoming) {
@@ -473,6 +531,7 @@ impl Conn {
         match self.principal_for(Some(t)) {
             Ok((principal, exp)) => {
                 if let Some(ch) = self.channels.get_mut(&f.topic) {
+                    self.hub.changes.set_principal(ch.sub, &principal);
                     ch.principal = principal;
                     ch.exp = exp;
                 }
@@ -514,6 +573,7 @@ impl Conn {
         // Leaving needs the database for presence: done on the next turn.
         if let Some(ch) = self.channels.remove(&topic) {
             self.hub.unsubscribe(&topic, ch.sub);
+            self.hub.changes.unsubscribe(ch.sub);
             if let Some(t) = ch.tracked {
                 let hub = self.hub.clone();
                 tokio::spawn(async move { hub.untrack(&topic, &t).await });
@@ -524,6 +584,7 @@ impl Conn {
     async fn drop_channel(&mut self, topic: &str) {
         if let Some(ch) = self.channels.remove(topic) {
             self.hub.unsubscribe(topic, ch.sub);
+            self.hub.changes.unsubscribe(ch.sub);
             if let Some(t) = ch.tracked {
                 self.hub.untrack(topic, &t).await;
             }

@@ -1,0 +1,692 @@
+//! postgres_changes: bindings as realtime-js sends them (`parse_binding`,
+//! Supabase's filter grammar), and the delivery of committed changes. A
+//! table's row trigger records each change and NOTIFYs the transaction id
+//! (migrations/0016); every node with subscribers reads that transaction's
+//! changes, matches them against its channels' bindings and filters, and asks
+//! PostgreSQL once per change, for all the subscribers it matched (grouped by
+//! identical role and claims), who may see the row
+//! (`wasmbase.realtime_visible`, RLS as each of them). DELETE checks only the
+//! role's SELECT privilege, as on Supabase (the row is gone).
+
+use super::frame::{self, Frame, Vsn};
+use deadpool_postgres::Pool;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wasmbase_host_api::db::{Acting, PoolKind, Tx};
+use wasmbase_host_api::Principal;
+
+/// NOTIFY channel of the capture trigger (payload: the transaction id).
+pub const CHANNEL: &str = "wasmbase_realtime_changes";
+
+/// Which operations a binding wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// `*`.
+    All,
+    /// `INSERT`.
+    Insert,
+    /// `UPDATE`.
+    Update,
+    /// `DELETE`.
+    Delete,
+}
+
+impl Event {
+    fn matches(self, kind: &str) -> bool {
+        matches!(
+            (self, kind),
+            (Event::All, _)
+                | (Event::Insert, "INSERT")
+                | (Event::Update, "UPDATE")
+                | (Event::Delete, "DELETE")
+        )
+    }
+}
+
+/// One condition of a binding's `filter` (`column=[not.]op.value`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    column: String,
+    negate: bool,
+    op: String,
+    values: Vec<String>,
+}
+
+/// One `postgres_changes` binding of a join.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    /// The id the join reply gave it (sent back in each event's `ids`).
+    pub id: u64,
+    event: Event,
+    /// Schema.
+    pub schema: String,
+    /// Table, or `*` for every published table of the schema.
+    pub table: String,
+    /// ANDed conditions.
+    pub filters: Vec<Filter>,
+}
+
+/// Splits on top-level commas (not inside parentheses or double quotes).
+fn split_top(s: &str) -> Vec<String> {
+    let (mut out, mut cur, mut depth, mut quoted) = (Vec::new(), String::new(), 0, false);
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if quoted => {
+                cur.push(c);
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+                continue;
+            }
+            '"' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth -= 1,
+            ',' if !quoted && depth == 0 => {
+                out.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    out.push(cur);
+    out
+}
+
+/// A scalar filter value: double quotes (with backslash escapes) removed.
+fn unquote(v: &str) -> String {
+    match v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+        Some(inner) => {
+            let mut out = String::new();
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                if c == '\\' {
+                    if let Some(n) = chars.next() {
+                        out.push(n);
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        }
+        None => v.to_string(),
+    }
+}
+
+const OPS: &[&str] = &[
+    "eq",
+    "neq",
+    "lt",
+    "lte",
+    "gt",
+    "gte",
+    "in",
+    "like",
+    "ilike",
+    "is",
+    "isdistinct",
+];
+
+fn parse_filter(f: &str) -> Option<Vec<Filter>> {
+    let f = f.trim();
+    if f.is_empty() {
+        return Some(Vec::new());
+    }
+    let mut out = Vec::new();
+    for seg in split_top(f) {
+        let (column, rest) = seg.split_once('=')?;
+        let (negate, rest) = match rest.strip_prefix("not.") {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let (op, value) = rest.split_once('.')?;
+        if column.trim().is_empty() || !OPS.contains(&op) {
+            return None;
+        }
+        let values = if op == "in" {
+            let inner = value.strip_prefix('(')?.strip_suffix(')')?;
+            split_top(inner).iter().map(|v| unquote(v.trim())).collect()
+        } else {
+            vec![unquote(value)]
+        };
+        out.push(Filter {
+            column: column.trim().to_string(),
+            negate,
+            op: op.to_string(),
+            values,
+        });
+    }
+    Some(out)
+}
+
+/// A binding from the join's `config.postgres_changes[i]`, or Supabase's
+/// words for why not.
+pub fn parse_binding(v: &Value, id: u64) -> Result<Binding, String> {
+    let event = match v["event"].as_str().map(str::to_ascii_uppercase).as_deref() {
+        Some("INSERT") => Event::Insert,
+        Some("UPDATE") => Event::Update,
+        Some("DELETE") => Event::Delete,
+        _ => Event::All,
+    };
+    let schema = v["schema"].as_str().filter(|s| !s.is_empty());
+    let table = v["table"].as_str().filter(|s| !s.is_empty());
+    let (schema, table) = match (schema, table) {
+        (Some(s), Some(t)) => (s.to_string(), t.to_string()),
+        (Some(s), None) => (s.to_string(), "*".to_string()),
+        (None, Some(t)) => ("public".to_string(), t.to_string()),
+        (None, None) => {
+            return Err(format!(
+                "No subscription params provided. Please provide at least a `schema` or `table` to subscribe to: {v}"
+            ))
+        }
+    };
+    let raw = v["filter"].as_str().unwrap_or("");
+    let filters = parse_filter(raw)
+        .ok_or_else(|| format!("Error parsing `filter` params: [{}]", json!(raw)))?;
+    if !filters.is_empty() && table == "*" {
+        return Err("Filters are not supported for wildcard subscriptions. Provide an explicit schema and table name.".into());
+    }
+    Ok(Binding {
+        id,
+        event,
+        schema,
+        table,
+        filters,
+    })
+}
+
+/// SQL LIKE (`%`, `_`) on characters.
+fn like(s: &[char], p: &[char]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some(('%', rest)) => (0..=s.len()).any(|i| like(&s[i..], rest)),
+        Some(('_', rest)) => !s.is_empty() && like(&s[1..], rest),
+        Some((c, rest)) => s.first() == Some(c) && like(&s[1..], rest),
+    }
+}
+
+impl Filter {
+    /// Whether `row` passes, comparing as the JSON value's type (numbers as
+    /// numbers, booleans, text). A NULL (or missing) value passes only `is.null`.
+    fn passes(&self, row: &Value) -> bool {
+        let v = row.get(&self.column).unwrap_or(&Value::Null);
+        let want = &self.values[0];
+        if self.op == "is" {
+            let r = match want.as_str() {
+                "null" => v.is_null(),
+                "true" => v == &Value::Bool(true),
+                "false" => v == &Value::Bool(false),
+                "unknown" => v.is_null(),
+                _ => false,
+            };
+            return r != self.negate;
+        }
+        let cmp = |want: &str| -> Option<std::cmp::Ordering> {
+            match v {
+                Value::Number(n) => n.as_f64()?.partial_cmp(&want.parse::<f64>().ok()?),
+                Value::Bool(b) => Some(b.cmp(&want.parse::<bool>().ok()?)),
+                Value::String(s) => Some(s.as_str().cmp(want)),
+                Value::Null => None,
+                other => Some(other.to_string().as_str().cmp(want)),
+            }
+        };
+        use std::cmp::Ordering::*;
+        let r = match self.op.as_str() {
+            "isdistinct" => {
+                if v.is_null() {
+                    true
+                } else {
+                    cmp(want) != Some(Equal)
+                }
+            }
+            _ if v.is_null() => return false,
+            "eq" => cmp(want) == Some(Equal),
+            "neq" => matches!(cmp(want), Some(Less | Greater)),
+            "lt" => cmp(want) == Some(Less),
+            "lte" => matches!(cmp(want), Some(Less | Equal)),
+            "gt" => cmp(want) == Some(Greater),
+            "gte" => matches!(cmp(want), Some(Greater | Equal)),
+            "in" => self.values.iter().any(|w| cmp(w) == Some(Equal)),
+            "like" | "ilike" => {
+                let s = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let (s, p) = if self.op == "ilike" {
+                    (s.to_lowercase(), want.to_lowercase())
+                } else {
+                    (s, want.clone())
+                };
+                like(
+                    &s.chars().collect::<Vec<_>>(),
+                    &p.chars().collect::<Vec<_>>(),
+                )
+            }
+            _ => false,
+        };
+        r != self.negate
+    }
+
+    /// The column it reads (checked against the table at join).
+    pub fn column(&self) -> &str {
+        &self.column
+    }
+}
+
+/// A channel's postgres_changes subscription on this node.
+#[derive(Clone)]
+pub struct PgSub {
+    /// The channel (unique on the node).
+    pub channel: u64,
+    /// Its joined topic (`realtime:...`).
+    pub topic: String,
+    /// The socket's protocol version.
+    pub vsn: Vsn,
+    /// The socket's queue and kill switch.
+    pub tx: mpsc::Sender<Frame>,
+    /// Cancelled when the socket must close.
+    pub kill: CancellationToken,
+    /// The bindings.
+    pub bindings: Vec<Binding>,
+    /// Who the channel acts as (updated by `access_token`).
+    pub principal: Principal,
+}
+
+/// A table as change events describe it.
+#[derive(Debug, Clone)]
+pub struct Rel {
+    schema: String,
+    table: String,
+    columns: Vec<(String, String)>,
+    pk: Vec<String>,
+    replica_full: bool,
+    rls: bool,
+}
+
+impl Rel {
+    /// Whether the table has this column.
+    pub fn has_column(&self, c: &str) -> bool {
+        self.columns.iter().any(|(n, _)| n == c)
+    }
+}
+
+const REL_SQL: &str =
+    "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident = 'f', c.relrowsecurity, \
+   coalesce((SELECT json_agg(json_build_array(a.attname, t.typname) ORDER BY a.attnum) \
+      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]'), \
+   coalesce((SELECT json_agg(a.attname) FROM pg_index x \
+      JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = ANY (x.indkey) \
+      WHERE x.indrelid = c.oid AND x.indisprimary), '[]') \
+ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace";
+
+fn rel_of(r: &tokio_postgres::Row) -> (u32, Rel) {
+    let cols: Value = r.get(5);
+    let pk: Value = r.get(6);
+    (
+        r.get(0),
+        Rel {
+            schema: r.get(1),
+            table: r.get(2),
+            replica_full: r.get(3),
+            rls: r.get(4),
+            columns: cols
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|c| {
+                            (
+                                c[0].as_str().unwrap_or_default().to_string(),
+                                c[1].as_str().unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            pk: pk
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|c| c.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        },
+    )
+}
+
+/// The published table `schema.table`, if it is in `supabase_realtime`.
+pub async fn published(system: &Pool, schema: &str, table: &str) -> anyhow::Result<Option<Rel>> {
+    let c = system.get().await?;
+    let row = c
+        .query_opt(
+            &format!(
+                "{REL_SQL} WHERE n.nspname = $1 AND c.relname = $2 AND EXISTS (\
+                   SELECT 1 FROM pg_publication_tables p WHERE p.pubname = 'supabase_realtime' \
+                   AND p.schemaname = n.nspname AND p.tablename = c.relname)"
+            ),
+            &[&schema, &table],
+        )
+        .await?;
+    Ok(row.map(|r| rel_of(&r).1))
+}
+
+/// This node's postgres_changes: subscriptions, the table cache, and the
+/// queue of transactions to read.
+pub struct Changes {
+    subs: parking_lot::RwLock<Vec<PgSub>>,
+    rels: parking_lot::Mutex<HashMap<u32, Rel>>,
+    queue: mpsc::Sender<String>,
+    /// RLS round trips made (`wasmbase_realtime_rls_queries_total`).
+    pub rls_queries: AtomicU64,
+    /// Change events queued to sockets.
+    pub events_out: AtomicU64,
+}
+
+/// Transactions waiting to be read; past this a node drops notifications
+/// (logged) rather than grow without bound.
+const QUEUE: usize = 10_000;
+
+impl Changes {
+    /// The registry, and the receiving end of its queue for [`Changes::run`].
+    pub fn new() -> (Changes, mpsc::Receiver<String>) {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        (
+            Changes {
+                subs: Default::default(),
+                rels: Default::default(),
+                queue,
+                rls_queries: AtomicU64::new(0),
+                events_out: AtomicU64::new(0),
+            },
+            rx,
+        )
+    }
+
+    /// Adds a channel's subscription.
+    pub fn subscribe(&self, s: PgSub) {
+        self.subs.write().push(s);
+    }
+
+    /// Removes a channel's subscription.
+    pub fn unsubscribe(&self, channel: u64) {
+        self.subs.write().retain(|s| s.channel != channel);
+    }
+
+    /// A channel's new principal (its `access_token` changed).
+    pub fn set_principal(&self, channel: u64, p: &Principal) {
+        for s in self
+            .subs
+            .write()
+            .iter_mut()
+            .filter(|s| s.channel == channel)
+        {
+            s.principal = p.clone();
+        }
+    }
+
+    /// A NOTIFY from the capture trigger: queued for the worker.
+    pub fn on_notify(&self, xid: &str) {
+        if self.subs.read().is_empty() {
+            return; // nobody here listens: not even a read
+        }
+        if self.queue.try_send(xid.to_string()).is_err() {
+            tracing::warn!(
+                "realtime: the change queue is full; a transaction's changes were dropped"
+            );
+        }
+    }
+
+    /// Clears the table cache (after DDL).
+    pub fn forget_tables(&self) {
+        self.rels.lock().clear();
+    }
+
+    async fn rel(&self, system: &Pool, oid: u32) -> anyhow::Result<Option<Rel>> {
+        if let Some(r) = self.rels.lock().get(&oid) {
+            return Ok(Some(r.clone()));
+        }
+        let c = system.get().await?;
+        let row = c
+            .query_opt(&format!("{REL_SQL} WHERE c.oid = $1"), &[&oid])
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let (oid, rel) = rel_of(&row);
+        self.rels.lock().insert(oid, rel.clone());
+        Ok(Some(rel))
+    }
+
+    /// Reads and delivers queued transactions, in order, until shutdown.
+    pub async fn run(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<String>,
+        system: Pool,
+        pool: Pool,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let xid = tokio::select! {
+                x = rx.recv() => match x { Some(x) => x, None => return },
+                _ = stop.cancelled() => return,
+            };
+            if let Err(e) = self.deliver(&system, &pool, &xid).await {
+                tracing::warn!(error = %format!("{e:#}"), "realtime: delivering changes");
+            }
+        }
+    }
+
+    async fn deliver(&self, system: &Pool, pool: &Pool, xid: &str) -> anyhow::Result<()> {
+        let rows = {
+            let c = system.get().await?;
+            c.query(
+                "SELECT rel, kind, record, old_record, at FROM wasmbase.realtime_changes \
+                 WHERE xid = $1::text::xid8 ORDER BY id",
+                &[&xid],
+            )
+            .await?
+        };
+        for r in rows {
+            let oid: u32 = r.get(0);
+            let kind: String = r.get(1);
+            let record: Option<Value> = r.get(2);
+            let old: Option<Value> = r.get(3);
+            let at: std::time::SystemTime = r.get(4);
+            let Some(rel) = self.rel(system, oid).await? else {
+                continue;
+            };
+            self.one(pool, oid, &rel, &kind, record, old, at).await?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn one(
+        &self,
+        pool: &Pool,
+        oid: u32,
+        rel: &Rel,
+        kind: &str,
+        record: Option<Value>,
+        old: Option<Value>,
+        at: std::time::SystemTime,
+    ) -> anyhow::Result<()> {
+        let row = record
+            .as_ref()
+            .or(old.as_ref())
+            .cloned()
+            .unwrap_or(Value::Null);
+        // Candidates: each matching channel with the ids of its matching bindings.
+        let candidates: Vec<(PgSub, Vec<u64>)> = self
+            .subs
+            .read()
+            .iter()
+            .filter_map(|s| {
+                let ids: Vec<u64> = s
+                    .bindings
+                    .iter()
+                    .filter(|b| {
+                        b.schema == rel.schema
+                            && (b.table == "*" || b.table == rel.table)
+                            && b.event.matches(kind)
+                            && b.filters.iter().all(|f| f.passes(&row))
+                    })
+                    .map(|b| b.id)
+                    .collect();
+                (!ids.is_empty()).then(|| (s.clone(), ids))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        // One visibility check for all of them, grouped by role and claims.
+        let mut groups: Vec<(String, String)> = Vec::new();
+        let mut group_of = Vec::with_capacity(candidates.len());
+        for (s, _) in &candidates {
+            let key = (
+                s.principal.role.as_str().to_string(),
+                s.principal.claims_json.to_string(),
+            );
+            let i = match groups.iter().position(|g| *g == key) {
+                Some(i) => i,
+                None => {
+                    groups.push(key);
+                    groups.len() - 1
+                }
+            };
+            group_of.push(i);
+        }
+        let roles: Vec<&str> = groups.iter().map(|g| g.0.as_str()).collect();
+        let claims: Vec<&str> = groups.iter().map(|g| g.1.as_str()).collect();
+        let visible = self.visible(pool, oid, kind, &row, &roles, &claims).await?;
+        // The event, built once.
+        let pk_only = |v: &Value| -> Value {
+            let keep: Vec<&String> = if rel.replica_full && !(kind == "DELETE" && rel.rls) {
+                rel.columns.iter().map(|(n, _)| n).collect()
+            } else {
+                rel.pk.iter().collect()
+            };
+            let mut m = serde_json::Map::new();
+            for k in keep {
+                if let Some(x) = v.get(k) {
+                    m.insert(k.clone(), x.clone());
+                }
+            }
+            Value::Object(m)
+        };
+        let mut data = json!({
+            "schema": rel.schema,
+            "table": rel.table,
+            "commit_timestamp": wasmbase_host_api::time::rfc3339_millis(at),
+            "type": kind,
+            "columns": rel.columns.iter().map(|(n, t)| json!({"name": n, "type": t})).collect::<Vec<_>>(),
+            "errors": null,
+        });
+        if let Some(r) = &record {
+            data["record"] = r.clone();
+        }
+        if let Some(o) = &old {
+            if kind != "INSERT" {
+                data["old_record"] = pk_only(o);
+            }
+        }
+        for ((s, ids), g) in candidates.iter().zip(group_of) {
+            if !visible.get(g).copied().unwrap_or(false) {
+                continue;
+            }
+            let text = frame::encode_text(
+                s.vsn,
+                None,
+                None,
+                &s.topic,
+                "postgres_changes",
+                &json!({ "ids": ids, "data": data }),
+            );
+            if let Err(mpsc::error::TrySendError::Full(_)) = s.tx.try_send(Frame::Text(text)) {
+                s.kill.cancel();
+            }
+            self.events_out.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// One round trip: which of the (role, claims) groups may see the row.
+    async fn visible(
+        &self,
+        pool: &Pool,
+        oid: u32,
+        kind: &str,
+        row: &Value,
+        roles: &[&str],
+        claims: &[&str],
+    ) -> anyhow::Result<Vec<bool>> {
+        self.rls_queries.fetch_add(1, Ordering::Relaxed);
+        let tx = Tx::connect(pool, PoolKind::Request).await?;
+        // As `authenticator` itself (the login role; the function switches to
+        // each group's role, which only authenticator may become).
+        let acting = Acting {
+            role: "authenticator",
+            claims: "{}",
+            timeout: Duration::from_secs(5),
+            read_only: true,
+        };
+        let c = tx.conn();
+        let stmt = c
+            .prepare_cached("SELECT wasmbase.realtime_visible($1::oid::regclass, $2, $3, $4, $5)")
+            .await?;
+        let out = tx
+            .once(
+                Some(&acting),
+                c.query_one(&stmt, &[&oid, &kind, row, &roles, &claims]),
+            )
+            .await?;
+        tx.release();
+        Ok(out?.get::<_, Vec<bool>>(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bindings_and_filters_as_supabase_parses_them() {
+        let b = parse_binding(
+            &json!({"event": "insert", "schema": "public", "table": "todos", "filter": "id=eq.1"}),
+            7,
+        )
+        .unwrap();
+        assert_eq!(
+            (b.event, b.table.as_str(), b.filters.len()),
+            (Event::Insert, "todos", 1)
+        );
+        let b = parse_binding(&json!({"event": "*", "schema": "public"}), 1).unwrap();
+        assert_eq!(b.table, "*");
+        assert!(parse_binding(&json!({"event": "*"}), 1).is_err());
+        let e = parse_binding(
+            &json!({"schema": "public", "table": "t", "filter": "subject=foo.hey"}),
+            1,
+        )
+        .unwrap_err();
+        assert_eq!(e, "Error parsing `filter` params: [\"subject=foo.hey\"]");
+        assert!(parse_binding(&json!({"schema": "public", "filter": "id=eq.1"}), 1).is_err());
+        let f = |s: &str| parse_filter(s).unwrap();
+        let row = json!({"id": 5, "name": "a,b", "done": false, "note": null, "tag": "Hello"});
+        let pass = |s: &str| f(s).iter().all(|x| x.passes(&row));
+        assert!(pass("id=eq.5") && pass("id=gte.5") && pass("id=lt.10") && !pass("id=gt.5"));
+        assert!(pass("id=in.(1,5)") && !pass("id=in.(1,2)") && pass("id=not.in.(1,2)"));
+        assert!(pass("name=eq.\"a,b\"") && pass("id=eq.5,done=is.false"));
+        assert!(pass("note=is.null") && pass("id=not.is.null") && !pass("note=eq.x"));
+        assert!(pass("tag=like.H%") && pass("tag=ilike.%LLO") && !pass("tag=like.h%"));
+        assert!(pass("id=neq.4") && pass("note=isdistinct.x"));
+        assert!(parse_filter("id=eq.1,,x=eq.2").is_none());
+        assert!(parse_filter("id=in.1,2").is_none());
+        assert!(parse_filter("id=regex.x").is_none());
+    }
+}
