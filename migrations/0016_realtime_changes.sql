@@ -4,8 +4,9 @@
 -- `NOTIFY wasmbase_realtime_changes` with the transaction id (one per
 -- transaction: PostgreSQL folds identical notifications). NOTIFY is delivered
 -- at commit, so a node reads exactly the committed changes of that
--- transaction, by id, never a half. Why triggers and not logical
--- replication: docs/ARCHITECTURE.md.
+-- transaction, by id, never a half. Who may see a change is decided by the
+-- server, as each subscriber (runtime/src/api/realtime/changes.rs). Why
+-- triggers and not logical replication: docs/ARCHITECTURE.md.
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
@@ -95,47 +96,3 @@ BEGIN
   END IF;
 END
 $$;
-
--- Which subscribers may see a change, in one call for all of them (one round
--- trip per change, whatever the number of subscribers): for each (role,
--- claims) group, as that role with those claims, whether the row with the
--- record's primary key is visible (RLS applies). DELETE checks only that the
--- role may SELECT the table (the row is gone). Run by the server as
--- `authenticator` (it may become each request role), inside a transaction
--- that ends right after.
-CREATE FUNCTION wasmbase.realtime_visible(rel regclass, kind text, record jsonb, roles text[], claims text[])
-  RETURNS boolean[] LANGUAGE plpgsql SET search_path = pg_catalog AS $$
-DECLARE
-  pk text;
-  out boolean[] := '{}';
-  ok boolean;
-BEGIN
-  SELECT string_agg(format('t.%I IS NOT DISTINCT FROM r.%I', a.attname, a.attname), ' AND ')
-  INTO pk
-  FROM pg_index x
-  JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = ANY (x.indkey)
-  WHERE x.indrelid = rel AND x.indisprimary;
-  FOR i IN 1 .. coalesce(cardinality(roles), 0) LOOP
-    IF NOT has_table_privilege(roles[i], rel, 'SELECT') THEN
-      ok := false;
-    ELSIF kind = 'DELETE' THEN
-      ok := true;
-    ELSIF pk IS NULL THEN
-      ok := false;
-    ELSE
-      PERFORM set_config('role', roles[i], true);
-      PERFORM set_config('request.jwt.claims', claims[i], true);
-      EXECUTE format(
-        'SELECT EXISTS (SELECT 1 FROM %s t, jsonb_populate_record(NULL::%s, $1) r WHERE %s)',
-        rel, rel, pk)
-      INTO ok USING record;
-    END IF;
-    out := out || ok;
-  END LOOP;
-  RETURN out;
-END
-$$;
--- authenticator (not the request roles it becomes) may reach this function.
-GRANT USAGE ON SCHEMA wasmbase TO authenticator;
-REVOKE EXECUTE ON FUNCTION wasmbase.realtime_visible(regclass, text, jsonb, text[], text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION wasmbase.realtime_visible(regclass, text, jsonb, text[], text[]) TO authenticator;

@@ -528,7 +528,7 @@ async fn pg_join(ws: &mut Ws, topic: &str, bindings: Value, token: Option<&str>)
 }
 
 #[tokio::test]
-async fn postgres_changes_reach_each_subscriber_under_their_rls_in_one_query_per_change() {
+async fn postgres_changes_reach_each_subscriber_under_their_rls_in_at_most_one_query_per_change() {
     let db = TestDb::new().await;
     let (_, anon) = db.key(KeyKind::Publishable).await;
     let one = db.server().await;
@@ -653,14 +653,6 @@ async fn postgres_changes_reach_each_subscriber_under_their_rls_in_one_query_per
     // B, on the other node, sees only their own row: their first event is row 2.
     let g = b.until(|g| g.3 == "postgres_changes").await;
     assert_eq!(g.4["data"]["record"]["id"], 2);
-    // One visibility query per change on each node, whatever the subscribers
-    // (three channels on node one, one on node two): two changes, two each.
-    wait_until("both nodes checked both changes", 10, || {
-        rls(&one) - before.0 >= 2 && rls(&two) - before.1 >= 2
-    })
-    .await;
-    assert_eq!((rls(&one) - before.0, rls(&two) - before.1), (2, 2));
-
     // UPDATE: the new record, and the old one's primary key (default replica identity).
     owner
         .execute("UPDATE public.todos SET done = true WHERE id = 1", &[])
@@ -698,6 +690,13 @@ async fn postgres_changes_reach_each_subscriber_under_their_rls_in_one_query_per
         .until(|g| g.3 == "postgres_changes" && g.2 == "realtime:done")
         .await;
     assert_eq!(g.4["data"]["record"]["id"], 3);
+    // At most one visibility query per change on each node, whatever the
+    // number of subscribers (three channels of three principals on node one,
+    // one on node two); changes that queue up while one is checked share a
+    // query. Five changes so far, all of them checked on node one (its last
+    // event is the last change).
+    let (q1, q2) = (rls(&one) - before.0, rls(&two) - before.1);
+    assert!((1..=5).contains(&q1) && (1..=5).contains(&q2), "{q1} {q2}");
     // anon has no SELECT on todos: nothing at all reached it.
     nobody.heartbeat().await;
     let r = nobody.push(None, "phoenix", "heartbeat", json!({})).await;

@@ -1,12 +1,16 @@
 //! postgres_changes: bindings as realtime-js sends them (`parse_binding`,
 //! Supabase's filter grammar), and the delivery of committed changes. A
 //! table's row trigger records each change and NOTIFYs the transaction id
-//! (migrations/0016); every node with subscribers reads that transaction's
-//! changes, matches them against its channels' bindings and filters, and asks
-//! PostgreSQL once per change, for all the subscribers it matched (grouped by
-//! identical role and claims), who may see the row
-//! (`wasmbase.realtime_visible`, RLS as each of them). DELETE checks only the
-//! role's SELECT privilege, as on Supabase (the row is gone).
+//! (migrations/0016); every node with subscribers reads the committed
+//! changes, matches them against its channels' bindings and filters, and
+//! decides who may see them in one round trip per table for a whole batch of
+//! changes: one transaction in which, for each group of subscribers with
+//! identical role and claims, the server switches to that role and claims and
+//! runs the table's prepared lookup of the batch's rows, so RLS applies as for
+//! `/rest/v1` (Supabase's `apply_rls` loops over subscribers the same way, one
+//! change at a time). Changes that queue up while a batch is checked form the
+//! next batch, so delivery keeps up with the insert rate. DELETE checks only
+//! the role's SELECT privilege, as on Supabase (the row is gone).
 
 use super::frame::{self, Frame, Vsn};
 use deadpool_postgres::Pool;
@@ -383,6 +387,8 @@ pub async fn published(system: &Pool, schema: &str, table: &str) -> anyhow::Resu
 pub struct Changes {
     subs: parking_lot::RwLock<Vec<PgSub>>,
     rels: parking_lot::Mutex<HashMap<u32, Rel>>,
+    /// Whether a role may SELECT a table, by (role, table oid).
+    privs: parking_lot::Mutex<HashMap<(String, u32), bool>>,
     queue: mpsc::Sender<String>,
     /// RLS round trips made (`wasmbase_realtime_rls_queries_total`).
     pub rls_queries: AtomicU64,
@@ -402,6 +408,7 @@ impl Changes {
             Changes {
                 subs: Default::default(),
                 rels: Default::default(),
+                privs: Default::default(),
                 queue,
                 rls_queries: AtomicU64::new(0),
                 events_out: AtomicU64::new(0),
@@ -447,6 +454,7 @@ impl Changes {
     /// Clears the table cache (after DDL).
     pub fn forget_tables(&self) {
         self.rels.lock().clear();
+        self.privs.lock().clear();
     }
 
     async fn rel(&self, system: &Pool, oid: u32) -> anyhow::Result<Option<Rel>> {
@@ -464,6 +472,10 @@ impl Changes {
     }
 
     /// Reads and delivers queued transactions, in order, until shutdown.
+    /// Whatever queued up while a batch was being delivered is the next batch
+    /// (at most [`BATCH`] transactions): under load, one visibility query
+    /// covers many changes, so delivery keeps up with the insert rate; when
+    /// idle, a batch is one transaction and nothing waits.
     pub async fn run(
         self: Arc<Self>,
         mut rx: mpsc::Receiver<String>,
@@ -472,164 +484,222 @@ impl Changes {
         stop: CancellationToken,
     ) {
         loop {
-            let xid = tokio::select! {
+            let first = tokio::select! {
                 x = rx.recv() => match x { Some(x) => x, None => return },
                 _ = stop.cancelled() => return,
             };
-            if let Err(e) = self.deliver(&system, &pool, &xid).await {
+            let mut xids = vec![first];
+            while xids.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(x) => xids.push(x),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.deliver(&system, &pool, &xids).await {
                 tracing::warn!(error = %format!("{e:#}"), "realtime: delivering changes");
             }
         }
     }
 
-    async fn deliver(&self, system: &Pool, pool: &Pool, xid: &str) -> anyhow::Result<()> {
+    async fn deliver(&self, system: &Pool, pool: &Pool, xids: &[String]) -> anyhow::Result<()> {
         let rows = {
             let c = system.get().await?;
             c.query(
                 "SELECT rel, kind, record, old_record, at FROM wasmbase.realtime_changes \
-                 WHERE xid = $1::text::xid8 ORDER BY id",
-                &[&xid],
+                 WHERE xid = ANY ($1::text[]::xid8[]) ORDER BY id",
+                &[&xids],
             )
             .await?
         };
+        let mut changes = Vec::with_capacity(rows.len());
         for r in rows {
             let oid: u32 = r.get(0);
-            let kind: String = r.get(1);
-            let record: Option<Value> = r.get(2);
-            let old: Option<Value> = r.get(3);
-            let at: std::time::SystemTime = r.get(4);
             let Some(rel) = self.rel(system, oid).await? else {
                 continue;
             };
-            self.one(pool, oid, &rel, &kind, record, old, at).await?;
+            changes.push(Change {
+                oid,
+                rel,
+                kind: r.get(1),
+                record: r.get(2),
+                old: r.get(3),
+                at: r.get(4),
+            });
+        }
+        // Candidates of each change: (subscriber, ids of its matching bindings).
+        let subs = self.subs.read().clone();
+        let candidates: Vec<Vec<(usize, Vec<u64>)>> = changes
+            .iter()
+            .map(|c| {
+                let row = c.row();
+                subs.iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| {
+                        let ids: Vec<u64> = s
+                            .bindings
+                            .iter()
+                            .filter(|b| {
+                                b.schema == c.rel.schema
+                                    && (b.table == "*" || b.table == c.rel.table)
+                                    && b.event.matches(&c.kind)
+                                    && b.filters.iter().all(|f| f.passes(row))
+                            })
+                            .map(|b| b.id)
+                            .collect();
+                        (!ids.is_empty()).then_some((i, ids))
+                    })
+                    .collect()
+            })
+            .collect();
+        // Visibility, one query per table of the batch, for all its changes
+        // and subscribers (grouped by identical role and claims).
+        let mut seen: std::collections::HashSet<(usize, usize)> = Default::default();
+        let mut tables: Vec<u32> = changes.iter().map(|c| c.oid).collect();
+        tables.sort_unstable();
+        tables.dedup();
+        for oid in tables {
+            let idx: Vec<usize> = (0..changes.len())
+                .filter(|&i| changes[i].oid == oid && !candidates[i].is_empty())
+                .collect();
+            if idx.is_empty() {
+                continue;
+            }
+            let mut groups: Vec<(&str, &str)> = Vec::new();
+            let mut group_of: HashMap<usize, usize> = HashMap::new();
+            for &i in &idx {
+                for (s, _) in &candidates[i] {
+                    let p = &subs[*s].principal;
+                    let key = (p.role.as_str(), &*p.claims_json);
+                    let g = match groups.iter().position(|g| *g == key) {
+                        Some(g) => g,
+                        None => {
+                            groups.push(key);
+                            groups.len() - 1
+                        }
+                    };
+                    group_of.insert(*s, g);
+                }
+            }
+            let kinds: Vec<&str> = idx.iter().map(|&i| changes[i].kind.as_str()).collect();
+            let records: Vec<Value> = idx.iter().map(|&i| changes[i].row().clone()).collect();
+            let roles: Vec<&str> = groups.iter().map(|g| g.0).collect();
+            let claims: Vec<&str> = groups.iter().map(|g| g.1).collect();
+            let rel = &changes[idx[0]].rel;
+            for (g, c) in self
+                .visible(system, pool, oid, rel, &kinds, &records, &roles, &claims)
+                .await?
+            {
+                // 1-based (group, change within this table's list).
+                let change = idx[c - 1];
+                for (s, _) in &candidates[change] {
+                    if group_of.get(s) == Some(&(g - 1)) {
+                        seen.insert((change, *s));
+                    }
+                }
+            }
+        }
+        // Delivery in commit order.
+        for (i, c) in changes.iter().enumerate() {
+            let mut data: Option<Value> = None;
+            for (s, ids) in &candidates[i] {
+                if !seen.contains(&(i, *s)) {
+                    continue;
+                }
+                let sub = &subs[*s];
+                let data = data.get_or_insert_with(|| c.event());
+                let text = frame::encode_text(
+                    sub.vsn,
+                    None,
+                    None,
+                    &sub.topic,
+                    "postgres_changes",
+                    &json!({ "ids": ids, "data": data }),
+                );
+                if let Err(mpsc::error::TrySendError::Full(_)) = sub.tx.try_send(Frame::Text(text))
+                {
+                    sub.kill.cancel();
+                }
+                self.events_out.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
 
+    /// Whether `role` may SELECT table `oid` (cached until the next DDL).
+    async fn may_select(&self, system: &Pool, role: &str, oid: u32) -> anyhow::Result<bool> {
+        if let Some(v) = self.privs.lock().get(&(role.to_string(), oid)) {
+            return Ok(*v);
+        }
+        let c = system.get().await?;
+        let v: bool = c
+            .query_one(
+                "SELECT has_table_privilege($1, $2::oid, 'SELECT')",
+                &[&role, &oid],
+            )
+            .await?
+            .get(0);
+        self.privs.lock().insert((role.to_string(), oid), v);
+        Ok(v)
+    }
+
+    /// The (group, change) pairs, 1-based, that are visible, in one round
+    /// trip for the whole batch: one transaction that, for each group whose
+    /// role may SELECT the table, switches to that role and claims and runs
+    /// the table's prepared lookup of the batch's rows (RLS applies). DELETEs
+    /// need only the privilege (the row is gone).
     #[allow(clippy::too_many_arguments)]
-    async fn one(
+    async fn visible(
         &self,
+        system: &Pool,
         pool: &Pool,
         oid: u32,
         rel: &Rel,
-        kind: &str,
-        record: Option<Value>,
-        old: Option<Value>,
-        at: std::time::SystemTime,
-    ) -> anyhow::Result<()> {
-        let row = record
-            .as_ref()
-            .or(old.as_ref())
-            .cloned()
-            .unwrap_or(Value::Null);
-        // Candidates: each matching channel with the ids of its matching bindings.
-        let candidates: Vec<(PgSub, Vec<u64>)> = self
-            .subs
-            .read()
-            .iter()
-            .filter_map(|s| {
-                let ids: Vec<u64> = s
-                    .bindings
-                    .iter()
-                    .filter(|b| {
-                        b.schema == rel.schema
-                            && (b.table == "*" || b.table == rel.table)
-                            && b.event.matches(kind)
-                            && b.filters.iter().all(|f| f.passes(&row))
-                    })
-                    .map(|b| b.id)
-                    .collect();
-                (!ids.is_empty()).then(|| (s.clone(), ids))
-            })
-            .collect();
-        if candidates.is_empty() {
-            return Ok(());
-        }
-        // One visibility check for all of them, grouped by role and claims.
-        let mut groups: Vec<(String, String)> = Vec::new();
-        let mut group_of = Vec::with_capacity(candidates.len());
-        for (s, _) in &candidates {
-            let key = (
-                s.principal.role.as_str().to_string(),
-                s.principal.claims_json.to_string(),
-            );
-            let i = match groups.iter().position(|g| *g == key) {
-                Some(i) => i,
-                None => {
-                    groups.push(key);
-                    groups.len() - 1
-                }
-            };
-            group_of.push(i);
-        }
-        let roles: Vec<&str> = groups.iter().map(|g| g.0.as_str()).collect();
-        let claims: Vec<&str> = groups.iter().map(|g| g.1.as_str()).collect();
-        let visible = self.visible(pool, oid, kind, &row, &roles, &claims).await?;
-        // The event, built once.
-        let pk_only = |v: &Value| -> Value {
-            let keep: Vec<&String> = if rel.replica_full && !(kind == "DELETE" && rel.rls) {
-                rel.columns.iter().map(|(n, _)| n).collect()
-            } else {
-                rel.pk.iter().collect()
-            };
-            let mut m = serde_json::Map::new();
-            for k in keep {
-                if let Some(x) = v.get(k) {
-                    m.insert(k.clone(), x.clone());
-                }
-            }
-            Value::Object(m)
-        };
-        let mut data = json!({
-            "schema": rel.schema,
-            "table": rel.table,
-            "commit_timestamp": wasmbase_host_api::time::rfc3339_millis(at),
-            "type": kind,
-            "columns": rel.columns.iter().map(|(n, t)| json!({"name": n, "type": t})).collect::<Vec<_>>(),
-            "errors": null,
-        });
-        if let Some(r) = &record {
-            data["record"] = r.clone();
-        }
-        if let Some(o) = &old {
-            if kind != "INSERT" {
-                data["old_record"] = pk_only(o);
-            }
-        }
-        for ((s, ids), g) in candidates.iter().zip(group_of) {
-            if !visible.get(g).copied().unwrap_or(false) {
-                continue;
-            }
-            let text = frame::encode_text(
-                s.vsn,
-                None,
-                None,
-                &s.topic,
-                "postgres_changes",
-                &json!({ "ids": ids, "data": data }),
-            );
-            if let Err(mpsc::error::TrySendError::Full(_)) = s.tx.try_send(Frame::Text(text)) {
-                s.kill.cancel();
-            }
-            self.events_out.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    /// One round trip: which of the (role, claims) groups may see the row.
-    async fn visible(
-        &self,
-        pool: &Pool,
-        oid: u32,
-        kind: &str,
-        row: &Value,
+        kinds: &[&str],
+        records: &[Value],
         roles: &[&str],
         claims: &[&str],
-    ) -> anyhow::Result<Vec<bool>> {
+    ) -> anyhow::Result<Vec<(usize, usize)>> {
+        let mut out = Vec::new();
+        let mut check = Vec::new();
+        for (g, role) in roles.iter().enumerate() {
+            if !self.may_select(system, role, oid).await? {
+                continue;
+            }
+            for (c, k) in kinds.iter().enumerate() {
+                if *k == "DELETE" {
+                    out.push((g + 1, c + 1));
+                }
+            }
+            check.push(g);
+        }
+        let lookups: Vec<Option<&Value>> = kinds
+            .iter()
+            .zip(records)
+            .map(|(k, r)| (*k != "DELETE").then_some(r))
+            .collect();
+        if check.is_empty() || rel.pk.is_empty() || lookups.iter().all(Option::is_none) {
+            return Ok(out);
+        }
         self.rls_queries.fetch_add(1, Ordering::Relaxed);
+        let ident = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let table = format!("{}.{}", ident(&rel.schema), ident(&rel.table));
+        let pk = rel
+            .pk
+            .iter()
+            // `=`, not IS NOT DISTINCT FROM: key columns are never NULL, and
+            // only `=` uses the key's index (the other scans the whole table).
+            .map(|c| format!("t.{0} = x.{0}", ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        // Identifiers from the catalog (`rel`), quoted; the rows are a parameter.
+        let sql = format!(
+            "SELECT r.ord::int FROM unnest($1::jsonb[]) WITH ORDINALITY AS r(rec, ord) \
+             CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, r.rec) x \
+             WHERE EXISTS (SELECT 1 FROM {table} t WHERE {pk})"
+        );
         let tx = Tx::connect(pool, PoolKind::Request).await?;
-        // As `authenticator` itself (the login role; the function switches to
-        // each group's role, which only authenticator may become).
+        // As `authenticator` itself (the login role, which alone may become
+        // each group's role).
         let acting = Acting {
             role: "authenticator",
             claims: "{}",
@@ -637,17 +707,98 @@ impl Changes {
             read_only: true,
         };
         let c = tx.conn();
-        let stmt = c
-            .prepare_cached("SELECT wasmbase.realtime_visible($1::oid::regclass, $2, $3, $4, $5)")
-            .await?;
-        let out = tx
-            .once(
-                Some(&acting),
-                c.query_one(&stmt, &[&oid, &kind, row, &roles, &claims]),
+        let lookup = c.prepare_cached(&sql).await?;
+        let switch = c
+            .prepare_cached(
+                "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
             )
             .await?;
+        let work = async {
+            // A lookup by primary key never needs a custom plan: plan it once
+            // for all the groups, not once per group.
+            let generic = c.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan");
+            // Pipelined: every group's switch and lookup go out before the first answer.
+            let calls = check.iter().map(|&g| {
+                let (lookup, switch, lookups) = (&lookup, &switch, &lookups);
+                async move {
+                    let switch_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+                        [&roles[g], &claims[g]];
+                    let lookup_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [lookups];
+                    let (s, rows) = futures::join!(
+                        c.query_one(switch, &switch_params),
+                        c.query(lookup, &lookup_params)
+                    );
+                    s?;
+                    Ok::<_, tokio_postgres::Error>((g, rows?))
+                }
+            });
+            let (g, out) = futures::join!(generic, futures::future::join_all(calls));
+            g.map(|_| out)
+        };
+        let results = tx.once(Some(&acting), work).await?;
         tx.release();
-        Ok(out?.get::<_, Vec<bool>>(0))
+        for r in results? {
+            let (g, rows) = r?;
+            for row in rows {
+                out.push((g + 1, row.get::<_, i32>(0) as usize));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Transactions one batch reads at most.
+const BATCH: usize = 500;
+
+/// One captured change.
+struct Change {
+    oid: u32,
+    rel: Rel,
+    kind: String,
+    record: Option<Value>,
+    old: Option<Value>,
+    at: std::time::SystemTime,
+}
+
+impl Change {
+    /// The row filters and visibility look at: the new one, or the old one of
+    /// a DELETE.
+    fn row(&self) -> &Value {
+        self.record
+            .as_ref()
+            .or(self.old.as_ref())
+            .unwrap_or(&Value::Null)
+    }
+
+    /// The event's `data`, as realtime-js reads it.
+    fn event(&self) -> Value {
+        let rel = &self.rel;
+        let mut data = json!({
+            "schema": rel.schema,
+            "table": rel.table,
+            "commit_timestamp": wasmbase_host_api::time::rfc3339_millis(self.at),
+            "type": self.kind,
+            "columns": rel.columns.iter().map(|(n, t)| json!({"name": n, "type": t})).collect::<Vec<_>>(),
+            "errors": null,
+        });
+        if let Some(r) = &self.record {
+            data["record"] = r.clone();
+        }
+        if let (Some(o), false) = (&self.old, self.kind == "INSERT") {
+            // The old row as the replica identity keeps it: every column with
+            // REPLICA IDENTITY FULL (never for a DELETE under RLS), else the key.
+            let all = rel.replica_full && !(self.kind == "DELETE" && rel.rls);
+            let mut m = serde_json::Map::new();
+            for (k, _) in &rel.columns {
+                if all || rel.pk.contains(k) {
+                    if let Some(x) = o.get(k) {
+                        m.insert(k.clone(), x.clone());
+                    }
+                }
+            }
+            data["old_record"] = Value::Object(m);
+        }
+        data
     }
 }
 
