@@ -56,6 +56,15 @@ pub struct RealtimeConfig {
     pub max_channels_per_client: usize,
     /// Largest broadcast or presence payload, bytes (3,000,000, as Supabase).
     pub max_payload_bytes: usize,
+    /// WebSocket connections one node serves at once (10,000); more are
+    /// refused at upgrade with 429.
+    pub max_connections: usize,
+    /// Joins one socket may make per second (100); past it the join is
+    /// refused and the socket closed, as Supabase does.
+    pub max_joins_per_second: u32,
+    /// Broadcast and presence messages one socket may send per second (100);
+    /// past it the channel is closed with Supabase's system message.
+    pub max_events_per_second: u32,
 }
 
 impl Default for RealtimeConfig {
@@ -64,6 +73,9 @@ impl Default for RealtimeConfig {
             presence_timeout_secs: 30,
             max_channels_per_client: 100,
             max_payload_bytes: 3_000_000,
+            max_connections: 10_000,
+            max_joins_per_second: 100,
+            max_events_per_second: 100,
         }
     }
 }
@@ -755,10 +767,13 @@ impl Config {
         if self.realtime.presence_timeout_secs == 0
             || self.realtime.max_channels_per_client == 0
             || self.realtime.max_payload_bytes == 0
+            || self.realtime.max_connections == 0
+            || self.realtime.max_joins_per_second == 0
+            || self.realtime.max_events_per_second == 0
         {
             return err(
                 "realtime.presence_timeout_secs",
-                "realtime.presence_timeout_secs, max_channels_per_client and max_payload_bytes must be greater than 0".into(),
+                "every realtime.* limit must be greater than 0".into(),
             );
         }
         if self.server.body_limit_bytes == 0 {

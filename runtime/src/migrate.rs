@@ -49,6 +49,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(14, "0014_storage_user_delete.sql"),
     migration!(15, "0015_realtime.sql"),
     migration!(16, "0016_realtime_changes.sql"),
+    migration!(17, "0017_realtime_node_channels.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on

@@ -89,6 +89,26 @@ pub async fn metrics(State(st): State<AppState>, _k: Keyed) -> Response {
             st.realtime.counts().iter().map(|(_, n)| *n).sum::<usize>() as f64,
         ),
         (
+            "wasmbase_realtime_connections",
+            "WebSocket connections open on this node.",
+            st.realtime.connections() as f64,
+        ),
+        (
+            "wasmbase_realtime_messages_in_total",
+            "Frames received from realtime clients.",
+            st.realtime.messages_in.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
+            "wasmbase_realtime_messages_out_total",
+            "Broadcast and presence frames queued to realtime clients.",
+            st.realtime.messages_out.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
+            "wasmbase_realtime_changes_lag_seconds",
+            "From the last delivered change's transaction to its delivery.",
+            st.realtime.changes.lag_ms.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0,
+        ),
+        (
             "wasmbase_schema_version",
             "Schema-cache loads (increments after every DDL reload).",
             st.schema.version() as f64,

@@ -705,3 +705,115 @@ async fn postgres_changes_reach_each_subscriber_under_their_rls_in_at_most_one_q
         .await;
     assert_eq!(g.3, "phx_reply", "anon received a change: {:?}", g.4);
 }
+
+#[tokio::test]
+async fn floods_and_too_many_connections_get_supabases_refusals_and_admin_lists_channels() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let (_, secret) = db.key(KeyKind::Secret).await;
+    let srv = db
+        .server_with(|c| {
+            c.realtime.max_connections = 2;
+            c.realtime.max_joins_per_second = 3;
+            c.realtime.max_events_per_second = 5;
+            c.realtime.presence_timeout_secs = 3;
+        })
+        .await;
+    let mut a = Ws::connect(&srv, &anon, true).await;
+    let mut b = Ws::connect(&srv, &anon, true).await;
+    // A third connection is refused before the upgrade.
+    let url = format!(
+        "{}/realtime/v1/websocket?apikey={anon}&vsn=2.0.0",
+        srv.url.replace("http://", "ws://")
+    );
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+
+    // The admin list: B's channel and presence, over all nodes.
+    let (jb, _) = b
+        .join(
+            "realtime:adm",
+            json!({"presence": {"key": "b", "enabled": true}}),
+        )
+        .await;
+    let r = b
+        .push(
+            Some(&jb),
+            "realtime:adm",
+            "presence",
+            json!({"type": "presence", "event": "track", "payload": {}}),
+        )
+        .await;
+    b.until(|g| g.1 == json!(r)).await;
+    let admin = || async {
+        srv.http
+            .get(format!("{}/admin/v1/realtime", srv.url))
+            .header("apikey", &secret)
+            .send()
+            .await
+            .unwrap()
+    };
+    let r = srv
+        .http
+        .get(format!("{}/admin/v1/realtime", srv.url))
+        .header("apikey", &anon)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "anon may not list channels");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v: Value = admin().await.json().await.unwrap();
+        let found =
+            v["channels"].as_array().unwrap().iter().any(|c| {
+                c["topic"] == "realtime:adm" && c["subscribers"] == 1 && c["presences"] == 1
+            });
+        if found {
+            assert_eq!(v["nodes"][0]["connections"], 2, "{v}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never listed: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Messages past the per-second limit close the channel, with Supabase's text.
+    for i in 0..6 {
+        b.push(
+            Some(&jb),
+            "realtime:adm",
+            "broadcast",
+            json!({"type": "broadcast", "event": "e", "payload": {"i": i}}),
+        )
+        .await;
+    }
+    let g = b.until(|g| g.3 == "system").await;
+    assert_eq!(g.4["message"], "Too many messages per second");
+    b.until(|g| g.3 == "phx_close").await;
+    b.heartbeat().await;
+
+    // Joins past the per-second limit: refused, then the socket is closed.
+    for i in 0..3 {
+        let (_, reply) = a.join(&format!("realtime:j{i}"), json!({})).await;
+        assert_eq!(reply["status"], "ok");
+    }
+    let r = a
+        .push(None, "realtime:j3", "phx_join", json!({"config": {}}))
+        .await;
+    let g = a.until(|g| g.1 == json!(r)).await;
+    assert_eq!(
+        g.4["response"]["reason"],
+        "ClientJoinRateLimitReached: Too many joins per second"
+    );
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match a.s.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the socket was not closed");
+}

@@ -394,6 +394,9 @@ pub struct Changes {
     pub rls_queries: AtomicU64,
     /// Change events queued to sockets.
     pub events_out: AtomicU64,
+    /// Milliseconds from the last delivered change's transaction to its
+    /// delivery (the fan-out lag).
+    pub lag_ms: AtomicU64,
 }
 
 /// Transactions waiting to be read; past this a node drops notifications
@@ -412,6 +415,7 @@ impl Changes {
                 queue,
                 rls_queries: AtomicU64::new(0),
                 events_out: AtomicU64::new(0),
+                lag_ms: AtomicU64::new(0),
             },
             rx,
         )
@@ -620,6 +624,10 @@ impl Changes {
                     sub.kill.cancel();
                 }
                 self.events_out.fetch_add(1, Ordering::Relaxed);
+            }
+            if data.is_some() {
+                let lag = c.at.elapsed().unwrap_or_default().as_millis() as u64;
+                self.lag_ms.store(lag, Ordering::Relaxed);
             }
         }
         Ok(())

@@ -48,7 +48,8 @@ pub struct Sub {
 
 impl Sub {
     /// Queues `f`; a full queue closes the socket (it stopped reading).
-    fn deliver(&self, f: Frame) {
+    fn deliver(&self, f: Frame, out: &AtomicU64) {
+        out.fetch_add(1, Ordering::Relaxed);
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(f) {
             self.kill.cancel();
         }
@@ -96,6 +97,22 @@ pub struct Hub {
     pub stop: CancellationToken,
     /// postgres_changes subscriptions and delivery.
     pub changes: Arc<super::changes::Changes>,
+    /// WebSocket connections open on this node.
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// Frames received from clients.
+    pub messages_in: AtomicU64,
+    /// Frames queued to clients by fan-out (broadcast, presence diffs).
+    pub messages_out: AtomicU64,
+}
+
+/// One open connection's place under `realtime.max_connections`; given back
+/// when dropped.
+pub struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A presence entry of one channel: its key, ref and meta.
@@ -138,7 +155,25 @@ impl Hub {
             next: AtomicU64::new(1),
             stop,
             changes,
+            connections: Default::default(),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
         }
+    }
+
+    /// A place for one more connection, if fewer than `max` are open.
+    pub fn connect(&self, max: usize) -> Option<Slot> {
+        let c = &self.connections;
+        c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Slot(c.clone()))
+    }
+
+    /// WebSocket connections open on this node.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
     }
 
     /// The platform pool (for join-time lookups).
@@ -189,7 +224,7 @@ impl Hub {
             let slot = &mut encoded[(s.vsn == Vsn::V2) as usize];
             let f = slot.get_or_insert_with(|| frame::encode_broadcast(s.vsn, topic, b));
             if let Some(f) = f {
-                s.deliver(f.clone());
+                s.deliver(f.clone(), &self.messages_out);
             }
         }
     }
@@ -203,7 +238,7 @@ impl Hub {
             let t = text[(s.vsn == Vsn::V2) as usize].get_or_insert_with(|| {
                 frame::encode_text(s.vsn, None, None, topic, "presence_diff", &payload)
             });
-            s.deliver(Frame::Text(t.clone()));
+            s.deliver(Frame::Text(t.clone()), &self.messages_out);
         }
     }
 
@@ -400,11 +435,17 @@ impl Hub {
     /// `timeout` with their presences (sending the leaves), and drops outbox
     /// rows every node has had time to read.
     async fn beat(&self, timeout: Duration) -> anyhow::Result<()> {
+        let channels: Map<String, Value> = self
+            .counts()
+            .into_iter()
+            .map(|(t, n)| (t, json!(n)))
+            .collect();
+        let connections = self.connections() as i32;
         let c = self.system.get().await?;
         c.execute(
-            "INSERT INTO wasmbase.realtime_nodes (node) VALUES ($1) \
-             ON CONFLICT (node) DO UPDATE SET seen_at = now()",
-            &[&self.node],
+            "INSERT INTO wasmbase.realtime_nodes (node, channels, connections) VALUES ($1, $2, $3) \
+             ON CONFLICT (node) DO UPDATE SET seen_at = now(), channels = $2, connections = $3",
+            &[&self.node, &Value::Object(channels), &connections],
         )
         .await?;
         let secs = timeout.as_secs_f64();

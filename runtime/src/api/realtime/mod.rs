@@ -37,6 +37,10 @@ pub struct RealtimeLimits {
     pub max_channels_per_client: usize,
     /// Largest broadcast or presence payload.
     pub max_payload_bytes: usize,
+    /// Joins per second per socket.
+    pub max_joins_per_second: u32,
+    /// Broadcast and presence messages per second per socket.
+    pub max_events_per_second: u32,
 }
 
 /// Largest WebSocket message (as Supabase's `max_frame_size`).
@@ -51,6 +55,43 @@ pub fn routes() -> Router<AppState> {
             "/realtime/v1/api/broadcast/{topic}/events/{event}",
             post(broadcast_one),
         )
+        .route("/admin/v1/realtime", get(admin_list))
+}
+
+/// `GET /admin/v1/realtime` (secret key): every node's open connections, and
+/// each topic's joined channels over all nodes (as of each node's last
+/// heartbeat, at most a third of `realtime.presence_timeout_secs` old) with
+/// its presences.
+async fn admin_list(
+    State(st): State<AppState>,
+    _: crate::api::admin::Service,
+) -> Result<Response, ApiError> {
+    let c = st
+        .system
+        .get()
+        .await
+        .map_err(|e| ApiError::internal(format!("{e}")))?;
+    let row = c
+        .query_one(
+            "WITH c AS (SELECT key AS topic, sum(value::int) AS subscribers \
+                 FROM wasmbase.realtime_nodes, jsonb_each_text(channels) GROUP BY key), \
+               p AS (SELECT topic, count(*) AS presences FROM wasmbase.realtime_presence GROUP BY topic) \
+             SELECT json_build_object( \
+               'nodes', (SELECT coalesce(json_agg(json_build_object('node', node, 'seen_at', seen_at, \
+                   'connections', connections) ORDER BY node), '[]') FROM wasmbase.realtime_nodes), \
+               'channels', (SELECT coalesce(json_agg(json_build_object( \
+                   'topic', coalesce(c.topic, p.topic), 'subscribers', coalesce(c.subscribers, 0), \
+                   'presences', coalesce(p.presences, 0)) ORDER BY coalesce(c.topic, p.topic)), '[]') \
+                 FROM c FULL JOIN p ON p.topic = c.topic))::text",
+            &[],
+        )
+        .await
+        .map_err(|e| ApiError::internal(wasmbase_host_api::db::describe(&e)))?;
+    Ok((
+        [(http::header::CONTENT_TYPE, "application/json")],
+        row.get::<_, String>(0),
+    )
+        .into_response())
 }
 
 fn query_param(q: Option<&str>, key: &str) -> Option<String> {
@@ -70,15 +111,29 @@ async fn websocket(
 ) -> Result<Response, ApiError> {
     let vsn = Vsn::parse(query_param(q.as_deref(), "vsn").as_deref())
         .ok_or_else(|| ApiError::bad_request("unsupported_vsn", "vsn must be 1.0.0 or 2.0.0"))?;
+    let rc = &st.config.realtime;
     let limits = RealtimeLimits {
-        max_channels_per_client: st.config.realtime.max_channels_per_client,
-        max_payload_bytes: st.config.realtime.max_payload_bytes,
+        max_channels_per_client: rc.max_channels_per_client,
+        max_payload_bytes: rc.max_payload_bytes,
+        max_joins_per_second: rc.max_joins_per_second,
+        max_events_per_second: rc.max_events_per_second,
     };
     let hub = st.realtime.clone();
+    // Taken before the upgrade, so a flood of upgrades cannot pass the cap.
+    let Some(slot) = hub.connect(rc.max_connections) else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            "Too many connected users",
+        ));
+    };
     Ok(ws
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| socket::serve(socket, st, hub, limits, vsn, key))
+        .on_upgrade(move |socket| async move {
+            let _slot = slot;
+            socket::serve(socket, st, hub, limits, vsn, key).await
+        })
         .into_response())
 }
 

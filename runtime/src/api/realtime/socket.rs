@@ -41,6 +41,30 @@ struct Channel {
     tracked: Option<Tracked>,
 }
 
+/// A one-second window of a rate limit.
+struct Window {
+    start: std::time::Instant,
+    n: u32,
+}
+
+impl Window {
+    fn new() -> Window {
+        Window {
+            start: std::time::Instant::now(),
+            n: 0,
+        }
+    }
+
+    /// Counts one; true when that makes more than `max` in this second.
+    fn over(&mut self, max: u32) -> bool {
+        if self.start.elapsed() >= Duration::from_secs(1) {
+            *self = Window::new();
+        }
+        self.n += 1;
+        self.n > max
+    }
+}
+
 /// The socket's state.
 struct Conn {
     st: AppState,
@@ -52,6 +76,10 @@ struct Conn {
     out: mpsc::Sender<Frame>,
     kill: CancellationToken,
     channels: HashMap<String, Channel>,
+    joins: Window,
+    events: Window,
+    /// Set when a rule closes the whole socket (a join flood).
+    closing: Option<(u16, &'static str)>,
 }
 
 /// Serves `ws` until it closes.
@@ -87,6 +115,9 @@ pub async fn serve(
         out,
         kill: kill.clone(),
         channels: HashMap::new(),
+        joins: Window::new(),
+        events: Window::new(),
+        closing: None,
     };
     let mut check = tokio::time::interval(TOKEN_CHECK);
     let close: Option<(u16, &str)> = loop {
@@ -95,6 +126,7 @@ pub async fn serve(
                 Err(_) => break Some((1000, "heartbeat timeout")),
                 Ok(None) | Ok(Some(Err(_))) => break None,
                 Ok(Some(Ok(m))) => {
+                    hub.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let parsed = match m {
                         Message::Text(t) => frame::decode_text(vsn, t.as_str()),
                         Message::Binary(b) if vsn == Vsn::V2 => frame::decode_binary(&b),
@@ -105,6 +137,9 @@ pub async fn serve(
                     match parsed {
                         Ok(f) => c.handle(f).await,
                         Err(e) => tracing::debug!(error = %e, "realtime: ignoring a frame"),
+                    }
+                    if let Some(close) = c.closing.take() {
+                        break Some(close);
                     }
                 }
             },
@@ -206,6 +241,14 @@ impl Conn {
             return;
         }
         match f.event.as_str() {
+            "phx_join" if self.joins.over(self.limits.max_joins_per_second) => {
+                self.reply(
+                    &f,
+                    "error",
+                    json!({"reason": "ClientJoinRateLimitReached: Too many joins per second"}),
+                );
+                self.closing = Some((1008, "Too many joins per second"));
+            }
             "phx_join" => self.join(f).await,
             "phx_leave" => {
                 self.reply(&f, "ok", json!({}));
@@ -230,6 +273,9 @@ impl Conn {
                     "phx_reply",
                     json!({"status": "error", "response": {"reason": "unmatched topic"}}),
                 );
+            }
+            "broadcast" | "presence" if self.events.over(self.limits.max_events_per_second) => {
+                self.shut(&f.topic.clone(), "Too many messages per second");
             }
             "broadcast" => self.broadcast(f).await,
             "presence" => self.presence(f).await,
