@@ -817,3 +817,90 @@ async fn floods_and_too_many_connections_get_supabases_refusals_and_admin_lists_
     .await;
     assert!(end.is_ok(), "the socket was not closed");
 }
+
+#[tokio::test]
+async fn across_a_server_restart_every_change_committed_after_resubscribing_arrives_once() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let owner = db.owner().await;
+    owner.batch_execute(TODOS).await.unwrap();
+    let a_id = uuid::Uuid::new_v4();
+    let ta = user_token(&a_id.to_string());
+    let bindings = json!([{"event": "INSERT", "schema": "public", "table": "todos"}]);
+
+    // A stream of inserts, one every few milliseconds, across the restart;
+    // each row remembers when its insert started.
+    let started = std::sync::Arc::new(parking_lot::Mutex::new(
+        Vec::<(i64, tokio::time::Instant)>::new(),
+    ));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = {
+        let (started, stop, c) = (started.clone(), stop.clone(), db.owner().await);
+        tokio::spawn(async move {
+            let mut id = 0i64;
+            while !stop.is_cancelled() {
+                id += 1;
+                started.lock().push((id, tokio::time::Instant::now()));
+                c.execute(
+                    "INSERT INTO public.todos (id, owner, task) VALUES ($1, $2, 'x')",
+                    &[&id, &a_id],
+                )
+                .await
+                .unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await; // the stream's pace
+            }
+        })
+    };
+
+    let one = db.server().await;
+    let mut ws = Ws::connect(&one, &anon, true).await;
+    assert_eq!(
+        pg_join(&mut ws, "realtime:t", bindings.clone(), Some(&ta))
+            .await
+            .0["status"],
+        "ok"
+    );
+    ws.until(|g| g.3 == "postgres_changes").await; // the stream reaches node one
+    one.srv.shutdown().await;
+    drop(ws);
+
+    // The same clients reconnect to the restarted server and subscribe again.
+    let two = db.server().await;
+    let mut ws = Ws::connect(&two, &anon, true).await;
+    assert_eq!(
+        pg_join(&mut ws, "realtime:t", bindings, Some(&ta)).await.0["status"],
+        "ok"
+    );
+    let subscribed = tokio::time::Instant::now();
+    // Read until 100 rows started after the subscription have arrived.
+    let mut got: Vec<i64> = Vec::new();
+    let after = |started: &[(i64, tokio::time::Instant)]| -> Vec<i64> {
+        started
+            .iter()
+            .filter(|(_, t)| *t > subscribed)
+            .map(|(i, _)| *i)
+            .collect()
+    };
+    loop {
+        let g = ws.until(|g| g.3 == "postgres_changes").await;
+        got.push(g.4["data"]["record"]["id"].as_i64().unwrap());
+        let want = after(&started.lock());
+        if want.len() >= 100 && want.iter().take(100).all(|i| got.contains(i)) {
+            break;
+        }
+    }
+    stop.cancel();
+    writer.await.unwrap();
+    let want: Vec<i64> = after(&started.lock()).into_iter().take(100).collect();
+    for i in &want {
+        assert_eq!(
+            got.iter().filter(|g| *g == i).count(),
+            1,
+            "row {i} delivered once"
+        );
+    }
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), got.len(), "no change twice: {got:?}");
+}
