@@ -46,6 +46,9 @@ pub struct RealtimeLimits {
 /// Largest WebSocket message (as Supabase's `max_frame_size`).
 const MAX_MESSAGE: usize = 5_000_000;
 
+/// Bytes read from a socket at a time.
+const READ_BUFFER: usize = 4096;
+
 /// Routes of this module.
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -130,6 +133,11 @@ async fn websocket(
     Ok(ws
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
+        // tungstenite's defaults hold 128 KiB per buffer per connection from
+        // the start; an idle socket needs a fraction of that (the buffers
+        // grow for a large message and shrink back).
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             let _slot = slot;
             socket::serve(socket, st, hub, limits, vsn, key).await
