@@ -66,6 +66,13 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Serve a minimal fan-out WebSocket server (realtime benchmark baseline).
+    #[command(hide = true)]
+    BenchFanout {
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
     /// Upload and download a file directly with aws-sdk-s3 (benchmark baseline).
     #[command(hide = true)]
     BenchS3 {
@@ -119,6 +126,7 @@ pub fn main() -> ExitCode {
             Command::BenchHello { listen, threads } => {
                 crate::bench_hello::serve(listen, threads).await
             }
+            Command::BenchFanout { listen } => crate::bench_fanout::serve(listen).await,
             Command::BenchInstantiate { wasm } => bench_instantiate(&wasm).await,
             Command::BenchS3 { file } => crate::bench_s3::run(&file).await,
         }

@@ -103,6 +103,8 @@ pub struct Hub {
     pub messages_in: AtomicU64,
     /// Frames queued to clients by fan-out (broadcast, presence diffs).
     pub messages_out: AtomicU64,
+    /// The bus writer's queue.
+    bus: mpsc::Sender<Outgoing>,
 }
 
 /// One open connection's place under `realtime.max_connections`; given back
@@ -113,6 +115,77 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// A message on its way to the other nodes.
+struct Outgoing {
+    text: String,
+    /// Told once it is sent.
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Messages waiting for the bus writer; past this, senders wait.
+const BUS_QUEUE: usize = 10_000;
+
+/// Sends queued messages to the other nodes: everything that queued up while
+/// the last statement ran goes in the next one (`pg_notify` over an array,
+/// in order), so a burst costs a round trip per batch, not per message. A
+/// message too large for a NOTIFY goes through the outbox, in its place.
+async fn bus_writer(system: Pool, mut rx: mpsc::Receiver<Outgoing>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        let r = async {
+            let c = system.get().await?;
+            let mut small: Vec<&str> = Vec::new();
+            for o in &batch {
+                if o.text.len() <= INLINE_MAX {
+                    small.push(&o.text);
+                    continue;
+                }
+                if !small.is_empty() {
+                    notify_all(&c, &small).await?;
+                    small.clear();
+                }
+                // Too large for a NOTIFY: the body goes by id, in the same statement.
+                c.execute(
+                    "WITH o AS (INSERT INTO wasmbase.realtime_outbox (body) VALUES ($2) RETURNING id) \
+                     SELECT pg_notify($1, json_build_object('o', o.id)::text) FROM o",
+                    &[&CHANNEL, &o.text],
+                )
+                .await?;
+            }
+            if !small.is_empty() {
+                notify_all(&c, &small).await?;
+            }
+            anyhow::Ok(())
+        };
+        if let Err(e) = r.await {
+            tracing::warn!(error = %format!("{e:#}"), "realtime: could not reach the other nodes");
+        }
+        for o in batch {
+            if let Some(d) = o.done {
+                let _ = d.send(());
+            }
+        }
+    }
+}
+
+async fn notify_all(
+    c: &deadpool_postgres::Object,
+    texts: &[&str],
+) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "SELECT pg_notify($1, m) FROM unnest($2::text[]) WITH ORDINALITY AS u(m, i) ORDER BY i",
+        &[&CHANNEL, &texts],
+    )
+    .await
+    .map(drop)
 }
 
 /// A presence entry of one channel: its key, ref and meta.
@@ -148,7 +221,10 @@ impl Hub {
         stop: CancellationToken,
         changes: Arc<super::changes::Changes>,
     ) -> Hub {
+        let (bus, rx) = mpsc::channel(BUS_QUEUE);
+        tokio::spawn(bus_writer(system.clone(), rx));
         Hub {
+            bus,
             node: uuid::Uuid::new_v4(),
             system,
             subs: RwLock::new(HashMap::new()),
@@ -243,8 +319,9 @@ impl Hub {
     }
 
     /// Broadcasts `b` on `topic` to every channel on every node, except the
-    /// local channel `except` (a sender without `self`).
-    pub async fn broadcast(&self, topic: &str, b: Broadcast, except: Option<u64>) {
+    /// local channel `except` (a sender without `self`); with `wait`, returns
+    /// once the other nodes have been sent it.
+    pub async fn broadcast(&self, topic: &str, b: Broadcast, except: Option<u64>, wait: bool) {
         self.local_broadcast(topic, &b, except);
         let (j, bin) = match &b.payload {
             Payload::Json(s) => (serde_json::from_str::<Value>(s).ok(), None),
@@ -260,17 +337,21 @@ impl Hub {
                 j,
                 b: bin,
             },
+            wait,
         )
         .await;
     }
 
     async fn presence_diff(&self, topic: &str, joins: Value, leaves: Value) {
         self.local_presence(topic, &joins, &leaves);
-        self.send(topic, WireMsg::Presence { joins, leaves }).await;
+        self.send(topic, WireMsg::Presence { joins, leaves }, false)
+            .await;
     }
 
-    /// Sends to the other nodes.
-    async fn send(&self, topic: &str, m: WireMsg) {
+    /// Sends to the other nodes: queued for the bus writer, which sends
+    /// whatever has queued up in one statement, in order; with `wait`,
+    /// returns once it is sent (an acked broadcast).
+    async fn send(&self, topic: &str, m: WireMsg, wait: bool) {
         let Some(sub) = topic.strip_prefix("realtime:") else {
             return;
         };
@@ -279,28 +360,22 @@ impl Hub {
             t: sub.to_string(),
             m,
         };
-        let text = match serde_json::to_string(&wire) {
-            Ok(t) => t,
-            Err(_) => return,
+        let Ok(text) = serde_json::to_string(&wire) else {
+            return;
         };
-        let r = async {
-            let c = self.system.get().await?;
-            if text.len() <= INLINE_MAX {
-                c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &text])
-                    .await?;
-            } else {
-                // Too large for a NOTIFY: the body goes by id, in the same transaction.
-                c.execute(
-                    "WITH o AS (INSERT INTO wasmbase.realtime_outbox (body) VALUES ($2) RETURNING id) \
-                     SELECT pg_notify($1, json_build_object('o', o.id)::text) FROM o",
-                    &[&CHANNEL, &text],
-                )
-                .await?;
+        let (done, sent) = match wait {
+            true => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                (Some(tx), Some(rx))
             }
-            anyhow::Ok(())
+            false => (None, None),
         };
-        if let Err(e) = r.await {
-            tracing::warn!(error = %format!("{e:#}"), "realtime: could not reach the other nodes");
+        // A full queue (the database is slow) holds the sender back.
+        if self.bus.send(Outgoing { text, done }).await.is_err() {
+            return;
+        }
+        if let Some(rx) = sent {
+            let _ = rx.await;
         }
     }
 
@@ -521,6 +596,7 @@ impl Hub {
                         joins: json!({}),
                         leaves: metas(&t, None),
                     },
+                    true,
                 )
                 .await;
             }

@@ -187,7 +187,7 @@ async fn broadcast_batch(State(st): State<AppState>, Caller(_): Caller, body: By
             event,
             payload: Payload::Json(Arc::from(payload)),
         };
-        st.realtime.broadcast(&topic, b, None).await;
+        st.realtime.broadcast(&topic, b, None, false).await;
     }
     StatusCode::ACCEPTED.into_response()
 }
@@ -238,6 +238,7 @@ async fn broadcast_one(
             &format!("realtime:{topic}"),
             Broadcast { event, payload },
             None,
+            false,
         )
         .await;
     StatusCode::ACCEPTED.into_response()

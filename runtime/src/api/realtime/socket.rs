@@ -503,7 +503,7 @@ impl Conn {
             return;
         }
         let (except, ack) = ((!ch.self_broadcast).then_some(ch.sub), ch.ack);
-        self.hub.broadcast(&f.topic, b, except).await;
+        self.hub.broadcast(&f.topic, b, except, ack).await;
         if ack {
             self.reply(&f, "ok", json!({}));
         }
