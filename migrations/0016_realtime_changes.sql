@@ -61,9 +61,15 @@ BEGIN
     WHERE p.pubname = 'supabase_realtime'
       AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'wasmbase_realtime')
   LOOP
-    EXECUTE format(
-      'CREATE TRIGGER wasmbase_realtime AFTER INSERT OR UPDATE OR DELETE ON %s '
-      'FOR EACH ROW EXECUTE FUNCTION wasmbase.realtime_capture()', r.rel);
+    -- A table this role may not put a trigger on is skipped, never an error:
+    -- the statement that fired this (a user's ALTER PUBLICATION) must not fail.
+    BEGIN
+      EXECUTE format(
+        'CREATE TRIGGER wasmbase_realtime AFTER INSERT OR UPDATE OR DELETE ON %s '
+        'FOR EACH ROW EXECUTE FUNCTION wasmbase.realtime_capture()', r.rel);
+    EXCEPTION WHEN insufficient_privilege THEN
+      RAISE WARNING 'realtime: cannot capture changes of % (not its owner)', r.rel;
+    END;
   END LOOP;
   FOR r IN
     SELECT t.tgrelid::regclass AS rel
@@ -75,13 +81,19 @@ BEGIN
         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
         WHERE p.pubname = 'supabase_realtime' AND c.oid = t.tgrelid)
   LOOP
-    EXECUTE format('DROP TRIGGER wasmbase_realtime ON %s', r.rel);
+    BEGIN
+      EXECUTE format('DROP TRIGGER wasmbase_realtime ON %s', r.rel);
+    EXCEPTION WHEN insufficient_privilege THEN
+      RAISE WARNING 'realtime: cannot stop capturing changes of % (not its owner)', r.rel;
+    END;
   END LOOP;
 END
 $$;
 
+-- SECURITY DEFINER (owned by the superuser that created the event trigger),
+-- so whoever alters the publication, the capture triggers follow.
 CREATE FUNCTION wasmbase.realtime_publication_changed() RETURNS event_trigger
-  LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
   PERFORM wasmbase.realtime_sync_triggers();
 END

@@ -400,8 +400,19 @@ impl HostUpload for StorageView<'_> {
             .map_err(|_| GuestError::from(StorageError::internal()))??;
         let a = &up.access;
         let owner = a.principal.user_id().map(str::to_string);
-        let timeout = self.timeout(a)?;
-        let _permit = a.permit().await?;
+        // The bytes are stored: from here on a failure must queue them.
+        let ready = match self.timeout(a) {
+            Ok(t) => a.permit().await.map(|p| (t, p)),
+            Err(e) => Err(e),
+        };
+        let (timeout, _permit) = match ready {
+            Ok(r) => r,
+            Err(e) => {
+                a.storage.forget(&written.version).await;
+                return Err(e);
+            }
+        };
+        // `record` queues them itself if the row is refused.
         let id = objects::record(
             &a.storage,
             &a.who(timeout),

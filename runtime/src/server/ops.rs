@@ -75,7 +75,7 @@ pub async fn metrics(State(st): State<AppState>, _k: Keyed) -> Response {
         ),
         (
             "wasmbase_realtime_rls_queries_total",
-            "postgres_changes visibility checks (one round trip per change for all its subscribers).",
+            "postgres_changes visibility round trips (one per table per batch of changes, for all its subscribers).",
             st.realtime.changes.rls_queries.load(std::sync::atomic::Ordering::Relaxed) as f64,
         ),
         (

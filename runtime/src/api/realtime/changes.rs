@@ -151,7 +151,7 @@ fn parse_filter(f: &str) -> Option<Vec<Filter>> {
             None => (false, rest),
         };
         let (op, value) = rest.split_once('.')?;
-        if column.trim().is_empty() || !OPS.contains(&op) {
+        if column.trim().is_empty() || !OPS.contains(&op) || value.len() > MAX_FILTER_VALUE {
             return None;
         }
         let values = if op == "in" {
@@ -206,15 +206,32 @@ pub fn parse_binding(v: &Value, id: u64) -> Result<Binding, String> {
     })
 }
 
-/// SQL LIKE (`%`, `_`) on characters.
+/// SQL LIKE (`%`, `_`) on characters: the iterative wildcard match (linear
+/// in practice, never recursive), so no pattern can exhaust the stack or the
+/// delivery task.
 fn like(s: &[char], p: &[char]) -> bool {
-    match p.split_first() {
-        None => s.is_empty(),
-        Some(('%', rest)) => (0..=s.len()).any(|i| like(&s[i..], rest)),
-        Some(('_', rest)) => !s.is_empty() && like(&s[1..], rest),
-        Some((c, rest)) => s.first() == Some(c) && like(&s[1..], rest),
+    let (mut si, mut pi) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == '_' || (p[pi] != '%' && p[pi] == s[si])) {
+            si += 1;
+            pi += 1;
+        } else if pi < p.len() && p[pi] == '%' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
     }
+    p[pi..].iter().all(|c| *c == '%')
 }
+
+/// Longest filter value (a filter is a short condition, not a document).
+const MAX_FILTER_VALUE: usize = 1024;
 
 impl Filter {
     /// Whether `row` passes, comparing as the JSON value's type (numbers as
@@ -399,6 +416,9 @@ pub struct Changes {
     pub lag_ms: AtomicU64,
 }
 
+/// Most postgres_changes bindings one join may have.
+pub const MAX_BINDINGS: usize = 100;
+
 /// Transactions waiting to be read; past this a node drops notifications
 /// (logged) rather than grow without bound.
 const QUEUE: usize = 10_000;
@@ -447,6 +467,10 @@ impl Changes {
     pub fn on_notify(&self, xid: &str) {
         if self.subs.read().is_empty() {
             return; // nobody here listens: not even a read
+        }
+        // Anyone may NOTIFY this channel: only a transaction id is queued.
+        if xid.parse::<u64>().is_err() {
+            return;
         }
         if self.queue.try_send(xid.to_string()).is_err() {
             tracing::warn!(
@@ -843,6 +867,15 @@ mod tests {
         assert!(pass("name=eq.\"a,b\"") && pass("id=eq.5,done=is.false"));
         assert!(pass("note=is.null") && pass("id=not.is.null") && !pass("note=eq.x"));
         assert!(pass("tag=like.H%") && pass("tag=ilike.%LLO") && !pass("tag=like.h%"));
+        assert!(pass("tag=like.H_l%o") && pass("tag=like.%") && !pass("tag=like.Hello_"));
+        // Patterns that would blow up a naive matcher finish at once.
+        let row = json!({"s": "a".repeat(1000)});
+        let stars = format!("s=like.{}b", "%a".repeat(400));
+        assert!(!f(&stars).iter().all(|x| x.passes(&row)));
+        assert!(
+            parse_filter(&format!("s=like.{}", "%".repeat(2000))).is_none(),
+            "too long"
+        );
         assert!(pass("id=neq.4") && pass("note=isdistinct.x"));
         assert!(parse_filter("id=eq.1,,x=eq.2").is_none());
         assert!(parse_filter("id=in.1,2").is_none());

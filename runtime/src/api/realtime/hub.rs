@@ -61,6 +61,9 @@ impl Sub {
 struct Wire {
     /// Sending node.
     n: uuid::Uuid,
+    /// The node's message number: it makes every payload unique, since
+    /// PostgreSQL folds identical notifications of one transaction (a batch).
+    s: u64,
     /// Sub-topic (without `realtime:`).
     t: String,
     #[serde(flatten)]
@@ -357,6 +360,7 @@ impl Hub {
         };
         let wire = Wire {
             n: self.node,
+            s: self.next_id(),
             t: sub.to_string(),
             m,
         };

@@ -25,6 +25,9 @@ pub const IDLE: Duration = Duration::from_secs(60);
 /// Frames a socket may have queued; past this it is closed as too slow.
 const QUEUE: usize = 1024;
 
+/// Longest a single frame may take to go out before the socket is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often joined channels' tokens are checked for expiry.
 const TOKEN_CHECK: Duration = Duration::from_secs(1);
 
@@ -100,8 +103,11 @@ pub async fn serve(
                 Frame::Text(t) => Message::Text(t.into()),
                 Frame::Binary(b) => Message::Binary(b),
             };
-            if sink.send(m).await.is_err() {
-                return None;
+            // A peer that stops reading blocks the send: bounded, so the
+            // socket's task and memory are freed all the same.
+            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(m)).await {
+                Ok(Ok(())) => {}
+                _ => return None,
             }
         }
         Some(sink)
@@ -120,12 +126,17 @@ pub async fn serve(
         closing: None,
     };
     let mut check = tokio::time::interval(TOKEN_CHECK);
+    // One idle deadline, moved only when the client sends something (a
+    // timeout around each read would restart with every token check).
+    let idle = tokio::time::sleep(IDLE);
+    tokio::pin!(idle);
     let close: Option<(u16, &str)> = loop {
         tokio::select! {
-            m = tokio::time::timeout(IDLE, stream.next()) => match m {
-                Err(_) => break Some((1000, "heartbeat timeout")),
-                Ok(None) | Ok(Some(Err(_))) => break None,
-                Ok(Some(Ok(m))) => {
+            _ = &mut idle => break Some((1000, "heartbeat timeout")),
+            m = stream.next() => match m {
+                None | Some(Err(_)) => break None,
+                Some(Ok(m)) => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
                     hub.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let parsed = match m {
                         Message::Text(t) => frame::decode_text(vsn, t.as_str()),
@@ -154,14 +165,17 @@ pub async fn serve(
         c.drop_channel(&t).await;
     }
     drop(c);
+    // The writer drains what is queued (each send bounded), then says goodbye.
     if let Ok(Some(mut sink)) = writer.await {
         if let Some((code, reason)) = close {
-            let _ = sink
-                .send(Message::Close(Some(CloseFrame {
+            let _ = tokio::time::timeout(
+                WRITE_TIMEOUT,
+                sink.send(Message::Close(Some(CloseFrame {
                     code,
                     reason: reason.into(),
-                })))
-                .await;
+                }))),
+            )
+            .await;
         }
     }
 }
@@ -361,6 +375,18 @@ impl Conn {
             _ => uuid::Uuid::new_v4().to_string(),
         };
         // postgres_changes: each binding echoed as sent, with an id.
+        if config["postgres_changes"]
+            .as_array()
+            .is_some_and(|a| a.len() > changes::MAX_BINDINGS)
+        {
+            return error(
+                self,
+                &format!(
+                    "InvalidJoinPayload: at most {} postgres_changes bindings per channel",
+                    changes::MAX_BINDINGS
+                ),
+            );
+        }
         let changes: Vec<Value> = match &config["postgres_changes"] {
             Value::Array(a) => a
                 .iter()
@@ -538,8 +564,9 @@ impl Conn {
                 if ch.tracked.as_ref().is_some_and(|t| t.meta == meta) {
                     return self.reply(&f, "ok", json!({}));
                 }
-                let prev = ch.tracked.take();
+                let prev = ch.tracked.clone();
                 let key = ch.presence_key.clone();
+                // On failure the previous entry stays (its row was not touched).
                 match self.hub.track(&f.topic, &key, meta, prev).await {
                     Ok(t) => {
                         if let Some(ch) = self.channels.get_mut(&f.topic) {
