@@ -643,7 +643,8 @@ impl Changes {
                     "postgres_changes",
                     &json!({ "ids": ids, "data": data }),
                 );
-                if let Err(mpsc::error::TrySendError::Full(_)) = sub.tx.try_send(Frame::Text(text))
+                if let Err(mpsc::error::TrySendError::Full(_)) =
+                    sub.tx.try_send(Frame::Text(text.into()))
                 {
                     sub.kill.cancel();
                 }

@@ -208,9 +208,10 @@ pub fn encode_text(
 /// A frame on its way to a client.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
-    /// A text frame.
-    Text(String),
-    /// A binary frame.
+    /// A text frame; shared, so fan-out to a topic's subscribers clones a
+    /// reference, never the text.
+    Text(axum::extract::ws::Utf8Bytes),
+    /// A binary frame (shared the same way).
     Binary(Bytes),
 }
 
@@ -238,14 +239,17 @@ pub fn encode_broadcast(vsn: Vsn, topic: &str, b: &Broadcast) -> Option<Frame> {
         }
         (_, Payload::Json(s)) => {
             let payload: Value = serde_json::from_str(s).unwrap_or(Value::Null);
-            Some(Frame::Text(encode_text(
-                vsn,
-                None,
-                None,
-                topic,
-                "broadcast",
-                &json!({"type": "broadcast", "event": b.event, "payload": payload}),
-            )))
+            Some(Frame::Text(
+                encode_text(
+                    vsn,
+                    None,
+                    None,
+                    topic,
+                    "broadcast",
+                    &json!({"type": "broadcast", "event": b.event, "payload": payload}),
+                )
+                .into(),
+            ))
         }
         (Vsn::V1, Payload::Binary(_)) | (Vsn::V2, Payload::Binary(_)) => None,
     }
@@ -306,6 +310,7 @@ mod tests {
         let Some(Frame::Text(t)) = encode_broadcast(Vsn::V1, "realtime:room1", &b) else {
             panic!()
         };
+        let t = t.as_str();
         assert!(
             t.contains(
                 r#""payload":{"event":"msg","payload":{"hello":"wörld"},"type":"broadcast"}"#

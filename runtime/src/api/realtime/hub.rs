@@ -312,10 +312,10 @@ impl Hub {
         let subs = self.subs.read();
         let Some(list) = subs.get(topic) else { return };
         let payload = json!({ "joins": joins, "leaves": leaves });
-        let mut text: [Option<String>; 2] = [None, None];
+        let mut text: [Option<axum::extract::ws::Utf8Bytes>; 2] = [None, None];
         for s in list.iter().filter(|s| s.presence) {
             let t = text[(s.vsn == Vsn::V2) as usize].get_or_insert_with(|| {
-                frame::encode_text(s.vsn, None, None, topic, "presence_diff", &payload)
+                frame::encode_text(s.vsn, None, None, topic, "presence_diff", &payload).into()
             });
             s.deliver(Frame::Text(t.clone()), &self.messages_out);
         }

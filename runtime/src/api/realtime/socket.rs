@@ -100,7 +100,7 @@ pub async fn serve(
     let writer = tokio::spawn(async move {
         while let Some(f) = rx.recv().await {
             let m = match f {
-                Frame::Text(t) => Message::Text(t.into()),
+                Frame::Text(t) => Message::Text(t),
                 Frame::Binary(b) => Message::Binary(b),
             };
             // A peer that stops reading blocks the send: bounded, so the
@@ -210,9 +210,9 @@ impl Conn {
         event: &str,
         payload: Value,
     ) {
-        self.send(Frame::Text(frame::encode_text(
-            self.vsn, join_ref, reference, topic, event, &payload,
-        )));
+        self.send(Frame::Text(
+            frame::encode_text(self.vsn, join_ref, reference, topic, event, &payload).into(),
+        ));
     }
 
     fn reply(&self, f: &Incoming, status: &str, response: Value) {
