@@ -491,6 +491,34 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
     tokio::spawn(state.realtime.clone().run(Duration::from_secs(
         state.config.realtime.presence_timeout_secs,
     )));
+    // Realtime's cross-node bus on a LISTEN connection of its own, so a burst
+    // of broadcasts never delays key revocations or schema reloads. (Change
+    // notifications stay on the main listener: `/ready` implies it listens,
+    // so no change committed after a subscription can be missed.)
+    tokio::spawn({
+        let (st, cfg, cancel) = (state.clone(), owner.clone(), cancel.clone());
+        async move {
+            wasmbase_host_api::listen::run(
+                cfg,
+                &[crate::api::realtime::CHANNEL],
+                cancel,
+                {
+                    let st = st.clone();
+                    move |_, payload| {
+                        let st = st.clone();
+                        async move { st.realtime.on_notify(&payload).await }
+                    }
+                },
+                move || {
+                    let st = st.clone();
+                    async move {
+                        st.realtime.listening.send_replace(true);
+                    }
+                },
+            )
+            .await
+        }
+    });
     // Ready once the key and schema caches are loaded *and* LISTENing, so a
     // revoke issued after `/ready` answers 200 can never be missed by this node.
     let resync = |first_sync: bool| {
@@ -507,6 +535,11 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
             };
             match r.await {
                 Ok(()) if first_sync && !st.is_ready() => {
+                    // Not ready before the realtime bus listens too (bounded:
+                    // the same database just answered the other listener).
+                    let mut rx = st.realtime.listening.subscribe();
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|l| *l)).await;
                     st.ready.store(true, Ordering::Release);
                     tracing::info!("ready");
                 }
@@ -541,8 +574,6 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
                 }
             } else if channel == wasmbase_host_api::storage::gc::CHANNEL {
                 st.storage.gc_kick.notify_one();
-            } else if channel == crate::api::realtime::CHANNEL {
-                st.realtime.on_notify(&payload).await;
             } else if channel == crate::api::realtime::CHANGES_CHANNEL {
                 st.realtime.changes.on_notify(&payload);
             } else if channel == SCHEMA_CHANNEL || payload.is_empty() || payload == "reload schema"
@@ -561,7 +592,6 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
             crate::functions::deploy::CHANNEL,
             "wasmbase_secrets",
             wasmbase_host_api::storage::gc::CHANNEL,
-            crate::api::realtime::CHANNEL,
             crate::api::realtime::CHANGES_CHANNEL,
         ],
         cancel,

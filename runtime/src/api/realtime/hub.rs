@@ -108,6 +108,8 @@ pub struct Hub {
     pub messages_out: AtomicU64,
     /// The bus writer's queue.
     bus: mpsc::Sender<Outgoing>,
+    /// Whether the bus's LISTEN is in place (the node is ready only then).
+    pub listening: tokio::sync::watch::Sender<bool>,
 }
 
 /// One open connection's place under `realtime.max_connections`; given back
@@ -228,6 +230,7 @@ impl Hub {
         tokio::spawn(bus_writer(system.clone(), rx));
         Hub {
             bus,
+            listening: tokio::sync::watch::channel(false).0,
             node: uuid::Uuid::new_v4(),
             system,
             subs: RwLock::new(HashMap::new()),
