@@ -172,8 +172,9 @@ pub fn parse_field(s: &str) -> Result<Field, DataError> {
     Ok(Field { column, path })
 }
 
-/// Splits on commas at parenthesis depth 0, outside double quotes.
-fn split_top(s: &str) -> Result<Vec<&str>, DataError> {
+/// Splits on commas at parenthesis depth 0, outside double quotes (also
+/// realtime's postgres_changes filters, which use PostgREST's grammar).
+pub fn split_top(s: &str) -> Result<Vec<&str>, DataError> {
     let mut out = Vec::new();
     let (mut depth, mut quoted, mut escaped, mut start) = (0usize, false, false, 0usize);
     for (i, c) in s.char_indices() {
@@ -476,7 +477,7 @@ pub fn parse_filter_value(field: Field, v: &str) -> Result<Filter, DataError> {
 }
 
 /// `a,"b,c",d` → [a, b,c, d] (quotes removed, `\"` and `\\` unescaped).
-fn parse_list(s: &str) -> Result<Vec<String>, DataError> {
+pub fn parse_list(s: &str) -> Result<Vec<String>, DataError> {
     if s.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -487,7 +488,9 @@ fn parse_list(s: &str) -> Result<Vec<String>, DataError> {
     Ok(out)
 }
 
-fn unquote(s: &str) -> String {
+/// A value with its double quotes removed and `\"`, `\\` unescaped; an
+/// unquoted value as it is.
+pub fn unquote(s: &str) -> String {
     match s.strip_prefix('"').and_then(|x| x.strip_suffix('"')) {
         Some(inner) => {
             let mut out = String::with_capacity(inner.len());

@@ -150,9 +150,6 @@ fn table_error(e: wasmtime::component::ResourceTableError) -> GuestError {
     super::error(500, "InternalError", format!("resource table: {e}"))
 }
 
-/// Largest JSON of `user-metadata` (as `/storage/v1`).
-const MAX_USER_METADATA: usize = 1024 * 1024;
-
 /// Most bytes one `write` may hand over (what `check-write` grants).
 const WRITE_CHUNK: usize = 64 * 1024;
 
@@ -336,14 +333,7 @@ impl InputStream for DownloadBody {
 /// A user-metadata JSON object, or why not.
 fn user_metadata(text: Option<String>) -> Result<Option<Value>, StorageError> {
     let Some(text) = text else { return Ok(None) };
-    if text.len() > MAX_USER_METADATA {
-        return Err(StorageError::new(
-            413,
-            "EntityTooLarge",
-            "Payload too large",
-            "The user_metadata exceeded the maximum allowed size",
-        ));
-    }
+    objects::check_user_metadata_size(&text)?;
     match serde_json::from_str::<Value>(&text) {
         Ok(v @ Value::Object(_)) => Ok(Some(v)),
         _ => Err(StorageError::invalid("user-metadata must be a JSON object")),

@@ -57,6 +57,25 @@ impl Target {
     }
 }
 
+/// Largest user metadata (`metadata`, `x-metadata`, a guest's `user-metadata`),
+/// as storage-api.
+pub const MAX_USER_METADATA: usize = 1024 * 1024;
+
+/// The size rule of user metadata, for every upload path (what each does with
+/// text that is not a JSON object is its own: HTTP ignores it as storage-api
+/// does, a guest gets an error).
+pub fn check_user_metadata_size(text: &str) -> Result<(), StorageError> {
+    if text.len() > MAX_USER_METADATA {
+        return Err(StorageError::new(
+            413,
+            "EntityTooLarge",
+            "Payload too large",
+            "The user_metadata exceeded the maximum allowed size",
+        ));
+    }
+    Ok(())
+}
+
 /// How the bytes are described to downloads.
 #[derive(Debug, Clone)]
 pub struct Describe {

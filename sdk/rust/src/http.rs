@@ -265,6 +265,17 @@ fn write_all(body: &OutgoingBody, bytes: &[u8]) -> bool {
     if bytes.len() <= 4096 {
         return stream.blocking_write_and_flush(bytes).is_ok();
     }
+    // Hand the bytes over before the stream is dropped.
+    write_stream(&stream, bytes) && stream.flush().is_ok()
+}
+
+/// Writes all of `bytes` to `stream` as its write permits allow, waiting
+/// only when it has none; false once the stream is closed. (HTTP bodies and
+/// storage uploads both write this way.)
+pub(crate) fn write_stream(
+    stream: &crate::bindings::wasi::io::streams::OutputStream,
+    bytes: &[u8],
+) -> bool {
     let mut rest = bytes;
     while !rest.is_empty() {
         let permit = match stream.check_write() {
@@ -280,10 +291,6 @@ fn write_all(body: &OutgoingBody, bytes: &[u8]) -> bool {
             return false;
         }
         rest = &rest[n..];
-    }
-    // Hand the bytes over before the stream is dropped.
-    if stream.flush().is_err() {
-        return false;
     }
     true
 }

@@ -15,7 +15,7 @@
 //! Bytes stream both ways (`upload_from` takes any `Read`, `open` gives
 //! one), so an object never needs to fit in the function's memory.
 
-use crate::bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
+use crate::bindings::wasi::io::streams::{InputStream, StreamError};
 use crate::bindings::wasmbase::platform::storage as wit;
 use crate::Error;
 use std::io::Read;
@@ -113,28 +113,6 @@ fn error(status: u16, code: &str, message: String) -> Error {
     }
 }
 
-/// Writes all of `bytes` as the stream's permits allow; false once the
-/// stream is closed (the upload ended: `finish` says why).
-fn write_all(stream: &OutputStream, bytes: &[u8]) -> bool {
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let permit = match stream.check_write() {
-            Ok(0) => {
-                stream.subscribe().block();
-                continue;
-            }
-            Ok(n) => n as usize,
-            Err(_) => return false,
-        };
-        let n = permit.min(rest.len());
-        if stream.write(&rest[..n]).is_err() {
-            return false;
-        }
-        rest = &rest[n..];
-    }
-    true
-}
-
 /// An object being read: its metadata, and its bytes through `Read`.
 pub struct Download {
     /// Size, type, eTag, ...
@@ -187,7 +165,8 @@ impl Bucket {
             match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    if !write_all(&stream, &buf[..n]) {
+                    // A closed stream means the upload ended: `finish` says why.
+                    if !crate::http::write_stream(&stream, &buf[..n]) {
                         break;
                     }
                 }

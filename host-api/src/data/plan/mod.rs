@@ -19,7 +19,7 @@ mod call;
 mod embed;
 mod filter;
 mod select;
-mod sql;
+pub mod sql;
 mod write;
 
 #[cfg(test)]

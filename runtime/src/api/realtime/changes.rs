@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use wasmbase_host_api::data::parse::{parse_list, split_top, unquote};
+use wasmbase_host_api::data::plan::sql::ident;
 use wasmbase_host_api::db::{Acting, PoolKind, Tx};
 use wasmbase_host_api::Principal;
 
@@ -75,55 +77,6 @@ pub struct Binding {
     pub filters: Vec<Filter>,
 }
 
-/// Splits on top-level commas (not inside parentheses or double quotes).
-fn split_top(s: &str) -> Vec<String> {
-    let (mut out, mut cur, mut depth, mut quoted) = (Vec::new(), String::new(), 0, false);
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if quoted => {
-                cur.push(c);
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-                continue;
-            }
-            '"' => quoted = !quoted,
-            '(' if !quoted => depth += 1,
-            ')' if !quoted => depth -= 1,
-            ',' if !quoted && depth == 0 => {
-                out.push(std::mem::take(&mut cur));
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(c);
-    }
-    out.push(cur);
-    out
-}
-
-/// A scalar filter value: double quotes (with backslash escapes) removed.
-fn unquote(v: &str) -> String {
-    match v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
-        Some(inner) => {
-            let mut out = String::new();
-            let mut chars = inner.chars();
-            while let Some(c) = chars.next() {
-                if c == '\\' {
-                    if let Some(n) = chars.next() {
-                        out.push(n);
-                    }
-                } else {
-                    out.push(c);
-                }
-            }
-            out
-        }
-        None => v.to_string(),
-    }
-}
-
 const OPS: &[&str] = &[
     "eq",
     "neq",
@@ -144,7 +97,7 @@ fn parse_filter(f: &str) -> Option<Vec<Filter>> {
         return Some(Vec::new());
     }
     let mut out = Vec::new();
-    for seg in split_top(f) {
+    for seg in split_top(f).ok()? {
         let (column, rest) = seg.split_once('=')?;
         let (negate, rest) = match rest.strip_prefix("not.") {
             Some(r) => (true, r),
@@ -156,7 +109,7 @@ fn parse_filter(f: &str) -> Option<Vec<Filter>> {
         }
         let values = if op == "in" {
             let inner = value.strip_prefix('(')?.strip_suffix(')')?;
-            split_top(inner).iter().map(|v| unquote(v.trim())).collect()
+            parse_list(inner).ok().filter(|v| !v.is_empty())?
         } else {
             vec![unquote(value)]
         };
@@ -714,7 +667,6 @@ impl Changes {
             return Ok(out);
         }
         self.rls_queries.fetch_add(1, Ordering::Relaxed);
-        let ident = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
         let table = format!("{}.{}", ident(&rel.schema), ident(&rel.table));
         let pk = rel
             .pk

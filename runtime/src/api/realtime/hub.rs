@@ -209,6 +209,22 @@ fn new_ref() -> String {
     base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 8]>())
 }
 
+/// A deleted presence row (`RETURNING topic, key, ref, meta`): its topic and entry.
+fn removed(r: &tokio_postgres::Row) -> (String, Tracked) {
+    let meta = match r.get::<_, Value>(3) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    (
+        r.get(0),
+        Tracked {
+            key: r.get(1),
+            phx_ref: r.get(2),
+            meta,
+        },
+    )
+}
+
 /// `{key: {metas: [meta + phx_ref (+ phx_ref_prev)]}}` for one entry.
 fn metas(t: &Tracked, prev: Option<&str>) -> Value {
     let mut m = t.meta.clone();
@@ -547,15 +563,7 @@ impl Hub {
         .await?;
         drop(c);
         for r in gone {
-            let t = Tracked {
-                key: r.get(1),
-                phx_ref: r.get(2),
-                meta: match r.get::<_, Value>(3) {
-                    Value::Object(m) => m,
-                    _ => Map::new(),
-                },
-            };
-            let topic: String = r.get(0);
+            let (topic, t) = removed(&r);
             self.presence_diff(&topic, json!({}), metas(&t, None)).await;
         }
         Ok(())
@@ -588,15 +596,7 @@ impl Hub {
         };
         if let Ok(rows) = r.await {
             for r in rows {
-                let t = Tracked {
-                    key: r.get(1),
-                    phx_ref: r.get(2),
-                    meta: match r.get::<_, Value>(3) {
-                        Value::Object(m) => m,
-                        _ => Map::new(),
-                    },
-                };
-                let topic: String = r.get(0);
+                let (topic, t) = removed(&r);
                 self.send(
                     &topic,
                     WireMsg::Presence {

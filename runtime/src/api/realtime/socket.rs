@@ -225,6 +225,17 @@ impl Conn {
         );
     }
 
+    /// Phoenix's answer for a topic this socket has not joined (no join ref).
+    fn unmatched(&self, f: &Incoming) {
+        self.push(
+            None,
+            f.reference.as_deref(),
+            &f.topic,
+            "phx_reply",
+            json!({"status": "error", "response": {"reason": "unmatched topic"}}),
+        );
+    }
+
     fn system(
         &self,
         topic: &str,
@@ -279,14 +290,7 @@ impl Conn {
                 self.drop_channel(&f.topic.clone()).await;
             }
             _ if !self.channels.contains_key(&f.topic) => {
-                // Phoenix's answer for a topic this socket has not joined.
-                self.push(
-                    None,
-                    f.reference.as_deref(),
-                    &f.topic,
-                    "phx_reply",
-                    json!({"status": "error", "response": {"reason": "unmatched topic"}}),
-                );
+                self.unmatched(&f);
             }
             "broadcast" | "presence" if self.events.over(self.limits.max_events_per_second) => {
                 self.shut(&f.topic.clone(), "Too many messages per second");
@@ -322,14 +326,7 @@ impl Conn {
     async fn join(&mut self, f: Incoming) {
         let Body::Json(payload) = &f.body else { return };
         if !f.topic.starts_with("realtime:") {
-            self.push(
-                None,
-                f.reference.as_deref(),
-                &f.topic,
-                "phx_reply",
-                json!({"status": "error", "response": {"reason": "unmatched topic"}}),
-            );
-            return;
+            return self.unmatched(&f);
         }
         let error = |c: &Self, reason: &str| c.reply(&f, "error", json!({ "reason": reason }));
         if subtopic(&f.topic).is_empty() {

@@ -27,9 +27,6 @@ use wasmbase_host_api::storage::token::{self, Scope};
 use wasmbase_host_api::storage::{names, StorageError};
 use wasmbase_host_api::{Principal, Role};
 
-/// Largest `metadata`/`x-metadata` (user metadata), as storage-api.
-const MAX_USER_METADATA: usize = 1024 * 1024;
-
 /// An upload body, parsed up to the start of its bytes.
 struct Incoming {
     describe: Describe,
@@ -41,14 +38,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 fn user_metadata(text: &str) -> Result<Option<Value>, StorageError> {
-    if text.len() > MAX_USER_METADATA {
-        return Err(StorageError::new(
-            413,
-            "EntityTooLarge",
-            "Payload too large",
-            "The user_metadata exceeded the maximum allowed size",
-        ));
-    }
+    objects::check_user_metadata_size(text)?;
     // Unparseable metadata is ignored, as storage-api does.
     Ok(serde_json::from_str::<Value>(text)
         .ok()
@@ -65,7 +55,7 @@ async fn field_text(mut field: multer::Field<'static>) -> StorageResult<String> 
     let mut buf = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(bad)? {
         buf.extend_from_slice(&chunk);
-        if buf.len() > MAX_USER_METADATA {
+        if buf.len() > objects::MAX_USER_METADATA {
             return Err(StorageError::new(
                 413,
                 "EntityTooLarge",
