@@ -40,7 +40,7 @@ async fn upgrade(
         .entry(topic)
         .or_insert_with(|| broadcast::channel(1024).0)
         .clone();
-    ws.read_buffer_size(4096)
+    ws.read_buffer_size(crate::api::realtime::READ_BUFFER)
         .write_buffer_size(0)
         .on_upgrade(move |socket| client(socket, tx))
 }

@@ -50,6 +50,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(15, "0015_realtime.sql"),
     migration!(16, "0016_realtime_changes.sql"),
     migration!(17, "0017_realtime_node_channels.sql"),
+    migration!(18, "0018_auth_claim_gucs.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on

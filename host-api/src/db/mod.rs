@@ -124,9 +124,29 @@ pub(crate) const COMMIT_AND_RESET: &str = concat!("COMMIT", reset_session!());
 /// `ROLLBACK` plus the session reset (see `reset_session!`).
 pub(crate) const ROLLBACK_AND_RESET: &str = concat!("ROLLBACK", reset_session!());
 
-pub(crate) const SET_PRINCIPAL: &str = "SELECT set_config('role', $1, true), \
-     set_config('request.jwt.claims', $2, true), \
-     set_config('statement_timeout', $3, true)";
+/// `SELECT`ing the role (`$1`) and the claims (`$2`, JSON text) into the
+/// transaction: `request.jwt.claims`, and its `sub` and `role` as the
+/// single-claim settings Supabase's `auth.uid()`/`auth.role()` read first
+/// (`migrations/0018`), so a policy evaluated per row reads a setting rather
+/// than parsing the claims each time. Shared with realtime's visibility check,
+/// which switches principals inside one transaction.
+macro_rules! set_role_and_claims {
+    () => {
+        "SELECT set_config('role', $1, true), \
+         set_config('request.jwt.claims', $2, true), \
+         set_config('request.jwt.claim.sub', coalesce($2::json ->> 'sub', ''), true), \
+         set_config('request.jwt.claim.role', coalesce($2::json ->> 'role', ''), true)"
+    };
+}
+
+/// [`set_role_and_claims!`] alone, for a caller that switches principals
+/// within one transaction (realtime), outside [`Tx::begin`].
+pub const SET_ROLE_AND_CLAIMS: &str = set_role_and_claims!();
+
+pub(crate) const SET_PRINCIPAL: &str = concat!(
+    set_role_and_claims!(),
+    ", set_config('statement_timeout', $3, true)"
+);
 
 /// Removes the connection from the pool unless the transaction finished: a future
 /// dropped mid-transaction (client went away, timeout) must never hand a connection

@@ -52,6 +52,25 @@ async fn each_key_and_token_runs_as_its_role_never_as_owner_or_superuser() {
         .await;
     assert_eq!(body["database"]["auth_uid"], USER);
     assert_eq!(body["database"]["statement_timeout"], "8s");
+    // A session that sets only the claims (a policy test in psql) is read as
+    // on Supabase: auth.uid() and auth.role() fall back to the claims JSON.
+    let owner = db.owner().await;
+    let claims = json!({"sub": USER, "role": "authenticated"}).to_string();
+    owner
+        .execute(
+            "SELECT set_config('request.jwt.claims', $1, false)",
+            &[&claims],
+        )
+        .await
+        .unwrap();
+    let r = owner
+        .query_one("SELECT auth.uid()::text, auth.role()", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.get::<_, String>(0), r.get::<_, String>(1)),
+        (USER.to_string(), "authenticated".to_string())
+    );
     // A `sub` PostgreSQL cannot read (a NUL in it) is the caller's input: 400.
     let (st, body) = s
         .get(

@@ -707,6 +707,111 @@ async fn postgres_changes_reach_each_subscriber_under_their_rls_in_at_most_one_q
 }
 
 #[tokio::test]
+async fn composite_text_and_array_keys_tables_without_rls_and_regex_filters() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let srv = db.server().await;
+    let owner = db.owner().await;
+    owner
+        .batch_execute(
+            "CREATE TABLE public.notes (owner uuid, slug text, body text,
+               PRIMARY KEY (owner, slug));
+             CREATE TABLE public.tagged (tags int[] PRIMARY KEY, owner uuid);
+             CREATE TABLE public.board (id int PRIMARY KEY, msg text);
+             -- RLS is on by default for new tables (database.rls_by_default).
+             ALTER TABLE public.board DISABLE ROW LEVEL SECURITY;
+             CREATE POLICY own ON public.notes FOR SELECT TO authenticated USING (owner = auth.uid());
+             CREATE POLICY own ON public.tagged FOR SELECT TO authenticated USING (owner = auth.uid());
+             GRANT SELECT ON public.notes, public.tagged, public.board TO authenticated;
+             ALTER PUBLICATION supabase_realtime ADD TABLE public.notes, public.tagged, public.board;",
+        )
+        .await
+        .unwrap();
+    let (a_id, b_id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let (ta, tb) = (user_token(&a_id.to_string()), user_token(&b_id.to_string()));
+    let every = json!([{"event": "*", "schema": "public"}]);
+    let mut a = Ws::connect(&srv, &anon, true).await;
+    assert_eq!(
+        pg_join(&mut a, "realtime:a", every.clone(), Some(&ta))
+            .await
+            .0["status"],
+        "ok"
+    );
+    let hel = json!([{"event": "INSERT", "schema": "public", "table": "notes", "filter": "body=imatch.^HEL+o"}]);
+    assert_eq!(
+        pg_join(&mut a, "realtime:hel", hel, Some(&ta)).await.0["status"],
+        "ok"
+    );
+    let mut b = Ws::connect(&srv, &anon, true).await;
+    assert_eq!(
+        pg_join(&mut b, "realtime:b", every, Some(&tb)).await.0["status"],
+        "ok"
+    );
+
+    let rls = || {
+        srv.srv
+            .state
+            .realtime
+            .changes
+            .rls_queries
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // A table without RLS: everyone with SELECT gets the row, no RLS query.
+    let before = rls();
+    owner
+        .execute("INSERT INTO public.board VALUES (1, 'hi')", &[])
+        .await
+        .unwrap();
+    for ws in [&mut a, &mut b] {
+        let g = ws.until(|g| g.3 == "postgres_changes").await;
+        assert_eq!(g.4["data"]["table"], "board");
+    }
+    assert_eq!(
+        rls(),
+        before,
+        "a table without RLS needs no visibility query"
+    );
+    // A composite key with text, and an array key: each user sees only
+    // their own rows (B's come first; A must skip them).
+    for (id, slug) in [(b_id, "b's \"note\""), (a_id, "x,y")] {
+        owner
+            .execute(
+                "INSERT INTO public.notes VALUES ($1, $2, 'hello')",
+                &[&id, &slug],
+            )
+            .await
+            .unwrap();
+    }
+    owner
+        .execute(
+            "INSERT INTO public.tagged VALUES ('{1,2}', $1), ('{3}', $2)",
+            &[&b_id, &a_id],
+        )
+        .await
+        .unwrap();
+    let g = a
+        .until(|g| g.3 == "postgres_changes" && g.2 == "realtime:a")
+        .await;
+    assert_eq!(g.4["data"]["record"]["slug"], "x,y");
+    let g = a
+        .until(|g| g.3 == "postgres_changes" && g.2 == "realtime:hel")
+        .await;
+    assert_eq!(
+        g.4["data"]["record"]["slug"], "x,y",
+        "the imatch filter passed"
+    );
+    let g = a
+        .until(|g| g.3 == "postgres_changes" && g.2 == "realtime:a")
+        .await;
+    assert_eq!(g.4["data"]["record"]["tags"], json!([3]));
+    let g = b.until(|g| g.3 == "postgres_changes").await;
+    assert_eq!(g.4["data"]["record"]["slug"], "b's \"note\"");
+    let g = b.until(|g| g.3 == "postgres_changes").await;
+    assert_eq!(g.4["data"]["record"]["tags"], json!([1, 2]));
+    assert!(rls() > before);
+}
+
+#[tokio::test]
 async fn floods_and_too_many_connections_get_supabases_refusals_and_admin_lists_channels() {
     let db = TestDb::new().await;
     let (_, anon) = db.key(KeyKind::Publishable).await;

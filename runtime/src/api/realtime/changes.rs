@@ -9,21 +9,25 @@
 //! runs the table's prepared lookup of the batch's rows, so RLS applies as for
 //! `/rest/v1` (Supabase's `apply_rls` loops over subscribers the same way, one
 //! change at a time). Changes that queue up while a batch is checked form the
-//! next batch, so delivery keeps up with the insert rate. DELETE checks only
-//! the role's SELECT privilege, as on Supabase (the row is gone).
+//! next batch, so delivery keeps up with the insert rate. Many groups are
+//! split over a few connections checked side by side (one round trip of wall
+//! time, on several cores). DELETE, and any change of a table without RLS,
+//! checks only the role's SELECT privilege, as on Supabase.
 
 use super::frame::{self, Frame, Vsn};
 use deadpool_postgres::Pool;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio_postgres::types::ToSql;
 use tokio_util::sync::CancellationToken;
 use wasmbase_host_api::data::parse::{parse_list, split_top, unquote};
 use wasmbase_host_api::data::plan::sql::ident;
-use wasmbase_host_api::db::{Acting, PoolKind, Tx};
+use wasmbase_host_api::db::{Acting, PoolKind, Tx, SET_ROLE_AND_CLAIMS};
 use wasmbase_host_api::Principal;
 
 /// NOTIFY channel of the capture trigger (payload: the transaction id).
@@ -61,7 +65,25 @@ pub struct Filter {
     negate: bool,
     op: String,
     values: Vec<String>,
+    /// `match`/`imatch`'s pattern, compiled once at join.
+    pattern: Option<Pattern>,
 }
+
+/// A regular expression of a `match`/`imatch` filter. `regex-lite` runs in
+/// time linear in the text (no backtracking), so no pattern can stall the
+/// delivery task; PostgreSQL's own regex dialect (`~`) agrees with it on the
+/// common syntax (classes, anchors, alternation, repetition).
+#[derive(Debug, Clone)]
+pub struct Pattern(regex_lite::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+/// Longest `match`/`imatch` pattern.
+const MAX_PATTERN: usize = 256;
 
 /// One `postgres_changes` binding of a join.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +111,8 @@ const OPS: &[&str] = &[
     "ilike",
     "is",
     "isdistinct",
+    "match",
+    "imatch",
 ];
 
 fn parse_filter(f: &str) -> Option<Vec<Filter>> {
@@ -113,11 +137,22 @@ fn parse_filter(f: &str) -> Option<Vec<Filter>> {
         } else {
             vec![unquote(value)]
         };
+        let pattern = match op {
+            "match" | "imatch" if values[0].len() > MAX_PATTERN => return None,
+            "match" | "imatch" => Some(Pattern(
+                regex_lite::RegexBuilder::new(&values[0])
+                    .case_insensitive(op == "imatch")
+                    .build()
+                    .ok()?,
+            )),
+            _ => None,
+        };
         out.push(Filter {
             column: column.trim().to_string(),
             negate,
             op: op.to_string(),
             values,
+            pattern,
         });
     }
     Some(out)
@@ -243,6 +278,13 @@ impl Filter {
                     &p.chars().collect::<Vec<_>>(),
                 )
             }
+            "match" | "imatch" => {
+                let s = match v {
+                    Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+                    other => std::borrow::Cow::Owned(other.to_string()),
+                };
+                self.pattern.as_ref().is_some_and(|p| p.0.is_match(&s))
+            }
             _ => false,
         };
         r != self.negate
@@ -280,6 +322,11 @@ pub struct Rel {
     table: String,
     columns: Vec<(String, String)>,
     pk: Vec<String>,
+    /// The key columns' types (`format_type`, from the catalog) when every
+    /// one is a scalar a JSON value's text casts back to: the lookup then
+    /// takes one typed array per key column. `None` (an array or composite
+    /// key) looks the rows up through `jsonb_populate_record` instead.
+    pk_types: Option<Vec<String>>,
     replica_full: bool,
     rls: bool,
 }
@@ -296,14 +343,18 @@ const REL_SQL: &str =
    coalesce((SELECT json_agg(json_build_array(a.attname, t.typname) ORDER BY a.attnum) \
       FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]'), \
-   coalesce((SELECT json_agg(a.attname) FROM pg_index x \
+   coalesce((SELECT json_agg(json_build_array(a.attname, format_type(a.atttypid, NULL), \
+        t.typcategory NOT IN ('A', 'C') AND t.typtype <> 'c') ORDER BY a.attnum) \
+      FROM pg_index x \
       JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = ANY (x.indkey) \
+      JOIN pg_type t ON t.oid = a.atttypid \
       WHERE x.indrelid = c.oid AND x.indisprimary), '[]') \
  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace";
 
 fn rel_of(r: &tokio_postgres::Row) -> (u32, Rel) {
     let cols: Value = r.get(5);
     let pk: Value = r.get(6);
+    let key = pk.as_array().cloned().unwrap_or_default();
     (
         r.get(0),
         Rel {
@@ -324,14 +375,15 @@ fn rel_of(r: &tokio_postgres::Row) -> (u32, Rel) {
                         .collect()
                 })
                 .unwrap_or_default(),
-            pk: pk
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|c| c.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            pk: key
+                .iter()
+                .map(|c| c[0].as_str().unwrap_or_default().to_string())
+                .collect(),
+            pk_types: key.iter().all(|c| c[2] == true).then(|| {
+                key.iter()
+                    .map(|c| c[1].as_str().unwrap_or_default().to_string())
+                    .collect()
+            }),
         },
     )
 }
@@ -355,7 +407,7 @@ pub async fn published(system: &Pool, schema: &str, table: &str) -> anyhow::Resu
 /// This node's postgres_changes: subscriptions, the table cache, and the
 /// queue of transactions to read.
 pub struct Changes {
-    subs: parking_lot::RwLock<Vec<PgSub>>,
+    subs: parking_lot::RwLock<Vec<Arc<PgSub>>>,
     rels: parking_lot::Mutex<HashMap<u32, Rel>>,
     /// Whether a role may SELECT a table, by (role, table oid).
     privs: parking_lot::Mutex<HashMap<(String, u32), bool>>,
@@ -396,7 +448,7 @@ impl Changes {
 
     /// Adds a channel's subscription.
     pub fn subscribe(&self, s: PgSub) {
-        self.subs.write().push(s);
+        self.subs.write().push(Arc::new(s));
     }
 
     /// Removes a channel's subscription.
@@ -412,7 +464,10 @@ impl Changes {
             .iter_mut()
             .filter(|s| s.channel == channel)
         {
-            s.principal = p.clone();
+            *s = Arc::new(PgSub {
+                principal: p.clone(),
+                ..PgSub::clone(s)
+            });
         }
     }
 
@@ -507,33 +562,32 @@ impl Changes {
                 at: r.get(4),
             });
         }
-        // Candidates of each change: (subscriber, ids of its matching bindings).
-        let subs = self.subs.read().clone();
-        let candidates: Vec<Vec<(usize, Vec<u64>)>> = changes
+        let subs: Vec<Arc<PgSub>> = self.subs.read().clone();
+        // Each subscriber's group: subscribers with identical role and claims
+        // are checked once.
+        let mut groups: Vec<(&str, &str)> = Vec::new();
+        let mut group_ix: HashMap<(&str, &str), usize> = HashMap::new();
+        let group_of: Vec<usize> = subs
+            .iter()
+            .map(|s| {
+                let key = (s.principal.role.as_str(), &*s.principal.claims_json);
+                *group_ix.entry(key).or_insert_with(|| {
+                    groups.push(key);
+                    groups.len() - 1
+                })
+            })
+            .collect();
+        // Candidates of each change: the subscribers with a matching binding.
+        let candidates: Vec<Vec<usize>> = changes
             .iter()
             .map(|c| {
-                let row = c.row();
-                subs.iter()
-                    .enumerate()
-                    .filter_map(|(i, s)| {
-                        let ids: Vec<u64> = s
-                            .bindings
-                            .iter()
-                            .filter(|b| {
-                                b.schema == c.rel.schema
-                                    && (b.table == "*" || b.table == c.rel.table)
-                                    && b.event.matches(&c.kind)
-                                    && b.filters.iter().all(|f| f.passes(row))
-                            })
-                            .map(|b| b.id)
-                            .collect();
-                        (!ids.is_empty()).then_some((i, ids))
-                    })
+                (0..subs.len())
+                    .filter(|&i| subs[i].bindings.iter().any(|b| c.matches(b)))
                     .collect()
             })
             .collect();
         // Visibility, one query per table of the batch, for all its changes
-        // and subscribers (grouped by identical role and claims).
+        // and the groups of their candidates.
         let mut seen: std::collections::HashSet<(usize, usize)> = Default::default();
         let mut tables: Vec<u32> = changes.iter().map(|c| c.oid).collect();
         tables.sort_unstable();
@@ -545,56 +599,53 @@ impl Changes {
             if idx.is_empty() {
                 continue;
             }
-            let mut groups: Vec<(&str, &str)> = Vec::new();
-            let mut group_of: HashMap<usize, usize> = HashMap::new();
+            let mut wanted = vec![false; groups.len()];
             for &i in &idx {
-                for (s, _) in &candidates[i] {
-                    let p = &subs[*s].principal;
-                    let key = (p.role.as_str(), &*p.claims_json);
-                    let g = match groups.iter().position(|g| *g == key) {
-                        Some(g) => g,
-                        None => {
-                            groups.push(key);
-                            groups.len() - 1
-                        }
-                    };
-                    group_of.insert(*s, g);
+                for &s in &candidates[i] {
+                    wanted[group_of[s]] = true;
                 }
             }
+            let check: Vec<usize> = (0..groups.len()).filter(|&g| wanted[g]).collect();
             let kinds: Vec<&str> = idx.iter().map(|&i| changes[i].kind.as_str()).collect();
             let records: Vec<Value> = idx.iter().map(|&i| changes[i].row().clone()).collect();
-            let roles: Vec<&str> = groups.iter().map(|g| g.0).collect();
-            let claims: Vec<&str> = groups.iter().map(|g| g.1).collect();
+            let roles: Vec<&str> = check.iter().map(|&g| groups[g].0).collect();
+            let claims: Vec<&str> = check.iter().map(|&g| groups[g].1).collect();
             let rel = &changes[idx[0]].rel;
             for (g, c) in self
                 .visible(system, pool, oid, rel, &kinds, &records, &roles, &claims)
                 .await?
             {
-                // 1-based (group, change within this table's list).
-                let change = idx[c - 1];
-                for (s, _) in &candidates[change] {
-                    if group_of.get(s) == Some(&(g - 1)) {
-                        seen.insert((change, *s));
-                    }
-                }
+                // 1-based (group in `check`, change within this table's list).
+                seen.insert((idx[c - 1], check[g - 1]));
             }
         }
         // Delivery in commit order.
         for (i, c) in changes.iter().enumerate() {
-            let mut data: Option<Value> = None;
-            for (s, ids) in &candidates[i] {
-                if !seen.contains(&(i, *s)) {
+            // Serialized once per change; each subscriber's frame adds its
+            // topic and binding ids around it.
+            let mut data: Option<Box<RawValue>> = None;
+            for &s in &candidates[i] {
+                if !seen.contains(&(i, group_of[s])) {
                     continue;
                 }
-                let sub = &subs[*s];
-                let data = data.get_or_insert_with(|| c.event());
+                let sub = &subs[s];
+                let ids: Vec<u64> = sub
+                    .bindings
+                    .iter()
+                    .filter(|b| c.matches(b))
+                    .map(|b| b.id)
+                    .collect();
+                let data = match &mut data {
+                    Some(d) => d,
+                    None => data.insert(serde_json::value::to_raw_value(&c.event())?),
+                };
                 let text = frame::encode_text(
                     sub.vsn,
                     None,
                     None,
                     &sub.topic,
                     "postgres_changes",
-                    &json!({ "ids": ids, "data": data }),
+                    &ChangePayload { ids: &ids, data },
                 );
                 if let Err(mpsc::error::TrySendError::Full(_)) =
                     sub.tx.try_send(Frame::Text(text.into()))
@@ -631,8 +682,9 @@ impl Changes {
     /// The (group, change) pairs, 1-based, that are visible, in one round
     /// trip for the whole batch: one transaction that, for each group whose
     /// role may SELECT the table, switches to that role and claims and runs
-    /// the table's prepared lookup of the batch's rows (RLS applies). DELETEs
-    /// need only the privilege (the row is gone).
+    /// the table's prepared lookup of the batch's rows by primary key (RLS
+    /// applies). DELETEs, and every change of a table without RLS, need only
+    /// the privilege, as on Supabase.
     #[allow(clippy::too_many_arguments)]
     async fn visible(
         &self,
@@ -652,88 +704,197 @@ impl Changes {
                 continue;
             }
             for (c, k) in kinds.iter().enumerate() {
-                if *k == "DELETE" {
+                if *k == "DELETE" || !rel.rls {
                     out.push((g + 1, c + 1));
                 }
             }
             check.push(g);
         }
-        let lookups: Vec<Option<&Value>> = kinds
-            .iter()
-            .zip(records)
-            .map(|(k, r)| (*k != "DELETE").then_some(r))
-            .collect();
-        if check.is_empty() || rel.pk.is_empty() || lookups.iter().all(Option::is_none) {
+        // The changes whose rows RLS must pass, by position in `kinds`.
+        let looked: Vec<usize> = (0..kinds.len()).filter(|&c| kinds[c] != "DELETE").collect();
+        if !rel.rls || check.is_empty() || rel.pk.is_empty() || looked.is_empty() {
             return Ok(out);
         }
         self.rls_queries.fetch_add(1, Ordering::Relaxed);
-        let table = format!("{}.{}", ident(&rel.schema), ident(&rel.table));
-        let pk = rel
-            .pk
-            .iter()
-            // `=`, not IS NOT DISTINCT FROM: key columns are never NULL, and
-            // only `=` uses the key's index (the other scans the whole table).
-            .map(|c| format!("t.{0} = x.{0}", ident(c)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        // Identifiers from the catalog (`rel`), quoted; the rows are a parameter.
-        let sql = format!(
-            "SELECT r.ord::int FROM unnest($1::jsonb[]) WITH ORDINALITY AS r(rec, ord) \
-             CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, r.rec) x \
-             WHERE EXISTS (SELECT 1 FROM {table} t WHERE {pk})"
-        );
-        let tx = Tx::connect(pool, PoolKind::Request).await?;
-        // As `authenticator` itself (the login role, which alone may become
-        // each group's role).
-        let acting = Acting {
-            role: "authenticator",
-            claims: "{}",
-            timeout: Duration::from_secs(5),
-            read_only: true,
-        };
-        let c = tx.conn();
-        let lookup = c.prepare_cached(&sql).await?;
-        let switch = c
-            .prepare_cached(
-                "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
-            )
-            .await?;
-        let work = async {
-            // A lookup by primary key never needs a custom plan: plan it once
-            // for all the groups, not once per group.
-            let generic = c.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan");
-            // Pipelined: every group's switch and lookup go out before the first answer.
-            let calls = check.iter().map(|&g| {
-                let (lookup, switch, lookups) = (&lookup, &switch, &lookups);
-                async move {
-                    let switch_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
-                        [&roles[g], &claims[g]];
-                    let lookup_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [lookups];
-                    let (s, rows) = futures::join!(
-                        c.query_one(switch, &switch_params),
-                        c.query(lookup, &lookup_params)
-                    );
-                    s?;
-                    Ok::<_, tokio_postgres::Error>((g, rows?))
-                }
-            });
-            let (g, out) = futures::join!(generic, futures::future::join_all(calls));
-            g.map(|_| out)
-        };
-        let results = tx.once(Some(&acting), work).await?;
-        tx.release();
-        for r in results? {
-            let (g, rows) = r?;
-            for row in rows {
-                out.push((g + 1, row.get::<_, i32>(0) as usize));
+        let lookup = Lookup::new(rel, looked.iter().map(|&c| &records[c]));
+        // Many groups are split over a few connections checked side by side
+        // (PostgreSQL runs each on its own core): still one round trip of
+        // wall time, in less of it.
+        let parts = (check.len() / GROUPS_PER_PART).clamp(1, *PARALLEL);
+        let chunk = check.len().div_ceil(parts);
+        let checks = check
+            .chunks(chunk)
+            .map(|part| check_part(pool, &lookup, part, roles, claims));
+        for part in futures::future::try_join_all(checks).await? {
+            for (g, ord) in part {
+                out.push((g + 1, looked[ord - 1] + 1));
             }
         }
         Ok(out)
     }
 }
 
+/// Groups below which a visibility check is not split over connections.
+const GROUPS_PER_PART: usize = 16;
+
+/// Connections one visibility check may use side by side: the cores here.
+static PARALLEL: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4)
+});
+
+/// One transaction on one connection that, for each group of `part` in
+/// turn, switches to its role and claims and runs `lookup` (pipelined: every
+/// group's switch and lookup go out before the first answer). Returns the
+/// visible (group, 1-based row of the lookup) pairs.
+async fn check_part(
+    pool: &Pool,
+    lookup: &Lookup,
+    part: &[usize],
+    roles: &[&str],
+    claims: &[&str],
+) -> anyhow::Result<Vec<(usize, usize)>> {
+    let tx = Tx::connect(pool, PoolKind::Request).await?;
+    // As `authenticator` itself (the login role, which alone may become each
+    // group's role).
+    let acting = Acting {
+        role: "authenticator",
+        claims: "{}",
+        timeout: Duration::from_secs(5),
+        read_only: true,
+    };
+    let c = tx.conn();
+    let statement = c.prepare_cached(&lookup.sql).await?;
+    let switch = c.prepare_cached(SET_ROLE_AND_CLAIMS).await?;
+    let params = lookup.params();
+    let work = async {
+        // A lookup by primary key never needs a custom plan: plan it once
+        // for all the groups, not once per group.
+        let generic = c.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan");
+        let calls = part.iter().map(|&g| {
+            let (statement, switch, params) = (&statement, &switch, &params);
+            async move {
+                let switch_params: [&(dyn ToSql + Sync); 2] = [&roles[g], &claims[g]];
+                let (s, rows) = futures::join!(
+                    c.query_one(switch, &switch_params),
+                    c.query(statement, params)
+                );
+                s?;
+                Ok::<_, tokio_postgres::Error>((g, rows?))
+            }
+        });
+        let (g, out) = futures::join!(generic, futures::future::join_all(calls));
+        g.map(|_| out)
+    };
+    let results = tx.once(Some(&acting), work).await?;
+    tx.release();
+    let mut out = Vec::new();
+    for r in results? {
+        let (g, rows) = r?;
+        out.extend(rows.iter().map(|row| (g, row.get::<_, i32>(0) as usize)));
+    }
+    Ok(out)
+}
+
+/// A table's lookup of a batch's rows by primary key, and its parameters.
+/// Identifiers and types come from the catalog (`Rel`), quoted; the keys
+/// are parameters.
+struct Lookup {
+    sql: String,
+    /// One text array per key column (cast to the column's type in SQL).
+    keys: Vec<Vec<Option<String>>>,
+    /// Or, for an array or composite key, the rows themselves.
+    rows: Vec<Value>,
+}
+
+impl Lookup {
+    fn new<'a>(rel: &Rel, records: impl Iterator<Item = &'a Value> + Clone) -> Lookup {
+        let table = format!("{}.{}", ident(&rel.schema), ident(&rel.table));
+        // `=`, not IS NOT DISTINCT FROM: key columns are never NULL, and only
+        // `=` uses the key's index (the other scans the whole table).
+        let on = |x: &str| {
+            rel.pk
+                .iter()
+                .enumerate()
+                .map(|(i, c)| match x {
+                    "k" => format!("t.{} = x.k{}", ident(c), i + 1),
+                    _ => format!("t.{0} = x.{0}", ident(c)),
+                })
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        match &rel.pk_types {
+            Some(types) => {
+                let arrays = types
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| format!("${}::text[]::{t}[]", i + 1))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let names = (1..=types.len())
+                    .map(|i| format!("k{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let keys = rel
+                    .pk
+                    .iter()
+                    .zip(types)
+                    .map(|(col, ty)| {
+                        let json = ty == "json" || ty == "jsonb";
+                        records
+                            .clone()
+                            .map(|r| match r.get(col) {
+                                None | Some(Value::Null) => None,
+                                Some(Value::String(s)) if !json => Some(s.clone()),
+                                Some(v) => Some(v.to_string()),
+                            })
+                            .collect()
+                    })
+                    .collect();
+                Lookup {
+                    sql: format!(
+                        "SELECT x.ord::int FROM unnest({arrays}) WITH ORDINALITY AS x({names}, ord) \
+                         JOIN {table} t ON {}",
+                        on("k")
+                    ),
+                    keys,
+                    rows: Vec::new(),
+                }
+            }
+            None => Lookup {
+                sql: format!(
+                    "SELECT r.ord::int FROM unnest($1::jsonb[]) WITH ORDINALITY AS r(rec, ord) \
+                     CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, r.rec) x \
+                     JOIN {table} t ON {}",
+                    on("x")
+                ),
+                keys: Vec::new(),
+                rows: records.cloned().collect(),
+            },
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        if self.keys.is_empty() {
+            vec![&self.rows]
+        } else {
+            self.keys.iter().map(|k| k as &(dyn ToSql + Sync)).collect()
+        }
+    }
+}
+
 /// Transactions one batch reads at most.
 const BATCH: usize = 500;
+
+/// A postgres_changes message's payload as realtime-js reads it.
+#[derive(serde::Serialize)]
+struct ChangePayload<'a> {
+    /// The subscriber's bindings this change matched.
+    ids: &'a [u64],
+    data: &'a RawValue,
+}
 
 /// One captured change.
 struct Change {
@@ -746,6 +907,14 @@ struct Change {
 }
 
 impl Change {
+    /// Whether binding `b` wants this change (its table, event and filters).
+    fn matches(&self, b: &Binding) -> bool {
+        b.schema == self.rel.schema
+            && (b.table == "*" || b.table == self.rel.table)
+            && b.event.matches(&self.kind)
+            && b.filters.iter().all(|f| f.passes(self.row()))
+    }
+
     /// The row filters and visibility look at: the new one, or the old one of
     /// a DELETE.
     fn row(&self) -> &Value {
@@ -833,5 +1002,12 @@ mod tests {
         assert!(parse_filter("id=eq.1,,x=eq.2").is_none());
         assert!(parse_filter("id=in.1,2").is_none());
         assert!(parse_filter("id=regex.x").is_none());
+        // Regular expressions, as PostgreSQL's `~` and `~*`.
+        let row = json!({"tag": "Hello", "id": 42});
+        let pass = |s: &str| f(s).iter().all(|x| x.passes(&row));
+        assert!(pass("tag=match.^H.l+o$") && !pass("tag=match.^h") && pass("tag=imatch.^h"));
+        assert!(pass("tag=not.match.^x") && pass("id=match.^4[0-9]$"));
+        assert!(parse_filter("tag=match.(").is_none(), "invalid pattern");
+        assert!(parse_filter(&format!("tag=match.{}", "a".repeat(300))).is_none());
     }
 }

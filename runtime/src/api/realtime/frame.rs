@@ -184,25 +184,37 @@ pub fn decode_binary(b: &[u8]) -> Result<Incoming, FrameError> {
 }
 
 /// A text frame in `vsn`'s shape.
-pub fn encode_text(
+pub fn encode_text<P: serde::Serialize + ?Sized>(
     vsn: Vsn,
     join_ref: Option<&str>,
     reference: Option<&str>,
     topic: &str,
     event: &str,
-    payload: &Value,
+    payload: &P,
 ) -> String {
-    match vsn {
-        Vsn::V2 => json!([join_ref, reference, topic, event, payload]).to_string(),
-        Vsn::V1 => json!({
-            "join_ref": join_ref,
-            "ref": reference,
-            "topic": topic,
-            "event": event,
-            "payload": payload,
-        })
-        .to_string(),
+    /// vsn 1's object (serialized straight from borrowed parts: no copy of
+    /// the payload into a `Value` first).
+    #[derive(serde::Serialize)]
+    struct V1<'a, P: ?Sized> {
+        join_ref: Option<&'a str>,
+        #[serde(rename = "ref")]
+        reference: Option<&'a str>,
+        topic: &'a str,
+        event: &'a str,
+        payload: &'a P,
     }
+    let out = match vsn {
+        Vsn::V2 => serde_json::to_string(&(join_ref, reference, topic, event, payload)),
+        Vsn::V1 => serde_json::to_string(&V1 {
+            join_ref,
+            reference,
+            topic,
+            event,
+            payload,
+        }),
+    };
+    // Strings, options and a JSON payload always serialize.
+    out.unwrap_or_default()
 }
 
 /// A frame on its way to a client.

@@ -46,8 +46,16 @@ pub struct RealtimeLimits {
 /// Largest WebSocket message (as Supabase's `max_frame_size`).
 const MAX_MESSAGE: usize = 5_000_000;
 
-/// Bytes read from a socket at a time.
-const READ_BUFFER: usize = 4096;
+/// Bytes read from a socket at a time. Every open socket keeps a buffer this
+/// size for its life, so it is sized for the frames realtime-js sends most
+/// (heartbeats, joins, small broadcasts: well under 1 KiB); a larger frame
+/// grows the buffer while it is read.
+pub const READ_BUFFER: usize = 1024;
+
+/// Bytes of queued frames a socket's writer gathers into one write. The
+/// buffer grows to this only while a burst is written (an idle socket holds
+/// what its largest frame needed).
+pub const WRITE_BUFFER: usize = 8192;
 
 /// Routes of this module.
 pub fn routes() -> Router<AppState> {
@@ -135,9 +143,9 @@ async fn websocket(
         .max_frame_size(MAX_MESSAGE)
         // tungstenite's defaults hold 128 KiB per buffer per connection from
         // the start; an idle socket needs a fraction of that (the buffers
-        // grow for a large message and shrink back).
+        // grow for a large message).
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             let _slot = slot;
             socket::serve(socket, st, hub, limits, vsn, key).await

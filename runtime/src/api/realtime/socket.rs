@@ -25,8 +25,11 @@ pub const IDLE: Duration = Duration::from_secs(60);
 /// Frames a socket may have queued; past this it is closed as too slow.
 const QUEUE: usize = 1024;
 
-/// Longest a single frame may take to go out before the socket is dropped.
+/// Longest one write (a burst of frames) may take before the socket is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most queued frames gathered into one write.
+const BURST: usize = 64;
 
 /// How often joined channels' tokens are checked for expiry.
 const TOKEN_CHECK: Duration = Duration::from_secs(1);
@@ -98,14 +101,25 @@ pub async fn serve(
     let (out, mut rx) = mpsc::channel::<Frame>(QUEUE);
     let kill = CancellationToken::new();
     let writer = tokio::spawn(async move {
+        let message = |f| match f {
+            Frame::Text(t) => Message::Text(t),
+            Frame::Binary(b) => Message::Binary(b),
+        };
         while let Some(f) = rx.recv().await {
-            let m = match f {
-                Frame::Text(t) => Message::Text(t),
-                Frame::Binary(b) => Message::Binary(b),
+            // Whatever else is queued goes in the same write (up to
+            // `WRITE_BUFFER` bytes per system call): a burst of fan-out costs
+            // a few writes, not one per frame.
+            let burst = async {
+                sink.feed(message(f)).await?;
+                for _ in 1..BURST {
+                    let Ok(f) = rx.try_recv() else { break };
+                    sink.feed(message(f)).await?;
+                }
+                sink.flush().await
             };
-            // A peer that stops reading blocks the send: bounded, so the
+            // A peer that stops reading blocks the write: bounded, so the
             // socket's task and memory are freed all the same.
-            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(m)).await {
+            match tokio::time::timeout(WRITE_TIMEOUT, burst).await {
                 Ok(Ok(())) => {}
                 _ => return None,
             }
@@ -146,7 +160,10 @@ pub async fn serve(
                         Message::Ping(_) | Message::Pong(_) => continue,
                     };
                     match parsed {
-                        Ok(f) => c.handle(f).await,
+                        // Boxed: the handling of one frame (a join's database
+                        // work) lives only while it runs, not in every idle
+                        // socket's task.
+                        Ok(f) => Box::pin(c.handle(f)).await,
                         Err(e) => tracing::debug!(error = %e, "realtime: ignoring a frame"),
                     }
                     if let Some(close) = c.closing.take() {
@@ -162,7 +179,7 @@ pub async fn serve(
     // Leaving: presences go, subscriptions end.
     let topics: Vec<String> = c.channels.keys().cloned().collect();
     for t in topics {
-        c.drop_channel(&t).await;
+        Box::pin(c.drop_channel(&t)).await;
     }
     drop(c);
     // The writer drains what is queued (each send bounded), then says goodbye.
