@@ -69,6 +69,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f%%", 100 * a / b }'; }
 # pgb SCRIPT [pgbench args] -> "tps p50_ms p99_ms" against $PGURL with $PGBENCH,
 # $CLIENTS clients for $DURATION, temp files under $work (latencies from a per-transaction
 # log, `pgbench -l`, of the same run; pgbench's errors are shown, not swallowed)
+# The server's role-and-claims statement (host-api `db::SET_PRINCIPAL`), for
+# pgbench scripts of the same work (variables role, claims, timeout).
+SET_PRINCIPAL_SQL="SELECT set_config('role', :role, true), set_config('request.jwt.claims', :claims, true), set_config('request.jwt.claim.sub', coalesce((:claims)::json ->> 'sub', ''), true), set_config('request.jwt.claim.role', coalesce((:claims)::json ->> 'role', ''), true), set_config('statement_timeout', :timeout, true);"
+
 pgb() {
   local script=$1 out logs; shift
   logs=$(mktemp -d "$work/pgblog.XXXXXX")

@@ -61,7 +61,7 @@ pgb_user() { pgb "$1" -D role=authenticated -D "claims=$CLAIMS" -D timeout=8000;
 # same_work BEGIN-LINE STATEMENT: the server's transaction around one statement.
 same_work() {
   printf '%s;\n%s\n%s;\nCOMMIT;\n' "$1" \
-    "SELECT set_config('role', :role, true), set_config('request.jwt.claims', :claims, true), set_config('statement_timeout', :timeout, true);" \
+    "$SET_PRINCIPAL_SQL" \
     "$2"
 }
 

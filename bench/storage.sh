@@ -69,7 +69,7 @@ curl -fsS -o /dev/null -X POST -H "apikey: $SECRET_KEY" -H "content-type: applic
   --data-binary @"$work/small" "$WASMBASE_URL/storage/v1/object/open/small.bin"
 cat >"$work/find.sql" <<SQL
 BEGIN ISOLATION LEVEL READ COMMITTED;
-SELECT set_config('role', :role, true), set_config('request.jwt.claims', :claims, true), set_config('statement_timeout', :timeout, true);
+$SET_PRINCIPAL_SQL
 SELECT id::text, version, coalesce(metadata, '{}'), updated_at FROM storage.objects WHERE bucket_id = 'bench' AND name = '$USER_ID/small.bin';
 COMMIT;
 SQL

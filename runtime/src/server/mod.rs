@@ -651,6 +651,9 @@ async fn schema_reloader(st: AppState, cancel: CancellationToken) {
                 if st.schema.get().as_deref() != Some(&fresh) {
                     st.schema.install(fresh);
                 }
+                // Realtime's table facts (RLS on or off, privileges) are read
+                // afresh too: they decide who gets a change.
+                st.realtime.changes.forget_tables();
             }
             anyhow::Ok(())
         };

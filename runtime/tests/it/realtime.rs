@@ -718,12 +718,14 @@ async fn composite_text_and_array_keys_tables_without_rls_and_regex_filters() {
                PRIMARY KEY (owner, slug));
              CREATE TABLE public.tagged (tags int[] PRIMARY KEY, owner uuid);
              CREATE TABLE public.board (id int PRIMARY KEY, msg text);
+             CREATE TABLE public.codes (code char(2) PRIMARY KEY, owner uuid);
+             CREATE POLICY own ON public.codes FOR SELECT TO authenticated USING (owner = auth.uid());
              -- RLS is on by default for new tables (database.rls_by_default).
              ALTER TABLE public.board DISABLE ROW LEVEL SECURITY;
              CREATE POLICY own ON public.notes FOR SELECT TO authenticated USING (owner = auth.uid());
              CREATE POLICY own ON public.tagged FOR SELECT TO authenticated USING (owner = auth.uid());
-             GRANT SELECT ON public.notes, public.tagged, public.board TO authenticated;
-             ALTER PUBLICATION supabase_realtime ADD TABLE public.notes, public.tagged, public.board;",
+             GRANT SELECT ON public.notes, public.tagged, public.board, public.codes TO authenticated;
+             ALTER PUBLICATION supabase_realtime ADD TABLE public.notes, public.tagged, public.board, public.codes;",
         )
         .await
         .unwrap();
@@ -809,6 +811,27 @@ async fn composite_text_and_array_keys_tables_without_rls_and_regex_filters() {
     let g = b.until(|g| g.3 == "postgres_changes").await;
     assert_eq!(g.4["data"]["record"]["tags"], json!([1, 2]));
     assert!(rls() > before);
+    // A char(2) key is looked up whole (never cast as char(1)).
+    owner
+        .execute("INSERT INTO public.codes VALUES ('US', $1)", &[&a_id])
+        .await
+        .unwrap();
+    let g = a
+        .until(|g| g.3 == "postgres_changes" && g.2 == "realtime:a")
+        .await;
+    assert_eq!(g.4["data"]["record"]["code"], "US");
+    // Eleven regular expressions in one channel are too many.
+    let many: Vec<Value> = (0..11)
+        .map(|i| json!({"event": "INSERT", "schema": "public", "table": "notes", "filter": format!("body=match.^{i}")}))
+        .collect();
+    let (sys, _) = pg_join(&mut a, "realtime:many", json!(many), Some(&ta)).await;
+    assert!(
+        sys["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 10 match/imatch"),
+        "{sys}"
+    );
 }
 
 #[tokio::test]

@@ -69,10 +69,13 @@ pub struct Filter {
     pattern: Option<Pattern>,
 }
 
-/// A regular expression of a `match`/`imatch` filter. `regex-lite` runs in
-/// time linear in the text (no backtracking), so no pattern can stall the
-/// delivery task; PostgreSQL's own regex dialect (`~`) agrees with it on the
-/// common syntax (classes, anchors, alternation, repetition).
+/// A regular expression of a `match`/`imatch` filter. `regex-lite` never
+/// backtracks: its time is the text's length times the compiled program's
+/// size, and both are capped ([`MAX_PROGRAM`], [`MAX_MATCHED`]), as is the
+/// number of patterns a channel may hold ([`MAX_PATTERNS`]), so no join can
+/// stall the delivery task or hold much memory. PostgreSQL's own dialect
+/// (`~`) agrees with it on the common syntax (classes, anchors, alternation,
+/// repetition).
 #[derive(Debug, Clone)]
 pub struct Pattern(regex_lite::Regex);
 
@@ -84,6 +87,19 @@ impl PartialEq for Pattern {
 
 /// Longest `match`/`imatch` pattern.
 const MAX_PATTERN: usize = 256;
+
+/// Largest compiled pattern, in bytes (a counted repetition such as
+/// `(a{1000}){300}` is short but compiles big: refused).
+const MAX_PROGRAM: usize = 8 * 1024;
+
+/// Longest text a pattern is run on; a longer value never matches.
+const MAX_MATCHED: usize = 64 * 1024;
+
+/// Most `match`/`imatch` filters one channel's bindings may hold.
+pub const MAX_PATTERNS: usize = 10;
+
+/// Most conditions one binding's filter may have.
+const MAX_FILTERS: usize = 16;
 
 /// One `postgres_changes` binding of a join.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,7 +137,11 @@ fn parse_filter(f: &str) -> Option<Vec<Filter>> {
         return Some(Vec::new());
     }
     let mut out = Vec::new();
-    for seg in split_top(f).ok()? {
+    let segments = split_top(f).ok()?;
+    if segments.len() > MAX_FILTERS {
+        return None;
+    }
+    for seg in segments {
         let (column, rest) = seg.split_once('=')?;
         let (negate, rest) = match rest.strip_prefix("not.") {
             Some(r) => (true, r),
@@ -142,6 +162,8 @@ fn parse_filter(f: &str) -> Option<Vec<Filter>> {
             "match" | "imatch" => Some(Pattern(
                 regex_lite::RegexBuilder::new(&values[0])
                     .case_insensitive(op == "imatch")
+                    .size_limit(MAX_PROGRAM)
+                    .nest_limit(32)
                     .build()
                     .ok()?,
             )),
@@ -283,11 +305,16 @@ impl Filter {
                     Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
                     other => std::borrow::Cow::Owned(other.to_string()),
                 };
-                self.pattern.as_ref().is_some_and(|p| p.0.is_match(&s))
+                s.len() <= MAX_MATCHED && self.pattern.as_ref().is_some_and(|p| p.0.is_match(&s))
             }
             _ => false,
         };
         r != self.negate
+    }
+
+    /// Whether it is a `match`/`imatch` (counted against [`MAX_PATTERNS`]).
+    pub fn is_pattern(&self) -> bool {
+        self.pattern.is_some()
     }
 
     /// The column it reads (checked against the table at join).
@@ -322,10 +349,12 @@ pub struct Rel {
     table: String,
     columns: Vec<(String, String)>,
     pk: Vec<String>,
-    /// The key columns' types (`format_type`, from the catalog) when every
-    /// one is a scalar a JSON value's text casts back to: the lookup then
-    /// takes one typed array per key column. `None` (an array or composite
-    /// key) looks the rows up through `jsonb_populate_record` instead.
+    /// The key columns' types (`pg_catalog.<name>` from the catalog, with no
+    /// length: `char(2)` casts as `bpchar`, never as `char(1)`) when every
+    /// one is a built-in scalar a JSON value's text casts back to: the lookup
+    /// then takes one typed array per key column. `None` (an array, composite
+    /// or user-defined key type, which `authenticator` might not see by
+    /// name) looks the rows up through `jsonb_populate_record` instead.
     pk_types: Option<Vec<String>>,
     replica_full: bool,
     rls: bool,
@@ -343,8 +372,10 @@ const REL_SQL: &str =
    coalesce((SELECT json_agg(json_build_array(a.attname, t.typname) ORDER BY a.attnum) \
       FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]'), \
-   coalesce((SELECT json_agg(json_build_array(a.attname, format_type(a.atttypid, NULL), \
-        t.typcategory NOT IN ('A', 'C') AND t.typtype <> 'c') ORDER BY a.attnum) \
+   coalesce((SELECT json_agg(json_build_array(a.attname, \
+        'pg_catalog.' || quote_ident(t.typname), \
+        t.typnamespace = 'pg_catalog'::regnamespace AND t.typcategory NOT IN ('A', 'C') \
+          AND t.typtype <> 'c') ORDER BY a.attnum) \
       FROM pg_index x \
       JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = ANY (x.indkey) \
       JOIN pg_type t ON t.oid = a.atttypid \
@@ -842,7 +873,7 @@ impl Lookup {
                     .iter()
                     .zip(types)
                     .map(|(col, ty)| {
-                        let json = ty == "json" || ty == "jsonb";
+                        let json = ty == "pg_catalog.json" || ty == "pg_catalog.jsonb";
                         records
                             .clone()
                             .map(|r| match r.get(col) {
@@ -1009,5 +1040,16 @@ mod tests {
         assert!(pass("tag=not.match.^x") && pass("id=match.^4[0-9]$"));
         assert!(parse_filter("tag=match.(").is_none(), "invalid pattern");
         assert!(parse_filter(&format!("tag=match.{}", "a".repeat(300))).is_none());
+        assert!(
+            parse_filter("tag=match.(?:a{1000}){300}").is_none(),
+            "compiles too big"
+        );
+        let long = json!({"tag": "a".repeat(MAX_MATCHED + 1)});
+        assert!(
+            !f("tag=match.a").iter().all(|x| x.passes(&long)),
+            "too long to match"
+        );
+        let many = vec!["id=eq.1"; MAX_FILTERS + 1].join(",");
+        assert!(parse_filter(&many).is_none(), "too many conditions");
     }
 }

@@ -227,6 +227,16 @@ pub enum Frame {
     Binary(Bytes),
 }
 
+impl Frame {
+    /// Its size in bytes (what a socket's writer gathers into one write).
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Text(t) => t.as_str().len(),
+            Frame::Binary(b) => b.len(),
+        }
+    }
+}
+
 /// A user broadcast for a subscriber of `topic` (its joined topic, with the
 /// `realtime:` prefix): kind 4 on vsn 2 (the client decodes nothing else in
 /// binary), a JSON text frame on vsn 1, where a binary payload cannot go (None).

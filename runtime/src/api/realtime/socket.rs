@@ -106,13 +106,19 @@ pub async fn serve(
             Frame::Binary(b) => Message::Binary(b),
         };
         while let Some(f) = rx.recv().await {
-            // Whatever else is queued goes in the same write (up to
-            // `WRITE_BUFFER` bytes per system call): a burst of fan-out costs
-            // a few writes, not one per frame.
+            // Whatever else is queued goes in the same write, up to
+            // `WRITE_BUFFER` bytes or `BURST` frames: a burst of fan-out
+            // costs a few writes, not one per frame, and each write's
+            // deadline covers about one buffer's worth.
             let burst = async {
+                let mut bytes = f.len();
                 sink.feed(message(f)).await?;
                 for _ in 1..BURST {
+                    if bytes >= super::WRITE_BUFFER {
+                        break;
+                    }
                     let Ok(f) = rx.try_recv() else { break };
+                    bytes += f.len();
                     sink.feed(message(f)).await?;
                 }
                 sink.flush().await
@@ -506,6 +512,17 @@ impl Conn {
                 }
             }
             parsed.push(binding);
+        }
+        let patterns = parsed
+            .iter()
+            .flat_map(|b| &b.filters)
+            .filter(|f| f.is_pattern())
+            .count();
+        if patterns > changes::MAX_PATTERNS {
+            return Err(format!(
+                "Error parsing `filter` params: at most {} match/imatch filters per channel",
+                changes::MAX_PATTERNS
+            ));
         }
         self.hub.changes.subscribe(PgSub {
             channel,
