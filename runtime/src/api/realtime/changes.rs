@@ -638,7 +638,7 @@ impl Changes {
             }
             let check: Vec<usize> = (0..groups.len()).filter(|&g| wanted[g]).collect();
             let kinds: Vec<&str> = idx.iter().map(|&i| changes[i].kind.as_str()).collect();
-            let records: Vec<Value> = idx.iter().map(|&i| changes[i].row().clone()).collect();
+            let records: Vec<&Value> = idx.iter().map(|&i| changes[i].row()).collect();
             let roles: Vec<&str> = check.iter().map(|&g| groups[g].0).collect();
             let claims: Vec<&str> = check.iter().map(|&g| groups[g].1).collect();
             let rel = &changes[idx[0]].rel;
@@ -724,7 +724,7 @@ impl Changes {
         oid: u32,
         rel: &Rel,
         kinds: &[&str],
-        records: &[Value],
+        records: &[&Value],
         roles: &[&str],
         claims: &[&str],
     ) -> anyhow::Result<Vec<(usize, usize)>> {
@@ -747,7 +747,7 @@ impl Changes {
             return Ok(out);
         }
         self.rls_queries.fetch_add(1, Ordering::Relaxed);
-        let lookup = Lookup::new(rel, looked.iter().map(|&c| &records[c]));
+        let lookup = Lookup::new(rel, looked.iter().map(|&c| records[c]));
         // Many groups are split over a few connections checked side by side
         // (PostgreSQL runs each on its own core): still one round trip of
         // wall time, in less of it.
@@ -845,14 +845,12 @@ impl Lookup {
         let table = format!("{}.{}", ident(&rel.schema), ident(&rel.table));
         // `=`, not IS NOT DISTINCT FROM: key columns are never NULL, and only
         // `=` uses the key's index (the other scans the whole table).
-        let on = |x: &str| {
+        // `t.<key column> = <its value in x>`, ANDed.
+        let on = |x: fn(usize, &str) -> String| {
             rel.pk
                 .iter()
                 .enumerate()
-                .map(|(i, c)| match x {
-                    "k" => format!("t.{} = x.k{}", ident(c), i + 1),
-                    _ => format!("t.{0} = x.{0}", ident(c)),
-                })
+                .map(|(i, c)| format!("t.{} = {}", ident(c), x(i, c)))
                 .collect::<Vec<_>>()
                 .join(" AND ")
         };
@@ -888,7 +886,7 @@ impl Lookup {
                     sql: format!(
                         "SELECT x.ord::int FROM unnest({arrays}) WITH ORDINALITY AS x({names}, ord) \
                          JOIN {table} t ON {}",
-                        on("k")
+                        on(|i, _| format!("x.k{}", i + 1))
                     ),
                     keys,
                     rows: Vec::new(),
@@ -899,7 +897,7 @@ impl Lookup {
                     "SELECT r.ord::int FROM unnest($1::jsonb[]) WITH ORDINALITY AS r(rec, ord) \
                      CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, r.rec) x \
                      JOIN {table} t ON {}",
-                    on("x")
+                    on(|_, c| format!("x.{}", ident(c)))
                 ),
                 keys: Vec::new(),
                 rows: records.cloned().collect(),

@@ -300,17 +300,7 @@ impl Conn {
             "phx_join" => self.join(f).await,
             "phx_leave" => {
                 self.reply(&f, "ok", json!({}));
-                if let Some(ch) = self.channels.get(&f.topic) {
-                    let jr = ch.join_ref.clone();
-                    self.push(
-                        jr.as_deref(),
-                        jr.as_deref(),
-                        &f.topic,
-                        "phx_close",
-                        json!({}),
-                    );
-                }
-                self.drop_channel(&f.topic.clone()).await;
+                self.close_channel(&f.topic).await;
             }
             _ if !self.channels.contains_key(&f.topic) => {
                 self.unmatched(&f);
@@ -373,17 +363,7 @@ impl Conn {
             Err(reason) => return error(self, &reason),
         };
         // A second join of a joined topic replaces the first.
-        if let Some(old) = self.channels.get(&f.topic) {
-            let jr = old.join_ref.clone();
-            self.push(
-                jr.as_deref(),
-                jr.as_deref(),
-                &f.topic,
-                "phx_close",
-                json!({}),
-            );
-            self.drop_channel(&f.topic.clone()).await;
-        }
+        self.close_channel(&f.topic).await;
         if self.channels.len() >= self.limits.max_channels_per_client {
             return error(self, "ChannelRateLimitReached: Too many channels");
         }
@@ -673,25 +653,36 @@ impl Conn {
         let jr = ch.join_ref.clone();
         self.system(topic, jr.as_deref(), "system", "error", message);
         self.push(jr.as_deref(), jr.as_deref(), topic, "phx_close", json!({}));
-        let topic = topic.to_string();
         // Leaving needs the database for presence: done on the next turn.
-        if let Some(ch) = self.channels.remove(&topic) {
-            self.hub.unsubscribe(&topic, ch.sub);
-            self.hub.changes.unsubscribe(ch.sub);
-            if let Some(t) = ch.tracked {
-                let hub = self.hub.clone();
-                tokio::spawn(async move { hub.untrack(&topic, &t).await });
-            }
+        if let Some(t) = self.unjoin(topic) {
+            let (hub, topic) = (self.hub.clone(), topic.to_string());
+            tokio::spawn(async move { hub.untrack(&topic, &t).await });
         }
     }
 
+    /// Tells the client a joined channel closed (`phx_close` with its join
+    /// ref), then drops it; nothing when `topic` is not joined.
+    async fn close_channel(&mut self, topic: &str) {
+        let Some(ch) = self.channels.get(topic) else {
+            return;
+        };
+        let jr = ch.join_ref.clone();
+        self.push(jr.as_deref(), jr.as_deref(), topic, "phx_close", json!({}));
+        self.drop_channel(topic).await;
+    }
+
     async fn drop_channel(&mut self, topic: &str) {
-        if let Some(ch) = self.channels.remove(topic) {
-            self.hub.unsubscribe(topic, ch.sub);
-            self.hub.changes.unsubscribe(ch.sub);
-            if let Some(t) = ch.tracked {
-                self.hub.untrack(topic, &t).await;
-            }
+        if let Some(t) = self.unjoin(topic) {
+            self.hub.untrack(topic, &t).await;
         }
+    }
+
+    /// Takes a joined channel out of this node's fan-out and change
+    /// subscriptions; returns its tracked presence, for the caller to untrack.
+    fn unjoin(&mut self, topic: &str) -> Option<Tracked> {
+        let ch = self.channels.remove(topic)?;
+        self.hub.unsubscribe(topic, ch.sub);
+        self.hub.changes.unsubscribe(ch.sub);
+        ch.tracked
     }
 }
