@@ -43,6 +43,38 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Realtime (`/realtime/v1`).
     pub realtime: RealtimeConfig,
+    /// Scheduled jobs.
+    pub cron: CronConfig,
+}
+
+/// `[cron]` (each key also `WASMBASE_CRON_<KEY>`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CronConfig {
+    /// Whether this node claims and runs ticks (true). A node with `false`
+    /// still serves the admin API; the others run the jobs.
+    pub enabled: bool,
+    /// A running attempt whose node has not renewed its lease for this long
+    /// is `lost` and retried elsewhere (30). Renewed every third of it.
+    pub lease_secs: u64,
+    /// Runs older than this many days are deleted (30).
+    pub history_days: u32,
+    /// At most this many runs are kept per job, newest first (1,000).
+    pub history_per_job: u32,
+    /// A run's recorded output and error are cut to this many bytes (4,096).
+    pub output_max_bytes: usize,
+}
+
+impl Default for CronConfig {
+    fn default() -> Self {
+        CronConfig {
+            enabled: true,
+            lease_secs: 30,
+            history_days: 30,
+            history_per_job: 1000,
+            output_max_bytes: 4096,
+        }
+    }
 }
 
 /// `[realtime]` (each key also `WASMBASE_REALTIME_<KEY>`).
@@ -649,6 +681,7 @@ const SECTIONS: &[&str] = &[
     "functions",
     "storage",
     "realtime",
+    "cron",
 ];
 
 /// Keys whose environment value is always taken verbatim, so a password such as
@@ -763,6 +796,14 @@ impl Config {
                 "storage.max_upload_bytes",
                 "storage.max_upload_bytes and storage.upload_idle_timeout_ms must be greater than 0".into(),
             );
+        }
+        if self.cron.lease_secs == 0
+            || self.cron.history_per_job == 0
+            || self.cron.output_max_bytes == 0
+        {
+            return Err(ConfigError(
+                "`cron.lease_secs`, `cron.history_per_job` and `cron.output_max_bytes` must be greater than 0".into(),
+            ));
         }
         if self.realtime.presence_timeout_secs == 0
             || self.realtime.max_channels_per_client == 0

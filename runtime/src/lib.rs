@@ -12,6 +12,7 @@ pub mod bench_hello;
 pub mod bench_s3;
 pub mod cli;
 pub mod config;
+pub mod cron;
 pub mod embedded_pg;
 pub mod functions;
 pub mod logging;

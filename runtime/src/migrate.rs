@@ -51,6 +51,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(16, "0016_realtime_changes.sql"),
     migration!(17, "0017_realtime_node_channels.sql"),
     migration!(18, "0018_auth_claim_gucs.sql"),
+    migration!(19, "0019_cron.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cron;
 pub mod deploy;
 pub mod functions;
 pub mod platform;

@@ -1,5 +1,6 @@
 //! Command-line interface. Every command has a one-line `--help` saying what it does.
 
+mod cron;
 mod deploy;
 mod dev;
 mod fn_new;
@@ -53,6 +54,8 @@ enum Command {
     Secrets(secrets::Args),
     /// Storage from the terminal: buckets, ls, cp, rm [-r], sign.
     Storage(storage::Args),
+    /// Scheduled jobs: list, add, rm, pause, resume, run, runs.
+    Cron(cron::Args),
     /// Scaffold a function: `wasmbase fn new NAME`.
     Fn(fn_new::Args),
     /// Serve a raw hyper hello (benchmark baseline; no middleware, no database).
@@ -116,6 +119,7 @@ pub fn main() -> ExitCode {
             Command::Policy(a) => policy::run(a).await,
             Command::Status => status::run().await,
             Command::Keys(a) => keys::run(a).await,
+            Command::Cron(a) => cron::run(a).await,
             Command::Token(a) => token::run(a),
             Command::Mail(a) => mail::run(a).await,
             Command::Deploy(a) => deploy::deploy(a).await,

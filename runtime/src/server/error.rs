@@ -22,6 +22,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header (503/429).
     pub retry_after: Option<u32>,
+    /// More fields for the body (e.g. the `position` of a schedule error).
+    pub details: Option<Box<serde_json::Map<String, Value>>>,
 }
 
 impl ApiError {
@@ -32,7 +34,15 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            details: None,
         }
+    }
+    /// Adds `key: value` to the body.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
+        self.details
+            .get_or_insert_with(Default::default)
+            .insert(key.to_owned(), value.into());
+        self
     }
     /// 400 with a code.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -125,6 +135,9 @@ impl From<anyhow::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({ "code": self.code, "message": self.message });
+        for (k, v) in self.details.map(|d| *d).into_iter().flatten() {
+            body[k] = v;
+        }
         if let Some(id) = current_request_id() {
             body["requestId"] = Value::String(id.to_string());
         }

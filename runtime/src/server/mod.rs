@@ -163,6 +163,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .merge(api::platform::routes())
         .merge(api::admin::routes())
+        .merge(api::cron::routes())
         .merge(api::auth::routes())
         .merge(api::rest::routes())
         .merge(api::storage::routes())
@@ -256,7 +257,21 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         cancel.clone(),
         changes,
     ));
+    let cron_pool = db::pool(
+        owner.clone(),
+        &PoolSettings {
+            max_size: 3,
+            wait_timeout: Duration::from_secs(10),
+            application_name: "wasmbase-cron",
+        },
+    )?;
+    let cron = Arc::new(crate::cron::Cron::new(
+        realtime.node,
+        Duration::from_secs(config.cron.lease_secs),
+        cron_pool,
+    ));
     let state = AppState::new(Inner {
+        cron,
         storage: storage.clone(),
         realtime,
         auth,
@@ -487,6 +502,10 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
             }
         }
     }
+    // The scheduler needs its tables too.
+    if state.config.cron.enabled {
+        tokio::spawn(crate::cron::scheduler::run(state.clone(), cancel.clone()));
+    }
     // Realtime's liveness loop needs its tables (migrations are applied now).
     tokio::spawn(state.realtime.clone().run(Duration::from_secs(
         state.config.realtime.presence_timeout_secs,
@@ -524,6 +543,8 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
     let resync = |first_sync: bool| {
         let st = state.clone();
         async move {
+            // Cron notifications may have been missed too.
+            st.cron.resync();
             let r = async {
                 let c = st.system.get().await?;
                 st.gate.keys().reload(&**c).await?;
@@ -576,6 +597,8 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
                 st.storage.gc_kick.notify_one();
             } else if channel == crate::api::realtime::CHANGES_CHANNEL {
                 st.realtime.changes.on_notify(&payload);
+            } else if channel == crate::cron::CHANNEL {
+                st.cron.on_notify(&payload);
             } else if channel == SCHEMA_CHANNEL || payload.is_empty() || payload == "reload schema"
             {
                 st.schema_dirty.notify_one();
@@ -593,6 +616,7 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
             "wasmbase_secrets",
             wasmbase_host_api::storage::gc::CHANNEL,
             crate::api::realtime::CHANGES_CHANNEL,
+            crate::cron::CHANNEL,
         ],
         cancel,
         on_notify,

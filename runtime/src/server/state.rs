@@ -44,6 +44,8 @@ pub struct Inner {
     pub storage: wasmbase_host_api::storage::Storage,
     /// Realtime: this node's channels and the bus to the others.
     pub realtime: Arc<crate::api::realtime::Hub>,
+    /// Cron: this node's scheduler inbox, leases and HTTP client.
+    pub cron: Arc<crate::cron::Cron>,
     /// Wakes the schema reloader; notifications arriving during a reload fold
     /// into one more reload.
     pub schema_dirty: tokio::sync::Notify,

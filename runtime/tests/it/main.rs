@@ -8,6 +8,7 @@ mod auth;
 mod auth_keys;
 mod cli;
 mod conn;
+mod cron;
 mod functions;
 mod migrations;
 mod ops;

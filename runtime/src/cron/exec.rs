@@ -1,0 +1,305 @@
+//! Runs one claimed attempt and records how it ended. The attempt's timeout
+//! bounds the whole kind (a hanging HTTP target, a long statement); its end
+//! goes through `wasmbase.cron_finish`, which queues the retry the job asks
+//! for. Recording retries while the database is away, until the lease would
+//! have run out (then the attempt is `lost` and retried elsewhere).
+
+use crate::server::state::AppState;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use wasmbase_host_api::db::{Acting, DbError, PoolKind, Tx};
+
+/// An attempt this node won.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// `cron_runs.id` of this attempt.
+    pub id: i64,
+    /// The same for every attempt of the tick.
+    pub run_id: uuid::Uuid,
+    /// The tick.
+    pub scheduled_for: DateTime<Utc>,
+    /// 1 for the first.
+    pub attempt: i32,
+    /// The job.
+    pub job_id: i64,
+    /// Its name.
+    pub name: String,
+    /// `sql`, `http`, `call`, `function`.
+    pub kind: String,
+    /// The kind's part of the definition.
+    pub spec: Value,
+    /// The attempt's limit.
+    pub timeout: Duration,
+}
+
+impl Claimed {
+    /// From a claim statement's row.
+    pub fn from_row(r: &tokio_postgres::Row) -> anyhow::Result<Claimed> {
+        Ok(Claimed {
+            id: r.try_get("id")?,
+            run_id: r.try_get("run_id")?,
+            scheduled_for: r.try_get("scheduled_for")?,
+            attempt: r.try_get("attempt")?,
+            job_id: r.try_get("job_id")?,
+            name: r.try_get("name")?,
+            kind: r.try_get("kind")?,
+            spec: r.try_get("spec")?,
+            timeout: Duration::from_millis(r.try_get::<_, i32>("timeout_ms")?.max(1) as u64),
+        })
+    }
+}
+
+/// Why an attempt failed, and what it produced before.
+#[derive(Debug)]
+pub struct Failure {
+    /// Recorded as the run's `error`.
+    pub error: String,
+    /// Recorded as its `output` (e.g. an HTTP error body).
+    pub output: Option<String>,
+    /// The limit ended it (PostgreSQL's statement timeout for a SQL job).
+    pub timed_out: bool,
+}
+
+fn fail(error: impl Into<String>) -> Failure {
+    Failure {
+        error: error.into(),
+        output: None,
+        timed_out: false,
+    }
+}
+
+/// Starts `c` on its own task.
+pub fn start(st: AppState, c: Claimed) {
+    st.cron.started.fetch_add(1, Ordering::Relaxed);
+    st.cron.running.lock().insert(c.id);
+    tokio::spawn(async move {
+        let t0 = Instant::now();
+        let outcome = tokio::time::timeout(c.timeout, run_kind(&st, &c)).await;
+        let took = t0.elapsed();
+        let (status, error, output) = match outcome {
+            Ok(Ok(out)) => ("succeeded", None, out),
+            Ok(Err(f)) if f.timed_out => ("timed_out", Some(f.error), f.output),
+            Ok(Err(f)) => ("failed", Some(f.error), f.output),
+            Err(_) => (
+                "timed_out",
+                Some(format!(
+                    "timed out after {} ms (the job's timeout_ms)",
+                    c.timeout.as_millis()
+                )),
+                None,
+            ),
+        };
+        let max = st.config.cron.output_max_bytes;
+        let output = output.map(|o| truncate(o, max));
+        let error = error.map(|e| truncate(e, max));
+        record(&st, &c, status, error, output, took).await;
+        st.cron.running.lock().remove(&c.id);
+    });
+}
+
+/// At most `max` bytes of `s`, cut on a character boundary, marked when cut.
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str(" …[truncated]");
+    }
+    s
+}
+
+async fn record(
+    st: &AppState,
+    c: &Claimed,
+    status: &str,
+    error: Option<String>,
+    output: Option<String>,
+    took: Duration,
+) {
+    let deadline = Instant::now() + st.cron.lease;
+    let mut backoff = Duration::from_millis(100);
+    let ms = took.as_millis() as i64;
+    loop {
+        let r = async {
+            let db = st.cron.pool.get().await?;
+            let row = db
+                .query_one(
+                    "SELECT wasmbase.cron_finish($1, $2, $3, $4, $5)",
+                    &[&c.id, &status, &error, &output, &ms],
+                )
+                .await?;
+            anyhow::Ok(row.get::<_, bool>(0))
+        };
+        match r.await {
+            Ok(true) => return,
+            Ok(false) => {
+                tracing::warn!(job = %c.name, run = c.id, "cron: attempt ended after its lease ran out; it was recorded as lost");
+                return;
+            }
+            Err(e) if Instant::now() + backoff < deadline => {
+                tracing::warn!(job = %c.name, run = c.id, error = %format!("{e:#}"), "cron: recording an attempt; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(job = %c.name, run = c.id, error = %format!("{e:#}"), "cron: could not record an attempt; it will be recorded as lost");
+                return;
+            }
+        }
+    }
+}
+
+async fn run_kind(st: &AppState, c: &Claimed) -> Result<Option<String>, Failure> {
+    match c.kind.as_str() {
+        "sql" => {
+            let command = c.spec["command"].as_str().unwrap_or_default();
+            sql(st, command, c.timeout).await
+        }
+        "http" => {
+            let spec: super::job::HttpSpec = serde_json::from_value(c.spec.clone())
+                .map_err(|e| fail(format!("unreadable http job: {e}")))?;
+            http(st, &spec).await
+        }
+        other => Err(fail(format!("jobs of kind '{other}' cannot run yet"))),
+    }
+}
+
+/// The role and claims every SQL job runs with.
+const SERVICE_CLAIMS: &str = r#"{"role":"service_role"}"#;
+
+/// One SQL job: a transaction on the functions' raw-SQL pool (login
+/// `wasmbase_functions`, never the owner or a superuser) as service_role, with
+/// the job's timeout as `statement_timeout`. Output: rows affected and the
+/// first row of the last result.
+async fn sql(st: &AppState, command: &str, timeout: Duration) -> Result<Option<String>, Failure> {
+    let tx = Tx::connect(&st.functions.sql_pool, PoolKind::Isolated)
+        .await
+        .map_err(|e| fail(e.describe()))?;
+    let acting = Acting {
+        role: "service_role",
+        claims: SERVICE_CLAIMS,
+        timeout,
+        read_only: false,
+    };
+    let command = command.to_owned();
+    let msgs = tx
+        .run(Some(&acting), |c| {
+            Box::pin(async move { c.simple_query(&command).await.map_err(DbError::from) })
+        })
+        .await
+        .map_err(|e| Failure {
+            timed_out: wasmbase_host_api::db::sqlstate(&e) == Some("57014"),
+            ..fail(e.describe())
+        })?;
+    let mut affected = 0u64;
+    let mut first: Option<Value> = None;
+    for m in &msgs {
+        match m {
+            tokio_postgres::SimpleQueryMessage::CommandComplete(n) => affected = *n,
+            tokio_postgres::SimpleQueryMessage::Row(r) if first.is_none() => {
+                let mut o = serde_json::Map::new();
+                for (i, col) in r.columns().iter().enumerate() {
+                    o.insert(col.name().to_owned(), json!(r.get(i)));
+                }
+                first = Some(Value::Object(o));
+            }
+            tokio_postgres::SimpleQueryMessage::RowDescription(_) => first = None,
+            _ => {}
+        }
+    }
+    Ok(Some(
+        json!({ "rows": affected, "first_row": first }).to_string(),
+    ))
+}
+
+/// `${NAME}` in `s` replaced by the secret (or dev `.env` value) `NAME`.
+fn with_secrets(st: &AppState, s: &str) -> Result<String, Failure> {
+    let env = st.functions.env.load();
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(fail("an unclosed ${ in a header value"));
+        };
+        let name = &after[..end];
+        match env.get(name) {
+            Some(v) => out.push_str(v),
+            None => {
+                return Err(fail(format!(
+                    "secret '{name}' is not set (wasmbase secrets set {name} …)"
+                )))
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// One HTTP job: succeeds only when the response arrived with a status in the
+/// job's range; the status and the first bytes of the body are its output.
+async fn http(st: &AppState, spec: &super::job::HttpSpec) -> Result<Option<String>, Failure> {
+    let (lo, hi) =
+        super::job::success_range(spec.success.as_deref()).map_err(|e| fail(e.message))?;
+    let method = spec
+        .method
+        .clone()
+        .unwrap_or_else(|| if spec.body.is_some() { "POST" } else { "GET" }.into());
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|_| fail(format!("'{method}' is not an HTTP method")))?;
+    let mut req = st.cron.http.request(method, &spec.url);
+    for (k, v) in &spec.headers {
+        req = req.header(k, with_secrets(st, v)?);
+    }
+    match &spec.body {
+        Some(Value::String(s)) => req = req.body(s.clone()),
+        Some(v) => req = req.json(v),
+        None => {}
+    }
+    let mut resp = req
+        .send()
+        .await
+        .map_err(|e| fail(format!("request failed: {}", describe_reqwest(&e))))?;
+    let status = resp.status().as_u16();
+    let max = st.config.cron.output_max_bytes;
+    let mut body = Vec::new();
+    while body.len() < max {
+        match resp.chunk().await {
+            Ok(Some(b)) => body.extend_from_slice(&b),
+            Ok(None) => break,
+            Err(e) => {
+                return Err(fail(format!(
+                    "reading the response failed: {}",
+                    describe_reqwest(&e)
+                )))
+            }
+        }
+    }
+    body.truncate(max);
+    let output = format!("{status} {}", String::from_utf8_lossy(&body));
+    if (lo..=hi).contains(&status) {
+        Ok(Some(output))
+    } else {
+        Err(Failure {
+            output: Some(output),
+            ..fail(format!("the response status {status} is outside {lo}-{hi}"))
+        })
+    }
+}
+
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

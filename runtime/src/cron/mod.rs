@@ -1,0 +1,100 @@
+//! Cron: scheduled SQL, HTTP and function jobs on N nodes without a leader
+//! (docs/CRON.md).
+//!
+//! - [`schedule`]: when a job is due (cron expressions, intervals, zones).
+//! - [`job`]: definitions, their rules and their rows.
+//! - [`scheduler`]: each node's timer over every job; claims ticks with a
+//!   unique insert, renews leases, reaps lost attempts, runs retries.
+//! - [`exec`]: runs one attempt of each kind and records it.
+//! - [`runs`]: the run history as the admin API and the CLI read it.
+
+pub mod exec;
+pub mod job;
+pub mod runs;
+pub mod schedule;
+pub mod scheduler;
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// NOTIFY channel: `job:<id>` when a job changed, `run:<id>` when an attempt
+/// was queued (a retry or a manual run).
+pub const CHANNEL: &str = "wasmbase_cron";
+
+/// What wakes a node's scheduler besides its timer.
+#[derive(Debug)]
+pub enum Event {
+    /// A job was created, changed or deleted.
+    Job(i64),
+    /// An attempt was queued.
+    Run(i64),
+    /// The LISTEN connection was (re)established: notifications may have
+    /// been missed, so reload everything.
+    Resync,
+}
+
+/// This node's cron: the scheduler's inbox and its counters.
+pub struct Cron {
+    /// The id this node records in the runs it claims.
+    pub node: uuid::Uuid,
+    events: mpsc::UnboundedSender<Event>,
+    inbox: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+    /// How long a claimed attempt stays this node's without a renewal.
+    pub lease: Duration,
+    /// The scheduler's own connections, as the owner (bookkeeping only: no
+    /// job's SQL runs on them).
+    pub pool: deadpool_postgres::Pool,
+    /// HTTP jobs' client (no redirects followed: a 3xx is the job's answer).
+    pub http: reqwest::Client,
+    /// Attempts running on this node (`cron_runs.id`), whose leases it renews.
+    pub running: parking_lot::Mutex<std::collections::HashSet<i64>>,
+    /// Attempts this node claimed and started (tests, metrics).
+    pub started: AtomicU64,
+    /// Ticks this node tried to claim (won or not).
+    pub claim_tries: AtomicU64,
+}
+
+impl Cron {
+    /// A node's cron with `node` as its id.
+    pub fn new(node: uuid::Uuid, lease: Duration, pool: deadpool_postgres::Pool) -> Cron {
+        let (events, rx) = mpsc::unbounded_channel();
+        Cron {
+            node,
+            events,
+            inbox: parking_lot::Mutex::new(Some(rx)),
+            lease,
+            pool,
+            running: Default::default(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent("wasmbase-cron")
+                .build()
+                .unwrap_or_default(),
+            started: AtomicU64::new(0),
+            claim_tries: AtomicU64::new(0),
+        }
+    }
+
+    /// Hands a NOTIFY on [`CHANNEL`] to the scheduler.
+    pub fn on_notify(&self, payload: &str) {
+        let ev = match payload.split_once(':') {
+            Some(("job", id)) => id.parse().ok().map(Event::Job),
+            Some(("run", id)) => id.parse().ok().map(Event::Run),
+            _ => None,
+        };
+        if let Some(ev) = ev {
+            let _ = self.events.send(ev);
+        }
+    }
+
+    /// Tells the scheduler that notifications may have been missed.
+    pub fn resync(&self) {
+        let _ = self.events.send(Event::Resync);
+    }
+
+    /// The scheduler's inbox (taken once, by the scheduler task).
+    fn take_inbox(&self) -> Option<mpsc::UnboundedReceiver<Event>> {
+        self.inbox.lock().take()
+    }
+}

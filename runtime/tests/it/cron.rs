@@ -1,0 +1,650 @@
+//! Cron: ticks claimed once across nodes, each job kind end to end, retries,
+//! leases, overlap and missed-tick policies, the admin API. Every wait is on
+//! run rows (polled), never a sleep.
+
+use crate::harness::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+use wasmbase_host_api::keys::KeyKind;
+
+/// The admin API with a secret key.
+struct Admin<'a> {
+    s: &'a TestServer,
+    key: String,
+}
+
+impl Admin<'_> {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self
+            .s
+            .http
+            .request(method, format!("{}/admin/v1/cron{path}", self.s.url))
+            .header("apikey", &self.key);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let st = resp.status().as_u16();
+        (st, resp.json().await.unwrap_or(Value::Null))
+    }
+    async fn create(&self, job: Value) -> Value {
+        let (st, body) = self.call(reqwest::Method::POST, "/jobs", Some(job)).await;
+        assert_eq!(st, 201, "{body}");
+        body
+    }
+    async fn run(&self, name: &str) -> i64 {
+        let (st, body) = self
+            .call(reqwest::Method::POST, &format!("/jobs/{name}/run"), None)
+            .await;
+        assert_eq!(st, 202, "{body}");
+        body["run"].as_i64().unwrap()
+    }
+}
+
+/// Polls `sql` every 20 ms until `done` holds for its rows; fails after `secs`.
+async fn until_rows(
+    c: &tokio_postgres::Client,
+    what: &str,
+    secs: u64,
+    sql: &str,
+    done: impl Fn(&[tokio_postgres::Row]) -> bool,
+) -> Vec<tokio_postgres::Row> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let rows = c.query(sql, &[]).await.unwrap();
+        if done(&rows) {
+            return rows;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// (attempt, status, trigger, error, output, node) of every attempt of `job`, oldest first.
+async fn attempts(
+    c: &tokio_postgres::Client,
+    job: &str,
+) -> Vec<(i32, String, String, Option<String>, Option<String>)> {
+    c.query(
+        "SELECT attempt, status, trigger, error, output FROM wasmbase.cron_runs WHERE job_name = $1 ORDER BY scheduled_for, attempt",
+        &[&job],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+    .collect()
+}
+
+async fn finished(c: &tokio_postgres::Client, job: &str, n: usize) {
+    let sql = format!(
+        "SELECT 1 FROM wasmbase.cron_runs WHERE job_name = '{job}' AND status NOT IN ('pending', 'running')"
+    );
+    until_rows(c, &format!("{job}: {n} finished attempts"), 30, &sql, |r| {
+        r.len() >= n
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn three_nodes_run_every_tick_exactly_once() {
+    let db = TestDb::new().await;
+    let (_, key) = db.key(KeyKind::Secret).await;
+    let small = |c: &mut wasmbase::config::Config| c.database.pool_size = 2;
+    let nodes = [
+        db.server_with(small).await,
+        db.server_with(small).await,
+        db.server_with(small).await,
+    ];
+    let owner = db.owner().await;
+    owner
+        .batch_execute("CREATE TABLE public.ticks (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())")
+        .await
+        .unwrap();
+    let admin = Admin { s: &nodes[0], key };
+    let job = admin
+        .create(json!({
+            "name": "every-second",
+            "schedule": "1 second",
+            "sql": "INSERT INTO public.ticks DEFAULT VALUES",
+        }))
+        .await;
+    assert_eq!(job["next_runs"].as_array().unwrap().len(), 5, "{job}");
+    // Eight consecutive ticks recorded as succeeded.
+    until_rows(
+        &owner,
+        "eight succeeded ticks",
+        30,
+        "SELECT 1 FROM wasmbase.cron_runs WHERE job_name = 'every-second' AND status = 'succeeded'",
+        |r| r.len() >= 8,
+    )
+    .await;
+    let (st, _) = admin
+        .call(reqwest::Method::POST, "/jobs/every-second/pause", None)
+        .await;
+    assert_eq!(st, 200);
+    // Paused: wait until nothing runs, then the evidence is stable.
+    until_rows(
+        &owner,
+        "runs settle after pause",
+        30,
+        "SELECT 1 FROM wasmbase.cron_runs WHERE status IN ('pending', 'running')",
+        |r| r.is_empty(),
+    )
+    .await;
+    let per_tick = owner
+        .query(
+            "SELECT scheduled_for, count(*), array_agg(status) FROM wasmbase.cron_runs WHERE job_name = 'every-second' GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(per_tick.len() >= 8);
+    for r in &per_tick {
+        assert_eq!(r.get::<_, i64>(1), 1, "one attempt per tick");
+        assert_eq!(r.get::<_, Vec<String>>(2), ["succeeded"]);
+    }
+    // Consecutive seconds: no tick lost between the first and the last.
+    let span: f64 = owner
+        .query_one(
+            "SELECT extract(epoch FROM max(scheduled_for) - min(scheduled_for))::float8 FROM wasmbase.cron_runs WHERE job_name = 'every-second'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(span as usize + 1, per_tick.len(), "a tick is missing");
+    // Every tick ran its SQL once.
+    let hits: i64 = owner
+        .query_one("SELECT count(*) FROM public.ticks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(hits as usize, per_tick.len());
+    // Every node competed for the ticks.
+    for n in &nodes {
+        assert!(
+            n.srv
+                .state
+                .cron
+                .claim_tries
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 8
+        );
+    }
+}
+
+#[tokio::test]
+async fn sql_jobs_run_as_service_role_with_a_timeout() {
+    let db = TestDb::new().await;
+    let (_, key) = db.key(KeyKind::Secret).await;
+    let s = db.server().await;
+    let owner = db.owner().await;
+    let admin = Admin { s: &s, key };
+    admin
+        .create(json!({"name": "who", "schedule": "@yearly", "sql": "SELECT current_user AS r, session_user AS s"}))
+        .await;
+    admin
+        .create(json!({"name": "bad", "schedule": "@yearly", "sql": "SELECT 1/0"}))
+        .await;
+    admin
+        .create(json!({"name": "slow", "schedule": "@yearly", "sql": "SELECT pg_sleep(30)", "timeout_ms": 300}))
+        .await;
+    admin
+        .create(json!({"name": "owner-only", "schedule": "@yearly", "sql": "SELECT * FROM wasmbase.cron_jobs"}))
+        .await;
+    for j in ["who", "bad", "slow", "owner-only"] {
+        admin.run(j).await;
+    }
+    for j in ["who", "bad", "slow", "owner-only"] {
+        finished(&owner, j, 1).await;
+    }
+    let who = attempts(&owner, "who").await;
+    assert_eq!(
+        (who[0].1.as_str(), who[0].2.as_str()),
+        ("succeeded", "manual")
+    );
+    let out: Value = serde_json::from_str(who[0].4.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        out["first_row"],
+        json!({"r": "service_role", "s": "wasmbase_functions"})
+    );
+    let bad = attempts(&owner, "bad").await;
+    assert_eq!(bad[0].1, "failed");
+    assert!(bad[0].3.as_deref().unwrap().contains("22012"), "{bad:?}");
+    let slow = attempts(&owner, "slow").await;
+    assert_eq!(slow[0].1, "timed_out", "{slow:?}");
+    let denied = attempts(&owner, "owner-only").await;
+    assert_eq!(denied[0].1, "failed");
+    assert!(
+        denied[0].3.as_deref().unwrap().contains("42501"),
+        "{denied:?}"
+    );
+}
+
+/// A local HTTP target: `/ok` 200, `/bad` 500, `/hang` never answers,
+/// `/echo` answers the Authorization header it got.
+async fn target() -> String {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/ok",
+            get(|| async { "all good" }).post(|| async { "posted" }),
+        )
+        .route(
+            "/bad",
+            get(|| async { (http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+        )
+        .route("/hang", get(std::future::pending::<&'static str>))
+        .route(
+            "/echo",
+            get(|h: http::HeaderMap| async move {
+                h.get("authorization")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default()
+            }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn http_jobs_succeed_only_on_the_configured_status_and_retry_with_backoff() {
+    let db = TestDb::new().await;
+    let (_, key) = db.key(KeyKind::Secret).await;
+    let s = db.server().await;
+    let owner = db.owner().await;
+    let admin = Admin { s: &s, key };
+    let t = target().await;
+    admin
+        .create(json!({"name": "ok", "schedule": "@yearly", "http": {"url": format!("{t}/ok")}}))
+        .await;
+    admin
+        .create(json!({"name": "bad", "schedule": "@yearly", "http": {"url": format!("{t}/bad")}, "max_attempts": 3, "backoff_ms": 50}))
+        .await;
+    admin
+        .create(json!({"name": "hang", "schedule": "@yearly", "http": {"url": format!("{t}/hang")}, "timeout_ms": 300}))
+        .await;
+    admin
+        .create(json!({"name": "refused", "schedule": "@yearly", "http": {"url": "http://127.0.0.1:9/"}}))
+        .await;
+    admin
+        .create(json!({"name": "no-secret", "schedule": "@yearly", "http": {"url": format!("{t}/echo"), "headers": {"authorization": "Bearer ${NOT_SET}"}}}))
+        .await;
+    admin
+        .create(json!({"name": "accept-500", "schedule": "@yearly", "http": {"url": format!("{t}/bad"), "success": "500"}}))
+        .await;
+    for j in ["ok", "bad", "hang", "refused", "no-secret", "accept-500"] {
+        admin.run(j).await;
+    }
+    for (j, n) in [
+        ("ok", 1),
+        ("bad", 3),
+        ("hang", 1),
+        ("refused", 1),
+        ("no-secret", 1),
+        ("accept-500", 1),
+    ] {
+        finished(&owner, j, n).await;
+    }
+    let ok = attempts(&owner, "ok").await;
+    assert_eq!(
+        (ok[0].1.as_str(), ok[0].4.as_deref()),
+        ("succeeded", Some("200 all good"))
+    );
+    let bad = attempts(&owner, "bad").await;
+    let seen: Vec<(i32, &str, &str)> = bad
+        .iter()
+        .map(|a| (a.0, a.1.as_str(), a.2.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, "failed", "manual"),
+            (2, "failed", "retry"),
+            (3, "failed", "retry")
+        ]
+    );
+    assert_eq!(bad[0].4.as_deref(), Some("500 boom"));
+    assert!(bad[0]
+        .3
+        .as_deref()
+        .unwrap()
+        .contains("500 is outside 200-299"));
+    // One run id for the three attempts; retries waited (backoff with jitter:
+    // at least half of 50 ms, then of 100 ms).
+    let r = owner
+        .query_one(
+            "SELECT (SELECT count(DISTINCT run_id) FROM wasmbase.cron_runs WHERE job_name = 'bad'), \
+             bool_and(a2.due_at >= a1.finished_at + interval '25 ms' AND a2.started_at >= a2.due_at) \
+             FROM wasmbase.cron_runs a1 JOIN wasmbase.cron_runs a2 USING (job_id, scheduled_for) \
+             WHERE a1.job_name = 'bad' AND a2.attempt = a1.attempt + 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, i64>(0), 1);
+    assert!(r.get::<_, bool>(1), "a retry came before its backoff");
+    let hang = attempts(&owner, "hang").await;
+    assert_eq!(hang[0].1, "timed_out");
+    let refused = attempts(&owner, "refused").await;
+    assert_eq!(refused[0].1, "failed");
+    assert!(
+        refused[0].3.as_deref().unwrap().contains("request failed"),
+        "{refused:?}"
+    );
+    let no_secret = attempts(&owner, "no-secret").await;
+    assert!(no_secret[0]
+        .3
+        .as_deref()
+        .unwrap()
+        .contains("secret 'NOT_SET' is not set"));
+    assert_eq!(attempts(&owner, "accept-500").await[0].1, "succeeded");
+}
+
+#[tokio::test]
+async fn a_lost_attempt_is_retried_on_another_node() {
+    let db = TestDb::new().await;
+    let (_, key) = db.key(KeyKind::Secret).await;
+    let owner = db.owner().await;
+    owner
+        .batch_execute("CREATE SEQUENCE public.tries")
+        .await
+        .unwrap();
+    // A short lease so the test does not wait 30 s for the default one.
+    let lease = |c: &mut wasmbase::config::Config| c.cron.lease_secs = 1;
+    let a = db.server_with(lease).await;
+    let admin = Admin { s: &a, key };
+    // The first attempt hangs (its node dies under it); the retry returns (a
+    // sequence, because the first attempt's transaction never commits).
+    admin
+        .create(json!({
+            "name": "long", "schedule": "@yearly", "max_attempts": 2, "backoff_ms": 0, "timeout_ms": 60000,
+            "sql": "SELECT pg_sleep(60) WHERE nextval('public.tries') = 1",
+        }))
+        .await;
+    admin.run("long").await;
+    until_rows(
+        &owner,
+        "attempt 1 running",
+        30,
+        "SELECT 1 FROM wasmbase.cron_runs WHERE status = 'running'",
+        |r| r.len() == 1,
+    )
+    .await;
+    let node_a = a.srv.state.cron.node;
+    a.srv.shutdown().await;
+    let b = db.server_with(lease).await;
+    finished(&owner, "long", 2).await;
+    let rows = owner
+        .query(
+            "SELECT attempt, status, node, trigger, error, run_id FROM wasmbase.cron_runs WHERE job_name = 'long' ORDER BY attempt",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get::<_, String>(1), "lost");
+    assert_eq!(rows[0].get::<_, uuid::Uuid>(2), node_a);
+    assert!(rows[0]
+        .get::<_, String>(4)
+        .contains("stopped renewing its lease"));
+    assert_eq!(rows[1].get::<_, String>(1), "succeeded");
+    assert_eq!(rows[1].get::<_, uuid::Uuid>(2), b.srv.state.cron.node);
+    assert_eq!(rows[1].get::<_, String>(3), "retry");
+    assert_eq!(
+        rows[0].get::<_, uuid::Uuid>(5),
+        rows[1].get::<_, uuid::Uuid>(5)
+    );
+}
+
+#[tokio::test]
+async fn overlap_forbid_skips_ticks_while_the_previous_run_runs() {
+    let db = TestDb::new().await;
+    let (_, key) = db.key(KeyKind::Secret).await;
+    let s = db.server().await;
+    let owner = db.owner().await;
+    let admin = Admin { s: &s, key };
+    admin
+        .create(json!({"name": "slow", "schedule": "1 second", "sql": "SELECT pg_sleep(1.6)"}))
+        .await;
+    let rows = until_rows(
+        &owner,
+        "a skipped tick after a succeeded run",
+        30,
+        "SELECT status, error FROM wasmbase.cron_runs WHERE job_name = 'slow' AND status IN ('skipped', 'succeeded') ORDER BY scheduled_for",
+        |r| r.iter().any(|r| r.get::<_, String>(0) == "skipped") && r.iter().any(|r| r.get::<_, String>(0) == "succeeded"),
+    )
+    .await;
+    let skipped = rows
+        .iter()
+        .find(|r| r.get::<_, String>(0) == "skipped")
+        .unwrap();
+    assert!(skipped.get::<_, String>(1).contains("overlap = forbid"));
+    // Never two at once.
+    let max_running: i64 = owner
+        .query_one(
+            "SELECT count(*) FROM wasmbase.cron_runs a JOIN wasmbase.cron_runs b ON a.job_id = b.job_id AND a.id < b.id \
+             AND a.status = 'succeeded' AND b.status = 'succeeded' \
+             AND tstzrange(a.started_at, a.finished_at) && tstzrange(b.started_at, b.finished_at)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(max_running, 0);
+    admin
+        .call(reqwest::Method::DELETE, "/jobs/slow", None)
+        .await;
+}
+
+#[tokio::test]
+async fn missed_ticks_follow_each_jobs_policy() {
+    let db = TestDb::new().await;
+    let owner = db.owner().await;
+    // Jobs made while no node runs, active for the last hour.
+    for (name, missed, max) in [
+        ("skip", "skip", 0),
+        ("once", "run_once", 0),
+        ("three", "catch_up", 3),
+    ] {
+        let def: wasmbase::cron::job::JobDef = serde_json::from_value(json!({
+            "name": name, "schedule": "* * * * *", "sql": "SELECT 1", "missed": missed, "catch_up_max": max,
+        }))
+        .unwrap();
+        wasmbase::cron::job::create(&owner, &def, "api", None, "test".into())
+            .await
+            .unwrap();
+    }
+    owner
+        .batch_execute("UPDATE wasmbase.cron_jobs SET active_since = now() - interval '1 hour'")
+        .await
+        .unwrap();
+    let _s = db.server().await;
+    finished(&owner, "once", 1).await;
+    finished(&owner, "three", 3).await;
+    let once = attempts(&owner, "once").await;
+    let missed: Vec<_> = once.iter().filter(|a| a.2 == "missed").collect();
+    assert_eq!(missed.len(), 1, "{once:?}");
+    let three = attempts(&owner, "three").await;
+    assert_eq!(
+        three.iter().filter(|a| a.2 == "missed").count(),
+        3,
+        "{three:?}"
+    );
+    // The latest missed ticks, one minute apart, the newest at most a minute old.
+    let r = owner
+        .query_one(
+            "SELECT extract(epoch FROM max(scheduled_for) - min(scheduled_for))::float8, now() - max(scheduled_for) <= interval '61 s' \
+             FROM wasmbase.cron_runs WHERE job_name = 'three' AND trigger = 'missed'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, f64>(0), 120.0);
+    assert!(r.get::<_, bool>(1));
+    assert!(attempts(&owner, "skip")
+        .await
+        .iter()
+        .all(|a| a.2 != "missed"));
+}
+
+#[tokio::test]
+async fn admin_api_validates_audits_and_is_service_only() {
+    let db = TestDb::new().await;
+    let (_, key) = db.key(KeyKind::Secret).await;
+    let (_, pk) = db.key(KeyKind::Publishable).await;
+    let s = db.server().await;
+    let owner = db.owner().await;
+    let admin = Admin { s: &s, key };
+    let anon = Admin { s: &s, key: pk };
+    let (st, body) = anon.call(reqwest::Method::GET, "/jobs", None).await;
+    assert_eq!((st, body["code"].as_str()), (403, Some("forbidden")));
+    // Bad input: a clear code, and the position of a bad field.
+    let cases = [
+        (
+            json!({"name": "x", "schedule": "0 25 * * *", "sql": "SELECT 1"}),
+            "invalid_schedule",
+            Some(3),
+        ),
+        (
+            json!({"name": "x", "schedule": "* * *", "sql": "SELECT 1"}),
+            "invalid_schedule",
+            None,
+        ),
+        (
+            json!({"name": "x", "schedule": "@daily", "timezone": "Moon/Base", "sql": "SELECT 1"}),
+            "invalid_timezone",
+            None,
+        ),
+        (
+            json!({"name": "x", "schedule": "@daily"}),
+            "invalid_job",
+            None,
+        ),
+        (
+            json!({"name": "x", "schedule": "@daily", "http": {"url": "file:///etc/passwd"}}),
+            "invalid_job",
+            None,
+        ),
+        (
+            json!({"name": "x", "schedule": "@daily", "sql": "SELECT 1", "max_attempts": 0}),
+            "invalid_job",
+            None,
+        ),
+        (
+            json!({"name": "x", "schedule": "@daily", "sql": "SELECT 1", "bogus": 1}),
+            "invalid_body",
+            None,
+        ),
+    ];
+    for (job, code, pos) in cases {
+        let (st, body) = admin
+            .call(reqwest::Method::POST, "/jobs", Some(job.clone()))
+            .await;
+        assert_eq!(
+            (st, body["code"].as_str()),
+            (400, Some(code)),
+            "{job} → {body}"
+        );
+        assert_eq!(body["position"].as_u64(), pos.map(|p| p as u64), "{body}");
+    }
+    let job = admin
+        .create(json!({"name": "nightly", "schedule": "30 2 * * *", "timezone": "Europe/Berlin", "sql": "SELECT 1"}))
+        .await;
+    let next: Vec<&str> = job["next_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(next.len(), 5);
+    let (st, body) = admin
+        .call(
+            reqwest::Method::POST,
+            "/jobs",
+            Some(json!({"name": "nightly", "schedule": "@daily", "sql": "SELECT 1"})),
+        )
+        .await;
+    assert_eq!((st, body["code"].as_str()), (409, Some("job_exists")));
+    let (st, body) = admin
+        .call(
+            reqwest::Method::PATCH,
+            "/jobs/nightly",
+            Some(json!({"schedule": "0 3 * * *", "max_attempts": 3})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        (body["schedule"].as_str(), body["max_attempts"].as_i64()),
+        (Some("0 3 * * *"), Some(3))
+    );
+    let (_, body) = admin
+        .call(reqwest::Method::POST, "/jobs/nightly/pause", None)
+        .await;
+    assert_eq!(
+        (
+            body["paused"].as_bool(),
+            body["next_runs"].as_array().map(Vec::len)
+        ),
+        (Some(true), Some(0))
+    );
+    let (_, body) = admin
+        .call(reqwest::Method::POST, "/jobs/nightly/resume", None)
+        .await;
+    assert_eq!(body["paused"].as_bool(), Some(false));
+    let run = admin.run("nightly").await;
+    finished(&owner, "nightly", 1).await;
+    let (st, body) = admin
+        .call(reqwest::Method::GET, &format!("/runs/{run}"), None)
+        .await;
+    assert_eq!(
+        (st, body["status"].as_str(), body["trigger"].as_str()),
+        (200, Some("succeeded"), Some("manual"))
+    );
+    let (_, list) = admin
+        .call(
+            reqwest::Method::GET,
+            "/runs?job=nightly&status=succeeded",
+            None,
+        )
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let (st, body) = admin
+        .call(reqwest::Method::GET, "/runs?since=yesterday", None)
+        .await;
+    assert_eq!((st, body["code"].as_str()), (400, Some("invalid_query")));
+    let (st, _) = admin
+        .call(reqwest::Method::DELETE, "/jobs/nightly", None)
+        .await;
+    assert_eq!(st, 200);
+    let (st, body) = admin
+        .call(reqwest::Method::GET, "/jobs/nightly", None)
+        .await;
+    assert_eq!((st, body["code"].as_str()), (404, Some("job_not_found")));
+    // History outlives the job; every change is in the audit log.
+    assert_eq!(attempts(&owner, "nightly").await.len(), 1);
+    let actions: Vec<String> = owner
+        .query(
+            "SELECT action FROM wasmbase.audit_log WHERE target = 'nightly' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "cron.job.create",
+            "cron.job.update",
+            "cron.job.update",
+            "cron.job.update",
+            "cron.job.run",
+            "cron.job.delete"
+        ]
+    );
+}
