@@ -34,14 +34,11 @@ pub fn routes() -> Router<AppState> {
         .route("/fn/{name}/{*rest}", any(handle))
 }
 
-async fn handle(
-    State(st): State<AppState>,
-    Path(params): Path<HashMap<String, String>>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let name = params.get("name").cloned().unwrap_or_default();
-    let f = match st.functions.registry.get(&name) {
-        Availability::Ready(f) => f,
+/// The deployed function `name`, or the error a caller gets while it is
+/// missing or still starting.
+pub fn lookup(st: &AppState, name: &str) -> Result<Arc<crate::functions::load::Loaded>, ApiError> {
+    match st.functions.registry.get(name) {
+        Availability::Ready(f) => Ok(f),
         Availability::Starting => {
             let mut e = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -49,19 +46,37 @@ async fn handle(
                 format!("Function {name} is still being built or compiled"),
             );
             e.retry_after = Some(1);
-            return Err(e);
+            Err(e)
         }
-        Availability::Missing => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "function_not_found",
-                format!("No function named {name:?}"),
-            ))
-        }
-    };
+        Availability::Missing => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "function_not_found",
+            format!("No function named {name:?}"),
+        )),
+    }
+}
+
+async fn handle(
+    State(st): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let name = params.get("name").cloned().unwrap_or_default();
+    let f = lookup(&st, &name)?;
     let (parts, body) = req.into_parts();
     // `verify_jwt = false` waives the key: the gate's open list decides.
     let caller = admit(&parts, &st, !f.manifest.verify_jwt)?;
+    invoke_as(&st, f, caller, http::Request::from_parts(parts, body)).await
+}
+
+/// Calls `f` with `req` as `caller`, with the grants its manifest gives: what
+/// an HTTP request and a cron `call` job both go through.
+pub async fn invoke_as(
+    st: &AppState,
+    f: Arc<crate::functions::load::Loaded>,
+    caller: Principal,
+    req: Request,
+) -> Result<Response, ApiError> {
     let fx = &st.functions;
     let db = match f.manifest.db {
         DbMode::None => None,
@@ -119,5 +134,5 @@ async fn handle(
             .max(Duration::from_millis(1)),
         body_limit: st.body_limit as usize,
     };
-    invoke::call(f, inputs, http::Request::from_parts(parts, body)).await
+    invoke::call(f, inputs, req).await
 }

@@ -164,6 +164,11 @@ async fn run_kind(st: &AppState, c: &Claimed) -> Result<Option<String>, Failure>
                 .map_err(|e| fail(format!("unreadable http job: {e}")))?;
             http(st, &spec).await
         }
+        "call" => {
+            let spec: super::job::CallSpec = serde_json::from_value(c.spec.clone())
+                .map_err(|e| fail(format!("unreadable call job: {e}")))?;
+            call(st, c, &spec).await
+        }
         other => Err(fail(format!("jobs of kind '{other}' cannot run yet"))),
     }
 }
@@ -281,8 +286,20 @@ async fn http(st: &AppState, spec: &super::job::HttpSpec) -> Result<Option<Strin
             }
         }
     }
+    judge(status, body, max, (lo, hi))
+}
+
+/// An HTTP answer as a run's outcome: `"<status> <first bytes>"` as output,
+/// success only inside `range`.
+fn judge(
+    status: u16,
+    mut body: Vec<u8>,
+    max: usize,
+    range: (u16, u16),
+) -> Result<Option<String>, Failure> {
     body.truncate(max);
     let output = format!("{status} {}", String::from_utf8_lossy(&body));
+    let (lo, hi) = range;
     if (lo..=hi).contains(&status) {
         Ok(Some(output))
     } else {
@@ -291,6 +308,63 @@ async fn http(st: &AppState, spec: &super::job::HttpSpec) -> Result<Option<Strin
             ..fail(format!("the response status {status} is outside {lo}-{hi}"))
         })
     }
+}
+
+/// A `call` job: `POST /functions/v1/<function>` with the job's body, run in
+/// this process as service_role (as Supabase Cron calls an Edge Function with
+/// the service key), under the function's own grants and limits. The run id
+/// and attempt go along as `x-cron-run-id` / `x-cron-attempt` headers so the
+/// function can make its work idempotent. Succeeds on a 2xx answer.
+async fn call(
+    st: &AppState,
+    c: &Claimed,
+    spec: &super::job::CallSpec,
+) -> Result<Option<String>, Failure> {
+    use http_body_util::BodyExt;
+    let f = crate::api::functions::lookup(st, &spec.function).map_err(|e| {
+        fail(format!(
+            "function '{}': {} ({})",
+            spec.function, e.message, e.code
+        ))
+    })?;
+    let (body, kind) = match &spec.body {
+        None => (Vec::new(), "application/json"),
+        Some(Value::String(s)) => (s.clone().into_bytes(), "text/plain; charset=utf-8"),
+        Some(v) => (v.to_string().into_bytes(), "application/json"),
+    };
+    let req = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(format!("/functions/v1/{}", spec.function))
+        .header(http::header::CONTENT_TYPE, kind)
+        .header("x-cron-run-id", c.run_id.to_string())
+        .header("x-cron-attempt", c.attempt.to_string())
+        .body(axum::body::Body::from(body))
+        .map_err(|e| fail(format!("building the request: {e}")))?;
+    let principal = wasmbase_host_api::Principal::for_role(wasmbase_host_api::Role::ServiceRole);
+    let resp = crate::api::functions::invoke_as(st, f, principal, req)
+        .await
+        .map_err(|e| {
+            fail(format!(
+                "function '{}': {} ({})",
+                spec.function, e.message, e.code
+            ))
+        })?;
+    let status = resp.status().as_u16();
+    let max = st.config.cron.output_max_bytes;
+    let mut body = resp.into_body();
+    let mut out = Vec::new();
+    while out.len() < max {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    out.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => return Err(fail(format!("reading the function's answer: {e}"))),
+            None => break,
+        }
+    }
+    judge(status, out, max, (200, 299))
 }
 
 fn describe_reqwest(e: &reqwest::Error) -> String {

@@ -648,3 +648,40 @@ async fn admin_api_validates_audits_and_is_service_only() {
         ]
     );
 }
+
+#[tokio::test]
+async fn call_jobs_invoke_a_deployed_function_with_their_body() {
+    let db = TestDb::new().await;
+    let (_, key) = db.key(KeyKind::Secret).await;
+    let s = db.functions_server(|_| {}).await;
+    s.wait_function("hello").await;
+    let owner = db.owner().await;
+    let admin = Admin { s: &s, key };
+    admin
+        .create(json!({"name": "greet", "schedule": "@yearly", "call": {"function": "hello", "body": {"n": 1}}}))
+        .await;
+    admin
+        .create(json!({"name": "nobody", "schedule": "@yearly", "call": {"function": "no-such-function"}}))
+        .await;
+    admin.run("greet").await;
+    admin.run("nobody").await;
+    finished(&owner, "greet", 1).await;
+    finished(&owner, "nobody", 1).await;
+    let greet = attempts(&owner, "greet").await;
+    assert_eq!(greet[0].1, "succeeded", "{greet:?}");
+    let out = greet[0].4.as_deref().unwrap();
+    let (status, body) = out.split_once(' ').unwrap();
+    assert_eq!(status, "200");
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["received"], json!({"n": 1}));
+    let nobody = attempts(&owner, "nobody").await;
+    assert_eq!(nobody[0].1, "failed");
+    assert!(
+        nobody[0]
+            .3
+            .as_deref()
+            .unwrap()
+            .contains("function_not_found"),
+        "{nobody:?}"
+    );
+}
