@@ -5,8 +5,8 @@
 //! routes → parse (name, principal by the manifest's `verify_jwt`) → admission
 //! and exec (`functions::invoke`) → response (the guest's, streamed).
 
-use crate::functions::invoke::{self, Inputs};
-use crate::functions::manifest::DbMode;
+use crate::functions::invoke;
+use crate::functions::load::Loaded;
 use crate::functions::registry::Availability;
 use crate::server::caller::admit;
 use crate::server::error::ApiError;
@@ -19,11 +19,7 @@ use axum::Router;
 use http::StatusCode;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
-use wasmbase_host_api::data::Limits;
-use wasmbase_host_api::guest::storage::StorageAccess;
-use wasmbase_host_api::guest::DbAccess;
-use wasmbase_host_api::{Principal, Role};
+use wasmbase_host_api::Principal;
 
 /// Routes of this module.
 pub fn routes() -> Router<AppState> {
@@ -36,7 +32,7 @@ pub fn routes() -> Router<AppState> {
 
 /// The deployed function `name`, or the error a caller gets while it is
 /// missing or still starting.
-pub fn lookup(st: &AppState, name: &str) -> Result<Arc<crate::functions::load::Loaded>, ApiError> {
+pub fn lookup(st: &AppState, name: &str) -> Result<Arc<Loaded>, ApiError> {
     match st.functions.registry.get(name) {
         Availability::Ready(f) => Ok(f),
         Availability::Starting => {
@@ -73,66 +69,11 @@ async fn handle(
 /// an HTTP request and a cron `call` job both go through.
 pub async fn invoke_as(
     st: &AppState,
-    f: Arc<crate::functions::load::Loaded>,
+    f: Arc<Loaded>,
     caller: Principal,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let fx = &st.functions;
-    let db = match f.manifest.db {
-        DbMode::None => None,
-        mode => Some(DbAccess {
-            pool: st.pool.clone(),
-            principal: if mode == DbMode::Service {
-                Principal::for_role(Role::ServiceRole)
-            } else {
-                caller.clone()
-            },
-            schema: st.schema.clone(),
-            limits: Limits {
-                max_rows: st.config.database.max_rows,
-                allow_unfiltered_writes: st.config.database.allow_unfiltered_writes,
-            },
-            cache_size: st.config.database.statement_cache_size,
-            statement_timeout: if mode == DbMode::Service {
-                st.statement_timeout(&Principal::for_role(Role::ServiceRole))
-            } else {
-                st.statement_timeout(&caller)
-            },
-            sql: (mode == DbMode::Service).then(|| fx.sql_pool.clone()),
-            permits: fx.db_permits.clone(),
-        }),
-    };
-    let storage = (!f.storage.is_empty()).then(|| {
-        // As the caller, or as service_role for a `db = "service"` function.
-        let principal = match f.manifest.db {
-            DbMode::Service => Principal::for_role(Role::ServiceRole),
-            _ => caller.clone(),
-        };
-        StorageAccess {
-            storage: st.storage.clone(),
-            pool: st.pool.clone(),
-            statement_timeout: st.statement_timeout(&principal),
-            principal,
-            grants: f.storage.clone(),
-            jwt: st.gate.jwt().clone(),
-            base_url: st.config.auth.external_url.as_deref().map(Arc::from),
-            permits: fx.db_permits.clone(),
-        }
-    });
-    let inputs = Inputs {
-        caller,
-        storage,
-        request_id: current_request_id().unwrap_or_default(),
-        db,
-        env: fx.env.load_full(),
-        global: fx.global.clone(),
-        tick: Duration::from_millis(st.config.functions.tick_ms.max(1)),
-        state: st.clone(),
-        max_timeout: st
-            .request_timeout
-            .saturating_sub(Duration::from_millis(100))
-            .max(Duration::from_millis(1)),
-        body_limit: st.body_limit as usize,
-    };
+    let mut inputs = invoke::inputs(st, &f, caller);
+    inputs.request_id = current_request_id().unwrap_or_default();
     invoke::call(f, inputs, req).await
 }

@@ -76,7 +76,13 @@ pub fn start(st: AppState, c: Claimed) {
     st.cron.running.lock().insert(c.id);
     tokio::spawn(async move {
         let t0 = Instant::now();
-        let outcome = tokio::time::timeout(c.timeout, run_kind(&st, &c)).await;
+        // A handler call enforces the timeout itself (epoch budget and
+        // clock); the grace only bounds a host that would not stop.
+        let limit = match c.kind.as_str() {
+            "function" => c.timeout + Duration::from_secs(1),
+            _ => c.timeout,
+        };
+        let outcome = tokio::time::timeout(limit, run_kind(&st, &c)).await;
         let took = t0.elapsed();
         let (status, error, output) = match outcome {
             Ok(Ok(out)) => ("succeeded", None, out),
@@ -169,7 +175,12 @@ async fn run_kind(st: &AppState, c: &Claimed) -> Result<Option<String>, Failure>
                 .map_err(|e| fail(format!("unreadable call job: {e}")))?;
             call(st, c, &spec).await
         }
-        other => Err(fail(format!("jobs of kind '{other}' cannot run yet"))),
+        "function" => {
+            let spec: super::job::HandlerSpec = serde_json::from_value(c.spec.clone())
+                .map_err(|e| fail(format!("unreadable function job: {e}")))?;
+            handler(st, c, &spec).await
+        }
+        other => Err(fail(format!("jobs of kind '{other}' cannot run"))),
     }
 }
 
@@ -365,6 +376,83 @@ async fn call(
         }
     }
     judge(status, out, max, (200, 299))
+}
+
+/// A function's cron handler (`[[cron]]` entry): the tick, run id, attempt and
+/// payload go in the event; the guest's log lines are kept with the run.
+async fn handler(
+    st: &AppState,
+    c: &Claimed,
+    spec: &super::job::HandlerSpec,
+) -> Result<Option<String>, Failure> {
+    use wasmbase_host_api::{Principal, Role};
+    let f = crate::api::functions::lookup(st, &spec.function).map_err(|e| {
+        fail(format!(
+            "function '{}': {} ({})",
+            spec.function, e.message, e.code
+        ))
+    })?;
+    let role = match spec.role.as_deref() {
+        Some("anon") => Role::Anon,
+        _ => Role::ServiceRole,
+    };
+    let event = crate::functions::scheduled::ScheduleEvent {
+        name: spec.entry.clone(),
+        scheduled_at: c
+            .scheduled_for
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        run_id: c.run_id.to_string(),
+        attempt: c.attempt.max(1) as u32,
+        payload: spec.payload.as_ref().map(Value::to_string),
+    };
+    let out =
+        crate::functions::scheduled::call(st, f, event, Principal::for_role(role), c.timeout).await;
+    if let Err(e) = keep_logs(st, c.id, &out.logs).await {
+        tracing::warn!(job = %c.name, run = c.id, error = %format!("{e:#}"), "cron: keeping a run's log lines");
+    }
+    match out.result {
+        Ok(()) => Ok(None),
+        Err(m) => Err(Failure {
+            timed_out: out.timed_out,
+            ..fail(m)
+        }),
+    }
+}
+
+/// Appends a run's log lines (`wasmbase.cron_run_logs`), cut to the run's
+/// output size in total.
+async fn keep_logs(
+    st: &AppState,
+    run: i64,
+    lines: &[wasmbase_host_api::guest::LogLine],
+) -> anyhow::Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let mut budget = st.config.cron.output_max_bytes;
+    let (mut levels, mut messages) = (Vec::new(), Vec::new());
+    for l in lines {
+        let mut m = l.message.clone();
+        for (k, v) in &l.fields {
+            m.push_str(&format!(" {k}={v}"));
+        }
+        if m.len() > budget {
+            m = truncate(m, budget);
+        }
+        budget = budget.saturating_sub(m.len());
+        levels.push(l.level.to_string());
+        messages.push(m);
+        if budget == 0 {
+            break;
+        }
+    }
+    let db = st.cron.pool.get().await?;
+    db.execute(
+        "INSERT INTO wasmbase.cron_run_logs (run, level, message) SELECT $1, * FROM unnest($2::text[], $3::text[])",
+        &[&run, &levels, &messages],
+    )
+    .await?;
+    Ok(())
 }
 
 fn describe_reqwest(e: &reqwest::Error) -> String {

@@ -246,6 +246,14 @@ impl JobDef {
             }
             success_range(h.success.as_deref())?;
         }
+        if let Some(f) = &self.function {
+            if !crate::functions::manifest::valid_name(&f.function) {
+                return Err(invalid(format!(
+                    "function '{}' is not a function name",
+                    f.function
+                )));
+            }
+        }
         if let Some(c) = &self.call {
             if !crate::functions::manifest::valid_name(&c.function) {
                 return Err(invalid(format!(
@@ -590,6 +598,49 @@ pub async fn delete(
     )
     .await?;
     Ok(job)
+}
+
+/// Makes function `function`'s manifest jobs exactly `defs` (its `[[cron]]`
+/// entries as [`crate::functions::manifest::Manifest::cron_jobs`] builds them):
+/// new entries are created, changed ones replaced, and entries that went away
+/// (or all of them, for a deleted function: `defs` empty) deleted. A job of
+/// another source that holds an entry's name is left alone, with a warning.
+/// Call it inside the transaction that records the deploy.
+pub async fn sync_manifest(
+    c: &impl GenericClient,
+    function: &str,
+    defs: &[JobDef],
+    actor: Actor<'_>,
+) -> Result<(), WriteError> {
+    let rows = c
+        .query(
+            &format!("SELECT {COLUMNS} FROM wasmbase.cron_jobs WHERE source = 'manifest' AND function_name = $1"),
+            &[&function],
+        )
+        .await?;
+    let current: Vec<Job> = rows.iter().map(job_of).collect::<anyhow::Result<_>>()?;
+    for def in defs {
+        match current.iter().find(|j| j.def.name == def.name) {
+            Some(j) if j.def == *def => {}
+            Some(j) => {
+                replace(c, &j.id.to_string(), def, actor).await?;
+            }
+            // Checked first: a failed insert would abort the caller's transaction.
+            None if get(c, &def.name).await?.is_some() => {
+                tracing::warn!(job = %def.name, function, "cron: a job of another source has this [[cron]] entry's name; the entry is not scheduled");
+            }
+            None => {
+                create(c, def, "manifest", Some(function), actor).await?;
+            }
+        }
+    }
+    for j in current
+        .iter()
+        .filter(|j| !defs.iter().any(|d| d.name == j.def.name))
+    {
+        delete(c, &j.id.to_string(), actor).await?;
+    }
+    Ok(())
 }
 
 /// Queues a run of job `key` now, whatever its schedule and pause (`trigger

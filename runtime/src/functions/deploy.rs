@@ -120,6 +120,9 @@ pub async fn deploy(
     )
     .await
     .map_err(db)?;
+    crate::cron::job::sync_manifest(&*tx, &name, &loaded.manifest.cron_jobs(), by)
+        .await
+        .map_err(|e| DeployError::Database(format!("registering its [[cron]] jobs: {e}")))?;
     tx.commit().await.map_err(db)?;
     // Serve it here at once (other nodes follow through NOTIFY), unless a
     // newer change already replaced it.
@@ -158,6 +161,18 @@ pub async fn rollback(
         .await?;
     let Some(row) = row else { return Ok(None) };
     let v: i32 = row.get(0);
+    // The schedules of the version now active.
+    let text: String = tx
+        .query_one(
+            "SELECT manifest FROM wasmbase.function_versions WHERE name = $1 AND version = $2",
+            &[&name, &v],
+        )
+        .await?
+        .get(0);
+    let jobs = Manifest::parse(&text)
+        .map(|m| m.cron_jobs())
+        .unwrap_or_default();
+    crate::cron::job::sync_manifest(&*tx, name, &jobs, by).await?;
     audit::record(
         &*tx,
         by,
@@ -204,6 +219,7 @@ pub async fn delete(st: &AppState, name: &str, by: Actor<'_>) -> Result<bool> {
         .await?;
     if n > 0 {
         audit::record(&*tx, by, "function.delete", name, serde_json::json!({})).await?;
+        crate::cron::job::sync_manifest(&*tx, name, &[], by).await?;
     }
     tx.commit().await?;
     if n > 0 {

@@ -158,17 +158,19 @@ pub(super) async fn run(
     let run = run_handler(store, f, warm, input);
     match tokio::time::timeout(timeout, run).await {
         Ok(Ok(entry)) => (Ok(()), Some(entry)),
-        Ok(Err(e)) => (
-            Err(if store.data().limits.exceeded {
-                Failure::Memory
-            } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-                Failure::Cpu
-            } else {
-                Failure::Trap(format!("{e:?}"))
-            }),
-            None,
-        ),
+        Ok(Err(e)) => (Err(failure(store, e)), None),
         Err(_) => (Err(Failure::Timeout), None),
+    }
+}
+
+/// What a call that failed with `e` on `store` ran into.
+pub(super) fn failure(store: &Store<Ctx>, e: wasmtime::Error) -> Failure {
+    if store.data().limits.exceeded {
+        Failure::Memory
+    } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        Failure::Cpu
+    } else {
+        Failure::Trap(format!("{e:?}"))
     }
 }
 
@@ -214,7 +216,7 @@ pub(super) async fn run_handler(
             let proxy = match (warm, &f.handler) {
                 (Some(Entry::Http(p)), _) => p,
                 (_, HandlerPre::Http(pre)) => pre.instantiate_async(&mut *store).await?,
-                (_, HandlerPre::Buffered(_)) => {
+                (_, HandlerPre::Buffered(_) | HandlerPre::None) => {
                     wasmtime::bail!("{} has no wasi:http handler", f.manifest.name)
                 }
             };
@@ -228,7 +230,7 @@ pub(super) async fn run_handler(
             let handler = match (warm, &f.handler) {
                 (Some(Entry::Buffered(b)), _) => b,
                 (_, HandlerPre::Buffered(pre)) => pre.instantiate_async(&mut *store).await?,
-                (_, HandlerPre::Http(_)) => {
+                (_, HandlerPre::Http(_) | HandlerPre::None) => {
                     wasmtime::bail!("{} has no buffered handler", f.manifest.name)
                 }
             };

@@ -53,6 +53,72 @@ pub struct Inputs {
     pub body_limit: usize,
 }
 
+/// What a call of `f` as `caller` gets: database access as the caller (or as
+/// service_role with `db = "service"`), the storage grants, the env, and the
+/// server's limits. `request_id` is left empty for the caller to set.
+pub fn inputs(st: &crate::server::state::AppState, f: &Loaded, caller: Principal) -> Inputs {
+    use super::manifest::DbMode;
+    use wasmbase_host_api::data::Limits;
+    use wasmbase_host_api::Role;
+    let fx = &st.functions;
+    let service = Principal::for_role(Role::ServiceRole);
+    let db = match f.manifest.db {
+        DbMode::None => None,
+        mode => {
+            let principal = if mode == DbMode::Service {
+                service.clone()
+            } else {
+                caller.clone()
+            };
+            Some(DbAccess {
+                pool: st.pool.clone(),
+                statement_timeout: st.statement_timeout(&principal),
+                principal,
+                schema: st.schema.clone(),
+                limits: Limits {
+                    max_rows: st.config.database.max_rows,
+                    allow_unfiltered_writes: st.config.database.allow_unfiltered_writes,
+                },
+                cache_size: st.config.database.statement_cache_size,
+                sql: (mode == DbMode::Service).then(|| fx.sql_pool.clone()),
+                permits: fx.db_permits.clone(),
+            })
+        }
+    };
+    let storage = (!f.storage.is_empty()).then(|| {
+        // As the caller, or as service_role for a `db = "service"` function.
+        let principal = match f.manifest.db {
+            DbMode::Service => service.clone(),
+            _ => caller.clone(),
+        };
+        StorageAccess {
+            storage: st.storage.clone(),
+            pool: st.pool.clone(),
+            statement_timeout: st.statement_timeout(&principal),
+            principal,
+            grants: f.storage.clone(),
+            jwt: st.gate.jwt().clone(),
+            base_url: st.config.auth.external_url.as_deref().map(Arc::from),
+            permits: fx.db_permits.clone(),
+        }
+    });
+    Inputs {
+        caller,
+        storage,
+        request_id: String::new(),
+        db,
+        env: fx.env.load_full(),
+        global: fx.global.clone(),
+        tick: Duration::from_millis(st.config.functions.tick_ms.max(1)),
+        state: st.clone(),
+        max_timeout: st
+            .request_timeout
+            .saturating_sub(Duration::from_millis(100))
+            .max(Duration::from_millis(1)),
+        body_limit: st.body_limit as usize,
+    }
+}
+
 /// A request body as the entry point takes it.
 enum ReqBody {
     Read(bytes::Bytes),
@@ -88,6 +154,16 @@ pub async fn call(
     let body = match f.handler {
         HandlerPre::Buffered(_) => ReqBody::Read(read_body(body, inputs.body_limit).await?),
         HandlerPre::Http(_) => ReqBody::Stream(body),
+        HandlerPre::None => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_http_handler",
+                format!(
+                    "Function {} has no HTTP entry point (it runs on its [[cron]] schedules only)",
+                    f.manifest.name
+                ),
+            ))
+        }
     };
     let permits = admission::admit(&f, inputs.global)?;
     let limits = &f.manifest.limits;

@@ -2,7 +2,9 @@
 //!
 //! A component must export a handler, `wasi:http/incoming-handler@0.2.x`
 //! (any wasi:http tooling) or `wasmbase:platform/buffered-handler@0.1.x`
-//! (`wasmbase-sdk`; Wasmbase prefers it when both are there), and may import
+//! (`wasmbase-sdk`; Wasmbase prefers it when both are there), or only
+//! `wasmbase:platform/cron-handler@0.1.x` (a function that runs on its
+//! `[[cron]]` schedules alone), and may import
 //! WASI (always linked, inert beyond what is granted) and only the
 //! `wasmbase:platform` interfaces its manifest grants (`storage` only with a
 //! `storage` grant; which buckets, the call checks); anything else is refused
@@ -41,6 +43,9 @@ pub struct Loaded {
     pub warm: WarmPool,
     /// The manifest's storage grants, parsed once.
     pub storage: Arc<Grants>,
+    /// The `cron-handler` export, when the component has one (what its
+    /// `[[cron]]` entries call).
+    pub cron: Option<super::scheduled::CronPre<Ctx>>,
 }
 
 /// The typed view of [`Loaded::instance`] that serves calls: the one-call
@@ -50,6 +55,8 @@ pub enum HandlerPre {
     Http(ProxyPre<Ctx>),
     /// `wasmbase:platform/buffered-handler`.
     Buffered(BufferedPre<Ctx>),
+    /// No HTTP entry point: a component that only exports `cron-handler`.
+    None,
 }
 
 /// Why a function was not loaded (shown to whoever deployed or edited it).
@@ -114,11 +121,15 @@ pub fn prepare(
     };
     let http = exports("wasi:http/incoming-handler@0.2.");
     let one_call = exports("wasmbase:platform/buffered-handler@0.1.");
+    let scheduled = exports("wasmbase:platform/cron-handler@0.1.");
     let no_handler = || {
-        err("exports no handler: neither wasi:http/incoming-handler@0.2.x nor wasmbase:platform/buffered-handler@0.1.x (build it with wasmbase-sdk's export!, or any wasi:http tooling)".into())
+        err("exports no handler: neither wasi:http/incoming-handler@0.2.x nor wasmbase:platform/buffered-handler@0.1.x nor wasmbase:platform/cron-handler@0.1.x (build it with wasmbase-sdk's export! or export_cron!, or any wasi:http tooling)".into())
     };
-    if !http && !one_call {
+    if !http && !one_call && !scheduled {
         return Err(no_handler());
+    }
+    if !manifest.cron.is_empty() && !scheduled {
+        return Err(err("has [[cron]] entries in function.toml but does not export wasmbase:platform/cron-handler@0.1.x (wasmbase-sdk's export_cron!)".into()));
     }
     let instance = engine
         .linker
@@ -135,7 +146,11 @@ pub fn prepare(
         // to a wasi:http export is ignored, and wasi:http serves.
         (_, Some(p)) => HandlerPre::Http(p),
         (Some(Err(e)), None) => return Err(linked(e)),
-        (None, None) => return Err(no_handler()),
+        (None, None) => HandlerPre::None,
+    };
+    let cron = match scheduled {
+        true => Some(super::scheduled::CronPre::new(instance.clone()).map_err(linked)?),
+        false => None,
     };
     Ok(Loaded {
         manifest: Arc::new(manifest),
@@ -147,5 +162,6 @@ pub fn prepare(
         version,
         warm: WarmPool::new(engine.warm.clone()),
         storage,
+        cron,
     })
 }

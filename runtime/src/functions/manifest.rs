@@ -81,6 +81,49 @@ pub struct Manifest {
     /// per-caller data. See docs/FUNCTIONS.md.
     #[serde(default = "one")]
     pub reuse: u32,
+    /// Schedules that call the component's `cron-handler` export
+    /// (`[[cron]]`; docs/CRON.md). Registered as jobs `<function>.<name>`
+    /// when the function is deployed (or loaded by `dev`), removed with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cron: Vec<CronEntry>,
+}
+
+/// One `[[cron]]` entry of a manifest.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CronEntry {
+    /// What the handler sees as `schedule-event.name`; unique per function.
+    pub name: String,
+    /// As a job's `schedule`.
+    pub schedule: String,
+    /// IANA zone (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Handed to the handler as JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+    /// `service_role` (the default) or `anon`: whom the handler's data calls
+    /// act as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// One attempt's limit (the function's `limits.timeout_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<i32>,
+    /// Attempts per tick (1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<i32>,
+    /// First retry delay (1000 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<i32>,
+    /// `forbid` (default) or `allow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<crate::cron::job::Overlap>,
+    /// `skip` (default), `run_once` or `catch_up`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed: Option<crate::cron::job::Missed>,
+    /// With `missed = "catch_up"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up_max: Option<i32>,
 }
 
 fn yes() -> bool {
@@ -157,7 +200,58 @@ impl Manifest {
         if !(1..=1_000_000).contains(&self.reuse) {
             return Err("function.toml: `reuse` must be between 1 and 1000000".into());
         }
+        let mut seen = std::collections::HashSet::new();
+        for (i, job) in self.cron_jobs().iter().enumerate() {
+            let entry = &self.cron[i];
+            let at = format!("function.toml: `cron[{i}]`");
+            if !valid_name(&entry.name) || !seen.insert(entry.name.as_str()) {
+                return Err(format!(
+                    "{at}.name: {:?} must be unique, lower-case letters, digits, - or _, starting with a letter",
+                    entry.name
+                ));
+            }
+            if !matches!(
+                entry.role.as_deref(),
+                None | Some("service_role") | Some("anon")
+            ) {
+                return Err(format!("{at}.role must be \"service_role\" or \"anon\""));
+            }
+            job.validate().map_err(|e| match e.position {
+                Some(p) => format!("{at}: {} (at position {p})", e.message),
+                None => format!("{at}: {}", e.message),
+            })?;
+        }
         Ok(())
+    }
+
+    /// The `[[cron]]` entries as the jobs they register.
+    pub fn cron_jobs(&self) -> Vec<crate::cron::job::JobDef> {
+        self.cron
+            .iter()
+            .map(|e| crate::cron::job::JobDef {
+                name: format!("{}.{}", self.name, e.name),
+                schedule: e.schedule.clone(),
+                timezone: e.timezone.clone().unwrap_or_else(|| "UTC".into()),
+                sql: None,
+                http: None,
+                call: None,
+                function: Some(crate::cron::job::HandlerSpec {
+                    function: self.name.clone(),
+                    entry: e.name.clone(),
+                    payload: e.payload.clone(),
+                    role: e.role.clone(),
+                }),
+                timeout_ms: e
+                    .timeout_ms
+                    .unwrap_or(self.limits.timeout_ms.min(i32::MAX as u64) as i32),
+                max_attempts: e.max_attempts.unwrap_or(1),
+                backoff_ms: e.backoff_ms.unwrap_or(1000),
+                overlap: e.overlap.unwrap_or_default(),
+                missed: e.missed.unwrap_or_default(),
+                catch_up_max: e.catch_up_max.unwrap_or(0),
+                paused: false,
+            })
+            .collect()
     }
 
     /// Whether outbound HTTP may go to `authority` (`host` or `host:port`).
@@ -243,6 +337,33 @@ mod tests {
         assert!(g
             .check("other", wasmbase_host_api::guest::storage::Mode::Write)
             .is_err());
+    }
+
+    #[test]
+    fn cron_entries() {
+        let m = Manifest::parse(
+            "name = \"x\"\n[[cron]]\nname = \"nightly\"\nschedule = \"0 3 * * *\"\ntimezone = \"Europe/Berlin\"\npayload = { keep_days = 7 }\n",
+        )
+        .unwrap();
+        let jobs = m.cron_jobs();
+        assert_eq!(jobs[0].name, "x.nightly");
+        assert_eq!(jobs[0].kind(), "function");
+        assert_eq!(jobs[0].timeout_ms, 10_000);
+        let f = jobs[0].function.as_ref().unwrap();
+        assert_eq!(f.payload, Some(serde_json::json!({"keep_days": 7})));
+        let e = Manifest::parse("name = \"x\"\n[[cron]]\nname = \"a\"\nschedule = \"0 25 * * *\"")
+            .unwrap_err();
+        assert!(e.contains("cron[0]") && e.contains("position 3"), "{e}");
+        let e = Manifest::parse(
+            "name = \"x\"\n[[cron]]\nname = \"a\"\nschedule = \"@daily\"\n[[cron]]\nname = \"a\"\nschedule = \"@daily\"",
+        )
+        .unwrap_err();
+        assert!(e.contains("unique"), "{e}");
+        let e = Manifest::parse(
+            "name = \"x\"\n[[cron]]\nname = \"a\"\nschedule = \"@daily\"\nrole = \"postgres\"",
+        )
+        .unwrap_err();
+        assert!(e.contains("role"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod manifest;
 pub mod outbound;
 pub mod record;
 pub mod registry;
+pub mod scheduled;
 pub mod secrets;
 pub mod warm;
 pub mod watch;
@@ -156,7 +157,18 @@ pub async fn load_dir(st: &AppState, fdir: &Path) -> u64 {
     match result {
         Ok(loaded) => {
             tracing::info!(function = %name, hash = %&loaded.hash[..12], "function loaded");
-            fx.registry.install(loaded)
+            let jobs = loaded.manifest.cron_jobs();
+            let version = fx.registry.install(loaded);
+            // `dev` has no deploy step: its [[cron]] entries follow the files.
+            let r = async {
+                let c = st.system.get().await?;
+                crate::cron::job::sync_manifest(&**c, &name, &jobs, "dev".into()).await?;
+                anyhow::Ok(())
+            };
+            if let Err(e) = r.await {
+                tracing::warn!(function = %name, error = %format!("{e:#}"), "registering its [[cron]] jobs");
+            }
+            version
         }
         Err(e) => {
             let msg = format!("{e:#}");

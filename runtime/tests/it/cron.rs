@@ -685,3 +685,141 @@ async fn call_jobs_invoke_a_deployed_function_with_their_body() {
         "{nobody:?}"
     );
 }
+
+const TICKER_TOML: &str = r#"
+name = "ticker"
+db = "service"
+
+[[cron]]
+name = "every"
+schedule = "1 second"
+payload = { k = "v" }
+
+[[cron]]
+name = "retry"
+schedule = "@yearly"
+max_attempts = 3
+backoff_ms = 10
+payload = { fail_before_attempt = 3 }
+
+[[cron]]
+name = "boom"
+schedule = "@yearly"
+payload = { panic = true }
+"#;
+
+#[tokio::test]
+async fn function_cron_handlers_run_from_the_manifest_with_retries() {
+    let db = TestDb::new().await;
+    let (_, key) = db.key(KeyKind::Secret).await;
+    let owner = db.owner().await;
+    owner
+        .batch_execute("CREATE TABLE public.ticker_runs (id bigserial PRIMARY KEY, run_id uuid, attempt int, name text, payload jsonb)")
+        .await
+        .unwrap();
+    // The example function from functions/, with test schedules.
+    let dir = tempfile::tempdir().unwrap();
+    let fdir = dir.path().join("ticker");
+    std::fs::create_dir(&fdir).unwrap();
+    std::fs::copy(
+        repo_root().join("functions/ticker/Cargo.toml"),
+        fdir.join("Cargo.toml"),
+    )
+    .unwrap();
+    std::fs::write(fdir.join("function.toml"), TICKER_TOML).unwrap();
+    let functions = dir.path().to_path_buf();
+    let s = db.functions_server(|c| c.functions.dir = functions).await;
+    s.wait_function("ticker").await;
+    let jobs = "SELECT name FROM wasmbase.cron_jobs WHERE source = 'manifest' AND function_name = 'ticker' ORDER BY name";
+    until_rows(&owner, "the [[cron]] entries registered", 30, jobs, |r| {
+        r.len() == 3
+    })
+    .await;
+    let admin = Admin { s: &s, key };
+    admin.run("ticker.retry").await;
+    admin.run("ticker.boom").await;
+    finished(&owner, "ticker.retry", 3).await;
+    finished(&owner, "ticker.boom", 1).await;
+    until_rows(
+        &owner,
+        "two scheduled ticks handled",
+        30,
+        "SELECT 1 FROM wasmbase.cron_runs WHERE job_name = 'ticker.every' AND status = 'succeeded'",
+        |r| r.len() >= 2,
+    )
+    .await;
+    // Retries: attempts 1 and 2 fail, 3 succeeds, all with one run id that
+    // the handler saw too.
+    let retry = attempts(&owner, "ticker.retry").await;
+    let seen: Vec<(i32, &str)> = retry.iter().map(|a| (a.0, a.1.as_str())).collect();
+    assert_eq!(seen, [(1, "failed"), (2, "failed"), (3, "succeeded")]);
+    assert!(
+        retry[0]
+            .3
+            .as_deref()
+            .unwrap()
+            .contains("failing attempt 1 on purpose"),
+        "{retry:?}"
+    );
+    let handled = owner
+        .query(
+            "SELECT t.attempt FROM public.ticker_runs t JOIN wasmbase.cron_runs r ON r.run_id = t.run_id AND r.attempt = t.attempt \
+             WHERE t.name = 'retry' AND r.job_name = 'ticker.retry' ORDER BY t.attempt",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        handled
+            .iter()
+            .map(|r| r.get::<_, i32>(0))
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let payload: Value = owner
+        .query_one(
+            "SELECT payload FROM public.ticker_runs WHERE name = 'every' LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(payload, json!({"k": "v"}));
+    // A trap is a failed run naming the function, not a crashed server.
+    let boom = attempts(&owner, "ticker.boom").await;
+    assert_eq!(boom[0].1, "failed");
+    assert!(
+        boom[0].3.as_deref().unwrap().contains("function ticker"),
+        "{boom:?}"
+    );
+    // The handler's log lines are kept with its run.
+    let logs: Vec<String> = owner
+        .query(
+            "SELECT l.message FROM wasmbase.cron_run_logs l JOIN wasmbase.cron_runs r ON r.id = l.run WHERE r.job_name = 'ticker.retry' AND r.attempt = 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("tick retry at ") && l.ends_with("(attempt 1)")),
+        "{logs:?}"
+    );
+    // An entry removed from function.toml is unscheduled when the function reloads.
+    std::fs::write(
+        fdir.join("function.toml"),
+        "name = \"ticker\"\ndb = \"service\"\n[[cron]]\nname = \"every\"\nschedule = \"1 second\"\n",
+    )
+    .unwrap();
+    wasmbase::functions::load_dir(&s.srv.state, &fdir).await;
+    until_rows(&owner, "removed entries unscheduled", 30, jobs, |r| {
+        r.len() == 1
+    })
+    .await;
+    admin
+        .call(reqwest::Method::POST, "/jobs/ticker.every/pause", None)
+        .await;
+}

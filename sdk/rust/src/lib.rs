@@ -34,6 +34,17 @@ pub mod bindings {
         generate_all,
     });
 
+    /// The `cron-handler` export (world `wasmbase:platform/cron`).
+    pub mod cron {
+        wit_bindgen::generate!({
+            path: "wit",
+            world: "wasmbase:platform/cron",
+            pub_export_macro: true,
+            export_macro_name: "__export_cron",
+            default_bindings_module: "wasmbase_sdk::bindings::cron",
+        });
+    }
+
     /// The `buffered-handler` export (world `wasmbase:platform/buffered`).
     pub mod buffered {
         wit_bindgen::generate!({
@@ -47,6 +58,7 @@ pub mod bindings {
 }
 
 pub mod auth;
+pub mod cron;
 pub mod data;
 pub mod env;
 pub mod http;
@@ -54,6 +66,7 @@ pub mod log;
 pub mod sql;
 pub mod storage;
 
+pub use cron::{CronHandler, ScheduleEvent};
 pub use http::{fetch, Handler, Request, Response};
 
 /// The error of a platform call (data, sql): a stable `code`, a message, and
@@ -88,6 +101,31 @@ macro_rules! export {
         }
 
         $crate::bindings::buffered::__export_buffered!(__WasmbaseExport with_types_in $crate::bindings::buffered);
+    };
+}
+
+/// Exports `$t` (a [`CronHandler`]) as the component's
+/// `wasmbase:platform/cron-handler`: what the `[[cron]]` entries of its
+/// `function.toml` call. Use it next to [`export!`] (a function with both an
+/// HTTP entry point and schedules) or alone (a function that only runs on a
+/// schedule).
+#[macro_export]
+macro_rules! export_cron {
+    ($t:ty) => {
+        #[doc(hidden)]
+        pub struct __WasmbaseCronExport;
+
+        impl $crate::bindings::cron::exports::wasmbase::platform::cron_handler::Guest
+            for __WasmbaseCronExport
+        {
+            fn on_schedule(
+                event: $crate::bindings::cron::exports::wasmbase::platform::cron_handler::ScheduleEvent,
+            ) -> Result<(), String> {
+                <$t as $crate::CronHandler>::on_schedule($crate::cron::event(event))
+            }
+        }
+
+        $crate::bindings::cron::__export_cron!(__WasmbaseCronExport with_types_in $crate::bindings::cron);
     };
 }
 
