@@ -27,6 +27,13 @@ CREATE TABLE wasmbase.cron_jobs (
   -- Ticks before this instant are never "missed" (creation, resume or a
   -- schedule change moves it).
   active_since  timestamptz NOT NULL DEFAULT now(),
+  -- The latest tick claimed (by the schedule or the missed-tick policy): where
+  -- the missed-tick window starts. Kept here, not read from the runs, so
+  -- pruning history never makes an old tick look missed.
+  last_tick     timestamptz,
+  -- Bumped by every change: a claim carries the version the node scheduled
+  -- the tick from, and a tick of an older definition is not claimed.
+  version       bigint NOT NULL DEFAULT 1,
   created_at    timestamptz NOT NULL DEFAULT now(),
   updated_at    timestamptz NOT NULL DEFAULT now()
 );
@@ -81,6 +88,14 @@ LANGUAGE sql VOLATILE AS $$
                                / 1000.0 * (0.5 + random() * 0.5))
 $$;
 
+-- Wakes every node's scheduler for queued attempt `id`: `run:<id>:<due, ms
+-- since the epoch>`, so a node schedules it without reading it first.
+CREATE FUNCTION wasmbase.cron_announce_run(id bigint) RETURNS void
+LANGUAGE sql AS $$
+  SELECT pg_notify('wasmbase_cron', 'run:' || r.id || ':' || (extract(epoch FROM r.due_at) * 1000)::bigint)
+    FROM wasmbase.cron_runs r WHERE r.id = $1
+$$;
+
 -- Queues the next attempt of run row `r` when its job has attempts left, and
 -- wakes every node's scheduler. The one place retries are decided: a failed
 -- or timed-out attempt (cron_finish) and a lost one (cron_reap) both come here.
@@ -100,7 +115,7 @@ BEGIN
   ON CONFLICT DO NOTHING
   RETURNING id INTO new_id;
   IF new_id IS NOT NULL THEN
-    PERFORM pg_notify('wasmbase_cron', 'run:' || new_id);
+    PERFORM wasmbase.cron_announce_run(new_id);
   END IF;
 END
 $$;
@@ -124,6 +139,9 @@ BEGIN
   IF p_status IN ('failed', 'timed_out') THEN
     PERFORM wasmbase.cron_queue_retry(r);
   END IF;
+  -- Attempts of this job that waited for it (`overlap = forbid`) may start.
+  PERFORM wasmbase.cron_announce_run(q.id)
+     FROM wasmbase.cron_runs q WHERE q.job_id = r.job_id AND q.status = 'pending';
   RETURN true;
 END
 $$;
@@ -147,6 +165,11 @@ BEGIN
     n := n + 1;
     PERFORM wasmbase.cron_queue_retry(r);
   END LOOP;
+  -- Attempts queued for a job deleted meanwhile never start.
+  UPDATE wasmbase.cron_runs q
+     SET status = 'failed', finished_at = now(), error = 'the job was deleted before this attempt started'
+   WHERE q.status = 'pending'
+     AND NOT EXISTS (SELECT 1 FROM wasmbase.cron_jobs j WHERE j.id = q.job_id);
   RETURN n;
 END
 $$;

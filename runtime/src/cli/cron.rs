@@ -45,9 +45,13 @@ enum Cmd {
     Run {
         /// Job name.
         name: String,
-        /// Wait for the run to end and print it; exit 1 if it did not succeed.
+        /// Wait for the run (and its retries) to end and print it; exit 1 if
+        /// it did not succeed.
         #[arg(long)]
         wait: bool,
+        /// With --wait: give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        wait_secs: u64,
     },
     /// Recent runs, newest first.
     Runs {
@@ -223,11 +227,15 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                 .map_err(refused)?;
             println!("resumed {name}");
         }
-        Cmd::Run { name, wait } => {
+        Cmd::Run {
+            name,
+            wait,
+            wait_secs,
+        } => {
             let id = job::trigger(&client, &name, actor).await.map_err(refused)?;
             println!("queued run {id}");
             if wait {
-                let run = wait_for_end(&client, id).await?;
+                let run = wait_for_end(&client, id, Duration::from_secs(wait_secs)).await?;
                 print_runs(std::slice::from_ref(&run));
                 if run.status != "succeeded" {
                     bail!("run {id} ended {}", run.status);
@@ -257,17 +265,39 @@ fn refused(e: job::WriteError) -> anyhow::Error {
     }
 }
 
-/// Waits for attempt `id` to end, woken by the scheduler's NOTIFYs (a retry
-/// queued is followed too: the last attempt of the tick is printed).
-async fn wait_for_end(client: &tokio_postgres::Client, id: i64) -> anyhow::Result<runs::Run> {
+/// Waits for the tick of attempt `id` to end: its last attempt, retries
+/// included (a failed attempt and its retry are recorded in one transaction,
+/// so a terminal latest attempt is the end). Gives up after `limit`.
+async fn wait_for_end(
+    client: &tokio_postgres::Client,
+    id: i64,
+    limit: Duration,
+) -> anyhow::Result<runs::Run> {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let r = runs::get(client, id)
+        let latest: Option<i64> = client
+            .query_opt(
+                "SELECT l.id FROM wasmbase.cron_runs r JOIN wasmbase.cron_runs l USING (run_id) \
+                 WHERE r.id = $1 ORDER BY l.attempt DESC LIMIT 1",
+                &[&id],
+            )
             .await?
-            .with_context(|| format!("run {id} is gone"))?;
+            .map(|r| r.get(0));
+        let r = match latest {
+            Some(l) => runs::get(client, l).await?,
+            None => None,
+        }
+        .with_context(|| format!("run {id} is gone"))?;
         if !matches!(r.status.as_str(), "pending" | "running") {
             return Ok(r);
         }
-        // Polling a single row by key twice a second: no server involvement.
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "run {id} had not ended after {} s (is a server with cron enabled running?)",
+                limit.as_secs()
+            );
+        }
+        // One row by key twice a second: no server involvement.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

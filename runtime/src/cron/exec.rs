@@ -70,11 +70,30 @@ fn fail(error: impl Into<String>) -> Failure {
     }
 }
 
+/// Takes an attempt off this node's running set however its task ends (a
+/// panic included: the lease is then no longer renewed, and the attempt is
+/// reaped as lost and retried elsewhere).
+struct Running {
+    st: AppState,
+    id: i64,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.st.cron.running.lock().remove(&self.id);
+    }
+}
+
 /// Starts `c` on its own task.
 pub fn start(st: AppState, c: Claimed) {
     st.cron.started.fetch_add(1, Ordering::Relaxed);
-    st.cron.running.lock().insert(c.id);
+    let lost = tokio_util::sync::CancellationToken::new();
+    st.cron.running.lock().insert(c.id, lost.clone());
     tokio::spawn(async move {
+        let _running = Running {
+            st: st.clone(),
+            id: c.id,
+        };
         let t0 = Instant::now();
         // A handler call enforces the timeout itself (epoch budget and
         // clock); the grace only bounds a host that would not stop.
@@ -82,7 +101,13 @@ pub fn start(st: AppState, c: Claimed) {
             "function" => c.timeout + Duration::from_secs(1),
             _ => c.timeout,
         };
-        let outcome = tokio::time::timeout(limit, run_kind(&st, &c)).await;
+        let outcome = tokio::select! {
+            o = tokio::time::timeout(limit, run_kind(&st, &c)) => o,
+            _ = lost.cancelled() => {
+                tracing::warn!(job = %c.name, run = c.id, "cron: this node lost the attempt's lease; abandoning it (it is retried per the job)");
+                return;
+            }
+        };
         let took = t0.elapsed();
         let (status, error, output) = match outcome {
             Ok(Ok(out)) => ("succeeded", None, out),
@@ -101,7 +126,6 @@ pub fn start(st: AppState, c: Claimed) {
         let output = output.map(|o| truncate(o, max));
         let error = error.map(|e| truncate(e, max));
         record(&st, &c, status, error, output, took).await;
-        st.cron.running.lock().remove(&c.id);
     });
 }
 
@@ -189,8 +213,8 @@ const SERVICE_CLAIMS: &str = r#"{"role":"service_role"}"#;
 
 /// One SQL job: a transaction on the functions' raw-SQL pool (login
 /// `wasmbase_functions`, never the owner or a superuser) as service_role, with
-/// the job's timeout as `statement_timeout`. Output: rows affected and the
-/// first row of the last result.
+/// the job's timeout as `statement_timeout`. One statement (or a function
+/// call). Output: rows affected and the first row of the result.
 async fn sql(st: &AppState, command: &str, timeout: Duration) -> Result<Option<String>, Failure> {
     let tx = Tx::connect(&st.functions.sql_pool, PoolKind::Isolated)
         .await
@@ -204,7 +228,12 @@ async fn sql(st: &AppState, command: &str, timeout: Duration) -> Result<Option<S
     let command = command.to_owned();
     let msgs = tx
         .run(Some(&acting), |c| {
-            Box::pin(async move { c.simple_query(&command).await.map_err(DbError::from) })
+            Box::pin(async move {
+                // Parsed first: one statement only (a second, e.g. a COMMIT,
+                // could leave the transaction and its timeout behind).
+                c.prepare(&command).await.map_err(DbError::from)?;
+                c.simple_query(&command).await.map_err(DbError::from)
+            })
         })
         .await
         .map_err(|e| Failure {
@@ -281,7 +310,7 @@ async fn http(st: &AppState, spec: &super::job::HttpSpec) -> Result<Option<Strin
     let mut resp = req
         .send()
         .await
-        .map_err(|e| fail(format!("request failed: {}", describe_reqwest(&e))))?;
+        .map_err(|e| fail(format!("request failed: {}", describe_reqwest(e))))?;
     let status = resp.status().as_u16();
     let max = st.config.cron.output_max_bytes;
     let mut body = Vec::new();
@@ -292,7 +321,7 @@ async fn http(st: &AppState, spec: &super::job::HttpSpec) -> Result<Option<Strin
             Err(e) => {
                 return Err(fail(format!(
                     "reading the response failed: {}",
-                    describe_reqwest(&e)
+                    describe_reqwest(e)
                 )))
             }
         }
@@ -455,13 +484,7 @@ async fn keep_logs(
     Ok(())
 }
 
-fn describe_reqwest(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
+/// `e` with its causes (reqwest's own text omits them: "error sending request").
+fn describe_reqwest(e: reqwest::Error) -> String {
+    format!("{:#}", anyhow::Error::from(e))
 }

@@ -226,6 +226,10 @@ impl JobDef {
                 return Err(invalid("sql is empty"));
             }
         }
+        // PostgreSQL stores no NUL in text or jsonb: refused here, not as a 500.
+        if self.name.contains('\0') || self.spec().to_string().contains("\\u0000") {
+            return Err(invalid("a job's fields cannot contain NUL characters"));
+        }
         if let Some(h) = &self.http {
             let url = url::Url::parse(&h.url)
                 .map_err(|e| invalid(format!("http.url is not a URL: {e}")))?;
@@ -487,15 +491,25 @@ pub async fn replace(
     def: &JobDef,
     actor: Actor<'_>,
 ) -> Result<Job, WriteError> {
-    def.validate().map_err(WriteError::Invalid)?;
     let Some(old) = get(c, key).await? else {
         return Err(WriteError::NotFound(key.into()));
     };
+    replace_job(c, &old, def, actor).await
+}
+
+/// [`replace`] for a job already read (by whatever key).
+async fn replace_job(
+    c: &impl GenericClient,
+    old: &Job,
+    def: &JobDef,
+    actor: Actor<'_>,
+) -> Result<Job, WriteError> {
+    def.validate().map_err(WriteError::Invalid)?;
     let row = c
         .query_one(
             &format!(
                 "UPDATE wasmbase.cron_jobs SET name = $2, kind = $3, schedule = $4, timezone = $5, spec = $6, timeout_ms = $7, max_attempts = $8, \
-                 backoff_ms = $9, overlap = $10, missed = $11, catch_up_max = $12, paused = $13, updated_at = now(), \
+                 backoff_ms = $9, overlap = $10, missed = $11, catch_up_max = $12, paused = $13, updated_at = now(), version = version + 1, \
                  active_since = CASE WHEN schedule <> $4 OR timezone <> $5 OR (paused AND NOT $13) THEN now() ELSE active_since END \
                  WHERE id = $1 RETURNING {COLUMNS}"
             ),
@@ -549,6 +563,17 @@ pub async fn patch(
             "the body must be a JSON object",
         )));
     };
+    if old.source == "manifest" && fields.keys().any(|k| k != "paused") {
+        return Err(WriteError::Invalid(invalid(format!(
+            "job '{}' comes from its function's function.toml: change it there (only `paused` can be set here)",
+            old.def.name
+        ))));
+    }
+    if old.source != "manifest" && fields.contains_key("function") {
+        return Err(WriteError::Invalid(invalid(
+            "handler jobs come from a function's function.toml ([[cron]]); use `call` to call a function",
+        )));
+    }
     let mut merged = serde_json::to_value(&old.def).map_err(anyhow::Error::from)?;
     for (k, v) in fields {
         if v.is_null() {
@@ -566,7 +591,7 @@ pub async fn patch(
     }
     let def: JobDef =
         serde_json::from_value(merged).map_err(|e| WriteError::Invalid(invalid(e.to_string())))?;
-    replace(c, &old.id.to_string(), &def, actor).await
+    replace_job(c, &old, &def, actor).await
 }
 
 /// Deletes job `key` (its history stays); a run in progress finishes and is
@@ -579,6 +604,12 @@ pub async fn delete(
     let Some(job) = get(c, key).await? else {
         return Err(WriteError::NotFound(key.into()));
     };
+    delete_job(c, &job, actor).await?;
+    Ok(job)
+}
+
+/// [`delete`] for a job already read.
+async fn delete_job(c: &impl GenericClient, job: &Job, actor: Actor<'_>) -> Result<(), WriteError> {
     c.execute("DELETE FROM wasmbase.cron_jobs WHERE id = $1", &[&job.id])
         .await?;
     // Retries and manual runs waiting for it will not run now.
@@ -597,7 +628,7 @@ pub async fn delete(
         json!({ "id": job.id }),
     )
     .await?;
-    Ok(job)
+    Ok(())
 }
 
 /// Makes function `function`'s manifest jobs exactly `defs` (its `[[cron]]`
@@ -621,9 +652,19 @@ pub async fn sync_manifest(
     let current: Vec<Job> = rows.iter().map(job_of).collect::<anyhow::Result<_>>()?;
     for def in defs {
         match current.iter().find(|j| j.def.name == def.name) {
-            Some(j) if j.def == *def => {}
+            // A pause set by an operator survives a redeploy.
+            Some(j)
+                if j.def
+                    == JobDef {
+                        paused: j.def.paused,
+                        ..def.clone()
+                    } => {}
             Some(j) => {
-                replace(c, &j.id.to_string(), def, actor).await?;
+                let def = JobDef {
+                    paused: j.def.paused,
+                    ..def.clone()
+                };
+                replace_job(c, j, &def, actor).await?;
             }
             // Checked first: a failed insert would abort the caller's transaction.
             None if get(c, &def.name).await?.is_some() => {
@@ -661,11 +702,8 @@ pub async fn trigger(
         )
         .await?
         .get(0);
-    c.execute(
-        "SELECT pg_notify($1, 'run:' || $2::bigint)",
-        &[&super::CHANNEL, &id],
-    )
-    .await?;
+    c.execute("SELECT wasmbase.cron_announce_run($1)", &[&id])
+        .await?;
     audit::record(
         c,
         actor,

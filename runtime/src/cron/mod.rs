@@ -27,8 +27,8 @@ pub const CHANNEL: &str = "wasmbase_cron";
 pub enum Event {
     /// A job was created, changed or deleted.
     Job(i64),
-    /// An attempt was queued.
-    Run(i64),
+    /// An attempt was queued, due at this instant.
+    Run(i64, chrono::DateTime<chrono::Utc>),
     /// The LISTEN connection was (re)established: notifications may have
     /// been missed, so reload everything.
     Resync,
@@ -47,8 +47,13 @@ pub struct Cron {
     pub pool: deadpool_postgres::Pool,
     /// HTTP jobs' client (no redirects followed: a 3xx is the job's answer).
     pub http: reqwest::Client,
-    /// Attempts running on this node (`cron_runs.id`), whose leases it renews.
-    pub running: parking_lot::Mutex<std::collections::HashSet<i64>>,
+    /// Attempts running on this node (`cron_runs.id`), whose leases it renews;
+    /// cancelling the token abandons an attempt whose lease was lost.
+    pub running:
+        parking_lot::Mutex<std::collections::HashMap<i64, tokio_util::sync::CancellationToken>>,
+    /// Whether this node runs the scheduler (`cron.enabled`); when not, its
+    /// inbox is never read and nothing is queued to it.
+    enabled: bool,
     /// Attempts this node claimed and started (tests, metrics).
     pub started: AtomicU64,
     /// Ticks this node tried to claim (won or not).
@@ -57,7 +62,12 @@ pub struct Cron {
 
 impl Cron {
     /// A node's cron with `node` as its id.
-    pub fn new(node: uuid::Uuid, lease: Duration, pool: deadpool_postgres::Pool) -> Cron {
+    pub fn new(
+        node: uuid::Uuid,
+        lease: Duration,
+        pool: deadpool_postgres::Pool,
+        enabled: bool,
+    ) -> Cron {
         let (events, rx) = mpsc::unbounded_channel();
         Cron {
             node,
@@ -66,6 +76,7 @@ impl Cron {
             lease,
             pool,
             running: Default::default(),
+            enabled,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .user_agent("wasmbase-cron")
@@ -76,21 +87,39 @@ impl Cron {
         }
     }
 
-    /// Hands a NOTIFY on [`CHANNEL`] to the scheduler.
+    /// Hands a NOTIFY on [`CHANNEL`] (`job:<id>`, `run:<id>:<due ms>`) to
+    /// the scheduler.
     pub fn on_notify(&self, payload: &str) {
-        let ev = match payload.split_once(':') {
-            Some(("job", id)) => id.parse().ok().map(Event::Job),
-            Some(("run", id)) => id.parse().ok().map(Event::Run),
+        let mut parts = payload.split(':');
+        let ev = match (parts.next(), parts.next(), parts.next()) {
+            (Some("job"), Some(id), None) => id.parse().ok().map(Event::Job),
+            (Some("run"), Some(id), Some(ms)) => match (id.parse(), ms.parse::<i64>()) {
+                (Ok(id), Ok(ms)) => {
+                    chrono::DateTime::from_timestamp_millis(ms).map(|t| Event::Run(id, t))
+                }
+                _ => None,
+            },
             _ => None,
         };
         if let Some(ev) = ev {
-            let _ = self.events.send(ev);
+            self.send(ev);
         }
     }
 
     /// Tells the scheduler that notifications may have been missed.
     pub fn resync(&self) {
-        let _ = self.events.send(Event::Resync);
+        self.send(Event::Resync);
+    }
+
+    /// An attempt this node queued itself (its NOTIFY reaches every node too).
+    pub fn on_queued(&self, id: i64, due: chrono::DateTime<chrono::Utc>) {
+        self.send(Event::Run(id, due));
+    }
+
+    fn send(&self, ev: Event) {
+        if self.enabled {
+            let _ = self.events.send(ev);
+        }
     }
 
     /// The scheduler's inbox (taken once, by the scheduler task).

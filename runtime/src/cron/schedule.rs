@@ -106,13 +106,15 @@ fn parse_interval(expr: &str) -> Option<Result<i64, ScheduleError>> {
         "hour" | "hours" => 3600,
         _ => return None,
     };
-    Some(match n.parse::<i64>() {
-        Ok(n) if n >= 1 && n * per <= MAX_INTERVAL_SECS => Ok(n * per),
-        _ => Err(err(
-            format!("an interval must be between 1 second and {MAX_INTERVAL_SECS} seconds"),
-            Some(1),
-        )),
-    })
+    Some(
+        match n.parse::<i64>().ok().and_then(|n| n.checked_mul(per)) {
+            Some(secs) if (1..=MAX_INTERVAL_SECS).contains(&secs) => Ok(secs),
+            _ => Err(err(
+                format!("an interval must be between 1 second and {MAX_INTERVAL_SECS} seconds"),
+                Some(1),
+            )),
+        },
+    )
 }
 
 impl Schedule {
@@ -174,42 +176,43 @@ impl Schedule {
     }
 
     /// Ticks in `(after, until]`, the latest `max` of them, oldest first (what
-    /// the missed-tick policies run).
+    /// the missed-tick policies run). Walks back from `until`, so a long outage
+    /// costs `max` steps, not one per tick that passed.
     pub fn ticks_between(
         &self,
         after: DateTime<Utc>,
         until: DateTime<Utc>,
         max: usize,
     ) -> Vec<DateTime<Utc>> {
-        let mut out = std::collections::VecDeque::with_capacity(max.min(64));
-        let mut at = after;
-        // Bounded walk: a 1-second schedule over a long outage would
-        // otherwise walk millions of ticks; past this many, only the tail
-        // matters and we jump close to `until`.
-        const WALK: usize = 10_000;
-        let mut walked = 0;
-        while let Some(next) = self.next_after(at) {
-            if next > until || max == 0 {
-                break;
-            }
-            walked += 1;
-            if walked == WALK {
-                // Restart from close to the end, far enough back for `max` ticks
-                // of an hourly-or-faster schedule.
-                let back = chrono::Duration::seconds(max as i64 * 3600 + 1);
-                if until - back > next {
-                    at = until - back;
-                    out.clear();
-                    continue;
+        let mut out = Vec::with_capacity(max.min(64));
+        match &self.when {
+            When::Every(secs) => {
+                let mut t = until.timestamp().div_euclid(*secs) * secs;
+                while out.len() < max {
+                    match Utc.timestamp_opt(t, 0).single() {
+                        Some(d) if d > after && d <= until => out.push(d),
+                        _ => break,
+                    }
+                    t -= secs;
                 }
             }
-            if out.len() == max {
-                out.pop_front();
+            When::Cron(c) => {
+                let mut at = until.with_timezone(&self.tz);
+                let mut inclusive = true;
+                while out.len() < max {
+                    match c.find_previous_occurrence(&at, inclusive) {
+                        Ok(d) if d.with_timezone(&Utc) > after => {
+                            out.push(d.with_timezone(&Utc));
+                            at = d;
+                            inclusive = false;
+                        }
+                        _ => break,
+                    }
+                }
             }
-            out.push_back(next);
-            at = next;
         }
-        out.into()
+        out.reverse();
+        out
     }
 }
 
@@ -365,5 +368,18 @@ mod tests {
         assert!(s
             .ticks_between(utc("2026-01-01T00:00:00Z"), utc("2026-01-01T00:00:00Z"), 3)
             .is_empty());
+        // A schedule that fires in bursts, after weeks down: still found.
+        let s = Schedule::parse("0 9-17 * * 1-5", "UTC").unwrap();
+        let t: Vec<String> = s
+            .ticks_between(utc("2026-01-01T00:00:00Z"), utc("2026-02-01T03:00:00Z"), 2)
+            .into_iter()
+            .map(|d| d.to_rfc3339())
+            .collect();
+        // 2026-02-01 is a Sunday: the last ticks are Friday 16:00 and 17:00.
+        assert_eq!(
+            t,
+            ["2026-01-30T16:00:00+00:00", "2026-01-30T17:00:00+00:00"]
+        );
+        assert!(Schedule::parse("1152921504606846977 hours", "UTC").is_err());
     }
 }

@@ -26,6 +26,10 @@ use tokio_util::sync::CancellationToken;
 /// Ticks claimed per statement (10,000 jobs due together take ten).
 const CLAIM_CHUNK: usize = 1000;
 
+/// Ticks a late node still claims for one job before it counts as having
+/// been down (then the missed-tick policy decides, at the next load).
+const MAX_LATE_TICKS: usize = 60;
+
 /// What the wheel holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Item {
@@ -38,8 +42,13 @@ enum Item {
 struct Entry {
     schedule: Schedule,
     paused: bool,
+    /// The definition's version the tick is computed from.
+    version: i64,
     next: Option<DateTime<Utc>>,
 }
+
+/// A tick to claim: the job, the instant, and the definition's version.
+type Tick = (i64, DateTime<Utc>, i64);
 
 struct Sched {
     st: AppState,
@@ -48,27 +57,30 @@ struct Sched {
     queued: HashSet<i64>,
     /// A claim or load failed: reload everything at the next upkeep.
     stale: bool,
+    /// How long one bookkeeping call may take before the loop moves on.
+    db_wait: Duration,
 }
 
 /// The job columns a scheduler needs, and the start of the missed-tick
-/// window: the later of the job's `active_since` and its latest tick.
-const JOB_QUERY: &str = "SELECT j.id, j.schedule, j.timezone, j.paused, j.missed, j.catch_up_max, \
-     greatest(j.active_since, (SELECT max(r.scheduled_for) FROM wasmbase.cron_runs r WHERE r.job_id = j.id AND r.attempt = 1)) AS since \
-     FROM wasmbase.cron_jobs j";
+/// window: the later of the job's `active_since` and its latest claimed tick.
+const JOB_QUERY: &str =
+    "SELECT j.id, j.schedule, j.timezone, j.paused, j.missed, j.catch_up_max, j.version, \
+     greatest(j.active_since, j.last_tick) AS since FROM wasmbase.cron_jobs j";
 
 /// Runs this node's scheduler until `cancel`.
 pub async fn run(st: AppState, cancel: CancellationToken) {
     let Some(mut inbox) = st.cron.take_inbox() else {
         return;
     };
+    let upkeep_every = (st.cron.lease / 3).max(Duration::from_millis(100));
     let mut s = Sched {
         st: st.clone(),
         jobs: HashMap::new(),
         wheel: BTreeSet::new(),
         queued: HashSet::new(),
         stale: true,
+        db_wait: upkeep_every,
     };
-    let upkeep_every = (st.cron.lease / 3).max(Duration::from_millis(100));
     let mut upkeep = tokio::time::interval(upkeep_every);
     upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let prune_every = (Duration::from_secs(3600).as_millis() / upkeep_every.as_millis()).max(1);
@@ -80,7 +92,7 @@ pub async fn run(st: AppState, cancel: CancellationToken) {
             _ = sleep_until(wake), if wake.is_some() => s.fire_due(),
             ev = inbox.recv() => match ev {
                 Some(Event::Job(id)) => s.reload_job(id).await,
-                Some(Event::Run(id)) => s.queue_run(id).await,
+                Some(Event::Run(id, due)) => s.enqueue(id, due),
                 Some(Event::Resync) => s.stale = true,
                 None => return,
             },
@@ -112,14 +124,16 @@ fn instant_of(t: DateTime<Utc>) -> tokio::time::Instant {
 }
 
 impl Sched {
-    fn unschedule(&mut self, id: i64) {
-        if let Some(e) = self.jobs.remove(&id) {
-            if let Some(t) = e.next {
-                self.wheel.remove(&(t, Item::Tick(id)));
-            }
+    /// Takes `id` off the wheel; returns the tick it was waiting for.
+    fn unschedule(&mut self, id: i64) -> Option<DateTime<Utc>> {
+        let e = self.jobs.remove(&id)?;
+        if let Some(t) = e.next {
+            self.wheel.remove(&(t, Item::Tick(id)));
         }
+        e.next
     }
 
+    /// Puts `id` on the wheel at its first tick after `after`.
     fn schedule(&mut self, id: i64, mut e: Entry, after: DateTime<Utc>) {
         e.next = if e.paused {
             None
@@ -134,7 +148,10 @@ impl Sched {
 
     /// Reads jobs (all, or one) and schedules them; for all, also claims the
     /// ticks the missed-tick policies ask for and queues waiting attempts.
+    /// Ticks are scheduled from `t0`, read before the query, so a tick that
+    /// came due while the query ran still fires (late).
     async fn load(&mut self, one: Option<i64>) -> anyhow::Result<()> {
+        let t0 = Utc::now();
         let c = self.st.cron.pool.get().await?;
         let rows = match one {
             Some(id) => {
@@ -143,16 +160,37 @@ impl Sched {
             }
             None => c.query(JOB_QUERY, &[]).await?,
         };
-        let now = Utc::now();
-        if one.is_none() {
-            for id in self.jobs.keys().copied().collect::<Vec<_>>() {
-                self.unschedule(id);
+        let pending = match one {
+            None => {
+                c.query(
+                    "SELECT id, due_at FROM wasmbase.cron_runs WHERE status = 'pending'",
+                    &[],
+                )
+                .await?
+            }
+            Some(_) => Vec::new(),
+        };
+        drop(c);
+        // The tick a reloaded job was waiting for, if it came due meanwhile.
+        let mut waiting: HashMap<i64, DateTime<Utc>> = HashMap::new();
+        match one {
+            Some(id) => {
+                if let Some(t) = self.unschedule(id) {
+                    waiting.insert(id, t);
+                }
+            }
+            None => {
+                for id in self.jobs.keys().copied().collect::<Vec<_>>() {
+                    if let Some(t) = self.unschedule(id) {
+                        waiting.insert(id, t);
+                    }
+                }
             }
         }
+        let now = Utc::now();
         let mut missed = Vec::new();
         for r in &rows {
             let id: i64 = r.get("id");
-            self.unschedule(id);
             let (expr, tz): (String, String) = (r.get("schedule"), r.get("timezone"));
             let schedule = match Schedule::parse(&expr, &tz) {
                 Ok(s) => s,
@@ -163,6 +201,7 @@ impl Sched {
                 }
             };
             let paused: bool = r.get("paused");
+            let version: i64 = r.get("version");
             if one.is_none() && !paused {
                 let policy: String = r.get("missed");
                 let keep = match serde_json::from_value(serde_json::Value::String(policy)) {
@@ -172,33 +211,29 @@ impl Sched {
                 };
                 let since: Option<DateTime<Utc>> = r.get("since");
                 if let (true, Some(since)) = (keep > 0, since) {
-                    for t in schedule.ticks_between(since, now, keep) {
-                        missed.push((id, t));
+                    for t in schedule.ticks_between(since, t0, keep) {
+                        missed.push((id, t, version));
                     }
                 }
             }
+            let from = match waiting.get(&id) {
+                Some(t) if *t <= t0 => *t - chrono::Duration::microseconds(1),
+                _ => t0,
+            };
             self.schedule(
                 id,
                 Entry {
                     schedule,
                     paused,
+                    version,
                     next: None,
                 },
-                now,
+                from.min(now),
             );
         }
-        if one.is_none() {
-            let pending = c
-                .query(
-                    "SELECT id, due_at FROM wasmbase.cron_runs WHERE status = 'pending'",
-                    &[],
-                )
-                .await?;
-            for r in pending {
-                self.enqueue(r.get(0), r.get(1));
-            }
+        for r in pending {
+            self.enqueue(r.get(0), r.get(1));
         }
-        drop(c);
         if !missed.is_empty() {
             tracing::info!(ticks = missed.len(), "cron: claiming missed ticks");
             tokio::spawn(claim_ticks(self.st.clone(), missed, "missed"));
@@ -207,17 +242,26 @@ impl Sched {
     }
 
     async fn load_all(&mut self) {
-        match self.load(None).await {
-            Ok(()) => self.stale = false,
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cron: loading jobs"),
+        match tokio::time::timeout(self.db_wait, self.load(None)).await {
+            Ok(Ok(())) => self.stale = false,
+            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "cron: loading jobs"),
+            Err(_) => {
+                tracing::warn!("cron: loading jobs took too long; retrying at the next upkeep")
+            }
         }
     }
 
     async fn reload_job(&mut self, id: i64) {
-        self.unschedule(id);
-        if let Err(e) = self.load(Some(id)).await {
-            tracing::warn!(job = id, error = %format!("{e:#}"), "cron: loading a job");
-            self.stale = true;
+        match tokio::time::timeout(self.db_wait, self.load(Some(id))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(job = id, error = %format!("{e:#}"), "cron: loading a job");
+                self.stale = true;
+            }
+            Err(_) => {
+                tracing::warn!(job = id, "cron: loading a job took too long");
+                self.stale = true;
+            }
         }
     }
 
@@ -227,32 +271,14 @@ impl Sched {
         }
     }
 
-    async fn queue_run(&mut self, id: i64) {
-        let r = async {
-            let c = self.st.cron.pool.get().await?;
-            let row = c
-                .query_opt(
-                    "SELECT due_at FROM wasmbase.cron_runs WHERE id = $1 AND status = 'pending'",
-                    &[&id],
-                )
-                .await?;
-            anyhow::Ok(row.map(|r| r.get::<_, DateTime<Utc>>(0)))
-        };
-        match r.await {
-            Ok(Some(due)) => self.enqueue(id, due),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(run = id, error = %format!("{e:#}"), "cron: reading a queued attempt");
-                self.stale = true;
-            }
-        }
-    }
-
-    /// Pops everything due, reschedules each job from the tick it fired for,
+    /// Pops everything due, reschedules each job after the tick it fired for,
     /// and claims in the background (a slow database never delays the timer).
+    /// A node that fell behind (a busy machine) claims the ticks it passed,
+    /// up to [`MAX_LATE_TICKS`] per job; past that it counts as having been
+    /// down, and the job's missed-tick policy decides at the next load.
     fn fire_due(&mut self) {
         let now = Utc::now();
-        let mut ticks = Vec::new();
+        let mut ticks: Vec<Tick> = Vec::new();
         let mut runs = Vec::new();
         while let Some(&(t, item)) = self.wheel.first() {
             if t > now {
@@ -261,19 +287,24 @@ impl Sched {
             self.wheel.pop_first();
             match item {
                 Item::Tick(id) => {
-                    ticks.push((id, t));
-                    if let Some(mut e) = self.jobs.remove(&id) {
-                        e.next = None;
-                        // A node that fell far behind (a suspended machine)
-                        // does not replay the backlog here; the missed-tick
-                        // policy decides at the next load.
-                        let from = if now - t > chrono::Duration::seconds(1) {
-                            now
-                        } else {
-                            t
-                        };
-                        self.schedule(id, e, from);
+                    let Some(mut e) = self.jobs.remove(&id) else {
+                        continue;
+                    };
+                    e.next = None;
+                    ticks.push((id, t, e.version));
+                    let mut from = t;
+                    let mut late = 0;
+                    while let Some(next) = e.schedule.next_after(from).filter(|n| *n <= now) {
+                        late += 1;
+                        if late > MAX_LATE_TICKS {
+                            from = now;
+                            self.stale = true;
+                            break;
+                        }
+                        ticks.push((id, next, e.version));
+                        from = next;
                     }
+                    self.schedule(id, e, from);
                 }
                 Item::Run(id) => {
                     self.queued.remove(&id);
@@ -289,19 +320,32 @@ impl Sched {
         }
     }
 
-    /// Renews this node's leases, reaps lost attempts, picks up queued ones,
-    /// and (when `prune`) trims history.
+    /// Renews this node's leases (abandoning attempts whose lease was lost),
+    /// reaps lost attempts, picks up queued ones, and (when `prune`) trims
+    /// history. Bounded: a stuck database holds the loop for `db_wait` at most.
     async fn upkeep(&mut self, prune: bool) {
+        let st = self.st.clone();
         let r = async {
-            let c = self.st.cron.pool.get().await?;
-            let mine: Vec<i64> = self.st.cron.running.lock().iter().copied().collect();
+            let c = st.cron.pool.get().await?;
+            let mine: Vec<i64> = st.cron.running.lock().keys().copied().collect();
             if !mine.is_empty() {
-                c.execute(
-                    "UPDATE wasmbase.cron_runs SET lease_until = now() + make_interval(secs => $2) \
-                     WHERE id = ANY($1) AND status = 'running'",
-                    &[&mine, &self.st.cron.lease.as_secs_f64()],
-                )
-                .await?;
+                let kept: HashSet<i64> = c
+                    .query(
+                        "UPDATE wasmbase.cron_runs SET lease_until = now() + make_interval(secs => $2) \
+                         WHERE id = ANY($1) AND status = 'running' AND node = $3 RETURNING id",
+                        &[&mine, &st.cron.lease.as_secs_f64(), &st.cron.node],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let running = st.cron.running.lock();
+                for id in mine.iter().filter(|id| !kept.contains(id)) {
+                    if let Some(token) = running.get(id) {
+                        // Reaped (lost) or ended meanwhile: stop working on it.
+                        token.cancel();
+                    }
+                }
             }
             let reaped: i32 = c
                 .query_one("SELECT wasmbase.cron_reap()", &[])
@@ -317,7 +361,7 @@ impl Sched {
                 )
                 .await?;
             if prune {
-                let cfg = &self.st.config.cron;
+                let cfg = &st.config.cron;
                 let n = c
                     .execute(
                         "DELETE FROM wasmbase.cron_runs WHERE status NOT IN ('pending', 'running') \
@@ -333,14 +377,18 @@ impl Sched {
             }
             anyhow::Ok(pending)
         };
-        match r.await {
-            Ok(pending) => {
+        match tokio::time::timeout(self.db_wait, r).await {
+            Ok(Ok(pending)) => {
                 for r in pending {
                     self.enqueue(r.get(0), r.get(1));
                 }
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!(error = %format!("{e:#}"), "cron: upkeep");
+                self.stale = true;
+            }
+            Err(_) => {
+                tracing::warn!("cron: upkeep took too long");
                 self.stale = true;
             }
         }
@@ -348,42 +396,65 @@ impl Sched {
 }
 
 /// The claim: insert attempt 1 of each tick; a tick another node claimed
-/// conflicts and is dropped. A tick of a paused or deleted job (this node's
-/// view may be a moment old) is not claimed; one that comes while the job's
-/// previous attempt still runs is recorded as `skipped` under `overlap =
-/// forbid`. Returns what this node won and must run, with the job as it is
-/// now.
+/// conflicts and is dropped. A tick of a paused or deleted job, or of an
+/// older version of its definition (this node's view may be a moment old), is
+/// not claimed. Under `overlap = forbid`, a tick that comes while the job's
+/// previous attempt runs (or waits) is `skipped`, and of several ticks of one
+/// job in one claim only the first runs: the others are `skipped`, or, for
+/// missed ticks being caught up, `pending` (they run one after another). The
+/// winner advances the job's `last_tick`. Returns what this node won: attempts
+/// to run now and attempts queued.
 const CLAIM_TICKS: &str = "\
-WITH t AS (SELECT * FROM unnest($1::bigint[], $2::timestamptz[]) AS t(job_id, at)),
+WITH t AS (
+  SELECT t.*, row_number() OVER (PARTITION BY t.job_id ORDER BY t.at) AS rn
+    FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[]) AS t(job_id, at, version)
+),
 ins AS (
   INSERT INTO wasmbase.cron_runs (job_id, job_name, scheduled_for, attempt, status, trigger, due_at, node, started_at, lease_until, finished_at, duration_ms, error)
-  SELECT j.id, j.name, t.at, 1, s.status, $3, t.at, $4, now(),
-         CASE WHEN s.status = 'running' THEN now() + make_interval(secs => $5) END,
+  SELECT j.id, j.name, t.at, 1, s.status, $4, t.at,
+         CASE WHEN s.status = 'running' THEN $5::uuid END,
+         CASE WHEN s.status = 'running' THEN now() END,
+         CASE WHEN s.status = 'running' THEN now() + make_interval(secs => $6) END,
          CASE WHEN s.status = 'skipped' THEN now() END,
          CASE WHEN s.status = 'skipped' THEN 0 END,
          CASE WHEN s.status = 'skipped' THEN 'skipped: the previous run of this job was still running (overlap = forbid)' END
-    FROM t JOIN wasmbase.cron_jobs j ON j.id = t.job_id AND NOT j.paused
-    CROSS JOIN LATERAL (SELECT CASE WHEN j.overlap = 'forbid' AND EXISTS (
-        SELECT 1 FROM wasmbase.cron_runs r WHERE r.job_id = j.id AND r.status IN ('running', 'pending'))
-      THEN 'skipped' ELSE 'running' END AS status) s
+    FROM t JOIN wasmbase.cron_jobs j ON j.id = t.job_id AND j.version = t.version AND NOT j.paused
+    CROSS JOIN LATERAL (SELECT CASE
+        WHEN j.overlap = 'forbid' AND (t.rn > 1 OR EXISTS (
+          SELECT 1 FROM wasmbase.cron_runs r WHERE r.job_id = j.id AND r.status IN ('running', 'pending')))
+        THEN CASE WHEN $4 = 'missed' THEN 'pending' ELSE 'skipped' END
+        ELSE 'running' END AS status) s
   ON CONFLICT (job_id, scheduled_for, attempt) DO NOTHING
-  RETURNING id, run_id, job_id, scheduled_for, attempt, status
+  RETURNING id, run_id, job_id, scheduled_for, attempt, status, due_at
+),
+seen AS (
+  UPDATE wasmbase.cron_jobs j SET last_tick = greatest(j.last_tick, m.at)
+    FROM (SELECT job_id, max(scheduled_for) AS at FROM ins GROUP BY job_id) m
+   WHERE j.id = m.job_id
 )
-SELECT ins.id, ins.run_id, ins.scheduled_for, ins.attempt, j.id AS job_id, j.name, j.kind, j.spec, j.timeout_ms
+SELECT ins.id, ins.run_id, ins.scheduled_for, ins.attempt, ins.status, ins.due_at, j.id AS job_id, j.name, j.kind, j.spec, j.timeout_ms
   FROM ins JOIN wasmbase.cron_jobs j ON j.id = ins.job_id
- WHERE ins.status = 'running'";
+ WHERE ins.status IN ('running', 'pending')";
 
-/// Takes queued attempts (retries, manual runs) that no other node took.
+/// Takes queued attempts (retries, manual runs, missed ticks waiting their
+/// turn) that are due and that no other node took. Under `overlap = forbid`
+/// only the oldest waiting attempt of a job starts, and only when none of its
+/// attempts runs; the others wait for the announcement `cron_finish` makes.
 const CLAIM_QUEUED: &str = "\
 UPDATE wasmbase.cron_runs r
    SET status = 'running', node = $2, started_at = now(), lease_until = now() + make_interval(secs => $3)
   FROM wasmbase.cron_jobs j
- WHERE r.id = ANY($1) AND r.status = 'pending' AND j.id = r.job_id
-RETURNING r.id, r.run_id, r.scheduled_for, r.attempt, j.id AS job_id, j.name, j.kind, j.spec, j.timeout_ms";
+ WHERE r.id = ANY($1) AND r.status = 'pending' AND r.due_at <= now() AND j.id = r.job_id
+   AND (j.overlap = 'allow' OR (
+        NOT EXISTS (SELECT 1 FROM wasmbase.cron_runs o WHERE o.job_id = r.job_id AND o.status = 'running')
+        AND r.id = (SELECT min(p.id) FROM wasmbase.cron_runs p WHERE p.job_id = r.job_id AND p.status = 'pending' AND p.due_at <= now())))
+RETURNING r.id, r.run_id, r.scheduled_for, r.attempt, r.status, r.due_at, j.id AS job_id, j.name, j.kind, j.spec, j.timeout_ms";
 
-async fn claim_ticks(st: AppState, ticks: Vec<(i64, DateTime<Utc>)>, trigger: &'static str) {
+async fn claim_ticks(st: AppState, ticks: Vec<Tick>, trigger: &'static str) {
     for chunk in ticks.chunks(CLAIM_CHUNK) {
-        let (ids, ats): (Vec<i64>, Vec<DateTime<Utc>>) = chunk.iter().copied().unzip();
+        let ids: Vec<i64> = chunk.iter().map(|t| t.0).collect();
+        let ats: Vec<DateTime<Utc>> = chunk.iter().map(|t| t.1).collect();
+        let versions: Vec<i64> = chunk.iter().map(|t| t.2).collect();
         st.cron
             .claim_tries
             .fetch_add(ids.len() as u64, Ordering::Relaxed);
@@ -395,6 +466,7 @@ async fn claim_ticks(st: AppState, ticks: Vec<(i64, DateTime<Utc>)>, trigger: &'
                     &[
                         &ids,
                         &ats,
+                        &versions,
                         &trigger,
                         &st.cron.node,
                         &st.cron.lease.as_secs_f64(),
@@ -433,8 +505,14 @@ async fn claim_queued(st: AppState, runs: Vec<i64>) {
     }
 }
 
+/// Starts the attempts this node won; hands the ones queued behind a running
+/// attempt to its own scheduler.
 fn start_all(st: &AppState, rows: Vec<tokio_postgres::Row>) {
     for r in rows {
+        if r.get::<_, &str>("status") == "pending" {
+            st.cron.on_queued(r.get("id"), r.get("due_at"));
+            continue;
+        }
         match Claimed::from_row(&r) {
             Ok(c) => exec::start(st.clone(), c),
             Err(e) => {

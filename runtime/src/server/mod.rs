@@ -269,6 +269,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         realtime.node,
         Duration::from_secs(config.cron.lease_secs),
         cron_pool,
+        config.cron.enabled,
     ));
     let state = AppState::new(Inner {
         cron,

@@ -106,6 +106,8 @@ async fn three_nodes_run_every_tick_exactly_once() {
         .create(json!({
             "name": "every-second",
             "schedule": "1 second",
+            // A slow tick on a busy machine must not make the next one skip.
+            "overlap": "allow",
             "sql": "INSERT INTO public.ticks DEFAULT VALUES",
         }))
         .await;
@@ -193,12 +195,20 @@ async fn sql_jobs_run_as_service_role_with_a_timeout() {
     admin
         .create(json!({"name": "owner-only", "schedule": "@yearly", "sql": "SELECT * FROM wasmbase.cron_jobs"}))
         .await;
-    for j in ["who", "bad", "slow", "owner-only"] {
+    // A second statement could COMMIT its way out of the timeout: refused.
+    admin
+        .create(json!({"name": "two", "schedule": "@yearly", "sql": "SELECT 1; COMMIT; SELECT pg_sleep(30)"}))
+        .await;
+    let all = ["who", "bad", "slow", "owner-only", "two"];
+    for j in all {
         admin.run(j).await;
     }
-    for j in ["who", "bad", "slow", "owner-only"] {
+    for j in all {
         finished(&owner, j, 1).await;
     }
+    let two = attempts(&owner, "two").await;
+    assert_eq!(two[0].1, "failed");
+    assert!(two[0].3.as_deref().unwrap().contains("42601"), "{two:?}");
     let who = attempts(&owner, "who").await;
     assert_eq!(
         (who[0].1.as_str(), who[0].2.as_str()),
@@ -474,10 +484,10 @@ async fn missed_ticks_follow_each_jobs_policy() {
         3,
         "{three:?}"
     );
-    // The latest missed ticks, one minute apart, the newest at most a minute old.
+    // The latest missed ticks, one minute apart, the newest from just before the node started.
     let r = owner
         .query_one(
-            "SELECT extract(epoch FROM max(scheduled_for) - min(scheduled_for))::float8, now() - max(scheduled_for) <= interval '61 s' \
+            "SELECT extract(epoch FROM max(scheduled_for) - min(scheduled_for))::float8, now() - max(scheduled_for) <= interval '125 s' \
              FROM wasmbase.cron_runs WHERE job_name = 'three' AND trigger = 'missed'",
             &[],
         )
@@ -537,6 +547,11 @@ async fn admin_api_validates_audits_and_is_service_only() {
         (
             json!({"name": "x", "schedule": "@daily", "sql": "SELECT 1", "bogus": 1}),
             "invalid_body",
+            None,
+        ),
+        (
+            json!({"name": "x", "schedule": "@daily", "sql": "SELECT '\u{0}'"}),
+            "invalid_job",
             None,
         ),
     ];
@@ -807,6 +822,19 @@ async fn function_cron_handlers_run_from_the_manifest_with_retries() {
         logs.iter()
             .any(|l| l.starts_with("tick retry at ") && l.ends_with("(attempt 1)")),
         "{logs:?}"
+    );
+    // Manifest jobs are changed in function.toml; the API may only pause them.
+    let (st, body) = admin
+        .call(
+            reqwest::Method::PATCH,
+            "/jobs/ticker.every",
+            Some(json!({"schedule": "@daily"})),
+        )
+        .await;
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (400, Some("invalid_job")),
+        "{body}"
     );
     // An entry removed from function.toml is unscheduled when the function reloads.
     std::fs::write(
