@@ -24,6 +24,11 @@ CREATE TABLE wasmbase.cron_jobs (
   missed        text NOT NULL DEFAULT 'skip' CHECK (missed IN ('skip', 'run_once', 'catch_up')),
   catch_up_max  int NOT NULL DEFAULT 0 CHECK (catch_up_max >= 0),
   paused        boolean NOT NULL DEFAULT false,
+  -- {after, webhook, email}: who hears of consecutive failed ticks.
+  alert         jsonb,
+  -- 'ok' or 'failing': an alert goes out on the change to 'failing' and a
+  -- recovery notice on the change back, once each (one node wins the UPDATE).
+  alert_state   text NOT NULL DEFAULT 'ok' CHECK (alert_state IN ('ok', 'failing')),
   -- Ticks before this instant are never "missed" (creation, resume or a
   -- schedule change moves it).
   active_since  timestamptz NOT NULL DEFAULT now(),
@@ -130,7 +135,8 @@ DECLARE
 BEGIN
   UPDATE wasmbase.cron_runs
      SET status = p_status, finished_at = now(), duration_ms = p_duration_ms, error = p_error,
-         output = p_output, lease_until = NULL
+         -- net.http_* answers may have been noted on the run already.
+         output = nullif(concat_ws(E'\n', p_output, output), ''), lease_until = NULL
    WHERE id = p_run AND status = 'running'
   RETURNING * INTO r;
   IF NOT FOUND THEN
@@ -139,6 +145,8 @@ BEGIN
   IF p_status IN ('failed', 'timed_out') THEN
     PERFORM wasmbase.cron_queue_retry(r);
   END IF;
+  -- Followers of its live log stop.
+  PERFORM pg_notify('wasmbase_cron_logs', p_run::text);
   -- Attempts of this job that waited for it (`overlap = forbid`) may start.
   PERFORM wasmbase.cron_announce_run(q.id)
      FROM wasmbase.cron_runs q WHERE q.job_id = r.job_id AND q.status = 'pending';
@@ -147,12 +155,12 @@ END
 $$;
 
 -- Attempts whose node stopped renewing the lease are lost; each is retried
--- per its job. Any node may call this; a row is reaped once.
-CREATE FUNCTION wasmbase.cron_reap() RETURNS int
+-- per its job. Any node may call this; a row is reaped once. Returns the jobs
+-- of the reaped attempts (their alerts are checked).
+CREATE FUNCTION wasmbase.cron_reap() RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
 DECLARE
   r wasmbase.cron_runs;
-  n int := 0;
 BEGIN
   FOR r IN
     UPDATE wasmbase.cron_runs
@@ -162,14 +170,15 @@ BEGIN
      WHERE status = 'running' AND lease_until < now()
     RETURNING *
   LOOP
-    n := n + 1;
     PERFORM wasmbase.cron_queue_retry(r);
+    PERFORM pg_notify('wasmbase_cron_logs', r.id::text);
+    RETURN NEXT r.job_id;
   END LOOP;
   -- Attempts queued for a job deleted meanwhile never start.
   UPDATE wasmbase.cron_runs q
      SET status = 'failed', finished_at = now(), error = 'the job was deleted before this attempt started'
    WHERE q.status = 'pending'
      AND NOT EXISTS (SELECT 1 FROM wasmbase.cron_jobs j WHERE j.id = q.job_id);
-  RETURN n;
+  RETURN;
 END
 $$;

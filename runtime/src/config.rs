@@ -63,6 +63,9 @@ pub struct CronConfig {
     pub history_per_job: u32,
     /// A run's recorded output and error are cut to this many bytes (4,096).
     pub output_max_bytes: usize,
+    /// Hosts `net.http_get/post/delete` may reach (`host`, `host:port`,
+    /// `*.domain`, as a function's `http` grants); none by default.
+    pub http_allow: Vec<String>,
 }
 
 impl Default for CronConfig {
@@ -73,6 +76,7 @@ impl Default for CronConfig {
             history_days: 30,
             history_per_job: 1000,
             output_max_bytes: 4096,
+            http_allow: Vec::new(),
         }
     }
 }
@@ -795,6 +799,17 @@ impl Config {
             return err(
                 "storage.max_upload_bytes",
                 "storage.max_upload_bytes and storage.upload_idle_timeout_ms must be greater than 0".into(),
+            );
+        }
+        if let Some(h) = self
+            .cron
+            .http_allow
+            .iter()
+            .find(|h| !crate::functions::manifest::valid_host_grant(h))
+        {
+            return err(
+                "cron.http_allow",
+                format!("{h:?} must be a host or host:port (no scheme, no path)"),
             );
         }
         if self.cron.lease_secs == 0

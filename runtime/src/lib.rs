@@ -7,6 +7,7 @@
 
 pub mod alloc;
 pub mod api;
+pub mod bench_cron;
 pub mod bench_fanout;
 pub mod bench_hello;
 pub mod bench_s3;

@@ -52,6 +52,8 @@ pub const PLATFORM: &[Migration] = &[
     migration!(17, "0017_realtime_node_channels.sql"),
     migration!(18, "0018_auth_claim_gucs.sql"),
     migration!(19, "0019_cron.sql"),
+    migration!(20, "0020_pg_cron_compat.sql"),
+    migration!(21, "0021_pg_net_compat.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on

@@ -4,7 +4,9 @@
 //! `public.ticker_runs` when that table exists, so a retry of a tick is
 //! recognisable by its run id. The payload can ask for a failure, to see
 //! retries at work: `{"fail_before_attempt": 3}` fails attempts 1 and 2,
-//! `{"panic": true}` traps. `GET /fn/ticker` answers the row count.
+//! `{"panic": true}` traps; `{"lines": 3, "pause_ms": 300}` logs three lines
+//! that far apart (to watch `wasmbase cron logs --follow`). `GET /fn/ticker`
+//! answers the row count.
 
 use serde_json::{json, Value};
 use wasmbase_sdk::sql::{self, Value as Sql};
@@ -22,6 +24,11 @@ impl CronHandler for Ticker {
         info!("tick {} at {} (attempt {})", event.name, event.scheduled_at, event.attempt);
         if payload["panic"] == json!(true) {
             panic!("asked to panic");
+        }
+        let pause = std::time::Duration::from_millis(payload["pause_ms"].as_u64().unwrap_or(0));
+        for i in 1..=payload["lines"].as_u64().unwrap_or(0) {
+            std::thread::sleep(pause);
+            info!("line {i}");
         }
         let record = sql::execute(
             "INSERT INTO public.ticker_runs (run_id, attempt, name, payload) VALUES ($1::uuid, $2, $3, $4)",

@@ -43,11 +43,15 @@ impl Host for GuestCtx {
             Level::Warn => tracing::warn!(function = f, request_id = rid, "{message}"),
             Level::Error => tracing::error!(function = f, request_id = rid, "{message}"),
         }
-        self.logs.push(LogLine {
+        let line = LogLine {
             level: lvl,
             message,
             fields,
-        });
+        };
+        if let Some(tap) = &self.log_tap {
+            let _ = tap.send(line.clone());
+        }
+        self.logs.push(line);
     }
 }
 
@@ -67,6 +71,7 @@ mod tests {
             logs: Vec::new(),
             log_budget: 64 * 1024,
             logs_dropped: 0,
+            log_tap: None,
         }
     }
 

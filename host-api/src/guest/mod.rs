@@ -89,6 +89,9 @@ pub struct GuestCtx {
     pub log_budget: usize,
     /// Log lines dropped because the budget ran out.
     pub logs_dropped: u64,
+    /// Where each kept line also goes as it is written (a cron run's live
+    /// log); None for HTTP calls, whose lines are recorded when they end.
+    pub log_tap: Option<tokio::sync::mpsc::UnboundedSender<LogLine>>,
 }
 
 impl GuestCtx {

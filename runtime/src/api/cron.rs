@@ -10,7 +10,7 @@
 
 use crate::api::admin::{AuditActor, Service};
 use crate::cron::job::{self, Invalid, Job, JobDef, WriteError};
-use crate::cron::runs;
+use crate::cron::{logs, runs};
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -33,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/cron/jobs/{name}/run", post(run_now))
         .route("/admin/v1/cron/runs", get(list_runs))
         .route("/admin/v1/cron/runs/{id}", get(show_run))
+        .route("/admin/v1/cron/runs/{id}/logs", get(run_logs))
 }
 
 impl From<Invalid> for ApiError {
@@ -194,14 +195,155 @@ async fn list_runs(
     Ok(Json(json!(runs::list(&**c, &f).await?)))
 }
 
+fn run_id(id: &str) -> Result<i64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad_request("invalid_id", "a run id is a number"))
+}
+
+/// `?follow=1` streams; `after` resumes after a line id (SSE's `Last-Event-ID`
+/// too).
+#[derive(serde::Deserialize)]
+struct LogsQuery {
+    follow: Option<String>,
+    after: Option<i64>,
+}
+
+/// `GET /admin/v1/cron/runs/{id}/logs`: the attempt's log lines as JSON
+/// (`{"lines": [...], "ended": bool}`), or with `follow=1` as server-sent
+/// events — `log` events (id = the line's id) until the attempt ends, then one
+/// `end` event with its status — whichever node runs it.
+async fn run_logs(
+    State(st): State<AppState>,
+    _: Service,
+    Path(id): Path<String>,
+    headers: http::HeaderMap,
+    q: Result<Query<LogsQuery>, QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let id = run_id(&id)?;
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let follow = matches!(q.follow.as_deref(), Some("1" | "true"));
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .or(q.after)
+        .unwrap_or(0);
+    // Subscribed before the first read, so no wake-up falls in between.
+    let wake = st.cron.log_wake.subscribe();
+    let c = st.system.get().await?;
+    let Some((lines, ended)) = logs::since(&**c, id, after).await? else {
+        return Err(ApiError::not_found("No run with that id"));
+    };
+    drop(c);
+    if !follow {
+        return Ok(Json(json!({ "lines": lines, "ended": ended })).into_response());
+    }
+    let stream = follow_stream(st, id, lines, ended, wake);
+    Ok(axum::response::sse::Sse::new(stream)
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response())
+}
+
+/// The `follow` stream: buffered lines first, then a wait for a wake-up about
+/// this attempt (or 5 s, in case a NOTIFY was lost to a reconnect), a read of
+/// what is new, and so on until the attempt has ended and all is sent.
+fn follow_stream(
+    st: AppState,
+    id: i64,
+    lines: Vec<logs::Line>,
+    ended: bool,
+    wake: tokio::sync::broadcast::Receiver<i64>,
+) -> impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>> {
+    use axum::response::sse::Event;
+    struct Follow {
+        st: AppState,
+        id: i64,
+        last: i64,
+        buf: std::collections::VecDeque<logs::Line>,
+        ended: bool,
+        /// The attempt ended but a read came back full: read again at once.
+        more: bool,
+        done: bool,
+        wake: tokio::sync::broadcast::Receiver<i64>,
+    }
+    let full = lines.len() >= logs::PAGE;
+    let init = Follow {
+        st,
+        id,
+        last: lines.last().map(|l| l.id).unwrap_or(0),
+        buf: lines.into(),
+        ended: ended && !full,
+        more: ended && full,
+        done: false,
+        wake,
+    };
+    futures::stream::unfold(init, |mut f| async move {
+        loop {
+            if f.done {
+                return None;
+            }
+            if let Some(line) = f.buf.pop_front() {
+                f.last = line.id;
+                let ev = Event::default()
+                    .event("log")
+                    .id(line.id.to_string())
+                    .json_data(&line)
+                    .unwrap_or_default();
+                return Some((Ok(ev), f));
+            }
+            if f.ended {
+                f.done = true;
+                let status = match f.st.system.get().await {
+                    Ok(c) => runs::get(&**c, f.id).await.ok().flatten().map(|r| r.status),
+                    Err(_) => None,
+                };
+                let ev = Event::default()
+                    .event("end")
+                    .json_data(json!({ "run": f.id, "status": status }))
+                    .unwrap_or_default();
+                return Some((Ok(ev), f));
+            }
+            let wait = async {
+                loop {
+                    match f.wake.recv().await {
+                        Ok(r) if r == f.id => return,
+                        Ok(_) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                }
+            };
+            if !f.more {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await;
+            }
+            let read = match f.st.system.get().await {
+                Ok(c) => logs::since(&**c, f.id, f.last).await.ok().flatten(),
+                Err(_) => None,
+            };
+            match read {
+                Some((lines, ended)) => {
+                    // The status is read before the lines, so a short read of
+                    // an ended attempt holds everything it logged.
+                    let full = lines.len() >= logs::PAGE;
+                    f.buf.extend(lines);
+                    f.ended = ended && !full;
+                    f.more = ended && full;
+                }
+                None => f.done = true,
+            }
+        }
+    })
+}
+
 async fn show_run(
     State(st): State<AppState>,
     _: Service,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::bad_request("invalid_id", "a run id is a number"))?;
+    let id = run_id(&id)?;
     let c = st.system.get().await?;
     match runs::get(&**c, id).await? {
         Some(r) => Ok(Json(json!(r))),

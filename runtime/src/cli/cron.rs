@@ -53,6 +53,14 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         wait_secs: u64,
     },
+    /// An attempt's log lines; --follow prints them as they come until it ends.
+    Logs {
+        /// The attempt's id (from `cron runs`).
+        run: i64,
+        /// Keep printing until the attempt ends (woken by NOTIFY).
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// Recent runs, newest first.
     Runs {
         /// Only this job's.
@@ -112,6 +120,15 @@ struct AddArgs {
     /// With --missed catch_up: at most this many.
     #[arg(long, default_value_t = 0)]
     catch_up_max: i32,
+    /// Alert this webhook after --alert-after consecutive failed ticks.
+    #[arg(long)]
+    alert_webhook: Option<String>,
+    /// Alert this address (configured SMTP, or the dev mailbox).
+    #[arg(long)]
+    alert_email: Option<String>,
+    /// Consecutive failed ticks before an alert.
+    #[arg(long, default_value_t = 1)]
+    alert_after: i32,
 }
 
 impl AddArgs {
@@ -157,6 +174,13 @@ impl AddArgs {
             missed: enum_of("missed", self.missed)?,
             catch_up_max: self.catch_up_max,
             paused: false,
+            alert: (self.alert_webhook.is_some() || self.alert_email.is_some()).then_some(
+                crate::cron::job::AlertSpec {
+                    after: self.alert_after,
+                    webhook: self.alert_webhook,
+                    email: self.alert_email,
+                },
+            ),
         })
     }
 }
@@ -242,6 +266,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                 }
             }
         }
+        Cmd::Logs { run, follow } => follow_logs(&cfg, &client, run, follow).await?,
         Cmd::Runs { job, status, limit } => {
             let f = runs::Filter {
                 job,
@@ -299,6 +324,69 @@ async fn wait_for_end(
         }
         // One row by key twice a second: no server involvement.
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Prints attempt `run`'s lines; with `follow`, LISTENs for more until it ends.
+async fn follow_logs(
+    cfg: &crate::config::Config,
+    client: &tokio_postgres::Client,
+    run: i64,
+    follow: bool,
+) -> anyhow::Result<()> {
+    use crate::cron::logs;
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    if follow {
+        let url = cfg.database.url.as_deref().context("database.url")?;
+        let pg: tokio_postgres::Config = url.parse()?;
+        let (w, ready) = (
+            wake.clone(),
+            std::sync::Arc::new(tokio::sync::Notify::new()),
+        );
+        let r = ready.clone();
+        tokio::spawn(wasmbase_host_api::listen::run(
+            pg,
+            &[logs::CHANNEL],
+            cancel.clone(),
+            move |_, payload| {
+                let w = w.clone();
+                async move {
+                    if payload == run.to_string() {
+                        w.notify_one();
+                    }
+                }
+            },
+            move || {
+                let r = r.clone();
+                async move { r.notify_one() }
+            },
+        ));
+        // Listening before the first read: no line falls in between.
+        let _ = tokio::time::timeout(Duration::from_secs(10), ready.notified()).await;
+    }
+    let mut last = 0;
+    loop {
+        let (lines, ended) = logs::since(client, run, last)
+            .await?
+            .with_context(|| format!("no run {run}"))?;
+        let full = lines.len() >= logs::PAGE;
+        for l in &lines {
+            println!("{}  {:<5}  {}", l.at, l.level, l.message);
+            last = l.id;
+        }
+        if full {
+            continue;
+        }
+        if !follow || ended {
+            if let Some(r) = runs::get(client, run).await? {
+                eprintln!("-- run {run}: {}", r.status);
+            }
+            return Ok(());
+        }
+        // A lost NOTIFY (a reconnect) costs at most 5 s.
+        let _ = tokio::time::timeout(Duration::from_secs(5), wake.notified()).await;
     }
 }
 

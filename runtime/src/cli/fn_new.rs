@@ -36,6 +36,7 @@ const SDK: &[(&str, &str)] = &[
     ("src/auth.rs", include_str!("../../../sdk/rust/src/auth.rs")),
     ("src/env.rs", include_str!("../../../sdk/rust/src/env.rs")),
     ("src/log.rs", include_str!("../../../sdk/rust/src/log.rs")),
+    ("src/cron.rs", include_str!("../../../sdk/rust/src/cron.rs")),
     (
         "wit/platform.wit",
         include_str!("../../../wit/platform.wit"),

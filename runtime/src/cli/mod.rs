@@ -54,7 +54,7 @@ enum Command {
     Secrets(secrets::Args),
     /// Storage from the terminal: buckets, ls, cp, rm [-r], sign.
     Storage(storage::Args),
-    /// Scheduled jobs: list, add, rm, pause, resume, run, runs.
+    /// Scheduled jobs: list, add, rm, pause, resume, run, runs, logs.
     Cron(cron::Args),
     /// Scaffold a function: `wasmbase fn new NAME`.
     Fn(fn_new::Args),
@@ -68,6 +68,13 @@ enum Command {
         /// the server does, instead of tokio's work-stealing runtime.
         #[arg(long)]
         threads: Option<usize>,
+    },
+    /// Cron figures: tick precision, claims, idle cost (3 nodes in-process).
+    #[command(hide = true)]
+    BenchCron {
+        /// Seconds of 1-second ticks for the precision figure.
+        #[arg(long, default_value_t = 20)]
+        secs: u64,
     },
     /// Serve a minimal fan-out WebSocket server (realtime benchmark baseline).
     #[command(hide = true)]
@@ -131,6 +138,7 @@ pub fn main() -> ExitCode {
                 crate::bench_hello::serve(listen, threads).await
             }
             Command::BenchFanout { listen } => crate::bench_fanout::serve(listen).await,
+            Command::BenchCron { secs } => crate::bench_cron::run(secs).await,
             Command::BenchInstantiate { wasm } => bench_instantiate(&wasm).await,
             Command::BenchS3 { file } => crate::bench_s3::run(&file).await,
         }

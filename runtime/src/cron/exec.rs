@@ -165,7 +165,10 @@ async fn record(
             anyhow::Ok(row.get::<_, bool>(0))
         };
         match r.await {
-            Ok(true) => return,
+            Ok(true) => {
+                super::alerts::check(st, c.job_id).await;
+                return;
+            }
             Ok(false) => {
                 tracing::warn!(job = %c.name, run = c.id, "cron: attempt ended after its lease ran out; it was recorded as lost");
                 return;
@@ -187,7 +190,7 @@ async fn run_kind(st: &AppState, c: &Claimed) -> Result<Option<String>, Failure>
     match c.kind.as_str() {
         "sql" => {
             let command = c.spec["command"].as_str().unwrap_or_default();
-            sql(st, command, c.timeout).await
+            sql(st, c.id, command, c.timeout).await
         }
         "http" => {
             let spec: super::job::HttpSpec = serde_json::from_value(c.spec.clone())
@@ -215,7 +218,12 @@ const SERVICE_CLAIMS: &str = r#"{"role":"service_role"}"#;
 /// `wasmbase_functions`, never the owner or a superuser) as service_role, with
 /// the job's timeout as `statement_timeout`. One statement (or a function
 /// call). Output: rows affected and the first row of the result.
-async fn sql(st: &AppState, command: &str, timeout: Duration) -> Result<Option<String>, Failure> {
+async fn sql(
+    st: &AppState,
+    run: i64,
+    command: &str,
+    timeout: Duration,
+) -> Result<Option<String>, Failure> {
     let tx = Tx::connect(&st.functions.sql_pool, PoolKind::Isolated)
         .await
         .map_err(|e| fail(e.describe()))?;
@@ -232,6 +240,13 @@ async fn sql(st: &AppState, command: &str, timeout: Duration) -> Result<Option<S
                 // Parsed first: one statement only (a second, e.g. a COMMIT,
                 // could leave the transaction and its timeout behind).
                 c.prepare(&command).await.map_err(DbError::from)?;
+                // net.http_* called by the job tie their answers to this run.
+                c.execute(
+                    "SELECT set_config('wasmbase.cron_run', $1, true)",
+                    &[&run.to_string()],
+                )
+                .await
+                .map_err(DbError::from)?;
                 c.simple_query(&command).await.map_err(DbError::from)
             })
         })
@@ -434,11 +449,19 @@ async fn handler(
         attempt: c.attempt.max(1) as u32,
         payload: spec.payload.as_ref().map(Value::to_string),
     };
-    let out =
-        crate::functions::scheduled::call(st, f, event, Principal::for_role(role), c.timeout).await;
-    if let Err(e) = keep_logs(st, c.id, &out.logs).await {
-        tracing::warn!(job = %c.name, run = c.id, error = %format!("{e:#}"), "cron: keeping a run's log lines");
-    }
+    let (tap, lines) = tokio::sync::mpsc::unbounded_channel();
+    let forwarder = tokio::spawn(super::logs::forward(st.clone(), c.id, lines));
+    let out = crate::functions::scheduled::call(
+        st,
+        f,
+        event,
+        Principal::for_role(role),
+        c.timeout,
+        Some(tap),
+    )
+    .await;
+    // Every line is in the database before the run is recorded as ended.
+    let _ = forwarder.await;
     match out.result {
         Ok(()) => Ok(None),
         Err(m) => Err(Failure {
@@ -446,42 +469,6 @@ async fn handler(
             ..fail(m)
         }),
     }
-}
-
-/// Appends a run's log lines (`wasmbase.cron_run_logs`), cut to the run's
-/// output size in total.
-async fn keep_logs(
-    st: &AppState,
-    run: i64,
-    lines: &[wasmbase_host_api::guest::LogLine],
-) -> anyhow::Result<()> {
-    if lines.is_empty() {
-        return Ok(());
-    }
-    let mut budget = st.config.cron.output_max_bytes;
-    let (mut levels, mut messages) = (Vec::new(), Vec::new());
-    for l in lines {
-        let mut m = l.message.clone();
-        for (k, v) in &l.fields {
-            m.push_str(&format!(" {k}={v}"));
-        }
-        if m.len() > budget {
-            m = truncate(m, budget);
-        }
-        budget = budget.saturating_sub(m.len());
-        levels.push(l.level.to_string());
-        messages.push(m);
-        if budget == 0 {
-            break;
-        }
-    }
-    let db = st.cron.pool.get().await?;
-    db.execute(
-        "INSERT INTO wasmbase.cron_run_logs (run, level, message) SELECT $1, * FROM unnest($2::text[], $3::text[])",
-        &[&run, &levels, &messages],
-    )
-    .await?;
-    Ok(())
 }
 
 /// `e` with its causes (reqwest's own text omits them: "error sending request").

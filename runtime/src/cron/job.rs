@@ -59,6 +59,21 @@ pub struct HandlerSpec {
     pub role: Option<String>,
 }
 
+/// Who hears of a job that keeps failing (AtlasHub's notify-on-failure).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSpec {
+    /// Consecutive failed ticks (after their retries) before the alert (1).
+    #[serde(default = "one")]
+    pub after: i32,
+    /// POSTed a JSON notice (`type`, `job`, `run`, `error`, `link`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// Mailed through the configured SMTP (the dev mailbox in `wasmbase dev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
 /// When a tick comes while the job's previous run still runs.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -128,6 +143,9 @@ pub struct JobDef {
     /// A paused job claims no ticks (a manual run still runs).
     #[serde(default)]
     pub paused: bool,
+    /// Alerts after consecutive failures, and one recovery notice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertSpec>,
 }
 
 fn utc() -> String {
@@ -280,6 +298,27 @@ impl JobDef {
         if !(0..=1000).contains(&self.catch_up_max) {
             return Err(invalid("catch_up_max must be between 0 and 1000"));
         }
+        if let Some(a) = &self.alert {
+            if !(1..=1000).contains(&a.after) {
+                return Err(invalid("alert.after must be between 1 and 1000"));
+            }
+            if a.webhook.is_none() && a.email.is_none() {
+                return Err(invalid("alert needs a webhook, an email, or both"));
+            }
+            if let Some(w) = &a.webhook {
+                match url::Url::parse(w) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                    _ => return Err(invalid("alert.webhook must be an http:// or https:// URL")),
+                }
+            }
+            if let Some(e) = &a.email {
+                if e.parse::<lettre::Address>().is_err() {
+                    return Err(invalid(format!(
+                        "alert.email '{e}' is not an e-mail address"
+                    )));
+                }
+            }
+        }
         Ok(Schedule::parse(&self.schedule, &self.timezone)?)
     }
 
@@ -302,6 +341,10 @@ impl JobDef {
             missed: serde_json::from_value(Value::String(r.get("missed")))?,
             catch_up_max: r.get("catch_up_max"),
             paused: r.get("paused"),
+            alert: r
+                .get::<_, Option<Value>>("alert")
+                .map(serde_json::from_value)
+                .transpose()?,
         };
         match kind.as_str() {
             "sql" => d.sql = spec["command"].as_str().map(str::to_owned),
@@ -352,7 +395,7 @@ pub struct Job {
     pub updated_at: String,
 }
 
-const COLUMNS: &str = "id, name, kind, schedule, timezone, spec, source, timeout_ms, max_attempts, backoff_ms, overlap, missed, catch_up_max, paused, \
+const COLUMNS: &str = "id, name, kind, schedule, timezone, spec, source, timeout_ms, max_attempts, backoff_ms, overlap, missed, catch_up_max, paused, alert, \
     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created, \
     to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS updated";
 
@@ -438,8 +481,8 @@ pub async fn create(
     let row = c
         .query_one(
             &format!(
-                "INSERT INTO wasmbase.cron_jobs (name, kind, schedule, timezone, spec, source, function_name, timeout_ms, max_attempts, backoff_ms, overlap, missed, catch_up_max, paused) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {COLUMNS}"
+                "INSERT INTO wasmbase.cron_jobs (name, kind, schedule, timezone, spec, source, function_name, timeout_ms, max_attempts, backoff_ms, overlap, missed, catch_up_max, paused, alert) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING {COLUMNS}"
             ),
             &[
                 &def.name,
@@ -456,6 +499,7 @@ pub async fn create(
                 &enum_text(&def.missed),
                 &def.catch_up_max,
                 &def.paused,
+                &def.alert.as_ref().map(|a| json!(a)),
             ],
         )
         .await
@@ -509,7 +553,7 @@ async fn replace_job(
         .query_one(
             &format!(
                 "UPDATE wasmbase.cron_jobs SET name = $2, kind = $3, schedule = $4, timezone = $5, spec = $6, timeout_ms = $7, max_attempts = $8, \
-                 backoff_ms = $9, overlap = $10, missed = $11, catch_up_max = $12, paused = $13, updated_at = now(), version = version + 1, \
+                 backoff_ms = $9, overlap = $10, missed = $11, catch_up_max = $12, paused = $13, alert = $14, updated_at = now(), version = version + 1, \
                  active_since = CASE WHEN schedule <> $4 OR timezone <> $5 OR (paused AND NOT $13) THEN now() ELSE active_since END \
                  WHERE id = $1 RETURNING {COLUMNS}"
             ),
@@ -527,6 +571,7 @@ async fn replace_job(
                 &enum_text(&def.missed),
                 &def.catch_up_max,
                 &def.paused,
+                &def.alert.as_ref().map(|a| json!(a)),
             ],
         )
         .await

@@ -8,8 +8,11 @@
 //! - [`exec`]: runs one attempt of each kind and records it.
 //! - [`runs`]: the run history as the admin API and the CLI read it.
 
+pub mod alerts;
 pub mod exec;
 pub mod job;
+pub mod logs;
+pub mod net;
 pub mod runs;
 pub mod schedule;
 pub mod scheduler;
@@ -58,6 +61,13 @@ pub struct Cron {
     pub started: AtomicU64,
     /// Ticks this node tried to claim (won or not).
     pub claim_tries: AtomicU64,
+    /// Wakes followers of live logs on this node: the attempt id of each
+    /// NOTIFY on [`logs::CHANNEL`].
+    pub log_wake: tokio::sync::broadcast::Sender<i64>,
+    /// Wakes the `net.http_*` worker (a NOTIFY on [`net::CHANNEL`]).
+    pub net_kick: tokio::sync::Notify,
+    /// Jobs on this node's timer after its last load (benchmarks wait on it).
+    pub scheduled: std::sync::atomic::AtomicUsize,
 }
 
 impl Cron {
@@ -84,6 +94,9 @@ impl Cron {
                 .unwrap_or_default(),
             started: AtomicU64::new(0),
             claim_tries: AtomicU64::new(0),
+            scheduled: Default::default(),
+            log_wake: tokio::sync::broadcast::channel(1024).0,
+            net_kick: Default::default(),
         }
     }
 

@@ -234,6 +234,10 @@ impl Sched {
         for r in pending {
             self.enqueue(r.get(0), r.get(1));
         }
+        self.st
+            .cron
+            .scheduled
+            .store(self.jobs.len(), Ordering::Relaxed);
         if !missed.is_empty() {
             tracing::info!(ticks = missed.len(), "cron: claiming missed ticks");
             tokio::spawn(claim_ticks(self.st.clone(), missed, "missed"));
@@ -347,12 +351,23 @@ impl Sched {
                     }
                 }
             }
-            let reaped: i32 = c
-                .query_one("SELECT wasmbase.cron_reap()", &[])
+            let reaped: Vec<i64> = c
+                .query("SELECT wasmbase.cron_reap()", &[])
                 .await?
-                .get(0);
-            if reaped > 0 {
-                tracing::warn!(attempts = reaped, "cron: attempts lost by their node");
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if !reaped.is_empty() {
+                tracing::warn!(attempts = reaped.len(), "cron: attempts lost by their node");
+                let mut jobs = reaped;
+                jobs.sort_unstable();
+                jobs.dedup();
+                let st = st.clone();
+                tokio::spawn(async move {
+                    for job in jobs {
+                        super::alerts::check(&st, job).await;
+                    }
+                });
             }
             let pending = c
                 .query(
@@ -413,7 +428,7 @@ ins AS (
   INSERT INTO wasmbase.cron_runs (job_id, job_name, scheduled_for, attempt, status, trigger, due_at, node, started_at, lease_until, finished_at, duration_ms, error)
   SELECT j.id, j.name, t.at, 1, s.status, $4, t.at,
          CASE WHEN s.status = 'running' THEN $5::uuid END,
-         CASE WHEN s.status = 'running' THEN now() END,
+         CASE WHEN s.status = 'running' THEN clock_timestamp() END,
          CASE WHEN s.status = 'running' THEN now() + make_interval(secs => $6) END,
          CASE WHEN s.status = 'skipped' THEN now() END,
          CASE WHEN s.status = 'skipped' THEN 0 END,
@@ -442,7 +457,7 @@ SELECT ins.id, ins.run_id, ins.scheduled_for, ins.attempt, ins.status, ins.due_a
 /// attempts runs; the others wait for the announcement `cron_finish` makes.
 const CLAIM_QUEUED: &str = "\
 UPDATE wasmbase.cron_runs r
-   SET status = 'running', node = $2, started_at = now(), lease_until = now() + make_interval(secs => $3)
+   SET status = 'running', node = $2, started_at = clock_timestamp(), lease_until = now() + make_interval(secs => $3)
   FROM wasmbase.cron_jobs j
  WHERE r.id = ANY($1) AND r.status = 'pending' AND r.due_at <= now() AND j.id = r.job_id
    AND (j.overlap = 'allow' OR (

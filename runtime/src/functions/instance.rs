@@ -265,6 +265,7 @@ pub(super) fn call_ctx(
         logs: Vec::new(),
         log_budget: LOG_BUDGET,
         logs_dropped: 0,
+        log_tap: None,
     }
 }
 

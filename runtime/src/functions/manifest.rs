@@ -124,6 +124,9 @@ pub struct CronEntry {
     /// With `missed = "catch_up"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch_up_max: Option<i32>,
+    /// `{ after, webhook, email }`: alerts on consecutive failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<crate::cron::job::AlertSpec>,
 }
 
 fn yes() -> bool {
@@ -172,12 +175,7 @@ impl Manifest {
             }
         }
         for h in &self.http {
-            let ok = !h.is_empty()
-                && !h.contains("://")
-                && !h.contains('/')
-                && h.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '*'));
-            if !ok {
+            if !valid_host_grant(h) {
                 return Err(format!(
                     "function.toml: `http`: {h:?} must be a host or host:port (no scheme, no path)"
                 ));
@@ -250,6 +248,7 @@ impl Manifest {
                 missed: e.missed.unwrap_or_default(),
                 catch_up_max: e.catch_up_max.unwrap_or(0),
                 paused: false,
+                alert: e.alert.clone(),
             })
             .collect()
     }
@@ -258,23 +257,7 @@ impl Manifest {
     /// A grant without a port allows the default ports only; `*.example.com`
     /// allows subdomains.
     pub fn allows_host(&self, host: &str, port: Option<u16>, default_port: u16) -> bool {
-        let host = host.to_ascii_lowercase();
-        self.http.iter().any(|g| {
-            let g = g.to_ascii_lowercase();
-            let (gh, gp) = match g.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse::<u16>().ok()),
-                None => (g.clone(), None),
-            };
-            let host_ok = match gh.strip_prefix("*.") {
-                Some(suffix) => host.ends_with(&format!(".{suffix}")),
-                None => host == gh,
-            };
-            let port_ok = match gp {
-                Some(p) => port.unwrap_or(default_port) == p,
-                None => port.is_none_or(|p| p == default_port),
-            };
-            host_ok && port_ok
-        })
+        host_allowed(&self.http, host, port, default_port)
     }
 
     /// The storage grants, parsed.
@@ -295,6 +278,39 @@ impl Manifest {
         }
         out
     }
+}
+
+/// A host grant's shape: `host`, `host:port` or `*.domain`, no scheme, no path.
+pub fn valid_host_grant(h: &str) -> bool {
+    !h.is_empty()
+        && !h.contains("://")
+        && !h.contains('/')
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '*'))
+}
+
+/// Whether `grants` (`host`, `host:port` or `*.domain` entries, as a
+/// manifest's `http` and `cron.http_allow` list them) allow `host` on `port`.
+/// A grant without a port allows the default ports only; `*.example.com`
+/// allows subdomains.
+pub fn host_allowed(grants: &[String], host: &str, port: Option<u16>, default_port: u16) -> bool {
+    let host = host.to_ascii_lowercase();
+    grants.iter().any(|g| {
+        let g = g.to_ascii_lowercase();
+        let (gh, gp) = match g.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse::<u16>().ok()),
+            None => (g.clone(), None),
+        };
+        let host_ok = match gh.strip_prefix("*.") {
+            Some(suffix) => host.ends_with(&format!(".{suffix}")),
+            None => host == gh,
+        };
+        let port_ok = match gp {
+            Some(p) => port.unwrap_or(default_port) == p,
+            None => port.is_none_or(|p| p == default_port),
+        };
+        host_ok && port_ok
+    })
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ pub async fn call(
     event: ScheduleEvent,
     caller: Principal,
     timeout: Duration,
+    log_tap: Option<tokio::sync::mpsc::UnboundedSender<LogLine>>,
 ) -> Outcome {
     let name: Arc<str> = Arc::from(f.manifest.name.as_str());
     let Some(pre) = f.cron.clone() else {
@@ -67,7 +68,7 @@ pub async fn call(
         Err(e) => return failed(format!("function {name}: {} ({})", e.message, e.code)),
     };
     let rid = event.run_id.clone();
-    let guest = instance::call_ctx(
+    let mut guest = instance::call_ctx(
         name.clone(),
         inputs.caller,
         rid.clone(),
@@ -75,6 +76,7 @@ pub async fn call(
         inputs.storage,
         timeout,
     );
+    guest.log_tap = log_tap;
     let mut store = instance::new_store(&f, guest, &inputs.env, inputs.tick, timeout);
     let recorder = Recorder::start(st.clone(), name.clone(), f.version);
     let run = async {
@@ -101,6 +103,8 @@ pub async fn call(
     };
     let timed_out = matches!(call, Err(Failure::Timeout | Failure::Cpu));
     let logs = std::mem::take(&mut store.data_mut().guest.logs);
+    // Closes the live log: its forwarder flushes and ends.
+    drop(store);
     let status = match (&call, &result) {
         (Ok(()), Ok(())) => 200,
         (Ok(()), Err(_)) => 500,

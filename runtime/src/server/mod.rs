@@ -506,6 +506,7 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
     // The scheduler needs its tables too.
     if state.config.cron.enabled {
         tokio::spawn(crate::cron::scheduler::run(state.clone(), cancel.clone()));
+        tokio::spawn(crate::cron::net::worker(state.clone(), cancel.clone()));
     }
     // Realtime's liveness loop needs its tables (migrations are applied now).
     tokio::spawn(state.realtime.clone().run(Duration::from_secs(
@@ -600,6 +601,12 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
                 st.realtime.changes.on_notify(&payload);
             } else if channel == crate::cron::CHANNEL {
                 st.cron.on_notify(&payload);
+            } else if channel == crate::cron::net::CHANNEL {
+                st.cron.net_kick.notify_one();
+            } else if channel == crate::cron::logs::CHANNEL {
+                if let Ok(run) = payload.parse() {
+                    let _ = st.cron.log_wake.send(run);
+                }
             } else if channel == SCHEMA_CHANNEL || payload.is_empty() || payload == "reload schema"
             {
                 st.schema_dirty.notify_one();
@@ -618,6 +625,8 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
             wasmbase_host_api::storage::gc::CHANNEL,
             crate::api::realtime::CHANGES_CHANNEL,
             crate::cron::CHANNEL,
+            crate::cron::logs::CHANNEL,
+            crate::cron::net::CHANNEL,
         ],
         cancel,
         on_notify,

@@ -851,3 +851,335 @@ async fn function_cron_handlers_run_from_the_manifest_with_retries() {
         .call(reqwest::Method::POST, "/jobs/ticker.every/pause", None)
         .await;
 }
+
+#[tokio::test]
+async fn live_logs_follow_a_run_from_another_node() {
+    let db = TestDb::new().await;
+    let (_, key) = db.key(KeyKind::Secret).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fdir = dir.path().join("ticker");
+    std::fs::create_dir(&fdir).unwrap();
+    std::fs::copy(
+        repo_root().join("functions/ticker/Cargo.toml"),
+        fdir.join("Cargo.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        fdir.join("function.toml"),
+        "name = \"ticker\"\ndb = \"service\"\n[[cron]]\nname = \"chatty\"\nschedule = \"@yearly\"\npayload = { lines = 3, pause_ms = 200 }\n",
+    )
+    .unwrap();
+    let functions = dir.path().to_path_buf();
+    // The run happens on `runner`; the log is followed through `viewer`,
+    // which runs no jobs.
+    let runner = db
+        .functions_server(|c| c.functions.dir = functions.clone())
+        .await;
+    let viewer = db
+        .functions_server(|c| {
+            c.functions.dir = functions.clone();
+            c.cron.enabled = false;
+        })
+        .await;
+    runner.wait_function("ticker").await;
+    let owner = db.owner().await;
+    until_rows(
+        &owner,
+        "entry registered",
+        30,
+        "SELECT 1 FROM wasmbase.cron_jobs WHERE name = 'ticker.chatty'",
+        |r| r.len() == 1,
+    )
+    .await;
+    let admin = Admin {
+        s: &viewer,
+        key: key.clone(),
+    };
+    let run = admin.run("ticker.chatty").await;
+    let resp = viewer
+        .http
+        .get(format!(
+            "{}/admin/v1/cron/runs/{run}/logs?follow=1",
+            viewer.url
+        ))
+        .header("apikey", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    // The stream ends by itself once the attempt has ended.
+    let body = tokio::time::timeout(Duration::from_secs(60), resp.text())
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    let events: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    // The tick line, three lines, and the example's note that it had no table.
+    assert_eq!(events, ["log", "log", "log", "log", "log", "end"], "{body}");
+    let data: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(data[0]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("tick chatty"));
+    for (i, d) in data.iter().enumerate().skip(1).take(3) {
+        assert_eq!(d["message"], format!("line {i}"));
+    }
+    assert_eq!(data[5], json!({"run": run, "status": "succeeded"}));
+    // Without follow: the same lines as JSON, and the run has ended.
+    let (st, body) = admin
+        .call(reqwest::Method::GET, &format!("/runs/{run}/logs"), None)
+        .await;
+    assert_eq!((st, body["ended"].as_bool()), (200, Some(true)));
+    assert_eq!(body["lines"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        runner
+            .srv
+            .state
+            .cron
+            .started
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test]
+async fn alerts_fire_once_after_consecutive_failures_and_once_on_recovery() {
+    use std::sync::{Arc, Mutex};
+    let db = TestDb::new().await;
+    let (_, key) = db.key(KeyKind::Secret).await;
+    let s = db.server().await;
+    let owner = db.owner().await;
+    owner
+        .batch_execute("CREATE SEQUENCE public.flaky")
+        .await
+        .unwrap();
+    // A webhook receiver keeping every notice.
+    let seen: Arc<Mutex<Vec<Value>>> = Default::default();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let seen = seen.clone();
+            move |axum::Json(v): axum::Json<Value>| async move {
+                seen.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let admin = Admin { s: &s, key };
+    // Fails three times, then succeeds.
+    admin
+        .create(json!({
+            "name": "flaky", "schedule": "@yearly",
+            "sql": "SELECT 1 / (CASE WHEN nextval('public.flaky') <= 3 THEN 0 ELSE 1 END)",
+            "alert": {"after": 2, "webhook": hook, "email": "ops@example.com"},
+        }))
+        .await;
+    let notices = || seen.lock().unwrap().clone();
+    for n in 1..=3 {
+        admin.run("flaky").await;
+        finished(&owner, "flaky", n).await;
+    }
+    wait_until("the failing notice", 30, || !notices().is_empty()).await;
+    admin.run("flaky").await;
+    finished(&owner, "flaky", 4).await;
+    wait_until("the recovery notice", 30, || notices().len() >= 2).await;
+    let got = notices();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0]["type"], "cron.failing");
+    assert_eq!(got[0]["job"], "flaky");
+    assert_eq!(got[0]["consecutive_failures"], 2);
+    assert!(
+        got[0]["error"].as_str().unwrap().contains("22012"),
+        "{got:?}"
+    );
+    assert!(got[0]["link"]
+        .as_str()
+        .unwrap()
+        .contains("/admin/v1/cron/runs/"));
+    assert_eq!(got[1]["type"], "cron.recovered");
+    let mails: Vec<String> = owner
+        .query(
+            "SELECT subject FROM wasmbase.mailbox WHERE to_addr = 'ops@example.com' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        mails,
+        [
+            "[wasmbase] cron job flaky is failing",
+            "[wasmbase] cron job flaky recovered"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn pg_cron_functions_schedule_jobs_on_the_scheduler() {
+    let db = TestDb::new().await;
+    let _s = db.server().await;
+    let owner = db.owner().await;
+    owner
+        .batch_execute("CREATE TABLE public.pgc (id bigserial PRIMARY KEY)")
+        .await
+        .unwrap();
+    // As a Supabase migration writes it.
+    let jid: i64 = owner
+        .query_one(
+            "SELECT cron.schedule('pgc-every-second', '1 second', 'INSERT INTO public.pgc DEFAULT VALUES')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    until_rows(
+        &owner,
+        "a run recorded in cron.job_run_details",
+        30,
+        "SELECT 1 FROM cron.job_run_details WHERE jobid = (SELECT jobid FROM cron.job WHERE jobname = 'pgc-every-second') AND status = 'succeeded'",
+        |r| !r.is_empty(),
+    )
+    .await;
+    let job = owner
+        .query_one("SELECT jobid, schedule, command, active, username FROM cron.job WHERE jobname = 'pgc-every-second'", &[])
+        .await
+        .unwrap();
+    assert_eq!(job.get::<_, i64>(0), jid);
+    assert_eq!(
+        job.get::<_, String>(2),
+        "INSERT INTO public.pgc DEFAULT VALUES"
+    );
+    assert!(job.get::<_, bool>(3));
+    assert_eq!(job.get::<_, String>(4), "service_role");
+    // Scheduling the same name again replaces the job, as pg_cron does.
+    let again: i64 = owner
+        .query_one(
+            "SELECT cron.schedule('pgc-every-second', '@yearly', 'SELECT 1')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(again, jid);
+    owner
+        .execute("SELECT cron.alter_job($1, active := false)", &[&jid])
+        .await
+        .unwrap();
+    let active: bool = owner
+        .query_one("SELECT active FROM cron.job WHERE jobid = $1", &[&jid])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!active);
+    // A malformed schedule is refused at once.
+    let e = owner
+        .query_one("SELECT cron.schedule('bad', 'every day', 'SELECT 1')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "22023");
+    // Not for anon or authenticated.
+    for role in ["anon", "authenticated"] {
+        let e = owner
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL ROLE {role}; SELECT cron.schedule('x', '@daily', 'SELECT 1'); COMMIT"
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code().unwrap().code(), "42501", "{role}");
+        owner.batch_execute("ROLLBACK").await.unwrap();
+    }
+    let gone: bool = owner
+        .query_one("SELECT cron.unschedule('pgc-every-second')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(gone);
+    let n: i64 = owner
+        .query_one("SELECT count(*) FROM cron.job", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn pg_net_requests_from_cron_sql_are_performed_and_recorded_on_the_run() {
+    let db = TestDb::new().await;
+    let (_, key) = db.key(KeyKind::Secret).await;
+    let t = target().await;
+    let allowed = t.trim_start_matches("http://").to_string();
+    let s = db.server_with(|c| c.cron.http_allow = vec![allowed]).await;
+    let owner = db.owner().await;
+    let admin = Admin { s: &s, key };
+    admin
+        .create(json!({"name": "hook", "schedule": "@yearly",
+            "sql": format!("SELECT net.http_post('{t}/ok', '{{\"a\": 1}}'::jsonb)")}))
+        .await;
+    admin
+        .create(json!({"name": "elsewhere", "schedule": "@yearly",
+            "sql": "SELECT net.http_get('http://example.invalid/')"}))
+        .await;
+    admin.run("hook").await;
+    admin.run("elsewhere").await;
+    let rows = until_rows(
+        &owner,
+        "two responses",
+        30,
+        "SELECT status_code, content, error_msg FROM net._http_response ORDER BY id",
+        |r| r.len() == 2,
+    )
+    .await;
+    let mut by_status: Vec<(Option<i32>, Option<String>, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    by_status.sort();
+    assert_eq!(by_status[1].0, Some(200));
+    assert_eq!(by_status[1].1.as_deref(), Some("posted"));
+    assert_eq!(by_status[0].0, None);
+    assert!(
+        by_status[0]
+            .2
+            .as_deref()
+            .unwrap()
+            .contains("cron.http_allow"),
+        "{by_status:?}"
+    );
+    // The response is on the cron run too (pg_net cannot do that).
+    let out = until_rows(
+        &owner,
+        "the run's output names the response",
+        30,
+        "SELECT output FROM wasmbase.cron_runs WHERE job_name = 'hook' AND output LIKE '%net.http_post%'",
+        |r| r.len() == 1,
+    )
+    .await;
+    assert!(
+        out[0].get::<_, String>(0).contains(": 200"),
+        "{:?}",
+        out[0].get::<_, String>(0)
+    );
+    // anon and authenticated cannot queue requests.
+    for role in ["anon", "authenticated"] {
+        let e = owner
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL ROLE {role}; SELECT net.http_get('http://x/'); COMMIT"
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code().unwrap().code(), "42501", "{role}");
+        owner.batch_execute("ROLLBACK").await.unwrap();
+    }
+}
