@@ -32,10 +32,6 @@ CREATE TABLE wasmbase.cron_jobs (
   -- Ticks before this instant are never "missed" (creation, resume or a
   -- schedule change moves it).
   active_since  timestamptz NOT NULL DEFAULT now(),
-  -- The latest tick claimed (by the schedule or the missed-tick policy): where
-  -- the missed-tick window starts. Kept here, not read from the runs, so
-  -- pruning history never makes an old tick look missed.
-  last_tick     timestamptz,
   -- Bumped by every change: a claim carries the version the node scheduled
   -- the tick from, and a tick of an older definition is not claimed.
   version       bigint NOT NULL DEFAULT 1,
@@ -125,10 +121,11 @@ BEGIN
 END
 $$;
 
--- Records how an attempt ended and queues its retry. False when the attempt
--- was no longer running here (its lease ran out and it was recorded as lost).
+-- Records how an attempt ended and queues its retry. 0 when the attempt was
+-- no longer running here (its lease ran out and it was recorded as lost), 1
+-- when recorded, 2 when recorded and its job has alerts to check.
 CREATE FUNCTION wasmbase.cron_finish(p_run bigint, p_status text, p_error text, p_output text, p_duration_ms bigint)
-RETURNS boolean
+RETURNS int
 LANGUAGE plpgsql AS $$
 DECLARE
   r wasmbase.cron_runs;
@@ -140,7 +137,7 @@ BEGIN
    WHERE id = p_run AND status = 'running'
   RETURNING * INTO r;
   IF NOT FOUND THEN
-    RETURN false;
+    RETURN 0;
   END IF;
   IF p_status IN ('failed', 'timed_out') THEN
     PERFORM wasmbase.cron_queue_retry(r);
@@ -150,14 +147,15 @@ BEGIN
   -- Attempts of this job that waited for it (`overlap = forbid`) may start.
   PERFORM wasmbase.cron_announce_run(q.id)
      FROM wasmbase.cron_runs q WHERE q.job_id = r.job_id AND q.status = 'pending';
-  RETURN true;
+  RETURN CASE WHEN EXISTS (SELECT 1 FROM wasmbase.cron_jobs j WHERE j.id = r.job_id
+                             AND (j.alert IS NOT NULL OR j.alert_state = 'failing')) THEN 2 ELSE 1 END;
 END
 $$;
 
 -- Attempts whose node stopped renewing the lease are lost; each is retried
--- per its job. Any node may call this; a row is reaped once. Returns the jobs
--- of the reaped attempts (their alerts are checked).
-CREATE FUNCTION wasmbase.cron_reap() RETURNS SETOF bigint
+-- per its job. Any node may call this; a row is reaped once. Returns each
+-- reaped attempt's job and whether it has alerts to check.
+CREATE FUNCTION wasmbase.cron_reap() RETURNS TABLE (job bigint, alerts boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
   r wasmbase.cron_runs;
@@ -172,7 +170,10 @@ BEGIN
   LOOP
     PERFORM wasmbase.cron_queue_retry(r);
     PERFORM pg_notify('wasmbase_cron_logs', r.id::text);
-    RETURN NEXT r.job_id;
+    job := r.job_id;
+    alerts := EXISTS (SELECT 1 FROM wasmbase.cron_jobs j WHERE j.id = r.job_id
+                        AND (j.alert IS NOT NULL OR j.alert_state = 'failing'));
+    RETURN NEXT;
   END LOOP;
   -- Attempts queued for a job deleted meanwhile never start.
   UPDATE wasmbase.cron_runs q

@@ -17,7 +17,7 @@ pub async fn check(st: &AppState, job: i64) {
 }
 
 async fn check_inner(st: &AppState, job: i64) -> anyhow::Result<()> {
-    let c = st.cron.pool.get().await?;
+    let c = st.cron.records.get().await?;
     // Each recent tick's outcome, newest first (only ticks that have ended).
     let rows = c
         .query(

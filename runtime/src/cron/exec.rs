@@ -123,8 +123,10 @@ pub fn start(st: AppState, c: Claimed) {
             ),
         };
         let max = st.config.cron.output_max_bytes;
-        let output = output.map(|o| truncate(o, max));
-        let error = error.map(|e| truncate(e, max));
+        // PostgreSQL text holds no NUL (an HTTP body may).
+        let clean = |s: String| truncate(s.replace('\0', "\u{fffd}"), max);
+        let output = output.map(clean);
+        let error = error.map(clean);
         record(&st, &c, status, error, output, took).await;
     });
 }
@@ -145,7 +147,7 @@ fn truncate(mut s: String, max: usize) -> String {
 async fn record(
     st: &AppState,
     c: &Claimed,
-    status: &str,
+    status: &'static str,
     error: Option<String>,
     output: Option<String>,
     took: Duration,
@@ -154,22 +156,28 @@ async fn record(
     let mut backoff = Duration::from_millis(100);
     let ms = took.as_millis() as i64;
     loop {
-        let r = async {
-            let db = st.cron.pool.get().await?;
-            let row = db
-                .query_one(
-                    "SELECT wasmbase.cron_finish($1, $2, $3, $4, $5)",
-                    &[&c.id, &status, &error, &output, &ms],
-                )
-                .await?;
-            anyhow::Ok(row.get::<_, bool>(0))
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let ending = super::finish::Ending {
+            id: c.id,
+            status,
+            error: error.clone(),
+            output: output.clone(),
+            duration_ms: ms,
+            reply,
         };
-        match r.await {
-            Ok(true) => {
+        let r = match st.cron.finish.send(ending) {
+            Ok(()) => answer
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the writer stopped"))),
+            Err(_) => Err(anyhow::anyhow!("the writer stopped")),
+        };
+        match r {
+            Ok(2) => {
                 super::alerts::check(st, c.job_id).await;
                 return;
             }
-            Ok(false) => {
+            Ok(1) => return,
+            Ok(_) => {
                 tracing::warn!(job = %c.name, run = c.id, "cron: attempt ended after its lease ran out; it was recorded as lost");
                 return;
             }

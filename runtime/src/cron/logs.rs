@@ -54,7 +54,7 @@ async fn append(st: &AppState, run: i64, batch: &[LogLine]) -> anyhow::Result<()
             m
         })
         .collect();
-    let db = st.cron.pool.get().await?;
+    let db = st.cron.records.get().await?;
     db.execute(
         "WITH ins AS (INSERT INTO wasmbase.cron_run_logs (run, level, message) \
          SELECT $1, * FROM unnest($2::text[], $3::text[]) RETURNING 1) \

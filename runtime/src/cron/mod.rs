@@ -10,6 +10,7 @@
 
 pub mod alerts;
 pub mod exec;
+pub mod finish;
 pub mod job;
 pub mod logs;
 pub mod net;
@@ -45,9 +46,13 @@ pub struct Cron {
     inbox: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
     /// How long a claimed attempt stays this node's without a renewal.
     pub lease: Duration,
-    /// The scheduler's own connections, as the owner (bookkeeping only: no
-    /// job's SQL runs on them).
+    /// The scheduler's own connections, as the owner: claims, loads and
+    /// upkeep only, so a burst of ending attempts never delays a claim. (No
+    /// job's SQL runs on them.)
     pub pool: deadpool_postgres::Pool,
+    /// Connections, as the owner, for recording attempts: their ends, live
+    /// log lines, alerts and `net.http_*` answers.
+    pub records: deadpool_postgres::Pool,
     /// HTTP jobs' client (no redirects followed: a 3xx is the job's answer).
     pub http: reqwest::Client,
     /// Attempts running on this node (`cron_runs.id`), whose leases it renews;
@@ -64,6 +69,8 @@ pub struct Cron {
     /// Wakes followers of live logs on this node: the attempt id of each
     /// NOTIFY on [`logs::CHANNEL`].
     pub log_wake: tokio::sync::broadcast::Sender<i64>,
+    /// The batch writer of attempts' ends ([`finish`]).
+    pub finish: mpsc::UnboundedSender<finish::Ending>,
     /// Wakes the `net.http_*` worker (a NOTIFY on [`net::CHANNEL`]).
     pub net_kick: tokio::sync::Notify,
     /// Jobs on this node's timer after its last load (benchmarks wait on it).
@@ -71,20 +78,28 @@ pub struct Cron {
 }
 
 impl Cron {
-    /// A node's cron with `node` as its id.
+    /// A node's cron with `node` as its id (spawns its batch writer of
+    /// attempts' ends: call it inside the runtime).
     pub fn new(
         node: uuid::Uuid,
         lease: Duration,
         pool: deadpool_postgres::Pool,
+        records: deadpool_postgres::Pool,
         enabled: bool,
     ) -> Cron {
         let (events, rx) = mpsc::unbounded_channel();
+        // The writer lives as long as this node's cron (it ends with the
+        // last sender).
+        let (finish, endings) = mpsc::unbounded_channel();
+        tokio::spawn(finish::writer(records.clone(), endings));
         Cron {
+            finish,
             node,
             events,
             inbox: parking_lot::Mutex::new(Some(rx)),
             lease,
             pool,
+            records,
             running: Default::default(),
             enabled,
             http: reqwest::Client::builder()

@@ -31,7 +31,7 @@ RETURNING q.id, q.method, q.url, q.headers, q.body, q.timeout_milliseconds, q.cr
 pub async fn worker(st: AppState, cancel: CancellationToken) {
     loop {
         let taken = async {
-            let c = st.cron.pool.get().await?;
+            let c = st.cron.records.get().await?;
             anyhow::Ok(c.query(TAKE_SQL, &[&TAKE]).await?)
         }
         .await;
@@ -178,7 +178,7 @@ async fn perform(st: &AppState, r: &tokio_postgres::Row) {
         (None, None) => format!("net.http_{} #{id}", method.to_ascii_lowercase()),
     };
     let written = async {
-        let c = st.cron.pool.get().await?;
+        let c = st.cron.records.get().await?;
         c.execute(
             "WITH done AS (DELETE FROM net.http_request_queue WHERE id = $1) \
              INSERT INTO net._http_response (id, status_code, content_type, headers, content, timed_out, error_msg) \

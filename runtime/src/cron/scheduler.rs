@@ -62,10 +62,13 @@ struct Sched {
 }
 
 /// The job columns a scheduler needs, and the start of the missed-tick
-/// window: the later of the job's `active_since` and its latest claimed tick.
-const JOB_QUERY: &str =
-    "SELECT j.id, j.schedule, j.timezone, j.paused, j.missed, j.catch_up_max, j.version, \
-     greatest(j.active_since, j.last_tick) AS since FROM wasmbase.cron_jobs j";
+/// window: the later of the job's `active_since` and its latest claimed tick
+/// (manual runs and retries do not count; pruning keeps each job's latest
+/// tick, so an old tick never looks missed).
+const JOB_QUERY: &str = "SELECT j.id, j.schedule, j.timezone, j.paused, j.missed, j.catch_up_max, j.version, \
+     greatest(j.active_since, (SELECT max(r.scheduled_for) FROM wasmbase.cron_runs r \
+       WHERE r.job_id = j.id AND r.attempt = 1 AND r.trigger IN ('schedule', 'missed'))) AS since \
+     FROM wasmbase.cron_jobs j";
 
 /// Runs this node's scheduler until `cancel`.
 pub async fn run(st: AppState, cancel: CancellationToken) {
@@ -282,7 +285,7 @@ impl Sched {
     /// down, and the job's missed-tick policy decides at the next load.
     fn fire_due(&mut self) {
         let now = Utc::now();
-        let mut ticks: Vec<Tick> = Vec::new();
+        let mut due: Vec<(i64, DateTime<Utc>, Entry)> = Vec::new();
         let mut runs = Vec::new();
         while let Some(&(t, item)) = self.wheel.first() {
             if t > now {
@@ -291,24 +294,9 @@ impl Sched {
             self.wheel.pop_first();
             match item {
                 Item::Tick(id) => {
-                    let Some(mut e) = self.jobs.remove(&id) else {
-                        continue;
-                    };
-                    e.next = None;
-                    ticks.push((id, t, e.version));
-                    let mut from = t;
-                    let mut late = 0;
-                    while let Some(next) = e.schedule.next_after(from).filter(|n| *n <= now) {
-                        late += 1;
-                        if late > MAX_LATE_TICKS {
-                            from = now;
-                            self.stale = true;
-                            break;
-                        }
-                        ticks.push((id, next, e.version));
-                        from = next;
+                    if let Some(e) = self.jobs.remove(&id) {
+                        due.push((id, t, e));
                     }
-                    self.schedule(id, e, from);
                 }
                 Item::Run(id) => {
                     self.queued.remove(&id);
@@ -316,11 +304,37 @@ impl Sched {
                 }
             }
         }
-        if !ticks.is_empty() {
-            tokio::spawn(claim_ticks(self.st.clone(), ticks, "schedule"));
-        }
         if !runs.is_empty() {
             tokio::spawn(claim_queued(self.st.clone(), runs));
+        }
+        if due.is_empty() {
+            return;
+        }
+        // The claim goes out first; the next ticks are computed meanwhile.
+        let ticks: Vec<Tick> = due.iter().map(|(id, t, e)| (*id, *t, e.version)).collect();
+        tokio::spawn(claim_ticks(self.st.clone(), ticks, "schedule"));
+        let mut late: Vec<Tick> = Vec::new();
+        for (id, t, mut e) in due {
+            let mut next = e.schedule.next_after(t);
+            let mut passed = 0;
+            while let Some(n) = next.filter(|n| *n <= now) {
+                passed += 1;
+                if passed > MAX_LATE_TICKS {
+                    next = e.schedule.next_after(now);
+                    self.stale = true;
+                    break;
+                }
+                late.push((id, n, e.version));
+                next = e.schedule.next_after(n);
+            }
+            e.next = next.filter(|_| !e.paused);
+            if let Some(n) = e.next {
+                self.wheel.insert((n, Item::Tick(id)));
+            }
+            self.jobs.insert(id, e);
+        }
+        if !late.is_empty() {
+            tokio::spawn(claim_ticks(self.st.clone(), late, "schedule"));
         }
     }
 
@@ -351,15 +365,15 @@ impl Sched {
                     }
                 }
             }
-            let reaped: Vec<i64> = c
-                .query("SELECT wasmbase.cron_reap()", &[])
+            let reaped: Vec<(i64, bool)> = c
+                .query("SELECT job, alerts FROM wasmbase.cron_reap()", &[])
                 .await?
                 .iter()
-                .map(|r| r.get(0))
+                .map(|r| (r.get(0), r.get(1)))
                 .collect();
             if !reaped.is_empty() {
                 tracing::warn!(attempts = reaped.len(), "cron: attempts lost by their node");
-                let mut jobs = reaped;
+                let mut jobs: Vec<i64> = reaped.iter().filter(|r| r.1).map(|r| r.0).collect();
                 jobs.sort_unstable();
                 jobs.dedup();
                 let st = st.clone();
@@ -382,7 +396,10 @@ impl Sched {
                         "DELETE FROM wasmbase.cron_runs WHERE status NOT IN ('pending', 'running') \
                          AND (created_at < now() - make_interval(days => $1) \
                               OR id IN (SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY job_id ORDER BY id DESC) AS n \
-                                        FROM wasmbase.cron_runs) x WHERE x.n > $2))",
+                                        FROM wasmbase.cron_runs) x WHERE x.n > $2)) \
+                         AND id NOT IN (SELECT DISTINCT ON (job_id) id FROM wasmbase.cron_runs \
+                                        WHERE attempt = 1 AND trigger IN ('schedule', 'missed') \
+                                        ORDER BY job_id, scheduled_for DESC)",
                         &[&(cfg.history_days as i32), &(cfg.history_per_job as i64)],
                     )
                     .await?;
@@ -416,9 +433,8 @@ impl Sched {
 /// not claimed. Under `overlap = forbid`, a tick that comes while the job's
 /// previous attempt runs (or waits) is `skipped`, and of several ticks of one
 /// job in one claim only the first runs: the others are `skipped`, or, for
-/// missed ticks being caught up, `pending` (they run one after another). The
-/// winner advances the job's `last_tick`. Returns what this node won: attempts
-/// to run now and attempts queued.
+/// missed ticks being caught up, `pending` (they run one after another).
+/// Returns what this node won: attempts to run now and attempts queued.
 const CLAIM_TICKS: &str = "\
 WITH t AS (
   SELECT t.*, row_number() OVER (PARTITION BY t.job_id ORDER BY t.at) AS rn
@@ -441,11 +457,6 @@ ins AS (
         ELSE 'running' END AS status) s
   ON CONFLICT (job_id, scheduled_for, attempt) DO NOTHING
   RETURNING id, run_id, job_id, scheduled_for, attempt, status, due_at
-),
-seen AS (
-  UPDATE wasmbase.cron_jobs j SET last_tick = greatest(j.last_tick, m.at)
-    FROM (SELECT job_id, max(scheduled_for) AS at FROM ins GROUP BY job_id) m
-   WHERE j.id = m.job_id
 )
 SELECT ins.id, ins.run_id, ins.scheduled_for, ins.attempt, ins.status, ins.due_at, j.id AS job_id, j.name, j.kind, j.spec, j.timeout_ms
   FROM ins JOIN wasmbase.cron_jobs j ON j.id = ins.job_id
@@ -466,7 +477,13 @@ UPDATE wasmbase.cron_runs r
 RETURNING r.id, r.run_id, r.scheduled_for, r.attempt, r.status, r.due_at, j.id AS job_id, j.name, j.kind, j.spec, j.timeout_ms";
 
 async fn claim_ticks(st: AppState, ticks: Vec<Tick>, trigger: &'static str) {
-    for chunk in ticks.chunks(CLAIM_CHUNK) {
+    // Every node sees the same ticks in the same order; each starts at its
+    // own chunk, so nodes insert different rows at first instead of queueing
+    // behind one another's uncommitted inserts of the same keys.
+    let chunks: Vec<&[Tick]> = ticks.chunks(CLAIM_CHUNK).collect();
+    let start = (st.cron.node.as_u128() % chunks.len().max(1) as u128) as usize;
+    for i in 0..chunks.len() {
+        let chunk = chunks[(start + i) % chunks.len()];
         let ids: Vec<i64> = chunk.iter().map(|t| t.0).collect();
         let ats: Vec<DateTime<Utc>> = chunk.iter().map(|t| t.1).collect();
         let versions: Vec<i64> = chunk.iter().map(|t| t.2).collect();

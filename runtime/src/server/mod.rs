@@ -260,15 +260,24 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     let cron_pool = db::pool(
         owner.clone(),
         &PoolSettings {
-            max_size: 3,
+            max_size: 2,
             wait_timeout: Duration::from_secs(10),
             application_name: "wasmbase-cron",
+        },
+    )?;
+    let cron_records = db::pool(
+        owner.clone(),
+        &PoolSettings {
+            max_size: 3,
+            wait_timeout: Duration::from_secs(10),
+            application_name: "wasmbase-cron-records",
         },
     )?;
     let cron = Arc::new(crate::cron::Cron::new(
         realtime.node,
         Duration::from_secs(config.cron.lease_secs),
         cron_pool,
+        cron_records,
         config.cron.enabled,
     ));
     let state = AppState::new(Inner {
