@@ -61,7 +61,9 @@ pub async fn writer(pool: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiv
             }
             Ok(_) => {
                 for e in batch {
-                    let _ = e.reply.send(Err(anyhow::anyhow!("cron_finish answered a short batch")));
+                    let _ = e
+                        .reply
+                        .send(Err(anyhow::anyhow!("cron_finish answered a short batch")));
                 }
             }
             Err(err) => {

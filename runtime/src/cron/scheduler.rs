@@ -65,7 +65,8 @@ struct Sched {
 /// window: the later of the job's `active_since` and its latest claimed tick
 /// (manual runs and retries do not count; pruning keeps each job's latest
 /// tick, so an old tick never looks missed).
-const JOB_QUERY: &str = "SELECT j.id, j.schedule, j.timezone, j.paused, j.missed, j.catch_up_max, j.version, \
+const JOB_QUERY: &str =
+    "SELECT j.id, j.schedule, j.timezone, j.paused, j.missed, j.catch_up_max, j.version, \
      greatest(j.active_since, (SELECT max(r.scheduled_for) FROM wasmbase.cron_runs r \
        WHERE r.job_id = j.id AND r.attempt = 1 AND r.trigger IN ('schedule', 'missed'))) AS since \
      FROM wasmbase.cron_jobs j";
