@@ -39,10 +39,17 @@ BEGIN
     INSERT INTO wasmbase.cron_jobs AS j (name, kind, schedule, spec, source)
     VALUES (job_name, 'sql', schedule, jsonb_build_object('command', command), 'sql')
     ON CONFLICT (name) DO UPDATE
-      SET kind = 'sql', schedule = EXCLUDED.schedule, spec = EXCLUDED.spec, updated_at = now(),
+      SET kind = 'sql', schedule = EXCLUDED.schedule, timezone = 'UTC', spec = EXCLUDED.spec, updated_at = now(),
           version = j.version + 1,
           active_since = CASE WHEN j.schedule <> EXCLUDED.schedule THEN now() ELSE j.active_since END
+      -- Only jobs made through this interface: an API or manifest job of the
+      -- same name is not taken over.
+      WHERE j.source = 'sql'
     RETURNING id INTO jid;
+    IF jid IS NULL THEN
+      RAISE EXCEPTION 'a job named % exists and was not made with cron.schedule', job_name
+        USING ERRCODE = '23505', HINT = 'change it with the admin API or wasmbase cron, or pick another name';
+    END IF;
     PERFORM pg_notify('wasmbase_cron', 'job:' || jid);
     INSERT INTO wasmbase.audit_log (actor, action, target, details)
     VALUES ('sql:' || session_user, 'cron.job.create', job_name, jsonb_build_object('id', jid, 'source', 'sql'));
@@ -61,7 +68,9 @@ BEGIN
   DECLARE
     jname text;
   BEGIN
-    DELETE FROM wasmbase.cron_jobs WHERE id = job_id RETURNING name INTO jname;
+    -- Jobs made through this interface only (API and manifest jobs are
+    -- managed where they were made).
+    DELETE FROM wasmbase.cron_jobs WHERE id = job_id AND source = 'sql' RETURNING name INTO jname;
     IF NOT FOUND THEN
       RAISE EXCEPTION 'could not find valid entry for job %', job_id USING ERRCODE = 'P0002';
     END IF;
@@ -107,7 +116,7 @@ BEGIN
            active_since = CASE WHEN (alter_job.schedule IS NOT NULL AND alter_job.schedule <> j.schedule)
                                   OR (j.paused AND alter_job.active) THEN now() ELSE j.active_since END,
            version = j.version + 1, updated_at = now()
-     WHERE j.id = job_id;
+     WHERE j.id = job_id AND j.source = 'sql';
     IF NOT FOUND THEN
       RAISE EXCEPTION 'could not find valid entry for job %', job_id USING ERRCODE = 'P0002';
     END IF;

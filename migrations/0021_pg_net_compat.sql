@@ -11,10 +11,14 @@ BEGIN
   END IF;
   CREATE SCHEMA IF NOT EXISTS net;
 
-  CREATE TABLE IF NOT EXISTS net.http_request_queue (
+  -- Unlogged, as pg_net's: requests may carry credentials in their headers,
+  -- which should not reach WAL, replicas or backups.
+  CREATE UNLOGGED TABLE IF NOT EXISTS net.http_request_queue (
     id                   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     method               text NOT NULL,
     url                  text NOT NULL,
+    -- Query parameters, URL-encoded onto `url` by the worker.
+    params               jsonb NOT NULL DEFAULT '{}',
     headers              jsonb NOT NULL DEFAULT '{}',
     body                 bytea,
     timeout_milliseconds int NOT NULL DEFAULT 5000,
@@ -41,19 +45,12 @@ BEGIN
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
   DECLARE
     rid bigint;
-    full_url text := url;
-    q text;
   BEGIN
     IF url IS NULL OR url !~* '^https?://' THEN
       RAISE EXCEPTION 'url must start with http:// or https://' USING ERRCODE = '22023';
     END IF;
-    IF params IS NOT NULL AND params <> '{}'::jsonb THEN
-      SELECT string_agg(format('%s=%s', k, v), '&') INTO q
-        FROM jsonb_each_text(params) AS p(k, v);
-      full_url := full_url || CASE WHEN position('?' IN full_url) > 0 THEN '&' ELSE '?' END || q;
-    END IF;
-    INSERT INTO net.http_request_queue (method, url, headers, body, timeout_milliseconds, cron_run)
-    VALUES (method, full_url, coalesce(headers, '{}'), body, coalesce(timeout_milliseconds, 5000),
+    INSERT INTO net.http_request_queue (method, url, params, headers, body, timeout_milliseconds, cron_run)
+    VALUES (method, url, coalesce(params, '{}'), coalesce(headers, '{}'), body, coalesce(timeout_milliseconds, 5000),
             nullif(current_setting('wasmbase.cron_run', true), '')::bigint)
     RETURNING id INTO rid;
     PERFORM pg_notify('wasmbase_net', rid::text);

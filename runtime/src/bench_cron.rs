@@ -77,8 +77,11 @@ pub async fn run(secs: u64) -> Result<()> {
     let url = cfg.database.url.clone().context("DATABASE_URL")?;
     let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
-    c.batch_execute("DELETE FROM wasmbase.cron_jobs WHERE name LIKE 'bench-%'")
-        .await?;
+    c.batch_execute(
+        "DELETE FROM wasmbase.cron_jobs WHERE name LIKE 'bench-%'; \
+         DELETE FROM wasmbase.cron_runs WHERE job_name LIKE 'bench-%'",
+    )
+    .await?;
     let mut nodes = Vec::new();
     for _ in 0..3 {
         let n = crate::server::start(cfg.clone()).await?;

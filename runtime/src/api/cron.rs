@@ -239,7 +239,7 @@ async fn run_logs(
     if !follow {
         return Ok(Json(json!({ "lines": lines, "ended": ended })).into_response());
     }
-    let stream = follow_stream(st, id, lines, ended, wake);
+    let stream = follow_stream(st, id, after, lines, ended, wake);
     Ok(axum::response::sse::Sse::new(stream)
         .keep_alive(axum::response::sse::KeepAlive::default())
         .into_response())
@@ -251,6 +251,7 @@ async fn run_logs(
 fn follow_stream(
     st: AppState,
     id: i64,
+    after: i64,
     lines: Vec<logs::Line>,
     ended: bool,
     wake: tokio::sync::broadcast::Receiver<i64>,
@@ -271,7 +272,7 @@ fn follow_stream(
     let init = Follow {
         st,
         id,
-        last: lines.last().map(|l| l.id).unwrap_or(0),
+        last: lines.last().map(|l| l.id).unwrap_or(after),
         buf: lines.into(),
         ended: ended && !full,
         more: ended && full,
@@ -320,11 +321,13 @@ fn follow_stream(
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await;
             }
             let read = match f.st.system.get().await {
-                Ok(c) => logs::since(&**c, f.id, f.last).await.ok().flatten(),
-                Err(_) => None,
+                Ok(c) => logs::since(&**c, f.id, f.last).await.map_err(drop),
+                Err(_) => Err(()),
             };
             match read {
-                Some((lines, ended)) => {
+                // The database was busy or away: try again at the next wake-up.
+                Err(()) => f.more = false,
+                Ok(Some((lines, ended))) => {
                     // The status is read before the lines, so a short read of
                     // an ended attempt holds everything it logged.
                     let full = lines.len() >= logs::PAGE;
@@ -332,7 +335,8 @@ fn follow_stream(
                     f.ended = ended && !full;
                     f.more = ended && full;
                 }
-                None => f.done = true,
+                // The attempt is gone (pruned): nothing more will come.
+                Ok(None) => f.ended = true,
             }
         }
     })

@@ -17,9 +17,23 @@ pub async fn check(st: &AppState, job: i64) {
 }
 
 async fn check_inner(st: &AppState, job: i64) -> anyhow::Result<()> {
-    let c = st.cron.records.get().await?;
+    let mut c = st.cron.records.get().await?;
+    // The job row is locked first: two nodes checking at once take turns, and
+    // the second reads the outcomes (a new snapshot) after the first's
+    // change, so a stale read never flips the state back.
+    let tx = c.transaction().await?;
+    if tx
+        .query_opt(
+            "SELECT 1 FROM wasmbase.cron_jobs WHERE id = $1 FOR UPDATE",
+            &[&job],
+        )
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
     // Each recent tick's outcome, newest first (only ticks that have ended).
-    let rows = c
+    let rows = tx
         .query(
             "SELECT status, error, id FROM ( \
                SELECT DISTINCT ON (run_id) run_id, scheduled_for, status, error, id \
@@ -43,13 +57,13 @@ async fn check_inner(st: &AppState, job: i64) -> anyhow::Result<()> {
         ("cron.failing", latest.get(2), latest.get(1))
     };
     let changed = if failed == 0 {
-        c.query_opt(
+        tx.query_opt(
             "UPDATE wasmbase.cron_jobs SET alert_state = 'ok' WHERE id = $1 AND alert_state = 'failing' RETURNING name, alert",
             &[&job],
         )
         .await?
     } else {
-        c.query_opt(
+        tx.query_opt(
             "UPDATE wasmbase.cron_jobs SET alert_state = 'failing' \
              WHERE id = $1 AND alert_state = 'ok' AND alert IS NOT NULL AND $2 >= coalesce((alert->>'after')::int, 1) \
              RETURNING name, alert",
@@ -57,6 +71,7 @@ async fn check_inner(st: &AppState, job: i64) -> anyhow::Result<()> {
         )
         .await?
     };
+    tx.commit().await?;
     drop(c);
     let Some(row) = changed else {
         return Ok(());

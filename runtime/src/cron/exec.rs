@@ -96,9 +96,10 @@ pub fn start(st: AppState, c: Claimed) {
         };
         let t0 = Instant::now();
         // A handler call enforces the timeout itself (epoch budget and
-        // clock); the grace only bounds a host that would not stop.
+        // clock); the grace bounds a host that would not stop and leaves
+        // room to store its last log lines.
         let limit = match c.kind.as_str() {
-            "function" => c.timeout + Duration::from_secs(1),
+            "function" => c.timeout + Duration::from_secs(5),
             _ => c.timeout,
         };
         let outcome = tokio::select! {

@@ -36,8 +36,19 @@ pub async fn forward(st: AppState, run: i64, mut lines: UnboundedReceiver<LogLin
                 _ => break,
             }
         }
-        if let Err(e) = append(&st, run, &batch).await {
-            tracing::warn!(run, error = %format!("{e:#}"), "cron: keeping a run's log lines");
+        // A busy or briefly unreachable database gets a few tries.
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1..=4 {
+            match append(&st, run, &batch).await {
+                Ok(()) => break,
+                Err(e) if attempt == 4 => {
+                    tracing::warn!(run, lines = batch.len(), error = %format!("{e:#}"), "cron: a run's log lines were not kept");
+                }
+                Err(_) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
         }
     }
 }

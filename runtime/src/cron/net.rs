@@ -14,46 +14,89 @@ use tokio_util::sync::CancellationToken;
 /// NOTIFY channel of queued requests.
 pub const CHANNEL: &str = "wasmbase_net";
 
-/// Requests one node takes at once.
-const TAKE: i64 = 50;
+/// Requests one node performs at once.
+const IN_FLIGHT: usize = 50;
+
+/// How long answers are kept (pg_net's default `ttl`).
+const RESPONSE_TTL: &str = "6 hours";
 
 /// Bytes of a response body kept.
 const MAX_BODY: usize = 1 << 20;
 
+/// A request is taken again only once the node that took it must have
+/// finished or died (its timeout and a minute more), so a slow request is
+/// never sent twice by two live nodes.
 const TAKE_SQL: &str = "\
 UPDATE net.http_request_queue q SET taken_at = now()
  WHERE q.id IN (SELECT id FROM net.http_request_queue
-                 WHERE taken_at IS NULL OR taken_at < now() - interval '5 minutes'
+                 WHERE taken_at IS NULL
+                    OR taken_at < now() - make_interval(secs => timeout_milliseconds / 1000.0 + 60)
                  ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $1)
-RETURNING q.id, q.method, q.url, q.headers, q.body, q.timeout_milliseconds, q.cron_run";
+RETURNING q.id, q.method, q.url, q.params, q.headers, q.body, q.timeout_milliseconds, q.cron_run";
 
-/// Takes and performs queued requests until `cancel`.
+/// Takes and performs queued requests until `cancel`, at most
+/// [`IN_FLIGHT`] at once (a slow one holds one slot, not the queue).
 pub async fn worker(st: AppState, cancel: CancellationToken) {
+    let installed = async {
+        let c = st.cron.records.get().await?;
+        anyhow::Ok(
+            c.query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_net')",
+                &[],
+            )
+            .await?
+            .get::<_, bool>(0),
+        )
+    };
+    match installed.await {
+        Ok(true) => {
+            tracing::info!("net.http_* are pg_net's here; Wasmbase's worker stays off");
+            return;
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "net: checking for pg_net"),
+    }
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let mut pruned = std::time::Instant::now();
     loop {
+        let free = slots.available_permits() as i64;
         let taken = async {
             let c = st.cron.records.get().await?;
-            anyhow::Ok(c.query(TAKE_SQL, &[&TAKE]).await?)
+            if pruned.elapsed() > Duration::from_secs(3600) {
+                c.execute(
+                    &format!("DELETE FROM net._http_response WHERE created < now() - interval '{RESPONSE_TTL}'"),
+                    &[],
+                )
+                .await?;
+                pruned = std::time::Instant::now();
+            }
+            if free == 0 {
+                return anyhow::Ok(Vec::new());
+            }
+            anyhow::Ok(c.query(TAKE_SQL, &[&free]).await?)
         }
         .await;
         let rows = match taken {
             Ok(rows) => rows,
             Err(e) => {
-                let missing = e
-                    .downcast_ref::<tokio_postgres::Error>()
-                    .and_then(|e| e.code())
-                    == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE);
-                if missing {
-                    // pg_net itself is installed: its worker does this.
-                    tracing::info!("net.http_* are pg_net's here; Wasmbase's worker stays off");
-                    return;
-                }
                 tracing::warn!(error = %format!("{e:#}"), "net: taking queued requests");
                 Vec::new()
             }
         };
-        let n = rows.len();
-        futures::future::join_all(rows.iter().map(|r| perform(&st, r))).await;
-        if n as i64 == TAKE {
+        let full = !rows.is_empty() && rows.len() as i64 == free;
+        for r in rows {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let st = st.clone();
+            tokio::spawn(async move {
+                perform(&st, &r).await;
+                drop(permit);
+                // A slot is free: look for more.
+                st.cron.net_kick.notify_one();
+            });
+        }
+        if full {
             continue;
         }
         tokio::select! {
@@ -87,14 +130,27 @@ fn failed(error: String, timed_out: bool) -> Answer {
 
 async fn request(st: &AppState, r: &tokio_postgres::Row) -> Answer {
     let (method, url): (String, String) = (r.get("method"), r.get("url"));
+    let params: Value = r.get("params");
     let headers: Value = r.get("headers");
     let body: Option<Vec<u8>> = r.get("body");
     let timeout =
         Duration::from_millis(r.get::<_, i32>("timeout_milliseconds").clamp(1, 600_000) as u64);
-    let parsed = match url::Url::parse(&url) {
+    let mut parsed = match url::Url::parse(&url) {
         Ok(u) => u,
         Err(e) => return failed(format!("invalid url: {e}"), false),
     };
+    if let Value::Object(p) = &params {
+        if !p.is_empty() {
+            let mut q = parsed.query_pairs_mut();
+            for (k, v) in p {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                q.append_pair(k, &v);
+            }
+        }
+    }
     let host = parsed.host_str().unwrap_or_default();
     let default_port = if parsed.scheme() == "https" { 443 } else { 80 };
     if !crate::functions::manifest::host_allowed(
@@ -144,7 +200,8 @@ async fn request(st: &AppState, r: &tokio_postgres::Row) -> Answer {
                     Ok(Some(b)) if bytes.len() < MAX_BODY => bytes.extend_from_slice(&b),
                     Ok(Some(_)) | Ok(None) => break,
                     Err(e) => {
-                        error = Some(format!("{:#}", anyhow::Error::from(e)));
+                        // Without the URL: its query may hold a key.
+                        error = Some(format!("{:#}", anyhow::Error::from(e.without_url())));
                         break;
                     }
                 }
@@ -162,7 +219,11 @@ async fn request(st: &AppState, r: &tokio_postgres::Row) -> Answer {
         }
         Err(e) => {
             let timed_out = e.is_timeout();
-            failed(format!("{:#}", anyhow::Error::from(e)), timed_out)
+            // Without the URL: its query may hold a key.
+            failed(
+                format!("{:#}", anyhow::Error::from(e.without_url())),
+                timed_out,
+            )
         }
     }
 }
@@ -189,7 +250,8 @@ async fn perform(st: &AppState, r: &tokio_postgres::Row) {
         if let Some(run) = run {
             let max = st.config.cron.output_max_bytes as i32;
             c.execute(
-                "WITH o AS (UPDATE wasmbase.cron_runs SET output = left(concat_ws(E'\\n', output, $2::text), $3) WHERE id = $1), \
+                "WITH o AS (UPDATE wasmbase.cron_runs r SET output = left(concat_ws(E'\\n', output, $2::text), $3) WHERE r.id = $1 \
+                   AND EXISTS (SELECT 1 FROM wasmbase.cron_jobs j WHERE j.id = r.job_id AND j.kind = 'sql')), \
                  l AS (INSERT INTO wasmbase.cron_run_logs (run, level, message) SELECT $1, $4, $2 WHERE EXISTS (SELECT 1 FROM wasmbase.cron_runs WHERE id = $1)) \
                  SELECT pg_notify($5, $1::text)",
                 &[

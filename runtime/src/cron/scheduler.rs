@@ -311,9 +311,7 @@ impl Sched {
         if due.is_empty() {
             return;
         }
-        // The claim goes out first; the next ticks are computed meanwhile.
-        let ticks: Vec<Tick> = due.iter().map(|(id, t, e)| (*id, *t, e.version)).collect();
-        tokio::spawn(claim_ticks(self.st.clone(), ticks, "schedule"));
+        let mut ticks: Vec<Tick> = due.iter().map(|(id, t, e)| (*id, *t, e.version)).collect();
         let mut late: Vec<Tick> = Vec::new();
         for (id, t, mut e) in due {
             let mut next = e.schedule.next_after(t);
@@ -334,9 +332,10 @@ impl Sched {
             }
             self.jobs.insert(id, e);
         }
-        if !late.is_empty() {
-            tokio::spawn(claim_ticks(self.st.clone(), late, "schedule"));
-        }
+        // One claim for the due and the late ticks, so `overlap = forbid`
+        // sees a job's ticks together.
+        ticks.extend(late);
+        tokio::spawn(claim_ticks(self.st.clone(), ticks, "schedule"));
     }
 
     /// Renews this node's leases (abandoning attempts whose lease was lost),
@@ -400,6 +399,7 @@ impl Sched {
                                         FROM wasmbase.cron_runs) x WHERE x.n > $2)) \
                          AND id NOT IN (SELECT DISTINCT ON (job_id) id FROM wasmbase.cron_runs \
                                         WHERE attempt = 1 AND trigger IN ('schedule', 'missed') \
+                                          AND job_id IN (SELECT id FROM wasmbase.cron_jobs) \
                                         ORDER BY job_id, scheduled_for DESC)",
                         &[&(cfg.history_days as i32), &(cfg.history_per_job as i64)],
                     )
@@ -465,7 +465,7 @@ SELECT ins.id, ins.run_id, ins.scheduled_for, ins.attempt, ins.status, ins.due_a
 
 /// Takes queued attempts (retries, manual runs, missed ticks waiting their
 /// turn) that are due and that no other node took. Under `overlap = forbid`
-/// only the oldest waiting attempt of a job starts, and only when none of its
+/// only the waiting attempt of a job with the earliest tick starts, and only when none of its
 /// attempts runs; the others wait for the announcement `cron_finish` makes.
 const CLAIM_QUEUED: &str = "\
 UPDATE wasmbase.cron_runs r
@@ -474,17 +474,36 @@ UPDATE wasmbase.cron_runs r
  WHERE r.id = ANY($1) AND r.status = 'pending' AND r.due_at <= now() AND j.id = r.job_id
    AND (j.overlap = 'allow' OR (
         NOT EXISTS (SELECT 1 FROM wasmbase.cron_runs o WHERE o.job_id = r.job_id AND o.status = 'running')
-        AND r.id = (SELECT min(p.id) FROM wasmbase.cron_runs p WHERE p.job_id = r.job_id AND p.status = 'pending' AND p.due_at <= now())))
+        AND r.id = (SELECT p.id FROM wasmbase.cron_runs p WHERE p.job_id = r.job_id AND p.status = 'pending' AND p.due_at <= now()
+                    ORDER BY p.scheduled_for, p.attempt LIMIT 1)))
 RETURNING r.id, r.run_id, r.scheduled_for, r.attempt, r.status, r.due_at, j.id AS job_id, j.name, j.kind, j.spec, j.timeout_ms";
+
+/// `ticks` in chunks of about [`CLAIM_CHUNK`], each job's ticks in one chunk
+/// and in time order (so `overlap = forbid` sees them in one statement).
+fn chunks_by_job(mut ticks: Vec<Tick>) -> Vec<Vec<Tick>> {
+    ticks.sort_unstable_by_key(|t| (t.0, t.1));
+    let mut out: Vec<Vec<Tick>> = Vec::new();
+    let mut cur: Vec<Tick> = Vec::new();
+    for t in ticks {
+        if cur.len() >= CLAIM_CHUNK && cur.last().is_some_and(|l| l.0 != t.0) {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push(t);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
 
 async fn claim_ticks(st: AppState, ticks: Vec<Tick>, trigger: &'static str) {
     // Every node sees the same ticks in the same order; each starts at its
     // own chunk, so nodes insert different rows at first instead of queueing
     // behind one another's uncommitted inserts of the same keys.
-    let chunks: Vec<&[Tick]> = ticks.chunks(CLAIM_CHUNK).collect();
+    let chunks = chunks_by_job(ticks);
     let start = (st.cron.node.as_u128() % chunks.len().max(1) as u128) as usize;
     for i in 0..chunks.len() {
-        let chunk = chunks[(start + i) % chunks.len()];
+        let chunk = &chunks[(start + i) % chunks.len()];
         let ids: Vec<i64> = chunk.iter().map(|t| t.0).collect();
         let ats: Vec<DateTime<Utc>> = chunk.iter().map(|t| t.1).collect();
         let versions: Vec<i64> = chunk.iter().map(|t| t.2).collect();

@@ -997,7 +997,11 @@ async fn alerts_fire_once_after_consecutive_failures_and_once_on_recovery() {
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[0]["type"], "cron.failing");
     assert_eq!(got[0]["job"], "flaky");
-    assert_eq!(got[0]["consecutive_failures"], 2);
+    // Two or three: the check after the second failure may read the third.
+    assert!(
+        got[0]["consecutive_failures"].as_i64().unwrap() >= 2,
+        "{got:?}"
+    );
     assert!(
         got[0]["error"].as_str().unwrap().contains("22012"),
         "{got:?}"
@@ -1007,16 +1011,18 @@ async fn alerts_fire_once_after_consecutive_failures_and_once_on_recovery() {
         .unwrap()
         .contains("/admin/v1/cron/runs/"));
     assert_eq!(got[1]["type"], "cron.recovered");
-    let mails: Vec<String> = owner
-        .query(
-            "SELECT subject FROM wasmbase.mailbox WHERE to_addr = 'ops@example.com' ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    // The mail goes out after the webhook: wait for both.
+    let mails: Vec<String> = until_rows(
+        &owner,
+        "two alert mails",
+        30,
+        "SELECT subject FROM wasmbase.mailbox WHERE to_addr = 'ops@example.com' ORDER BY id",
+        |r| r.len() >= 2,
+    )
+    .await
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
     assert_eq!(
         mails,
         [
@@ -1083,6 +1089,26 @@ async fn pg_cron_functions_schedule_jobs_on_the_scheduler() {
         .unwrap()
         .get(0);
     assert!(!active);
+    // A job made elsewhere (admin API, CLI, function.toml) is not taken over.
+    let def: wasmbase::cron::job::JobDef =
+        serde_json::from_value(json!({"name": "api-job", "schedule": "@daily", "sql": "SELECT 1"}))
+            .unwrap();
+    wasmbase::cron::job::create(&owner, &def, "api", None, "test".into())
+        .await
+        .unwrap();
+    let e = owner
+        .query_one(
+            "SELECT cron.schedule('api-job', '@hourly', 'SELECT 2')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "23505");
+    let e = owner
+        .query_one("SELECT cron.unschedule('api-job')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "P0002");
     // A malformed schedule is refused at once.
     let e = owner
         .query_one("SELECT cron.schedule('bad', 'every day', 'SELECT 1')", &[])
@@ -1106,12 +1132,14 @@ async fn pg_cron_functions_schedule_jobs_on_the_scheduler() {
         .unwrap()
         .get(0);
     assert!(gone);
-    let n: i64 = owner
-        .query_one("SELECT count(*) FROM cron.job", &[])
+    let left: Vec<String> = owner
+        .query("SELECT jobname FROM cron.job", &[])
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(n, 0);
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, ["api-job"]);
 }
 
 #[tokio::test]
