@@ -374,6 +374,15 @@ fn judge(
     }
 }
 
+/// The deployed function `name`, or the failure naming why it cannot run.
+fn function(
+    st: &AppState,
+    name: &str,
+) -> Result<std::sync::Arc<crate::functions::load::Loaded>, Failure> {
+    crate::api::functions::lookup(st, name)
+        .map_err(|e| fail(format!("function '{name}': {} ({})", e.message, e.code)))
+}
+
 /// A `call` job: `POST /functions/v1/<function>` with the job's body, run in
 /// this process as service_role (as Supabase Cron calls an Edge Function with
 /// the service key), under the function's own grants and limits. The run id
@@ -385,12 +394,7 @@ async fn call(
     spec: &super::job::CallSpec,
 ) -> Result<Option<String>, Failure> {
     use http_body_util::BodyExt;
-    let f = crate::api::functions::lookup(st, &spec.function).map_err(|e| {
-        fail(format!(
-            "function '{}': {} ({})",
-            spec.function, e.message, e.code
-        ))
-    })?;
+    let f = function(st, &spec.function)?;
     let (body, kind) = match &spec.body {
         None => (Vec::new(), "application/json"),
         Some(Value::String(s)) => (s.clone().into_bytes(), "text/plain; charset=utf-8"),
@@ -439,12 +443,7 @@ async fn handler(
     spec: &super::job::HandlerSpec,
 ) -> Result<Option<String>, Failure> {
     use wasmbase_host_api::{Principal, Role};
-    let f = crate::api::functions::lookup(st, &spec.function).map_err(|e| {
-        fail(format!(
-            "function '{}': {} ({})",
-            spec.function, e.message, e.code
-        ))
-    })?;
+    let f = function(st, &spec.function)?;
     let role = match spec.role.as_deref() {
         Some("anon") => Role::Anon,
         _ => Role::ServiceRole,

@@ -503,10 +503,7 @@ pub async fn create(
             ],
         )
         .await
-        .map_err(|e| match WriteError::from(e) {
-            WriteError::Exists(_) => WriteError::Exists(def.name.clone()),
-            other => other,
-        })?;
+        .map_err(|e| named(e, &def.name))?;
     let job = job_of(&row)?;
     announce(c, job.id).await?;
     audit::record(
@@ -518,6 +515,14 @@ pub async fn create(
     )
     .await?;
     Ok(job)
+}
+
+/// A write's error, naming `name` when another job holds it.
+fn named(e: tokio_postgres::Error, name: &str) -> WriteError {
+    match WriteError::from(e) {
+        WriteError::Exists(_) => WriteError::Exists(name.to_owned()),
+        other => other,
+    }
 }
 
 fn enum_text<T: Serialize>(v: &T) -> String {
@@ -575,10 +580,7 @@ async fn replace_job(
             ],
         )
         .await
-        .map_err(|e| match WriteError::from(e) {
-            WriteError::Exists(_) => WriteError::Exists(def.name.clone()),
-            other => other,
-        })?;
+        .map_err(|e| named(e, &def.name))?;
     let job = job_of(&row)?;
     announce(c, job.id).await?;
     audit::record(

@@ -60,6 +60,16 @@ async fn until_rows(
     }
 }
 
+/// The first column of `sql`'s rows, as text.
+async fn texts(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    c.query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// (attempt, status, trigger, error, output, node) of every attempt of `job`, oldest first.
 async fn attempts(
     c: &tokio_postgres::Client,
@@ -641,16 +651,11 @@ async fn admin_api_validates_audits_and_is_service_only() {
     assert_eq!((st, body["code"].as_str()), (404, Some("job_not_found")));
     // History outlives the job; every change is in the audit log.
     assert_eq!(attempts(&owner, "nightly").await.len(), 1);
-    let actions: Vec<String> = owner
-        .query(
-            "SELECT action FROM wasmbase.audit_log WHERE target = 'nightly' ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let actions = texts(
+        &owner,
+        "SELECT action FROM wasmbase.audit_log WHERE target = 'nightly' ORDER BY id",
+    )
+    .await;
     assert_eq!(
         actions,
         [
@@ -701,6 +706,22 @@ async fn call_jobs_invoke_a_deployed_function_with_their_body() {
     );
 }
 
+/// A functions directory holding the example `functions/ticker` (its crate,
+/// built by the harness) with `manifest` as its function.toml; returns the
+/// directory (removed on drop) and the function's folder.
+fn ticker_project(manifest: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let fdir = dir.path().join("ticker");
+    std::fs::create_dir(&fdir).unwrap();
+    std::fs::copy(
+        repo_root().join("functions/ticker/Cargo.toml"),
+        fdir.join("Cargo.toml"),
+    )
+    .unwrap();
+    std::fs::write(fdir.join("function.toml"), manifest).unwrap();
+    (dir, fdir)
+}
+
 const TICKER_TOML: &str = r#"
 name = "ticker"
 db = "service"
@@ -733,15 +754,7 @@ async fn function_cron_handlers_run_from_the_manifest_with_retries() {
         .await
         .unwrap();
     // The example function from functions/, with test schedules.
-    let dir = tempfile::tempdir().unwrap();
-    let fdir = dir.path().join("ticker");
-    std::fs::create_dir(&fdir).unwrap();
-    std::fs::copy(
-        repo_root().join("functions/ticker/Cargo.toml"),
-        fdir.join("Cargo.toml"),
-    )
-    .unwrap();
-    std::fs::write(fdir.join("function.toml"), TICKER_TOML).unwrap();
+    let (dir, fdir) = ticker_project(TICKER_TOML);
     let functions = dir.path().to_path_buf();
     let s = db.functions_server(|c| c.functions.dir = functions).await;
     s.wait_function("ticker").await;
@@ -808,16 +821,7 @@ async fn function_cron_handlers_run_from_the_manifest_with_retries() {
         "{boom:?}"
     );
     // The handler's log lines are kept with its run.
-    let logs: Vec<String> = owner
-        .query(
-            "SELECT l.message FROM wasmbase.cron_run_logs l JOIN wasmbase.cron_runs r ON r.id = l.run WHERE r.job_name = 'ticker.retry' AND r.attempt = 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let logs = texts(&owner, "SELECT l.message FROM wasmbase.cron_run_logs l JOIN wasmbase.cron_runs r ON r.id = l.run WHERE r.job_name = 'ticker.retry' AND r.attempt = 1").await;
     assert!(
         logs.iter()
             .any(|l| l.starts_with("tick retry at ") && l.ends_with("(attempt 1)")),
@@ -856,19 +860,7 @@ async fn function_cron_handlers_run_from_the_manifest_with_retries() {
 async fn live_logs_follow_a_run_from_another_node() {
     let db = TestDb::new().await;
     let (_, key) = db.key(KeyKind::Secret).await;
-    let dir = tempfile::tempdir().unwrap();
-    let fdir = dir.path().join("ticker");
-    std::fs::create_dir(&fdir).unwrap();
-    std::fs::copy(
-        repo_root().join("functions/ticker/Cargo.toml"),
-        fdir.join("Cargo.toml"),
-    )
-    .unwrap();
-    std::fs::write(
-        fdir.join("function.toml"),
-        "name = \"ticker\"\ndb = \"service\"\n[[cron]]\nname = \"chatty\"\nschedule = \"@yearly\"\npayload = { lines = 3, pause_ms = 200 }\n",
-    )
-    .unwrap();
+    let (dir, _) = ticker_project("name = \"ticker\"\ndb = \"service\"\n[[cron]]\nname = \"chatty\"\nschedule = \"@yearly\"\npayload = { lines = 3, pause_ms = 200 }\n");
     let functions = dir.path().to_path_buf();
     // The run happens on `runner`; the log is followed through `viewer`,
     // which runs no jobs.
@@ -1132,13 +1124,7 @@ async fn pg_cron_functions_schedule_jobs_on_the_scheduler() {
         .unwrap()
         .get(0);
     assert!(gone);
-    let left: Vec<String> = owner
-        .query("SELECT jobname FROM cron.job", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let left = texts(&owner, "SELECT jobname FROM cron.job").await;
     assert_eq!(left, ["api-job"]);
 }
 
