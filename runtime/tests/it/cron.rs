@@ -216,6 +216,25 @@ async fn sql_jobs_run_as_service_role_with_a_timeout() {
     for j in all {
         finished(&owner, j, 1).await;
     }
+    // A job deleted while it runs: the run ends and is recorded under its name.
+    admin
+        .create(json!({"name": "doomed", "schedule": "@yearly", "sql": "SELECT pg_sleep(0.5)"}))
+        .await;
+    admin.run("doomed").await;
+    until_rows(
+        &owner,
+        "doomed running",
+        30,
+        "SELECT 1 FROM wasmbase.cron_runs WHERE job_name = 'doomed' AND status = 'running'",
+        |r| r.len() == 1,
+    )
+    .await;
+    let (st, _) = admin
+        .call(reqwest::Method::DELETE, "/jobs/doomed", None)
+        .await;
+    assert_eq!(st, 200);
+    finished(&owner, "doomed", 1).await;
+    assert_eq!(attempts(&owner, "doomed").await[0].1, "succeeded");
     let two = attempts(&owner, "two").await;
     assert_eq!(two[0].1, "failed");
     assert!(two[0].3.as_deref().unwrap().contains("42601"), "{two:?}");
@@ -742,6 +761,12 @@ payload = { fail_before_attempt = 3 }
 name = "boom"
 schedule = "@yearly"
 payload = { panic = true }
+
+[[cron]]
+name = "slow"
+schedule = "@yearly"
+timeout_ms = 300
+payload = { lines = 50, pause_ms = 100 }
 "#;
 
 #[tokio::test]
@@ -760,12 +785,13 @@ async fn function_cron_handlers_run_from_the_manifest_with_retries() {
     s.wait_function("ticker").await;
     let jobs = "SELECT name FROM wasmbase.cron_jobs WHERE source = 'manifest' AND function_name = 'ticker' ORDER BY name";
     until_rows(&owner, "the [[cron]] entries registered", 30, jobs, |r| {
-        r.len() == 3
+        r.len() == 4
     })
     .await;
     let admin = Admin { s: &s, key };
     admin.run("ticker.retry").await;
     admin.run("ticker.boom").await;
+    admin.run("ticker.slow").await;
     finished(&owner, "ticker.retry", 3).await;
     finished(&owner, "ticker.boom", 1).await;
     until_rows(
@@ -813,6 +839,10 @@ async fn function_cron_handlers_run_from_the_manifest_with_retries() {
         .unwrap()
         .get(0);
     assert_eq!(payload, json!({"k": "v"}));
+    // A handler past its timeout is stopped and recorded as timed out.
+    finished(&owner, "ticker.slow", 1).await;
+    let slow = attempts(&owner, "ticker.slow").await;
+    assert_eq!(slow[0].1, "timed_out", "{slow:?}");
     // A trap is a failed run naming the function, not a crashed server.
     let boom = attempts(&owner, "ticker.boom").await;
     assert_eq!(boom[0].1, "failed");
