@@ -69,6 +69,14 @@ CREATE INDEX cron_runs_job_time ON wasmbase.cron_runs (job_id, scheduled_for DES
 CREATE INDEX cron_runs_open ON wasmbase.cron_runs (status, job_id) WHERE status IN ('pending', 'running');
 CREATE INDEX cron_runs_created ON wasmbase.cron_runs (created_at);
 
+-- Nodes running cron, and when each last said so (every third of a lease):
+-- a job's ticks are claimed first by one "home" node among those seen within
+-- a lease, and by the others a moment later (runtime/src/cron/scheduler.rs).
+CREATE TABLE wasmbase.cron_nodes (
+  node    uuid PRIMARY KEY,
+  seen_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- Log lines of a run, appended in small batches while it runs (live logs
 -- follow them), kept and pruned with the run.
 CREATE TABLE wasmbase.cron_run_logs (

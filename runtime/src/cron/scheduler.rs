@@ -59,6 +59,30 @@ struct Sched {
     stale: bool,
     /// How long one bookkeeping call may take before the loop moves on.
     db_wait: Duration,
+    /// The nodes running cron as of the last upkeep (this one included);
+    /// empty until the first upkeep.
+    peers: Vec<uuid::Uuid>,
+}
+
+/// How long a node waits before claiming a tick whose home is another node
+/// (only ticks of a node that stopped are still unclaimed by then).
+const FAILOVER: Duration = Duration::from_secs(2);
+
+/// The node a job's ticks are claimed by first: the highest score of
+/// (job, node) among `peers` (rendezvous hashing, so a node joining or leaving
+/// moves only its share). Every node computes the same answer from the same
+/// list; a node whose list differs only claims some ticks a moment later.
+fn home(job: i64, peers: &[uuid::Uuid]) -> Option<uuid::Uuid> {
+    let mix = |mut x: u64| {
+        // splitmix64's finaliser: a fixed, well-spread hash.
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    };
+    peers
+        .iter()
+        .max_by_key(|n| mix(job as u64 ^ mix(n.as_u128() as u64 ^ (n.as_u128() >> 64) as u64)))
+        .copied()
 }
 
 /// The job columns a scheduler needs, and the start of the missed-tick
@@ -84,6 +108,7 @@ pub async fn run(st: AppState, cancel: CancellationToken) {
         queued: HashSet::new(),
         stale: true,
         db_wait: upkeep_every,
+        peers: Vec::new(),
     };
     let mut upkeep = tokio::time::interval(upkeep_every);
     upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -333,9 +358,25 @@ impl Sched {
             self.jobs.insert(id, e);
         }
         // One claim for the due and the late ticks, so `overlap = forbid`
-        // sees a job's ticks together.
+        // sees a job's ticks together. Each node claims the ticks whose home
+        // it is at once, and the others after [`FAILOVER`]: the database does
+        // each insert once instead of once per node, and nodes do not queue
+        // behind one another's uncommitted inserts of the same keys.
         ticks.extend(late);
-        tokio::spawn(claim_ticks(self.st.clone(), ticks, "schedule"));
+        let me = self.st.cron.node;
+        let (mine, others): (Vec<Tick>, Vec<Tick>) = ticks
+            .into_iter()
+            .partition(|t| home(t.0, &self.peers).is_none_or(|h| h == me));
+        if !mine.is_empty() {
+            tokio::spawn(claim_ticks(self.st.clone(), mine, "schedule"));
+        }
+        if !others.is_empty() {
+            let st = self.st.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(FAILOVER).await;
+                claim_ticks(st, others, "schedule").await;
+            });
+        }
     }
 
     /// Renews this node's leases (abandoning attempts whose lease was lost),
@@ -365,6 +406,19 @@ impl Sched {
                     }
                 }
             }
+            // This node runs cron; which others do (seen within a lease).
+            let peers: Vec<uuid::Uuid> = c
+                .query(
+                    "WITH me AS (INSERT INTO wasmbase.cron_nodes (node) VALUES ($1) \
+                       ON CONFLICT (node) DO UPDATE SET seen_at = now()) \
+                     SELECT node FROM wasmbase.cron_nodes WHERE seen_at > now() - make_interval(secs => $2) \
+                     UNION SELECT $1::uuid",
+                    &[&st.cron.node, &st.cron.lease.as_secs_f64()],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
             let reaped: Vec<(i64, bool)> = c
                 .query("SELECT job, alerts FROM wasmbase.cron_reap()", &[])
                 .await?
@@ -408,10 +462,12 @@ impl Sched {
                     tracing::debug!(runs = n, "cron: pruned history");
                 }
             }
-            anyhow::Ok(pending)
+            anyhow::Ok((pending, peers))
         };
         match tokio::time::timeout(self.db_wait, r).await {
-            Ok(Ok(pending)) => {
+            Ok(Ok((pending, mut peers))) => {
+                peers.sort_unstable();
+                self.peers = peers;
                 for r in pending {
                     self.enqueue(r.get(0), r.get(1));
                 }

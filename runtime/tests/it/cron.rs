@@ -173,7 +173,8 @@ async fn three_nodes_run_every_tick_exactly_once() {
         .unwrap()
         .get(0);
     assert_eq!(hits as usize, per_tick.len());
-    // Every node competed for the ticks.
+    // Every node took part: the job's home node at once, the others as its
+    // stand-ins a moment later.
     for n in &nodes {
         assert!(
             n.srv
@@ -181,7 +182,7 @@ async fn three_nodes_run_every_tick_exactly_once() {
                 .cron
                 .claim_tries
                 .load(std::sync::atomic::Ordering::Relaxed)
-                >= 8
+                > 0
         );
     }
 }
@@ -1226,4 +1227,82 @@ async fn pg_net_requests_from_cron_sql_are_performed_and_recorded_on_the_run() {
         assert_eq!(e.code().unwrap().code(), "42501", "{role}");
         owner.batch_execute("ROLLBACK").await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn ticks_go_on_when_a_jobs_home_node_stops() {
+    let db = TestDb::new().await;
+    let (_, key) = db.key(KeyKind::Secret).await;
+    let small = |c: &mut wasmbase::config::Config| c.database.pool_size = 2;
+    let a = db.server_with(small).await;
+    let b = db.server_with(small).await;
+    let owner = db.owner().await;
+    // Both nodes have registered (at their first upkeep).
+    until_rows(
+        &owner,
+        "two cron nodes",
+        30,
+        "SELECT 1 FROM wasmbase.cron_nodes",
+        |r| r.len() == 2,
+    )
+    .await;
+    Admin {
+        s: &a,
+        key: key.clone(),
+    }
+    .create(json!({"name": "beat", "schedule": "1 second", "overlap": "allow", "sql": "SELECT 1"}))
+    .await;
+    let by = |node: uuid::Uuid| {
+        format!(
+            "SELECT 1 FROM wasmbase.cron_runs WHERE job_name = 'beat' AND status = 'succeeded' AND node = '{node}'"
+        )
+    };
+    // Once the nodes know each other, one of them (the job's home) runs it.
+    let latest = until_rows(
+        &owner,
+        "ticks running",
+        30,
+        "SELECT node FROM wasmbase.cron_runs WHERE job_name = 'beat' AND status = 'succeeded' ORDER BY scheduled_for DESC LIMIT 1",
+        |r| !r.is_empty(),
+    )
+    .await;
+    let home: uuid::Uuid = latest[0].get(0);
+    let (stopping, staying) = if home == a.srv.state.cron.node {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let other = staying.srv.state.cron.node;
+    let before = owner.query(&by(other), &[]).await.unwrap().len();
+    stopping.srv.shutdown().await;
+    // The other node claims its ticks after the failover delay.
+    until_rows(&owner, "the other node takes over", 30, &by(other), |r| {
+        r.len() >= before + 3
+    })
+    .await;
+    let admin = Admin { s: &staying, key };
+    admin
+        .call(reqwest::Method::POST, "/jobs/beat/pause", None)
+        .await;
+    until_rows(
+        &owner,
+        "runs settle",
+        30,
+        "SELECT 1 FROM wasmbase.cron_runs WHERE status IN ('pending', 'running')",
+        |r| r.is_empty(),
+    )
+    .await;
+    // No tick was lost in the handover, and none ran twice.
+    let r = owner
+        .query_one(
+            "SELECT count(*)::int8, count(DISTINCT scheduled_for)::int8, \
+             (extract(epoch FROM max(scheduled_for) - min(scheduled_for)))::int8 + 1 \
+             FROM wasmbase.cron_runs WHERE job_name = 'beat'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (n, distinct, span): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+    assert_eq!(n, distinct, "a tick ran twice");
+    assert_eq!(n, span, "a tick was lost");
 }
