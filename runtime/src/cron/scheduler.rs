@@ -1,9 +1,10 @@
 //! One node's scheduler. Every node keeps every job's next tick in memory (a
-//! timer wheel ordered by instant) and, when ticks are due, tries to claim
-//! them all in one statement: an `INSERT … ON CONFLICT DO NOTHING` of
-//! `(job_id, scheduled_for, attempt = 1)`. The unique key makes exactly one
-//! node's insert succeed per tick, with no leader and no lock held between
-//! nodes; the winner runs the attempt and holds a lease on it that it renews.
+//! timer wheel ordered by instant) and, when ticks are due, claims them in
+//! one statement: an `INSERT … ON CONFLICT DO NOTHING` of `(job_id,
+//! scheduled_for, attempt = 1)`. The unique key makes exactly one node's
+//! insert succeed per tick, with no leader and no lock held between nodes;
+//! the winner runs the attempt and holds a lease on it that it renews. A job's
+//! home node (see [`home`]) claims at once, the others [`FAILOVER`] later.
 //!
 //! Besides the timer, the scheduler wakes for NOTIFYs on [`super::CHANNEL`]
 //! (a job changed, an attempt was queued) and every third of a lease for
@@ -117,7 +118,18 @@ pub async fn run(st: AppState, cancel: CancellationToken) {
     loop {
         let wake = s.wheel.first().map(|(t, _)| instant_of(*t));
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                // A node that stops cleanly hands its jobs over at once, not
+                // after a lease.
+                let gone = async {
+                    let c = st.cron.pool.get().await?;
+                    c.execute("DELETE FROM wasmbase.cron_nodes WHERE node = $1", &[&st.cron.node])
+                        .await?;
+                    anyhow::Ok(())
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), gone).await;
+                return;
+            }
             _ = sleep_until(wake), if wake.is_some() => s.fire_due(),
             ev = inbox.recv() => match ev {
                 Some(Event::Job(id)) => s.reload_job(id).await,
