@@ -113,8 +113,9 @@ async fn check_inner(st: &AppState, job: i64) -> anyhow::Result<()> {
             Ok(r) => {
                 tracing::warn!(job = %name, status = r.status().as_u16(), "cron: alert webhook refused the notice")
             }
+            // Without the URL: a webhook URL is often a secret.
             Err(e) => {
-                tracing::warn!(job = %name, error = %format!("{:#}", anyhow::Error::from(e)), "cron: alert webhook unreachable")
+                tracing::warn!(job = %name, error = %super::exec::describe_reqwest(e.without_url()), "cron: alert webhook unreachable")
             }
         }
     }

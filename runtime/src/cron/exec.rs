@@ -479,7 +479,8 @@ async fn handler(
     }
 }
 
-/// `e` with its causes (reqwest's own text omits them: "error sending request").
-fn describe_reqwest(e: reqwest::Error) -> String {
+/// `e` with its causes (reqwest's own text omits them: "error sending
+/// request"). Callers whose URL may hold a secret pass `e.without_url()`.
+pub(super) fn describe_reqwest(e: reqwest::Error) -> String {
     format!("{:#}", anyhow::Error::from(e))
 }

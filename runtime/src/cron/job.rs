@@ -7,6 +7,7 @@ use super::schedule::{Schedule, ScheduleError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 use wasmbase_host_api::audit::{self, Actor};
 
@@ -478,29 +479,16 @@ pub async fn create(
     actor: Actor<'_>,
 ) -> Result<Job, WriteError> {
     def.validate().map_err(WriteError::Invalid)?;
+    let cols = Columns::of(def);
+    let mut params = cols.params(def);
+    params.extend([&source as &(dyn ToSql + Sync), &function_name]);
     let row = c
         .query_one(
             &format!(
-                "INSERT INTO wasmbase.cron_jobs (name, kind, schedule, timezone, spec, source, function_name, timeout_ms, max_attempts, backoff_ms, overlap, missed, catch_up_max, paused, alert) \
+                "INSERT INTO wasmbase.cron_jobs ({DEF_COLUMNS}, source, function_name) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING {COLUMNS}"
             ),
-            &[
-                &def.name,
-                &def.kind(),
-                &def.schedule,
-                &def.timezone,
-                &def.spec(),
-                &source,
-                &function_name,
-                &def.timeout_ms,
-                &def.max_attempts,
-                &def.backoff_ms,
-                &enum_text(&def.overlap),
-                &enum_text(&def.missed),
-                &def.catch_up_max,
-                &def.paused,
-                &def.alert.as_ref().map(|a| json!(a)),
-            ],
+            &params,
         )
         .await
         .map_err(|e| named(e, &def.name))?;
@@ -515,6 +503,50 @@ pub async fn create(
     )
     .await?;
     Ok(job)
+}
+
+/// The columns a definition writes, in the order [`Columns::params`] binds
+/// them (`$1`…`$13`), for both the insert and the update.
+const DEF_COLUMNS: &str = "name, kind, schedule, timezone, spec, timeout_ms, max_attempts, backoff_ms, overlap, missed, catch_up_max, paused, alert";
+
+/// The values of [`DEF_COLUMNS`] that are computed from a definition.
+struct Columns {
+    kind: &'static str,
+    spec: Value,
+    overlap: String,
+    missed: String,
+    alert: Option<Value>,
+}
+
+impl Columns {
+    fn of(def: &JobDef) -> Columns {
+        Columns {
+            kind: def.kind(),
+            spec: def.spec(),
+            overlap: enum_text(&def.overlap),
+            missed: enum_text(&def.missed),
+            alert: def.alert.as_ref().map(|a| json!(a)),
+        }
+    }
+
+    /// `def`'s values for [`DEF_COLUMNS`], in order.
+    fn params<'a>(&'a self, def: &'a JobDef) -> Vec<&'a (dyn ToSql + Sync)> {
+        vec![
+            &def.name,
+            &self.kind,
+            &def.schedule,
+            &def.timezone,
+            &self.spec,
+            &def.timeout_ms,
+            &def.max_attempts,
+            &def.backoff_ms,
+            &self.overlap,
+            &self.missed,
+            &def.catch_up_max,
+            &def.paused,
+            &self.alert,
+        ]
+    }
 }
 
 /// A write's error, naming `name` when another job holds it.
@@ -554,30 +586,18 @@ async fn replace_job(
     actor: Actor<'_>,
 ) -> Result<Job, WriteError> {
     def.validate().map_err(WriteError::Invalid)?;
+    let cols = Columns::of(def);
+    let mut params = cols.params(def);
+    params.push(&old.id);
     let row = c
         .query_one(
             &format!(
-                "UPDATE wasmbase.cron_jobs SET name = $2, kind = $3, schedule = $4, timezone = $5, spec = $6, timeout_ms = $7, max_attempts = $8, \
-                 backoff_ms = $9, overlap = $10, missed = $11, catch_up_max = $12, paused = $13, alert = $14, updated_at = now(), version = version + 1, \
-                 active_since = CASE WHEN schedule <> $4 OR timezone <> $5 OR (paused AND NOT $13) THEN now() ELSE active_since END \
-                 WHERE id = $1 RETURNING {COLUMNS}"
+                "UPDATE wasmbase.cron_jobs SET ({DEF_COLUMNS}) = ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13), \
+                 updated_at = now(), version = version + 1, \
+                 active_since = CASE WHEN schedule <> $3 OR timezone <> $4 OR (paused AND NOT $12) THEN now() ELSE active_since END \
+                 WHERE id = $14 RETURNING {COLUMNS}"
             ),
-            &[
-                &old.id,
-                &def.name,
-                &def.kind(),
-                &def.schedule,
-                &def.timezone,
-                &def.spec(),
-                &def.timeout_ms,
-                &def.max_attempts,
-                &def.backoff_ms,
-                &enum_text(&def.overlap),
-                &enum_text(&def.missed),
-                &def.catch_up_max,
-                &def.paused,
-                &def.alert.as_ref().map(|a| json!(a)),
-            ],
+            &params,
         )
         .await
         .map_err(|e| named(e, &def.name))?;

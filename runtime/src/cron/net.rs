@@ -201,7 +201,7 @@ async fn request(st: &AppState, r: &tokio_postgres::Row) -> Answer {
                     Ok(Some(_)) | Ok(None) => break,
                     Err(e) => {
                         // Without the URL: its query may hold a key.
-                        error = Some(format!("{:#}", anyhow::Error::from(e.without_url())));
+                        error = Some(super::exec::describe_reqwest(e.without_url()));
                         break;
                     }
                 }
@@ -220,10 +220,7 @@ async fn request(st: &AppState, r: &tokio_postgres::Row) -> Answer {
         Err(e) => {
             let timed_out = e.is_timeout();
             // Without the URL: its query may hold a key.
-            failed(
-                format!("{:#}", anyhow::Error::from(e.without_url())),
-                timed_out,
-            )
+            failed(super::exec::describe_reqwest(e.without_url()), timed_out)
         }
     }
 }

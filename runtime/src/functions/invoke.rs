@@ -61,15 +61,16 @@ pub fn inputs(st: &crate::server::state::AppState, f: &Loaded, caller: Principal
     use wasmbase_host_api::data::Limits;
     use wasmbase_host_api::Role;
     let fx = &st.functions;
-    let service = Principal::for_role(Role::ServiceRole);
+    // Whom the grants act as: service_role for `db = "service"`, else the
+    // caller (built only when a grant needs it: this runs on every call).
+    let acting = || match f.manifest.db {
+        DbMode::Service => Principal::for_role(Role::ServiceRole),
+        _ => caller.clone(),
+    };
     let db = match f.manifest.db {
         DbMode::None => None,
         mode => {
-            let principal = if mode == DbMode::Service {
-                service.clone()
-            } else {
-                caller.clone()
-            };
+            let principal = acting();
             Some(DbAccess {
                 pool: st.pool.clone(),
                 statement_timeout: st.statement_timeout(&principal),
@@ -86,11 +87,7 @@ pub fn inputs(st: &crate::server::state::AppState, f: &Loaded, caller: Principal
         }
     };
     let storage = (!f.storage.is_empty()).then(|| {
-        // As the caller, or as service_role for a `db = "service"` function.
-        let principal = match f.manifest.db {
-            DbMode::Service => service.clone(),
-            _ => caller.clone(),
-        };
+        let principal = acting();
         StorageAccess {
             storage: st.storage.clone(),
             pool: st.pool.clone(),

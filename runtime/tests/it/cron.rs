@@ -41,6 +41,16 @@ impl Admin<'_> {
     }
 }
 
+/// A fresh database, one server with the default settings, an owner
+/// connection and a secret key.
+async fn one_node() -> (TestDb, TestServer, tokio_postgres::Client, String) {
+    let db = TestDb::new().await;
+    let (_, key) = db.key(KeyKind::Secret).await;
+    let s = db.server().await;
+    let owner = db.owner().await;
+    (db, s, owner, key)
+}
+
 /// Polls `sql` every 20 ms until `done` holds for its rows; fails after `secs`.
 async fn until_rows(
     c: &tokio_postgres::Client,
@@ -189,10 +199,7 @@ async fn three_nodes_run_every_tick_exactly_once() {
 
 #[tokio::test]
 async fn sql_jobs_run_as_service_role_with_a_timeout() {
-    let db = TestDb::new().await;
-    let (_, key) = db.key(KeyKind::Secret).await;
-    let s = db.server().await;
-    let owner = db.owner().await;
+    let (_db, s, owner, key) = one_node().await;
     let admin = Admin { s: &s, key };
     admin
         .create(json!({"name": "who", "schedule": "@yearly", "sql": "SELECT current_user AS r, session_user AS s"}))
@@ -292,10 +299,7 @@ async fn target() -> String {
 
 #[tokio::test]
 async fn http_jobs_succeed_only_on_the_configured_status_and_retry_with_backoff() {
-    let db = TestDb::new().await;
-    let (_, key) = db.key(KeyKind::Secret).await;
-    let s = db.server().await;
-    let owner = db.owner().await;
+    let (_db, s, owner, key) = one_node().await;
     let admin = Admin { s: &s, key };
     let t = target().await;
     admin
@@ -442,10 +446,7 @@ async fn a_lost_attempt_is_retried_on_another_node() {
 
 #[tokio::test]
 async fn overlap_forbid_skips_ticks_while_the_previous_run_runs() {
-    let db = TestDb::new().await;
-    let (_, key) = db.key(KeyKind::Secret).await;
-    let s = db.server().await;
-    let owner = db.owner().await;
+    let (_db, s, owner, key) = one_node().await;
     let admin = Admin { s: &s, key };
     admin
         .create(json!({"name": "slow", "schedule": "1 second", "sql": "SELECT pg_sleep(1.6)"}))
@@ -975,10 +976,7 @@ async fn live_logs_follow_a_run_from_another_node() {
 #[tokio::test]
 async fn alerts_fire_once_after_consecutive_failures_and_once_on_recovery() {
     use std::sync::{Arc, Mutex};
-    let db = TestDb::new().await;
-    let (_, key) = db.key(KeyKind::Secret).await;
-    let s = db.server().await;
-    let owner = db.owner().await;
+    let (_db, s, owner, key) = one_node().await;
     owner
         .batch_execute("CREATE SEQUENCE public.flaky")
         .await
