@@ -33,6 +33,47 @@ pub struct Engine {
     pub tick: Duration,
     /// Idle warm instances this node may keep (each holds a pool slot).
     pub warm: Arc<WarmBudget>,
+    /// The JS engine, instrumented for snapshots (on first use).
+    js: tokio::sync::OnceCell<Arc<super::js::snapshot::Prepared>>,
+}
+
+/// wasmtime's incremental compilation cache, in memory and shared by every
+/// engine of the process: the code of every JS function is the JS engine's,
+/// so compiling one after the first is almost all cache hits (milliseconds
+/// instead of seconds). Keys include the compiler settings, so engines with
+/// other settings cannot hit each other's entries.
+#[derive(Debug, Default)]
+pub struct CodeCache {
+    entries: parking_lot::Mutex<std::collections::HashMap<Vec<u8>, Vec<u8>>>,
+}
+
+/// What the code cache may hold before it starts over (the JS engine's
+/// functions take a few MiB).
+const CODE_CACHE_BYTES: usize = 256 << 20;
+
+impl wasmtime::CacheStore for CodeCache {
+    fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+        self.entries
+            .lock()
+            .get(key)
+            .map(|v| std::borrow::Cow::Owned(v.clone()))
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let mut e = self.entries.lock();
+        let held: usize = e.values().map(Vec::len).sum();
+        if held + value.len() > CODE_CACHE_BYTES {
+            e.clear();
+        }
+        e.insert(key.to_vec(), value);
+        true
+    }
+}
+
+/// The process's [`CodeCache`].
+pub fn code_cache() -> Arc<CodeCache> {
+    static CACHE: std::sync::OnceLock<Arc<CodeCache>> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default).clone()
 }
 
 impl Engine {
@@ -66,6 +107,8 @@ impl Engine {
             .epoch_interruption(true)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        cfg.enable_incremental_compilation(code_cache())
+            .map_err(anyhow::Error::from)?;
         let engine = wasmtime::Engine::new(&cfg).map_err(anyhow::Error::from)?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
@@ -98,6 +141,7 @@ impl Engine {
             fingerprint,
             tick,
             warm: WarmBudget::new(warm as usize),
+            js: Default::default(),
         }))
     }
 
@@ -139,6 +183,20 @@ impl Engine {
         // Compiling allocated and freed tens of megabytes on this thread.
         crate::alloc::release_free_memory();
         Ok((c, hash))
+    }
+
+    /// The JS engine instrumented for snapshots, prepared once (compiling it
+    /// takes a second or two the first time on a node, then its cached code
+    /// is loaded).
+    pub async fn js(self: &Arc<Self>) -> Result<Arc<super::js::snapshot::Prepared>> {
+        let me = self.clone();
+        self.js
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || super::js::snapshot::prepare(&me).map(Arc::new))
+                    .await?
+            })
+            .await
+            .cloned()
     }
 
     /// Cache directory (tests and status).

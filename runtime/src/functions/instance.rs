@@ -9,6 +9,7 @@
 
 use super::buffered::{self, Buffered};
 use super::load::{HandlerPre, Loaded};
+use super::manifest::Manifest;
 use super::outbound::Outbound;
 use super::warm::Warm;
 use crate::server::error::ApiError;
@@ -278,10 +279,30 @@ pub(super) fn new_store(
     tick: Duration,
     timeout: Duration,
 ) -> Store<Ctx> {
+    store_for(
+        f.instance.engine(),
+        f.manifest.clone(),
+        guest,
+        env,
+        tick,
+        timeout,
+    )
+}
+
+/// [`new_store`] for a manifest that is not loaded yet (a JS function's
+/// snapshot is taken under the same limits as its calls).
+pub(super) fn store_for(
+    engine: &wasmtime::Engine,
+    manifest: Arc<Manifest>,
+    guest: GuestCtx,
+    env: &HashMap<String, String>,
+    tick: Duration,
+    timeout: Duration,
+) -> Store<Ctx> {
     let name: Arc<str> = guest.function.clone();
-    let limits = &f.manifest.limits;
+    let limits = &manifest.limits;
     let mut wasi = WasiCtx::builder();
-    for var in &f.manifest.env {
+    for var in &manifest.env {
         if let Some(v) = env.get(var) {
             wasi.env(var, v);
         }
@@ -300,13 +321,13 @@ pub(super) fn new_store(
         http,
         table,
         hooks: Outbound {
-            manifest: f.manifest.clone(),
+            manifest,
             function: name,
         },
         limits: store_limits,
         guest,
     };
-    let mut store = Store::new(f.instance.engine(), ctx);
+    let mut store = Store::new(engine, ctx);
     store.limiter(|c| &mut c.limits);
     arm(&mut store, tick, timeout);
     store

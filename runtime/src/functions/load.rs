@@ -86,13 +86,19 @@ pub fn prepare(
     let storage = Arc::new(manifest.storage_grants().map_err(LoadError)?);
     let name = manifest.name.clone();
     let err = |m: String| LoadError(format!("function {name}: {m}"));
+    // A JS function is the engine, which imports every platform interface:
+    // its script's own imports are checked instead (see `js::marker`).
+    let script = super::js::marker::read(wasm);
+    if let Some(m) = &script {
+        super::js::check_uses(&manifest, &m.uses).map_err(err)?;
+    }
     let (component, hash) = engine.component(wasm).map_err(|e| err(format!("{e:#}")))?;
     let ty = component.component_type();
     let allowed = manifest.allowed_platform_imports();
     for (import, _) in ty.imports(&engine.engine) {
         let iface = import.split('@').next().unwrap_or(import);
         if let Some(rest) = iface.strip_prefix("wasmbase:platform/") {
-            if !allowed.contains(&rest) {
+            if script.is_none() && !allowed.contains(&rest) {
                 let has = match rest {
                     "storage" => "no storage grant".to_string(),
                     _ => format!(

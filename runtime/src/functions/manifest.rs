@@ -49,6 +49,10 @@ impl Default for Limits {
 pub struct Manifest {
     /// Route name: `/functions/v1/<name>` and `/fn/<name>`.
     pub name: String,
+    /// The entry file of a JS/TS function, relative to its directory
+    /// (default: the first of `index.ts`, `index.js`, … that exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main: Option<String>,
     /// Database access.
     #[serde(default)]
     pub db: DbMode,

@@ -18,6 +18,7 @@ pub mod deploy;
 pub mod engine;
 pub mod instance;
 pub mod invoke;
+pub mod js;
 pub mod load;
 pub mod logs;
 pub mod manifest;
@@ -133,20 +134,28 @@ pub async fn load_dir(st: &AppState, fdir: &Path) -> u64 {
         fx.registry.starting(&name);
     }
     let result: anyhow::Result<load::Loaded> = async {
-        if fx.build {
+        let (wasm, source) = if js::is_js(fdir, &manifest) {
+            // JS/TS needs no toolchain: it is always built, here.
             let _one = fx.build_lock.lock().await;
-            tracing::info!(function = %name, "building");
-            build::cargo_build(fdir, &fx.target_dir).await?;
-        }
-        let path = build::artifact(fdir, &name, &fx.target_dir)?;
-        let wasm = std::fs::read(&path).map_err(|e| {
-            anyhow::anyhow!(
-                "reading {} ({e}); build it first (cargo build --target wasm32-wasip2 --release)",
-                path.display()
-            )
-        })?;
+            tracing::info!(function = %name, "building (JS)");
+            let m = std::sync::Arc::new(manifest.clone());
+            (js::build(&fx.engine, fdir, &m).await?, fdir.display().to_string())
+        } else {
+            if fx.build {
+                let _one = fx.build_lock.lock().await;
+                tracing::info!(function = %name, "building");
+                build::cargo_build(fdir, &fx.target_dir).await?;
+            }
+            let path = build::artifact(fdir, &name, &fx.target_dir)?;
+            let wasm = std::fs::read(&path).map_err(|e| {
+                anyhow::anyhow!(
+                    "reading {} ({e}); build it first (cargo build --target wasm32-wasip2 --release)",
+                    path.display()
+                )
+            })?;
+            (wasm, path.display().to_string())
+        };
         let engine = fx.engine.clone();
-        let source = path.display().to_string();
         let loaded = tokio::task::spawn_blocking(move || {
             load::prepare(&engine, manifest, &wasm, source, None)
         })

@@ -10,6 +10,7 @@ mod cli;
 mod conn;
 mod cron;
 mod functions;
+mod js_functions;
 mod migrations;
 mod ops;
 mod principal;

@@ -1,0 +1,91 @@
+//! JavaScript and TypeScript functions, built by this binary alone: the
+//! function's files ([`sources`]: TypeScript stripped, relative imports
+//! resolved) are snapshotted into the QuickJS engine component
+//! ([`snapshot`]), marked with the capabilities they import ([`marker`]),
+//! and from there on loaded, deployed and called exactly like a Rust
+//! component. docs/FUNCTIONS.md ("JavaScript and TypeScript") is the guide;
+//! docs/ARCHITECTURE.md ("JS engine") says why this engine and this shape.
+
+pub mod marker;
+pub mod snapshot;
+pub mod sources;
+
+use super::engine::Engine;
+use super::manifest::{DbMode, Manifest};
+use std::path::Path;
+use std::sync::Arc;
+
+/// What `import { … } from "wasmbase"` offers, and what each needs.
+const CAPABILITIES: &[(&str, Option<&str>)] = &[
+    ("db", Some("db = \"caller\" or db = \"service\"")),
+    ("sql", Some("db = \"service\"")),
+    ("auth", None),
+    ("log", None),
+    ("env", None),
+    ("PlatformError", None),
+    ("default", None),
+    ("*", None),
+];
+
+/// Checks the names a script imports from `"wasmbase"` against `manifest`:
+/// the error names the capability and the grant it needs.
+pub fn check_uses(manifest: &Manifest, uses: &[String]) -> Result<(), String> {
+    for name in uses {
+        let Some((_, needs)) = CAPABILITIES.iter().find(|(n, _)| n == name) else {
+            return Err(match name.as_str() {
+                "storage" | "realtime" => format!(
+                    "imports `{name}` from \"wasmbase\", which JS functions do not have yet (Rust functions do: docs/FUNCTIONS.md)"
+                ),
+                _ => format!("imports `{name}` from \"wasmbase\", which has no such export (it has db, sql, auth, log, env)"),
+            });
+        };
+        let granted = match *name {
+            _ if needs.is_none() => true,
+            ref n if n == "sql" => manifest.db == DbMode::Service,
+            _ => manifest.db != DbMode::None,
+        };
+        if !granted {
+            let has = match manifest.db {
+                DbMode::None => "none",
+                DbMode::Caller => "caller",
+                DbMode::Service => "service",
+            };
+            return Err(format!(
+                "imports `{name}` from \"wasmbase\", which function.toml does not grant (db = \"{has}\"; it needs {})",
+                needs.unwrap_or_default()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the function in `dir` is a JS/TS one (it has an entry file and no
+/// Cargo.toml).
+pub fn is_js(dir: &Path, manifest: &Manifest) -> bool {
+    !dir.join("Cargo.toml").exists()
+        && sources::entry(dir, manifest.main.as_deref()).is_some_and(|e| dir.join(e).is_file())
+}
+
+/// Builds the JS/TS function in `dir` into its component.
+pub async fn build(
+    engine: &Arc<Engine>,
+    dir: &Path,
+    manifest: &Arc<Manifest>,
+) -> anyhow::Result<Vec<u8>> {
+    let name = &manifest.name;
+    let entry = sources::entry(dir, manifest.main.as_deref()).ok_or_else(|| {
+        anyhow::anyhow!(
+            "function {name}: no entry file ({})",
+            sources::ENTRIES.join(", ")
+        )
+    })?;
+    let root = dir.to_path_buf();
+    let src = tokio::task::spawn_blocking(move || sources::collect(&root, &entry))
+        .await?
+        .map_err(|e| anyhow::anyhow!("function {name}: {e}"))?;
+    let uses: Vec<String> = src.uses.iter().cloned().collect();
+    check_uses(manifest, &uses).map_err(|e| anyhow::anyhow!("function {name}: {e}"))?;
+    snapshot::take(engine, manifest, &src)
+        .await
+        .map_err(|e| anyhow::anyhow!("function {name}: {e}"))
+}

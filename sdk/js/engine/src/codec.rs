@@ -1,0 +1,280 @@
+//! Byte and value conversions between JS and the platform: UTF-8 with
+//! WHATWG's decoder rules, base64 for `atob`/`btoa`, and the JSON shapes the
+//! `wasmbase` module sends for data and SQL calls.
+
+use rquickjs::{Array, Ctx, Result, TypedArray, Value};
+use serde_json::Value as Json;
+use wasmbase_sdk::bindings::wasmbase::platform::data::{Action, Filter, OnConflict, Order, Request};
+use wasmbase_sdk::bindings::wasmbase::platform::sql::{self, Statement, Value as SqlValue};
+use wasmbase_sdk::bindings::wasmbase::platform::types::Error as PlatformError;
+
+/// Decodes UTF-8 as `TextDecoder` does: invalid sequences become U+FFFD (or
+/// an error when `fatal`); with `stream`, an incomplete sequence at the end is
+/// held back (its length is returned) for the next chunk.
+pub fn decode_utf8(b: &[u8], fatal: bool, stream: bool) -> std::result::Result<(String, usize), &'static str> {
+    let held = if stream { incomplete_tail(b) } else { 0 };
+    let b = &b[..b.len() - held];
+    match std::str::from_utf8(b) {
+        Ok(s) => Ok((s.to_string(), held)),
+        Err(_) if fatal => Err("The encoded data was not valid for encoding utf-8"),
+        Err(_) => Ok((String::from_utf8_lossy(b).into_owned(), held)),
+    }
+}
+
+/// Length of a truncated (but so far valid) multi-byte sequence at the end.
+fn incomplete_tail(b: &[u8]) -> usize {
+    for back in 1..=3.min(b.len()) {
+        let c = b[b.len() - back];
+        if c & 0xC0 == 0x80 {
+            continue; // continuation byte: look further back
+        }
+        let need = match c {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => return 0,
+        };
+        return if need > back { back } else { 0 };
+    }
+    0
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+pub fn base64_encode(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for chunk in b.chunks(3) {
+        let n = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `atob`'s forgiving base64 decode (ASCII whitespace ignored, padding
+/// optional); None when the input is not base64.
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut clean: Vec<u8> = s.bytes().filter(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\x0c' | b'\r')).collect();
+    if clean.len() % 4 == 0 {
+        for _ in 0..2 {
+            if clean.last() == Some(&b'=') {
+                clean.pop();
+            }
+        }
+    }
+    if clean.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in clean {
+        let v = B64.iter().position(|&x| x == c)? as u32;
+        acc = acc << 6 | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// The JSON of a platform error, as the `wasmbase` module's `error` field.
+pub fn error_json(e: &PlatformError) -> String {
+    serde_json::json!({
+        "code": e.code, "message": e.message, "details": e.details, "hint": e.hint, "status": e.status,
+    })
+    .to_string()
+}
+
+/// The data request the JS query builder sent as JSON.
+pub fn data_request(text: &str) -> std::result::Result<Request, String> {
+    let j: Json = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let s = |k: &str| j.get(k).and_then(Json::as_str).map(str::to_string);
+    let action = match j.get("action").and_then(Json::as_str).unwrap_or("select") {
+        "select" => Action::Select,
+        "insert" => Action::Insert,
+        "update" => Action::Update,
+        "delete" => Action::Delete,
+        other => return Err(format!("unknown action {other}")),
+    };
+    let list = |k: &str| j.get(k).and_then(Json::as_array).cloned().unwrap_or_default();
+    let filters = list("filters")
+        .iter()
+        .map(|f| Filter {
+            column: f[0].as_str().unwrap_or_default().to_string(),
+            condition: f[1].as_str().unwrap_or_default().to_string(),
+        })
+        .collect();
+    let order = list("order")
+        .iter()
+        .map(|o| Order {
+            column: o[0].as_str().unwrap_or_default().to_string(),
+            descending: o[1].as_bool().unwrap_or(false),
+            nulls_first: o[2].as_bool(),
+        })
+        .collect();
+    Ok(Request {
+        schema: s("schema"),
+        table: s("table").ok_or("a table is required")?,
+        action,
+        columns: s("columns"),
+        filters,
+        order,
+        limit: j.get("limit").and_then(Json::as_u64),
+        offset: j.get("offset").and_then(Json::as_u64),
+        count: j.get("count").and_then(Json::as_bool).unwrap_or(false),
+        body: j.get("body").filter(|b| !b.is_null()).map(|b| b.to_string()),
+        conflict: match j.get("conflict").and_then(Json::as_str) {
+            Some("merge") => OnConflict::Merge,
+            Some("ignore") => OnConflict::Ignore,
+            _ => OnConflict::Error,
+        },
+        conflict_columns: list("conflictColumns").iter().filter_map(|c| c.as_str().map(str::to_string)).collect(),
+        returning: j.get("returning").and_then(Json::as_bool).unwrap_or(false),
+    })
+}
+
+/// A parameter the `wasmbase` module tagged as `[type, value]`.
+fn sql_param(p: &Json) -> std::result::Result<SqlValue, String> {
+    let tag = p[0].as_str().unwrap_or_default();
+    let v = &p[1];
+    Ok(match tag {
+        "null" => SqlValue::Null,
+        "bool" => SqlValue::Boolean(v.as_bool().unwrap_or(false)),
+        "int" => SqlValue::Int(v.as_i64().ok_or("integer out of range")?),
+        "float" => SqlValue::Float(v.as_f64().unwrap_or(f64::NAN)),
+        "text" => SqlValue::Text(v.as_str().unwrap_or_default().to_string()),
+        "json" => SqlValue::Json(v.to_string()),
+        "timestamp" => SqlValue::Timestamp(v.as_str().unwrap_or_default().to_string()),
+        "bytes" => SqlValue::Bytes(base64_decode(v.as_str().unwrap_or_default()).ok_or("bad bytes")?),
+        other => return Err(format!("unsupported parameter type {other}")),
+    })
+}
+
+fn sql_params(text: &str) -> std::result::Result<Vec<SqlValue>, String> {
+    let j: Json = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    j.as_array().ok_or("parameters must be an array")?.iter().map(sql_param).collect()
+}
+
+fn to_js<'js>(ctx: &Ctx<'js>, v: SqlValue) -> Result<Value<'js>> {
+    use rquickjs::IntoJs;
+    Ok(match v {
+        SqlValue::Null => Value::new_null(ctx.clone()),
+        SqlValue::Boolean(b) => b.into_js(ctx)?,
+        SqlValue::Int(i) => (i as f64).into_js(ctx)?,
+        SqlValue::Float(f) => f.into_js(ctx)?,
+        SqlValue::Text(s) | SqlValue::Uuid(s) | SqlValue::Timestamp(s) => s.into_js(ctx)?,
+        SqlValue::Json(s) => ctx.json_parse(s)?,
+        SqlValue::Bytes(b) => TypedArray::<u8>::new(ctx.clone(), b)?.into_value(),
+    })
+}
+
+fn rows_to_js<'js>(ctx: &Ctx<'js>, rows: sql::Rows) -> Result<Array<'js>> {
+    let out = Array::new(ctx.clone())?;
+    let cols = Array::new(ctx.clone())?;
+    for (i, c) in rows.columns.iter().enumerate() {
+        cols.set(i, c.as_str())?;
+    }
+    let list = Array::new(ctx.clone())?;
+    for (i, row) in rows.rows.into_iter().enumerate() {
+        let r = Array::new(ctx.clone())?;
+        for (j, v) in row.into_iter().enumerate() {
+            r.set(j, to_js(ctx, v)?)?;
+        }
+        list.set(i, r)?;
+    }
+    out.set(0, cols)?;
+    out.set(1, list)?;
+    Ok(out)
+}
+
+/// One `sql.query` / `sql.execute` / `sql.transaction` call: `[true, result]`
+/// or `[false, errorJson]`.
+pub fn sql_call<'js>(ctx: &Ctx<'js>, kind: &str, text: &str, params: &str) -> Result<Array<'js>> {
+    let out = Array::new(ctx.clone())?;
+    let fail = |out: &Array<'js>, e: String| -> Result<()> {
+        out.set(0, false)?;
+        out.set(1, serde_json::json!({"code": "WB400", "message": e, "status": 400}).to_string())
+    };
+    let r: std::result::Result<Value<'js>, PlatformError> = match kind {
+        "query" => match sql_params(params) {
+            Ok(p) => sql::query(text, &p).map(|rows| rows_to_js(ctx, rows).map(|a| a.into_value())).transpose_js()?,
+            Err(e) => {
+                fail(&out, e)?;
+                return Ok(out);
+            }
+        },
+        "execute" => match sql_params(params) {
+            Ok(p) => sql::execute(text, &p).map(|n| Value::new_number(ctx.clone(), n as f64)),
+            Err(e) => {
+                fail(&out, e)?;
+                return Ok(out);
+            }
+        },
+        _ => {
+            let stmts: std::result::Result<Vec<Statement>, String> = serde_json::from_str::<Json>(params)
+                .map_err(|e| e.to_string())
+                .and_then(|j| {
+                    j.as_array()
+                        .ok_or_else(|| "statements must be an array".to_string())?
+                        .iter()
+                        .map(|s| {
+                            Ok(Statement {
+                                sql: s[0].as_str().unwrap_or_default().to_string(),
+                                params: s[1].as_array().cloned().unwrap_or_default().iter().map(sql_param).collect::<std::result::Result<_, _>>()?,
+                            })
+                        })
+                        .collect()
+                });
+            match stmts {
+                Ok(s) => match sql::transaction(&s) {
+                    Ok(all) => {
+                        let list = Array::new(ctx.clone())?;
+                        for (i, rows) in all.into_iter().enumerate() {
+                            list.set(i, rows_to_js(ctx, rows)?)?;
+                        }
+                        Ok(list.into_value())
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => {
+                    fail(&out, e)?;
+                    return Ok(out);
+                }
+            }
+        }
+    };
+    match r {
+        Ok(v) => {
+            out.set(0, true)?;
+            out.set(1, v)?;
+        }
+        Err(e) => {
+            out.set(0, false)?;
+            out.set(1, error_json(&e))?;
+        }
+    }
+    Ok(out)
+}
+
+trait TransposeJs<'js> {
+    fn transpose_js(self) -> Result<std::result::Result<Value<'js>, PlatformError>>;
+}
+
+impl<'js> TransposeJs<'js> for std::result::Result<Result<Value<'js>>, PlatformError> {
+    fn transpose_js(self) -> Result<std::result::Result<Value<'js>, PlatformError>> {
+        match self {
+            Ok(Ok(v)) => Ok(Ok(v)),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+}
