@@ -89,6 +89,17 @@ fn function_dir(what: &str) -> Result<PathBuf> {
     bail!("{what}: neither a function directory nor a name under ./functions")
 }
 
+/// The engine a deploy builds JS/TS functions with (the same settings and
+/// code cache as the server's).
+fn engine() -> Result<std::sync::Arc<crate::functions::Engine>> {
+    crate::functions::Engine::new(
+        crate::server::default_cache_dir(),
+        std::time::Duration::from_millis(2),
+        4,
+        0,
+    )
+}
+
 /// Builds and uploads one function; prints its new version.
 async fn deploy_one(dir: &Path, target: &Target) -> Result<()> {
     let text = std::fs::read_to_string(dir.join("function.toml"))
@@ -96,10 +107,7 @@ async fn deploy_one(dir: &Path, target: &Target) -> Result<()> {
     let manifest = Manifest::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     let target_dir = project::state_dir(&std::env::current_dir()?).join("target");
     println!("building {} …", manifest.name);
-    build::cargo_build(dir, &target_dir).await?;
-    let artifact = build::artifact(dir, &manifest.name, &target_dir)?;
-    let wasm =
-        std::fs::read(&artifact).with_context(|| format!("reading {}", artifact.display()))?;
+    let (wasm, _) = build::component(&engine()?, dir, &manifest, &target_dir, true).await?;
     let body = json!({
         "manifest": text,
         "component": base64::engine::general_purpose::STANDARD.encode(&wasm),

@@ -1,6 +1,8 @@
-//! `wasmbase fn new NAME`: scaffolds a Rust function that builds and answers
-//! on the first try, in any directory. The binary carries the SDK and the WIT,
-//! and writes them to `functions/.wasmbase-sdk` (refreshed on every `fn new`).
+//! `wasmbase fn new NAME [--lang rust|ts|js]`: scaffolds a function that
+//! builds and answers on the first try, in any directory. The binary carries
+//! the SDKs and the WIT, and writes them to `functions/.wasmbase-sdk`
+//! (refreshed on every `fn new`); a JS/TS function needs nothing else (no
+//! Node: the server builds it).
 
 use crate::functions::manifest::valid_name;
 use anyhow::{bail, Result};
@@ -15,10 +17,14 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Cmd {
-    /// Create functions/NAME (Rust, wasm32-wasip2) with a function.toml.
+    /// Create functions/NAME with a function.toml.
     New {
         /// Function name (lower-case letters, digits, - or _).
         name: String,
+        /// `rust` (wasm32-wasip2, built with cargo), `ts` or `js` (built by
+        /// wasmbase itself).
+        #[arg(long, default_value = "rust", value_parser = ["rust", "ts", "js"])]
+        lang: String,
     },
 }
 
@@ -37,6 +43,10 @@ const SDK: &[(&str, &str)] = &[
     ("src/env.rs", include_str!("../../../sdk/rust/src/env.rs")),
     ("src/log.rs", include_str!("../../../sdk/rust/src/log.rs")),
     ("src/cron.rs", include_str!("../../../sdk/rust/src/cron.rs")),
+    (
+        "js/wasmbase.d.ts",
+        include_str!("../../../sdk/js/wasmbase.d.ts"),
+    ),
     (
         "wit/platform.wit",
         include_str!("../../../wit/platform.wit"),
@@ -142,6 +152,48 @@ impl Handler for Function {
 wasmbase_sdk::export!(Function);
 "#;
 
+const INDEX_TS: &str = r#"// A Wasmbase function: POST JSON and it answers with a greeting.
+import { auth, log } from "wasmbase";
+
+export default {
+  async fetch(req: Request): Promise<Response> {
+    const body = (await req.json().catch(() => ({}))) as { name?: string };
+    const user = auth.user();
+    log.info(`called by ${user?.role ?? "anon"}`);
+    return Response.json({ message: `Hello, ${body.name ?? "world"}!`, user: user?.id ?? null });
+  },
+};
+"#;
+
+const INDEX_JS: &str = r#"// A Wasmbase function: POST JSON and it answers with a greeting.
+import { auth, log } from "wasmbase";
+
+export default {
+  async fetch(req) {
+    const body = await req.json().catch(() => ({}));
+    const user = auth.user();
+    log.info(`called by ${user?.role ?? "anon"}`);
+    return Response.json({ message: `Hello, ${body.name ?? "world"}!`, user: user?.id ?? null });
+  },
+};
+"#;
+
+/// Editor support only (type checking is not part of the build).
+const TSCONFIG: &str = r#"{
+  "compilerOptions": {
+    "target": "ES2022",
+    "module": "ES2022",
+    "moduleResolution": "bundler",
+    "lib": ["ES2022", "DOM"],
+    "strict": true,
+    "noEmit": true,
+    "allowImportingTsExtensions": true,
+    "paths": { "wasmbase": ["../.wasmbase-sdk/js/wasmbase.d.ts"] }
+  },
+  "include": ["**/*.ts", "../.wasmbase-sdk/js/wasmbase.d.ts"]
+}
+"#;
+
 /// Writes the embedded SDK under `functions/.wasmbase-sdk`.
 pub fn write_sdk(functions: &Path) -> Result<()> {
     let root = functions.join(".wasmbase-sdk");
@@ -157,7 +209,7 @@ pub fn write_sdk(functions: &Path) -> Result<()> {
 
 /// Runs `fn`.
 pub fn run(a: Args) -> Result<()> {
-    let Cmd::New { name } = a.cmd;
+    let Cmd::New { name, lang } = a.cmd;
     if matches!(name.as_str(), "target" | "node_modules") {
         bail!("{name:?} is reserved (it is a build directory name); pick another name");
     }
@@ -170,11 +222,21 @@ pub fn run(a: Args) -> Result<()> {
         bail!("{} already exists", dir.display());
     }
     write_sdk(functions)?;
-    std::fs::create_dir_all(dir.join("src"))?;
-    std::fs::write(dir.join("Cargo.toml"), cargo_toml(&name))?;
+    std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("function.toml"), manifest(&name))?;
-    std::fs::write(dir.join("src/lib.rs"), LIB)?;
-    std::fs::write(dir.join(".gitignore"), "/target\n")?;
+    match lang.as_str() {
+        "ts" => {
+            std::fs::write(dir.join("index.ts"), INDEX_TS)?;
+            std::fs::write(dir.join("tsconfig.json"), TSCONFIG)?;
+        }
+        "js" => std::fs::write(dir.join("index.js"), INDEX_JS)?,
+        _ => {
+            std::fs::create_dir_all(dir.join("src"))?;
+            std::fs::write(dir.join("Cargo.toml"), cargo_toml(&name))?;
+            std::fs::write(dir.join("src/lib.rs"), LIB)?;
+            std::fs::write(dir.join(".gitignore"), "/target\n")?;
+        }
+    }
     println!(
         "created {}\n\n  wasmbase dev           serves it at /functions/v1/{name} (rebuilt on every save)\n  wasmbase deploy {name}  uploads it to a server\n",
         dir.display()

@@ -1,6 +1,6 @@
-//! Builds Rust functions with cargo (`--target wasm32-wasip2 --release`) into
-//! one shared guest target directory, and finds the component a function
-//! directory provides.
+//! The component a function directory provides: JS/TS built here (see
+//! `js`), Rust built with cargo (`--target wasm32-wasip2 --release`) into one
+//! shared guest target directory, or a `<name>.wasm` found as is.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -67,4 +67,34 @@ pub async fn cargo_build(dir: &Path, target_dir: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The component of the function in `dir` and where it came from: a JS/TS
+/// function is built here (always: it needs no toolchain); a Rust one is
+/// built with cargo when `cargo` is set, else its last build is read.
+pub async fn component(
+    engine: &std::sync::Arc<super::Engine>,
+    dir: &Path,
+    manifest: &super::manifest::Manifest,
+    target_dir: &Path,
+    cargo: bool,
+) -> Result<(Vec<u8>, String)> {
+    if super::js::is_js(dir, manifest) {
+        let m = std::sync::Arc::new(manifest.clone());
+        return Ok((
+            super::js::build(engine, dir, &m).await?,
+            dir.display().to_string(),
+        ));
+    }
+    if cargo {
+        cargo_build(dir, target_dir).await?;
+    }
+    let path = artifact(dir, &manifest.name, target_dir)?;
+    let wasm = std::fs::read(&path).with_context(|| {
+        format!(
+            "reading {}; build it first (cargo build --target wasm32-wasip2 --release)",
+            path.display()
+        )
+    })?;
+    Ok((wasm, path.display().to_string()))
 }

@@ -20,6 +20,9 @@ use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationCon
 /// per function below this).
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
 
+/// Native stack a call may use (see `Engine::new`).
+const MAX_WASM_STACK: usize = 2 << 20;
+
 /// Engine, linker and artifact cache, shared by every function.
 pub struct Engine {
     /// The wasmtime engine.
@@ -104,6 +107,12 @@ impl Engine {
             .decommit_batch_size(32);
         let mut cfg = Config::new();
         cfg.wasm_component_model(true)
+            // An interpreter (the JS engine) needs more native stack per
+            // script call than its own stack check sees: with wasmtime's
+            // default (512 KiB) deep JS recursion overflowed the native stack
+            // before QuickJS could throw its RangeError.
+            .max_wasm_stack(MAX_WASM_STACK)
+            .async_stack_size(MAX_WASM_STACK + (1 << 20))
             .epoch_interruption(true)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

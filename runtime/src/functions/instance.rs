@@ -170,6 +170,8 @@ pub(super) fn failure(store: &Store<Ctx>, e: wasmtime::Error) -> Failure {
         Failure::Memory
     } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         Failure::Cpu
+    } else if e.downcast_ref::<Trap>() == Some(&Trap::StackOverflow) {
+        Failure::Stack
     } else {
         Failure::Trap(format!("{e:?}"))
     }
@@ -364,6 +366,8 @@ pub(super) enum Failure {
     Memory,
     /// Ran out of its CPU budget (epoch ticks).
     Cpu,
+    /// Ran out of native stack (runaway recursion).
+    Stack,
     /// Ran out of wall-clock time.
     Timeout,
 }
@@ -387,6 +391,11 @@ impl Failure {
                 "function_memory",
                 format!("Function {name} ran out of memory"),
             ),
+            Failure::Stack => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "function_stack_overflow",
+                format!("Function {name} ran out of stack (recursion too deep)"),
+            ),
             Failure::Trap(_) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "function_crashed",
@@ -402,6 +411,7 @@ impl std::fmt::Display for Failure {
             Failure::Trap(m) => write!(f, "trap: {m}"),
             Failure::Memory => write!(f, "memory limit reached"),
             Failure::Cpu => write!(f, "CPU budget spent"),
+            Failure::Stack => write!(f, "stack exhausted"),
             Failure::Timeout => write!(f, "wall-clock timeout"),
         }
     }

@@ -134,26 +134,10 @@ pub async fn load_dir(st: &AppState, fdir: &Path) -> u64 {
         fx.registry.starting(&name);
     }
     let result: anyhow::Result<load::Loaded> = async {
-        let (wasm, source) = if js::is_js(fdir, &manifest) {
-            // JS/TS needs no toolchain: it is always built, here.
+        let (wasm, source) = {
             let _one = fx.build_lock.lock().await;
-            tracing::info!(function = %name, "building (JS)");
-            let m = std::sync::Arc::new(manifest.clone());
-            (js::build(&fx.engine, fdir, &m).await?, fdir.display().to_string())
-        } else {
-            if fx.build {
-                let _one = fx.build_lock.lock().await;
-                tracing::info!(function = %name, "building");
-                build::cargo_build(fdir, &fx.target_dir).await?;
-            }
-            let path = build::artifact(fdir, &name, &fx.target_dir)?;
-            let wasm = std::fs::read(&path).map_err(|e| {
-                anyhow::anyhow!(
-                    "reading {} ({e}); build it first (cargo build --target wasm32-wasip2 --release)",
-                    path.display()
-                )
-            })?;
-            (wasm, path.display().to_string())
+            tracing::info!(function = %name, "building");
+            build::component(&fx.engine, fdir, &manifest, &fx.target_dir, fx.build).await?
         };
         let engine = fx.engine.clone();
         let loaded = tokio::task::spawn_blocking(move || {

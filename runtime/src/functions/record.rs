@@ -64,5 +64,6 @@ pub(super) fn outcome(r: &Result<(), Failure>) -> &'static str {
         Err(Failure::Timeout) | Err(Failure::Cpu) => "timeout",
         Err(Failure::Memory) => "memory",
         Err(Failure::Trap(_)) => "trap",
+        Err(Failure::Stack) => "stack_overflow",
     }
 }

@@ -399,7 +399,7 @@ async fn storage_state(
 
 /// `$XDG_CACHE_HOME/wasmbase/functions`, else `~/.cache/wasmbase/functions`,
 /// else a per-user directory under the temp dir (always mode 0700, checked).
-fn default_cache_dir() -> std::path::PathBuf {
+pub(crate) fn default_cache_dir() -> std::path::PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return std::path::PathBuf::from(x).join("wasmbase/functions");
     }

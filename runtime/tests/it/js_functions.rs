@@ -117,3 +117,249 @@ async fn each_request_gets_a_fresh_sandbox_unless_the_function_opts_into_reuse()
         "reuse keeps globals between requests of one function"
     );
 }
+
+/// The invocation log lines of `name`'s calls so far, newest call first.
+async fn log_lines(srv: &TestServer, secret: &str, name: &str, want: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let resp = srv
+            .http
+            .get(format!("{}/admin/v1/functions/{name}/logs", srv.url))
+            .header("apikey", secret)
+            .send()
+            .await
+            .unwrap();
+        let logs: Value = resp.json().await.unwrap();
+        let entries = logs["logs"].as_array().cloned().unwrap_or_default();
+        if entries.len() >= want {
+            return entries
+                .iter()
+                .flat_map(|e| e["lines"].as_array().cloned().unwrap_or_default())
+                .filter_map(|l| l["message"].as_str().map(str::to_string))
+                .collect();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no invocation log for {name}: {logs}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn bad_scripts_fail_only_their_own_call_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let limits = "[limits]\ntimeout_ms = 1500\nmemory_mb = 32\n";
+    let handler = |body: &str| format!("export default {{ async fetch(req) {{ {body} }} }};\n");
+    write_fn(
+        root,
+        "ok",
+        "",
+        &[("index.js", &handler("return new Response('fine');"))],
+    );
+    write_fn(root, "throws", "", &[("index.ts", "function inner(): never {\n  throw new TypeError('boom');\n}\nexport default { fetch() { inner(); } };\n")]);
+    write_fn(
+        root,
+        "rejects",
+        "",
+        &[(
+            "index.js",
+            &handler("await Promise.reject(new Error('nope'));"),
+        )],
+    );
+    write_fn(
+        root,
+        "spins",
+        limits,
+        &[("index.js", &handler("while (true) {}"))],
+    );
+    write_fn(
+        root,
+        "hoards",
+        limits,
+        &[(
+            "index.js",
+            &handler("const a = []; for (;;) a.push(new Array(1e6).fill(1));"),
+        )],
+    );
+    write_fn(
+        root,
+        "recurses",
+        "",
+        &[(
+            "index.js",
+            &handler("const f = (n) => f(n + 1) + 1; return new Response(String(f(0)));"),
+        )],
+    );
+    write_fn(
+        root,
+        "hangs",
+        "",
+        &[("index.js", &handler("await new Promise(() => {});"))],
+    );
+    write_fn(
+        root,
+        "sleeps",
+        limits,
+        &[(
+            "index.js",
+            &handler("await new Promise((r) => setTimeout(r, 60000));"),
+        )],
+    );
+    write_fn(
+        root,
+        "not-a-response",
+        "",
+        &[("index.js", &handler("return { status: 200 };"))],
+    );
+    write_fn(
+        root,
+        "syntax",
+        "",
+        &[(
+            "index.ts",
+            "export default {\n  fetch() { return new Response( }\n};\n",
+        )],
+    );
+    write_fn(
+        root,
+        "missing-import",
+        "",
+        &[(
+            "index.ts",
+            "import { x } from './nope';\nexport default { fetch: () => new Response(x) };\n",
+        )],
+    );
+    write_fn(root, "package-import", "", &[("index.ts", "import { createClient } from 'npm:@supabase/supabase-js@2';\nexport default { fetch: () => new Response('') };\n")]);
+    write_fn(root, "ungranted", "db = \"caller\"", &[("index.ts", "import { sql } from 'wasmbase';\nexport default { fetch: async () => Response.json(await sql.query('select 1')) };\n")]);
+    write_fn(
+        root,
+        "top-throws",
+        "",
+        &[("index.js", "throw new Error('at the top');\n")],
+    );
+    write_fn(
+        root,
+        "no-handler",
+        "",
+        &[("index.js", "export const x = 1;\n")],
+    );
+    let db = TestDb::new().await;
+    let (_, secret) = db.key(KeyKind::Secret).await;
+    let functions = root.to_path_buf();
+    let srv = db.functions_server(|c| c.functions.dir = functions).await;
+    for name in [
+        "ok",
+        "throws",
+        "rejects",
+        "spins",
+        "hoards",
+        "recurses",
+        "hangs",
+        "sleeps",
+        "not-a-response",
+    ] {
+        srv.wait_function(name).await;
+    }
+    let registry = &srv.srv.state.functions.registry;
+    let build_error = |name: &'static str| async move {
+        wait_until(&format!("{name} never failed to build"), 60, || {
+            registry.error(name).is_some()
+        })
+        .await;
+        registry.error(name).unwrap()
+    };
+    let e = build_error("syntax").await;
+    assert!(e.contains("index.ts:2:"), "{e}");
+    let e = build_error("missing-import").await;
+    assert!(
+        e.contains("index.ts:1:19: cannot find module \"./nope\""),
+        "{e}"
+    );
+    let e = build_error("package-import").await;
+    assert!(
+        e.contains("cannot import \"npm:@supabase/supabase-js@2\""),
+        "{e}"
+    );
+    let e = build_error("ungranted").await;
+    assert!(
+        e.contains("imports `sql` from \"wasmbase\"") && e.contains("db = \"service\""),
+        "{e}"
+    );
+    let e = build_error("top-throws").await;
+    assert!(e.contains("Error: at the top"), "{e}");
+    let e = build_error("no-handler").await;
+    assert!(e.contains("exports no handler"), "{e}");
+
+    let code = |b: &str| {
+        serde_json::from_str::<Value>(b).unwrap_or(Value::Null)["code"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let (s, b) = call(&srv, "GET", "/fn/throws", None).await;
+    assert_eq!(
+        (s, code(&b).as_deref()),
+        (500, Some("function_exception")),
+        "{b}"
+    );
+    assert!(b.contains("TypeError: boom"), "{b}");
+    let lines = log_lines(&srv, &secret, "throws", 1).await;
+    assert!(
+        lines.iter().any(|l| l.contains("TypeError: boom")
+            && l.contains("inner")
+            && l.contains("index.ts")),
+        "the stack is in the invocation log: {lines:?}"
+    );
+    let (s, b) = call(&srv, "GET", "/fn/rejects", None).await;
+    assert_eq!(
+        (s, code(&b).as_deref()),
+        (500, Some("function_exception")),
+        "{b}"
+    );
+    assert!(b.contains("Error: nope"), "{b}");
+    let (s, b) = call(&srv, "GET", "/fn/spins", None).await;
+    assert_eq!(
+        (s, code(&b).as_deref()),
+        (504, Some("function_timeout")),
+        "{b}"
+    );
+    let (s, b) = call(&srv, "GET", "/fn/hoards", None).await;
+    assert_eq!(s, 500, "{b}");
+    assert!(
+        matches!(
+            code(&b).as_deref(),
+            Some("function_memory") | Some("function_exception")
+        ) && (b.contains("memory") || b.contains("out of memory")),
+        "{b}"
+    );
+    let (s, b) = call(&srv, "GET", "/fn/recurses", None).await;
+    assert_eq!(
+        (s, code(&b).as_deref()),
+        (500, Some("function_stack_overflow")),
+        "{b}"
+    );
+    let (s, b) = call(&srv, "GET", "/fn/hangs", None).await;
+    assert_eq!(
+        (s, code(&b).as_deref()),
+        (500, Some("function_exception")),
+        "{b}"
+    );
+    assert!(b.contains("never settled"), "{b}");
+    let (s, b) = call(&srv, "GET", "/fn/sleeps", None).await;
+    assert_eq!(
+        (s, code(&b).as_deref()),
+        (504, Some("function_timeout")),
+        "{b}"
+    );
+    let (s, b) = call(&srv, "GET", "/fn/not-a-response", None).await;
+    assert_eq!(
+        (s, code(&b).as_deref()),
+        (500, Some("function_exception")),
+        "{b}"
+    );
+    assert!(b.contains("must return a Response"), "{b}");
+    // Nothing above took the server or the other functions down.
+    let (s, b) = call(&srv, "GET", "/fn/ok", None).await;
+    assert_eq!((s, b.as_str()), (200, "fine"));
+}

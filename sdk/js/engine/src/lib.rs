@@ -52,11 +52,6 @@ thread_local! {
 }
 
 
-/// The largest native stack QuickJS may use before it throws a RangeError
-/// (the component's shadow stack is 1 MiB; this leaves room for the host
-/// calls made from inside JS).
-const JS_STACK: usize = 640 * 1024;
-
 /// The function's modules and how its relative imports resolve.
 #[derive(Clone)]
 struct Modules {
@@ -104,8 +99,10 @@ impl Loader for Modules {
 /// A runtime with the natives and the web APIs, and the function's modules
 /// behind its loader.
 fn fresh(modules: &Modules) -> Result<(Runtime, Context), String> {
+    // No `set_max_stack_size`: QuickJS ignores it under WASI. Runaway
+    // recursion exhausts the call's native stack instead, which the host
+    // reports as `function_stack_overflow`.
     let rt = Runtime::new().map_err(|e| e.to_string())?;
-    rt.set_max_stack_size(JS_STACK);
     let ctx = Context::full(&rt).map_err(|e| e.to_string())?;
     rt.set_loader(modules.clone(), modules.clone());
     ctx.with(|ctx| -> Result<(), String> {

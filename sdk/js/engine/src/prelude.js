@@ -347,13 +347,15 @@
   }
   define("URLSearchParams", URLSearchParams);
 
+  // The native takes the base only when there is one.
+  const urlParse = (url, base) => (base === undefined ? wb.urlParse(String(url)) : wb.urlParse(String(url), String(base)));
   class URL {
     constructor(url, base) {
-      const parts = wb.urlParse(String(url instanceof URL ? url.href : url), base === undefined ? undefined : String(base instanceof URL ? base.href : base));
+      const parts = urlParse(url instanceof URL ? url.href : url, base instanceof URL ? base.href : base);
       if (!parts) throw new TypeError(`Invalid URL: ${String(url)}`);
       this._apply(parts, false);
     }
-    static canParse(url, base) { return !!wb.urlParse(String(url), base === undefined ? undefined : String(base)); }
+    static canParse(url, base) { return !!urlParse(url, base); }
     static parse(url, base) { try { return new URL(url, base); } catch { return null; } }
     _apply(parts, keepParams) {
       if (!parts) return;
