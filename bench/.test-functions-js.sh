@@ -13,6 +13,15 @@
 #     `dev` → its first 200.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_h2load
+
+# TEST ONLY: on non-2xx, show what they were instead of dying.
+eval "orig_$(declare -f http_rps)"
+http_rps() {
+  local out
+  if out=$(orig_http_rps "$@"); then echo "$out"; return; fi
+  ( set -a; source "$work/a/.wasmbase/env"; psql "$DATABASE_URL" -Atc "select b.name, r->>'status', r->>'outcome', count(*) from wasmbase.function_log_batches b, jsonb_array_elements(b.records::jsonb) r group by 1,2,3" ) >&2
+  echo "0 0ms 0ms"
+}
 build
 command -v npm >/dev/null || apt_install nodejs npm
 (cd "$ROOT/bench/workerd" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)

@@ -4,7 +4,7 @@
 
 use crate::harness::*;
 use serde_json::{json, Value};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use wasmbase_host_api::keys::KeyKind;
 
 /// Writes a function directory `name` with `files` under `root`.
@@ -362,4 +362,250 @@ async fn bad_scripts_fail_only_their_own_call_with_a_clear_error() {
     // Nothing above took the server or the other functions down.
     let (s, b) = call(&srv, "GET", "/fn/ok", None).await;
     assert_eq!((s, b.as_str()), (200, "fine"));
+}
+
+#[tokio::test]
+async fn web_apis_behave_as_apps_expect() {
+    let db = TestDb::new().await;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/js");
+    let srv = db.functions_server(|c| c.functions.dir = dir).await;
+    srv.wait_function("conformance").await;
+    let (s, b) = call(&srv, "GET", "/fn/conformance", None).await;
+    assert_eq!(s, 200, "{b}");
+    let r: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(
+        r["failed"],
+        json!([]),
+        "{}",
+        serde_json::to_string_pretty(&r).unwrap()
+    );
+    assert_eq!(r["passed"], 12);
+}
+
+#[tokio::test]
+async fn the_ts_examples_work_end_to_end() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let (_, secret) = db.key(KeyKind::Secret).await;
+    let owner = db.owner().await;
+    owner
+        .batch_execute(
+            "CREATE TABLE todos (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+               user_id uuid NOT NULL DEFAULT auth.uid(), task text NOT NULL, done bool NOT NULL DEFAULT false);
+             ALTER TABLE todos ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY own ON todos FOR ALL TO authenticated
+               USING (user_id = auth.uid()) WITH CHECK (user_id = auth.uid());
+             CREATE TABLE public.ticker_runs (id bigserial PRIMARY KEY, run_id uuid, attempt int, name text, payload jsonb);",
+        )
+        .await
+        .unwrap();
+    let srv = db.functions_server(|_| {}).await;
+    srv.srv.state.functions.env.store(std::sync::Arc::new(
+        [("WEBHOOK_SECRET".to_string(), "whsec".to_string())]
+            .into_iter()
+            .collect(),
+    ));
+    for f in [
+        "todos-ts",
+        "webhook-ts",
+        "fetch-ts",
+        "cron-ts",
+        "supabase-hello",
+    ] {
+        srv.wait_function(f).await;
+    }
+    let req = |method: reqwest::Method, path: &str, token: Option<&str>| {
+        let mut r = srv
+            .http
+            .request(method, format!("{}{path}", srv.url))
+            .header("apikey", &anon);
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        r
+    };
+
+    // todos-ts: as the caller, under RLS.
+    let (a, b) = (
+        user_token(&uuid::Uuid::new_v4().to_string()),
+        user_token(&uuid::Uuid::new_v4().to_string()),
+    );
+    for (t, task) in [(&a, "a's"), (&b, "b's")] {
+        let r = req(reqwest::Method::POST, "/fn/todos-ts", Some(t))
+            .json(&json!({"task": task}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let row: Value = r.json().await.unwrap();
+        assert_eq!(
+            (row["task"].as_str(), &row["done"]),
+            (Some(task), &json!(false)),
+            "{row}"
+        );
+    }
+    let rows: Value = req(reqwest::Method::GET, "/fn/todos-ts", Some(&a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rows.as_array().map(|r| r.len()), Some(1), "{rows}");
+    assert_eq!(rows[0]["task"], "a's");
+    let r = req(reqwest::Method::GET, "/fn/todos-ts", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!([]),
+        "anon sees nothing"
+    );
+    let r = req(reqwest::Method::POST, "/fn/todos-ts", None)
+        .json(&json!({"task": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["code"], "42501", "anon cannot insert: {e}");
+
+    // webhook-ts: HMAC-SHA256 of the raw body with the granted secret.
+    let body = r#"{"type":"ping","id":7}"#;
+    let sig = hex::encode(hmac_sha256(b"whsec", body.as_bytes()));
+    let r = srv
+        .http
+        .post(format!("{}/fn/webhook-ts", srv.url))
+        .header("x-signature", format!("sha256={sig}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["event"]["id"].as_i64(), v["signature"].as_str()),
+        (Some(7), Some(sig.as_str())),
+        "{v}"
+    );
+    let r = srv
+        .http
+        .post(format!("{}/fn/webhook-ts", srv.url))
+        .header("x-signature", format!("sha256={}", "0".repeat(64)))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // fetch-ts: the granted host answers, another port is refused.
+    let granted = tokio::net::TcpListener::bind("127.0.0.1:18932")
+        .await
+        .unwrap();
+    let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    for l in [granted, other] {
+        tokio::spawn(async move {
+            let app = axum::Router::new().route(
+                "/",
+                axum::routing::post(|b: String| async move { format!("upstream got {b}") })
+                    .get(|| async { "upstream says hi" }),
+            );
+            axum::serve(l, app).await.unwrap();
+        });
+    }
+    let r = srv
+        .http
+        .post(format!("{}/fn/fetch-ts", srv.url))
+        .json(&json!({"url": "http://127.0.0.1:18932/"}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["status"].as_u64(), v["body"].as_str()),
+        (Some(200), Some("upstream says hi")),
+        "{v}"
+    );
+    let r = srv
+        .http
+        .post(format!("{}/fn/fetch-ts", srv.url))
+        .json(&json!({"url": "http://127.0.0.1:18932/", "body": "ü"}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["body"], "upstream got ü", "{v}");
+    let r = srv
+        .http
+        .post(format!("{}/fn/fetch-ts", srv.url))
+        .json(&json!({"url": format!("http://127.0.0.1:{other_port}/")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("HttpRequestDenied"),
+        "{v}"
+    );
+
+    // cron-ts: its [[cron]] entry runs the scheduled handler.
+    let run = srv
+        .http
+        .post(format!("{}/admin/v1/cron/jobs/cron-ts.hourly/run", srv.url))
+        .header("apikey", &secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(run.status(), 202, "{}", run.text().await.unwrap());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let n: i64 = owner.query_one("SELECT count(*) FROM public.ticker_runs WHERE name = 'hourly' AND payload = '{\"note\": \"from function.toml\"}'", &[]).await.unwrap().get(0);
+        if n == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scheduled handler never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let v: Value = req(reqwest::Method::GET, "/fn/cron-ts", None)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"runs": 1}));
+
+    // A Supabase Edge Function, copied unchanged.
+    let r = req(reqwest::Method::POST, "/functions/v1/supabase-hello", None)
+        .json(&json!({"name": "Functions"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"message": "Hello Functions!"})
+    );
+}
+
+/// HMAC-SHA256 (RFC 2104), what a webhook sender computes.
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    k[..key.len()].copy_from_slice(key);
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
 }

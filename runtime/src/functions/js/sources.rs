@@ -29,6 +29,9 @@ pub const ENTRIES: &[&str] = &[
     "main.js",
 ];
 
+/// The empty module a type-declaration import (`*.d.ts`) loads.
+const TYPES_ONLY: &str = "(types).js";
+
 /// What one function's sources may add up to.
 const MAX_SOURCE_BYTES: usize = 8 << 20;
 
@@ -166,6 +169,16 @@ pub fn collect(root: &Path, entry: &str) -> Result<Sources, String> {
         for (spec, offset, names) in imports {
             if spec == "wasmbase" {
                 out.uses.extend(names);
+                continue;
+            }
+            // Type declarations (Supabase's template imports
+            // `jsr:@supabase/functions-js/edge-runtime.d.ts`) have no code:
+            // such an import loads an empty module.
+            if spec.ends_with(".d.ts") {
+                if seen.insert(TYPES_ONLY.to_string(), ()).is_none() {
+                    out.modules.push((TYPES_ONLY.to_string(), String::new()));
+                }
+                out.aliases.push((spec, TYPES_ONLY.to_string()));
                 continue;
             }
             if !(spec.starts_with("./") || spec.starts_with("../")) {
