@@ -609,3 +609,134 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
         .finalize()
         .into()
 }
+
+fn served_hash(srv: &TestServer, name: &str) -> String {
+    match srv.srv.state.functions.registry.get(name) {
+        wasmbase::functions::registry::Availability::Ready(f) => f.hash.clone(),
+        _ => String::new(),
+    }
+}
+
+#[tokio::test]
+async fn fn_new_ts_scaffolds_a_function_that_serves_and_hot_reloads_without_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmbase"))
+        .args(["fn", "new", "greet", "--lang", "ts"])
+        .current_dir(dir.path())
+        // No Node, npm or cargo on the way: nothing but the binary.
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fdir = dir.path().join("functions/greet");
+    for f in ["function.toml", "index.ts", "tsconfig.json"] {
+        assert!(fdir.join(f).is_file(), "{f} was not written");
+    }
+    assert!(dir.path().join("functions/.wasmbase-sdk/js/wasmbase.d.ts").is_file());
+    let tsconfig: Value = serde_json::from_str(&std::fs::read_to_string(fdir.join("tsconfig.json")).unwrap()).unwrap();
+    assert_eq!(tsconfig["compilerOptions"]["paths"]["wasmbase"][0], "../.wasmbase-sdk/js/wasmbase.d.ts");
+
+    // Served as `wasmbase dev` serves it: build and watch on.
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let functions = dir.path().join("functions");
+    let srv = db
+        .functions_server(|c| {
+            c.functions.dir = functions.clone();
+            c.functions.build = Some(true);
+            c.functions.watch = Some(true);
+        })
+        .await;
+    srv.wait_function("greet").await;
+    let greet = || async {
+        let r = srv
+            .http
+            .post(format!("{}/functions/v1/greet", srv.url))
+            .header("apikey", &anon)
+            .json(&json!({"name": "Ada"}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let (s, b) = greet().await;
+    assert_eq!((s, b["message"].as_str()), (200, Some("Hello, Ada!")), "{b}");
+
+    // An edit is rebuilt and swapped in.
+    let index = fdir.join("index.ts");
+    let src = std::fs::read_to_string(&index).unwrap();
+    let old = served_hash(&srv, "greet");
+    std::fs::write(&index, src.replace("`Hello, ", "`Howdy, ")).unwrap();
+    wait_until("the edit was never rebuilt", 60, || served_hash(&srv, "greet") != old).await;
+    let (_, b) = greet().await;
+    assert_eq!(b["message"], "Howdy, Ada!", "{b}");
+
+    // A broken edit is reported with its position; the last good version serves.
+    std::fs::write(&index, "export default {\n  fetch( { return 1 }\n};\n").unwrap();
+    let registry = &srv.srv.state.functions.registry;
+    wait_until("the broken build was never reported", 60, || registry.error("greet").is_some()).await;
+    let e = registry.error("greet").unwrap();
+    assert!(e.contains("index.ts:2:"), "{e}");
+    let (s, b) = greet().await;
+    assert_eq!((s, b["message"].as_str()), (200, Some("Howdy, Ada!")));
+}
+
+#[tokio::test]
+async fn wasmbase_deploy_builds_ts_and_it_serves_and_rolls_back_on_every_node() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let (_, secret) = db.key(KeyKind::Secret).await;
+    let a = db.server().await;
+    let b = db.server().await;
+    let project = tempfile::tempdir().unwrap();
+    let fdir = project.path().join("functions/greeter");
+    let version = |word: &str| format!("import {{ auth }} from 'wasmbase';\nexport default {{ fetch: () => Response.json({{ word: '{word}', role: auth.principal().role }}) }};\n");
+    std::fs::create_dir_all(&fdir).unwrap();
+    std::fs::write(fdir.join("function.toml"), "name = \"greeter\"\n").unwrap();
+    // `wasmbase deploy` builds the TS itself (no Node, no cargo) and uploads it.
+    // (Run without blocking: the servers share this test's runtime.)
+    let deploy = || async {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_wasmbase"))
+            .args(["deploy", "greeter", "--url", &a.url, "--key", &secret])
+            .current_dir(project.path())
+            .env("PATH", "/nonexistent")
+            .env("HOME", project.path())
+            .output()
+            .await
+            .unwrap()
+    };
+    for v in ["one", "two"] {
+        std::fs::write(fdir.join("index.ts"), version(v)).unwrap();
+        let out = deploy().await;
+        assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    let word = |srv: &TestServer| {
+        let (http, url, anon) = (srv.http.clone(), srv.url.clone(), anon.clone());
+        async move {
+            let r = http.get(format!("{url}/fn/greeter")).header("apikey", anon).send().await.unwrap();
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    for srv in [&a, &b] {
+        crate::functions::wait_version(srv, "greeter", 2).await;
+        assert_eq!(word(srv).await, json!({"word": "two", "role": "anon"}));
+    }
+    // An ungranted capability is refused at deploy, naming it; nothing changes.
+    std::fs::write(fdir.join("index.ts"), "import { sql } from 'wasmbase';\nexport default { fetch: () => new Response(String(sql)) };\n").unwrap();
+    let out = deploy().await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("imports `sql` from \"wasmbase\"") && err.contains("db = \"service\""), "{err}");
+    let r = a
+        .http
+        .post(format!("{}/admin/v1/functions/greeter/rollback", a.url))
+        .header("apikey", &secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for srv in [&a, &b] {
+        crate::functions::wait_version(srv, "greeter", 1).await;
+        assert_eq!(word(srv).await["word"], "one");
+    }
+}
