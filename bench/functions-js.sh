@@ -16,7 +16,9 @@ need_h2load
 build
 command -v npm >/dev/null || apt_install nodejs npm
 (cd "$ROOT/bench/workerd" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-WORKERD="$ROOT/bench/workerd/node_modules/.bin/workerd"
+# The platform's native binary itself (not a Node wrapper around it, whose pid
+# would be the one stopped).
+WORKERD=$(cd "$ROOT/bench/workerd" && node -p 'require("workerd").default')
 # Bound on the wait for a server's functions to answer (JS builds run one at a time).
 WAIT_SECS="${WAIT_SECS:-300}"
 
@@ -52,23 +54,33 @@ stop_dev() {
 }
 # wait_fn NAME: until POST /fn/NAME answers 200 (bounded by WAIT_SECS).
 wait_fn() {
-  local code end=$((SECONDS + WAIT_SECS))
+  local code err end=$((SECONDS + WAIT_SECS))
   while [ $SECONDS -lt $end ]; do
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "apikey: $KEY" -H "Content-Type: application/json" \
       -X POST -d '{"a":1}' "$URL/fn/$1")
     [ "$code" = 200 ] && return
+    # 404 once loading is over: the function failed to build or load (say why).
+    if [ "$code" = 404 ]; then
+      err=$(curl -fsS -H "apikey: $SECRET" "$URL/admin/v1/functions" | python3 -c '
+import sys, json
+for f in json.load(sys.stdin)["functions"]:
+    if f["name"] == sys.argv[1] and not f.get("serving") and f.get("error"):
+        print(f["error"])' "$1") || err=
+      [ -z "$err" ] || die "$1 was not loaded: $err"
+    fi
     sleep 0.1
   done
   cat "$work"/*/dev.log >&2
   die "$1 never served (status $code)"
 }
-# js_copy DEST NAME [EXTRA]: functions/hello-ts as function NAME in DEST, with
-# EXTRA lines appended to its function.toml.
+# js_copy DEST NAME [LINE]: functions/hello-ts as function NAME in DEST, with
+# LINE (a top-level key) added to its function.toml before any [table].
 js_copy() {
   mkdir -p "$1"
   cp "$ROOT/functions/hello-ts/index.ts" "$1/"
-  { sed "s/^name = \"hello-ts\"/name = \"$2\"/" "$ROOT/functions/hello-ts/function.toml"; [ -z "${3:-}" ] || echo "$3"; } \
-    >"$1/function.toml"
+  sed "s/^name = \"hello-ts\"/name = \"$2\"/" "$ROOT/functions/hello-ts/function.toml" |
+    awk -v line="${3:-}" 'line != "" && !done && /^\[/ { print line; done = 1 } { print }
+                          END { if (line != "" && !done) print line }' >"$1/function.toml"
 }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 

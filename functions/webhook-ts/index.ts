@@ -6,7 +6,7 @@ function hex(bytes: ArrayBuffer): string {
   return [...new Uint8Array(bytes)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-function unhex(text: string): Uint8Array | null {
+function unhex(text: string): Uint8Array<ArrayBuffer> | null {
   if (!/^([0-9a-f]{2})*$/i.test(text)) return null;
   return new Uint8Array(text.match(/../g)?.map((h) => parseInt(h, 16)) ?? []);
 }

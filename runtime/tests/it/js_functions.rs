@@ -71,11 +71,38 @@ async fn each_request_gets_a_fresh_sandbox_unless_the_function_opts_into_reuse()
     let counter = "let n = 0;\nexport default { fetch() { n += 1; return Response.json({ n, r: Math.random(), u: crypto.randomUUID(), t: Date.now() }); } };\n";
     write_fn(dir.path(), "fresh", "", &[("index.js", counter)]);
     write_fn(dir.path(), "warm", "reuse = 100", &[("index.js", counter)]);
+    // A top level that reads the environment and calls the database runs per
+    // instance (never at build time, where neither is there).
+    write_fn(
+        dir.path(),
+        "toplevel",
+        "env = [\"GREETING\"]\ndb = \"service\"",
+        &[("index.ts", "import { sql } from 'wasmbase';\nconst greeting = Deno.env.get('GREETING');\nconst [row] = await sql.query('select 41 + 1 as n');\nexport default { fetch: () => Response.json({ greeting, n: row.n, t: performance.now() }) };\n")],
+    );
     let db = TestDb::new().await;
     let functions = dir.path().to_path_buf();
     let srv = db.functions_server(|c| c.functions.dir = functions).await;
     srv.wait_function("fresh").await;
     srv.wait_function("warm").await;
+    srv.srv.state.functions.env.store(std::sync::Arc::new(
+        [("GREETING".to_string(), "hi".to_string())]
+            .into_iter()
+            .collect(),
+    ));
+    srv.wait_function("toplevel").await;
+    let (s, b) = call(&srv, "GET", "/fn/toplevel", None).await;
+    assert_eq!(s, 200, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(
+        (v["greeting"].as_str(), v["n"].as_i64()),
+        (Some("hi"), Some(42)),
+        "{v}"
+    );
+    let t = v["t"].as_f64().unwrap();
+    assert!(
+        (0.0..10_000.0).contains(&t),
+        "performance.now() counts from the instance's start: {t}"
+    );
     let mut fresh = Vec::new();
     for _ in 0..3 {
         let (s, b) = call(&srv, "GET", "/fn/fresh", None).await;
@@ -627,14 +654,26 @@ async fn fn_new_ts_scaffolds_a_function_that_serves_and_hot_reloads_without_node
         .env("PATH", "/nonexistent")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let fdir = dir.path().join("functions/greet");
     for f in ["function.toml", "index.ts", "tsconfig.json"] {
         assert!(fdir.join(f).is_file(), "{f} was not written");
     }
-    assert!(dir.path().join("functions/.wasmbase-sdk/js/wasmbase.d.ts").is_file());
-    let tsconfig: Value = serde_json::from_str(&std::fs::read_to_string(fdir.join("tsconfig.json")).unwrap()).unwrap();
-    assert_eq!(tsconfig["compilerOptions"]["paths"]["wasmbase"][0], "../.wasmbase-sdk/js/wasmbase.d.ts");
+    assert!(dir
+        .path()
+        .join("functions/.wasmbase-sdk/js/wasmbase.d.ts")
+        .is_file());
+    let tsconfig: Value =
+        serde_json::from_str(&std::fs::read_to_string(fdir.join("tsconfig.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        tsconfig["compilerOptions"]["paths"]["wasmbase"][0],
+        "../.wasmbase-sdk/js/wasmbase.d.ts"
+    );
 
     // Served as `wasmbase dev` serves it: build and watch on.
     let db = TestDb::new().await;
@@ -657,24 +696,37 @@ async fn fn_new_ts_scaffolds_a_function_that_serves_and_hot_reloads_without_node
             .send()
             .await
             .unwrap();
-        (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        (
+            r.status().as_u16(),
+            r.json::<Value>().await.unwrap_or(Value::Null),
+        )
     };
     let (s, b) = greet().await;
-    assert_eq!((s, b["message"].as_str()), (200, Some("Hello, Ada!")), "{b}");
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (200, Some("Hello, Ada!")),
+        "{b}"
+    );
 
     // An edit is rebuilt and swapped in.
     let index = fdir.join("index.ts");
     let src = std::fs::read_to_string(&index).unwrap();
     let old = served_hash(&srv, "greet");
     std::fs::write(&index, src.replace("`Hello, ", "`Howdy, ")).unwrap();
-    wait_until("the edit was never rebuilt", 60, || served_hash(&srv, "greet") != old).await;
+    wait_until("the edit was never rebuilt", 60, || {
+        served_hash(&srv, "greet") != old
+    })
+    .await;
     let (_, b) = greet().await;
     assert_eq!(b["message"], "Howdy, Ada!", "{b}");
 
     // A broken edit is reported with its position; the last good version serves.
     std::fs::write(&index, "export default {\n  fetch( { return 1 }\n};\n").unwrap();
     let registry = &srv.srv.state.functions.registry;
-    wait_until("the broken build was never reported", 60, || registry.error("greet").is_some()).await;
+    wait_until("the broken build was never reported", 60, || {
+        registry.error("greet").is_some()
+    })
+    .await;
     let e = registry.error("greet").unwrap();
     assert!(e.contains("index.ts:2:"), "{e}");
     let (s, b) = greet().await;
@@ -690,7 +742,9 @@ async fn wasmbase_deploy_builds_ts_and_it_serves_and_rolls_back_on_every_node() 
     let b = db.server().await;
     let project = tempfile::tempdir().unwrap();
     let fdir = project.path().join("functions/greeter");
-    let version = |word: &str| format!("import {{ auth }} from 'wasmbase';\nexport default {{ fetch: () => Response.json({{ word: '{word}', role: auth.principal().role }}) }};\n");
+    let version = |word: &str| {
+        format!("import {{ auth }} from 'wasmbase';\nexport default {{ fetch: () => Response.json({{ word: '{word}', role: auth.principal().role }}) }};\n")
+    };
     std::fs::create_dir_all(&fdir).unwrap();
     std::fs::write(fdir.join("function.toml"), "name = \"greeter\"\n").unwrap();
     // `wasmbase deploy` builds the TS itself (no Node, no cargo) and uploads it.
@@ -708,12 +762,22 @@ async fn wasmbase_deploy_builds_ts_and_it_serves_and_rolls_back_on_every_node() 
     for v in ["one", "two"] {
         std::fs::write(fdir.join("index.ts"), version(v)).unwrap();
         let out = deploy().await;
-        assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let word = |srv: &TestServer| {
         let (http, url, anon) = (srv.http.clone(), srv.url.clone(), anon.clone());
         async move {
-            let r = http.get(format!("{url}/fn/greeter")).header("apikey", anon).send().await.unwrap();
+            let r = http
+                .get(format!("{url}/fn/greeter"))
+                .header("apikey", anon)
+                .send()
+                .await
+                .unwrap();
             r.json::<Value>().await.unwrap()
         }
     };
@@ -726,7 +790,10 @@ async fn wasmbase_deploy_builds_ts_and_it_serves_and_rolls_back_on_every_node() 
     let out = deploy().await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("imports `sql` from \"wasmbase\"") && err.contains("db = \"service\""), "{err}");
+    assert!(
+        err.contains("imports `sql` from \"wasmbase\"") && err.contains("db = \"service\""),
+        "{err}"
+    );
     let r = a
         .http
         .post(format!("{}/admin/v1/functions/greeter/rollback", a.url))

@@ -25,6 +25,14 @@ const CAPABILITIES: &[(&str, Option<&str>)] = &[
     ("PlatformError", None),
     ("default", None),
     ("*", None),
+    // Types (elided when the TypeScript is stripped, even without `import type`).
+    ("ScheduledEvent", None),
+    ("ExecutionContext", None),
+    ("Env", None),
+    ("ExportedHandler", None),
+    ("QueryBuilder", None),
+    ("QueryResult", None),
+    ("PlatformErrorShape", None),
 ];
 
 /// Checks the names a script imports from `"wasmbase"` against `manifest`:
@@ -62,8 +70,10 @@ pub fn check_uses(manifest: &Manifest, uses: &[String]) -> Result<(), String> {
 /// Whether the function in `dir` is a JS/TS one (it has an entry file and no
 /// Cargo.toml).
 pub fn is_js(dir: &Path, manifest: &Manifest) -> bool {
+    // A `main` that names a missing file is still a JS function (its build
+    // then says the file is missing).
     !dir.join("Cargo.toml").exists()
-        && sources::entry(dir, manifest.main.as_deref()).is_some_and(|e| dir.join(e).is_file())
+        && (manifest.main.is_some() || sources::entry(dir, None).is_some())
 }
 
 /// Builds the JS/TS function in `dir` into its component.

@@ -131,7 +131,7 @@ fn diagnostic(file: &str, text: &str, d: &oxc::diagnostics::OxcDiagnostic) -> St
     let at = d
         .labels
         .first()
-        .map(|l| position(file, text, l.offset() as u32))
+        .map(|l| position(file, text, l.offset()))
         .unwrap_or_else(|| file.to_string());
     match &d.help {
         Some(h) => format!("{at}: {} ({h})", d.message),
@@ -145,7 +145,7 @@ pub fn collect(root: &Path, entry: &str) -> Result<Sources, String> {
         entry: entry.to_string(),
         ..Default::default()
     };
-    if resolve(root, entry).as_deref() != Some(entry) {
+    if join("", entry).as_deref() != Some(entry) || resolve(root, entry).as_deref() != Some(entry) {
         return Err(format!(
             "{entry}: no such file in {} (set `main` in function.toml, or add one of {})",
             root.display(),
@@ -174,14 +174,20 @@ pub fn collect(root: &Path, entry: &str) -> Result<Sources, String> {
             // Type declarations (Supabase's template imports
             // `jsr:@supabase/functions-js/edge-runtime.d.ts`) have no code:
             // such an import loads an empty module.
+            let relative = spec.starts_with("./") || spec.starts_with("../");
             if spec.ends_with(".d.ts") {
                 if seen.insert(TYPES_ONLY.to_string(), ()).is_none() {
                     out.modules.push((TYPES_ONLY.to_string(), String::new()));
                 }
-                out.aliases.push((spec, TYPES_ONLY.to_string()));
+                // The engine looks a relative import up by its joined path.
+                let key = match relative {
+                    true => join(dir_of(&file), &spec).unwrap_or(spec),
+                    false => spec,
+                };
+                out.aliases.push((key, TYPES_ONLY.to_string()));
                 continue;
             }
-            if !(spec.starts_with("./") || spec.starts_with("../")) {
+            if !relative {
                 return Err(format!(
                     "{}: cannot import \"{spec}\": a function's modules are its own files (relative imports) and \"wasmbase\"; bundle packages first (docs/FUNCTIONS.md, \"npm packages\")",
                     position(&file, &text, offset)

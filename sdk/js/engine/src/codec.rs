@@ -149,7 +149,12 @@ fn sql_param(p: &Json) -> std::result::Result<SqlValue, String> {
     Ok(match tag {
         "null" => SqlValue::Null,
         "bool" => SqlValue::Boolean(v.as_bool().unwrap_or(false)),
-        "int" => SqlValue::Int(v.as_i64().ok_or("integer out of range")?),
+        // A BigInt arrives as its decimal text.
+        "int" => SqlValue::Int(
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|t| t.parse().ok()))
+                .ok_or("integer out of range")?,
+        ),
         "float" => SqlValue::Float(v.as_f64().unwrap_or(f64::NAN)),
         "text" => SqlValue::Text(v.as_str().unwrap_or_default().to_string()),
         "json" => SqlValue::Json(v.to_string()),

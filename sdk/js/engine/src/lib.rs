@@ -37,7 +37,8 @@ const PRELUDE: &str = include_str!("prelude.js");
 const SDK: &str = include_str!("wasmbase.js");
 
 struct Engine {
-    rt: Runtime,
+    /// Kept with its context for the life of the instance.
+    _rt: Runtime,
     ctx: Context,
     /// Set when the top level must run per instance (it read the environment
     /// or random values while the snapshot was taken): the entry module then,
@@ -137,14 +138,14 @@ impl init::Guest for Export {
         let ran = ctx.with(|ctx| start(&ctx, &entry));
         let touched = natives::set_snapshotting(false);
         let engine = match (ran, touched) {
-            (Ok(()), None) => Engine { rt, ctx, late: None },
+            (Ok(()), None) => Engine { _rt: rt, ctx, late: None },
             // The top level read something that differs per instance (or
             // failed without it): it runs in each instance instead.
             (_, Some(_)) => {
                 drop(ctx);
                 drop(rt);
                 let (rt, ctx) = fresh(&modules)?;
-                Engine { rt, ctx, late: Some(entry) }
+                Engine { _rt: rt, ctx, late: Some(entry) }
             }
             (Err(e), None) => return Err(e),
         };
@@ -223,10 +224,30 @@ fn instance_start() -> Result<(), String> {
         return Ok(());
     }
     natives::reseed();
-    let late = ENGINE.with(|e| e.borrow_mut().as_mut().and_then(|e| e.late.take()));
-    match late {
-        Some(entry) => with_engine(|ctx| start(ctx, &entry)).unwrap_or(Ok(())),
-        None => Ok(()),
+    let late = ENGINE.with(|e| e.borrow().as_ref().and_then(|e| e.late.clone()));
+    let started = with_engine(|ctx| -> Result<(), String> {
+        let reset: Function = ctx.globals().get("__wbStart").map_err(|e| describe(ctx, e))?;
+        reset.call::<_, ()>(()).catch(ctx).map_err(caught)?;
+        match &late {
+            Some(entry) => start(ctx, entry),
+            None => Ok(()),
+        }
+    })
+    .unwrap_or(Ok(()));
+    match started {
+        Ok(()) => {
+            ENGINE.with(|e| {
+                if let Some(e) = e.borrow_mut().as_mut() {
+                    e.late = None;
+                }
+            });
+            Ok(())
+        }
+        // The next call on this instance (with `reuse`) tries again.
+        Err(e) => {
+            STARTED.with(|s| s.set(false));
+            Err(e)
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use crate::{codec, crypto, url_api};
 use rquickjs::function::Opt;
 use std::cell::Cell;
 use rquickjs::{Array, Ctx, Exception, Function, Object, Result, TypedArray, Value};
+use wasmbase_sdk::bindings::wasi::cli::environment;
 use wasmbase_sdk::bindings::wasi::clocks::monotonic_clock;
 use crate::init::wasi::random::random;
 use wasmbase_sdk::bindings::wasmbase::platform as platform;
@@ -28,13 +29,28 @@ pub fn set_snapshotting(on: bool) -> Option<&'static str> {
 }
 
 /// Notes that `what` was read; during the snapshot that makes the top level
-/// run per instance.
-fn per_instance(what: &'static str) {
-    SNAPSHOTTING.with(|s| {
-        if let (true, None) = s.get() {
+/// run per instance. True while the snapshot is taken.
+fn per_instance(what: &'static str) -> bool {
+    SNAPSHOTTING.with(|s| match s.get() {
+        (true, None) => {
             s.set((true, Some(what)));
+            true
         }
-    });
+        (on, _) => on,
+    })
+}
+
+/// What a host call with effects does while the snapshot is taken: nothing
+/// (it throws, so the top level runs per instance instead, where the call
+/// happens for real).
+fn refuse_while_building(ctx: &Ctx<'_>, what: &'static str) -> Result<()> {
+    match per_instance(what) {
+        true => Err(Exception::throw_message(
+            ctx,
+            &format!("{what} is not available while the function is being built (the top level runs again per instance)"),
+        )),
+        false => Ok(()),
+    }
 }
 
 /// Seeds `Math.random` from the host's random source (once per instance).
@@ -110,7 +126,9 @@ fn type_error(ctx: &Ctx<'_>, m: &str) -> rquickjs::Error {
     Exception::throw_type(ctx, m)
 }
 
-/// Sets `globalThis.__wb`.
+/// Sets `globalThis.__wb`. (The environment is read from WASI on every
+/// call: wasi-libc caches it on first use, and that cache would be the
+/// snapshot's empty one.)
 pub fn install<'js>(ctx: &Ctx<'js>) -> Result<()> {
     let wb = Object::new(ctx.clone())?;
     let c = ctx.clone();
@@ -188,12 +206,16 @@ pub fn install<'js>(ctx: &Ctx<'js>) -> Result<()> {
         };
         wasmbase_sdk::log::write(level, &message, &[]);
     });
+    native!("envAll", |ctx: Ctx<'js>| -> Result<Array<'js>> {
+        per_instance("the environment");
+        pairs(&ctx, &environment::get_environment())
+    });
     native!("env", |name: String| {
         per_instance("the environment");
-        wasmbase_sdk::env::get(&name)
+        environment::get_environment().into_iter().find(|(k, _)| *k == name).map(|(_, v)| v)
     });
     native!("fetch", |ctx: Ctx<'js>, method: String, url: String, headers: Array<'js>, body: TypedArray<'js, u8>| -> Result<Array<'js>> {
-        per_instance("fetch");
+        refuse_while_building(&ctx, "fetch")?;
         let mut req = wasmbase_sdk::Request::new(&method, &url);
         req.headers = read_pairs(headers)?;
         req.body = slice(&body).to_vec();
@@ -205,7 +227,7 @@ pub fn install<'js>(ctx: &Ctx<'js>) -> Result<()> {
         Ok(out)
     });
     native!("authUser", |ctx: Ctx<'js>| -> Result<Array<'js>> {
-        per_instance("authUser");
+        refuse_while_building(&ctx, "authUser")?;
         let p = platform::auth::current();
         let out = Array::new(ctx.clone())?;
         out.set(0, p.role)?;
@@ -214,19 +236,19 @@ pub fn install<'js>(ctx: &Ctx<'js>) -> Result<()> {
         Ok(out)
     });
     native!("dataRun", |ctx: Ctx<'js>, req: String| -> Result<Array<'js>> {
-        per_instance("dataRun");
+        refuse_while_building(&ctx, "dataRun")?;
         let r = crate::codec::data_request(&req).map_err(|m| type_error(&ctx, &m))?;
         platform_result(&ctx, platform::data::run(&r).map(|rows| (rows.json, rows.affected, rows.total)))
     });
     native!("dataRpc", |ctx: Ctx<'js>, schema: Opt<String>, function: String, args: String| -> Result<Array<'js>> {
-        per_instance("dataRpc");
+        refuse_while_building(&ctx, "dataRpc")?;
         platform_result(
             &ctx,
             platform::data::rpc(schema.0.as_deref(), &function, &args, &[]).map(|rows| (rows.json, rows.affected, rows.total)),
         )
     });
     native!("sql", |ctx: Ctx<'js>, kind: String, text: String, params: String| -> Result<Array<'js>> {
-        per_instance("sql");
+        refuse_while_building(&ctx, "sql")?;
         crate::codec::sql_call(&ctx, &kind, &text, &params)
     });
     ctx.globals().set("__wb", wb)?;

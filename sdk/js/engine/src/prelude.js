@@ -212,8 +212,12 @@
     }
     return true;
   });
-  const timeOrigin = wb.now();
-  define("performance", { now: () => wb.now() - timeOrigin, get timeOrigin() { return Date.now() - (wb.now() - timeOrigin); } });
+  // The monotonic clock starts anew in every instance: the origin is taken
+  // when the instance starts (`__wbStart`), not in the snapshot.
+  let timeOrigin = wb.now();
+  let wallOrigin = Date.now();
+  hidden("__wbStart", () => { timeOrigin = wb.now(); wallOrigin = Date.now(); });
+  define("performance", { now: () => wb.now() - timeOrigin, get timeOrigin() { return wallOrigin; } });
 
   // ---- structuredClone --------------------------------------------------
   define("structuredClone", function structuredClone(value) {
@@ -694,7 +698,7 @@
       get: envGet,
       has: (name) => envGet(name) !== undefined,
       set() { throw new Error("Deno.env.set: a function's environment is read-only (grant variables in function.toml)"); },
-      toObject() { return {}; },
+      toObject() { return Object.fromEntries(wb.envAll()); },
     },
     serve(a, b) {
       const handler = typeof a === "function" ? a : b || (a && a.handler);
@@ -705,7 +709,15 @@
   };
   define("Deno", Deno);
   // The Workers-style `env` argument: granted variables on demand.
-  const env = new Proxy({}, { get: (_, k) => (typeof k === "string" ? envGet(k) : undefined), has: (_, k) => typeof k === "string" && envGet(k) !== undefined });
+  const env = new Proxy({}, {
+    get: (_, k) => (typeof k === "string" ? envGet(k) : undefined),
+    has: (_, k) => typeof k === "string" && envGet(k) !== undefined,
+    ownKeys: () => wb.envAll().map(([k]) => k),
+    getOwnPropertyDescriptor: (_, k) => {
+      const v = typeof k === "string" ? envGet(k) : undefined;
+      return v === undefined ? undefined : { value: v, enumerable: true, configurable: true, writable: false };
+    },
+  });
 
   hidden("__wbInstall", function (ns) {
     const def = ns.default;
@@ -719,17 +731,23 @@
     const run = async (call) => {
       const pending = [];
       const ctx = { waitUntil: (p) => { pending.push(Promise.resolve(p)); }, passThroughOnException() {} };
-      const out = await call(ctx);
-      // Work handed to waitUntil finishes before the instance goes away.
-      const done = await Promise.allSettled(pending);
-      for (const d of done) if (d.status === "rejected") console.error("Uncaught (in waitUntil)", d.reason);
-      return out;
+      try {
+        const out = await call(ctx);
+        // Work handed to waitUntil finishes before the instance goes away.
+        const done = await Promise.allSettled(pending);
+        for (const d of done) if (d.status === "rejected") console.error("Uncaught (in waitUntil)", d.reason);
+        return out;
+      } finally {
+        // Timers still pending belong to this call: they never fire in the
+        // next one (an instance kept with `reuse`).
+        queue.clear();
+      }
     };
     hidden("__wbFetch", (method, path, pairs, body) => {
       if (!fetchFn) return Promise.resolve([404, [["content-type", "application/json"]], wb.utf8Encode('{"code":"function_no_http","message":"this function has no HTTP handler (it only runs on a schedule)"}')]);
       const headers = new Headers(pairs);
       const proto = (headers.get("x-forwarded-proto") || "http").split(",")[0].trim();
-      const host = headers.get("x-forwarded-host") || headers.get("host") || "localhost";
+      const host = headers.get("host") || "localhost";
       const req = incoming(`${proto}://${host}${path}`, method, headers, body);
       return run((ctx) => fetchFn(req, ctx)).then((resp) => {
         if (!(resp instanceof Response)) throw new TypeError(`the handler must return a Response, got ${resp === null ? "null" : typeof resp}`);

@@ -108,7 +108,7 @@ function param(v) {
   if (v === null || v === undefined) return ["null", null];
   if (typeof v === "boolean") return ["bool", v];
   if (typeof v === "number") return Number.isInteger(v) && Math.abs(v) <= Number.MAX_SAFE_INTEGER ? ["int", v] : ["float", v];
-  if (typeof v === "bigint") return ["int", Number(v)];
+  if (typeof v === "bigint") return ["int", v.toString()];
   if (typeof v === "string") return ["text", v];
   if (v instanceof Date) return ["timestamp", v.toISOString()];
   if (v instanceof Uint8Array) return ["bytes", wb.b64encode(v)];
