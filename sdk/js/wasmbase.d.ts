@@ -271,6 +271,44 @@ declare module "wasmbase" {
     get(name: string): string | undefined;
   };
 
-  const wasmbase: { db: Db; sql: typeof sql; auth: typeof auth; log: typeof log; env: typeof env };
+  /** storage-js's `FileOptions`. */
+  export interface FileOptions {
+    /** MIME type (default `application/octet-stream`, or the Blob's type). */
+    contentType?: string;
+    /** Seconds clients may cache it. */
+    cacheControl?: string | number;
+    /** Replace an object of the same name. */
+    upsert?: boolean;
+    /** Kept with the object. */
+    metadata?: Record<string, unknown>;
+  }
+
+  /** One entry of `list` (storage-js's `FileObject`); folders have `id: null`. */
+  export interface FileObject {
+    name: string;
+    id: string | null;
+    updated_at: string | null;
+    created_at: string | null;
+    last_accessed_at: string | null;
+    metadata: Record<string, unknown> | null;
+  }
+
+  /** `{ data, error }` as storage-js answers. */
+  export type StorageResult<D> = { data: D; error: null } | { data: null; error: PlatformErrorShape };
+
+  /** One bucket (needs a `storage` grant for it and the mode). */
+  export interface Bucket {
+    upload(path: string, body: string | ArrayBuffer | ArrayBufferView | Blob, options?: FileOptions): Promise<StorageResult<{ id: string; path: string; fullPath: string }>>;
+    update(path: string, body: string | ArrayBuffer | ArrayBufferView | Blob, options?: FileOptions): Promise<StorageResult<{ id: string; path: string; fullPath: string }>>;
+    download(path: string): Promise<StorageResult<Blob>>;
+    list(prefix?: string, options?: { limit?: number; offset?: number; search?: string }): Promise<StorageResult<FileObject[]>>;
+    remove(paths: string[]): Promise<StorageResult<{ name: string }[]>>;
+    createSignedUrl(path: string, expiresIn: number): Promise<StorageResult<{ signedUrl: string }>>;
+  }
+
+  /** Files in storage buckets, as the function's principal (`storage = [...]`). */
+  export const storage: { from(bucket: string): Bucket };
+
+  const wasmbase: { db: Db; sql: typeof sql; auth: typeof auth; log: typeof log; env: typeof env; storage: typeof storage };
   export default wasmbase;
 }

@@ -16,9 +16,11 @@ import { startServer, waitForFunction } from './server.mjs';
 let server;
 
 before(async () => {
-  server = await startServer({ functions: ['hello'] });
+  server = await startServer({ functions: ['hello', 'hello-ts', 'supabase-hello'] });
   // The build runs in the background after /ready; 503 function_starting until then.
   await waitForFunction(server, 'hello');
+  await waitForFunction(server, 'hello-ts');
+  await waitForFunction(server, 'supabase-hello');
 });
 
 after(async () => {
@@ -101,4 +103,34 @@ test('/fn/<name> serves the same function', async () => {
   const body = await res.json();
   assert.deepEqual(body.received, { c: 3 });
   assert.equal(body.user, null);
+});
+
+// ------------------------------------------- JavaScript / TypeScript functions
+
+test('invoke reaches a TypeScript function (hello-ts) like the Rust one', async () => {
+  const supabase = client();
+  const { data, error } = await supabase.functions.invoke('hello-ts', { body: { a: [1, 'two'] } });
+  assert.equal(error, null);
+  assert.deepEqual(data, { message: 'Hello from Wasmbase!', received: { a: [1, 'two'] }, user: null });
+  const { data: su, error: suErr } = await supabase.auth.signUp({ email: uniqueEmail('fnts'), password: PASSWORD });
+  assert.equal(suErr, null);
+  const signedIn = await supabase.functions.invoke('hello-ts', { body: {} });
+  assert.equal(signedIn.error, null);
+  assert.equal(signedIn.data.user, su.user.id);
+});
+
+test('a Supabase Edge Function copied unchanged answers through invoke', async () => {
+  const { data, error } = await client().functions.invoke('supabase-hello', { body: { name: 'Functions' } });
+  assert.equal(error, null);
+  assert.deepEqual(data, { message: 'Hello Functions!' });
+});
+
+test("a TS function's thrown error is a FunctionsHttpError with the platform's shape", async () => {
+  const { data, error } = await client().functions.invoke('supabase-hello', { body: 'not json' });
+  assert.equal(data, null);
+  assert.ok(error instanceof FunctionsHttpError, `expected FunctionsHttpError, got ${error}`);
+  assert.equal(error.context.status, 500);
+  const body = await error.context.json();
+  assert.equal(body.code, 'function_exception');
+  assert.match(body.message, /SyntaxError/);
 });

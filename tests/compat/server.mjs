@@ -242,9 +242,10 @@ export async function startServer({ migrations = {}, functions = [] } = {}) {
 /**
  * Resolves once function `name` is served: polls `GET /functions/v1/<name>`
  * (with the publishable key) while it answers 503 (`function_starting`: still
- * building or compiling). Any other status ends the wait; anything but 200 (a
- * failed build is 404) throws with the server's log. `server` is what
- * startServer() returned.
+ * building or compiling). Any other status ends the wait: 404 (a failed build,
+ * or no such function) throws with the server's log; anything else is the
+ * function answering a bare GET its own way. `server` is what startServer()
+ * returned.
  */
 export async function waitForFunction(server, name, timeoutMs = FUNCTION_TIMEOUT_MS) {
   const url = `${server.url}/functions/v1/${encodeURIComponent(name)}`;
@@ -269,7 +270,7 @@ export async function waitForFunction(server, name, timeoutMs = FUNCTION_TIMEOUT
       last = String(err);
     }
     if (status !== 0 && status !== 503) {
-      if (status === 200) return;
+      if (status !== 404) return;
       throw new Error(
         `function ${name} is not served: GET ${url} -> ${status} ${text}\n${server.output()}`,
       );

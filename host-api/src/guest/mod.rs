@@ -133,9 +133,10 @@ impl bindings::wasmbase::platform::types::Host for GuestCtx {}
 
 /// Adds the platform interfaces to `linker`; `get` finds the [`GuestCtx`] in
 /// the store's data, `view` it with the store's resource table (storage's
-/// streams are WASI streams). Interfaces a function is not granted are
-/// refused before linking (by its manifest check), so linking them all is
-/// safe. (`wasi:io` itself comes from WASI's own linker.)
+/// streams are WASI streams). Linking them all is safe: every call checks the
+/// function's grant itself (no database access without `db`, raw SQL only
+/// with `db = "service"`, buckets by their grants), whatever the loader let
+/// through. (`wasi:io` itself comes from WASI's own linker.)
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut wasmtime::component::Linker<T>,
     get: fn(&mut T) -> &mut GuestCtx,

@@ -101,13 +101,17 @@ fn engine() -> Result<std::sync::Arc<crate::functions::Engine>> {
 }
 
 /// Builds and uploads one function; prints its new version.
-async fn deploy_one(dir: &Path, target: &Target) -> Result<()> {
+async fn deploy_one(
+    dir: &Path,
+    target: &Target,
+    engine: &std::sync::Arc<crate::functions::Engine>,
+) -> Result<()> {
     let text = std::fs::read_to_string(dir.join("function.toml"))
         .with_context(|| format!("{}/function.toml", dir.display()))?;
     let manifest = Manifest::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     let target_dir = project::state_dir(&std::env::current_dir()?).join("target");
     println!("building {} …", manifest.name);
-    let (wasm, _) = build::component(&engine()?, dir, &manifest, &target_dir, true).await?;
+    let (wasm, _) = build::component(engine, dir, &manifest, &target_dir, true).await?;
     let body = json!({
         "manifest": text,
         "component": base64::engine::general_purpose::STANDARD.encode(&wasm),
@@ -141,8 +145,9 @@ pub async fn deploy(a: DeployArgs) -> Result<()> {
     if dirs.is_empty() {
         bail!("no functions under ./functions (create one with `wasmbase fn new NAME`)");
     }
+    let engine = engine()?;
     for d in dirs {
-        deploy_one(&d, &a.target).await?;
+        deploy_one(&d, &a.target, &engine).await?;
     }
     Ok(())
 }

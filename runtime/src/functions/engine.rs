@@ -40,43 +40,91 @@ pub struct Engine {
     js: tokio::sync::OnceCell<Arc<super::js::snapshot::Prepared>>,
 }
 
-/// wasmtime's incremental compilation cache, in memory and shared by every
-/// engine of the process: the code of every JS function is the JS engine's,
-/// so compiling one after the first is almost all cache hits (milliseconds
-/// instead of seconds). Keys include the compiler settings, so engines with
-/// other settings cannot hit each other's entries.
-#[derive(Debug, Default)]
+/// wasmtime's incremental compilation cache: the code of every JS function
+/// is the JS engine's, so compiling one after the first is almost all cache
+/// hits (milliseconds instead of seconds). Entries are kept in memory and in
+/// `<cache_dir>/code/` (private like the artifact cache: this is native code
+/// the process runs), so a node that restarts, or another node sharing the
+/// directory, compiles its first JS function from the cache too. Keys include
+/// the compiler settings, so another engine version cannot hit them.
+#[derive(Debug)]
 pub struct CodeCache {
-    entries: parking_lot::Mutex<std::collections::HashMap<Vec<u8>, Vec<u8>>>,
+    dir: PathBuf,
+    /// Entries and their total size.
+    entries: parking_lot::Mutex<(std::collections::HashMap<Vec<u8>, Arc<[u8]>>, usize)>,
 }
 
-/// What the code cache may hold before it starts over (the JS engine's
+/// What the in-memory layer may hold before it starts over (the JS engine's
 /// functions take a few MiB).
-const CODE_CACHE_BYTES: usize = 256 << 20;
+const CODE_CACHE_BYTES: usize = 64 << 20;
+
+/// What the directory may hold; past it, it is emptied when an engine starts
+/// (entries are only ever added, one per compiled function).
+const CODE_CACHE_DISK_BYTES: u64 = 512 << 20;
+
+impl CodeCache {
+    fn new(cache_dir: &Path) -> Result<CodeCache> {
+        let dir = cache_dir.join("code");
+        private_dir(&dir)?;
+        let files: Vec<_> = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()).collect();
+        let held: u64 = files
+            .iter()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        if held > CODE_CACHE_DISK_BYTES {
+            for f in files {
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+        Ok(CodeCache {
+            dir,
+            entries: Default::default(),
+        })
+    }
+
+    fn file(&self, key: &[u8]) -> PathBuf {
+        self.dir.join(hex::encode(Sha256::digest(key)))
+    }
+
+    fn remember(&self, key: &[u8], value: Arc<[u8]>) {
+        let mut guard = self.entries.lock();
+        let (map, held) = &mut *guard;
+        if *held + value.len() > CODE_CACHE_BYTES {
+            map.clear();
+            *held = 0;
+        }
+        *held += value.len();
+        if let Some(old) = map.insert(key.to_vec(), value) {
+            *held -= old.len();
+        }
+    }
+}
 
 impl wasmtime::CacheStore for CodeCache {
     fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
-        self.entries
-            .lock()
-            .get(key)
-            .map(|v| std::borrow::Cow::Owned(v.clone()))
+        if let Some(v) = self.entries.lock().0.get(key) {
+            return Some(std::borrow::Cow::Owned(v.to_vec()));
+        }
+        let path = self.file(key);
+        if !owned_private_file(&path) {
+            return None;
+        }
+        let v: Arc<[u8]> = std::fs::read(&path).ok()?.into();
+        self.remember(key, v.clone());
+        Some(std::borrow::Cow::Owned(v.to_vec()))
     }
 
     fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
-        let mut e = self.entries.lock();
-        let held: usize = e.values().map(Vec::len).sum();
-        if held + value.len() > CODE_CACHE_BYTES {
-            e.clear();
+        if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(&self.dir) {
+            use std::io::Write;
+            if tmp.write_all(&value).is_ok() {
+                let _ = tmp.persist(self.file(key));
+            }
         }
-        e.insert(key.to_vec(), value);
+        self.remember(key, value.into());
         true
     }
-}
-
-/// The process's [`CodeCache`].
-pub fn code_cache() -> Arc<CodeCache> {
-    static CACHE: std::sync::OnceLock<Arc<CodeCache>> = std::sync::OnceLock::new();
-    CACHE.get_or_init(Default::default).clone()
 }
 
 impl Engine {
@@ -116,7 +164,8 @@ impl Engine {
             .epoch_interruption(true)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        cfg.enable_incremental_compilation(code_cache())
+        private_dir(&cache_dir)?;
+        cfg.enable_incremental_compilation(Arc::new(CodeCache::new(&cache_dir)?))
             .map_err(anyhow::Error::from)?;
         let engine = wasmtime::Engine::new(&cfg).map_err(anyhow::Error::from)?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -132,7 +181,6 @@ impl Engine {
             Ctx::storage_view,
         )
         .map_err(anyhow::Error::from)?;
-        private_dir(&cache_dir)?;
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("wasmbase-epoch".into())

@@ -8,12 +8,15 @@
 //! WASI (always linked, inert beyond what is granted) and only the
 //! `wasmbase:platform` interfaces its manifest grants (`storage` only with a
 //! `storage` grant; which buckets, the call checks); anything else is refused
-//! here, naming the import, before it can serve.
+//! here, naming the import, before it can serve. A JS function (the engine,
+//! which imports them all) is checked by what its script imports instead
+//! (`js::marker`). Either way this check is for clear errors at deploy: each
+//! host call checks its grant again.
 
 use super::buffered::BufferedPre;
 use super::engine::Engine;
 use super::instance::Ctx;
-use super::manifest::{DbMode, Manifest};
+use super::manifest::Manifest;
 use super::registry::InFlight;
 use super::warm::WarmPool;
 use std::sync::Arc;
@@ -101,14 +104,7 @@ pub fn prepare(
             if script.is_none() && !allowed.contains(&rest) {
                 let has = match rest {
                     "storage" => "no storage grant".to_string(),
-                    _ => format!(
-                        "db = \"{}\"",
-                        match manifest.db {
-                            DbMode::None => "none",
-                            DbMode::Caller => "caller",
-                            DbMode::Service => "service",
-                        }
-                    ),
+                    _ => format!("db = \"{}\"", manifest.db.as_str()),
                 };
                 return Err(err(format!(
                     "imports {import}, which function.toml does not grant ({has}; it needs {})",

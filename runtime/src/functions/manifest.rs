@@ -21,6 +21,17 @@ pub enum DbMode {
     Service,
 }
 
+impl DbMode {
+    /// As written in function.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbMode::None => "none",
+            DbMode::Caller => "caller",
+            DbMode::Service => "service",
+        }
+    }
+}
+
 /// Per-call limits.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

@@ -12,6 +12,19 @@ pub mod sources;
 
 use super::engine::Engine;
 use super::manifest::{DbMode, Manifest};
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sdk_types_import_like_capabilities() {
+        let m = crate::functions::manifest::Manifest::parse("name = \"x\"").unwrap();
+        let ok = |n: &str| super::check_uses(&m, &[n.to_string()]);
+        assert!(ok("ScheduledEvent").is_ok() && ok("User").is_ok() && ok("auth").is_ok());
+        assert!(ok("Use").is_err(), "a prefix of a type is no type");
+        assert!(ok("db").unwrap_err().contains("db = \"caller\""));
+        assert!(ok("storage").unwrap_err().contains("no storage grant"));
+        assert!(ok("realtime").unwrap_err().contains("do not have yet"));
+    }
+}
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,29 +32,46 @@ use std::sync::Arc;
 const CAPABILITIES: &[(&str, Option<&str>)] = &[
     ("db", Some("db = \"caller\" or db = \"service\"")),
     ("sql", Some("db = \"service\"")),
+    (
+        "storage",
+        Some("storage = [\"<bucket>:read\" or \"<bucket>:write\", ...]"),
+    ),
     ("auth", None),
     ("log", None),
     ("env", None),
     ("PlatformError", None),
     ("default", None),
     ("*", None),
-    // Types (elided when the TypeScript is stripped, even without `import type`).
-    ("ScheduledEvent", None),
-    ("ExecutionContext", None),
-    ("Env", None),
-    ("ExportedHandler", None),
-    ("QueryBuilder", None),
-    ("QueryResult", None),
-    ("PlatformErrorShape", None),
 ];
+
+/// The SDK's TypeScript types (what `fn new` writes for editors).
+const TYPES: &str = include_str!("../../../../sdk/js/wasmbase.d.ts");
+
+/// Whether `name` is a type the SDK's declarations export (an import of one is
+/// elided when the TypeScript is stripped, even without `import type`).
+fn is_sdk_type(name: &str) -> bool {
+    TYPES.lines().any(|l| {
+        let l = l.trim_start();
+        ["export type ", "export interface "]
+            .iter()
+            .filter_map(|p| l.strip_prefix(p))
+            .any(|rest| {
+                rest.strip_prefix(name)
+                    .is_some_and(|r| r.starts_with([' ', '<', '=', '{']))
+            })
+    })
+}
 
 /// Checks the names a script imports from `"wasmbase"` against `manifest`:
 /// the error names the capability and the grant it needs.
 pub fn check_uses(manifest: &Manifest, uses: &[String]) -> Result<(), String> {
     for name in uses {
+        if is_sdk_type(name) {
+            continue;
+        }
         let Some((_, needs)) = CAPABILITIES.iter().find(|(n, _)| n == name) else {
             return Err(match name.as_str() {
-                "storage" | "realtime" => format!(
+                "realtime" => format!(
                     "imports `{name}` from \"wasmbase\", which JS functions do not have yet (Rust functions do: docs/FUNCTIONS.md)"
                 ),
                 _ => format!("imports `{name}` from \"wasmbase\", which has no such export (it has db, sql, auth, log, env)"),
@@ -50,16 +80,16 @@ pub fn check_uses(manifest: &Manifest, uses: &[String]) -> Result<(), String> {
         let granted = match *name {
             _ if needs.is_none() => true,
             ref n if n == "sql" => manifest.db == DbMode::Service,
+            ref n if n == "storage" => !manifest.storage.is_empty(),
             _ => manifest.db != DbMode::None,
         };
         if !granted {
-            let has = match manifest.db {
-                DbMode::None => "none",
-                DbMode::Caller => "caller",
-                DbMode::Service => "service",
+            let has = match name.as_str() {
+                "storage" => "no storage grant".to_string(),
+                _ => format!("db = \"{}\"", manifest.db.as_str()),
             };
             return Err(format!(
-                "imports `{name}` from \"wasmbase\", which function.toml does not grant (db = \"{has}\"; it needs {})",
+                "imports `{name}` from \"wasmbase\", which function.toml does not grant ({has}; it needs {})",
                 needs.unwrap_or_default()
             ));
         }
@@ -71,9 +101,13 @@ pub fn check_uses(manifest: &Manifest, uses: &[String]) -> Result<(), String> {
 /// Cargo.toml).
 pub fn is_js(dir: &Path, manifest: &Manifest) -> bool {
     // A `main` that names a missing file is still a JS function (its build
-    // then says the file is missing).
+    // then says the file is missing); without `main`, a component
+    // `<name>.wasm` made by another toolchain (an `index.js` beside it is
+    // that toolchain's source) is loaded as it is.
     !dir.join("Cargo.toml").exists()
-        && (manifest.main.is_some() || sources::entry(dir, None).is_some())
+        && (manifest.main.is_some()
+            || (sources::entry(dir, None).is_some()
+                && !dir.join(format!("{}.wasm", manifest.name)).is_file()))
 }
 
 /// Builds the JS/TS function in `dir` into its component.

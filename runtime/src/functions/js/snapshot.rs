@@ -6,7 +6,7 @@
 //!
 //! Every JS function shares the engine's code, so compiling a snapshot is
 //! mostly cache hits in wasmtime's incremental compilation cache
-//! (`engine::code_cache`).
+//! (`engine::CodeCache`).
 
 use super::marker::{self, Marker};
 use super::sources::Sources;
@@ -173,6 +173,9 @@ pub async fn take(
         Ok(Ok(v)) => v,
     };
     r?;
+    // Wizer's reads below are the host's own work: the script's budget no
+    // longer applies (an armed deadline could interrupt them).
+    store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Continue(u64::MAX / 2)));
     // The init export stays: removing it leaves the component lifting a core
     // export that is gone (wasmtime-wizer 48 removes both names). Nothing
     // calls it after the snapshot.

@@ -87,7 +87,15 @@ fn dir_of(path: &str) -> &str {
 /// The file an import names: as written, with an extension added, with
 /// TypeScript's `.js` → `.ts` convention, or as a directory's index.
 fn resolve(root: &Path, key: &str) -> Option<String> {
-    let is_file = |p: &str| root.join(p).is_file();
+    // Only files whose real path is inside the function's directory (no
+    // symlink out of it, no absolute path).
+    let real_root = std::fs::canonicalize(root).ok()?;
+    let is_file = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with('/')
+            && std::fs::canonicalize(root.join(p))
+                .is_ok_and(|r| r.starts_with(&real_root) && r.is_file())
+    };
     if is_file(key) {
         return Some(key.to_string());
     }
@@ -110,8 +118,13 @@ fn resolve(root: &Path, key: &str) -> Option<String> {
             return Some(c);
         }
     }
+    let dir = if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}/")
+    };
     for ext in EXTENSIONS {
-        let c = format!("{key}/index{ext}");
+        let c = format!("{dir}index{ext}");
         if is_file(&c) {
             return Some(c);
         }
@@ -157,14 +170,15 @@ pub fn collect(root: &Path, entry: &str) -> Result<Sources, String> {
     seen.insert(entry.to_string(), ());
     let mut total = 0usize;
     while let Some(file) = queue.pop_front() {
-        let text = std::fs::read_to_string(root.join(&file)).map_err(|e| format!("{file}: {e}"))?;
-        total += text.len();
+        let path = root.join(&file);
+        total += std::fs::metadata(&path).map_or(0, |m| m.len() as usize);
         if total > MAX_SOURCE_BYTES {
             return Err(format!(
                 "the function's sources pass {} MiB; bundle and minify them first",
                 MAX_SOURCE_BYTES >> 20
             ));
         }
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{file}: {e}"))?;
         let (js, imports) = transform(&file, &text)?;
         for (spec, offset, names) in imports {
             if spec == "wasmbase" {
@@ -336,5 +350,17 @@ mod tests {
         let d = dir(&[("index.js", "import '../secret.js';\n")]);
         let e = collect(d.path(), "index.js").unwrap_err();
         assert!(e.contains("outside the function's directory"), "{e}");
+        let d = dir(&[("index.js", "import './';\n")]);
+        assert!(
+            collect(d.path(), "index.js").is_ok(),
+            "`./` is the directory's own index"
+        );
+        let d = dir(&[("index.js", "import './lib/x.js';\n")]);
+        std::os::unix::fs::symlink("/etc", d.path().join("lib")).unwrap();
+        let e = collect(d.path(), "index.js").unwrap_err();
+        assert!(
+            e.contains("cannot find module"),
+            "a symlink out of the directory: {e}"
+        );
     }
 }

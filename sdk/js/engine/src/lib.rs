@@ -12,6 +12,7 @@
 mod codec;
 mod crypto;
 mod natives;
+mod storage;
 mod url_api;
 
 use rquickjs::loader::{Loader, Resolver};
@@ -37,9 +38,11 @@ const PRELUDE: &str = include_str!("prelude.js");
 const SDK: &str = include_str!("wasmbase.js");
 
 struct Engine {
+    ctx: Context,
     /// Kept with its context for the life of the instance.
     _rt: Runtime,
-    ctx: Context,
+    /// What a runtime is rebuilt from when a per-instance top level fails.
+    modules: Modules,
     /// Set when the top level must run per instance (it read the environment
     /// or random values while the snapshot was taken): the entry module then,
     /// evaluated by the first call.
@@ -138,14 +141,14 @@ impl init::Guest for Export {
         let ran = ctx.with(|ctx| start(&ctx, &entry));
         let touched = natives::set_snapshotting(false);
         let engine = match (ran, touched) {
-            (Ok(()), None) => Engine { _rt: rt, ctx, late: None },
+            (Ok(()), None) => Engine { _rt: rt, ctx, late: None, modules },
             // The top level read something that differs per instance (or
             // failed without it): it runs in each instance instead.
             (_, Some(_)) => {
                 drop(ctx);
                 drop(rt);
                 let (rt, ctx) = fresh(&modules)?;
-                Engine { _rt: rt, ctx, late: Some(entry) }
+                Engine { _rt: rt, ctx, late: Some(entry), modules }
             }
             (Err(e), None) => return Err(e),
         };
@@ -229,7 +232,13 @@ fn instance_start() -> Result<(), String> {
         let reset: Function = ctx.globals().get("__wbStart").map_err(|e| describe(ctx, e))?;
         reset.call::<_, ()>(()).catch(ctx).map_err(caught)?;
         match &late {
-            Some(entry) => start(ctx, entry),
+            // The caller is not the top level's: `auth` and `db` refuse here.
+            Some(entry) => {
+                natives::set_top_level(true);
+                let r = start(ctx, entry);
+                natives::set_top_level(false);
+                r
+            }
             None => Ok(()),
         }
     })
@@ -243,9 +252,21 @@ fn instance_start() -> Result<(), String> {
             });
             Ok(())
         }
-        // The next call on this instance (with `reuse`) tries again.
+        // The next call on this instance (with `reuse`) tries again, in a
+        // new runtime: QuickJS remembers a module's failed evaluation.
         Err(e) => {
             STARTED.with(|s| s.set(false));
+            ENGINE.with(|cell| {
+                let mut cell = cell.borrow_mut();
+                if let Some(old) = cell.take() {
+                    let modules = old.modules.clone();
+                    let late = old.late.clone();
+                    drop(old);
+                    if let Ok((rt, ctx)) = fresh(&modules) {
+                        *cell = Some(Engine { ctx, _rt: rt, late, modules });
+                    }
+                }
+            });
             Err(e)
         }
     }

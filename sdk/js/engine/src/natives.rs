@@ -1,7 +1,8 @@
 //! `globalThis.__wb`: what the JS prelude builds the web APIs and the
 //! `wasmbase` module on. Each native does the part JS would do slowly or
 //! cannot do at all (bytes, URLs, hashes, randomness, host calls); the
-//! prelude hides `__wb` from user code once it has taken what it needs.
+//! prelude keeps `__wb` non-enumerable. A script can still call it directly:
+//! that reaches nothing more, since the host checks every call's grant.
 
 use crate::{codec, crypto, url_api};
 use rquickjs::function::Opt;
@@ -20,6 +21,29 @@ thread_local! {
     /// While the snapshot is taken: whether it is, and which per-instance
     /// value the top level read first.
     static SNAPSHOTTING: Cell<(bool, Option<&'static str>)> = const { Cell::new((false, None)) };
+}
+
+thread_local! {
+    /// While a per-instance top level runs (in its instance's first call).
+    static TOP_LEVEL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks a per-instance top level running: it runs in the first call of its
+/// instance, and with `reuse` what it computes serves later callers too, so
+/// nothing that depends on the caller may reach it.
+pub fn set_top_level(on: bool) {
+    TOP_LEVEL.with(|t| t.set(on));
+}
+
+/// Refuses a call whose answer depends on the caller while a top level runs.
+fn refuse_at_top_level(ctx: &Ctx<'_>, what: &str) -> Result<()> {
+    match TOP_LEVEL.with(Cell::get) {
+        true => Err(Exception::throw_message(
+            ctx,
+            &format!("{what} is not available at the top level of a module: the caller is only known inside the handler"),
+        )),
+        false => Ok(()),
+    }
 }
 
 /// Starts (true) or ends (false) the snapshot phase; ending returns what the
@@ -228,6 +252,7 @@ pub fn install<'js>(ctx: &Ctx<'js>) -> Result<()> {
     });
     native!("authUser", |ctx: Ctx<'js>| -> Result<Array<'js>> {
         refuse_while_building(&ctx, "authUser")?;
+        refuse_at_top_level(&ctx, "auth")?;
         let p = platform::auth::current();
         let out = Array::new(ctx.clone())?;
         out.set(0, p.role)?;
@@ -237,11 +262,13 @@ pub fn install<'js>(ctx: &Ctx<'js>) -> Result<()> {
     });
     native!("dataRun", |ctx: Ctx<'js>, req: String| -> Result<Array<'js>> {
         refuse_while_building(&ctx, "dataRun")?;
+        refuse_at_top_level(&ctx, "db")?;
         let r = crate::codec::data_request(&req).map_err(|m| type_error(&ctx, &m))?;
         platform_result(&ctx, platform::data::run(&r).map(|rows| (rows.json, rows.affected, rows.total)))
     });
     native!("dataRpc", |ctx: Ctx<'js>, schema: Opt<String>, function: String, args: String| -> Result<Array<'js>> {
         refuse_while_building(&ctx, "dataRpc")?;
+        refuse_at_top_level(&ctx, "db.rpc")?;
         platform_result(
             &ctx,
             platform::data::rpc(schema.0.as_deref(), &function, &args, &[]).map(|rows| (rows.json, rows.affected, rows.total)),
@@ -250,6 +277,10 @@ pub fn install<'js>(ctx: &Ctx<'js>) -> Result<()> {
     native!("sql", |ctx: Ctx<'js>, kind: String, text: String, params: String| -> Result<Array<'js>> {
         refuse_while_building(&ctx, "sql")?;
         crate::codec::sql_call(&ctx, &kind, &text, &params)
+    });
+    native!("storage", |ctx: Ctx<'js>, op: String, bucket: String, arg: String, body: Opt<TypedArray<'js, u8>>| -> Result<Array<'js>> {
+        refuse_while_building(&ctx, "storage")?;
+        crate::storage::call(&ctx, &op, &bucket, &arg, body.0.as_ref().map(slice))
     });
     ctx.globals().set("__wb", wb)?;
     Ok(())

@@ -7,7 +7,10 @@
   Object.defineProperty(globalThis, "__wb", { value: wb, enumerable: false, writable: false, configurable: false });
   const hidden = (name, value) =>
     Object.defineProperty(globalThis, name, { value, enumerable: false, writable: true, configurable: true });
-  const define = (name, value) => hidden(name, value);
+  const define = hidden;
+  // Natives take UTF-8: a string with a lone surrogate (an emoji cut in half)
+  // becomes well-formed (U+FFFD) on the way, as TextEncoder does.
+  const wf = (s) => String(s).toWellFormed();
 
   Object.defineProperty(Math, "random", { value: wb.mathRandom, writable: true, configurable: true });
 
@@ -42,12 +45,12 @@
 
   class TextEncoder {
     get encoding() { return "utf-8"; }
-    encode(input = "") { return wb.utf8Encode(String(input)); }
+    encode(input = "") { return wb.utf8Encode(wf(input)); }
     encodeInto(input, dest) {
       const s = String(input);
       let read = 0, written = 0;
       for (const ch of s) {
-        const b = wb.utf8Encode(ch);
+        const b = wb.utf8Encode(wf(ch));
         if (written + b.length > dest.length) break;
         dest.set(b, written);
         written += b.length;
@@ -159,24 +162,25 @@
     }
     return args.map((a) => inspect(a)).join(" ");
   }
+  const out = (level, text) => wb.log(level, wf(text));
   const counts = new Map();
   const timers = new Map();
   const console = {
-    log: (...a) => wb.log("info", format(a)),
-    info: (...a) => wb.log("info", format(a)),
-    debug: (...a) => wb.log("debug", format(a)),
-    trace: (...a) => wb.log("debug", format(a) + "\n" + (new Error().stack || "")),
-    warn: (...a) => wb.log("warn", format(a)),
-    error: (...a) => wb.log("error", format(a)),
-    dir: (v) => wb.log("info", inspect(v)),
-    table: (v) => wb.log("info", inspect(v)),
-    assert: (cond, ...a) => { if (!cond) wb.log("error", "Assertion failed" + (a.length ? ": " + format(a) : "")); },
-    count: (label = "default") => { const n = (counts.get(label) || 0) + 1; counts.set(label, n); wb.log("info", `${label}: ${n}`); },
+    log: (...a) => out("info", format(a)),
+    info: (...a) => out("info", format(a)),
+    debug: (...a) => out("debug", format(a)),
+    trace: (...a) => out("debug", format(a) + "\n" + (new Error().stack || "")),
+    warn: (...a) => out("warn", format(a)),
+    error: (...a) => out("error", format(a)),
+    dir: (v) => out("info", inspect(v)),
+    table: (v) => out("info", inspect(v)),
+    assert: (cond, ...a) => { if (!cond) out("error", "Assertion failed" + (a.length ? ": " + format(a) : "")); },
+    count: (label = "default") => { const n = (counts.get(label) || 0) + 1; counts.set(label, n); out("info", `${label}: ${n}`); },
     countReset: (label = "default") => counts.delete(label),
     time: (label = "default") => timers.set(label, wb.now()),
-    timeLog: (label = "default", ...a) => wb.log("info", `${label}: ${(wb.now() - (timers.get(label) || wb.now())).toFixed(3)}ms ${format(a)}`.trimEnd()),
-    timeEnd: (label = "default") => { wb.log("info", `${label}: ${(wb.now() - (timers.get(label) || wb.now())).toFixed(3)}ms`); timers.delete(label); },
-    group: (...a) => { if (a.length) wb.log("info", format(a)); },
+    timeLog: (label = "default", ...a) => out("info", `${label}: ${(wb.now() - (timers.get(label) || wb.now())).toFixed(3)}ms ${format(a)}`.trimEnd()),
+    timeEnd: (label = "default") => { out("info", `${label}: ${(wb.now() - (timers.get(label) || wb.now())).toFixed(3)}ms`); timers.delete(label); },
+    group: (...a) => { if (a.length) out("info", format(a)); },
     groupEnd: () => {},
   };
   define("console", console);
@@ -187,7 +191,9 @@
   function addTimer(fn, ms, args, repeat) {
     if (typeof fn !== "function") throw new TypeError("the callback must be a function");
     const id = nextTimer++;
-    const delay = Math.max(0, Number(ms) || 0);
+    // As browsers do: a delay past 2^31 - 1 ms (or not a number) is 0.
+    let delay = Math.max(0, Number(ms) || 0);
+    if (delay > 2147483647) delay = 0;
     queue.set(id, { fn, args, due: wb.now() + delay, delay, repeat });
     return id;
   }
@@ -214,8 +220,9 @@
   });
   // The monotonic clock starts anew in every instance: the origin is taken
   // when the instance starts (`__wbStart`), not in the snapshot.
-  let timeOrigin = wb.now();
-  let wallOrigin = Date.now();
+  // (Zero in the snapshot: a build's bytes do not depend on when it ran.)
+  let timeOrigin = 0;
+  let wallOrigin = 0;
   hidden("__wbStart", () => { timeOrigin = wb.now(); wallOrigin = Date.now(); });
   define("performance", { now: () => wb.now() - timeOrigin, get timeOrigin() { return wallOrigin; } });
 
@@ -247,7 +254,8 @@
         for (const x of v) out.add(clone(x));
         return out;
       } else if (v instanceof Error) {
-        out = new (globalThis[v.name] || Error)(v.message);
+        const Ctor = { EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError }[v.name] || Error;
+        out = new Ctor(v.message);
         if (v.stack) out.stack = v.stack;
       } else if (Array.isArray(v)) {
         out = new Array(v.length);
@@ -285,7 +293,7 @@
     return wb.utf8Decode(new Uint8Array(bytes), false, false)[0];
   }
   function formEncode(s) {
-    const b = wb.utf8Encode(String(s));
+    const b = wb.utf8Encode(wf(s));
     let out = "";
     for (const c of b) {
       if (c === 0x20) out += "+";
@@ -352,7 +360,7 @@
   define("URLSearchParams", URLSearchParams);
 
   // The native takes the base only when there is one.
-  const urlParse = (url, base) => (base === undefined ? wb.urlParse(String(url)) : wb.urlParse(String(url), String(base)));
+  const urlParse = (url, base) => (base === undefined ? wb.urlParse(wf(url)) : wb.urlParse(wf(url), wf(base)));
   class URL {
     constructor(url, base) {
       const parts = urlParse(url instanceof URL ? url.href : url, base instanceof URL ? base.href : base);
@@ -370,7 +378,7 @@
       }
     }
     _set(prop, v) {
-      const parts = wb.urlSet(this._p.href, prop, String(v));
+      const parts = wb.urlSet(this._p.href, prop, wf(v));
       if (!parts) { if (prop === "href") throw new TypeError(`Invalid URL: ${String(v)}`); return; }
       this._apply(parts, false);
       if (prop === "search" || prop === "href") this._sp._parse(parts.search);
@@ -401,7 +409,7 @@
     return n.toLowerCase();
   }
   function normValue(v) {
-    v = String(v).replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "");
+    v = wf(v).replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "");
     if (/[\0\r\n]/.test(v)) throw new TypeError(`Header value is not valid: ${JSON.stringify(v)}`);
     return v;
   }
@@ -459,6 +467,22 @@
     get [Symbol.toStringTag]() { return "Headers"; }
   }
   define("Headers", Headers);
+  // The incoming request's headers: names come lower-case from the server,
+  // values already text, so the checks a script's own Headers get are skipped.
+  function trustedHeaders(pairs) {
+    const h = Object.create(Headers.prototype);
+    h._map = new Map();
+    h._cookies = [];
+    for (let i = 0; i < pairs.length; i++) {
+      const [k, v] = pairs[i];
+      if (k === "set-cookie") h._cookies.push(v);
+      else {
+        const old = h._map.get(k);
+        h._map.set(k, old === undefined ? v : `${old}, ${v}`);
+      }
+    }
+    return h;
+  }
 
   // ---- AbortController ---------------------------------------------------
   class AbortSignal {
@@ -484,20 +508,48 @@
   define("AbortSignal", AbortSignal);
   define("AbortController", AbortController);
 
+  // ---- Blob (bytes held in memory) ---------------------------------------------
+  class Blob {
+    constructor(parts = [], options = {}) {
+      const chunks = [];
+      for (const p of parts) {
+        if (p instanceof Blob) chunks.push(p._bytes);
+        else if (p instanceof ArrayBuffer || isView(p)) chunks.push(bytesOf(p));
+        else chunks.push(wb.utf8Encode(wf(p)));
+      }
+      const total = chunks.reduce((n, c) => n + c.length, 0);
+      this._bytes = new Uint8Array(total);
+      let at = 0;
+      for (const c of chunks) { this._bytes.set(c, at); at += c.length; }
+      this.type = options && options.type ? String(options.type).toLowerCase() : "";
+    }
+    get size() { return this._bytes.length; }
+    async text() { return wb.utf8Decode(this._bytes, false, false)[0]; }
+    async arrayBuffer() { return this._bytes.slice().buffer; }
+    async bytes() { return this._bytes.slice(); }
+    slice(start, end, type) { const b = new Blob([this._bytes.slice(start, end)], { type }); return b; }
+    get [Symbol.toStringTag]() { return "Blob"; }
+  }
+  define("Blob", Blob);
+
   // ---- Request / Response ---------------------------------------------------
   function extractBody(body, headers) {
     if (body === undefined || body === null) return null;
     if (typeof body === "string") {
       if (!headers.has("content-type")) headers.set("content-type", "text/plain;charset=UTF-8");
-      return wb.utf8Encode(body);
+      return wb.utf8Encode(wf(body));
     }
     if (body instanceof URLSearchParams) {
       if (!headers.has("content-type")) headers.set("content-type", "application/x-www-form-urlencoded;charset=UTF-8");
       return wb.utf8Encode(body.toString());
     }
     if (body instanceof ArrayBuffer || isView(body)) return bytesOf(body).slice();
+    if (body instanceof Blob) {
+      if (body.type && !headers.has("content-type")) headers.set("content-type", body.type);
+      return body._bytes.slice();
+    }
     if (typeof body === "object" && typeof body.getReader === "function") throw new TypeError("streaming bodies are not supported yet: pass a string, an ArrayBuffer or a Uint8Array");
-    return wb.utf8Encode(String(body));
+    return wb.utf8Encode(wf(body));
   }
   const EMPTY = new Uint8Array(0);
   class Body {
@@ -510,7 +562,10 @@
     }
     async arrayBuffer() { return toBuffer(this._consume()); }
     async bytes() { return this._consume().slice(); }
-    async text() { return wb.utf8Decode(this._consume(), false, false)[0]; }
+    async text() {
+      const t = wb.utf8Decode(this._consume(), false, false)[0];
+      return t.charCodeAt(0) === 0xfeff ? t.slice(1) : t;
+    }
     async json() { return JSON.parse(await this.text()); }
     async formData() {
       const ct = this.headers.get("content-type") || "";
@@ -519,7 +574,7 @@
       form.getAll = form.getAll.bind(form);
       return form;
     }
-    async blob() { throw new TypeError("Blob is not available yet: use arrayBuffer() or bytes()"); }
+    async blob() { return new Blob([this._consume()], { type: this.headers.get("content-type") || "" }); }
   }
   const METHODS = ["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH"];
   class Request extends Body {
@@ -541,7 +596,7 @@
       if (init.body !== undefined && init.body !== null) {
         if (method === "GET" || method === "HEAD") throw new TypeError("Request with GET/HEAD method cannot have body.");
         this._bytes = extractBody(init.body, this.headers);
-      } else this._bytes = base ? base._consume() : null;
+      } else this._bytes = base && base._bytes !== null ? base._consume() : null;
     }
     clone() {
       if (this._used) throw new TypeError("Request.clone: Body has already been consumed.");
@@ -554,9 +609,19 @@
   define("Request", Request);
   // Builds the incoming request without the checks a script's own Request
   // gets (a GET may carry a body on the wire).
-  function incoming(url, method, headers, bytes) {
+  function incoming(url, path, method, headers, bytes) {
     const r = Object.create(Request.prototype);
-    r.url = url;
+    // Checked once, on first read (most handlers never read it).
+    let checked = null;
+    Object.defineProperty(r, "url", {
+      get() {
+        if (checked === null) checked = wb.urlParse(wf(url)) ? url : `http://localhost${path}`;
+        return checked;
+      },
+      set(v) { checked = v; },
+      enumerable: true,
+      configurable: true,
+    });
     r.method = method;
     r.headers = headers;
     r.signal = new AbortSignal();
@@ -588,7 +653,7 @@
       const text = JSON.stringify(data);
       if (text === undefined) throw new TypeError("Value is not JSON serializable");
       const r = new Response(text, init);
-      r.headers.set("content-type", "application/json");
+      if (!new Headers(init && init.headers).has("content-type")) r.headers.set("content-type", "application/json");
       return r;
     }
     static redirect(url, status = 302) {
@@ -624,7 +689,7 @@
     const req = input instanceof Request && init === undefined ? input : new Request(input, init);
     if (req.signal.aborted) throw req.signal.reason;
     const bytes = req._bytes ? req._consume() : EMPTY;
-    const [status, pairs, body] = wb.fetch(req.method, req.url, [...req.headers], bytes);
+    const [status, pairs, body] = wb.fetch(req.method, wf(req.url), [...req.headers], bytes);
     return received(status, pairs, body, req.url);
   });
 
@@ -682,6 +747,7 @@
   define("crypto", {
     getRandomValues(view) {
       if (!isView(view) || view instanceof Float32Array || view instanceof Float64Array || view instanceof DataView) throw new DOMException("getRandomValues takes an integer typed array", "TypeMismatchError");
+      if (view.byteLength > 65536) throw new DOMException(`getRandomValues takes at most 65536 bytes, got ${view.byteLength}`, "QuotaExceededError");
       new Uint8Array(view.buffer, view.byteOffset, view.byteLength).set(wb.randomBytes(view.byteLength));
       return view;
     },
@@ -691,7 +757,7 @@
   define("CryptoKey", CryptoKey);
 
   // ---- entry points -------------------------------------------------------
-  function envGet(name) { const v = wb.env(String(name)); return v === null ? undefined : v; }
+  function envGet(name) { const v = wb.env(wf(name)); return v === null ? undefined : v; }
   let served = null;
   const Deno = {
     env: {
@@ -734,8 +800,10 @@
       try {
         const out = await call(ctx);
         // Work handed to waitUntil finishes before the instance goes away.
-        const done = await Promise.allSettled(pending);
-        for (const d of done) if (d.status === "rejected") console.error("Uncaught (in waitUntil)", d.reason);
+        if (pending.length) {
+          const done = await Promise.allSettled(pending);
+          for (const d of done) if (d.status === "rejected") console.error("Uncaught (in waitUntil)", d.reason);
+        }
         return out;
       } finally {
         // Timers still pending belong to this call: they never fire in the
@@ -745,10 +813,12 @@
     };
     hidden("__wbFetch", (method, path, pairs, body) => {
       if (!fetchFn) return Promise.resolve([404, [["content-type", "application/json"]], wb.utf8Encode('{"code":"function_no_http","message":"this function has no HTTP handler (it only runs on a schedule)"}')]);
-      const headers = new Headers(pairs);
+      const headers = trustedHeaders(pairs);
       const proto = (headers.get("x-forwarded-proto") || "http").split(",")[0].trim();
       const host = headers.get("host") || "localhost";
-      const req = incoming(`${proto}://${host}${path}`, method, headers, body);
+      // A Host header that is no host (anything a client sends) must not
+      // make `new URL(request.url)` throw in the function: `incoming` checks.
+      const req = incoming(`${proto === "https" ? "https" : "http"}://${host}${path}`, path, method, headers, body);
       return run((ctx) => fetchFn(req, ctx)).then((resp) => {
         if (!(resp instanceof Response)) throw new TypeError(`the handler must return a Response, got ${resp === null ? "null" : typeof resp}`);
         const bytes = resp._bytes === null ? EMPTY : resp._bytes;

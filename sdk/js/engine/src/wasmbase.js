@@ -122,7 +122,7 @@ function objects([columns, rows]) {
   });
 }
 function sqlCall(kind, text, params) {
-  const [ok, value] = wb.sql(kind, text, JSON.stringify(params));
+  const [ok, value] = wb.sql(kind, String(text).toWellFormed(), JSON.stringify(params));
   if (!ok) throw new PlatformError(JSON.parse(value));
   return value;
 }
@@ -135,10 +135,57 @@ export const sql = {
   async execute(text, params = []) { return sqlCall("execute", text, params.map(param)); },
   /** Statements `[[text, params], …]` in one transaction; the rows of each. */
   async transaction(statements) {
-    const list = statements.map((s) => (Array.isArray(s) ? [s[0], (s[1] || []).map(param)] : [s.sql, (s.params || []).map(param)]));
+    const list = statements.map((s) => (Array.isArray(s) ? [String(s[0]), (s[1] || []).map(param)] : [String(s.sql), (s.params || []).map(param)]));
     return sqlCall("transaction", "", list).map(objects);
   },
 };
+
+function storageCall(op, bucket, arg, body) {
+  const [ok, value] = body === undefined ? wb.storage(op, String(bucket), arg) : wb.storage(op, String(bucket), arg, body);
+  return ok ? { value, error: null } : { value: null, error: JSON.parse(value) };
+}
+function toBytes(body) {
+  if (body instanceof Uint8Array) return body;
+  if (body instanceof ArrayBuffer) return new Uint8Array(body);
+  if (ArrayBuffer.isView(body)) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+  if (typeof Blob === "function" && body instanceof Blob) return body._bytes;
+  return new TextEncoder().encode(String(body));
+}
+
+/** One bucket, as storage-js's `supabase.storage.from(id)`: results are
+ * `{ data, error }`. Needs a `storage` grant for the bucket and mode. */
+class Bucket {
+  constructor(id) { this.id = id; }
+  async upload(path, body, options = {}) {
+    const arg = JSON.stringify({ path, contentType: options.contentType ?? (typeof Blob === "function" && body instanceof Blob && body.type ? body.type : undefined), cacheControl: options.cacheControl === undefined ? undefined : Number(options.cacheControl), upsert: !!options.upsert, metadata: options.metadata });
+    const { value, error } = storageCall("upload", this.id, arg, toBytes(body));
+    if (error) return { data: null, error };
+    const info = JSON.parse(value);
+    return { data: { id: info.id, path: info.name, fullPath: `${this.id}/${info.name}` }, error: null };
+  }
+  async update(path, body, options = {}) { return this.upload(path, body, { ...options, upsert: true }); }
+  async download(path) {
+    const { value, error } = storageCall("download", this.id, String(path));
+    if (error) return { data: null, error };
+    const [bytes, info] = value;
+    return { data: new Blob([bytes], { type: JSON.parse(info).contentType }), error: null };
+  }
+  async list(prefix = "", options = {}) {
+    const { value, error } = storageCall("list", this.id, JSON.stringify({ prefix, limit: options.limit, offset: options.offset, search: options.search }));
+    return error ? { data: null, error } : { data: JSON.parse(value), error: null };
+  }
+  async remove(paths) {
+    const { value, error } = storageCall("remove", this.id, JSON.stringify(paths.map(String)));
+    return error ? { data: null, error } : { data: JSON.parse(value).map((name) => ({ name })), error: null };
+  }
+  async createSignedUrl(path, expiresIn) {
+    const { value, error } = storageCall("signedUrl", this.id, JSON.stringify({ path, expiresIn }));
+    return error ? { data: null, error } : { data: { signedUrl: value }, error: null };
+  }
+}
+
+/** Files in storage buckets, as the function's principal. */
+export const storage = { from: (bucket) => new Bucket(bucket) };
 
 /** The caller. */
 export const auth = {
@@ -155,14 +202,14 @@ export const auth = {
 };
 
 function logAt(level) {
-  return (message, fields) => wb.log(level, fields === undefined ? String(message) : `${message} ${JSON.stringify(fields)}`);
+  return (message, fields) => wb.log(level, (fields === undefined ? String(message) : `${message} ${JSON.stringify(fields)}`).toWellFormed());
 }
 /** Structured logs into the invocation log. */
 export const log = { debug: logAt("debug"), info: logAt("info"), warn: logAt("warn"), error: logAt("error") };
 
 /** Environment variables granted in function.toml (`env = [...]`). */
 export const env = {
-  get(name) { const v = wb.env(String(name)); return v === null ? undefined : v; },
+  get(name) { const v = wb.env(String(name).toWellFormed()); return v === null ? undefined : v; },
 };
 
-export default { db, sql, auth, log, env };
+export default { db, sql, auth, log, env, storage };
