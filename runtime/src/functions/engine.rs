@@ -42,21 +42,16 @@ pub struct Engine {
 
 /// wasmtime's incremental compilation cache: the code of every JS function
 /// is the JS engine's, so compiling one after the first is almost all cache
-/// hits (milliseconds instead of seconds). Entries are kept in memory and in
-/// `<cache_dir>/code/` (private like the artifact cache: this is native code
-/// the process runs), so a node that restarts, or another node sharing the
-/// directory, compiles its first JS function from the cache too. Keys include
-/// the compiler settings, so another engine version cannot hit them.
+/// hits (milliseconds instead of seconds). Entries live in `<cache_dir>/code/`
+/// (private like the artifact cache: this is native code the process runs),
+/// not in memory, so they cost no resident memory between compiles, and a
+/// node that restarts, or another node sharing the directory, starts warm.
+/// Keys include the compiler settings, so another engine version cannot hit
+/// them.
 #[derive(Debug)]
 pub struct CodeCache {
     dir: PathBuf,
-    /// Entries and their total size.
-    entries: parking_lot::Mutex<(std::collections::HashMap<Vec<u8>, Arc<[u8]>>, usize)>,
 }
-
-/// What the in-memory layer may hold before it starts over (the JS engine's
-/// functions take a few MiB).
-const CODE_CACHE_BYTES: usize = 64 << 20;
 
 /// What the directory may hold; past it, it is emptied when an engine starts
 /// (entries are only ever added, one per compiled function).
@@ -77,53 +72,31 @@ impl CodeCache {
                 let _ = std::fs::remove_file(f.path());
             }
         }
-        Ok(CodeCache {
-            dir,
-            entries: Default::default(),
-        })
+        Ok(CodeCache { dir })
     }
 
     fn file(&self, key: &[u8]) -> PathBuf {
         self.dir.join(hex::encode(Sha256::digest(key)))
     }
-
-    fn remember(&self, key: &[u8], value: Arc<[u8]>) {
-        let mut guard = self.entries.lock();
-        let (map, held) = &mut *guard;
-        if *held + value.len() > CODE_CACHE_BYTES {
-            map.clear();
-            *held = 0;
-        }
-        *held += value.len();
-        if let Some(old) = map.insert(key.to_vec(), value) {
-            *held -= old.len();
-        }
-    }
 }
 
 impl wasmtime::CacheStore for CodeCache {
     fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
-        if let Some(v) = self.entries.lock().0.get(key) {
-            return Some(std::borrow::Cow::Owned(v.to_vec()));
-        }
         let path = self.file(key);
         if !owned_private_file(&path) {
             return None;
         }
-        let v: Arc<[u8]> = std::fs::read(&path).ok()?.into();
-        self.remember(key, v.clone());
-        Some(std::borrow::Cow::Owned(v.to_vec()))
+        std::fs::read(&path).ok().map(std::borrow::Cow::Owned)
     }
 
     fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
         if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(&self.dir) {
             use std::io::Write;
             if tmp.write_all(&value).is_ok() {
-                let _ = tmp.persist(self.file(key));
+                return tmp.persist(self.file(key)).is_ok();
             }
         }
-        self.remember(key, value.into());
-        true
+        false
     }
 }
 

@@ -12,19 +12,6 @@ pub mod sources;
 
 use super::engine::Engine;
 use super::manifest::{DbMode, Manifest};
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sdk_types_import_like_capabilities() {
-        let m = crate::functions::manifest::Manifest::parse("name = \"x\"").unwrap();
-        let ok = |n: &str| super::check_uses(&m, &[n.to_string()]);
-        assert!(ok("ScheduledEvent").is_ok() && ok("User").is_ok() && ok("auth").is_ok());
-        assert!(ok("Use").is_err(), "a prefix of a type is no type");
-        assert!(ok("db").unwrap_err().contains("db = \"caller\""));
-        assert!(ok("storage").unwrap_err().contains("no storage grant"));
-        assert!(ok("realtime").unwrap_err().contains("do not have yet"));
-    }
-}
 use std::path::Path;
 use std::sync::Arc;
 
@@ -132,4 +119,18 @@ pub async fn build(
     snapshot::take(engine, manifest, &src)
         .await
         .map_err(|e| anyhow::anyhow!("function {name}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sdk_types_import_like_capabilities() {
+        let m = crate::functions::manifest::Manifest::parse("name = \"x\"").unwrap();
+        let ok = |n: &str| super::check_uses(&m, &[n.to_string()]);
+        assert!(ok("ScheduledEvent").is_ok() && ok("User").is_ok() && ok("auth").is_ok());
+        assert!(ok("Use").is_err(), "a prefix of a type is no type");
+        assert!(ok("db").unwrap_err().contains("db = \"caller\""));
+        assert!(ok("storage").unwrap_err().contains("no storage grant"));
+        assert!(ok("realtime").unwrap_err().contains("do not have yet"));
+    }
 }
