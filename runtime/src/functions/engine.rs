@@ -138,6 +138,11 @@ impl Engine {
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         private_dir(&cache_dir)?;
+        // `WASMBASE_WASM_PROFILER=perfmap`: names guest code for `perf`
+        // (/tmp/perf-PID.map); used to profile the JS engine's calls.
+        if std::env::var("WASMBASE_WASM_PROFILER").as_deref() == Ok("perfmap") {
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         cfg.enable_incremental_compilation(Arc::new(CodeCache::new(&cache_dir)?))
             .map_err(anyhow::Error::from)?;
         let engine = wasmtime::Engine::new(&cfg).map_err(anyhow::Error::from)?;
@@ -194,7 +199,7 @@ impl Engine {
                 }
             }
         }
-        let c = Component::from_binary(&self.engine, wasm)
+        let mut c = Component::from_binary(&self.engine, wasm)
             .map_err(|e| anyhow::anyhow!("not a valid WebAssembly component: {e}"))?;
         if let Ok(bytes) = c.serialize() {
             // A unique temporary file, synced, then renamed: concurrent compiles
@@ -205,8 +210,17 @@ impl Engine {
                     .write_all(&bytes)
                     .and_then(|_| tmp.as_file().sync_all())
                     .is_ok()
+                    && tmp.persist(&path).is_ok()
                 {
-                    let _ = tmp.persist(&path);
+                    // Served from the file (mmap) rather than the compiler's
+                    // copy: only the code pages a call touches are resident.
+                    // Measured with 10 JS functions: each compiled copy kept
+                    // 3.2 MiB resident.
+                    // SAFETY: as above; this node just wrote the file.
+                    if let Ok(mapped) = unsafe { Component::deserialize_file(&self.engine, &path) }
+                    {
+                        c = mapped;
+                    }
                 }
             }
         }

@@ -116,9 +116,12 @@ pub async fn build(
         .map_err(|e| anyhow::anyhow!("function {name}: {e}"))?;
     let uses: Vec<String> = src.uses.iter().cloned().collect();
     check_uses(manifest, &uses).map_err(|e| anyhow::anyhow!("function {name}: {e}"))?;
-    snapshot::take(engine, manifest, &src)
+    let wasm = snapshot::take(engine, manifest, &src)
         .await
-        .map_err(|e| anyhow::anyhow!("function {name}: {e}"))
+        .map_err(|e| anyhow::anyhow!("function {name}: {e}"));
+    // The snapshot copied the engine's memory around on this thread.
+    crate::alloc::release_free_memory();
+    wasm
 }
 
 #[cfg(test)]
