@@ -4,14 +4,20 @@
 
 use rquickjs::{Array, Ctx, Result, TypedArray, Value};
 use serde_json::Value as Json;
-use wasmbase_sdk::bindings::wasmbase::platform::data::{Action, Filter, OnConflict, Order, Request};
+use wasmbase_sdk::bindings::wasmbase::platform::data::{
+    Action, Filter, OnConflict, Order, Request,
+};
 use wasmbase_sdk::bindings::wasmbase::platform::sql::{self, Statement, Value as SqlValue};
 use wasmbase_sdk::bindings::wasmbase::platform::types::Error as PlatformError;
 
 /// Decodes UTF-8 as `TextDecoder` does: invalid sequences become U+FFFD (or
 /// an error when `fatal`); with `stream`, an incomplete sequence at the end is
 /// held back (its length is returned) for the next chunk.
-pub fn decode_utf8(b: &[u8], fatal: bool, stream: bool) -> std::result::Result<(String, usize), &'static str> {
+pub fn decode_utf8(
+    b: &[u8],
+    fatal: bool,
+    stream: bool,
+) -> std::result::Result<(String, usize), &'static str> {
     let held = if stream { incomplete_tail(b) } else { 0 };
     let b = &b[..b.len() - held];
     match std::str::from_utf8(b) {
@@ -45,7 +51,9 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub fn base64_encode(b: &[u8]) -> String {
     let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
     for chunk in b.chunks(3) {
-        let n = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -60,7 +68,10 @@ pub fn base64_encode(b: &[u8]) -> String {
 /// `atob`'s forgiving base64 decode (ASCII whitespace ignored, padding
 /// optional); None when the input is not base64.
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut clean: Vec<u8> = s.bytes().filter(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\x0c' | b'\r')).collect();
+    let mut clean: Vec<u8> = s
+        .bytes()
+        .filter(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\x0c' | b'\r'))
+        .collect();
     if clean.len() % 4 == 0 {
         for _ in 0..2 {
             if clean.last() == Some(&b'=') {
@@ -105,7 +116,12 @@ pub fn data_request(text: &str) -> std::result::Result<Request, String> {
         "delete" => Action::Delete,
         other => return Err(format!("unknown action {other}")),
     };
-    let list = |k: &str| j.get(k).and_then(Json::as_array).cloned().unwrap_or_default();
+    let list = |k: &str| {
+        j.get(k)
+            .and_then(Json::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     let filters = list("filters")
         .iter()
         .map(|f| Filter {
@@ -131,13 +147,19 @@ pub fn data_request(text: &str) -> std::result::Result<Request, String> {
         limit: j.get("limit").and_then(Json::as_u64),
         offset: j.get("offset").and_then(Json::as_u64),
         count: j.get("count").and_then(Json::as_bool).unwrap_or(false),
-        body: j.get("body").filter(|b| !b.is_null()).map(|b| b.to_string()),
+        body: j
+            .get("body")
+            .filter(|b| !b.is_null())
+            .map(|b| b.to_string()),
         conflict: match j.get("conflict").and_then(Json::as_str) {
             Some("merge") => OnConflict::Merge,
             Some("ignore") => OnConflict::Ignore,
             _ => OnConflict::Error,
         },
-        conflict_columns: list("conflictColumns").iter().filter_map(|c| c.as_str().map(str::to_string)).collect(),
+        conflict_columns: list("conflictColumns")
+            .iter()
+            .filter_map(|c| c.as_str().map(str::to_string))
+            .collect(),
         returning: j.get("returning").and_then(Json::as_bool).unwrap_or(false),
     })
 }
@@ -159,14 +181,20 @@ fn sql_param(p: &Json) -> std::result::Result<SqlValue, String> {
         "text" => SqlValue::Text(v.as_str().unwrap_or_default().to_string()),
         "json" => SqlValue::Json(v.to_string()),
         "timestamp" => SqlValue::Timestamp(v.as_str().unwrap_or_default().to_string()),
-        "bytes" => SqlValue::Bytes(base64_decode(v.as_str().unwrap_or_default()).ok_or("bad bytes")?),
+        "bytes" => {
+            SqlValue::Bytes(base64_decode(v.as_str().unwrap_or_default()).ok_or("bad bytes")?)
+        }
         other => return Err(format!("unsupported parameter type {other}")),
     })
 }
 
 fn sql_params(text: &str) -> std::result::Result<Vec<SqlValue>, String> {
     let j: Json = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    j.as_array().ok_or("parameters must be an array")?.iter().map(sql_param).collect()
+    j.as_array()
+        .ok_or("parameters must be an array")?
+        .iter()
+        .map(sql_param)
+        .collect()
 }
 
 fn to_js<'js>(ctx: &Ctx<'js>, v: SqlValue) -> Result<Value<'js>> {
@@ -207,11 +235,16 @@ pub fn sql_call<'js>(ctx: &Ctx<'js>, kind: &str, text: &str, params: &str) -> Re
     let out = Array::new(ctx.clone())?;
     let fail = |out: &Array<'js>, e: String| -> Result<()> {
         out.set(0, false)?;
-        out.set(1, serde_json::json!({"code": "WB400", "message": e, "status": 400}).to_string())
+        out.set(
+            1,
+            serde_json::json!({"code": "WB400", "message": e, "status": 400}).to_string(),
+        )
     };
     let r: std::result::Result<Value<'js>, PlatformError> = match kind {
         "query" => match sql_params(params) {
-            Ok(p) => sql::query(text, &p).map(|rows| rows_to_js(ctx, rows).map(|a| a.into_value())).transpose_js()?,
+            Ok(p) => sql::query(text, &p)
+                .map(|rows| rows_to_js(ctx, rows).map(|a| a.into_value()))
+                .transpose_js()?,
             Err(e) => {
                 fail(&out, e)?;
                 return Ok(out);
@@ -225,20 +258,27 @@ pub fn sql_call<'js>(ctx: &Ctx<'js>, kind: &str, text: &str, params: &str) -> Re
             }
         },
         _ => {
-            let stmts: std::result::Result<Vec<Statement>, String> = serde_json::from_str::<Json>(params)
-                .map_err(|e| e.to_string())
-                .and_then(|j| {
-                    j.as_array()
-                        .ok_or_else(|| "statements must be an array".to_string())?
-                        .iter()
-                        .map(|s| {
-                            Ok(Statement {
-                                sql: s[0].as_str().unwrap_or_default().to_string(),
-                                params: s[1].as_array().cloned().unwrap_or_default().iter().map(sql_param).collect::<std::result::Result<_, _>>()?,
+            let stmts: std::result::Result<Vec<Statement>, String> =
+                serde_json::from_str::<Json>(params)
+                    .map_err(|e| e.to_string())
+                    .and_then(|j| {
+                        j.as_array()
+                            .ok_or_else(|| "statements must be an array".to_string())?
+                            .iter()
+                            .map(|s| {
+                                Ok(Statement {
+                                    sql: s[0].as_str().unwrap_or_default().to_string(),
+                                    params: s[1]
+                                        .as_array()
+                                        .cloned()
+                                        .unwrap_or_default()
+                                        .iter()
+                                        .map(sql_param)
+                                        .collect::<std::result::Result<_, _>>()?,
+                                })
                             })
-                        })
-                        .collect()
-                });
+                            .collect()
+                    });
             match stmts {
                 Ok(s) => match sql::transaction(&s) {
                     Ok(all) => {

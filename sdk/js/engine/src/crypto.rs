@@ -20,7 +20,8 @@ pub fn digest(alg: &str, data: &[u8]) -> Option<Vec<u8>> {
 /// HMAC with one of the digests above.
 pub fn hmac(alg: &str, key: &[u8], data: &[u8]) -> Option<Vec<u8>> {
     fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
-        let mut m = <M as hmac::digest::KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+        let mut m =
+            <M as hmac::digest::KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
         m.update(data);
         m.finalize().into_bytes().to_vec()
     }
@@ -40,5 +41,12 @@ pub fn uuid_v4(r: &[u8]) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }

@@ -15,13 +15,15 @@ mod natives;
 mod storage;
 mod url_api;
 
+use relative_path::RelativePath;
 use rquickjs::loader::{Loader, Resolver};
 use rquickjs::promise::PromiseState;
-use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Promise, Runtime, Value};
+use rquickjs::{
+    CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Promise, Runtime, Value,
+};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use relative_path::RelativePath;
 use wasmbase_sdk::{Request, Response, ScheduleEvent};
 
 pub(crate) mod init {
@@ -55,7 +57,6 @@ thread_local! {
     static STARTED: Cell<bool> = const { Cell::new(false) };
 }
 
-
 /// The function's modules and how its relative imports resolve.
 #[derive(Clone)]
 struct Modules {
@@ -64,12 +65,20 @@ struct Modules {
 }
 
 impl Resolver for Modules {
-    fn resolve<'js>(&mut self, _ctx: &Ctx<'js>, base: &str, name: &str) -> rquickjs::Result<String> {
+    fn resolve<'js>(
+        &mut self,
+        _ctx: &Ctx<'js>,
+        base: &str,
+        name: &str,
+    ) -> rquickjs::Result<String> {
         if name == "wasmbase" {
             return Ok(name.to_string());
         }
         let full = if name.starts_with('.') {
-            let dir = RelativePath::new(base).parent().map(|d| d.to_relative_path_buf()).unwrap_or_default();
+            let dir = RelativePath::new(base)
+                .parent()
+                .map(|d| d.to_relative_path_buf())
+                .unwrap_or_default();
             dir.join_normalized(name).to_string()
         } else {
             name.to_string()
@@ -89,7 +98,11 @@ impl Resolver for Modules {
 }
 
 impl Loader for Modules {
-    fn load<'js>(&mut self, ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Module<'js, rquickjs::module::Declared>> {
+    fn load<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        name: &str,
+    ) -> rquickjs::Result<Module<'js, rquickjs::module::Declared>> {
         if name == "wasmbase" {
             return Module::declare(ctx.clone(), "wasmbase", SDK);
         }
@@ -122,15 +135,25 @@ fn start(ctx: &Ctx<'_>, entry: &str) -> Result<(), String> {
     let ns: Object = settle(ctx, done)?
         .into_object()
         .ok_or_else(|| "the entry module has no namespace".to_string())?;
-    let install: Function = ctx.globals().get("__wbInstall").map_err(|e| describe(ctx, e))?;
+    let install: Function = ctx
+        .globals()
+        .get("__wbInstall")
+        .map_err(|e| describe(ctx, e))?;
     install.call::<_, ()>((ns,)).catch(ctx).map_err(caught)
 }
 
 struct Export;
 
 impl init::Guest for Export {
-    fn wizer_initialize(modules: Vec<(String, String)>, aliases: Vec<(String, String)>, entry: String) -> Result<(), String> {
-        let modules = Modules { sources: Rc::new(modules.into_iter().collect()), aliases: Rc::new(aliases.into_iter().collect()) };
+    fn wizer_initialize(
+        modules: Vec<(String, String)>,
+        aliases: Vec<(String, String)>,
+        entry: String,
+    ) -> Result<(), String> {
+        let modules = Modules {
+            sources: Rc::new(modules.into_iter().collect()),
+            aliases: Rc::new(aliases.into_iter().collect()),
+        };
         if !modules.sources.contains_key(&entry) {
             return Err(format!("entry module {entry} is missing"));
         }
@@ -141,14 +164,24 @@ impl init::Guest for Export {
         let ran = ctx.with(|ctx| start(&ctx, &entry));
         let touched = natives::set_snapshotting(false);
         let engine = match (ran, touched) {
-            (Ok(()), None) => Engine { _rt: rt, ctx, late: None, modules },
+            (Ok(()), None) => Engine {
+                _rt: rt,
+                ctx,
+                late: None,
+                modules,
+            },
             // The top level read something that differs per instance (or
             // failed without it): it runs in each instance instead.
             (_, Some(_)) => {
                 drop(ctx);
                 drop(rt);
                 let (rt, ctx) = fresh(&modules)?;
-                Engine { _rt: rt, ctx, late: Some(entry), modules }
+                Engine {
+                    _rt: rt,
+                    ctx,
+                    late: Some(entry),
+                    modules,
+                }
             }
             (Err(e), None) => return Err(e),
         };
@@ -166,10 +199,18 @@ fn settle<'js>(ctx: &Ctx<'js>, promise: Promise<'js>) -> Result<Value<'js>, Stri
         // A job's exception is its promise's rejection: seen below.
         while ctx.execute_pending_job() {}
         match promise.state() {
-            PromiseState::Resolved => return promise.result::<Value>().unwrap_or(Ok(Value::new_undefined(ctx.clone()))).catch(ctx).map_err(caught),
+            PromiseState::Resolved => {
+                return promise
+                    .result::<Value>()
+                    .unwrap_or(Ok(Value::new_undefined(ctx.clone())))
+                    .catch(ctx)
+                    .map_err(caught)
+            }
             PromiseState::Rejected => {
                 let err = promise.result::<Value>().and_then(|r| r.catch(ctx).err());
-                return Err(err.map(caught).unwrap_or_else(|| "the promise was rejected".into()));
+                return Err(err
+                    .map(caught)
+                    .unwrap_or_else(|| "the promise was rejected".into()));
             }
             PromiseState::Pending => {
                 if !natives::run_next_timer(ctx).map_err(|e| describe(ctx, e))? {
@@ -191,7 +232,11 @@ fn caught(e: CaughtError<'_>) -> String {
                 .and_then(|c| c.get::<_, String>("name"))
                 .unwrap_or_else(|_| "Error".into());
             let stack = ex.stack().unwrap_or_default();
-            let head = if msg.is_empty() { name } else { format!("{name}: {msg}") };
+            let head = if msg.is_empty() {
+                name
+            } else {
+                format!("{name}: {msg}")
+            };
             if stack.trim().is_empty() {
                 head
             } else {
@@ -229,7 +274,10 @@ fn instance_start() -> Result<(), String> {
     natives::reseed();
     let late = ENGINE.with(|e| e.borrow().as_ref().and_then(|e| e.late.clone()));
     let started = with_engine(|ctx| -> Result<(), String> {
-        let reset: Function = ctx.globals().get("__wbStart").map_err(|e| describe(ctx, e))?;
+        let reset: Function = ctx
+            .globals()
+            .get("__wbStart")
+            .map_err(|e| describe(ctx, e))?;
         reset.call::<_, ()>(()).catch(ctx).map_err(caught)?;
         match &late {
             // The caller is not the top level's: `auth` and `db` refuse here.
@@ -263,7 +311,12 @@ fn instance_start() -> Result<(), String> {
                     let late = old.late.clone();
                     drop(old);
                     if let Ok((rt, ctx)) = fresh(&modules) {
-                        *cell = Some(Engine { ctx, _rt: rt, late, modules });
+                        *cell = Some(Engine {
+                            ctx,
+                            _rt: rt,
+                            late,
+                            modules,
+                        });
                     }
                 }
             });
@@ -297,9 +350,13 @@ impl wasmbase_sdk::Handler for Export {
             return failure("function_exception", &e);
         }
         let out = with_engine(|ctx| -> Result<Response, String> {
-            let dispatch: Function = ctx.globals().get("__wbFetch").map_err(|e| describe(ctx, e))?;
+            let dispatch: Function = ctx
+                .globals()
+                .get("__wbFetch")
+                .map_err(|e| describe(ctx, e))?;
             let headers = natives::pairs(ctx, &req.headers).map_err(|e| describe(ctx, e))?;
-            let body = rquickjs::TypedArray::<u8>::new(ctx.clone(), req.body.clone()).map_err(|e| describe(ctx, e))?;
+            let body = rquickjs::TypedArray::<u8>::new(ctx.clone(), req.body.clone())
+                .map_err(|e| describe(ctx, e))?;
             let promise: Promise = dispatch
                 .call((req.method.as_str(), req.path.as_str(), headers, body))
                 .catch(ctx)
@@ -310,7 +367,10 @@ impl wasmbase_sdk::Handler for Export {
         match out {
             Some(Ok(resp)) => resp,
             Some(Err(e)) => failure("function_exception", &e),
-            None => failure("function_not_initialized", "the engine was not snapshotted with a script"),
+            None => failure(
+                "function_not_initialized",
+                "the engine was not snapshotted with a script",
+            ),
         }
     }
 }
@@ -319,7 +379,10 @@ impl wasmbase_sdk::CronHandler for Export {
     fn on_schedule(event: ScheduleEvent) -> Result<(), String> {
         instance_start()?;
         let out = with_engine(|ctx| -> Result<(), String> {
-            let run: Function = ctx.globals().get("__wbScheduled").map_err(|e| describe(ctx, e))?;
+            let run: Function = ctx
+                .globals()
+                .get("__wbScheduled")
+                .map_err(|e| describe(ctx, e))?;
             let promise: Promise = run
                 .call((
                     event.name.as_str(),
@@ -333,7 +396,9 @@ impl wasmbase_sdk::CronHandler for Export {
             settle(ctx, promise).map(|_| ())
         });
         match out {
-            Some(r) => r.inspect_err(|e| wasmbase_sdk::log::write(wasmbase_sdk::log::Level::Error, e, &[])),
+            Some(r) => {
+                r.inspect_err(|e| wasmbase_sdk::log::write(wasmbase_sdk::log::Level::Error, e, &[]))
+            }
             None => Err("the engine was not snapshotted with a script".into()),
         }
     }

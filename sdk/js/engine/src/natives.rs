@@ -4,14 +4,14 @@
 //! prelude keeps `__wb` non-enumerable. A script can still call it directly:
 //! that reaches nothing more, since the host checks every call's grant.
 
+use crate::init::wasi::random::random;
 use crate::{codec, crypto, url_api};
 use rquickjs::function::Opt;
-use std::cell::Cell;
 use rquickjs::{Array, Ctx, Exception, Function, Object, Result, TypedArray, Value};
+use std::cell::Cell;
 use wasmbase_sdk::bindings::wasi::cli::environment;
 use wasmbase_sdk::bindings::wasi::clocks::monotonic_clock;
-use crate::init::wasi::random::random;
-use wasmbase_sdk::bindings::wasmbase::platform as platform;
+use wasmbase_sdk::bindings::wasmbase::platform;
 use wasmbase_sdk::Response;
 
 thread_local! {
@@ -161,37 +161,63 @@ pub fn install<'js>(ctx: &Ctx<'js>) -> Result<()> {
             wb.set($name, Function::new(c.clone(), $f)?)?
         };
     }
-    native!("utf8Encode", |ctx: Ctx<'js>, s: String| bytes(&ctx, s.into_bytes()));
-    native!("utf8Decode", |ctx: Ctx<'js>, b: TypedArray<'js, u8>, fatal: bool, stream: bool| -> Result<Array<'js>> {
-        let (text, held) = codec::decode_utf8(slice(&b), fatal, stream)
-            .map_err(|m| type_error(&ctx, m))?;
+    native!("utf8Encode", |ctx: Ctx<'js>, s: String| bytes(
+        &ctx,
+        s.into_bytes()
+    ));
+    native!("utf8Decode", |ctx: Ctx<'js>,
+                           b: TypedArray<'js, u8>,
+                           fatal: bool,
+                           stream: bool|
+     -> Result<Array<'js>> {
+        let (text, held) =
+            codec::decode_utf8(slice(&b), fatal, stream).map_err(|m| type_error(&ctx, m))?;
         let out = Array::new(ctx.clone())?;
         out.set(0, text)?;
         out.set(1, held)?;
         Ok(out)
     });
-    native!("b64encode", |b: TypedArray<'js, u8>| codec::base64_encode(slice(&b)));
-    native!("b64decode", |ctx: Ctx<'js>, s: String| -> Result<TypedArray<'js, u8>> {
+    native!("b64encode", |b: TypedArray<'js, u8>| codec::base64_encode(
+        slice(&b)
+    ));
+    native!("b64decode", |ctx: Ctx<'js>,
+                          s: String|
+     -> Result<TypedArray<'js, u8>> {
         match codec::base64_decode(&s) {
             Some(v) => bytes(&ctx, v),
-            None => Err(Exception::throw_message(&ctx, "The string to be decoded is not correctly encoded.")),
+            None => Err(Exception::throw_message(
+                &ctx,
+                "The string to be decoded is not correctly encoded.",
+            )),
         }
     });
-    native!("urlParse", |ctx: Ctx<'js>, input: String, base: Opt<String>| -> Result<Value<'js>> {
+    native!("urlParse", |ctx: Ctx<'js>,
+                         input: String,
+                         base: Opt<String>|
+     -> Result<Value<'js>> {
         match url_api::parse(&input, base.0.as_deref()) {
             Some(parts) => Ok(url_api::to_js(&ctx, &parts)?.into_value()),
             None => Ok(Value::new_null(ctx)),
         }
     });
-    native!("urlSet", |ctx: Ctx<'js>, href: String, prop: String, value: String| -> Result<Value<'js>> {
+    native!("urlSet", |ctx: Ctx<'js>,
+                       href: String,
+                       prop: String,
+                       value: String|
+     -> Result<Value<'js>> {
         match url_api::set(&href, &prop, &value) {
             Some(parts) => Ok(url_api::to_js(&ctx, &parts)?.into_value()),
             None => Ok(Value::new_null(ctx)),
         }
     });
-    native!("randomBytes", |ctx: Ctx<'js>, n: u32| -> Result<TypedArray<'js, u8>> {
+    native!("randomBytes", |ctx: Ctx<'js>,
+                            n: u32|
+     -> Result<TypedArray<'js, u8>> {
         if n > 65536 {
-            return Err(Exception::throw_message(&ctx, "QuotaExceededError: getRandomValues takes at most 65536 bytes"));
+            return Err(Exception::throw_message(
+                &ctx,
+                "QuotaExceededError: getRandomValues takes at most 65536 bytes",
+            ));
         }
         per_instance("crypto.getRandomValues");
         bytes(&ctx, random::get_random_bytes(n as u64))
@@ -208,16 +234,29 @@ pub fn install<'js>(ctx: &Ctx<'js>) -> Result<()> {
             monotonic_clock::subscribe_duration((left * 1e6) as u64).block();
         }
     });
-    native!("digest", |ctx: Ctx<'js>, alg: String, data: TypedArray<'js, u8>| -> Result<TypedArray<'js, u8>> {
+    native!("digest", |ctx: Ctx<'js>,
+                       alg: String,
+                       data: TypedArray<'js, u8>|
+     -> Result<TypedArray<'js, u8>> {
         match crypto::digest(&alg, slice(&data)) {
             Some(v) => bytes(&ctx, v),
-            None => Err(Exception::throw_message(&ctx, &format!("NotSupportedError: unknown digest {alg}"))),
+            None => Err(Exception::throw_message(
+                &ctx,
+                &format!("NotSupportedError: unknown digest {alg}"),
+            )),
         }
     });
-    native!("hmac", |ctx: Ctx<'js>, alg: String, key: TypedArray<'js, u8>, data: TypedArray<'js, u8>| -> Result<TypedArray<'js, u8>> {
+    native!("hmac", |ctx: Ctx<'js>,
+                     alg: String,
+                     key: TypedArray<'js, u8>,
+                     data: TypedArray<'js, u8>|
+     -> Result<TypedArray<'js, u8>> {
         match crypto::hmac(&alg, slice(&key), slice(&data)) {
             Some(v) => bytes(&ctx, v),
-            None => Err(Exception::throw_message(&ctx, &format!("NotSupportedError: unknown hash {alg}"))),
+            None => Err(Exception::throw_message(
+                &ctx,
+                &format!("NotSupportedError: unknown hash {alg}"),
+            )),
         }
     });
     native!("log", |level: String, message: String| {
@@ -236,14 +275,23 @@ pub fn install<'js>(ctx: &Ctx<'js>) -> Result<()> {
     });
     native!("env", |name: String| {
         per_instance("the environment");
-        environment::get_environment().into_iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+        environment::get_environment()
+            .into_iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
     });
-    native!("fetch", |ctx: Ctx<'js>, method: String, url: String, headers: Array<'js>, body: TypedArray<'js, u8>| -> Result<Array<'js>> {
+    native!("fetch", |ctx: Ctx<'js>,
+                      method: String,
+                      url: String,
+                      headers: Array<'js>,
+                      body: TypedArray<'js, u8>|
+     -> Result<Array<'js>> {
         refuse_while_building(&ctx, "fetch")?;
         let mut req = wasmbase_sdk::Request::new(&method, &url);
         req.headers = read_pairs(headers)?;
         req.body = slice(&body).to_vec();
-        let resp = wasmbase_sdk::fetch(req).map_err(|e| type_error(&ctx, &format!("fetch failed: {e}")))?;
+        let resp = wasmbase_sdk::fetch(req)
+            .map_err(|e| type_error(&ctx, &format!("fetch failed: {e}")))?;
         let out = Array::new(ctx.clone())?;
         out.set(0, resp.status)?;
         out.set(1, pairs(&ctx, &resp.headers)?)?;
@@ -260,25 +308,44 @@ pub fn install<'js>(ctx: &Ctx<'js>) -> Result<()> {
         out.set(2, p.claims)?;
         Ok(out)
     });
-    native!("dataRun", |ctx: Ctx<'js>, req: String| -> Result<Array<'js>> {
+    native!("dataRun", |ctx: Ctx<'js>,
+                        req: String|
+     -> Result<Array<'js>> {
         refuse_while_building(&ctx, "dataRun")?;
         refuse_at_top_level(&ctx, "db")?;
         let r = crate::codec::data_request(&req).map_err(|m| type_error(&ctx, &m))?;
-        platform_result(&ctx, platform::data::run(&r).map(|rows| (rows.json, rows.affected, rows.total)))
+        platform_result(
+            &ctx,
+            platform::data::run(&r).map(|rows| (rows.json, rows.affected, rows.total)),
+        )
     });
-    native!("dataRpc", |ctx: Ctx<'js>, schema: Opt<String>, function: String, args: String| -> Result<Array<'js>> {
+    native!("dataRpc", |ctx: Ctx<'js>,
+                        schema: Opt<String>,
+                        function: String,
+                        args: String|
+     -> Result<Array<'js>> {
         refuse_while_building(&ctx, "dataRpc")?;
         refuse_at_top_level(&ctx, "db.rpc")?;
         platform_result(
             &ctx,
-            platform::data::rpc(schema.0.as_deref(), &function, &args, &[]).map(|rows| (rows.json, rows.affected, rows.total)),
+            platform::data::rpc(schema.0.as_deref(), &function, &args, &[])
+                .map(|rows| (rows.json, rows.affected, rows.total)),
         )
     });
-    native!("sql", |ctx: Ctx<'js>, kind: String, text: String, params: String| -> Result<Array<'js>> {
+    native!("sql", |ctx: Ctx<'js>,
+                    kind: String,
+                    text: String,
+                    params: String|
+     -> Result<Array<'js>> {
         refuse_while_building(&ctx, "sql")?;
         crate::codec::sql_call(&ctx, &kind, &text, &params)
     });
-    native!("storage", |ctx: Ctx<'js>, op: String, bucket: String, arg: String, body: Opt<TypedArray<'js, u8>>| -> Result<Array<'js>> {
+    native!("storage", |ctx: Ctx<'js>,
+                        op: String,
+                        bucket: String,
+                        arg: String,
+                        body: Opt<TypedArray<'js, u8>>|
+     -> Result<Array<'js>> {
         refuse_while_building(&ctx, "storage")?;
         crate::storage::call(&ctx, &op, &bucket, &arg, body.0.as_ref().map(slice))
     });

@@ -15,15 +15,28 @@ fn info_json(i: &storage::ObjectInfo) -> Json {
 }
 
 /// Runs `op` on `bucket`; `arg` is the path, or JSON for list and remove.
-pub fn call<'js>(ctx: &Ctx<'js>, op: &str, bucket: &str, arg: &str, body: Option<&[u8]>) -> Result<Array<'js>> {
+pub fn call<'js>(
+    ctx: &Ctx<'js>,
+    op: &str,
+    bucket: &str,
+    arg: &str,
+    body: Option<&[u8]>,
+) -> Result<Array<'js>> {
     let b = storage::from(bucket);
-    let bad = |m: String| wasmbase_sdk::Error { code: "InvalidRequest".into(), message: m, details: None, hint: None, status: 400 };
+    let bad = |m: String| wasmbase_sdk::Error {
+        code: "InvalidRequest".into(),
+        message: m,
+        details: None,
+        hint: None,
+        status: 400,
+    };
     let r: std::result::Result<Value<'js>, wasmbase_sdk::Error> = match op {
         "upload" => {
             // arg: {"path", "contentType", "cacheControl", "upsert", "metadata"}
             match serde_json::from_str::<Json>(arg) {
                 Ok(o) => {
-                    let mut opts = FileOptions::new().upsert(o["upsert"].as_bool().unwrap_or(false));
+                    let mut opts =
+                        FileOptions::new().upsert(o["upsert"].as_bool().unwrap_or(false));
                     if let Some(t) = o["contentType"].as_str() {
                         opts = opts.content_type(t);
                     }
@@ -52,7 +65,13 @@ pub fn call<'js>(ctx: &Ctx<'js>, op: &str, bucket: &str, arg: &str, body: Option
                         pair.set(1, info_json(&d.info).to_string())?;
                         Ok(pair.into_value())
                     }
-                    Err(e) => Err(wasmbase_sdk::Error { code: "StorageBackendError".into(), message: e.to_string(), details: None, hint: None, status: 503 }),
+                    Err(e) => Err(wasmbase_sdk::Error {
+                        code: "StorageBackendError".into(),
+                        message: e.to_string(),
+                        details: None,
+                        hint: None,
+                        status: 503,
+                    }),
                 }
             }
             Err(e) => Err(e),
@@ -77,13 +96,21 @@ pub fn call<'js>(ctx: &Ctx<'js>, op: &str, bucket: &str, arg: &str, body: Option
         "remove" => match serde_json::from_str::<Vec<String>>(arg) {
             Ok(paths) => {
                 let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
-                b.remove(&refs).map(|names| json!(names).to_string().into_js(ctx).expect("a string converts"))
+                b.remove(&refs).map(|names| {
+                    json!(names)
+                        .to_string()
+                        .into_js(ctx)
+                        .expect("a string converts")
+                })
             }
             Err(e) => Err(bad(e.to_string())),
         },
         "signedUrl" => match serde_json::from_str::<Json>(arg) {
             Ok(o) => b
-                .create_signed_url(o["path"].as_str().unwrap_or_default(), o["expiresIn"].as_u64().unwrap_or(60).min(u32::MAX as u64) as u32)
+                .create_signed_url(
+                    o["path"].as_str().unwrap_or_default(),
+                    o["expiresIn"].as_u64().unwrap_or(60).min(u32::MAX as u64) as u32,
+                )
                 .map(|u| u.into_js(ctx).expect("a string converts")),
             Err(e) => Err(bad(e.to_string())),
         },
