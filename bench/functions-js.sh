@@ -82,6 +82,30 @@ js_copy() {
     awk -v line="${3:-}" 'line != "" && !done && /^\[/ { print line; done = 1 } { print }
                           END { if (line != "" && !done) print line }' >"$1/function.toml"
 }
+# first_200 URL [FROM TO]: milliseconds until POST URL answers 200 (polled
+# every 5 ms), counted from now, or from renaming FROM to TO when given;
+# "timeout" after WAIT_SECS.
+first_200() {
+  python3 - "$1" "$KEY" "$WAIT_SECS" "${2:-}" "${3:-}" <<'PY'
+import os, sys, time, urllib.request
+url, key, wait, src, dst = sys.argv[1:]
+t0 = time.monotonic()
+if src:
+    os.rename(src, dst)
+while True:
+    try:
+        r = urllib.request.urlopen(urllib.request.Request(url, data=b'{"a":1}', method="POST",
+                                   headers={"apikey": key, "content-type": "application/json"}))
+        if r.status == 200:
+            break
+    except Exception:
+        pass
+    if time.monotonic() - t0 > float(wait):
+        print("timeout"); sys.exit(0)
+    time.sleep(0.005)
+print(f"{(time.monotonic() - t0) * 1000:.0f}")
+PY
+}
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 
 # --- Throughput: hello-ts, hello-ts-warm, Rust hello; workerd ---
@@ -154,24 +178,7 @@ curl -fs -o /dev/null "http://127.0.0.1:$port2/ready" || { cat "$work/node2.log"
 js_copy "$work/d/functions/fresh-js" fresh-js
 (cd "$work/d" && "$BIN" deploy fresh-js --url "$URL" --key "$SECRET" >"$work/deploy.out" 2>&1) ||
   { cat "$work/deploy.out" >&2; die "wasmbase deploy failed"; }
-python3 - "http://127.0.0.1:$port2" "$KEY" "$WAIT_SECS" >"$work/deploy.txt" <<'PY'
-import sys, time, urllib.request
-url2, key, wait = sys.argv[1:]
-t0 = time.monotonic()
-while True:
-    try:
-        r = urllib.request.urlopen(urllib.request.Request(f"{url2}/fn/fresh-js", data=b'{"a":1}', method="POST",
-                                   headers={"apikey": key, "content-type": "application/json"}))
-        if r.status == 200:
-            break
-    except Exception:
-        pass
-    if time.monotonic() - t0 > float(wait):
-        print("timeout"); sys.exit(0)
-    time.sleep(0.005)
-print(f"{(time.monotonic() - t0) * 1000:.0f}")
-PY
-deploy_ms=$(cat "$work/deploy.txt")
+deploy_ms=$(first_200 "http://127.0.0.1:$port2/fn/fresh-js")
 kill -TERM "$NODE2" 2>/dev/null || true
 wait "$NODE2" 2>/dev/null || true
 NODE2=
@@ -200,25 +207,8 @@ rss10=$(rss_mb "$DEV")
 
 # --- A JS function moved into the watched directory → first 200 (same server) ---
 js_copy "$work/c/late" late
-python3 - "$work/c/late" "$work/c/functions/late" "$URL" "$KEY" "$WAIT_SECS" >"$work/late.txt" <<'PY'
-import os, sys, time, urllib.request
-src, dst, url, key, wait = sys.argv[1:]
-t0 = time.monotonic()
-os.rename(src, dst)  # the function appears whole, as a copy finished elsewhere and moved in
-while True:
-    try:
-        r = urllib.request.urlopen(urllib.request.Request(f"{url}/fn/late", data=b'{"a":1}', method="POST",
-                                   headers={"apikey": key, "content-type": "application/json"}))
-        if r.status == 200:
-            break
-    except Exception:
-        pass
-    if time.monotonic() - t0 > float(wait):
-        print("timeout"); sys.exit(0)
-    time.sleep(0.005)
-print(f"{(time.monotonic() - t0) * 1000:.0f}")
-PY
-late_ms=$(cat "$work/late.txt")
+# The function appears whole, as a copy finished elsewhere and moved in.
+late_ms=$(first_200 "$URL/fn/late" "$work/c/late" "$work/c/functions/late")
 stop_dev
 
 echo "concurrency $CONNS, $DURATION, h2load --h1 -t1, POST {\"a\":1}"

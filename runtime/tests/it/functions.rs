@@ -1076,7 +1076,8 @@ async fn deploys_rollbacks_deletes_and_secret_changes_are_audited_without_secret
 }
 
 /// The content hash of the component `srv` serves as `name`.
-fn served_hash(srv: &TestServer, name: &str) -> String {
+/// The content hash of the version of `name` serving now ("" if none).
+pub(crate) fn served_hash(srv: &TestServer, name: &str) -> String {
     match srv.srv.state.functions.registry.get(name) {
         wasmbase::functions::registry::Availability::Ready(f) => f.hash.clone(),
         _ => String::new(),

@@ -474,30 +474,34 @@ impl TestDb {
     }
 }
 
+/// HMAC-SHA256 (RFC 2104): SCRAM's building block, and what a webhook
+/// sender signs with.
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
 /// Whether `verifier` (a role's `pg_authid.rolpassword`) was made from
 /// `password`: SCRAM-SHA-256 recomputed here (salts differ per verifier, so two
 /// verifiers of one password never compare equal; only recomputing tells).
 pub fn scram_matches(verifier: &str, password: &str) -> bool {
     use base64::Engine;
-    use sha2::{Digest, Sha256};
-    fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
-        let mut k = [0u8; 64];
-        if key.len() > 64 {
-            k[..32].copy_from_slice(&Sha256::digest(key));
-        } else {
-            k[..key.len()].copy_from_slice(key);
-        }
-        let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
-        let inner = Sha256::new()
-            .chain_update(pad(0x36))
-            .chain_update(msg)
-            .finalize();
-        Sha256::new()
-            .chain_update(pad(0x5c))
-            .chain_update(inner)
-            .finalize()
-            .into()
-    }
+    let hmac = hmac_sha256;
     // SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>
     let b64 = base64::engine::general_purpose::STANDARD;
     let parsed = verifier

@@ -2,6 +2,7 @@
 //! embedded in the binary, user code from `functions/` (or written here),
 //! built and snapshotted by the server itself, called over HTTP.
 
+use crate::functions::served_hash;
 use crate::harness::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -150,6 +151,14 @@ async fn each_request_gets_a_fresh_sandbox_unless_the_function_opts_into_reuse()
         [1, 2, 3],
         "reuse keeps globals between requests of one function"
     );
+}
+
+/// GET `path`, which must fail with `status` and the platform's `code`; the body.
+async fn fails(srv: &TestServer, path: &str, status: u16, code: &str) -> String {
+    let (s, b) = call(srv, "GET", path, None).await;
+    let got: Value = serde_json::from_str(&b).unwrap_or(Value::Null);
+    assert_eq!((s, got["code"].as_str()), (status, Some(code)), "{b}");
+    b
 }
 
 /// The invocation log lines of `name`'s calls so far, newest call first.
@@ -337,12 +346,7 @@ async fn bad_scripts_fail_only_their_own_call_with_a_clear_error() {
             .as_str()
             .map(str::to_string)
     };
-    let (s, b) = call(&srv, "GET", "/fn/throws", None).await;
-    assert_eq!(
-        (s, code(&b).as_deref()),
-        (500, Some("function_exception")),
-        "{b}"
-    );
+    let b = fails(&srv, "/fn/throws", 500, "function_exception").await;
     assert!(b.contains("TypeError: boom"), "{b}");
     let lines = log_lines(&srv, &secret, "throws", 1).await;
     assert!(
@@ -351,19 +355,9 @@ async fn bad_scripts_fail_only_their_own_call_with_a_clear_error() {
             && l.contains("index.ts")),
         "the stack is in the invocation log: {lines:?}"
     );
-    let (s, b) = call(&srv, "GET", "/fn/rejects", None).await;
-    assert_eq!(
-        (s, code(&b).as_deref()),
-        (500, Some("function_exception")),
-        "{b}"
-    );
+    let b = fails(&srv, "/fn/rejects", 500, "function_exception").await;
     assert!(b.contains("Error: nope"), "{b}");
-    let (s, b) = call(&srv, "GET", "/fn/spins", None).await;
-    assert_eq!(
-        (s, code(&b).as_deref()),
-        (504, Some("function_timeout")),
-        "{b}"
-    );
+    fails(&srv, "/fn/spins", 504, "function_timeout").await;
     let (s, b) = call(&srv, "GET", "/fn/hoards", None).await;
     assert_eq!(s, 500, "{b}");
     assert!(
@@ -373,31 +367,11 @@ async fn bad_scripts_fail_only_their_own_call_with_a_clear_error() {
         ) && (b.contains("memory") || b.contains("out of memory")),
         "{b}"
     );
-    let (s, b) = call(&srv, "GET", "/fn/recurses", None).await;
-    assert_eq!(
-        (s, code(&b).as_deref()),
-        (500, Some("function_stack_overflow")),
-        "{b}"
-    );
-    let (s, b) = call(&srv, "GET", "/fn/hangs", None).await;
-    assert_eq!(
-        (s, code(&b).as_deref()),
-        (500, Some("function_exception")),
-        "{b}"
-    );
+    fails(&srv, "/fn/recurses", 500, "function_stack_overflow").await;
+    let b = fails(&srv, "/fn/hangs", 500, "function_exception").await;
     assert!(b.contains("never settled"), "{b}");
-    let (s, b) = call(&srv, "GET", "/fn/sleeps", None).await;
-    assert_eq!(
-        (s, code(&b).as_deref()),
-        (504, Some("function_timeout")),
-        "{b}"
-    );
-    let (s, b) = call(&srv, "GET", "/fn/not-a-response", None).await;
-    assert_eq!(
-        (s, code(&b).as_deref()),
-        (500, Some("function_exception")),
-        "{b}"
-    );
+    fails(&srv, "/fn/sleeps", 504, "function_timeout").await;
+    let b = fails(&srv, "/fn/not-a-response", 500, "function_exception").await;
     assert!(b.contains("must return a Response"), "{b}");
     let (s, b) = call(&srv, "GET", "/fn/sneaky", None).await;
     assert_eq!(s, 200, "{b}");
@@ -405,12 +379,7 @@ async fn bad_scripts_fail_only_their_own_call_with_a_clear_error() {
         serde_json::from_str::<Value>(&b).unwrap(),
         json!({"viaModule": "WB403", "viaNatives": "WB403"})
     );
-    let (s, b) = call(&srv, "GET", "/fn/top-auth", None).await;
-    assert_eq!(
-        (s, code(&b).as_deref()),
-        (500, Some("function_exception")),
-        "{b}"
-    );
+    let b = fails(&srv, "/fn/top-auth", 500, "function_exception").await;
     assert!(b.contains("auth is not available at the top level"), "{b}");
     // Nothing above took the server or the other functions down.
     let (s, b) = call(&srv, "GET", "/fn/ok", None).await;
@@ -644,30 +613,6 @@ async fn the_ts_examples_work_end_to_end() {
         r.json::<Value>().await.unwrap(),
         json!({"message": "Hello Functions!"})
     );
-}
-
-/// HMAC-SHA256 (RFC 2104), what a webhook sender computes.
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut k = [0u8; 64];
-    k[..key.len()].copy_from_slice(key);
-    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(msg)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
-}
-
-fn served_hash(srv: &TestServer, name: &str) -> String {
-    match srv.srv.state.functions.registry.get(name) {
-        wasmbase::functions::registry::Availability::Ready(f) => f.hash.clone(),
-        _ => String::new(),
-    }
 }
 
 #[tokio::test]

@@ -229,74 +229,13 @@ fn rows_to_js<'js>(ctx: &Ctx<'js>, rows: sql::Rows) -> Result<Array<'js>> {
     Ok(out)
 }
 
-/// One `sql.query` / `sql.execute` / `sql.transaction` call: `[true, result]`
-/// or `[false, errorJson]`.
-pub fn sql_call<'js>(ctx: &Ctx<'js>, kind: &str, text: &str, params: &str) -> Result<Array<'js>> {
+/// `[true, value]`, or `[false, errorJson]`: what every host call of the
+/// `wasmbase` module answers (the module shapes it as `{ data, error }`).
+pub fn outcome<'js>(
+    ctx: &Ctx<'js>,
+    r: std::result::Result<Value<'js>, PlatformError>,
+) -> Result<Array<'js>> {
     let out = Array::new(ctx.clone())?;
-    let fail = |out: &Array<'js>, e: String| -> Result<()> {
-        out.set(0, false)?;
-        out.set(
-            1,
-            serde_json::json!({"code": "WB400", "message": e, "status": 400}).to_string(),
-        )
-    };
-    let r: std::result::Result<Value<'js>, PlatformError> = match kind {
-        "query" => match sql_params(params) {
-            Ok(p) => sql::query(text, &p)
-                .map(|rows| rows_to_js(ctx, rows).map(|a| a.into_value()))
-                .transpose_js()?,
-            Err(e) => {
-                fail(&out, e)?;
-                return Ok(out);
-            }
-        },
-        "execute" => match sql_params(params) {
-            Ok(p) => sql::execute(text, &p).map(|n| Value::new_number(ctx.clone(), n as f64)),
-            Err(e) => {
-                fail(&out, e)?;
-                return Ok(out);
-            }
-        },
-        _ => {
-            let stmts: std::result::Result<Vec<Statement>, String> =
-                serde_json::from_str::<Json>(params)
-                    .map_err(|e| e.to_string())
-                    .and_then(|j| {
-                        j.as_array()
-                            .ok_or_else(|| "statements must be an array".to_string())?
-                            .iter()
-                            .map(|s| {
-                                Ok(Statement {
-                                    sql: s[0].as_str().unwrap_or_default().to_string(),
-                                    params: s[1]
-                                        .as_array()
-                                        .cloned()
-                                        .unwrap_or_default()
-                                        .iter()
-                                        .map(sql_param)
-                                        .collect::<std::result::Result<_, _>>()?,
-                                })
-                            })
-                            .collect()
-                    });
-            match stmts {
-                Ok(s) => match sql::transaction(&s) {
-                    Ok(all) => {
-                        let list = Array::new(ctx.clone())?;
-                        for (i, rows) in all.into_iter().enumerate() {
-                            list.set(i, rows_to_js(ctx, rows)?)?;
-                        }
-                        Ok(list.into_value())
-                    }
-                    Err(e) => Err(e),
-                },
-                Err(e) => {
-                    fail(&out, e)?;
-                    return Ok(out);
-                }
-            }
-        }
-    };
     match r {
         Ok(v) => {
             out.set(0, true)?;
@@ -310,16 +249,64 @@ pub fn sql_call<'js>(ctx: &Ctx<'js>, kind: &str, text: &str, params: &str) -> Re
     Ok(out)
 }
 
-trait TransposeJs<'js> {
-    fn transpose_js(self) -> Result<std::result::Result<Value<'js>, PlatformError>>;
+/// A request the `wasmbase` module could not have sent (400 `WB400`).
+pub fn bad_request(message: String) -> PlatformError {
+    PlatformError {
+        code: "WB400".into(),
+        message,
+        details: None,
+        hint: None,
+        status: 400,
+    }
 }
 
-impl<'js> TransposeJs<'js> for std::result::Result<Result<Value<'js>>, PlatformError> {
-    fn transpose_js(self) -> Result<std::result::Result<Value<'js>, PlatformError>> {
-        match self {
-            Ok(Ok(v)) => Ok(Ok(v)),
-            Ok(Err(e)) => Err(e),
-            Err(e) => Ok(Err(e)),
-        }
-    }
+fn statements(params: &str) -> std::result::Result<Vec<Statement>, String> {
+    let j: Json = serde_json::from_str(params).map_err(|e| e.to_string())?;
+    j.as_array()
+        .ok_or("statements must be an array")?
+        .iter()
+        .map(|s| {
+            Ok(Statement {
+                sql: s[0].as_str().unwrap_or_default().to_string(),
+                params: s[1]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(sql_param)
+                    .collect::<std::result::Result<_, _>>()?,
+            })
+        })
+        .collect()
+}
+
+/// One `sql.query` / `sql.execute` / `sql.transaction` call, as [`outcome`].
+pub fn sql_call<'js>(ctx: &Ctx<'js>, kind: &str, text: &str, params: &str) -> Result<Array<'js>> {
+    let r: std::result::Result<Value<'js>, PlatformError> = match kind {
+        "query" => match sql_params(params)
+            .map_err(bad_request)
+            .and_then(|p| sql::query(text, &p))
+        {
+            Ok(rows) => Ok(rows_to_js(ctx, rows)?.into_value()),
+            Err(e) => Err(e),
+        },
+        "execute" => sql_params(params)
+            .map_err(bad_request)
+            .and_then(|p| sql::execute(text, &p))
+            .map(|n| Value::new_number(ctx.clone(), n as f64)),
+        _ => match statements(params)
+            .map_err(bad_request)
+            .and_then(|s| sql::transaction(&s))
+        {
+            Ok(all) => {
+                let list = Array::new(ctx.clone())?;
+                for (i, rows) in all.into_iter().enumerate() {
+                    list.set(i, rows_to_js(ctx, rows)?)?;
+                }
+                Ok(list.into_value())
+            }
+            Err(e) => Err(e),
+        },
+    };
+    outcome(ctx, r)
 }

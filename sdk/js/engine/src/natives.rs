@@ -347,6 +347,7 @@ pub fn install<'js>(ctx: &Ctx<'js>) -> Result<()> {
                         body: Opt<TypedArray<'js, u8>>|
      -> Result<Array<'js>> {
         refuse_while_building(&ctx, "storage")?;
+        refuse_at_top_level(&ctx, "storage")?;
         crate::storage::call(&ctx, &op, &bucket, &arg, body.0.as_ref().map(slice))
     });
     ctx.globals().set("__wb", wb)?;

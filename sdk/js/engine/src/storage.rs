@@ -23,13 +23,7 @@ pub fn call<'js>(
     body: Option<&[u8]>,
 ) -> Result<Array<'js>> {
     let b = storage::from(bucket);
-    let bad = |m: String| wasmbase_sdk::Error {
-        code: "InvalidRequest".into(),
-        message: m,
-        details: None,
-        hint: None,
-        status: 400,
-    };
+    let bad = crate::codec::bad_request;
     let r: std::result::Result<Value<'js>, wasmbase_sdk::Error> = match op {
         "upload" => {
             // arg: {"path", "contentType", "cacheControl", "upsert", "metadata"}
@@ -116,16 +110,5 @@ pub fn call<'js>(
         },
         other => Err(bad(format!("unknown storage operation {other}"))),
     };
-    let out = Array::new(ctx.clone())?;
-    match r {
-        Ok(v) => {
-            out.set(0, true)?;
-            out.set(1, v)?;
-        }
-        Err(e) => {
-            out.set(0, false)?;
-            out.set(1, crate::codec::error_json(&e))?;
-        }
-    }
-    Ok(out)
+    crate::codec::outcome(ctx, r)
 }
