@@ -224,8 +224,9 @@ impl Engine {
                 }
             }
         }
-        // Compiling allocated and freed tens of megabytes on this thread.
-        crate::alloc::release_free_memory();
+        // Compiling allocated and freed tens of megabytes on this thread and
+        // on the compiler's.
+        crate::alloc::release_free_memory_after_compile();
         Ok((c, hash))
     }
 
