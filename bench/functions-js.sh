@@ -81,6 +81,12 @@ js_copy() {
   sed "s/^name = \"hello-ts\"/name = \"$2\"/" "$ROOT/functions/hello-ts/function.toml" |
     awk -v line="${3:-}" 'line != "" && !done && /^\[/ { print line; done = 1 } { print }
                           END { if (line != "" && !done) print line }' >"$1/function.toml"
+  # The load is $CONNS connections at once; a function admits 32 calls at a
+  # time by default and answers 503 function_busy past that (a fresh JS call
+  # yields to the others at every epoch tick, so under load more than 32 can be
+  # in flight). The cap is raised to the load so that the figure is
+  # throughput, not admission.
+  printf '\n[limits]\nmax_concurrency = %s\n' "$CONNS" >>"$1/function.toml"
 }
 # first_200 URL [FROM TO]: milliseconds until POST URL answers 200 (polled
 # every 5 ms), counted from now, or from renaming FROM to TO when given;
