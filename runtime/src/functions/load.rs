@@ -67,6 +67,19 @@ pub enum HandlerPre {
 #[error("{0}")]
 pub struct LoadError(pub String);
 
+/// Why `what` (an import naming platform interface `iface`) is refused:
+/// what function.toml has, and the setting that would grant it.
+pub(super) fn not_granted(manifest: &Manifest, what: &str, iface: &str) -> String {
+    let has = match iface {
+        "storage" => "no storage grant".to_string(),
+        _ => format!("db = \"{}\"", manifest.db.as_str()),
+    };
+    format!(
+        "imports {what}, which function.toml does not grant ({has}; it needs {})",
+        grant_for(iface)
+    )
+}
+
 /// The `function.toml` setting that grants a platform interface.
 fn grant_for(iface: &str) -> &'static str {
     match iface {
@@ -102,14 +115,7 @@ pub fn prepare(
         let iface = import.split('@').next().unwrap_or(import);
         if let Some(rest) = iface.strip_prefix("wasmbase:platform/") {
             if script.is_none() && !allowed.contains(&rest) {
-                let has = match rest {
-                    "storage" => "no storage grant".to_string(),
-                    _ => format!("db = \"{}\"", manifest.db.as_str()),
-                };
-                return Err(err(format!(
-                    "imports {import}, which function.toml does not grant ({has}; it needs {})",
-                    grant_for(rest)
-                )));
+                return Err(err(not_granted(&manifest, import, rest)));
             }
         } else if !iface.starts_with("wasi:") {
             return Err(err(format!(

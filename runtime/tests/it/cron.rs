@@ -51,25 +51,6 @@ async fn one_node() -> (TestDb, TestServer, tokio_postgres::Client, String) {
     (db, s, owner, key)
 }
 
-/// Polls `sql` every 20 ms until `done` holds for its rows; fails after `secs`.
-async fn until_rows(
-    c: &tokio_postgres::Client,
-    what: &str,
-    secs: u64,
-    sql: &str,
-    done: impl Fn(&[tokio_postgres::Row]) -> bool,
-) -> Vec<tokio_postgres::Row> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let rows = c.query(sql, &[]).await.unwrap();
-        if done(&rows) {
-            return rows;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The first column of `sql`'s rows, as text.
 async fn texts(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
     c.query(sql, &[])

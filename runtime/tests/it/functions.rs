@@ -709,13 +709,7 @@ async fn fn_new_scaffolds_a_function_that_builds_serves_and_hot_reloads() {
     let db = TestDb::new().await;
     let (_, anon) = db.key(KeyKind::Publishable).await;
     let functions = dir.path().join("functions");
-    let srv = db
-        .functions_server(|c| {
-            c.functions.dir = functions.clone();
-            c.functions.build = Some(true);
-            c.functions.watch = Some(true);
-        })
-        .await;
+    let srv = db.dev_functions_server(functions.clone()).await;
     srv.wait_function("greet").await;
     let (s, b) = post(&srv, "/fn/greet", Some(&anon), None, json!({"name": "Ada"})).await;
     assert_eq!(
@@ -759,13 +753,7 @@ async fn dev_serves_a_function_scaffolded_after_it_started_in_an_empty_directory
     let db = TestDb::new().await;
     let (_, anon) = db.key(KeyKind::Publishable).await;
     // The functions config of `dev`: build, watch and local on.
-    let srv = db
-        .functions_server(|c| {
-            c.functions.dir = functions.clone();
-            c.functions.build = Some(true);
-            c.functions.watch = Some(true);
-        })
-        .await;
+    let srv = db.dev_functions_server(functions.clone()).await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmbase"))
         .args(["fn", "new", "greet"])
         .current_dir(dir.path())
@@ -817,13 +805,7 @@ async fn watch_reloads_once_per_edit_and_never_on_reads_builds_or_temp_files() {
         std::fs::write(f.join(format!("{name}.wasm")), wasm_of("hello")).unwrap();
     }
     let db = TestDb::new().await;
-    let srv = db
-        .functions_server(|c| {
-            c.functions.dir = functions.clone();
-            c.functions.build = Some(true);
-            c.functions.watch = Some(true);
-        })
-        .await;
+    let srv = db.dev_functions_server(functions.clone()).await;
     srv.wait_function("a-idle").await;
     srv.wait_function("b-edit").await;
     let v0 = srv.functions_version();

@@ -289,6 +289,25 @@ impl TestServer {
     }
 }
 
+/// Polls `sql` every 20 ms until `done` holds for its rows; fails after `secs`.
+pub async fn until_rows(
+    c: &tokio_postgres::Client,
+    what: &str,
+    secs: u64,
+    sql: &str,
+    done: impl Fn(&[tokio_postgres::Row]) -> bool,
+) -> Vec<tokio_postgres::Row> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let rows = c.query(sql, &[]).await.unwrap();
+        if done(&rows) {
+            return rows;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Polls an observable condition every 10 ms until it holds; fails with `what`
 /// after `secs` seconds.
 pub async fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
@@ -457,6 +476,17 @@ impl TestServer {
 }
 
 impl TestDb {
+    /// A server serving the functions of `dir` as `wasmbase dev` does: built
+    /// on load and rebuilt when their files change.
+    pub async fn dev_functions_server(&self, dir: PathBuf) -> TestServer {
+        self.functions_server(|c| {
+            c.functions.dir = dir;
+            c.functions.build = Some(true);
+            c.functions.watch = Some(true);
+        })
+        .await
+    }
+
     /// A server serving the example functions (prebuilt by [`guests`]).
     pub async fn functions_server(&self, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let target = guests().to_path_buf();

@@ -581,18 +581,14 @@ async fn the_ts_examples_work_end_to_end() {
         .await
         .unwrap();
     assert_eq!(run.status(), 202, "{}", run.text().await.unwrap());
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let n: i64 = owner.query_one("SELECT count(*) FROM public.ticker_runs WHERE name = 'hourly' AND payload = '{\"note\": \"from function.toml\"}'", &[]).await.unwrap().get(0);
-        if n == 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the scheduled handler never ran"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_rows(
+        &owner,
+        "the scheduled handler never ran",
+        30,
+        "SELECT 1 FROM public.ticker_runs WHERE name = 'hourly' AND payload = '{\"note\": \"from function.toml\"}'",
+        |r| r.len() == 1,
+    )
+    .await;
     let v: Value = req(reqwest::Method::GET, "/fn/cron-ts", None)
         .send()
         .await
@@ -650,13 +646,7 @@ async fn fn_new_ts_scaffolds_a_function_that_serves_and_hot_reloads_without_node
     let db = TestDb::new().await;
     let (_, anon) = db.key(KeyKind::Publishable).await;
     let functions = dir.path().join("functions");
-    let srv = db
-        .functions_server(|c| {
-            c.functions.dir = functions.clone();
-            c.functions.build = Some(true);
-            c.functions.watch = Some(true);
-        })
-        .await;
+    let srv = db.dev_functions_server(functions.clone()).await;
     srv.wait_function("greet").await;
     let greet = || async {
         let r = srv

@@ -11,18 +11,16 @@ pub mod snapshot;
 pub mod sources;
 
 use super::engine::Engine;
-use super::manifest::{DbMode, Manifest};
+use super::manifest::Manifest;
 use std::path::Path;
 use std::sync::Arc;
 
-/// What `import { … } from "wasmbase"` offers, and what each needs.
+/// What `import { … } from "wasmbase"` offers, and the platform interface
+/// each one calls (whose grant it needs; None: always granted).
 const CAPABILITIES: &[(&str, Option<&str>)] = &[
-    ("db", Some("db = \"caller\" or db = \"service\"")),
-    ("sql", Some("db = \"service\"")),
-    (
-        "storage",
-        Some("storage = [\"<bucket>:read\" or \"<bucket>:write\", ...]"),
-    ),
+    ("db", Some("data")),
+    ("sql", Some("sql")),
+    ("storage", Some("storage")),
     ("auth", None),
     ("log", None),
     ("env", None),
@@ -52,33 +50,24 @@ fn is_sdk_type(name: &str) -> bool {
 /// Checks the names a script imports from `"wasmbase"` against `manifest`:
 /// the error names the capability and the grant it needs.
 pub fn check_uses(manifest: &Manifest, uses: &[String]) -> Result<(), String> {
+    let allowed = manifest.allowed_platform_imports();
     for name in uses {
         if is_sdk_type(name) {
             continue;
         }
-        let Some((_, needs)) = CAPABILITIES.iter().find(|(n, _)| n == name) else {
+        let Some((_, iface)) = CAPABILITIES.iter().find(|(n, _)| n == name) else {
             return Err(match name.as_str() {
                 "realtime" => format!(
                     "imports `{name}` from \"wasmbase\", which JS functions do not have yet (Rust functions do: docs/FUNCTIONS.md)"
                 ),
-                _ => format!("imports `{name}` from \"wasmbase\", which has no such export (it has db, sql, auth, log, env)"),
+                _ => format!("imports `{name}` from \"wasmbase\", which has no such export (it has db, sql, storage, auth, log, env)"),
             });
         };
-        let granted = match *name {
-            _ if needs.is_none() => true,
-            ref n if n == "sql" => manifest.db == DbMode::Service,
-            ref n if n == "storage" => !manifest.storage.is_empty(),
-            _ => manifest.db != DbMode::None,
-        };
-        if !granted {
-            let has = match name.as_str() {
-                "storage" => "no storage grant".to_string(),
-                _ => format!("db = \"{}\"", manifest.db.as_str()),
-            };
-            return Err(format!(
-                "imports `{name}` from \"wasmbase\", which function.toml does not grant ({has}; it needs {})",
-                needs.unwrap_or_default()
-            ));
+        if let Some(iface) = iface {
+            if !allowed.contains(iface) {
+                let what = format!("`{name}` from \"wasmbase\"");
+                return Err(super::load::not_granted(manifest, &what, iface));
+            }
         }
     }
     Ok(())
