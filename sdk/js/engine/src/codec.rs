@@ -45,56 +45,29 @@ fn incomplete_tail(b: &[u8]) -> usize {
     0
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Standard base64; decoding takes padding or none, as `atob` does.
+const B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// Standard base64 with padding.
 pub fn base64_encode(b: &[u8]) -> String {
-    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
-    for chunk in b.chunks(3) {
-        let n = (chunk[0] as u32) << 16
-            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
-            | *chunk.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine;
+    B64.encode(b)
 }
 
 /// `atob`'s forgiving base64 decode (ASCII whitespace ignored, padding
 /// optional); None when the input is not base64.
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut clean: Vec<u8> = s
+    use base64::Engine;
+    let clean: Vec<u8> = s
         .bytes()
         .filter(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\x0c' | b'\r'))
         .collect();
-    if clean.len() % 4 == 0 {
-        for _ in 0..2 {
-            if clean.last() == Some(&b'=') {
-                clean.pop();
-            }
-        }
-    }
-    if clean.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in clean {
-        let v = B64.iter().position(|&x| x == c)? as u32;
-        acc = acc << 6 | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
+    B64.decode(clean).ok()
 }
 
 /// The JSON of a platform error, as the `wasmbase` module's `error` field.
