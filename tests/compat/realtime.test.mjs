@@ -175,11 +175,23 @@ async function signedInClient() {
 async function watchNotes(c) {
   const events = [];
   let wake = () => {};
+  // "Subscribed to PostgreSQL": changes committed from then on are delivered.
+  // The listener is bound before joining: the message can arrive in the same
+  // read as the join reply, before code after SUBSCRIBED runs.
+  let ready;
+  const subscribedToPostgres = new Promise((resolve, reject) => {
+    ready = { resolve, reject };
+  });
   const ch = c
     .channel(unique('notes'))
     .on('postgres_changes', { event: '*', schema: 'public', table: 'notes' }, (e) => {
       events.push(e);
       wake();
+    })
+    .on('system', {}, (m) => {
+      if (m.extension !== 'postgres_changes') return;
+      if (m.status === 'ok') ready.resolve();
+      else ready.reject(new Error(m.message));
     });
   await new Promise((resolve, reject) => {
     ch.subscribe((status, err) => {
@@ -187,17 +199,13 @@ async function watchNotes(c) {
       else if (status !== 'CLOSED') reject(err ?? new Error(status));
     });
   });
-  // "Subscribed to PostgreSQL": changes committed from now on are delivered.
-  await new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('no postgres_changes system message')), 10_000);
-    ch.on('system', {}, (m) => {
-      if (m.extension === 'postgres_changes') {
-        clearTimeout(t);
-        if (m.status === 'ok') resolve();
-        else reject(new Error(m.message));
-      }
-    });
-  });
+  let timer;
+  await Promise.race([
+    subscribedToPostgres,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error('no postgres_changes system message')), 10_000);
+    }),
+  ]).finally(() => clearTimeout(timer));
   return {
     events,
     async next(n) {
