@@ -58,21 +58,7 @@ user_rps=$(median "${user_runs[@]}"); pk_tps=$(median "${pk_runs[@]}")
 user_sql_tps=$(pgb "$work/user.sql")
 
 # 2. refresh vs the same statements
-cat >"$work/refresh.lua" <<'LUA'
-local tokens = {}
-for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
-local counter = 0
-function setup(thread) counter = counter + 1; thread:set("token", tokens[counter]) end
-function init(args) end
-function request()
-  return wrk.format("POST", "/auth/v1/token?grant_type=refresh_token",
-    { ["apikey"] = os.getenv("PUBLISHABLE_KEY"), ["content-type"] = "application/json" },
-    '{"refresh_token":"' .. token .. '"}')
-end
-function response(status, headers, body)
-  if status == 200 then token = string.match(body, '"refresh_token":"([0-9a-f]+)"') or token end
-end
-LUA
+refresh_lua "$work/refresh.lua"
 refresh_out=$(TOKENS="$work/tokens" wrk -t"$CLIENTS" -c"$CLIENTS" -d"$DURATION" --latency -s "$work/refresh.lua" "$WASMBASE_URL")
 refresh_rps=$(awk '/Requests\/sec/ {print $2}' <<<"$refresh_out")
 refresh_bad=$(awk '/Non-2xx/ {print $5}' <<<"$refresh_out")

@@ -130,3 +130,23 @@ bench_user() {
 # now: seconds since the epoch, with nanoseconds; mbps T0 T1: $SIZE_MB over the span.
 now() { date +%s.%N; }
 mbps() { awk -v mb="$SIZE_MB" -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", mb / (b - a) }'; }
+
+# refresh_lua FILE: a wrk script rotating one refresh token per thread (the
+# tokens are the lines of $TOKENS), each answer's new token used next.
+refresh_lua() {
+  cat >"$1" <<'LUA'
+local tokens = {}
+for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
+local counter = 0
+function setup(thread) counter = counter + 1; thread:set("token", tokens[counter]) end
+function init(args) end
+function request()
+  return wrk.format("POST", "/auth/v1/token?grant_type=refresh_token",
+    { ["apikey"] = os.getenv("PUBLISHABLE_KEY"), ["content-type"] = "application/json" },
+    '{"refresh_token":"' .. token .. '"}')
+end
+function response(status, headers, body)
+  if status == 200 then token = string.match(body, '"refresh_token":"([0-9a-f]+)"') or token end
+end
+LUA
+}

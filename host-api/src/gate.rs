@@ -210,6 +210,8 @@ pub const OPEN_ROUTES: &[OpenRoute] = &[
     open("GET", "/auth/v1/health", "GoTrue's liveness probe"),
     open("GET", "/auth/v1/.well-known/jwks.json", "public keys, fetched by anyone who verifies tokens"),
     open("GET", "/auth/v1/verify", "email links are opened by a browser, which sends no key; the one-time token is the credential"),
+    open("GET", "/auth/v1/authorize", "social sign-in starts with a browser navigation, which sends no key; it only redirects to the provider"),
+    open("*", "/auth/v1/callback", "the provider sends the browser back without a key; the single-use state is the credential"),
     open("GET", "/storage/v1/object/public/*", "objects of buckets marked public; the bucket's flag is the permission"),
     open("GET", "/storage/v1/object/info/public/*", "information about objects of public buckets"),
     open("GET", "/storage/v1/object/sign/*", "signed download URLs are opened by anyone holding them; the token is the credential"),

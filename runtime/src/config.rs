@@ -5,6 +5,7 @@
 //! command fills in the database URL and secrets of its private cluster.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -416,6 +417,64 @@ pub struct AuthConfig {
     /// SMTP starts only when this is `true`: `dev` sets it by default, `serve`
     /// never does. With `smtp` set, mail goes out by SMTP either way.
     pub dev_mailbox: Option<bool>,
+    /// Sign-in providers by name (`[auth.external.github]`, `[auth.external.google]`,
+    /// or any OpenID Connect issuer under a name of your choice).
+    pub external: BTreeMap<String, ExternalProvider>,
+    /// Allow `signInAnonymously()` (default: on in `dev`, off in `serve`), as
+    /// GoTrue's `GOTRUE_EXTERNAL_ANONYMOUS_USERS_ENABLED`.
+    pub anonymous_sign_ins: Option<bool>,
+    /// Anonymous users older than this many days are deleted by the sweeper
+    /// (0 = never), so abandoned guest accounts do not pile up.
+    pub anonymous_max_age_days: u32,
+    /// Anonymous sign-ins per hour per client IP (GoTrue's default: 30); 0 = no limit.
+    pub rate_limit_anonymous_per_hour: u32,
+    /// Let a signed-in user link another provider (`linkIdentity`) and unlink one.
+    pub manual_linking: bool,
+    /// Longest wait for any one call to a sign-in provider, in seconds.
+    pub provider_timeout_secs: u64,
+}
+
+/// `[auth.external.<name>]`: one OAuth 2 / OpenID Connect provider. `github` is
+/// GitHub's OAuth 2; `google` and `apple` are OIDC with their issuers built in;
+/// any other name is a generic OIDC provider found by `issuer` discovery.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExternalProvider {
+    /// Offered to users (a configured provider is on unless this says false).
+    pub enabled: bool,
+    /// The OAuth client id registered with the provider.
+    pub client_id: String,
+    /// The OAuth client secret. Also `WASMBASE_AUTH_EXTERNAL_<NAME>_SECRET`.
+    pub secret: String,
+    /// The callback URL registered with the provider; default
+    /// `<external_url>/auth/v1/callback`.
+    pub redirect_uri: Option<String>,
+    /// OIDC issuer URL (required for a generic provider; overrides Google's or Apple's).
+    pub issuer: Option<String>,
+    /// Scopes requested besides the provider's defaults.
+    pub scopes: Vec<String>,
+    /// GitHub's web address (GitHub Enterprise, or a test double); default `https://github.com`.
+    pub url: Option<String>,
+    /// GitHub's API address; default `https://api.github.com`.
+    pub api_url: Option<String>,
+    /// More accepted `aud` values for ID-token sign-in (an app's iOS or Android client ids).
+    pub additional_client_ids: Vec<String>,
+}
+
+impl Default for ExternalProvider {
+    fn default() -> Self {
+        ExternalProvider {
+            enabled: true,
+            client_id: String::new(),
+            secret: String::new(),
+            redirect_uri: None,
+            issuer: None,
+            scopes: Vec::new(),
+            url: None,
+            api_url: None,
+            additional_client_ids: Vec::new(),
+        }
+    }
 }
 
 /// `[auth.smtp]`
@@ -530,6 +589,12 @@ impl Default for AuthConfig {
             hash_queue: 32,
             smtp: None,
             dev_mailbox: None,
+            external: BTreeMap::new(),
+            anonymous_sign_ins: None,
+            anonymous_max_age_days: 30,
+            rate_limit_anonymous_per_hour: 30,
+            manual_linking: true,
+            provider_timeout_secs: 10,
         }
     }
 }
@@ -659,6 +724,22 @@ impl std::fmt::Debug for AuthConfig {
             .field("signing_keys", &self.signing_keys)
             .field("smtp", &self.smtp)
             .field("dev_mailbox", &self.dev_mailbox)
+            .field("external", &self.external)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ExternalProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalProvider")
+            .field("enabled", &self.enabled)
+            .field("client_id", &self.client_id)
+            .field(
+                "secret",
+                &redacted(&Some(()).filter(|_| !self.secret.is_empty())),
+            )
+            .field("redirect_uri", &self.redirect_uri)
+            .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
 }
@@ -975,6 +1056,57 @@ impl Config {
                 "must be between 6 and 72".into(),
             );
         }
+        for (name, p) in &self.auth.external {
+            let key = |k: &str| format!("auth.external.{name}.{k}");
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            {
+                return err(
+                    &format!("auth.external.{name}"),
+                    "a provider name is lower-case letters, digits, `_` and `-`".into(),
+                );
+            }
+            if matches!(name.as_str(), "email" | "phone" | "anonymous") {
+                // Their identities would mix with e-mail ones (keyed by user id).
+                return err(
+                    &format!("auth.external.{name}"),
+                    format!("`{name}` is a built-in sign-in method, not a provider name"),
+                );
+            }
+            if !p.enabled {
+                continue;
+            }
+            if p.client_id.is_empty() {
+                return err(
+                    &key("client_id"),
+                    "an enabled provider needs its client id".into(),
+                );
+            }
+            if p.issuer.is_none() && !matches!(name.as_str(), "github" | "google" | "apple") {
+                return err(
+                    &key("issuer"),
+                    format!(
+                        "`{name}` is not GitHub, Google or Apple, so it is an OpenID Connect provider \
+                         and needs the issuer URL it publishes discovery under"
+                    ),
+                );
+            }
+            for (k, v) in [
+                ("issuer", p.issuer.as_ref()),
+                ("url", p.url.as_ref()),
+                ("api_url", p.api_url.as_ref()),
+                ("redirect_uri", p.redirect_uri.as_ref()),
+            ] {
+                if let Some(v) = v {
+                    if !matches!(url::Url::parse(v), Ok(u) if matches!(u.scheme(), "http" | "https"))
+                    {
+                        return err(&key(k), format!("'{v}' is not an http(s) URL"));
+                    }
+                }
+            }
+        }
         if self.auth.access_token_ttl_secs < 30 {
             return err("auth.access_token_ttl_secs", "must be at least 30".into());
         }
@@ -1052,21 +1184,77 @@ pub fn apply_env(
         } else {
             continue;
         };
-        let verbatim = STRING_KEYS.contains(&format!("{section}.{key}").as_str());
+        // WASMBASE_AUTH_EXTERNAL_<NAME>_<KEY> goes to [auth.external.<name>].
+        let (path, key, verbatim, list) = match external_key(&section, &key) {
+            Some((name, k)) => (
+                vec![section.clone(), "external".to_string(), name],
+                k.to_string(),
+                !EXTERNAL_LIST_KEYS.contains(&k) && k != "enabled",
+                EXTERNAL_LIST_KEYS.contains(&k),
+            ),
+            None => {
+                let verbatim = STRING_KEYS.contains(&format!("{section}.{key}").as_str());
+                (vec![section.clone()], key, verbatim, false)
+            }
+        };
         let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
             .ok()
             .and_then(|mut t| t.remove("v"))
-            .filter(|_| !verbatim)
-            .unwrap_or_else(|| toml::Value::String(value.clone()));
-        let entry = table
-            .entry(section.clone())
-            .or_insert_with(|| toml::Table::new().into());
-        let Some(t) = entry.as_table_mut() else {
-            return Err(ConfigError(format!("`{section}` must be a table")));
-        };
+            .filter(|v| !verbatim && (!list || v.is_array()))
+            .unwrap_or_else(|| {
+                if list {
+                    // `read:user,user:email` or `read:user user:email`.
+                    toml::Value::Array(
+                        value
+                            .split([',', ' '])
+                            .filter(|s| !s.is_empty())
+                            .map(|s| toml::Value::String(s.to_string()))
+                            .collect(),
+                    )
+                } else {
+                    toml::Value::String(value.clone())
+                }
+            });
+        let mut t = &mut *table;
+        for part in &path {
+            let entry = t
+                .entry(part.clone())
+                .or_insert_with(|| toml::Table::new().into());
+            t = entry
+                .as_table_mut()
+                .ok_or_else(|| ConfigError(format!("`{}` must be a table", path.join("."))))?;
+        }
         t.insert(key, parsed);
     }
     Ok(())
+}
+
+/// Keys of `[auth.external.<name>]`, longest first so `github_api_url` is
+/// `github` + `api_url`, not `github_api` + `url`.
+const EXTERNAL_KEYS: &[&str] = &[
+    "additional_client_ids",
+    "redirect_uri",
+    "client_id",
+    "api_url",
+    "enabled",
+    "secret",
+    "issuer",
+    "scopes",
+    "url",
+];
+
+/// Keys of `[auth.external.<name>]` that hold lists.
+const EXTERNAL_LIST_KEYS: &[&str] = &["additional_client_ids", "scopes"];
+
+/// `(provider name, key)` when `section.key` is `auth.external_<name>_<key>`.
+fn external_key(section: &str, key: &str) -> Option<(String, &'static str)> {
+    let rest = key
+        .strip_prefix("external_")
+        .filter(|_| section == "auth")?;
+    EXTERNAL_KEYS.iter().find_map(|k| {
+        let name = rest.strip_suffix(k)?.strip_suffix('_')?;
+        (!name.is_empty()).then(|| (name.to_string(), *k))
+    })
 }
 
 #[cfg(test)]
@@ -1109,6 +1297,45 @@ mod tests {
         apply_env(&mut t, env(&[("WASMBASE_SERVER_LISTN", "x")])).unwrap();
         let e = serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(t)).unwrap_err();
         assert!(e.to_string().contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn external_providers_come_from_flat_env_names() {
+        let mut t = toml::Table::new();
+        apply_env(
+            &mut t,
+            env(&[
+                ("WASMBASE_AUTH_EXTERNAL_GITHUB_ENABLED", "true"),
+                ("WASMBASE_AUTH_EXTERNAL_GITHUB_CLIENT_ID", "1234"),
+                ("WASMBASE_AUTH_EXTERNAL_GITHUB_SECRET", "0x99"),
+                (
+                    "WASMBASE_AUTH_EXTERNAL_GITHUB_API_URL",
+                    "http://127.0.0.1:9/api",
+                ),
+                ("WASMBASE_AUTH_EXTERNAL_GITHUB_SCOPES", "read:org,repo"),
+                (
+                    "WASMBASE_AUTH_EXTERNAL_LINKEDIN_OIDC_ISSUER",
+                    "https://www.linkedin.com/oauth",
+                ),
+            ]),
+        )
+        .unwrap();
+        let c: Config = toml::Value::Table(t).try_into().unwrap();
+        let gh = &c.auth.external["github"];
+        assert!(gh.enabled);
+        assert_eq!(gh.client_id, "1234", "ids stay strings");
+        assert_eq!(gh.secret, "0x99", "secrets stay strings");
+        assert_eq!(gh.api_url.as_deref(), Some("http://127.0.0.1:9/api"));
+        assert_eq!(gh.url, None);
+        assert_eq!(gh.scopes, vec!["read:org", "repo"]);
+        assert_eq!(
+            c.auth.external["linkedin_oidc"].issuer.as_deref(),
+            Some("https://www.linkedin.com/oauth")
+        );
+        assert!(
+            !format!("{c:?}").contains("0x99"),
+            "the secret is not shown"
+        );
     }
 
     #[test]

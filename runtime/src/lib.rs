@@ -18,5 +18,6 @@ pub mod embedded_pg;
 pub mod functions;
 pub mod logging;
 pub mod migrate;
+pub mod oauth;
 pub mod project;
 pub mod server;

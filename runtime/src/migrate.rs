@@ -54,6 +54,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(19, "0019_cron.sql"),
     migration!(20, "0020_pg_cron_compat.sql"),
     migration!(21, "0021_pg_net_compat.sql"),
+    migration!(22, "0022_auth_oauth.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on

@@ -4,7 +4,7 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PASSWORD, makeClient, uniqueEmail } from './clients.mjs';
+import { PASSWORD, makeClient, memoryStorage, uniqueEmail } from './clients.mjs';
 import { startServer } from './server.mjs';
 
 /** @type {Awaited<ReturnType<typeof startServer>>} */
@@ -27,16 +27,6 @@ const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 /** A supabase-js client of this suite's server. */
 function client(key = server.PUBLISHABLE_KEY, auth = {}) {
   return makeClient(server, key, auth);
-}
-
-/** Minimal in-memory storage (PKCE keeps its code verifier there). */
-function memoryStorage() {
-  const m = new Map();
-  return {
-    getItem: (k) => (m.has(k) ? m.get(k) : null),
-    setItem: (k, v) => void m.set(k, v),
-    removeItem: (k) => void m.delete(k),
-  };
 }
 
 function pkceClient() {

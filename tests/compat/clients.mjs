@@ -47,3 +47,13 @@ export async function signedIn(server, name) {
   assert.ok(data.session, 'autoconfirmed sign-up returns a session');
   return { c, user: data.user };
 }
+
+/** Minimal in-memory storage (PKCE keeps its code verifier there). */
+export function memoryStorage() {
+  const m = new Map();
+  return {
+    getItem: (k) => (m.has(k) ? m.get(k) : null),
+    setItem: (k, v) => void m.set(k, v),
+    removeItem: (k) => void m.delete(k),
+  };
+}

@@ -96,9 +96,13 @@ function copyFunctions(dir, names) {
  * the shared guest target dir `$CARGO_TARGET_DIR/guests` so builds are
  * incremental. Wait for one with `waitForFunction()`.
  *
- * @param {{ migrations?: Record<string, string>, functions?: string[] }} [options]
+ * `env` adds variables to the server's environment (e.g.
+ * `WASMBASE_AUTH_EXTERNAL_GITHUB_ENABLED: 'true'`). It is merged last, after the
+ * suite's defaults, so it can also override them.
+ *
+ * @param {{ migrations?: Record<string, string>, functions?: string[], env?: Record<string, string> }} [options]
  */
-export async function startServer({ migrations = {}, functions = [] } = {}) {
+export async function startServer({ migrations = {}, functions = [], env: extraEnv = {} } = {}) {
   for (const name of Object.keys(migrations)) {
     if (basename(name) !== name || !name.endsWith('.sql')) {
       throw new Error(`migration name must be a plain *.sql file name: ${name}`);
@@ -142,6 +146,7 @@ export async function startServer({ migrations = {}, functions = [] } = {}) {
     WASMBASE_FUNCTIONS_TARGET_DIR:
       process.env.WASMBASE_FUNCTIONS_TARGET_DIR || join(cargoTargetDir(), 'guests'),
   });
+  Object.assign(env, extraEnv);
 
   const child = spawn(binaryPath(), ['dev'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';

@@ -36,6 +36,8 @@ pub async fn run(a: Args) -> Result<()> {
         .get_or_insert_with(|| secrets.jwt_secret.clone());
     // Sign-ups work without clicking a link locally (like `supabase start`).
     config.auth.autoconfirm.get_or_insert(true);
+    // Guest sessions (`signInAnonymously`) work locally, as in `supabase start`.
+    config.auth.anonymous_sign_ins.get_or_insert(true);
     // Mail without SMTP lands in the dev mailbox (`wasmbase mail`); serve needs this said.
     config.auth.dev_mailbox.get_or_insert(true);
     // Functions in ./functions are built, loaded and hot-reloaded.

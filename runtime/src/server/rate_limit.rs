@@ -6,12 +6,13 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-const WINDOW: Duration = Duration::from_secs(60);
 const SWEEP_AT: usize = 10_000;
 
-/// Allows `per_minute` hits per key per minute.
+/// Allows `limit` hits per key per window (a minute unless made with
+/// [`RateLimiter::per_window`]).
 pub struct RateLimiter {
     per_minute: u32,
+    window: Duration,
     windows: Mutex<Windows>,
 }
 
@@ -23,8 +24,15 @@ struct Windows {
 impl RateLimiter {
     /// A limiter; `per_minute = 0` disables it.
     pub fn new(per_minute: u32) -> RateLimiter {
+        RateLimiter::per_window(per_minute, Duration::from_secs(60))
+    }
+
+    /// `limit` hits per key per `window` (GoTrue counts some limits per hour);
+    /// `limit = 0` disables it.
+    pub fn per_window(limit: u32, window: Duration) -> RateLimiter {
         RateLimiter {
-            per_minute,
+            per_minute: limit,
+            window,
             windows: Mutex::new(Windows {
                 map: HashMap::new(),
                 last_sweep: Instant::now(),
@@ -48,8 +56,10 @@ impl RateLimiter {
         let now = Instant::now();
         let w = self.windows.lock();
         match w.map.get(key) {
-            Some((start, n)) if now.duration_since(*start) < WINDOW && *n >= self.per_minute => {
-                Err((WINDOW - now.duration_since(*start)).as_secs() + 1)
+            Some((start, n))
+                if now.duration_since(*start) < self.window && *n >= self.per_minute =>
+            {
+                Err((self.window - now.duration_since(*start)).as_secs() + 1)
             }
             _ => Ok(()),
         }
@@ -65,11 +75,11 @@ impl RateLimiter {
         // Sweep expired windows at most once a second, and only when the map is big.
         if w.map.len() >= SWEEP_AT && now.duration_since(w.last_sweep) >= Duration::from_secs(1) {
             w.map
-                .retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+                .retain(|_, (start, _)| now.duration_since(*start) < self.window);
             w.last_sweep = now;
         }
         let entry = w.map.entry(key.to_string()).or_insert((now, 0));
-        if now.duration_since(entry.0) >= WINDOW {
+        if now.duration_since(entry.0) >= self.window {
             *entry = (now, 0);
         }
         entry.1 = entry.1.saturating_add(1);

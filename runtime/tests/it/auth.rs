@@ -46,26 +46,11 @@ impl Auth {
         bearer: Option<&str>,
         key: &str,
     ) -> Resp {
-        let mut r = self
-            .s
-            .http
-            .request(method, format!("{}/auth/v1{path}", self.s.url))
-            .header("apikey", key)
-            .header("x-supabase-api-version", "2024-01-01");
-        if let Some(b) = bearer {
-            r = r.header("authorization", format!("Bearer {b}"));
-        }
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
+        let (status, headers, body) = auth_request(&self.s, key, method, path, body, bearer).await;
         Resp {
             status,
             headers,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            body,
         }
     }
     async fn post(&self, path: &str, body: Value) -> Resp {

@@ -574,3 +574,35 @@ pub async fn login_role_verifiers(c: &tokio_postgres::Client) -> Vec<(String, Op
     .map(|r| (r.get(0), r.get(1)))
     .collect()
 }
+
+/// An `/auth/v1` call as auth-js makes it (`apikey`, the 2024-01-01 error
+/// format, an optional bearer): (status, headers, JSON body or `Null`).
+pub async fn auth_request(
+    s: &TestServer,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+    bearer: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut r = s
+        .http
+        .request(method, format!("{}/auth/v1{path}", s.url))
+        .header("apikey", key)
+        .header("x-supabase-api-version", "2024-01-01");
+    if let Some(b) = bearer {
+        r = r.header("authorization", format!("Bearer {b}"));
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}

@@ -3,7 +3,7 @@
 use super::ctx::{body, Meta, UserCaller};
 use super::error::{AuthApiError, AuthResult};
 use super::mail::{self, Template};
-use super::{redirect, tokens, users};
+use super::{identities, redirect, tokens, users};
 use crate::server::state::AppState;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -101,6 +101,17 @@ pub async fn update_user(
             "Phone is not supported",
         ));
     }
+    if current["is_anonymous"] == json!(true)
+        && b.password.as_deref().is_some_and(|p| !p.is_empty())
+        && b.email.as_deref().unwrap_or("").is_empty()
+        && current["email"].as_str().unwrap_or("").is_empty()
+    {
+        return Err(AuthApiError::new(
+            422,
+            "validation_failed",
+            "Updating password of an anonymous user without an email or phone is not allowed",
+        ));
+    }
     let new_hash = match b.password.filter(|p| !p.is_empty()) {
         Some(pw) => {
             users::check_password(&st, &pw)?;
@@ -147,6 +158,7 @@ pub async fn update_user(
         super::ctx::reject_nul(d, "data")?;
     }
     let redirect_to = redirect::resolve(&st.config.auth, meta.redirect_to());
+    let guest = current["is_anonymous"] == json!(true);
     let (s, uid, sid, ip) = (st.clone(), u.user_id, u.session_id, meta.ip.clone());
     let (user, mail) = users::tx(&st, move |c| {
         Box::pin(async move {
@@ -160,7 +172,24 @@ pub async fn update_user(
             if let Some(h) = new_hash {
                 users::set_password(c, uid, &h, sid, &ip).await?;
             }
-            if let Some(e) = new_email {
+            if let (Some(e), true) = (&new_email, guest && s.auth.autoconfirm) {
+                // A guest's first address, with confirmation off (as sign-up):
+                // theirs at once, and the guest becomes a permanent user.
+                let r = c
+                    .execute(
+                        "UPDATE auth.users SET email = $2, email_change = NULL, updated_at = now() WHERE id = $1",
+                        &[&uid, e],
+                    )
+                    .await;
+                if let Err(err) = r {
+                    if err.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                        return Err(AuthApiError::new(422, "email_exists", "A user with this email address has already been registered"));
+                    }
+                    return Err(err.into());
+                }
+                users::confirm_email(c, uid).await?;
+                identities::make_permanent(c, uid, e).await?;
+            } else if let Some(e) = new_email {
                 users::claim_send_slot(&s, c, &e, MailFlow::EmailChange).await?;
                 c.execute("UPDATE auth.users SET email_change = $2, updated_at = now() WHERE id = $1", &[&uid, &e]).await?;
                 if users::find_by_email(c, &e).await?.is_some() {

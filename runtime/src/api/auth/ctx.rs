@@ -201,6 +201,14 @@ pub fn ip_limit(st: &AppState, meta: &Meta) -> AuthResult<()> {
     st.auth.ip_limit.check(&ip_key(&meta.ip)).map_err(too_many)
 }
 
+/// The per-IP limit on anonymous sign-ins (counted per hour, as GoTrue's).
+pub fn anonymous_limit(st: &AppState, meta: &Meta) -> AuthResult<()> {
+    st.auth
+        .anonymous_limit
+        .check(&ip_key(&meta.ip))
+        .map_err(too_many)
+}
+
 /// The per-IP limiter's key: the address, or its /64 for IPv6 (one host usually
 /// controls a whole /64, so per-address keys would give it 2^64 budgets).
 fn ip_key(ip: &str) -> String {

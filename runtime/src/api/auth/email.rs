@@ -385,6 +385,7 @@ async fn consume(
             )
             .await?;
             users::confirm_email(c, user_id).await?;
+            super::identities::make_permanent(c, user_id, &relates_to).await?;
         }
         _ => users::confirm_email(c, user_id).await?,
     }
@@ -498,15 +499,18 @@ pub async fn verify_get(State(st): State<AppState>, _k: Keyed, meta: Meta) -> Au
             let done = consume(&s, c, &lookup, kinds).await?.ok_or_else(expired)?;
             if pkce {
                 // The link's own flow (not "the user's latest"), once.
+                // The code is made now and stored as its hash: it exists in
+                // clear only in this redirect.
+                let fresh = uuid::Uuid::new_v4().to_string();
                 let code: Option<String> = match done.flow {
                     Some(flow) => c
                         .query_opt(
-                            "UPDATE auth.flow_state SET auth_code_issued_at = now() \
-                             WHERE id = $1 AND auth_code_issued_at IS NULL RETURNING auth_code",
-                            &[&flow],
+                            "UPDATE auth.flow_state SET auth_code = $2, auth_code_issued_at = now() \
+                             WHERE id = $1 AND auth_code_issued_at IS NULL RETURNING 1",
+                            &[&flow, &tokens::sha256_hex(&fresh)],
                         )
                         .await?
-                        .map(|r| r.get(0)),
+                        .map(|_| fresh),
                     None => None,
                 };
                 let code = code.ok_or_else(|| {

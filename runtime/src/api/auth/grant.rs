@@ -2,9 +2,10 @@
 
 use super::ctx::{
     body, ip_limit, password_failures_limited, rate_limit, record_password_failure, Keyed, Meta,
+    UserCaller,
 };
 use super::error::{AuthApiError, AuthResult};
-use super::{session, tokens, users};
+use super::{external, id_token, session, tokens, users};
 use crate::server::state::AppState;
 use axum::extract::State;
 use axum::Json;
@@ -24,12 +25,19 @@ struct Body {
     code_verifier: Option<String>,
 }
 
+/// `POST /token`: one route for every grant, as GoTrue's. `caller` is the
+/// bearer's user, which only `id_token` with `link_identity` looks at.
 pub async fn token(
     State(st): State<AppState>,
     _k: Keyed,
     meta: Meta,
+    caller: Result<UserCaller, AuthApiError>,
     raw: Bytes,
 ) -> AuthResult<Json<Value>> {
+    if meta.query.get("grant_type").map(String::as_str) == Some("id_token") {
+        let b: id_token::Body = body(&raw)?;
+        return id_token::grant(&st, &meta, b, caller).await.map(Json);
+    }
     let b: Body = body(&raw)?;
     match meta.query.get("grant_type").map(String::as_str) {
         Some("password") => password(&st, &meta, b).await.map(Json),
@@ -142,9 +150,10 @@ async fn pkce(st: &AppState, meta: &Meta, b: Body) -> AuthResult<Value> {
             let row = c
                 .query_opt(
                     "SELECT id, user_id, code_challenge, code_challenge_method, authentication_method, \
-                            coalesce(auth_code_issued_at, created_at) < now() - interval '10 minutes' \
+                            coalesce(auth_code_issued_at, created_at) < now() - interval '10 minutes', \
+                            provider_tokens_sealed, pending_identity \
                      FROM auth.flow_state WHERE auth_code = $1 AND auth_code_issued_at IS NOT NULL FOR UPDATE",
-                    &[&code],
+                    &[&tokens::sha256_hex(&code)],
                 )
                 .await?;
             let Some(row) = row else {
@@ -162,8 +171,24 @@ async fn pkce(st: &AppState, meta: &Meta, b: Body) -> AuthResult<Value> {
                 return Err(AuthApiError::new(400, "bad_code_verifier", "code challenge does not match previously saved code verifier"));
             }
             c.execute("DELETE FROM auth.flow_state WHERE id = $1", &[&flow_id]).await?;
-            let out = session::create(&s, c, user_id, &auth_method, &meta).await?;
-            users::audit(c, "login", Some(user_id), "", &meta.ip, json!({"provider": "email", "flow": "pkce"})).await?;
+            let pending: Option<Value> = row.get(7);
+            if let Some(p) = pending {
+                external::finish_link(&s, c, user_id, &p, &meta).await?;
+            }
+            let mut out = session::create(&s, c, user_id, &auth_method, &meta).await?;
+            // An OAuth flow's provider tokens, sealed with this code (GoTrue's
+            // provider_token / provider_refresh_token).
+            let sealed: Option<String> = row.get(6);
+            if let Some(v) = sealed.and_then(|t| tokens::open(&code, external::SEAL_PROVIDER_TOKENS, &t)) {
+                if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&v) {
+                    for (k, v) in m {
+                        if v.as_str().is_some_and(|s| !s.is_empty()) {
+                            out[k.as_str()] = v;
+                        }
+                    }
+                }
+            }
+            users::audit(c, "login", Some(user_id), "", &meta.ip, json!({"provider": if auth_method == "oauth" { "oauth" } else { "email" }, "flow": "pkce"})).await?;
             Ok(out)
         })
     })

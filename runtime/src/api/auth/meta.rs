@@ -39,6 +39,10 @@ pub async fn settings(State(st): State<AppState>, _k: Keyed) -> Json<Value> {
         external.insert(p.into(), json!(false));
     }
     external.insert("email".into(), json!(true));
+    for name in st.auth.providers.names() {
+        external.insert(name.into(), json!(true));
+    }
+    external.insert("anonymous_users".into(), json!(st.auth.anonymous));
     Json(json!({
         "external": external,
         "disable_signup": st.config.auth.disable_signup,

@@ -7,10 +7,14 @@
 
 mod account;
 mod admin;
+mod anonymous;
 mod ctx;
 mod email;
 pub mod error;
+mod external;
 mod grant;
+mod id_token;
+mod identities;
 pub mod mail;
 mod meta;
 mod redirect;
@@ -58,6 +62,12 @@ pub struct AuthState {
     /// Sweep passes this node has finished, so a test can wait for the first
     /// one instead of racing it.
     pub sweeps: std::sync::atomic::AtomicU64,
+    /// The configured OAuth / OIDC providers and their client.
+    pub providers: crate::oauth::Providers,
+    /// Whether `signInAnonymously()` is allowed.
+    pub anonymous: bool,
+    /// Per-IP limiter on anonymous sign-ins (per hour, as GoTrue's).
+    pub anonymous_limit: RateLimiter,
 }
 
 impl AuthState {
@@ -118,6 +128,16 @@ impl AuthState {
             // (8 requests pipelined) gave 18.9k req/s where two gave 16.2k.
             session_conns: session_conns::SessionConns::new(cores / 2),
             sweeps: Default::default(),
+            providers: crate::oauth::Providers::new(
+                &a.external,
+                &format!("{external_url}/auth/v1/callback"),
+                std::time::Duration::from_secs(a.provider_timeout_secs.max(1)),
+            ),
+            anonymous: a.anonymous_sign_ins.unwrap_or(false),
+            anonymous_limit: RateLimiter::per_window(
+                a.rate_limit_anonymous_per_hour,
+                std::time::Duration::from_secs(3600),
+            ),
             external_url,
         })
     }
@@ -165,7 +185,8 @@ pub async fn sweep(st: &AppState, cancel: tokio_util::sync::CancellationToken) {
 
 /// Deletes what can no longer be used and returns the rows removed: email tokens
 /// past `otp_ttl_secs`, PKCE flows older than a day (their codes live 10
-/// minutes), rotated-out refresh tokens older than a day, and sessions that have
+/// minutes), OAuth flows older than an hour (their state lives 10 minutes),
+/// anonymous users older than `anonymous_max_age_days`, rotated-out refresh tokens older than a day, and sessions that have
 /// ended — past `not_after`, the time-box (`sessions_timebox_secs`) or the
 /// inactivity timeout (`sessions_inactivity_timeout_secs`), or left without a
 /// live refresh token (after a minute, so a session being created is never
@@ -187,6 +208,12 @@ pub async fn sweep_once(st: &AppState) -> Result<u64, error::AuthApiError> {
     removed += c
         .execute(
             "DELETE FROM auth.flow_state WHERE created_at < now() - interval '1 day'",
+            &[],
+        )
+        .await?;
+    removed += c
+        .execute(
+            "DELETE FROM auth.oauth_flows WHERE created_at < now() - interval '1 hour'",
             &[],
         )
         .await?;
@@ -222,6 +249,20 @@ pub async fn sweep_once(st: &AppState) -> Result<u64, error::AuthApiError> {
             break;
         }
     }
+    if a.anonymous_max_age_days > 0 {
+        let guests = "DELETE FROM auth.users WHERE id IN (SELECT id FROM auth.users \
+             WHERE is_anonymous AND created_at < now() - make_interval(days => $1) \
+               AND NOT EXISTS (SELECT 1 FROM auth.identities i WHERE i.user_id = auth.users.id) \
+             LIMIT $2 FOR UPDATE SKIP LOCKED)";
+        let days = a.anonymous_max_age_days.min(i32::MAX as u32) as i32;
+        for _ in 0..SWEEP_BATCHES {
+            let n = c.execute(guests, &[&days, &SWEEP_BATCH]).await?;
+            removed += n;
+            if n < SWEEP_BATCH as u64 {
+                break;
+            }
+        }
+    }
     Ok(removed)
 }
 
@@ -241,6 +282,19 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/auth/v1/verify",
             get(email::verify_get).post(email::verify_post),
+        )
+        .route("/auth/v1/authorize", get(external::authorize))
+        .route(
+            "/auth/v1/callback",
+            get(external::callback).post(external::callback_form),
+        )
+        .route(
+            "/auth/v1/user/identities/authorize",
+            get(external::link_authorize),
+        )
+        .route(
+            "/auth/v1/user/identities/{id}",
+            axum::routing::delete(identities::unlink),
         )
         .route("/auth/v1/settings", get(meta::settings))
         .route("/auth/v1/health", get(meta::health))

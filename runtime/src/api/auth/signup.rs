@@ -57,11 +57,9 @@ pub async fn signup(
         ));
     }
     if b.email.as_deref().unwrap_or("").is_empty() {
-        return Err(AuthApiError::new(
-            422,
-            "anonymous_provider_disabled",
-            "Anonymous sign-ins are disabled",
-        ));
+        return super::anonymous::sign_in(&st, &meta, b.data)
+            .await
+            .map(Json);
     }
     let password = b
         .password

@@ -7,6 +7,11 @@ use sha2::{Digest, Sha256};
 
 /// A new refresh token: 32 random bytes, hex (64 lowercase characters).
 pub fn new_refresh_token() -> String {
+    random_secret()
+}
+
+/// 32 random bytes from the OS, hex: refresh tokens, OAuth states and nonces.
+pub fn random_secret() -> String {
     let mut b = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut b);
     hex::encode(b)
@@ -83,6 +88,58 @@ pub fn pkce_matches(method: &str, challenge: &str, verifier: &str) -> bool {
     computed.len() == challenge.len() && bool::from(computed.as_bytes().ct_eq(challenge.as_bytes()))
 }
 
+/// A PKCE verifier towards a provider and its S256 challenge (RFC 7636): 32
+/// random bytes, base64url.
+pub fn new_pkce_pair() -> (String, String) {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    let verifier = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+/// The AES-256-GCM key of [`seal`]: the secret hashed with a purpose tag, so a
+/// key is never the stored hash of the secret and differs per purpose.
+fn sealing_key(secret: &str, purpose: &str) -> aes_gcm::Aes256Gcm {
+    use aes_gcm::KeyInit;
+    let mut h = Sha256::new();
+    h.update(b"wasmbase seal v1\0");
+    h.update(purpose.as_bytes());
+    h.update(b"\0");
+    h.update(secret.as_bytes());
+    aes_gcm::Aes256Gcm::new(&h.finalize())
+}
+
+/// Encrypts `plain` so only the holder of `secret` (a random state or auth code
+/// the database never sees in clear) can read it back: a value stored next to
+/// the secret's hash is useless to whoever reads the database.
+pub fn seal(secret: &str, purpose: &str, plain: &str) -> String {
+    use aes_gcm::aead::Aead;
+    let mut nonce = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let ct = sealing_key(secret, purpose)
+        .encrypt(aes_gcm::Nonce::from_slice(&nonce), plain.as_bytes())
+        .expect("AES-GCM encrypts any length that fits in memory");
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&ct);
+    hex::encode(out)
+}
+
+/// Inverse of [`seal`]; `None` for another secret or purpose, or a damaged value.
+pub fn open(secret: &str, purpose: &str, sealed: &str) -> Option<String> {
+    use aes_gcm::aead::Aead;
+    let raw = hex::decode(sealed).ok()?;
+    if raw.len() < 12 {
+        return None;
+    }
+    let (nonce, ct) = raw.split_at(12);
+    let plain = sealing_key(secret, purpose)
+        .decrypt(aes_gcm::Nonce::from_slice(nonce), ct)
+        .ok()?;
+    String::from_utf8(plain).ok()
+}
+
 /// Validates `code_challenge`/`code_challenge_method`; `Ok(None)` when absent.
 pub fn pkce_params(
     challenge: Option<&str>,
@@ -124,6 +181,20 @@ mod tests {
             Some(c.as_str())
         );
         assert_ne!(sealed, sha256_hex(&c));
+    }
+
+    #[test]
+    fn sealed_values_open_only_with_their_secret_and_purpose() {
+        let sealed = seal("state-1", "verifier", "the verifier");
+        assert_eq!(
+            open("state-1", "verifier", &sealed).as_deref(),
+            Some("the verifier")
+        );
+        assert_eq!(open("state-2", "verifier", &sealed), None);
+        assert_eq!(open("state-1", "tokens", &sealed), None);
+        assert_eq!(open("state-1", "verifier", "00"), None);
+        let (v, c) = new_pkce_pair();
+        assert!(pkce_matches("s256", &c, &v));
     }
 
     #[test]

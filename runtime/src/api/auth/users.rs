@@ -420,7 +420,9 @@ pub async fn create_flow(
         .query_one(
             "INSERT INTO auth.flow_state (user_id, auth_code, code_challenge, code_challenge_method, authentication_method) \
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            &[&user, &Uuid::new_v4().to_string(), &pkce.0, &pkce.1, &method],
+            // A placeholder until the link is followed (auth codes are stored as
+            // hashes; this one is never handed out).
+            &[&user, &tokens::sha256_hex(&Uuid::new_v4().to_string()), &pkce.0, &pkce.1, &method],
         )
         .await?;
     Ok(row.get(0))
