@@ -15,9 +15,10 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client whose every call ends within `timeout`.
-    pub fn new(timeout: Duration) -> Client {
-        Client {
+    /// A client whose every call ends within `timeout` (an error only if the
+    /// TLS backend cannot start: then the server does not either).
+    pub fn new(timeout: Duration) -> reqwest::Result<Client> {
+        Ok(Client {
             http: reqwest::Client::builder()
                 .timeout(timeout)
                 .connect_timeout(timeout)
@@ -26,9 +27,8 @@ impl Client {
                 .redirect(reqwest::redirect::Policy::none())
                 // GitHub's API refuses requests without a User-Agent.
                 .user_agent(concat!("wasmbase/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .unwrap_or_default(),
-        }
+                .build()?,
+        })
     }
 
     /// GETs JSON, with a bearer token when given.

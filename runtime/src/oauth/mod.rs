@@ -88,7 +88,12 @@ impl Provider {
             }
         }
         let mut audiences = vec![c.client_id.clone()];
-        audiences.extend(c.additional_client_ids.iter().cloned());
+        audiences.extend(
+            c.additional_client_ids
+                .iter()
+                .filter(|a| !a.is_empty())
+                .cloned(),
+        );
         Provider {
             name: name.to_string(),
             kind,
@@ -216,16 +221,16 @@ impl Providers {
         config: &BTreeMap<String, ExternalProvider>,
         callback: &str,
         timeout: Duration,
-    ) -> Providers {
-        Providers {
+    ) -> reqwest::Result<Providers> {
+        Ok(Providers {
             providers: config
                 .iter()
                 .filter(|(_, c)| c.enabled)
                 .map(|(n, c)| (n.clone(), Arc::new(Provider::from_config(n, c, callback))))
                 .collect(),
-            client: client::Client::new(timeout),
+            client: client::Client::new(timeout)?,
             oidc: oidc::Cache::default(),
-        }
+        })
     }
 
     /// An enabled provider by name.
@@ -248,7 +253,7 @@ impl Providers {
         nonce: &str,
         extra_scopes: &[String],
         extra_params: &[(String, String)],
-    ) -> Result<String, ProviderError> {
+    ) -> Result<url::Url, ProviderError> {
         let endpoint = match &p.kind {
             Kind::GitHub { web, .. } => format!("{web}/login/oauth/authorize"),
             Kind::Oidc { issuer } => self
@@ -285,7 +290,7 @@ impl Providers {
                 q.append_pair("nonce", nonce);
             }
         }
-        Ok(url.into())
+        Ok(url)
     }
 
     /// Trades the code the provider sent back for tokens.

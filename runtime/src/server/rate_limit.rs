@@ -11,7 +11,7 @@ const SWEEP_AT: usize = 10_000;
 /// Allows `limit` hits per key per window (a minute unless made with
 /// [`RateLimiter::per_window`]).
 pub struct RateLimiter {
-    per_minute: u32,
+    limit: u32,
     window: Duration,
     windows: Mutex<Windows>,
 }
@@ -31,7 +31,7 @@ impl RateLimiter {
     /// `limit = 0` disables it.
     pub fn per_window(limit: u32, window: Duration) -> RateLimiter {
         RateLimiter {
-            per_minute: limit,
+            limit,
             window,
             windows: Mutex::new(Windows {
                 map: HashMap::new(),
@@ -50,15 +50,13 @@ impl RateLimiter {
     /// `Err(seconds to wait)` when `key` is over the limit, without counting a hit
     /// (for limits that count only failures, like wrong passwords).
     pub fn limited(&self, key: &str) -> Result<(), u64> {
-        if self.per_minute == 0 {
+        if self.limit == 0 {
             return Ok(());
         }
         let now = Instant::now();
         let w = self.windows.lock();
         match w.map.get(key) {
-            Some((start, n))
-                if now.duration_since(*start) < self.window && *n >= self.per_minute =>
-            {
+            Some((start, n)) if now.duration_since(*start) < self.window && *n >= self.limit => {
                 Err((self.window - now.duration_since(*start)).as_secs() + 1)
             }
             _ => Ok(()),
@@ -67,7 +65,7 @@ impl RateLimiter {
 
     /// Counts a hit for `key`.
     pub fn record(&self, key: &str) {
-        if self.per_minute == 0 {
+        if self.limit == 0 {
             return;
         }
         let now = Instant::now();

@@ -160,9 +160,8 @@ fn load_key(file: &str, kid: &'static str) -> Key {
         .join("tests/fixtures/oauth")
         .join(file);
     let der = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    // PKCS#8, or a bare PKCS#1 RSAPrivateKey (what the fixture files hold).
-    let pair = RsaKeyPair::from_pkcs8(&der)
-        .or_else(|_| RsaKeyPair::from_der(&der))
+    // A PKCS#1 RSAPrivateKey (DER), 2048 bits.
+    let pair = RsaKeyPair::from_der(&der)
         .unwrap_or_else(|e| panic!("{}: not an RSA private key: {e}", path.display()));
     let public = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(pair.public());
     Key {
@@ -301,8 +300,8 @@ impl FakeProvider {
         let shared = Arc::new(Shared {
             url: url.clone(),
             keys: vec![
-                load_key("key1.pk8.der", "key1"),
-                load_key("key2.pk8.der", "key2"),
+                load_key("key1.rsa.der", "key1"),
+                load_key("key2.rsa.der", "key2"),
             ],
             book: Mutex::new(Book {
                 user: FakeUser {

@@ -175,18 +175,7 @@ pub async fn update_user(
             if let (Some(e), true) = (&new_email, guest && s.auth.autoconfirm) {
                 // A guest's first address, with confirmation off (as sign-up):
                 // theirs at once, and the guest becomes a permanent user.
-                let r = c
-                    .execute(
-                        "UPDATE auth.users SET email = $2, email_change = NULL, updated_at = now() WHERE id = $1",
-                        &[&uid, e],
-                    )
-                    .await;
-                if let Err(err) = r {
-                    if err.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                        return Err(AuthApiError::new(422, "email_exists", "A user with this email address has already been registered"));
-                    }
-                    return Err(err.into());
-                }
+                users::set_email(c, uid, e, false).await?;
                 users::confirm_email(c, uid).await?;
                 identities::make_permanent(c, uid, e).await?;
             } else if let Some(e) = new_email {

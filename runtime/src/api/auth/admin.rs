@@ -279,19 +279,7 @@ pub async fn update(
             )
             .await?;
             if let Some(e) = &email {
-                let r = c.execute("UPDATE auth.users SET email = $2, email_change = NULL WHERE id = $1", &[&id, e]).await;
-                if let Err(err) = r {
-                    if err.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                        return Err(AuthApiError::new(422, "email_exists", "A user with this email address has already been registered"));
-                    }
-                    return Err(err.into());
-                }
-                c.execute(
-                    "UPDATE auth.identities SET email = $2, identity_data = identity_data || jsonb_build_object('email', $2::text) \
-                     WHERE user_id = $1 AND provider = 'email'",
-                    &[&id, e],
-                )
-                .await?;
+                users::set_email(c, id, e, false).await?;
             }
             if b.email_confirm == Some(true) {
                 users::confirm_email(c, id).await?;

@@ -24,6 +24,13 @@ pub async fn sign_in(st: &AppState, meta: &Meta, data: Option<Value>) -> AuthRes
     }
     let data = users::object_or_empty(data, "data")?;
     anonymous_limit(st, meta)?;
+    if st.config.auth.disable_signup {
+        return Err(AuthApiError::new(
+            422,
+            "signup_disabled",
+            "Signups not allowed for this instance",
+        ));
+    }
     let (s, meta) = (st.clone(), meta.clone());
     users::tx(st, move |c| {
         Box::pin(async move {

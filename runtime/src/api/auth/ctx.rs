@@ -169,6 +169,31 @@ impl FromRequestParts<AppState> for UserCaller {
     }
 }
 
+/// For `POST /token`: the bearer's user, looked at only for
+/// `grant_type=id_token` (its `link_identity`), so the refresh and password
+/// grants do not verify a bearer they do not use.
+pub struct IdTokenCaller(pub Option<AuthResult<UserCaller>>);
+
+impl FromRequestParts<AppState> for IdTokenCaller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        st: &AppState,
+    ) -> Result<IdTokenCaller, std::convert::Infallible> {
+        let id_token = parts.uri.query().is_some_and(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .any(|(k, v)| k == "grant_type" && v == "id_token")
+        });
+        if !id_token {
+            return Ok(IdTokenCaller(None));
+        }
+        Ok(IdTokenCaller(Some(
+            UserCaller::from_request_parts(parts, st).await,
+        )))
+    }
+}
+
 /// A caller with the service role (secret key or service_role JWT).
 pub struct AdminCaller(pub Principal);
 

@@ -15,9 +15,10 @@ use super::mail::{self, Template};
 use super::{redirect, session, tokens, users};
 use crate::server::state::AppState;
 use axum::extract::State;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use axum::Json;
 use bytes::Bytes;
+use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_postgres::Client;
@@ -360,30 +361,9 @@ async fn consume(
     }
     match kind.as_str() {
         "email_change" => {
-            let r = c
-                .execute(
-                    "UPDATE auth.users SET email = $2, email_change = NULL, updated_at = now() WHERE id = $1 AND email_change = $2",
-                    &[&user_id, &relates_to],
-                )
-                .await;
-            match r {
-                Ok(0) => return Err(expired()),
-                Ok(_) => {}
-                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                    return Err(AuthApiError::new(
-                        422,
-                        "email_exists",
-                        "A user with this email address has already been registered",
-                    ))
-                }
-                Err(e) => return Err(e.into()),
+            if !users::set_email(c, user_id, &relates_to, true).await? {
+                return Err(expired());
             }
-            c.execute(
-                "UPDATE auth.identities SET email = $2, identity_data = identity_data || jsonb_build_object('email', $2::text), \
-                   updated_at = now() WHERE user_id = $1 AND provider = 'email'",
-                &[&user_id, &relates_to],
-            )
-            .await?;
             users::confirm_email(c, user_id).await?;
             super::identities::make_permanent(c, user_id, &relates_to).await?;
         }
@@ -528,48 +508,20 @@ pub async fn verify_get(State(st): State<AppState>, _k: Keyed, meta: Meta) -> Au
     .await;
     Ok(match result {
         Ok(Ok(session)) => {
-            let q: String = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair(
-                    "access_token",
-                    session["access_token"].as_str().unwrap_or_default(),
-                )
-                .append_pair("expires_at", &session["expires_at"].to_string())
-                .append_pair("expires_in", &session["expires_in"].to_string())
-                .append_pair(
-                    "refresh_token",
-                    session["refresh_token"].as_str().unwrap_or_default(),
-                )
-                .append_pair("sb", "")
-                .append_pair("token_type", "bearer")
-                .append_pair("type", &vt)
-                .finish();
-            Redirect::to(&format!("{}#{q}", strip_fragment(&target))).into_response()
+            let mut pairs = redirect::session_pairs(&session);
+            pairs.push(("type", vt));
+            redirect::to_browser(&target, pairs, false, StatusCode::SEE_OTHER)
         }
-        Ok(Err(code)) => {
-            let sep = if target.contains('?') { '&' } else { '?' };
-            Redirect::to(&format!("{}{sep}code={code}", strip_fragment(&target))).into_response()
-        }
+        Ok(Err(code)) => redirect::with_code(&target, &code, StatusCode::SEE_OTHER),
         Err(e) => error_redirect(&target, &e),
     })
 }
 
-fn strip_fragment(url: &str) -> &str {
-    url.split('#').next().unwrap_or(url)
-}
-
 fn error_redirect(target: &str, e: &AuthApiError) -> Response {
-    let oauth = match e.status.as_u16() {
-        400 => "invalid_request",
-        401 => "unauthorized_client",
-        403 => "access_denied",
-        429 | 503 => "temporarily_unavailable",
-        _ => "server_error",
-    };
-    let q: String = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("error", oauth)
-        .append_pair("error_code", e.code)
-        .append_pair("error_description", &e.message)
-        .append_pair("sb", "")
-        .finish();
-    Redirect::to(&format!("{}#{q}", strip_fragment(target))).into_response()
+    redirect::to_browser(
+        target,
+        redirect::error_pairs(e),
+        false,
+        StatusCode::SEE_OTHER,
+    )
 }

@@ -15,9 +15,10 @@ use super::{identities, redirect, session, tokens, users};
 use crate::oauth::{Provider, ProviderError, ProviderUser};
 use crate::server::state::AppState;
 use axum::extract::State;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
+use http::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -135,9 +136,9 @@ async fn start(st: &AppState, meta: &Meta, linking: Option<Uuid>) -> AuthResult<
     })
     .await?;
     if q.get("skip_http_redirect").map(String::as_str) == Some("true") {
-        return Ok(Json(json!({ "url": url })).into_response());
+        return Ok(Json(json!({ "url": url.as_str() })).into_response());
     }
-    Ok(found(&url))
+    Ok(redirect::to(StatusCode::FOUND, &url))
 }
 
 /// Purpose tags of sealed values (see [`tokens::seal`]).
@@ -192,7 +193,12 @@ async fn finish(st: &AppState, meta: &Meta, params: HashMap<String, String>) -> 
     let site = st.config.auth.site_url.clone();
     let Some(state) = params.get("state").filter(|s| !s.is_empty()).cloned() else {
         let e = AuthApiError::new(400, "bad_oauth_callback", "OAuth state parameter missing");
-        return error_redirect(&site, &e, false, axum::http::StatusCode::SEE_OTHER);
+        return redirect::to_browser(
+            &site,
+            redirect::error_pairs(&e),
+            true,
+            StatusCode::SEE_OTHER,
+        );
     };
     // Taken once: a replayed or forged state finds nothing.
     let hash = tokens::sha256_hex(&state);
@@ -214,9 +220,21 @@ async fn finish(st: &AppState, meta: &Meta, params: HashMap<String, String>) -> 
         Ok(Some(r)) => r,
         Ok(None) => {
             let e = AuthApiError::new(400, "bad_oauth_state", "OAuth state not found or expired");
-            return error_redirect(&site, &e, false, axum::http::StatusCode::SEE_OTHER);
+            return redirect::to_browser(
+                &site,
+                redirect::error_pairs(&e),
+                true,
+                StatusCode::SEE_OTHER,
+            );
         }
-        Err(e) => return error_redirect(&site, &e, false, axum::http::StatusCode::SEE_OTHER),
+        Err(e) => {
+            return redirect::to_browser(
+                &site,
+                redirect::error_pairs(&e),
+                true,
+                StatusCode::SEE_OTHER,
+            )
+        }
     };
     let challenge: Option<String> = row.get(2);
     let method: Option<String> = row.get(3);
@@ -231,15 +249,24 @@ async fn finish(st: &AppState, meta: &Meta, params: HashMap<String, String>) -> 
     };
     if !row.get::<_, bool>(7) {
         let e = AuthApiError::new(400, "bad_oauth_state", "OAuth state has expired");
-        return error_redirect(&site, &e, false, axum::http::StatusCode::SEE_OTHER);
+        return redirect::to_browser(
+            &site,
+            redirect::error_pairs(&e),
+            true,
+            StatusCode::SEE_OTHER,
+        );
     }
     let target = flow.redirect_to.clone();
     match complete(st, meta, &params, flow).await {
         Ok(resp) => resp,
         Err(Failure::Provider { error, description }) => {
-            provider_error_redirect(&target, &error, &description)
+            // The provider's own error (the user said no), passed on as it came.
+            let pairs = vec![("error", error), ("error_description", description)];
+            redirect::to_browser(&target, pairs, true, StatusCode::FOUND)
         }
-        Err(Failure::Api(e)) => error_redirect(&target, &e, true, axum::http::StatusCode::FOUND),
+        Err(Failure::Api(e)) => {
+            redirect::to_browser(&target, redirect::error_pairs(&e), true, StatusCode::FOUND)
+        }
     }
 }
 
@@ -344,36 +371,15 @@ async fn complete(
     })
     .await?;
     Ok(match outcome {
-        Done::Code(code) => {
-            let mut url = url::Url::parse(&flow.redirect_to)
-                .map_err(|_| AuthApiError::internal("the stored redirect is not a URL"))?;
-            let kept: Vec<(String, String)> = url
-                .query_pairs()
-                .filter(|(k, _)| k != "code")
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
-            url.query_pairs_mut()
-                .clear()
-                .extend_pairs(kept)
-                .append_pair("code", &code);
-            found(url.as_str())
-        }
-        Done::Session(s) => {
-            let mut f = url::form_urlencoded::Serializer::new(String::new());
-            f.append_pair("access_token", s["access_token"].as_str().unwrap_or(""))
-                .append_pair("expires_at", &s["expires_at"].to_string())
-                .append_pair("expires_in", &s["expires_in"].to_string());
-            if let Some(r) = tokens.refresh_token.as_deref() {
-                f.append_pair("provider_refresh_token", r);
+        Done::Code(code) => redirect::with_code(&flow.redirect_to, &code, StatusCode::FOUND),
+        Done::Session(session) => {
+            let mut pairs = redirect::session_pairs(&session);
+            // GoTrue sends provider_token always, provider_refresh_token when given.
+            pairs.push(("provider_token", tokens.access_token.clone()));
+            if let Some(r) = &tokens.refresh_token {
+                pairs.push(("provider_refresh_token", r.clone()));
             }
-            f.append_pair("provider_token", &tokens.access_token)
-                .append_pair("refresh_token", s["refresh_token"].as_str().unwrap_or(""))
-                .append_pair("sb", "")
-                .append_pair("token_type", "bearer");
-            let mut url = url::Url::parse(&flow.redirect_to)
-                .map_err(|_| AuthApiError::internal("the stored redirect is not a URL"))?;
-            url.set_fragment(Some(&f.finish()));
-            found(url.as_str())
+            redirect::to_browser(&flow.redirect_to, pairs, false, StatusCode::FOUND)
         }
     })
 }
@@ -420,81 +426,4 @@ pub async fn finish_link(
 fn provider_failure(provider: &str, what: &str, e: ProviderError) -> AuthApiError {
     tracing::warn!(provider, error = %e, "auth: OAuth callback");
     AuthApiError::new(500, "unexpected_failure", what)
-}
-
-/// A 302 to `url`.
-fn found(url: &str) -> Response {
-    let mut r = Redirect::to(url).into_response();
-    *r.status_mut() = axum::http::StatusCode::FOUND;
-    r
-}
-
-/// GoTrue's `error` value for an error's status (`oauthErrorMap`), with the
-/// codes that always mean "access denied".
-fn error_word(e: &AuthApiError) -> &'static str {
-    if matches!(
-        e.code,
-        "signup_disabled" | "user_banned" | "provider_email_needs_verification"
-    ) {
-        return "access_denied";
-    }
-    match e.status.as_u16() {
-        400 => "invalid_request",
-        401 => "unauthorized_client",
-        403 => "access_denied",
-        503 => "temporarily_unavailable",
-        _ => "server_error",
-    }
-}
-
-/// Sends the browser to `base` with the error in the query and (for a known
-/// flow, as GoTrue does) the fragment too, so both flows' parsers find it.
-fn error_redirect(
-    base: &str,
-    e: &AuthApiError,
-    fragment: bool,
-    status: axum::http::StatusCode,
-) -> Response {
-    let pairs = [
-        ("error", error_word(e).to_string()),
-        ("error_code", e.code.to_string()),
-        ("error_description", e.message.clone()),
-    ];
-    redirect_with(base, &pairs, fragment, status)
-}
-
-fn provider_error_redirect(base: &str, error: &str, description: &str) -> Response {
-    let pairs = [
-        ("error", error.to_string()),
-        ("error_description", description.to_string()),
-    ];
-    redirect_with(base, &pairs, true, axum::http::StatusCode::FOUND)
-}
-
-fn redirect_with(
-    base: &str,
-    pairs: &[(&str, String)],
-    fragment: bool,
-    status: axum::http::StatusCode,
-) -> Response {
-    let Ok(mut url) = url::Url::parse(base) else {
-        return AuthApiError::internal("the redirect target is not a URL").into_response();
-    };
-    {
-        let mut q = url.query_pairs_mut();
-        for (k, v) in pairs {
-            q.append_pair(k, v);
-        }
-    }
-    if fragment {
-        let mut f = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in pairs {
-            f.append_pair(k, v);
-        }
-        f.append_pair("sb", "");
-        url.set_fragment(Some(&f.finish()));
-    }
-    let mut r = found(url.as_str());
-    *r.status_mut() = status;
-    r
 }

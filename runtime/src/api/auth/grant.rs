@@ -1,8 +1,8 @@
 //! `POST /auth/v1/token?grant_type=password|refresh_token|pkce`.
 
 use super::ctx::{
-    body, ip_limit, password_failures_limited, rate_limit, record_password_failure, Keyed, Meta,
-    UserCaller,
+    body, ip_limit, password_failures_limited, rate_limit, record_password_failure, IdTokenCaller,
+    Keyed, Meta,
 };
 use super::error::{AuthApiError, AuthResult};
 use super::{external, id_token, session, tokens, users};
@@ -31,10 +31,10 @@ pub async fn token(
     State(st): State<AppState>,
     _k: Keyed,
     meta: Meta,
-    caller: Result<UserCaller, AuthApiError>,
+    caller: IdTokenCaller,
     raw: Bytes,
 ) -> AuthResult<Json<Value>> {
-    if meta.query.get("grant_type").map(String::as_str) == Some("id_token") {
+    if let Some(caller) = caller.0 {
         let b: id_token::Body = body(&raw)?;
         return id_token::grant(&st, &meta, b, caller).await.map(Json);
     }

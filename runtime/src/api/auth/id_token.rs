@@ -44,8 +44,15 @@ pub async fn grant(
         if !st.config.auth.manual_linking {
             return Err(identities::manual_linking_disabled());
         }
-        let u = caller.map_err(|_| {
-            AuthApiError::validation("Linking requires a valid user access token in Authorization")
+        // No bearer: GoTrue's words; a bad one: the usual token errors.
+        let u = caller.map_err(|e| {
+            if e.code == "no_authorization" {
+                AuthApiError::validation(
+                    "Linking requires a valid user access token in Authorization",
+                )
+            } else {
+                e
+            }
         })?;
         users::load_session_user(st, u.user_id, u.session_id).await?;
         Some(u.user_id)

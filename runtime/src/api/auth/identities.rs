@@ -180,17 +180,7 @@ async fn create_user(
             &[&email, &pu.data, &app, &(email.is_some() && (pu.email_verified || st.auth.autoconfirm))],
         )
         .await
-        .map_err(|e| {
-            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                AuthApiError::new(
-                    422,
-                    "email_exists",
-                    "A user with this email address has already been registered",
-                )
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(users::email_taken)?;
     let id: Uuid = row.get(0);
     users::audit(
         c,

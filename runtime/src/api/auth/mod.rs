@@ -132,7 +132,7 @@ impl AuthState {
                 &a.external,
                 &format!("{external_url}/auth/v1/callback"),
                 std::time::Duration::from_secs(a.provider_timeout_secs.max(1)),
-            ),
+            )?,
             anonymous: a.anonymous_sign_ins.unwrap_or(false),
             anonymous_limit: RateLimiter::per_window(
                 a.rate_limit_anonymous_per_hour,

@@ -2,7 +2,11 @@
 //! configured pattern, else the site URL is used — so an email link can never
 //! deliver tokens to an attacker's page (no open redirect).
 
+use super::error::AuthApiError;
 use crate::config::AuthConfig;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde_json::Value;
 
 /// Longest `redirect_to` considered (longer ones fall back to the site URL).
 const MAX_LEN: usize = 2048;
@@ -99,6 +103,100 @@ fn glob(pattern: &str, s: &str) -> bool {
         reach = next;
     }
     reach[sb.len()]
+}
+
+/// GoTrue's `error` word for a failure that ends a browser flow
+/// (`oauthErrorMap`): by status, except for the codes that always mean the
+/// user may not in.
+pub fn error_word(e: &AuthApiError) -> &'static str {
+    if matches!(
+        e.code,
+        "signup_disabled" | "user_banned" | "provider_email_needs_verification"
+    ) {
+        return "access_denied";
+    }
+    match e.status.as_u16() {
+        400 => "invalid_request",
+        401 => "unauthorized_client",
+        403 => "access_denied",
+        429 | 503 => "temporarily_unavailable",
+        _ => "server_error",
+    }
+}
+
+/// `error`, `error_code`, `error_description` of a failed browser flow.
+pub fn error_pairs(e: &AuthApiError) -> Vec<(&'static str, String)> {
+    vec![
+        ("error", error_word(e).to_string()),
+        ("error_code", e.code.to_string()),
+        ("error_description", e.message.clone()),
+    ]
+}
+
+/// A session as the implicit flow hands it over in the fragment.
+pub fn session_pairs(session: &Value) -> Vec<(&'static str, String)> {
+    let text = |k: &str| session[k].as_str().unwrap_or_default().to_string();
+    vec![
+        ("access_token", text("access_token")),
+        ("expires_at", session["expires_at"].to_string()),
+        ("expires_in", session["expires_in"].to_string()),
+        ("refresh_token", text("refresh_token")),
+        ("token_type", "bearer".to_string()),
+    ]
+}
+
+/// The end of a browser flow: `target` (an allow-listed URL) with `pairs` in
+/// the fragment, sorted by key with GoTrue's empty `sb` marker, and, with
+/// `query`, in the query as well (GoTrue puts a callback's errors in both, so
+/// either flow's parser finds them).
+pub fn to_browser(
+    target: &str,
+    mut pairs: Vec<(&'static str, String)>,
+    query: bool,
+    status: StatusCode,
+) -> Response {
+    let Ok(mut url) = url::Url::parse(target) else {
+        return AuthApiError::internal("a redirect target is not a URL").into_response();
+    };
+    if query {
+        url.query_pairs_mut()
+            .extend_pairs(pairs.iter().map(|(k, v)| (*k, v)));
+    }
+    pairs.push(("sb", String::new()));
+    pairs.sort_by_key(|(k, _)| *k);
+    let fragment = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs.iter().map(|(k, v)| (*k, v)))
+        .finish();
+    url.set_fragment(Some(&fragment));
+    to(status, &url)
+}
+
+/// The end of a PKCE browser flow: `target` with `?code=` (replacing one it
+/// had), the fragment dropped.
+pub fn with_code(target: &str, code: &str, status: StatusCode) -> Response {
+    let Ok(mut url) = url::Url::parse(target) else {
+        return AuthApiError::internal("a redirect target is not a URL").into_response();
+    };
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "code")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair("code", code);
+    url.set_fragment(None);
+    to(status, &url)
+}
+
+/// A redirect (`status`: 302 or 303) to `url`.
+pub fn to(status: StatusCode, url: &url::Url) -> Response {
+    let mut r = status.into_response();
+    if let Ok(v) = http::HeaderValue::from_str(url.as_str()) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    r
 }
 
 #[cfg(test)]

@@ -42,6 +42,12 @@ pub async fn signup(
     raw: Bytes,
 ) -> AuthResult<Json<Value>> {
     let b: Body = body(&raw)?;
+    // No address at all: a guest (GoTrue checks this before disable_signup).
+    if b.email.as_deref().unwrap_or("").is_empty() && b.phone.as_deref().unwrap_or("").is_empty() {
+        return super::anonymous::sign_in(&st, &meta, b.data)
+            .await
+            .map(Json);
+    }
     if st.config.auth.disable_signup {
         return Err(AuthApiError::new(
             422,
@@ -55,11 +61,6 @@ pub async fn signup(
             "phone_provider_disabled",
             "Phone signups are disabled",
         ));
-    }
-    if b.email.as_deref().unwrap_or("").is_empty() {
-        return super::anonymous::sign_in(&st, &meta, b.data)
-            .await
-            .map(Json);
     }
     let password = b
         .password

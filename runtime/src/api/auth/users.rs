@@ -169,16 +169,7 @@ pub async fn create_user(c: &Client, u: NewUser<'_>) -> AuthResult<Uuid> {
             &[&id, &u.email, &u.password_hash, &meta, &app, &u.confirmed, &u.invited],
         )
         .await;
-    if let Err(e) = r {
-        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-            return Err(AuthApiError::new(
-                422,
-                "email_exists",
-                "A user with this email address has already been registered",
-            ));
-        }
-        return Err(e.into());
-    }
+    r.map_err(email_taken)?;
     let identity = json!({"sub": id.to_string(), "email": u.email, "email_verified": u.confirmed, "phone_verified": false});
     c.execute(
         "INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, email) VALUES ($1, $2, $3, 'email', $4)",
@@ -186,6 +177,45 @@ pub async fn create_user(c: &Client, u: NewUser<'_>) -> AuthResult<Uuid> {
     )
     .await?;
     Ok(id)
+}
+
+/// A failed write of an address: GoTrue's 422 `email_exists` when another
+/// account has it (the unique index said so), else the database error.
+pub fn email_taken(e: tokio_postgres::Error) -> AuthApiError {
+    if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+        return AuthApiError::new(
+            422,
+            "email_exists",
+            "A user with this email address has already been registered",
+        );
+    }
+    e.into()
+}
+
+/// Gives `user` the address `email`: the user row and its e-mail identity
+/// (confirming is the caller's choice). `pending`: only if it is the user's
+/// pending change (`Ok(false)` when it is not, e.g. a link for a change made
+/// since). 422 `email_exists` when another account has the address.
+pub async fn set_email(c: &Client, user: Uuid, email: &str, pending: bool) -> AuthResult<bool> {
+    let sql = if pending {
+        "UPDATE auth.users SET email = $2, email_change = NULL, updated_at = now() WHERE id = $1 AND email_change = $2"
+    } else {
+        "UPDATE auth.users SET email = $2, email_change = NULL, updated_at = now() WHERE id = $1"
+    };
+    if c.execute(sql, &[&user, &email])
+        .await
+        .map_err(email_taken)?
+        == 0
+    {
+        return Ok(false);
+    }
+    c.execute(
+        "UPDATE auth.identities SET email = $2, identity_data = identity_data || jsonb_build_object('email', $2::text), \
+           updated_at = now() WHERE user_id = $1 AND provider = 'email'",
+        &[&user, &email],
+    )
+    .await?;
+    Ok(true)
 }
 
 /// Marks the user's email confirmed (idempotent).
