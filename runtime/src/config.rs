@@ -155,6 +155,14 @@ pub struct StorageConfig {
     pub orphan_grace_secs: u64,
     /// How often a node tries to sweep (one node at a time sweeps; 1 h).
     pub orphan_sweep_interval_secs: u64,
+    /// Where this node caches transformed images (default: `render` next to
+    /// the functions' code cache, `~/.cache/wasmbase/render`).
+    pub render_cache_dir: Option<PathBuf>,
+    /// Most bytes of transformed images cached on this node (1 GiB; 0: none).
+    pub render_cache_bytes: u64,
+    /// Image transformations running at once on this node (default: half the
+    /// cores, at least 1); more wait.
+    pub render_concurrency: Option<usize>,
 }
 
 impl std::fmt::Debug for StorageConfig {
@@ -201,6 +209,9 @@ impl Default for StorageConfig {
             on_user_delete: "keep".into(),
             orphan_grace_secs: 24 * 3600,
             orphan_sweep_interval_secs: 3600,
+            render_cache_dir: None,
+            render_cache_bytes: 1 << 30,
+            render_concurrency: None,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! by default), storage-api's names and limits (`names`), signed URL tokens
 //! (`token`), storage-api's error shape (`error`), the steps of writing an
 //! object that every path shares (`objects`) and the deletion queue that
-//! keeps bytes and rows in step (`gc`). See docs/STORAGE.md.
+//! keeps bytes and rows in step (`gc`), image transformations (`transform`).
+//! See docs/STORAGE.md.
 
 pub mod backend;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod objects;
 pub mod s3;
 pub mod sweep;
 pub mod token;
+pub mod transform;
 
 pub use backend::{ObjectStore, StoreError};
 pub use error::StorageError;

@@ -40,6 +40,8 @@ pub struct Grant {
     /// When the token expires (seconds since the epoch): a signed download's
     /// `Expires` header.
     pub exp: u64,
+    /// Render tokens: the image transformation the URL serves.
+    pub transformations: Option<String>,
 }
 
 fn now() -> u64 {
@@ -55,13 +57,7 @@ pub fn sign(
     expires_in: u64,
     upload: Option<(bool, Option<&str>)>,
 ) -> Result<String, StorageError> {
-    let iat = now();
-    let mut claims = json!({
-        "url": format!("{bucket}/{path}"),
-        "scope": scope.as_str(),
-        "iat": iat,
-        "exp": iat.saturating_add(expires_in),
-    });
+    let mut claims = claims(scope, bucket, path, expires_in);
     if let Some((upsert, owner)) = upload {
         claims["upsert"] = json!(upsert);
         if let Some(o) = owner {
@@ -70,6 +66,32 @@ pub fn sign(
     }
     jwt.sign_hs256(&claims)
         .map_err(|_| StorageError::internal())
+}
+
+/// Signs a download token for a transformed image (`/render/image/sign/...`):
+/// `transformations` (a `Transform::to_query`) are fixed by the token, so the
+/// URL's query cannot ask for another rendering.
+pub fn sign_render(
+    jwt: &JwtKeys,
+    bucket: &str,
+    path: &str,
+    expires_in: u64,
+    transformations: &str,
+) -> Result<String, StorageError> {
+    let mut claims = claims(Scope::Download, bucket, path, expires_in);
+    claims["transformations"] = json!(transformations);
+    jwt.sign_hs256(&claims)
+        .map_err(|_| StorageError::internal())
+}
+
+fn claims(scope: Scope, bucket: &str, path: &str, expires_in: u64) -> Value {
+    let iat = now();
+    json!({
+        "url": format!("{bucket}/{path}"),
+        "scope": scope.as_str(),
+        "iat": iat,
+        "exp": iat.saturating_add(expires_in),
+    })
 }
 
 /// Verifies `token` for `scope` on exactly `bucket`/`path` (signature and
@@ -105,6 +127,10 @@ pub fn verify(
             .and_then(Value::as_str)
             .map(str::to_string),
         exp: claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
+        transformations: claims
+            .get("transformations")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     })
 }
 

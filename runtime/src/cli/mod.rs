@@ -89,6 +89,24 @@ enum Command {
         /// The file to transfer.
         file: PathBuf,
     },
+    /// Transform an image in a plain loop (the baseline of bench/storage-render.sh).
+    #[command(hide = true)]
+    BenchRender {
+        /// The source image.
+        file: PathBuf,
+        /// The query of the transformation, e.g. `width=400&height=400`.
+        #[arg(long, default_value = "width=400&height=400")]
+        query: String,
+        /// Encode WebP (as for a browser's `Accept`).
+        #[arg(long)]
+        webp: bool,
+        /// Runs timed (after 2 untimed).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// First write a SIDE×SIDE gradient JPEG to `file` (the bench's source).
+        #[arg(long)]
+        make: Option<u32>,
+    },
     /// Time per-request instantiation of a component (benchmark figure).
     #[command(hide = true)]
     BenchInstantiate {
@@ -142,6 +160,13 @@ pub fn main() -> ExitCode {
             Command::BenchCron { secs } => crate::bench_cron::run(secs).await,
             Command::BenchInstantiate { wasm } => bench_instantiate(&wasm).await,
             Command::BenchS3 { file } => crate::bench_s3::run(&file).await,
+            Command::BenchRender {
+                file,
+                query,
+                webp,
+                runs,
+                make,
+            } => bench_render(&file, &query, webp, runs, make),
         }
     });
     match result {
@@ -189,6 +214,45 @@ pub(crate) async fn owner_client(cfg: &Config) -> anyhow::Result<tokio_postgres:
         let _ = conn.await;
     });
     Ok(client)
+}
+
+/// `bench-render`: median and p99 of `runs` transformations of `file` by the
+/// same code the server runs, without HTTP, storage or cache.
+fn bench_render(
+    file: &std::path::Path,
+    query: &str,
+    webp: bool,
+    runs: usize,
+    make: Option<u32>,
+) -> anyhow::Result<()> {
+    use wasmbase_host_api::storage::transform::{render, Transform};
+    if let Some(side) = make {
+        let img = image::RgbImage::from_fn(side, side, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+        });
+        img.save_with_format(file, image::ImageFormat::Jpeg)?;
+        return Ok(());
+    }
+    let src = std::fs::read(file)?;
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let t = Transform::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..runs + 2 {
+        let start = std::time::Instant::now();
+        let out = render(&src, &t, webp).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        std::hint::black_box(out);
+        if i >= 2 {
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    println!("median_ms {:.2}", at(0.5));
+    println!("p99_ms {:.2}", at(0.99));
+    Ok(())
 }
 
 /// `bench-instantiate`: median and p99 of 2000 instantiations (after 200 warm-up).

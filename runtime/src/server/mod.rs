@@ -280,8 +280,30 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         cron_records,
         config.cron.enabled,
     ));
+    let sc = &config.storage;
+    let render_dir = sc
+        .render_cache_dir
+        .clone()
+        .unwrap_or_else(|| default_cache_dir().with_file_name("render"));
+    let render = Arc::new(
+        crate::api::storage::Renderer::new(
+            render_dir.clone(),
+            sc.render_cache_bytes,
+            sc.render_concurrency.unwrap_or_else(|| {
+                // Half the cores: the other half keeps answering requests.
+                std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+            }),
+        )
+        .with_context(|| {
+            format!(
+                "configuration error: `storage.render_cache_dir`: cannot use {}",
+                render_dir.display()
+            )
+        })?,
+    );
     let state = AppState::new(Inner {
         cron,
+        render,
         storage: storage.clone(),
         realtime,
         auth,

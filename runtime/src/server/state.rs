@@ -40,6 +40,8 @@ pub struct Inner {
     pub schema: Arc<wasmbase_host_api::data::SchemaCache>,
     /// Edge functions.
     pub functions: crate::functions::Functions,
+    /// Image transformations: this node's limit and result cache.
+    pub render: Arc<crate::api::storage::Renderer>,
     /// File storage: the backend and upload limits.
     pub storage: wasmbase_host_api::storage::Storage,
     /// Realtime: this node's channels and the bus to the others.

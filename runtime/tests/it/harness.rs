@@ -212,6 +212,12 @@ impl TestDb {
                 .join("storage")
                 .join(&self.name),
         );
+        // Each test database its own render cache, as each its own storage.
+        c.storage.render_cache_dir = Some(
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join("render")
+                .join(&self.name),
+        );
         c
     }
 

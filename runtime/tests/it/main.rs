@@ -21,3 +21,4 @@ mod rest;
 mod session;
 mod storage;
 mod storage_functions;
+mod storage_render;

@@ -1541,3 +1541,43 @@ async fn a_verified_provider_email_takes_over_an_unconfirmed_account_without_its
         login.body
     );
 }
+
+/// A state older than 10 minutes is refused (the row is backdated: no
+/// waiting), and no session comes of it; a provider that answers with a form
+/// POST (`response_mode=form_post`) is heard as a GET callback is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_state_is_refused_and_a_form_post_callback_signs_in() {
+    let o = oauth_server(|_| {}).await;
+    o.fake.set_user("9001", "late@example.com", true, "Late");
+    let req = o.authorize("github", APP, None).await;
+    o.db.owner()
+        .await
+        .execute(
+            "UPDATE auth.oauth_flows SET created_at = now() - interval '11 minutes'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let l = o.finish(&req).await;
+    l.assert_failed("bad_oauth_state");
+    assert_eq!(
+        l.get("error_description"),
+        Some("OAuth state has expired"),
+        "{}",
+        l.location
+    );
+    assert_eq!(o.sessions().await, 0);
+
+    let req = o.authorize("github", APP, None).await;
+    let code = o.fake.code_for_request(&req);
+    let resp =
+        o.nr.post(format!("{}/auth/v1/callback", o.s.url))
+            .form(&[("code", code.as_str()), ("state", req.state.as_str())])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 302);
+    let to = location(&resp);
+    assert!(to.starts_with(APP) && to.contains("#access_token="), "{to}");
+    assert_eq!(o.sessions().await, 1);
+}

@@ -8,6 +8,7 @@ mod buckets;
 mod download;
 mod error;
 mod objects;
+mod render;
 mod upload;
 
 use crate::server::state::AppState;
@@ -19,6 +20,7 @@ use wasmbase_host_api::storage::StorageError;
 use wasmbase_host_api::Principal;
 
 pub use error::{StorageApiError, StorageCaller};
+pub use render::Renderer;
 
 /// Routes of this module. Static segments (`list`, `sign`, `public`, ...) win
 /// over `{bucket}`, as in storage-api.
@@ -77,6 +79,18 @@ pub fn routes() -> Router<AppState> {
                 .delete(objects::delete_one),
         )
         .route(&format!("{O}/{{bucket}}"), delete(objects::remove))
+        .route(
+            "/storage/v1/render/image/authenticated/{bucket}/{*path}",
+            get(render::authenticated),
+        )
+        .route(
+            "/storage/v1/render/image/public/{bucket}/{*path}",
+            get(render::public),
+        )
+        .route(
+            "/storage/v1/render/image/sign/{bucket}/{*path}",
+            get(render::signed),
+        )
 }
 
 /// A JSON request body (an empty one reads as `{}`, as storage-js sends some

@@ -240,6 +240,8 @@ pub(super) async fn info_public(
 struct SignBody {
     expires_in: Value,
     paths: Option<Vec<String>>,
+    /// storage-js's `transform` option: the URL renders the image.
+    transform: Option<Value>,
 }
 
 fn expires_in(v: &Value) -> Result<u64, StorageError> {
@@ -271,7 +273,14 @@ pub(super) async fn sign(
     let b: SignBody = json_body(&bytes)?;
     let secs = expires_in(&b.expires_in)?;
     meta::find(&acting(&st, &p), &bucket, &path).await?;
-    let url = signed_url(&st, &bucket, &path, secs)?;
+    let url = match b.transform.filter(|t| !t.is_null()) {
+        Some(t) => {
+            let t = super::render::transform_of_json(&t)?;
+            let token = token::sign_render(st.gate.jwt(), &bucket, &path, secs, &t.to_query())?;
+            format!("/render/image/sign/{bucket}/{path}?token={token}")
+        }
+        None => signed_url(&st, &bucket, &path, secs)?,
+    };
     Ok(axum::Json(json!({ "signedURL": url })).into_response())
 }
 

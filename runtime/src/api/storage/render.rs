@@ -1,0 +1,318 @@
+//! Image transformations: `/render/image/authenticated/:bucket/*` (the caller
+//! reads the object under RLS), `/render/image/public/:bucket/*` (public
+//! buckets, no key) and `/render/image/sign/:bucket/*?token=` (a signed URL
+//! whose token fixes the transformation) — what storage-js's `transform`
+//! option builds for `download`, `getPublicUrl` and `createSignedUrl`.
+//!
+//! parse (`Transform` from the query or the token) → plan (find the object as
+//! the caller; pick WebP or the source's format from `Accept`) → exec (the
+//! node's cache, else fetch the bytes and transform them on the blocking pool,
+//! at most `storage.render_concurrency` at once) → response (`Vary: Accept`,
+//! the object's `Cache-Control`, an ETag of the result).
+
+use super::acting;
+use super::error::{StorageCaller, StorageResult};
+use crate::server::state::AppState;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, UNIX_EPOCH};
+use tokio::sync::Semaphore;
+use wasmbase_host_api::storage::meta::{self, Object};
+use wasmbase_host_api::storage::token::{self, Scope};
+use wasmbase_host_api::storage::transform::{self, Transform, MAX_SOURCE_BYTES};
+use wasmbase_host_api::storage::{names, StorageError};
+use wasmbase_host_api::{Principal, Role};
+
+/// This node's transformation limit and result cache. Results are files named
+/// by [`Transform::cache_key`] (object version + parameters + output format),
+/// so an overwritten object never meets an old result; the oldest files go
+/// when the cache grows past its size.
+pub struct Renderer {
+    dir: PathBuf,
+    cap: u64,
+    used: AtomicU64,
+    slots: Semaphore,
+    evicting: AtomicBool,
+}
+
+impl Renderer {
+    /// A renderer caching up to `cap` bytes in `dir` (created), running at
+    /// most `concurrency` transformations at once.
+    pub fn new(dir: PathBuf, cap: u64, concurrency: usize) -> std::io::Result<Renderer> {
+        std::fs::create_dir_all(&dir)?;
+        let used = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum();
+        Ok(Renderer {
+            dir,
+            cap,
+            used: AtomicU64::new(used),
+            slots: Semaphore::new(concurrency.max(1)),
+            evicting: Default::default(),
+        })
+    }
+
+    async fn cached(&self, key: &str) -> Option<Bytes> {
+        tokio::fs::read(self.dir.join(key))
+            .await
+            .ok()
+            .map(Bytes::from)
+    }
+
+    /// Stores a result (write, then rename: a reader never sees half a file),
+    /// then trims the cache if it grew past its size.
+    async fn keep(&self, key: &str, bytes: &[u8]) {
+        if self.cap == 0 || bytes.len() as u64 > self.cap {
+            return;
+        }
+        let tmp = self.dir.join(format!(".{key}.{}", uuid::Uuid::new_v4()));
+        let done = async {
+            tokio::fs::write(&tmp, bytes).await?;
+            tokio::fs::rename(&tmp, self.dir.join(key)).await
+        }
+        .await;
+        if let Err(e) = done {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            tracing::warn!(error = %e, "storage: caching a transformed image");
+            return;
+        }
+        if self.used.fetch_add(bytes.len() as u64, Ordering::Relaxed) + bytes.len() as u64
+            > self.cap
+        {
+            let dir = self.dir.clone();
+            let cap = self.cap;
+            // One trim at a time; others skip it (the next insert tries again).
+            if self.evicting.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            let freed = tokio::task::spawn_blocking(move || evict(&dir, cap * 9 / 10)).await;
+            if let Ok(Ok(total)) = freed {
+                self.used.store(total, Ordering::Relaxed);
+            }
+            self.evicting.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// Deletes the oldest cached results until at most `target` bytes are left;
+/// returns what is left.
+fn evict(dir: &std::path::Path, target: u64) -> std::io::Result<u64> {
+    let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = std::fs::read_dir(dir)?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let m = e.metadata().ok()?;
+            m.is_file()
+                .then(|| (m.modified().unwrap_or(UNIX_EPOCH), m.len(), e.path()))
+        })
+        .collect();
+    let mut total: u64 = files.iter().map(|f| f.1).sum();
+    files.sort();
+    for (_, len, path) in files {
+        if total <= target {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total -= len;
+        }
+    }
+    Ok(total)
+}
+
+/// `transform` of storage-js's `createSignedUrl` (numbers or strings).
+pub(super) fn transform_of_json(v: &Value) -> Result<Transform, StorageError> {
+    let Value::Object(m) = v else {
+        return Err(StorageError::invalid("transform must be an object"));
+    };
+    let pairs: Vec<(String, String)> = m
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect();
+    Transform::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+fn transform_of_query(q: Option<&str>) -> Result<Transform, StorageError> {
+    let pairs: Vec<(String, String)> = q
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    Transform::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+pub(super) async fn authenticated(
+    State(st): State<AppState>,
+    StorageCaller(p): StorageCaller,
+    Path((bucket, path)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> StorageResult<Response> {
+    names::object_key(&path)?;
+    let t = transform_of_query(q.as_deref())?;
+    let obj = meta::find(&acting(&st, &p), &bucket, &path).await?;
+    respond(&st, &headers, obj, &t, None).await
+}
+
+pub(super) async fn public(
+    State(st): State<AppState>,
+    Path((bucket, path)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> StorageResult<Response> {
+    names::object_key(&path)?;
+    let t = transform_of_query(q.as_deref())?;
+    let anon = Principal::for_role(Role::Anon);
+    let obj = meta::find_public(&acting(&st, &anon), &bucket, &path).await?;
+    respond(&st, &headers, obj, &t, None).await
+}
+
+/// A signed render URL: the token names the object and the transformation;
+/// the query's own parameters are ignored.
+pub(super) async fn signed(
+    State(st): State<AppState>,
+    Path((bucket, path)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> StorageResult<Response> {
+    let token = q
+        .as_deref()
+        .and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        })
+        .ok_or_else(|| StorageError::invalid("querystring must have required property 'token'"))?;
+    let grant = token::verify(st.gate.jwt(), &token, Scope::Download, &bucket, &path)?;
+    let t = transform_of_query(Some(grant.transformations.as_deref().unwrap_or("")))?;
+    let service = Principal::for_role(Role::ServiceRole);
+    let obj = meta::find(&acting(&st, &service), &bucket, &path).await?;
+    respond(&st, &headers, obj, &t, Some(grant.exp)).await
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+async fn respond(
+    st: &AppState,
+    req: &HeaderMap,
+    obj: Object,
+    t: &Transform,
+    expires: Option<u64>,
+) -> StorageResult<Response> {
+    let accept = req.get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    let webp = t.webp_for(accept);
+    let key = t.cache_key(&obj.version, webp);
+    let etag = format!("\"{}\"", &key[..32]);
+    let mut b = Response::builder()
+        .header(http::header::ETAG, hv(&etag))
+        .header(http::header::VARY, "Accept")
+        .header(
+            http::header::LAST_MODIFIED,
+            hv(&httpdate::fmt_http_date(obj.updated_at)),
+        )
+        .header("x-robots-tag", "none");
+    b = match expires {
+        Some(exp) => b.header(
+            http::header::EXPIRES,
+            hv(&httpdate::fmt_http_date(
+                UNIX_EPOCH + Duration::from_secs(exp),
+            )),
+        ),
+        None => b.header(
+            http::header::CACHE_CONTROL,
+            hv(obj.meta_str("cacheControl").unwrap_or("no-cache")),
+        ),
+    };
+    let not_modified = req
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim() == etag || e.trim() == "*"));
+    if not_modified {
+        return Ok(b
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .expect("valid response"));
+    }
+    let r = &st.render;
+    let (bytes, hit) = match r.cached(&key).await {
+        Some(bytes) => (bytes, true),
+        None => {
+            if obj.size() > MAX_SOURCE_BYTES {
+                return Err(StorageError::new(
+                    422,
+                    "InvalidImage",
+                    "invalid_image",
+                    format!(
+                        "The source image is larger than {} MB",
+                        MAX_SOURCE_BYTES / (1024 * 1024)
+                    ),
+                )
+                .into());
+            }
+            let fetched = st.storage.store.get(&obj.version, None).await?;
+            let src: Vec<u8> = fetched
+                .body
+                .try_fold(
+                    Vec::with_capacity(fetched.len as usize),
+                    |mut acc, chunk| async move {
+                        acc.extend_from_slice(&chunk);
+                        Ok(acc)
+                    },
+                )
+                .await
+                .map_err(|_| StorageError::internal())?;
+            let _slot = r
+                .slots
+                .acquire()
+                .await
+                .map_err(|_| StorageError::internal())?;
+            let t2 = t.clone();
+            let rendered = tokio::task::spawn_blocking(move || transform::render(&src, &t2, webp))
+                .await
+                .map_err(|_| StorageError::internal())??;
+            let bytes = Bytes::from(rendered.bytes);
+            r.keep(&key, &bytes).await;
+            (bytes, false)
+        }
+    };
+    let mime = mime_of(&bytes);
+    Ok(b.header(http::header::CONTENT_TYPE, mime)
+        .header(http::header::CONTENT_LENGTH, bytes.len())
+        .header("x-wasmbase-render-cache", if hit { "hit" } else { "miss" })
+        .body(Body::from(bytes))
+        .expect("valid response"))
+}
+
+/// The media type of an encoded result, from its first bytes (a cached file
+/// carries no header of its own).
+fn mime_of(b: &[u8]) -> &'static str {
+    if b.starts_with(b"\xFF\xD8\xFF") {
+        "image/jpeg"
+    } else if b.starts_with(b"\x89PNG") {
+        "image/png"
+    } else if b.starts_with(b"GIF8") {
+        "image/gif"
+    } else if b.len() >= 12 && &b[..4] == b"RIFF" && &b[8..12] == b"WEBP" {
+        "image/webp"
+    } else {
+        "application/octet-stream"
+    }
+}
