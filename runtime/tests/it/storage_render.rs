@@ -54,7 +54,10 @@ fn png_bomb() -> Vec<u8> {
     png.extend(chunk(b"IHDR", &ihdr));
     // An empty zlib stream: a decoder would find the pixels missing, but the
     // header has to refuse the image before any decoding starts.
-    png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
+    png.extend(chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
     png.extend(chunk(b"IEND", b""));
     png
 }
