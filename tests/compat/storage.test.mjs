@@ -25,6 +25,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { deflateSync } from 'node:zlib';
 import { makeClient, unique, signedIn as signedInAs } from './clients.mjs';
 import { startServer } from './server.mjs';
 
@@ -760,4 +761,86 @@ test('a bucket inserted by SQL is usable', async () => {
   ok(await files.upload(path, Buffer.from('seeded bytes'), { contentType: 'text/plain' }));
   assert.deepStrictEqual(await downloaded(files, path), Buffer.from('seeded bytes'));
   ok(await files.remove([path]));
+});
+
+/** CRC-32 (PNG's chunk checksum). */
+function crc32(bytes) {
+  let c = 0xffffffff;
+  for (const b of bytes) {
+    c ^= b;
+    for (let k = 0; k < 8; k += 1) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  }
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** A `w`×`h` RGB PNG with a gradient, encoded here (no image library needed). */
+function png(w, h) {
+  const rows = [];
+  for (let y = 0; y < h; y += 1) {
+    const row = Buffer.alloc(1 + 3 * w); // filter byte 0, then RGB
+    for (let x = 0; x < w; x += 1) row.set([x % 256, y % 256, 128], 1 + 3 * x);
+    rows.push(row);
+  }
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(body));
+    return Buffer.concat([len, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', deflateSync(Buffer.concat(rows))),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+/** Width and height of a PNG, from its IHDR. */
+function pngSize(buf) {
+  assert.deepStrictEqual([...buf.subarray(1, 4)], [0x50, 0x4e, 0x47], 'a PNG');
+  return [buf.readUInt32BE(16), buf.readUInt32BE(20)];
+}
+
+test('transform: download, getPublicUrl and createSignedUrl render the image', async () => {
+  const pub = await newBucket('render', { public: true });
+  const files = service.storage.from(pub);
+  ok(await files.upload('cat.png', png(120, 80), { contentType: 'image/png' }));
+
+  // download({ transform }) as the caller (node's fetch does not ask for WebP).
+  const small = await bytesOf(
+    ok(await files.download('cat.png', { transform: { width: 30, height: 30, resize: 'cover' } })),
+  );
+  assert.deepStrictEqual(pngSize(small), [30, 30]);
+  const fitted = await bytesOf(
+    ok(await files.download('cat.png', { transform: { width: 60, height: 60, resize: 'contain' } })),
+  );
+  assert.deepStrictEqual(pngSize(fitted), [60, 40]);
+
+  // getPublicUrl({ transform }): a render URL that needs no key.
+  const { publicUrl } = files.getPublicUrl('cat.png', { transform: { width: 24 } }).data;
+  assert.match(publicUrl, /\/storage\/v1\/render\/image\/public\//);
+  const viaUrl = await rawGet(publicUrl);
+  assert.equal(viaUrl.status, 200);
+  assert.deepStrictEqual(pngSize(viaUrl.body), [24, 16]);
+
+  // createSignedUrl({ transform }): the token carries the transformation.
+  const { signedUrl } = ok(
+    await files.createSignedUrl('cat.png', 60, { transform: { width: 10, height: 10, resize: 'fill' } }),
+  );
+  assert.match(signedUrl, /\/storage\/v1\/render\/image\/sign\//);
+  const signed = await rawGet(signedUrl);
+  assert.equal(signed.status, 200);
+  assert.deepStrictEqual(pngSize(signed.body), [10, 10]);
+
+  // Out-of-range parameters are storage-api errors.
+  failed(await files.download('cat.png', { transform: { width: 5000 } }), {
+    statusCode: '400',
+    code: 'InvalidRequest',
+  });
 });
