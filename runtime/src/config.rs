@@ -188,6 +188,9 @@ impl std::fmt::Debug for StorageConfig {
                 "orphan_sweep_interval_secs",
                 &self.orphan_sweep_interval_secs,
             )
+            .field("render_cache_dir", &self.render_cache_dir)
+            .field("render_cache_bytes", &self.render_cache_bytes)
+            .field("render_concurrency", &self.render_concurrency)
             .finish()
     }
 }

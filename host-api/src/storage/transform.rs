@@ -20,6 +20,10 @@ pub const MAX_SOURCE_BYTES: u64 = 25 * 1024 * 1024;
 pub const MAX_SOURCE_PIXELS: u64 = 50_000_000;
 /// Quality when none is asked for (Supabase's default).
 pub const DEFAULT_QUALITY: u8 = 80;
+/// Largest intermediate of a resize, in pixels: `image` resizes in two passes,
+/// the first `source width × target height` (16 bytes a pixel), so a long thin
+/// source asked for a tall box would otherwise want gigabytes.
+const MAX_INTERMEDIATE_PIXELS: u64 = 25_000_000;
 
 /// How the image fills the asked-for box.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -132,7 +136,7 @@ impl Transform {
     /// meets an old result), into WebP or not.
     pub fn cache_key(&self, version: &str, webp: bool) -> String {
         let mut h = Sha256::new();
-        h.update(b"wasmbase render v1\0");
+        h.update(b"wasmbase render v2\0");
         h.update(version.as_bytes());
         h.update(b"\0");
         h.update(self.to_query().as_bytes());
@@ -194,6 +198,9 @@ pub fn render(src: &[u8], t: &Transform, webp: bool) -> Result<Rendered, Storage
     let (w, h) = reader()?
         .into_dimensions()
         .map_err(|_| unprocessable("The image is damaged or truncated"))?;
+    if w == 0 || h == 0 {
+        return Err(unprocessable("The image has no pixels"));
+    }
     if u64::from(w) * u64::from(h) > MAX_SOURCE_PIXELS {
         return Err(unprocessable(format!(
             "The source image is {w}x{h}, more than {} megapixels",
@@ -207,10 +214,13 @@ pub fn render(src: &[u8], t: &Transform, webp: bool) -> Result<Rendered, Storage
     // Room for the decoded image (8 bytes a pixel at most here) and the decoder.
     limits.max_alloc = Some(MAX_SOURCE_PIXELS * 8 + (64 << 20));
     r.limits(limits);
-    let img = r
-        .decode()
-        .map_err(|_| unprocessable("The image is damaged or truncated"))?;
-    let out = resize(img, t);
+    let damaged = |_| unprocessable("The image is damaged or truncated");
+    let mut decoder = r.into_decoder().map_err(damaged)?;
+    // Phone photos are stored sideways with an EXIF orientation: apply it.
+    let orientation = image::ImageDecoder::orientation(&mut decoder).map_err(damaged)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(damaged)?;
+    img.apply_orientation(orientation);
+    let out = resize(img, t)?;
     let (bytes, mime) = if webp {
         (encode(&out, ImageFormat::WebP, t.quality)?, "image/webp")
     } else {
@@ -225,37 +235,63 @@ pub fn render(src: &[u8], t: &Transform, webp: bool) -> Result<Rendered, Storage
     Ok(Rendered { bytes, mime })
 }
 
-/// The box the transformation asks for, given the source's size: a missing
-/// side follows the aspect ratio; none asked keeps the size.
+/// `a × num / den`, rounded, at least 1.
+fn scale(a: u32, num: u32, den: u32) -> u32 {
+    ((u64::from(a) * u64::from(num) + u64::from(den) / 2) / u64::from(den.max(1))).max(1) as u32
+}
+
+/// The size of the result, given the source's: a missing side follows the
+/// aspect ratio (none asked keeps the size); `contain` fits inside the box.
+/// Whatever is asked, neither side exceeds [`MAX_SIDE`]: a larger result is
+/// scaled down whole, never stretched.
 fn target(t: &Transform, w: u32, h: u32) -> (u32, u32) {
-    let scale = |a: u32, num: u32, den: u32| {
-        ((u64::from(a) * u64::from(num) + u64::from(den) / 2) / u64::from(den.max(1)))
-            .clamp(1, u64::from(MAX_SIDE)) as u32
-    };
-    match (t.width, t.height) {
+    let (tw, th) = match (t.width, t.height) {
         (None, None) => (w, h),
         (Some(tw), None) => (tw, scale(h, tw, w)),
         (None, Some(th)) => (scale(w, th, h), th),
+        (Some(tw), Some(th)) if t.resize == Resize::Contain => {
+            // The largest box of the source's aspect inside tw × th.
+            if u64::from(w) * u64::from(th) > u64::from(h) * u64::from(tw) {
+                (tw, scale(h, tw, w))
+            } else {
+                (scale(w, th, h), th)
+            }
+        }
         (Some(tw), Some(th)) => (tw, th),
+    };
+    let big = tw.max(th);
+    if big > MAX_SIDE {
+        (scale(tw, MAX_SIDE, big), scale(th, MAX_SIDE, big))
+    } else {
+        (tw, th)
     }
 }
 
-fn resize(img: DynamicImage, t: &Transform) -> DynamicImage {
+fn resize(img: DynamicImage, t: &Transform) -> Result<DynamicImage, StorageError> {
     use image::imageops::FilterType::CatmullRom;
     let (w, h) = (img.width(), img.height());
     let (tw, th) = target(t, w, h);
     if (tw, th) == (w, h) {
-        return img;
+        return Ok(img);
     }
-    if t.width.is_none() || t.height.is_none() {
-        // One side asked: the other already follows the aspect ratio.
-        return img.resize_exact(tw, th, CatmullRom);
+    // Cover cuts the source to the box's aspect first (centred), then scales:
+    // never a scaled copy larger than the box.
+    let img = if t.resize == Resize::Cover && t.width.is_some() && t.height.is_some() {
+        let (cw, ch) = if u64::from(w) * u64::from(th) > u64::from(h) * u64::from(tw) {
+            (scale(h, tw, th).min(w), h)
+        } else {
+            (w, scale(w, th, tw).min(h))
+        };
+        img.crop_imm((w - cw) / 2, (h - ch) / 2, cw, ch)
+    } else {
+        img
+    };
+    if u64::from(img.width()) * u64::from(th) > MAX_INTERMEDIATE_PIXELS {
+        return Err(unprocessable(format!(
+            "A {w}x{h} image cannot be resized to {tw}x{th}: the aspect ratios are too far apart"
+        )));
     }
-    match t.resize {
-        Resize::Cover => img.resize_to_fill(tw, th, CatmullRom),
-        Resize::Contain => img.resize(tw, th, CatmullRom),
-        Resize::Fill => img.resize_exact(tw, th, CatmullRom),
-    }
+    Ok(img.resize_exact(tw, th, CatmullRom))
 }
 
 fn encode(img: &DynamicImage, format: ImageFormat, quality: u8) -> Result<Vec<u8>, StorageError> {
@@ -336,5 +372,43 @@ mod tests {
         assert_eq!(target(&t(None, Some(100)), 300, 200), (150, 100));
         assert_eq!(target(&t(None, None), 300, 200), (300, 200));
         assert_eq!(target(&t(Some(1), None), 10, 1), (1, 1));
+        // Never more than MAX_SIDE on a side, and never stretched to get there.
+        assert_eq!(target(&t(Some(1000), None), 1000, 4000), (625, 2500));
+        assert_eq!(target(&t(None, None), 5000, 2500), (2500, 1250));
+        let contain = Transform {
+            width: Some(100),
+            height: Some(100),
+            resize: Resize::Contain,
+            ..q("").unwrap()
+        };
+        assert_eq!(target(&contain, 300, 200), (100, 67));
+        assert_eq!(target(&contain, 200, 300), (67, 100));
+    }
+
+    #[test]
+    fn a_long_thin_image_is_refused_not_allocated() {
+        // 20000×1 asked to fill 2500×2500: a 50-megapixel first pass, refused.
+        let src = {
+            let img = image::GrayImage::from_pixel(20_000, 1, image::Luma([7]));
+            let mut out = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut out, ImageFormat::Png).unwrap();
+            out.into_inner()
+        };
+        let fill = Transform {
+            width: Some(2500),
+            height: Some(2500),
+            resize: Resize::Fill,
+            ..q("").unwrap()
+        };
+        let e = render(&src, &fill, false).unwrap_err();
+        assert_eq!(e.code, "InvalidImage", "{}", e.message);
+        // Cover cuts first, so the same box is cheap and works.
+        let cover = Transform {
+            resize: Resize::Cover,
+            ..fill
+        };
+        let out = render(&src, &cover, false).unwrap();
+        let img = image::load_from_memory(&out.bytes).unwrap();
+        assert_eq!((img.width(), img.height()), (2500, 2500));
     }
 }

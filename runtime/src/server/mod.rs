@@ -284,7 +284,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     let render_dir = sc
         .render_cache_dir
         .clone()
-        .unwrap_or_else(|| default_cache_dir().with_file_name("render"));
+        .unwrap_or_else(default_render_dir);
     let render = Arc::new(
         crate::api::storage::Renderer::new(
             render_dir.clone(),
@@ -430,6 +430,19 @@ pub(crate) fn default_cache_dir() -> std::path::PathBuf {
     }
     std::env::temp_dir().join(format!(
         "wasmbase-functions-{}",
+        nix::unistd::Uid::effective().as_raw()
+    ))
+}
+
+/// `$XDG_CACHE_HOME/wasmbase/render`, else `~/.cache/wasmbase/render`, else
+/// a per-user directory under the temp dir (made private to this user).
+fn default_render_dir() -> std::path::PathBuf {
+    let functions = default_cache_dir();
+    if functions.ends_with("wasmbase/functions") {
+        return functions.with_file_name("render");
+    }
+    std::env::temp_dir().join(format!(
+        "wasmbase-render-{}",
         nix::unistd::Uid::effective().as_raw()
     ))
 }

@@ -125,7 +125,7 @@ async fn server() -> (TestDb, TestServer, String, String) {
 
 #[tokio::test]
 async fn sizes_follow_the_resize_mode_webp_is_negotiated_and_results_are_cached_per_version() {
-    let (_db, s, _pk, sk) = server().await;
+    let (_db, s, pk, sk) = server().await;
     let c = Client {
         srv: &s,
         key: sk.clone(),
@@ -155,6 +155,33 @@ async fn sizes_follow_the_resize_mode_webp_is_negotiated_and_results_are_cached_
         assert_eq!(r.header("content-type"), "image/png", "{q}");
         assert_eq!(r.size(), want, "{q}");
     }
+
+    // Cover cuts the sides off (its left edge is the source's x = 50, red 50);
+    // fill squeezes the whole width in (its left edge is x = 0).
+    let left_red = |r: &Rendered| {
+        let img = image::load_from_memory(&r.body).unwrap().to_rgb8();
+        img.get_pixel(0, 50)[0]
+    };
+    let cover = render(
+        &s,
+        Some(&sk),
+        &auth("width=100&height=100&resize=cover"),
+        "image/png",
+    )
+    .await;
+    let fill = render(
+        &s,
+        Some(&sk),
+        &auth("width=100&height=100&resize=fill"),
+        "image/png",
+    )
+    .await;
+    assert!(
+        (40..=60).contains(&left_red(&cover)),
+        "cover: {}",
+        left_red(&cover)
+    );
+    assert!(left_red(&fill) <= 10, "fill: {}", left_red(&fill));
 
     // The first rendering is made, the next comes from the cache, the same.
     let first = render(&s, Some(&sk), &auth("width=64&height=32"), "image/png").await;
@@ -255,6 +282,16 @@ async fn sizes_follow_the_resize_mode_webp_is_negotiated_and_results_are_cached_
     let hidden = render(&s, None, "public/private/p.png?width=5", "image/png").await;
     assert_eq!(hidden.status, 400);
     assert_eq!(hidden.json()["statusCode"], "404", "{}", hidden.json());
+    // As anon (no policy lets it read): the object is not there.
+    let anon = render(
+        &s,
+        Some(&pk),
+        "authenticated/private/p.png?width=5",
+        "image/png",
+    )
+    .await;
+    assert_eq!(anon.status, 400);
+    assert_eq!(anon.json()["statusCode"], "404", "{}", anon.json());
 }
 
 #[tokio::test]
@@ -309,6 +346,12 @@ async fn a_signed_render_url_fixes_its_transformation() {
     assert_eq!(st, 200);
     let img = image::load_from_memory(&body).unwrap();
     assert_eq!((img.width(), img.height()), (40, 40));
+    // A thumbnail's link does not open the original.
+    let original = url.replace("/render/image/sign/", "/object/sign/");
+    let (st, body) = get(original).await;
+    assert_eq!(st, 400, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["code"], "InvalidSignature", "{v}");
     let mut forged = url.clone();
     forged.pop();
     let (st, body) = get(forged).await;

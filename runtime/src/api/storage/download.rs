@@ -73,6 +73,16 @@ pub(super) async fn signed(
         .token
         .ok_or_else(|| StorageError::invalid("querystring must have required property 'token'"))?;
     let grant = token::verify(st.gate.jwt(), &t, Scope::Download, &bucket, &path)?;
+    if grant.transformations.is_some() {
+        // A thumbnail's link is not a link to the original.
+        return Err(StorageError::new(
+            400,
+            "InvalidSignature",
+            "InvalidSignature",
+            "This token is for a transformed image: use it on /render/image/sign",
+        )
+        .into());
+    }
     let service = Principal::for_role(Role::ServiceRole);
     let obj = meta::find(&acting(&st, &service), &bucket, &path).await?;
     respond(

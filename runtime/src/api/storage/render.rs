@@ -21,7 +21,8 @@ use futures::TryStreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use wasmbase_host_api::storage::meta::{self, Object};
@@ -37,27 +38,34 @@ use wasmbase_host_api::{Principal, Role};
 pub struct Renderer {
     dir: PathBuf,
     cap: u64,
-    used: AtomicU64,
-    slots: Semaphore,
-    evicting: AtomicBool,
+    used: Arc<AtomicU64>,
+    evicting: Arc<AtomicBool>,
+    slots: Arc<Semaphore>,
+    /// Requests waiting for a slot; past [`Renderer::max_waiting`] they get 503.
+    waiting: AtomicUsize,
+    max_waiting: usize,
 }
 
 impl Renderer {
-    /// A renderer caching up to `cap` bytes in `dir` (created), running at
-    /// most `concurrency` transformations at once.
-    pub fn new(dir: PathBuf, cap: u64, concurrency: usize) -> std::io::Result<Renderer> {
-        std::fs::create_dir_all(&dir)?;
+    /// A renderer caching up to `cap` bytes in `dir` (created, private to this
+    /// user: it holds renderings of private objects), running at most
+    /// `concurrency` transformations at once with 8 times as many waiting.
+    pub fn new(dir: PathBuf, cap: u64, concurrency: usize) -> anyhow::Result<Renderer> {
+        crate::functions::engine::private_dir(&dir, "storage.render_cache_dir")?;
         let used = std::fs::read_dir(&dir)?
             .filter_map(|e| e.ok()?.metadata().ok())
             .filter(|m| m.is_file())
             .map(|m| m.len())
             .sum();
+        let concurrency = concurrency.max(1);
         Ok(Renderer {
             dir,
             cap,
-            used: AtomicU64::new(used),
-            slots: Semaphore::new(concurrency.max(1)),
+            used: Arc::new(AtomicU64::new(used)),
             evicting: Default::default(),
+            slots: Arc::new(Semaphore::new(concurrency)),
+            waiting: AtomicUsize::new(0),
+            max_waiting: concurrency * 8,
         })
     }
 
@@ -68,8 +76,28 @@ impl Renderer {
             .map(Bytes::from)
     }
 
-    /// Stores a result (write, then rename: a reader never sees half a file),
-    /// then trims the cache if it grew past its size.
+    /// A slot to transform in, held until the transformation ends (moved into
+    /// the blocking task: a client that goes away does not free it early).
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StorageError> {
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(StorageError::new(
+                503,
+                "SlowDown",
+                "slow_down",
+                "Too many image transformations at once; retry shortly",
+            ));
+        }
+        let p = self.slots.clone().acquire_owned().await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        p.map_err(|_| StorageError::internal())
+    }
+
+    /// Stores a result (write, then rename: a reader never sees half a file);
+    /// a trim of the cache, if it grew past its size, runs on its own.
     async fn keep(&self, key: &str, bytes: &[u8]) {
         if self.cap == 0 || bytes.len() as u64 > self.cap {
             return;
@@ -85,21 +113,25 @@ impl Renderer {
             tracing::warn!(error = %e, "storage: caching a transformed image");
             return;
         }
-        if self.used.fetch_add(bytes.len() as u64, Ordering::Relaxed) + bytes.len() as u64
-            > self.cap
+        let len = bytes.len() as u64;
+        if self.used.fetch_add(len, Ordering::Relaxed) + len <= self.cap
+            || self.evicting.swap(true, Ordering::AcqRel)
         {
-            let dir = self.dir.clone();
-            let cap = self.cap;
-            // One trim at a time; others skip it (the next insert tries again).
-            if self.evicting.swap(true, Ordering::AcqRel) {
-                return;
-            }
-            let freed = tokio::task::spawn_blocking(move || evict(&dir, cap * 9 / 10)).await;
-            if let Ok(Ok(total)) = freed {
-                self.used.store(total, Ordering::Relaxed);
-            }
-            self.evicting.store(false, Ordering::Release);
+            return;
         }
+        // One trim at a time, detached from the request that started it.
+        let (dir, target, used, evicting) = (
+            self.dir.clone(),
+            self.cap / 10 * 9,
+            self.used.clone(),
+            self.evicting.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            if let Ok(total) = evict(&dir, target) {
+                used.store(total, Ordering::Relaxed);
+            }
+            evicting.store(false, Ordering::Release);
+        });
     }
 }
 
@@ -109,6 +141,10 @@ fn evict(dir: &std::path::Path, target: u64) -> std::io::Result<u64> {
     let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = std::fs::read_dir(dir)?
         .filter_map(|e| {
             let e = e.ok()?;
+            // Files being written (`.key.uuid`) are not the cache's yet.
+            if e.file_name().to_string_lossy().starts_with('.') {
+                return None;
+            }
             let m = e.metadata().ok()?;
             m.is_file()
                 .then(|| (m.modified().unwrap_or(UNIX_EPOCH), m.len(), e.path()))
@@ -255,8 +291,8 @@ async fn respond(
     let (bytes, hit) = match r.cached(&key).await {
         Some(bytes) => (bytes, true),
         None => {
-            if obj.size() > MAX_SOURCE_BYTES {
-                return Err(StorageError::new(
+            let too_large = || {
+                StorageError::new(
                     422,
                     "InvalidImage",
                     "invalid_image",
@@ -265,29 +301,33 @@ async fn respond(
                         MAX_SOURCE_BYTES / (1024 * 1024)
                     ),
                 )
-                .into());
+            };
+            if obj.size() > MAX_SOURCE_BYTES {
+                return Err(too_large().into());
             }
+            // The slot first: at most `concurrency` sources are in memory.
+            let slot = r.slot().await?;
             let fetched = st.storage.store.get(&obj.version, None).await?;
-            let src: Vec<u8> = fetched
-                .body
-                .try_fold(
-                    Vec::with_capacity(fetched.len as usize),
-                    |mut acc, chunk| async move {
-                        acc.extend_from_slice(&chunk);
-                        Ok(acc)
-                    },
-                )
+            // Capped whatever the row's metadata says.
+            let mut src = Vec::with_capacity(fetched.len.min(MAX_SOURCE_BYTES) as usize);
+            let mut body = fetched.body;
+            while let Some(chunk) = body
+                .try_next()
                 .await
-                .map_err(|_| StorageError::internal())?;
-            let _slot = r
-                .slots
-                .acquire()
-                .await
-                .map_err(|_| StorageError::internal())?;
+                .map_err(|_| StorageError::internal())?
+            {
+                if (src.len() + chunk.len()) as u64 > MAX_SOURCE_BYTES {
+                    return Err(too_large().into());
+                }
+                src.extend_from_slice(&chunk);
+            }
             let t2 = t.clone();
-            let rendered = tokio::task::spawn_blocking(move || transform::render(&src, &t2, webp))
-                .await
-                .map_err(|_| StorageError::internal())??;
+            let rendered = tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                transform::render(&src, &t2, webp)
+            })
+            .await
+            .map_err(|_| StorageError::internal())??;
             let bytes = Bytes::from(rendered.bytes);
             r.keep(&key, &bytes).await;
             (bytes, false)
