@@ -190,15 +190,14 @@ struct Flow {
 }
 
 async fn finish(st: &AppState, meta: &Meta, params: HashMap<String, String>) -> Response {
+    // A state that finds no flow has no redirect_to: the site gets the error.
     let site = st.config.auth.site_url.clone();
+    let to_site = |e: &AuthApiError| {
+        redirect::to_browser(&site, redirect::error_pairs(e), true, StatusCode::SEE_OTHER)
+    };
     let Some(state) = params.get("state").filter(|s| !s.is_empty()).cloned() else {
         let e = AuthApiError::new(400, "bad_oauth_callback", "OAuth state parameter missing");
-        return redirect::to_browser(
-            &site,
-            redirect::error_pairs(&e),
-            true,
-            StatusCode::SEE_OTHER,
-        );
+        return to_site(&e);
     };
     // Taken once: a replayed or forged state finds nothing.
     let hash = tokens::sha256_hex(&state);
@@ -220,21 +219,9 @@ async fn finish(st: &AppState, meta: &Meta, params: HashMap<String, String>) -> 
         Ok(Some(r)) => r,
         Ok(None) => {
             let e = AuthApiError::new(400, "bad_oauth_state", "OAuth state not found or expired");
-            return redirect::to_browser(
-                &site,
-                redirect::error_pairs(&e),
-                true,
-                StatusCode::SEE_OTHER,
-            );
+            return to_site(&e);
         }
-        Err(e) => {
-            return redirect::to_browser(
-                &site,
-                redirect::error_pairs(&e),
-                true,
-                StatusCode::SEE_OTHER,
-            )
-        }
+        Err(e) => return to_site(&e),
     };
     let challenge: Option<String> = row.get(2);
     let method: Option<String> = row.get(3);
@@ -249,12 +236,7 @@ async fn finish(st: &AppState, meta: &Meta, params: HashMap<String, String>) -> 
     };
     if !row.get::<_, bool>(7) {
         let e = AuthApiError::new(400, "bad_oauth_state", "OAuth state has expired");
-        return redirect::to_browser(
-            &site,
-            redirect::error_pairs(&e),
-            true,
-            StatusCode::SEE_OTHER,
-        );
+        return to_site(&e);
     }
     let target = flow.redirect_to.clone();
     match complete(st, meta, &params, flow).await {
