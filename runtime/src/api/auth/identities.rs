@@ -3,10 +3,12 @@
 //!
 //! The linking rule is GoTrue's: an identity already known signs in its user;
 //! a new one joins the user that owns its e-mail address only when the provider
-//! says the address is verified; otherwise it gets a new user. When a verified
-//! address joins an account whose own e-mail was never confirmed, that
-//! account's password is dropped, so whoever created it without owning the
-//! mailbox cannot sign in next to the real owner (pre-account hijacking).
+//! says the address is verified; otherwise it gets a new user, which is given
+//! the address only when it is verified. When a verified address joins an
+//! account whose own e-mail was never confirmed, that account's password,
+//! metadata, other identities and sessions are dropped, so whoever created it
+//! without owning the mailbox cannot sign in next to the real owner
+//! (pre-account hijacking).
 
 use super::ctx::{Meta, UserCaller};
 use super::error::{AuthApiError, AuthResult};
