@@ -11,6 +11,7 @@ pub mod bench_cron;
 pub mod bench_fanout;
 pub mod bench_hello;
 pub mod bench_s3;
+pub mod cache_dir;
 pub mod cli;
 pub mod config;
 pub mod cron;

@@ -19,6 +19,9 @@ pub enum Scope {
     Download,
     /// `PUT /object/upload/sign/...`
     Upload,
+    /// `GET /render/image/sign/...`: one transformation of the object, not
+    /// the object itself.
+    Render,
 }
 
 impl Scope {
@@ -26,6 +29,7 @@ impl Scope {
         match self {
             Scope::Download => "download",
             Scope::Upload => "upload",
+            Scope::Render => "render",
         }
     }
 }
@@ -68,7 +72,8 @@ pub fn sign(
         .map_err(|_| StorageError::internal())
 }
 
-/// Signs a download token for a transformed image (`/render/image/sign/...`):
+/// Signs a token for a transformed image (`/render/image/sign/...`, scope
+/// `render`, so it does not open the original at `/object/sign`):
 /// `transformations` (a `Transform::to_query`) are fixed by the token, so the
 /// URL's query cannot ask for another rendering.
 pub fn sign_render(
@@ -78,7 +83,7 @@ pub fn sign_render(
     expires_in: u64,
     transformations: &str,
 ) -> Result<String, StorageError> {
-    let mut claims = claims(Scope::Download, bucket, path, expires_in);
+    let mut claims = claims(Scope::Render, bucket, path, expires_in);
     claims["transformations"] = json!(transformations);
     jwt.sign_hs256(&claims)
         .map_err(|_| StorageError::internal())

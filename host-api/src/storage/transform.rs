@@ -155,15 +155,6 @@ impl Transform {
     }
 }
 
-/// A transformed image.
-#[derive(Debug)]
-pub struct Rendered {
-    /// The encoded image.
-    pub bytes: Vec<u8>,
-    /// Its media type.
-    pub mime: &'static str,
-}
-
 fn unprocessable(message: impl Into<String>) -> StorageError {
     StorageError::new(422, "InvalidImage", "invalid_image", message)
 }
@@ -173,7 +164,7 @@ fn unprocessable(message: impl Into<String>) -> StorageError {
 /// output honours `quality`; PNG, GIF and WebP output are lossless (the
 /// `image` crate's WebP encoder is lossless only), so `quality` does not
 /// change them.
-pub fn render(src: &[u8], t: &Transform, webp: bool) -> Result<Rendered, StorageError> {
+pub fn render(src: &[u8], t: &Transform, webp: bool) -> Result<Vec<u8>, StorageError> {
     if src.len() as u64 > MAX_SOURCE_BYTES {
         return Err(unprocessable(format!(
             "The source image is larger than {} MB",
@@ -221,18 +212,19 @@ pub fn render(src: &[u8], t: &Transform, webp: bool) -> Result<Rendered, Storage
     let mut img = DynamicImage::from_decoder(decoder).map_err(damaged)?;
     img.apply_orientation(orientation);
     let out = resize(img, t)?;
-    let (bytes, mime) = if webp {
-        (encode(&out, ImageFormat::WebP, t.quality)?, "image/webp")
-    } else {
-        let mime = match format {
-            ImageFormat::Jpeg => "image/jpeg",
-            ImageFormat::Png => "image/png",
-            ImageFormat::Gif => "image/gif",
-            _ => "image/webp",
-        };
-        (encode(&out, format, t.quality)?, mime)
-    };
-    Ok(Rendered { bytes, mime })
+    encode(
+        &out,
+        if webp { ImageFormat::WebP } else { format },
+        t.quality,
+    )
+}
+
+/// The media type of an encoded result, read from its bytes (a cached result
+/// is a bare file).
+pub fn media_type(bytes: &[u8]) -> &'static str {
+    image::guess_format(bytes)
+        .map(|f| f.to_mime_type())
+        .unwrap_or("application/octet-stream")
 }
 
 /// `a × num / den`, rounded, at least 1.
@@ -408,7 +400,8 @@ mod tests {
             ..fill
         };
         let out = render(&src, &cover, false).unwrap();
-        let img = image::load_from_memory(&out.bytes).unwrap();
+        assert_eq!(media_type(&out), "image/png");
+        let img = image::load_from_memory(&out).unwrap();
         assert_eq!((img.width(), img.height()), (2500, 2500));
     }
 }

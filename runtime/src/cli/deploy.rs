@@ -93,7 +93,7 @@ fn function_dir(what: &str) -> Result<PathBuf> {
 /// code cache as the server's).
 fn engine() -> Result<std::sync::Arc<crate::functions::Engine>> {
     crate::functions::Engine::new(
-        crate::server::default_cache_dir(),
+        crate::cache_dir::default("functions"),
         std::time::Duration::from_millis(2),
         4,
         0,

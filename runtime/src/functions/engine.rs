@@ -7,7 +7,7 @@
 
 use super::instance::Ctx;
 use super::warm::WarmBudget;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -60,7 +60,7 @@ const CODE_CACHE_DISK_BYTES: u64 = 512 << 20;
 impl CodeCache {
     fn new(cache_dir: &Path) -> Result<CodeCache> {
         let dir = cache_dir.join("code");
-        private_dir(&dir, "functions.cache_dir")?;
+        crate::cache_dir::private(&dir, "functions.cache_dir")?;
         let files: Vec<_> = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()).collect();
         let held: u64 = files
             .iter()
@@ -137,7 +137,7 @@ impl Engine {
             .epoch_interruption(true)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        private_dir(&cache_dir, "functions.cache_dir")?;
+        crate::cache_dir::private(&cache_dir, "functions.cache_dir")?;
         // `WASMBASE_WASM_PROFILER=perfmap`: names guest code for `perf`
         // (/tmp/perf-PID.map); used to profile the JS engine's calls.
         if std::env::var("WASMBASE_WASM_PROFILER").as_deref() == Ok("perfmap") {
@@ -248,30 +248,6 @@ impl Engine {
     pub fn cache_dir(&self) -> &Path {
         &self.cache_dir
     }
-}
-
-/// Creates `dir` (mode 0700) and checks that only this user can write to it:
-/// the cache holds native code this process runs as is, so nobody else may be
-/// able to plant a file there.
-pub(crate) fn private_dir(dir: &Path, setting: &str) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating the cache {}", dir.display()))?;
-    let meta = std::fs::metadata(dir)?;
-    let uid = nix::unistd::Uid::effective().as_raw();
-    if meta.uid() != uid {
-        anyhow::bail!(
-            "the cache {} belongs to another user; set `{setting}` to a directory of your own",
-            dir.display()
-        );
-    }
-    if meta.permissions().mode() & 0o022 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
 }
 
 /// Whether `path` is a regular file (not a symlink) owned by this user and not

@@ -243,6 +243,23 @@ impl Providers {
         self.providers.keys().map(String::as_str)
     }
 
+    /// The provider's token endpoint (`token`) or its authorization endpoint:
+    /// GitHub's fixed paths, or the issuer's discovery document.
+    async fn endpoint(&self, p: &Provider, token: bool) -> Result<String, ProviderError> {
+        Ok(match &p.kind {
+            Kind::GitHub { web, .. } if token => format!("{web}/login/oauth/access_token"),
+            Kind::GitHub { web, .. } => format!("{web}/login/oauth/authorize"),
+            Kind::Oidc { issuer } => {
+                let d = self.oidc.discovery(&self.client, issuer).await?;
+                if token {
+                    d.token_endpoint.clone()
+                } else {
+                    d.authorization_endpoint.clone()
+                }
+            }
+        })
+    }
+
     /// The URL to send the browser to. `state` and `challenge` (S256 of our own
     /// verifier) bind the answer to this flow; `nonce` binds the ID token.
     pub async fn authorize_url(
@@ -254,15 +271,7 @@ impl Providers {
         extra_scopes: &[String],
         extra_params: &[(String, String)],
     ) -> Result<url::Url, ProviderError> {
-        let endpoint = match &p.kind {
-            Kind::GitHub { web, .. } => format!("{web}/login/oauth/authorize"),
-            Kind::Oidc { issuer } => self
-                .oidc
-                .discovery(&self.client, issuer)
-                .await?
-                .authorization_endpoint
-                .clone(),
-        };
+        let endpoint = self.endpoint(p, false).await?;
         let mut url = url::Url::parse(&endpoint)
             .map_err(|e| ProviderError::Garbage(format!("authorization endpoint: {e}")))?;
         let mut scopes = p.scopes.clone();
@@ -300,15 +309,7 @@ impl Providers {
         code: &str,
         verifier: &str,
     ) -> Result<Tokens, ProviderError> {
-        let endpoint = match &p.kind {
-            Kind::GitHub { web, .. } => format!("{web}/login/oauth/access_token"),
-            Kind::Oidc { issuer } => self
-                .oidc
-                .discovery(&self.client, issuer)
-                .await?
-                .token_endpoint
-                .clone(),
-        };
+        let endpoint = self.endpoint(p, true).await?;
         self.client
             .token(
                 &endpoint,

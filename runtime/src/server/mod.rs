@@ -284,7 +284,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     let render_dir = sc
         .render_cache_dir
         .clone()
-        .unwrap_or_else(default_render_dir);
+        .unwrap_or_else(|| crate::cache_dir::default("render"));
     let render = Arc::new(
         crate::api::storage::Renderer::new(
             render_dir.clone(),
@@ -419,41 +419,16 @@ async fn storage_state(
     })
 }
 
-/// `$XDG_CACHE_HOME/wasmbase/functions`, else `~/.cache/wasmbase/functions`,
-/// else a per-user directory under the temp dir (always mode 0700, checked).
-pub(crate) fn default_cache_dir() -> std::path::PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        return std::path::PathBuf::from(x).join("wasmbase/functions");
-    }
-    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        return std::path::PathBuf::from(h).join(".cache/wasmbase/functions");
-    }
-    std::env::temp_dir().join(format!(
-        "wasmbase-functions-{}",
-        nix::unistd::Uid::effective().as_raw()
-    ))
-}
-
-/// `$XDG_CACHE_HOME/wasmbase/render`, else `~/.cache/wasmbase/render`, else
-/// a per-user directory under the temp dir (made private to this user).
-fn default_render_dir() -> std::path::PathBuf {
-    let functions = default_cache_dir();
-    if functions.ends_with("wasmbase/functions") {
-        return functions.with_file_name("render");
-    }
-    std::env::temp_dir().join(format!(
-        "wasmbase-render-{}",
-        nix::unistd::Uid::effective().as_raw()
-    ))
-}
-
 /// The functions engine, pools and paths from `[functions]`.
 fn functions_state(
     config: &Config,
     owner: &tokio_postgres::Config,
 ) -> Result<crate::functions::Functions> {
     let fc = &config.functions;
-    let cache_dir = fc.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let cache_dir = fc
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| crate::cache_dir::default("functions"));
     let target_dir = fc
         .target_dir
         .clone()

@@ -100,16 +100,21 @@ async fn render(s: &TestServer, key: Option<&str>, path: &str, accept: &str) -> 
     }
 }
 
+/// A storage client of `s` with the secret key (the service role).
+fn service<'a>(s: &'a TestServer, sk: &str) -> Client<'a> {
+    Client {
+        srv: s,
+        key: sk.to_string(),
+        bearer: None,
+    }
+}
+
 async fn server() -> (TestDb, TestServer, String, String) {
     let db = TestDb::new().await;
     let (_, pk) = db.key(KeyKind::Publishable).await;
     let (_, sk) = db.key(KeyKind::Secret).await;
     let s = db.server().await;
-    let c = Client {
-        srv: &s,
-        key: sk.clone(),
-        bearer: None,
-    };
+    let c = service(&s, &sk);
     for (name, public) in [("pics", true), ("private", false)] {
         let (st, v) = c
             .json(
@@ -126,11 +131,7 @@ async fn server() -> (TestDb, TestServer, String, String) {
 #[tokio::test]
 async fn sizes_follow_the_resize_mode_webp_is_negotiated_and_results_are_cached_per_version() {
     let (_db, s, pk, sk) = server().await;
-    let c = Client {
-        srv: &s,
-        key: sk.clone(),
-        bearer: None,
-    };
+    let c = service(&s, &sk);
     let (st, v) = c
         .upload(
             "pics/a.png",
@@ -297,11 +298,7 @@ async fn sizes_follow_the_resize_mode_webp_is_negotiated_and_results_are_cached_
 #[tokio::test]
 async fn a_signed_render_url_fixes_its_transformation() {
     let (_db, s, _pk, sk) = server().await;
-    let c = Client {
-        srv: &s,
-        key: sk.clone(),
-        bearer: None,
-    };
+    let c = service(&s, &sk);
     c.upload(
         "private/s.png",
         picture(120, 60, ImageFormat::Png),
@@ -370,11 +367,7 @@ async fn a_signed_render_url_fixes_its_transformation() {
 #[tokio::test]
 async fn bad_parameters_and_bad_images_get_storage_errors() {
     let (_db, s, _pk, sk) = server().await;
-    let c = Client {
-        srv: &s,
-        key: sk.clone(),
-        bearer: None,
-    };
+    let c = service(&s, &sk);
     c.upload(
         "pics/ok.png",
         picture(20, 20, ImageFormat::Png),

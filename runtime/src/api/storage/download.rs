@@ -73,16 +73,6 @@ pub(super) async fn signed(
         .token
         .ok_or_else(|| StorageError::invalid("querystring must have required property 'token'"))?;
     let grant = token::verify(st.gate.jwt(), &t, Scope::Download, &bucket, &path)?;
-    if grant.transformations.is_some() {
-        // A thumbnail's link is not a link to the original.
-        return Err(StorageError::new(
-            400,
-            "InvalidSignature",
-            "InvalidSignature",
-            "This token is for a transformed image: use it on /render/image/sign",
-        )
-        .into());
-    }
     let service = Principal::for_role(Role::ServiceRole);
     let obj = meta::find(&acting(&st, &service), &bucket, &path).await?;
     respond(
@@ -155,6 +145,44 @@ fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// What every answer about a stored object carries, whole or transformed:
+/// `ETag`, `Last-Modified`, `X-Robots-Tag`, and the stored `Cache-Control` or,
+/// for a signed URL, `Expires` (its token's expiry).
+pub(super) fn object_headers(
+    obj: &Object,
+    etag: &str,
+    expires: Option<u64>,
+) -> http::response::Builder {
+    let b = Response::builder()
+        .header(http::header::ETAG, hv(etag))
+        .header(
+            http::header::LAST_MODIFIED,
+            hv(&httpdate::fmt_http_date(obj.updated_at)),
+        )
+        .header("x-robots-tag", "none");
+    match expires {
+        Some(exp) => b.header(
+            http::header::EXPIRES,
+            hv(&httpdate::fmt_http_date(
+                UNIX_EPOCH + Duration::from_secs(exp),
+            )),
+        ),
+        None => b.header(
+            http::header::CACHE_CONTROL,
+            hv(obj.meta_str("cacheControl").unwrap_or("no-cache")),
+        ),
+    }
+}
+
+/// Whether the request's `If-None-Match` names `etag` (or `*`): a 304.
+pub(super) fn not_modified(req: &HeaderMap, etag: &str) -> bool {
+    !etag.is_empty()
+        && req
+            .get(http::header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn respond(
     st: &AppState,
@@ -175,27 +203,9 @@ async fn respond(
     if mime.to_ascii_lowercase().contains("text/html") {
         mime = "text/plain".into();
     }
-    let mut b = Response::builder()
+    let mut b = object_headers(&obj, &etag, expires)
         .header(http::header::ACCEPT_RANGES, "bytes")
-        .header(http::header::CONTENT_TYPE, hv(&mime))
-        .header(http::header::ETAG, hv(&etag))
-        .header(
-            http::header::LAST_MODIFIED,
-            hv(&httpdate::fmt_http_date(obj.updated_at)),
-        )
-        .header("x-robots-tag", "none");
-    b = match expires {
-        Some(exp) => b.header(
-            http::header::EXPIRES,
-            hv(&httpdate::fmt_http_date(
-                UNIX_EPOCH + Duration::from_secs(exp),
-            )),
-        ),
-        None => b.header(
-            http::header::CACHE_CONTROL,
-            hv(obj.meta_str("cacheControl").unwrap_or("no-cache")),
-        ),
-    };
+        .header(http::header::CONTENT_TYPE, hv(&mime));
     if let Some(name) = download {
         let name = if name.is_empty() {
             path.rsplit('/').next().unwrap_or(path).to_string()
@@ -210,12 +220,7 @@ async fn respond(
             )),
         );
     }
-    let not_modified = !etag.is_empty()
-        && req
-            .get(http::header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    if not_modified {
+    if not_modified(req, &etag) {
         return Ok(b
             .status(StatusCode::NOT_MODIFIED)
             .body(Body::empty())

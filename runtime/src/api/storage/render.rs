@@ -11,6 +11,7 @@
 //! the object's `Cache-Control`, an ETag of the result).
 
 use super::acting;
+use super::download::{not_modified, object_headers};
 use super::error::{StorageCaller, StorageResult};
 use crate::server::state::AppState;
 use axum::body::Body;
@@ -18,12 +19,12 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::TryStreamExt;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 use tokio::sync::Semaphore;
 use wasmbase_host_api::storage::meta::{self, Object};
 use wasmbase_host_api::storage::token::{self, Scope};
@@ -51,7 +52,7 @@ impl Renderer {
     /// user: it holds renderings of private objects), running at most
     /// `concurrency` transformations at once with 8 times as many waiting.
     pub fn new(dir: PathBuf, cap: u64, concurrency: usize) -> anyhow::Result<Renderer> {
-        crate::functions::engine::private_dir(&dir, "storage.render_cache_dir")?;
+        crate::cache_dir::private(&dir, "storage.render_cache_dir")?;
         let used = std::fs::read_dir(&dir)?
             .filter_map(|e| e.ok()?.metadata().ok())
             .filter(|m| m.is_file())
@@ -235,15 +236,11 @@ pub(super) async fn signed(
                 .map(|(_, v)| v.into_owned())
         })
         .ok_or_else(|| StorageError::invalid("querystring must have required property 'token'"))?;
-    let grant = token::verify(st.gate.jwt(), &token, Scope::Download, &bucket, &path)?;
+    let grant = token::verify(st.gate.jwt(), &token, Scope::Render, &bucket, &path)?;
     let t = transform_of_query(Some(grant.transformations.as_deref().unwrap_or("")))?;
     let service = Principal::for_role(Role::ServiceRole);
     let obj = meta::find(&acting(&st, &service), &bucket, &path).await?;
     respond(&st, &headers, obj, &t, Some(grant.exp)).await
-}
-
-fn hv(s: &str) -> HeaderValue {
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 async fn respond(
@@ -257,31 +254,8 @@ async fn respond(
     let webp = t.webp_for(accept);
     let key = t.cache_key(&obj.version, webp);
     let etag = format!("\"{}\"", &key[..32]);
-    let mut b = Response::builder()
-        .header(http::header::ETAG, hv(&etag))
-        .header(http::header::VARY, "Accept")
-        .header(
-            http::header::LAST_MODIFIED,
-            hv(&httpdate::fmt_http_date(obj.updated_at)),
-        )
-        .header("x-robots-tag", "none");
-    b = match expires {
-        Some(exp) => b.header(
-            http::header::EXPIRES,
-            hv(&httpdate::fmt_http_date(
-                UNIX_EPOCH + Duration::from_secs(exp),
-            )),
-        ),
-        None => b.header(
-            http::header::CACHE_CONTROL,
-            hv(obj.meta_str("cacheControl").unwrap_or("no-cache")),
-        ),
-    };
-    let not_modified = req
-        .get(http::header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|e| e.trim() == etag || e.trim() == "*"));
-    if not_modified {
+    let b = object_headers(&obj, &etag, expires).header(http::header::VARY, "Accept");
+    if not_modified(req, &etag) {
         return Ok(b
             .status(StatusCode::NOT_MODIFIED)
             .body(Body::empty())
@@ -328,31 +302,16 @@ async fn respond(
             })
             .await
             .map_err(|_| StorageError::internal())??;
-            let bytes = Bytes::from(rendered.bytes);
+            let bytes = Bytes::from(rendered);
             r.keep(&key, &bytes).await;
             (bytes, false)
         }
     };
-    let mime = mime_of(&bytes);
-    Ok(b.header(http::header::CONTENT_TYPE, mime)
-        .header(http::header::CONTENT_LENGTH, bytes.len())
-        .header("x-wasmbase-render-cache", if hit { "hit" } else { "miss" })
-        .body(Body::from(bytes))
-        .expect("valid response"))
-}
-
-/// The media type of an encoded result, from its first bytes (a cached file
-/// carries no header of its own).
-fn mime_of(b: &[u8]) -> &'static str {
-    if b.starts_with(b"\xFF\xD8\xFF") {
-        "image/jpeg"
-    } else if b.starts_with(b"\x89PNG") {
-        "image/png"
-    } else if b.starts_with(b"GIF8") {
-        "image/gif"
-    } else if b.len() >= 12 && &b[..4] == b"RIFF" && &b[8..12] == b"WEBP" {
-        "image/webp"
-    } else {
-        "application/octet-stream"
-    }
+    Ok(
+        b.header(http::header::CONTENT_TYPE, transform::media_type(&bytes))
+            .header(http::header::CONTENT_LENGTH, bytes.len())
+            .header("x-wasmbase-render-cache", if hit { "hit" } else { "miss" })
+            .body(Body::from(bytes))
+            .expect("valid response"),
+    )
 }
