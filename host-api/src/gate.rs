@@ -216,6 +216,7 @@ pub const OPEN_ROUTES: &[OpenRoute] = &[
     open("GET", "/storage/v1/object/info/public/*", "information about objects of public buckets"),
     open("GET", "/storage/v1/object/sign/*", "signed download URLs are opened by anyone holding them; the token is the credential"),
     open("PUT", "/storage/v1/object/upload/sign/*", "signed upload URLs; the token is the credential"),
+    open("*", "/storage/v1/upload/resumable/sign*", "signed resumable uploads; the x-signature token is the credential on every request"),
     waived("/functions/v1/*", "the function's manifest sets `verify_jwt = false`", "public webhooks"),
     waived("/fn/*", "the function's manifest sets `verify_jwt = false`", "public webhooks"),
 ];

@@ -163,6 +163,9 @@ pub struct StorageConfig {
     /// Image transformations running at once on this node (default: half the
     /// cores, at least 1); more wait.
     pub render_concurrency: Option<usize>,
+    /// How long an unfinished resumable upload lives after its last request
+    /// (`Upload-Expires`; 24 h), after which its parts are deleted.
+    pub resumable_expiry_secs: u64,
 }
 
 impl std::fmt::Debug for StorageConfig {
@@ -191,6 +194,7 @@ impl std::fmt::Debug for StorageConfig {
             .field("render_cache_dir", &self.render_cache_dir)
             .field("render_cache_bytes", &self.render_cache_bytes)
             .field("render_concurrency", &self.render_concurrency)
+            .field("resumable_expiry_secs", &self.resumable_expiry_secs)
             .finish()
     }
 }
@@ -215,6 +219,7 @@ impl Default for StorageConfig {
             render_cache_dir: None,
             render_cache_bytes: 1 << 30,
             render_concurrency: None,
+            resumable_expiry_secs: 24 * 3600,
         }
     }
 }
@@ -889,6 +894,12 @@ impl Config {
                     format!("'{other}' is not a backend; use \"local\" or \"s3\""),
                 )
             }
+        }
+        if self.storage.resumable_expiry_secs == 0 {
+            return err(
+                "storage.resumable_expiry_secs",
+                "storage.resumable_expiry_secs must be greater than 0".into(),
+            );
         }
         if self.storage.max_upload_bytes == 0 || self.storage.upload_idle_timeout_ms == 0 {
             return err(

@@ -74,9 +74,24 @@ pub struct Fetched {
     pub len: u64,
 }
 
+/// One stored part of a resumable upload, as the backend acknowledged it
+/// (kept in PostgreSQL, so any node can finish the upload).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Part {
+    /// 1-based, in order.
+    pub number: i32,
+    /// Bytes in the part.
+    pub size: u64,
+    /// The backend's tag for the part (S3's part ETag; empty locally).
+    pub etag: String,
+    /// MD5 hex of the part's bytes (for the object's multipart-style eTag).
+    pub md5: String,
+}
+
 /// A place to keep objects' bytes. Keys are Wasmbase's (object version UUIDs).
-/// Room for resumable uploads (storage part two): a backend will add a
-/// part-upload path (create, put part, complete) beside `put`.
+/// Beside `put`, the part path of resumable uploads (`begin_parts`,
+/// `put_part`, `complete_parts`, `abort_parts`): parts are numbered from 1
+/// and stored again under the same number when a crash left one unrecorded.
 pub trait ObjectStore: Send + Sync + 'static {
     /// Stores `body` under `key`, all or nothing: a failed or cut-off upload
     /// leaves nothing readable under `key`.
@@ -93,7 +108,36 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Deletes `key`; deleting what is not there succeeds.
     fn delete(&self, key: &str) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Every key held, with when it was written (for the orphan sweeper).
+    /// Unfinished resumable uploads are not listed.
     fn list(&self) -> BoxFuture<'_, Result<Vec<(String, SystemTime)>, StoreError>>;
+    /// Least size of a part other than the last (S3: 5 MiB); 0 when any goes.
+    fn min_part(&self) -> u64;
+    /// Starts a resumable upload that will become `key`; returns the
+    /// backend's handle for it (S3's UploadId).
+    fn begin_parts(&self, key: &str) -> BoxFuture<'_, Result<String, StoreError>>;
+    /// Stores part `number`, which starts `offset` bytes into the upload;
+    /// returns the part's tag. Durable when it returns.
+    fn put_part<'a>(
+        &'a self,
+        key: &'a str,
+        handle: &'a str,
+        number: i32,
+        offset: u64,
+        bytes: Bytes,
+    ) -> BoxFuture<'a, Result<String, StoreError>>;
+    /// Joins `parts` into the object `key` (readable once this returns).
+    fn complete_parts<'a>(
+        &'a self,
+        key: &'a str,
+        handle: &'a str,
+        parts: &'a [Part],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Drops an unfinished upload's parts; dropping what is gone succeeds.
+    fn abort_parts<'a>(
+        &'a self,
+        key: &'a str,
+        handle: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 }
 
 /// The client's body, limited: after `limit` bytes the stream ends in

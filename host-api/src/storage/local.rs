@@ -3,7 +3,10 @@
 //! the version UUID — no path ever comes from a user-supplied name. An upload
 //! goes to `<root>/tmp/<random>`, is fsynced, then renamed into place, so a
 //! crash or a disconnect never leaves half an object visible; what a crash
-//! leaves in `tmp/` is removed at start.
+//! leaves in `tmp/` is removed at start. A resumable upload grows in
+//! `<root>/resumable/<key>` (parts are appended; one stored again is written
+//! over what followed its offset) and is renamed into place when complete;
+//! it survives restarts, and other nodes reach it only if they share `<root>`.
 
 use super::backend::{is_key, ByteRange, ByteStream, Fetched, ObjectStore, StoreError, Stored};
 use futures::future::BoxFuture;
@@ -41,6 +44,7 @@ impl LocalDisk {
             std::fs::remove_dir_all(&tmp)?;
         }
         std::fs::create_dir_all(&tmp)?;
+        std::fs::create_dir_all(root.join("resumable"))?;
         Ok(LocalDisk {
             root: root.to_path_buf(),
         })
@@ -51,6 +55,13 @@ impl LocalDisk {
             return Err(StoreError::Backend(format!("not a storage key: {key:?}")));
         }
         Ok(self.root.join("objects").join(&key[..2]).join(key))
+    }
+
+    fn partial(&self, key: &str) -> Result<PathBuf, StoreError> {
+        if !is_key(key) {
+            return Err(StoreError::Backend(format!("not a storage key: {key:?}")));
+        }
+        Ok(self.root.join("resumable").join(key))
     }
 
     async fn write(&self, key: &str, mut body: ByteStream) -> Result<Stored, StoreError> {
@@ -170,6 +181,96 @@ impl ObjectStore for LocalDisk {
             .await
             .map_err(|e| StoreError::Backend(e.to_string()))?
             .map_err(StoreError::from)
+        }
+        .boxed()
+    }
+
+    fn min_part(&self) -> u64 {
+        0
+    }
+
+    fn begin_parts(&self, key: &str) -> BoxFuture<'_, Result<String, StoreError>> {
+        let path = self.partial(key);
+        async move {
+            tokio::fs::File::create(path?).await?;
+            Ok(String::new())
+        }
+        .boxed()
+    }
+
+    fn put_part<'a>(
+        &'a self,
+        key: &'a str,
+        _handle: &'a str,
+        _number: i32,
+        offset: u64,
+        bytes: bytes::Bytes,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        let path = self.partial(key);
+        async move {
+            let path = path?;
+            tokio::task::spawn_blocking(move || -> Result<String, StoreError> {
+                use std::io::{Seek, Write};
+                let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+                let len = file.metadata()?.len();
+                if len < offset {
+                    return Err(StoreError::Backend(format!(
+                        "resumable upload file is {len} bytes, expected at least {offset}"
+                    )));
+                }
+                // What followed `offset` was never recorded (a crash or a cut
+                // request): this part replaces it.
+                file.set_len(offset)?;
+                file.seek(std::io::SeekFrom::Start(offset))?;
+                file.write_all(&bytes)?;
+                file.sync_data()?;
+                Ok(String::new())
+            })
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?
+        }
+        .boxed()
+    }
+
+    fn complete_parts<'a>(
+        &'a self,
+        key: &'a str,
+        _handle: &'a str,
+        parts: &'a [super::backend::Part],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (from, to) = (self.partial(key), self.path(key));
+        let size: u64 = parts.iter().map(|p| p.size).sum();
+        async move {
+            let (from, to) = (from?, to?);
+            let file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(&from)
+                .await?;
+            // Bytes past the recorded parts were never acknowledged.
+            file.set_len(size).await?;
+            file.sync_all().await?;
+            drop(file);
+            if let Some(dir) = to.parent() {
+                tokio::fs::create_dir_all(dir).await?;
+            }
+            tokio::fs::rename(&from, &to).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn abort_parts<'a>(
+        &'a self,
+        key: &'a str,
+        _handle: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let path = self.partial(key);
+        async move {
+            match tokio::fs::remove_file(path?).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e.into()),
+            }
         }
         .boxed()
     }

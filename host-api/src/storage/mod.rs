@@ -4,7 +4,8 @@
 //! by default), storage-api's names and limits (`names`), signed URL tokens
 //! (`token`), storage-api's error shape (`error`), the steps of writing an
 //! object that every path shares (`objects`) and the deletion queue that
-//! keeps bytes and rows in step (`gc`), image transformations (`transform`).
+//! keeps bytes and rows in step (`gc`), image transformations (`transform`),
+//! resumable uploads (`resumable`, locked per upload by `upload_locks`).
 //! See docs/STORAGE.md.
 
 pub mod backend;
@@ -14,10 +15,12 @@ pub mod local;
 pub mod meta;
 pub mod names;
 pub mod objects;
+pub mod resumable;
 pub mod s3;
 pub mod sweep;
 pub mod token;
 pub mod transform;
+pub mod upload_locks;
 
 pub use backend::{ObjectStore, StoreError};
 pub use error::StorageError;
@@ -39,6 +42,11 @@ pub struct Storage {
     /// The platform's own pool (the deletion queue is not the caller's to
     /// write).
     pub system: deadpool_postgres::Pool,
+    /// This node's locks of resumable uploads.
+    pub upload_locks: Arc<upload_locks::UploadLocks>,
+    /// How long an unfinished resumable upload lives after its last request
+    /// (`storage.resumable_expiry_secs`).
+    pub resumable_expiry: Duration,
 }
 
 impl Storage {

@@ -116,6 +116,25 @@ pub async fn record(
     owner: Option<String>,
     upsert: bool,
 ) -> Result<String, StorageError> {
+    let version = w.version.clone();
+    let recorded = record_row(storage, who, t, w, d, owner, upsert).await;
+    if recorded.is_err() {
+        storage.forget(&version).await;
+    }
+    recorded
+}
+
+/// [`record`] without the clean-up: a caller that can try again (a resumable
+/// upload's finish, after a database blip) decides what becomes of the bytes.
+pub async fn record_row(
+    storage: &Storage,
+    who: &As<'_>,
+    t: &Target,
+    w: Written,
+    d: Describe,
+    owner: Option<String>,
+    upsert: bool,
+) -> Result<String, StorageError> {
     let metadata = json!({
         "eTag": w.stored.etag,
         "size": w.stored.size,
@@ -133,19 +152,12 @@ pub async fn record(
         user_metadata: d.user_metadata,
         owner,
     };
-    match meta::insert(who, row, upsert).await {
-        Ok(id) => {
-            // A replaced version was queued by the trigger.
-            if upsert {
-                storage.gc_kick.notify_one();
-            }
-            Ok(id)
-        }
-        Err(e) => {
-            storage.forget(&w.version).await;
-            Err(e)
-        }
+    let id = meta::insert(who, row, upsert).await?;
+    // A replaced version was queued by the trigger.
+    if upsert {
+        storage.gc_kick.notify_one();
     }
+    Ok(id)
 }
 
 /// `Cache-Control` from storage-js's `cacheControl` (seconds, as text):

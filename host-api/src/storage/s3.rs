@@ -6,7 +6,7 @@
 //! upload leaves nothing), so at most one part per upload is in memory.
 //! Downloads stream `GetObject`'s body, with the range passed through.
 
-use super::backend::{ByteRange, ByteStream, Fetched, ObjectStore, StoreError, Stored};
+use super::backend::{ByteRange, ByteStream, Fetched, ObjectStore, Part, StoreError, Stored};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -19,6 +19,9 @@ use std::time::SystemTime;
 
 /// Size of one multipart part (S3's minimum is 5 MiB, except the last).
 pub const PART: usize = 8 * 1024 * 1024;
+
+/// S3's least part size (all but the last part).
+pub const MIN_PART: u64 = 5 * 1024 * 1024;
 
 /// Where the S3 backend keeps bytes.
 #[derive(Debug, Clone)]
@@ -329,6 +332,117 @@ impl ObjectStore for S3 {
                     Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
                     _ => return Ok(out),
                 }
+            }
+        }
+        .boxed()
+    }
+
+    fn min_part(&self) -> u64 {
+        MIN_PART
+    }
+
+    fn begin_parts(&self, key: &str) -> BoxFuture<'_, Result<String, StoreError>> {
+        let key = self.key(key);
+        async move {
+            let out = self
+                .client
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key?)
+                .send()
+                .await
+                .map_err(|e| backend_error("CreateMultipartUpload", e))?;
+            out.upload_id()
+                .map(str::to_string)
+                .ok_or_else(|| StoreError::Backend("S3 gave no UploadId".into()))
+        }
+        .boxed()
+    }
+
+    fn put_part<'a>(
+        &'a self,
+        key: &'a str,
+        handle: &'a str,
+        number: i32,
+        _offset: u64,
+        bytes: Bytes,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        let key = self.key(key);
+        async move {
+            let done = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key?)
+                .upload_id(handle)
+                .part_number(number)
+                .content_length(bytes.len() as i64)
+                .body(S3Body::from(bytes))
+                .send()
+                .await
+                .map_err(|e| backend_error("UploadPart", e))?;
+            Ok(done.e_tag().unwrap_or_default().to_string())
+        }
+        .boxed()
+    }
+
+    fn complete_parts<'a>(
+        &'a self,
+        key: &'a str,
+        handle: &'a str,
+        parts: &'a [Part],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let key = self.key(key);
+        async move {
+            let parts = parts
+                .iter()
+                .map(|p| {
+                    CompletedPart::builder()
+                        .part_number(p.number)
+                        .e_tag(&p.etag)
+                        .build()
+                })
+                .collect();
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key?)
+                .upload_id(handle)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| backend_error("CompleteMultipartUpload", e))?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn abort_parts<'a>(
+        &'a self,
+        key: &'a str,
+        handle: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let key = self.key(key);
+        async move {
+            match self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key?)
+                .upload_id(handle)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+                Err(e) => match backend_error("AbortMultipartUpload", e) {
+                    StoreError::NotFound => Ok(()),
+                    other => Err(other),
+                },
             }
         }
         .boxed()

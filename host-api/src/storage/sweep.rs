@@ -1,5 +1,5 @@
 //! The orphan sweeper: bytes in the backend that no row in `storage.objects`
-//! points at and no deletion is queued for — what a crash between an upload's
+//! (or resumable upload's tail) points at and no deletion is queued for — what a crash between an upload's
 //! bytes and its row leaves — are deleted once they are older than
 //! `storage.orphan_grace_secs` (24 h by default, so a database restored from a
 //! backup never races it), each deletion logged. Rows whose bytes are missing
@@ -70,7 +70,8 @@ async fn pass(
             .query(
                 "SELECT k FROM unnest($1::text[]) k \
                  WHERE NOT EXISTS (SELECT 1 FROM storage.objects o WHERE o.version = k) \
-                   AND NOT EXISTS (SELECT 1 FROM wasmbase.storage_garbage g WHERE g.version = k)",
+                   AND NOT EXISTS (SELECT 1 FROM wasmbase.storage_garbage g WHERE g.version = k) \
+                   AND NOT EXISTS (SELECT 1 FROM wasmbase.storage_uploads u WHERE u.tail = k)",
                 &[&page],
             )
             .await

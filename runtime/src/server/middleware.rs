@@ -72,9 +72,10 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
     // Storage streams its bodies under its own limits (`storage.max_upload_bytes`,
     // the bucket's size limit, `storage.upload_idle_timeout_ms`): a 1 GiB upload
     // or download is neither too large nor too slow for the API.
-    let streams = matched
-        .as_ref()
-        .is_some_and(|m| m.as_str().starts_with("/storage/v1/object/"));
+    let streams = matched.as_ref().is_some_and(|m| {
+        m.as_str().starts_with("/storage/v1/object/")
+            || m.as_str().starts_with("/storage/v1/upload/")
+    });
     let too_large = !streams
         && req
             .headers()

@@ -141,6 +141,12 @@ fn cors(config: &Config) -> CorsLayer {
             h("x-request-id"),
             h("x-upsert"),
             h("cache-control"),
+            h("tus-resumable"),
+            h("upload-length"),
+            h("upload-metadata"),
+            h("upload-offset"),
+            h("x-http-method-override"),
+            h("x-signature"),
         ])
         .expose_headers([
             h("content-range"),
@@ -150,6 +156,15 @@ fn cors(config: &Config) -> CorsLayer {
             h("x-total-count"),
             h("link"),
             h("x-supabase-api-version"),
+            h("tus-resumable"),
+            h("tus-version"),
+            h("tus-extension"),
+            h("tus-max-size"),
+            h("tus-complete"),
+            h("upload-offset"),
+            h("upload-length"),
+            h("upload-metadata"),
+            h("upload-expires"),
         ])
         .max_age(Duration::from_secs(3600))
 }
@@ -179,6 +194,10 @@ pub fn router(state: AppState) -> Router {
             state.body_limit as usize,
         ))
         .layer(cors)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::storage::tus_options,
+        ))
         .with_state(state)
 }
 
@@ -243,7 +262,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     );
     let auth = crate::api::auth::AuthState::new(&config, addr, auth_login)?;
     let functions = functions_state(&config, &owner)?;
-    let storage = storage_state(&config, system.clone()).await?;
+    let storage = storage_state(&config, &owner, system.clone()).await?;
     let cancel = CancellationToken::new();
     let (changes, changes_rx) = crate::api::realtime::Changes::new();
     let changes = Arc::new(changes);
@@ -329,6 +348,10 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         storage.gc_kick.clone(),
         cancel.clone(),
     ));
+    tokio::spawn(wasmbase_host_api::storage::resumable::expiry_worker(
+        storage.clone(),
+        cancel.clone(),
+    ));
     tokio::spawn(wasmbase_host_api::storage::sweep::worker(
         state.system.clone(),
         storage.store.clone(),
@@ -376,6 +399,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
 /// The storage backend and limits `[storage]` asks for.
 async fn storage_state(
     config: &Config,
+    owner: &tokio_postgres::Config,
     system: deadpool_postgres::Pool,
 ) -> Result<wasmbase_host_api::storage::Storage> {
     use wasmbase_host_api::storage::{local::LocalDisk, s3, ObjectStore};
@@ -416,6 +440,8 @@ async fn storage_state(
         idle_timeout: Duration::from_millis(config.storage.upload_idle_timeout_ms),
         gc_kick: Default::default(),
         system,
+        upload_locks: wasmbase_host_api::storage::upload_locks::UploadLocks::new(owner.clone()),
+        resumable_expiry: Duration::from_secs(config.storage.resumable_expiry_secs),
     })
 }
 

@@ -22,3 +22,4 @@ mod session;
 mod storage;
 mod storage_functions;
 mod storage_render;
+mod storage_resumable;

@@ -75,7 +75,7 @@ impl Client<'_> {
     }
 
     /// Creates a private bucket; the test's own setup, so a refusal panics.
-    async fn bucket(&self, name: &str) {
+    pub(crate) async fn bucket(&self, name: &str) {
         let (s, v) = self
             .json(reqwest::Method::POST, "/bucket", json!({ "name": name }))
             .await;
@@ -115,7 +115,7 @@ pub(crate) fn files(db: &TestDb) -> usize {
         .sum()
 }
 
-async fn setup(db: &TestDb) -> (String, String) {
+pub(crate) async fn setup(db: &TestDb) -> (String, String) {
     let (_, anon) = db.key(KeyKind::Publishable).await;
     let (_, secret) = db.key(KeyKind::Secret).await;
     db.owner().await.batch_execute(POLICIES).await.unwrap();
@@ -823,14 +823,14 @@ async fn two_nodes_serve_and_sign_each_others_objects() {
 
 /// A real S3-compatible server that checks signatures (s3s-fs, installed by
 /// `./scripts/test`), for the S3 backend.
-struct S3Server {
+pub(crate) struct S3Server {
     url: String,
     dir: tempfile::TempDir,
     _child: tokio::process::Child,
 }
 
 impl S3Server {
-    async fn start() -> S3Server {
+    pub(crate) async fn start() -> S3Server {
         use tokio::io::AsyncBufReadExt;
         let bin = std::env::var("WASMBASE_TEST_S3S_FS").unwrap_or_else(|_| {
             panic!(
@@ -883,7 +883,7 @@ impl S3Server {
     }
 
     /// Points a config at this server, in a fresh bucket.
-    fn configure(&self, c: &mut wasmbase::config::Config, bucket: &str) {
+    pub(crate) fn configure(&self, c: &mut wasmbase::config::Config, bucket: &str) {
         c.storage.backend = "s3".into();
         c.storage.s3_endpoint = Some(self.url.clone());
         c.storage.s3_bucket = Some(bucket.into());
@@ -892,7 +892,7 @@ impl S3Server {
     }
 
     /// Files s3s-fs holds for `bucket` (its objects are files under its dir).
-    fn files(&self, bucket: &str) -> usize {
+    pub(crate) fn files(&self, bucket: &str) -> usize {
         fn count(p: &std::path::Path) -> usize {
             std::fs::read_dir(p).map_or(0, |d| {
                 d.flatten()

@@ -9,10 +9,11 @@ mod download;
 mod error;
 mod objects;
 mod render;
+mod resumable;
 mod upload;
 
 use crate::server::state::AppState;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, head, post};
 use axum::Router;
 use wasmbase_host_api::db::Acting;
 use wasmbase_host_api::storage::meta::As;
@@ -21,6 +22,7 @@ use wasmbase_host_api::Principal;
 
 pub use error::{StorageApiError, StorageCaller};
 pub use render::Renderer;
+pub use resumable::tus_options;
 
 /// Routes of this module. Static segments (`list`, `sign`, `public`, ...) win
 /// over `{bucket}`, as in storage-api.
@@ -79,6 +81,28 @@ pub fn routes() -> Router<AppState> {
                 .delete(objects::delete_one),
         )
         .route(&format!("{O}/{{bucket}}"), delete(objects::remove))
+        .route(
+            "/storage/v1/upload/resumable",
+            post(resumable::create_keyed),
+        )
+        .route(
+            "/storage/v1/upload/resumable/{id}",
+            head(resumable::head_keyed)
+                .patch(resumable::patch_keyed)
+                .delete(resumable::delete_keyed)
+                .post(resumable::post_keyed),
+        )
+        .route(
+            "/storage/v1/upload/resumable/sign",
+            post(resumable::create_signed),
+        )
+        .route(
+            "/storage/v1/upload/resumable/sign/{id}",
+            head(resumable::head_signed)
+                .patch(resumable::patch_signed)
+                .delete(resumable::delete_signed)
+                .post(resumable::post_signed),
+        )
         .route(
             "/storage/v1/render/image/authenticated/{bucket}/{*path}",
             get(render::authenticated),

@@ -37,7 +37,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn user_metadata(text: &str) -> Result<Option<Value>, StorageError> {
+pub(super) fn user_metadata(text: &str) -> Result<Option<Value>, StorageError> {
     objects::check_user_metadata_size(text)?;
     // Unparseable metadata is ignored, as storage-api does.
     Ok(serde_json::from_str::<Value>(text)
@@ -161,7 +161,7 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 /// The request body, shared so that after an error the upload path can read
 /// what the parser left unread (see [`DRAIN_BYTES`]).
 #[derive(Clone)]
-struct SharedBody(Arc<parking_lot::Mutex<axum::body::BodyDataStream>>);
+pub(super) struct SharedBody(Arc<parking_lot::Mutex<axum::body::BodyDataStream>>);
 
 impl futures::Stream for SharedBody {
     type Item = Result<bytes::Bytes, axum::Error>;
@@ -174,7 +174,13 @@ impl futures::Stream for SharedBody {
 }
 
 impl SharedBody {
-    async fn drain(self) {
+    pub(super) fn new(body: axum::body::Body) -> SharedBody {
+        SharedBody(Arc::new(parking_lot::Mutex::new(body.into_data_stream())))
+    }
+
+    /// Reads and drops what is left of the body (bounded), so the error
+    /// that follows reaches the client.
+    pub(super) async fn drain(self) {
         let mut this = self;
         let mut read = 0u64;
         let _ = tokio::time::timeout(DRAIN_TIME, async {
@@ -202,7 +208,7 @@ async fn store(
     req: Request,
 ) -> StorageResult<String> {
     let (parts, body) = req.into_parts();
-    let body = SharedBody(Arc::new(parking_lot::Mutex::new(body.into_data_stream())));
+    let body = SharedBody::new(body);
     let result = store_body(
         st,
         who,
@@ -244,7 +250,7 @@ async fn store_body(
     .await?)
 }
 
-fn upsert_header(h: &HeaderMap) -> bool {
+pub(super) fn upsert_header(h: &HeaderMap) -> bool {
     header(h, "x-upsert").is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
