@@ -84,8 +84,6 @@ pub struct Part {
     pub size: u64,
     /// The backend's tag for the part (S3's part ETag; empty locally).
     pub etag: String,
-    /// MD5 hex of the part's bytes (for the object's multipart-style eTag).
-    pub md5: String,
 }
 
 /// A place to keep objects' bytes. Keys are Wasmbase's (object version UUIDs).
@@ -116,7 +114,7 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// backend's handle for it (S3's UploadId).
     fn begin_parts(&self, key: &str) -> BoxFuture<'_, Result<String, StoreError>>;
     /// Stores part `number`, which starts `offset` bytes into the upload;
-    /// returns the part's tag. Durable when it returns.
+    /// returns the part's tag. Durable once `sync_parts` returns.
     fn put_part<'a>(
         &'a self,
         key: &'a str,
@@ -125,6 +123,16 @@ pub trait ObjectStore: Send + Sync + 'static {
         offset: u64,
         bytes: Bytes,
     ) -> BoxFuture<'a, Result<String, StoreError>>;
+    /// Makes the parts stored so far durable (one flush for many parts,
+    /// before their progress is recorded); where each part is durable when
+    /// stored (S3), nothing.
+    fn sync_parts<'a>(
+        &'a self,
+        _key: &'a str,
+        _handle: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// Joins `parts` into the object `key` (readable once this returns).
     fn complete_parts<'a>(
         &'a self,

@@ -223,11 +223,27 @@ impl ObjectStore for LocalDisk {
                 file.set_len(offset)?;
                 file.seek(std::io::SeekFrom::Start(offset))?;
                 file.write_all(&bytes)?;
-                file.sync_data()?;
                 Ok(String::new())
             })
             .await
             .map_err(|e| StoreError::Backend(e.to_string()))?
+        }
+        .boxed()
+    }
+
+    fn sync_parts<'a>(
+        &'a self,
+        key: &'a str,
+        _handle: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let path = self.partial(key);
+        async move {
+            let file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(path?)
+                .await?;
+            file.sync_data().await?;
+            Ok(())
         }
         .boxed()
     }

@@ -20,11 +20,13 @@ use super::upload_locks::UploadLock;
 use super::{Storage, StorageError};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use md5::{Digest, Md5};
 use std::time::SystemTime;
 
 /// Size of a part (at least; see [`part_size`]).
 pub const PART: u64 = 8 * 1024 * 1024;
+
+/// Where requests are cut into parts on a backend that takes any size.
+const LOCAL_STEP: usize = 1024 * 1024;
 
 /// Most parts an upload may have (S3's limit).
 const MAX_PARTS: u64 = 10_000;
@@ -299,6 +301,7 @@ async fn save(storage: &Storage, lock: &UploadLock, up: &mut Upload) -> Result<(
     if !lock.held() {
         return Err(lock_lost());
     }
+    storage.store.sync_parts(&up.version, &up.handle).await?;
     let c = storage
         .system
         .get()
@@ -333,30 +336,52 @@ async fn save(storage: &Storage, lock: &UploadLock, up: &mut Upload) -> Result<(
     Ok(())
 }
 
-/// Stores `bytes` as the upload's next part.
-async fn put_part(storage: &Storage, up: &mut Upload, bytes: Bytes) -> Result<(), StorageError> {
+/// A part being stored while the request's next bytes arrive.
+struct InFlight {
+    number: i32,
+    size: u64,
+    task: tokio::task::JoinHandle<Result<String, StoreError>>,
+}
+
+/// Starts storing `bytes` as the upload's next part. At most one is in
+/// flight: see [`land`].
+fn start_part(storage: &Storage, up: &Upload, bytes: Bytes) -> InFlight {
     let number = up.parts.len() as i32 + 1;
     let offset: u64 = up.parts.iter().map(|p| p.size).sum();
     let size = bytes.len() as u64;
-    // Hashing megabytes is blocking work; it runs beside the store.
-    let hashing = {
-        let bytes = bytes.clone();
-        tokio::task::spawn_blocking(move || hex::encode(Md5::digest(&bytes)))
-    };
-    let (stored, md5) = tokio::join!(
-        storage
-            .store
-            .put_part(&up.version, &up.handle, number, offset, bytes),
-        hashing
-    );
-    let etag = stored?;
-    let md5 = md5.map_err(|e| StoreError::Backend(format!("hashing a part: {e}")))?;
-    up.parts.push(Part {
-        number,
-        size,
-        etag,
-        md5,
+    let store = storage.store.clone();
+    let (version, handle) = (up.version.clone(), up.handle.clone());
+    let task = tokio::spawn(async move {
+        store
+            .put_part(&version, &handle, number, offset, bytes)
+            .await
     });
+    InFlight { number, size, task }
+}
+
+/// Waits for the part in flight, if any, and adds it to the upload's parts.
+/// Where the backend takes parts of any size (the local disk appends), the
+/// bytes extend the last part instead, so the list stays one entry long.
+async fn land(
+    storage: &Storage,
+    up: &mut Upload,
+    pending: &mut Option<InFlight>,
+) -> Result<(), StorageError> {
+    let Some(p) = pending.take() else {
+        return Ok(());
+    };
+    let etag = p
+        .task
+        .await
+        .map_err(|e| StoreError::Backend(format!("storing a part: {e}")))??;
+    match up.parts.last_mut() {
+        Some(last) if storage.store.min_part() == 0 => last.size += p.size,
+        _ => up.parts.push(Part {
+            number: p.number,
+            size: p.size,
+            etag,
+        }),
+    }
     Ok(())
 }
 
@@ -399,7 +424,13 @@ pub async fn append(
             ),
         ));
     }
-    let part = part_size(up.length) as usize;
+    // Where a request's bytes are cut into parts: the part size, or on a
+    // backend that takes any size (the local disk) every MiB, so storing one
+    // overlaps receiving the next.
+    let step = match storage.store.min_part() {
+        0 => LOCAL_STEP,
+        _ => part_size(up.length) as usize,
+    };
     // A request's last bytes become a part of their own only from this size
     // (the backend's least part, and never more than S3's 10,000 parts).
     let least = storage.store.min_part().max(up.length.div_ceil(MAX_PARTS));
@@ -411,6 +442,8 @@ pub async fn append(
         read_tail(storage, key, &mut buf).await?;
     }
     let mut cut = None;
+    let mut pending = None;
+    let mut unsaved = 0u64;
     loop {
         match body.next().await {
             None => break,
@@ -420,27 +453,35 @@ pub async fn append(
             }
             Some(Ok(chunk)) => {
                 buf.extend_from_slice(&chunk);
-                while buf.len() >= part {
-                    put_part(storage, &mut up, buf.split_to(part).freeze()).await?;
-                    let in_parts: u64 = up.parts.iter().map(|p| p.size).sum();
-                    if in_parts == up.length {
-                        // The last byte: recorded below, as the upload ends.
-                        break;
+                while buf.len() >= step {
+                    land(storage, &mut up, &mut pending).await?;
+                    pending = Some(start_part(storage, &up, buf.split_to(step).freeze()));
+                    unsaved += step as u64;
+                    if unsaved < PART {
+                        continue;
                     }
-                    up.received = in_parts;
-                    save(storage, lock, &mut up).await?;
-                    if let Some((k, _)) = old_tail.take() {
-                        storage.forget(&k).await;
+                    // A long request records its progress every part size.
+                    land(storage, &mut up, &mut pending).await?;
+                    unsaved = 0;
+                    let in_parts: u64 = up.parts.iter().map(|p| p.size).sum();
+                    if in_parts < up.length {
+                        up.received = in_parts;
+                        save(storage, lock, &mut up).await?;
+                        if let Some((k, _)) = old_tail.take() {
+                            storage.forget(&k).await;
+                        }
                     }
                 }
             }
         }
     }
+    land(storage, &mut up, &mut pending).await?;
     let in_parts: u64 = up.parts.iter().map(|p| p.size).sum();
     let total = in_parts + buf.len() as u64;
     let done = total == up.length;
     if !buf.is_empty() && (done || buf.len() as u64 >= least) {
-        put_part(storage, &mut up, buf.freeze()).await?;
+        pending = Some(start_part(storage, &up, buf.freeze()));
+        land(storage, &mut up, &mut pending).await?;
     } else if !buf.is_empty() {
         let key = backend::new_key();
         let len = buf.len() as u64;
@@ -488,13 +529,12 @@ pub async fn settle(
     Ok(())
 }
 
-/// The eTag S3 gives a multipart object: the MD5 of the parts' MD5s, `-N`.
-fn multipart_etag(parts: &[Part]) -> String {
-    let mut all = Md5::new();
-    for p in parts {
-        all.update(hex::decode(&p.md5).unwrap_or_default());
-    }
-    format!("\"{}-{}\"", hex::encode(all.finalize()), parts.len())
+/// A resumable upload's eTag: its version (new with every upload, as an
+/// eTag must change with the bytes) and its number of parts, in S3's
+/// multipart shape. Not an MD5 of the bytes (S3's multipart eTags are not
+/// either), so no request spends CPU hashing megabytes.
+fn multipart_etag(version: &str, parts: &[Part]) -> String {
+    format!("\"{}-{}\"", version.replace('-', ""), parts.len())
 }
 
 /// Joins the parts and writes the object row as `who`, for an upload whose
@@ -540,7 +580,7 @@ async fn finish(
         version: up.version.clone(),
         stored: Stored {
             size: up.length,
-            etag: multipart_etag(&up.parts),
+            etag: multipart_etag(&up.version, &up.parts),
             last_modified: SystemTime::now(),
         },
     };
