@@ -102,11 +102,18 @@ pub struct RealtimeConfig {
     /// Broadcast and presence messages one socket may send per second (100);
     /// past it the channel is closed with Supabase's system message.
     pub max_events_per_second: u32,
+    /// Refuse joins of public channels (false): every channel is then
+    /// authorized by the policies on `realtime.messages`.
+    pub private_only: bool,
+    /// Rows of `realtime.messages` older than this are deleted (72 h).
+    pub messages_retention_hours: u64,
 }
 
 impl Default for RealtimeConfig {
     fn default() -> Self {
         RealtimeConfig {
+            private_only: false,
+            messages_retention_hours: 72,
             presence_timeout_secs: 30,
             max_channels_per_client: 100,
             max_payload_bytes: 3_000_000,

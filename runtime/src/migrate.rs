@@ -56,6 +56,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(21, "0021_pg_net_compat.sql"),
     migration!(22, "0022_auth_oauth.sql"),
     migration!(23, "0023_storage_resumable.sql"),
+    migration!(24, "0024_realtime_messages.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on

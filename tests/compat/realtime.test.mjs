@@ -36,6 +36,22 @@ const SCHEMA = `
     USING (owner = auth.uid()) WITH CHECK (owner = auth.uid());
   GRANT SELECT, INSERT, UPDATE, DELETE ON public.notes TO authenticated;
   ALTER PUBLICATION supabase_realtime ADD TABLE public.notes;
+
+  -- Private channels: each user's own inbox, \`inbox:<uid>\`, read and written
+  -- by them only; a notes trigger broadcasts each change to the owner's inbox
+  -- (Supabase's documented broadcast_changes pattern).
+  CREATE POLICY "own inbox read" ON realtime.messages FOR SELECT TO authenticated
+    USING (realtime.topic() = 'inbox:' || auth.uid()::text);
+  CREATE POLICY "own inbox write" ON realtime.messages FOR INSERT TO authenticated
+    WITH CHECK (realtime.topic() = 'inbox:' || auth.uid()::text);
+  CREATE FUNCTION public.notes_to_inbox() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+  BEGIN
+    PERFORM realtime.broadcast_changes('inbox:' || coalesce(NEW.owner, OLD.owner)::text,
+      TG_OP, TG_OP, TG_TABLE_NAME, TG_TABLE_SCHEMA, NEW, OLD);
+    RETURN NULL;
+  END $$;
+  CREATE TRIGGER notes_to_inbox AFTER INSERT OR UPDATE OR DELETE ON public.notes
+    FOR EACH ROW EXECUTE FUNCTION public.notes_to_inbox();
 `;
 
 before(async () => {
@@ -250,4 +266,40 @@ test('postgres_changes: a user sees their own inserts, updates and deletes, and 
   const first = await seenByBob.next(1);
   assert.ok(first.eventType === 'DELETE' || first.new.body === 'bob', JSON.stringify(first));
   assert.ok(!seenByBob.events.some((e) => e.new && e.new.owner === alice.user.id));
+});
+
+test('private channels: the policies on realtime.messages decide, and database changes arrive by broadcast', async () => {
+  const signedUp = async (name) => {
+    const c = client();
+    const { data, error } = await c.auth.signUp({ email: uniqueEmail(name), password: PASSWORD });
+    assert.equal(error, null);
+    await c.realtime.setAuth(data.session.access_token);
+    return { c, user: data.user };
+  };
+  const A = await signedUp('inbox-a');
+  const B = await signedUp('inbox-b');
+  const inbox = `inbox:${A.user.id}`;
+  const mine = A.c.channel(inbox, { config: { private: true, broadcast: { self: true, ack: true } } });
+  const changed = nextBroadcast(mine, 'INSERT');
+  const echoed = nextBroadcast(mine, 'note');
+  await subscribed(mine);
+  assert.equal(await mine.send({ type: 'broadcast', event: 'note', payload: { n: 1 } }), 'ok');
+  assert.deepEqual((await echoed).payload, { n: 1 });
+  // Another user may not join it, with Supabase's words.
+  const theirs = B.c.channel(inbox, { config: { private: true } });
+  await assert.rejects(subscribed(theirs), (err) => {
+    assert.match(
+      String(err?.message ?? err),
+      new RegExp(`You do not have permissions to read from this Channel topic: ${inbox}`),
+    );
+    return true;
+  });
+  // A's insert reaches A's private inbox through the trigger.
+  const { error } = await A.c.from('notes').insert({ body: 'from the database' });
+  assert.equal(error, null);
+  const msg = await changed;
+  assert.equal(msg.payload.operation, 'INSERT');
+  assert.equal(msg.payload.table, 'notes');
+  assert.equal(msg.payload.record.body, 'from the database');
+  assert.equal(typeof msg.payload.id, 'string');
 });

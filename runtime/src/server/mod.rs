@@ -554,9 +554,10 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
         tokio::spawn(crate::cron::net::worker(state.clone(), cancel.clone()));
     }
     // Realtime's liveness loop needs its tables (migrations are applied now).
-    tokio::spawn(state.realtime.clone().run(Duration::from_secs(
-        state.config.realtime.presence_timeout_secs,
-    )));
+    tokio::spawn(state.realtime.clone().run(
+        Duration::from_secs(state.config.realtime.presence_timeout_secs),
+        Duration::from_secs(state.config.realtime.messages_retention_hours * 3600),
+    ));
     // Realtime's cross-node bus on a LISTEN connection of its own, so a burst
     // of broadcasts never delays key revocations or schema reloads. (Change
     // notifications stay on the main listener: `/ready` implies it listens,
@@ -566,13 +567,23 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
         async move {
             wasmbase_host_api::listen::run(
                 cfg,
-                &[crate::api::realtime::CHANNEL],
+                &[
+                    crate::api::realtime::CHANNEL,
+                    crate::api::realtime::MESSAGES_CHANNEL,
+                ],
                 cancel,
                 {
                     let st = st.clone();
-                    move |_, payload| {
+                    move |channel, payload| {
                         let st = st.clone();
-                        async move { st.realtime.on_notify(&payload).await }
+                        async move {
+                            if channel == crate::api::realtime::MESSAGES_CHANNEL {
+                                let max = st.config.realtime.max_payload_bytes;
+                                st.realtime.on_message(&payload, max).await
+                            } else {
+                                st.realtime.on_notify(&payload).await
+                            }
+                        }
                     }
                 },
                 move || {

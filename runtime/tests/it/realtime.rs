@@ -13,7 +13,7 @@ type Stream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A realtime client speaking one protocol version.
-struct Ws {
+pub(crate) struct Ws {
     s: Stream,
     v2: bool,
     next: u64,
@@ -21,10 +21,10 @@ struct Ws {
 
 /// A received frame, as (join_ref, ref, topic, event, payload), binary kind 4
 /// decoded to a `broadcast` event as realtime-js does.
-type Got = (Value, Value, String, String, Value);
+pub(crate) type Got = (Value, Value, String, String, Value);
 
 impl Ws {
-    async fn connect(srv: &TestServer, key: &str, v2: bool) -> Ws {
+    pub(crate) async fn connect(srv: &TestServer, key: &str, v2: bool) -> Ws {
         let url = format!(
             "{}/realtime/v1/websocket?apikey={key}&vsn={}",
             srv.url.replace("http://", "ws://"),
@@ -37,7 +37,7 @@ impl Ws {
     }
 
     /// Sends a push; returns its ref.
-    async fn push(
+    pub(crate) async fn push(
         &mut self,
         join_ref: Option<&str>,
         topic: &str,
@@ -61,7 +61,7 @@ impl Ws {
         r
     }
 
-    async fn join(&mut self, topic: &str, config: Value) -> (String, Value) {
+    pub(crate) async fn join(&mut self, topic: &str, config: Value) -> (String, Value) {
         let r = self
             .push(None, topic, "phx_join", json!({ "config": config }))
             .await;
@@ -116,7 +116,7 @@ impl Ws {
     }
 
     /// The next frame matching `f` (others are skipped), within 10 s.
-    async fn until(&mut self, f: impl Fn(&Got) -> bool) -> Got {
+    pub(crate) async fn until(&mut self, f: impl Fn(&Got) -> bool) -> Got {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let m = tokio::time::timeout_at(deadline, self.s.next())
@@ -133,7 +133,7 @@ impl Ws {
     }
 
     /// A heartbeat gets its reply: the socket is alive and in order.
-    async fn heartbeat(&mut self) {
+    pub(crate) async fn heartbeat(&mut self) {
         let r = self.push(None, "phoenix", "heartbeat", json!({})).await;
         let g = self.until(|g| g.2 == "phoenix" && g.1 == json!(r)).await;
         assert_eq!(g.4, json!({"status": "ok", "response": {}}));
@@ -286,7 +286,7 @@ async fn both_protocols_join_broadcast_with_self_and_ack_and_shrug_off_bad_frame
         g.4,
         json!({"status": "error", "response": {"reason": "unmatched topic"}})
     );
-    // Private channels are refused (not built yet), as Supabase words it.
+    // A private channel without a policy is refused, as Supabase words it.
     let (_, reply) = a.join("realtime:secret", json!({"private": true})).await;
     assert_eq!(reply["status"], "error");
     assert!(

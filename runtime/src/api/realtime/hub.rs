@@ -42,8 +42,12 @@ pub struct Sub {
     pub tx: mpsc::Sender<Frame>,
     /// Cancelled when the socket must close (its queue overflowed).
     pub kill: CancellationToken,
-    /// Whether it wants presence diffs.
+    /// Whether it wants presence diffs (and, on a private topic, may read
+    /// them).
     pub presence: bool,
+    /// Whether it may read broadcasts (always on a public topic; on a private
+    /// one, what the SELECT policies allow).
+    pub read_broadcast: bool,
 }
 
 impl Sub {
@@ -66,8 +70,33 @@ struct Wire {
     s: u64,
     /// Sub-topic (without `realtime:`).
     t: String,
+    /// A private channel's message (a private and a public channel of one
+    /// name are different topics).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    p: bool,
     #[serde(flatten)]
     m: WireMsg,
+}
+
+/// NOTIFY channel of messages written to `realtime.messages` (migration 0024).
+pub const MESSAGES_CHANNEL: &str = "wasmbase_realtime_messages";
+
+/// The hub's key of a channel topic (`realtime:<name>`): the topic itself
+/// for a public channel, `private:` before it for a private one.
+pub fn key(topic: &str, private: bool) -> String {
+    if private {
+        format!("private:{topic}")
+    } else {
+        topic.to_string()
+    }
+}
+
+/// The client's topic of a hub key, and whether it is private.
+fn split_key(key: &str) -> (&str, bool) {
+    match key.strip_prefix("private:") {
+        Some(topic) => (topic, true),
+        None => (key, false),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -313,12 +342,16 @@ impl Hub {
             .collect()
     }
 
-    fn local_broadcast(&self, topic: &str, b: &Broadcast, except: Option<u64>) {
+    fn local_broadcast(&self, key: &str, b: &Broadcast, except: Option<u64>) {
         let subs = self.subs.read();
-        let Some(list) = subs.get(topic) else { return };
+        let Some(list) = subs.get(key) else { return };
+        let (topic, _) = split_key(key);
         // One encoding per protocol version, shared by every subscriber.
         let mut encoded: [Option<Option<Frame>>; 2] = [None, None];
-        for s in list.iter().filter(|s| Some(s.id) != except) {
+        for s in list
+            .iter()
+            .filter(|s| Some(s.id) != except && s.read_broadcast)
+        {
             let slot = &mut encoded[(s.vsn == Vsn::V2) as usize];
             let f = slot.get_or_insert_with(|| frame::encode_broadcast(s.vsn, topic, b));
             if let Some(f) = f {
@@ -327,9 +360,10 @@ impl Hub {
         }
     }
 
-    fn local_presence(&self, topic: &str, joins: &Value, leaves: &Value) {
+    fn local_presence(&self, key: &str, joins: &Value, leaves: &Value) {
         let subs = self.subs.read();
-        let Some(list) = subs.get(topic) else { return };
+        let Some(list) = subs.get(key) else { return };
+        let (topic, _) = split_key(key);
         let payload = json!({ "joins": joins, "leaves": leaves });
         let mut text: [Option<axum::extract::ws::Utf8Bytes>; 2] = [None, None];
         for s in list.iter().filter(|s| s.presence) {
@@ -373,7 +407,8 @@ impl Hub {
     /// Sends to the other nodes: queued for the bus writer, which sends
     /// whatever has queued up in one statement, in order; with `wait`,
     /// returns once it is sent (an acked broadcast).
-    async fn send(&self, topic: &str, m: WireMsg, wait: bool) {
+    async fn send(&self, key: &str, m: WireMsg, wait: bool) {
+        let (topic, private) = split_key(key);
         let Some(sub) = topic.strip_prefix("realtime:") else {
             return;
         };
@@ -381,6 +416,7 @@ impl Hub {
             n: self.node,
             s: self.next_id(),
             t: sub.to_string(),
+            p: private,
             m,
         };
         let Ok(text) = serde_json::to_string(&wire) else {
@@ -432,7 +468,7 @@ impl Hub {
         if w.n == self.node {
             return;
         }
-        let topic = format!("realtime:{}", w.t);
+        let topic = key(&format!("realtime:{}", w.t), w.p);
         match w.m {
             WireMsg::Broadcast { e, j, b } => {
                 let payload = match (j, b) {
@@ -449,6 +485,84 @@ impl Hub {
             }
             WireMsg::Presence { joins, leaves } => self.local_presence(&topic, &joins, &leaves),
         }
+    }
+
+    /// What channel `id` on `key` may read now (a new token's policies).
+    pub fn set_reads(&self, key: &str, id: u64, read_broadcast: bool, presence: bool) {
+        if let Some(list) = self.subs.write().get_mut(key) {
+            for s in list.iter_mut().filter(|s| s.id == id) {
+                s.read_broadcast = read_broadcast;
+                s.presence = presence;
+            }
+        }
+    }
+
+    /// A NOTIFY on [`MESSAGES_CHANNEL`]: a message committed to
+    /// `realtime.messages` (by `realtime.send`, a trigger, any INSERT the
+    /// policies allowed). Read back by id — only when this node has a channel
+    /// on its topic — and delivered as a broadcast; every node gets the
+    /// NOTIFY, so it is not sent on the bus.
+    pub async fn on_message(&self, payload: &str, max_payload: usize) {
+        #[derive(Deserialize)]
+        struct Note {
+            i: uuid::Uuid,
+            #[serde(default)]
+            p: bool,
+            t: Option<String>,
+        }
+        let Ok(n) = serde_json::from_str::<Note>(payload) else {
+            return;
+        };
+        if let Some(t) = &n.t {
+            if !self
+                .subs
+                .read()
+                .contains_key(&key(&format!("realtime:{t}"), n.p))
+            {
+                return;
+            }
+        }
+        let row = async {
+            let c = self.system.get().await?;
+            let row = c
+                .query_opt(
+                    "SELECT topic, event, coalesce(private, false), payload::text, binary_payload \
+                     FROM realtime.messages WHERE id = $1",
+                    &[&n.i],
+                )
+                .await?;
+            anyhow::Ok(row)
+        };
+        let row = match row.await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "realtime: reading a database message");
+                return;
+            }
+        };
+        let (topic, event, private): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
+        let payload = match (
+            row.get::<_, Option<String>>(3),
+            row.get::<_, Option<Vec<u8>>>(4),
+        ) {
+            (Some(j), _) => Payload::Json(Arc::from(j)),
+            (None, Some(b)) => Payload::Binary(b.into()),
+            (None, None) => return,
+        };
+        let size = match &payload {
+            Payload::Json(s) => s.len(),
+            Payload::Binary(b) => b.len(),
+        };
+        if size > max_payload {
+            tracing::warn!(topic, size, "realtime: a database message is larger than realtime.max_payload_bytes; not delivered");
+            return;
+        }
+        self.local_broadcast(
+            &key(&format!("realtime:{topic}"), private),
+            &Broadcast { event, payload },
+            None,
+        );
     }
 
     /// Tracks (or, with `prev`, updates) a channel's presence on `topic`;
@@ -530,9 +644,10 @@ impl Hub {
     }
 
     /// Says this node is alive, removes nodes silent for longer than
-    /// `timeout` with their presences (sending the leaves), and drops outbox
-    /// rows every node has had time to read.
-    async fn beat(&self, timeout: Duration) -> anyhow::Result<()> {
+    /// `timeout` with their presences (sending the leaves), drops outbox
+    /// rows every node has had time to read, and database messages older
+    /// than `retention`.
+    async fn beat(&self, timeout: Duration, retention: Duration) -> anyhow::Result<()> {
         let channels: Map<String, Value> = self
             .counts()
             .into_iter()
@@ -561,6 +676,15 @@ impl Hub {
              DELETE FROM wasmbase.realtime_changes WHERE at < now() - interval '5 minutes'",
         )
         .await?;
+        // Old database messages, a batch a beat (nodes skip each other's rows).
+        c.execute(
+            "DELETE FROM realtime.messages WHERE (id, inserted_at) IN ( \
+               SELECT id, inserted_at FROM realtime.messages \
+               WHERE inserted_at < (now() - make_interval(secs => $1))::timestamp \
+               ORDER BY inserted_at LIMIT 10000 FOR UPDATE SKIP LOCKED)",
+            &[&retention.as_secs_f64()],
+        )
+        .await?;
         drop(c);
         for r in gone {
             let (topic, t) = removed(&r);
@@ -571,10 +695,10 @@ impl Hub {
 
     /// The node's liveness loop (every third of `timeout`), until shutdown;
     /// then its own presences go, with their leaves.
-    pub async fn run(self: Arc<Self>, timeout: Duration) {
+    pub async fn run(self: Arc<Self>, timeout: Duration, retention: Duration) {
         let every = (timeout / 3).max(Duration::from_millis(100));
         loop {
-            if let Err(e) = self.beat(timeout).await {
+            if let Err(e) = self.beat(timeout, retention).await {
                 tracing::warn!(error = %format!("{e:#}"), "realtime: node heartbeat");
             }
             tokio::select! {

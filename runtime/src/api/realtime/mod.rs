@@ -6,16 +6,19 @@
 //!
 //! Built: both protocol versions, heartbeats, joins with tokens and their
 //! expiry, broadcast (self, ack, binary payloads, HTTP), presence shared by
-//! all nodes, postgres_changes under each subscriber's RLS (`changes`). Not
-//! yet: private channels (refused at join), catch-up after reconnects.
+//! all nodes, postgres_changes under each subscriber's RLS (`changes`),
+//! private channels authorized by the policies on `realtime.messages`
+//! (`authz`), broadcast from the database (`realtime.send`, read back by
+//! `hub`). Not yet: catch-up after reconnects.
 
+mod authz;
 mod changes;
 mod frame;
 mod hub;
 mod socket;
 
 pub use changes::{Changes, CHANNEL as CHANGES_CHANNEL};
-pub use hub::{Hub, CHANNEL};
+pub use hub::{Hub, CHANNEL, MESSAGES_CHANNEL};
 
 use crate::server::caller::Caller;
 use crate::server::error::ApiError;

@@ -4,6 +4,7 @@
 //! answered whatever the channel state; a socket silent for longer than
 //! [`IDLE`] is closed, as Phoenix does.
 
+use super::authz::{self, AuthzError, Ext, Reads};
 use super::changes::{self, PgSub};
 use super::frame::{self, Body, Broadcast, Frame, Incoming, Payload, Vsn};
 use super::hub::{Hub, Sub, Tracked};
@@ -38,6 +39,15 @@ const TOKEN_CHECK: Duration = Duration::from_secs(1);
 struct Channel {
     join_ref: Option<String>,
     sub: u64,
+    /// The hub's key of its topic (a private channel's differs, see `hub::key`).
+    key: String,
+    /// Authorized by the policies on `realtime.messages`.
+    private: bool,
+    /// Whether presence was enabled at join.
+    presence_on: bool,
+    /// A private channel's INSERT checks, asked at the first write of each
+    /// kind and kept until the next token (as Supabase does).
+    writes: [Option<bool>; 2],
     principal: Principal,
     /// `exp` of the channel's token, if a JWT.
     exp: Option<u64>,
@@ -310,7 +320,7 @@ impl Conn {
             }
             "broadcast" => self.broadcast(f).await,
             "presence" => self.presence(f).await,
-            "access_token" => self.access_token(f),
+            "access_token" => self.access_token(f).await,
             _ => self.reply(
                 &f,
                 "error",
@@ -346,13 +356,11 @@ impl Conn {
             return error(self, "TopicNameRequired: You must provide a topic name");
         }
         let config = &payload["config"];
-        if flag(&config["private"]) {
+        let private = flag(&config["private"]);
+        if !private && self.st.config.realtime.private_only {
             return error(
                 self,
-                &format!(
-                    "Unauthorized: You do not have permissions to read from this Channel topic: {}",
-                    subtopic(&f.topic)
-                ),
+                "PrivateOnly: This project only allows private channels",
             );
         }
         let token = payload["access_token"]
@@ -367,6 +375,18 @@ impl Conn {
         if self.channels.len() >= self.limits.max_channels_per_client {
             return error(self, "ChannelRateLimitReached: Too many channels");
         }
+        let reads = if private {
+            let timeout = self.st.statement_timeout(&principal);
+            let topic = subtopic(&f.topic);
+            match authz::reads(&self.st.pool, &principal, timeout, topic).await {
+                Ok(r) if r.any() => r,
+                Ok(_) => return error(self, &authz::unauthorized(topic)),
+                Err(e) => return error(self, &e.join_reason(topic)),
+            }
+        } else {
+            Reads::ALL
+        };
+        let key = super::hub::key(&f.topic, private);
         let presence = &config["presence"];
         let presence_on = flag(&presence["enabled"]);
         let presence_key = match &presence["key"] {
@@ -402,13 +422,14 @@ impl Conn {
         };
         let sub = self.hub.next_id();
         self.hub.subscribe(
-            &f.topic,
+            &key,
             Sub {
                 id: sub,
                 vsn: self.vsn,
                 tx: self.out.clone(),
                 kill: self.kill.clone(),
-                presence: presence_on,
+                presence: presence_on && reads.presence,
+                read_broadcast: reads.broadcast,
             },
         );
         self.channels.insert(
@@ -416,6 +437,10 @@ impl Conn {
             Channel {
                 join_ref: f.join_ref.clone(),
                 sub,
+                key: key.clone(),
+                private,
+                presence_on,
+                writes: [None; 2],
                 principal,
                 exp,
                 self_broadcast: flag(&config["broadcast"]["self"]),
@@ -425,8 +450,8 @@ impl Conn {
             },
         );
         self.reply(&f, "ok", json!({ "postgres_changes": changes.clone() }));
-        if presence_on {
-            match self.hub.presence_state(&f.topic).await {
+        if presence_on && reads.presence {
+            match self.hub.presence_state(&key).await {
                 Ok(state) => self.push(
                     f.join_ref.as_deref(),
                     None,
@@ -540,7 +565,13 @@ impl Conn {
             return;
         }
         let (except, ack) = ((!ch.self_broadcast).then_some(ch.sub), ch.ack);
-        self.hub.broadcast(&f.topic, b, except, ack).await;
+        let key = ch.key.clone();
+        // A private channel's sender needs the INSERT policies; a refused
+        // broadcast is dropped without a reply, even with ack (as Supabase).
+        if !self.may_write(&f.topic, Ext::Broadcast).await {
+            return;
+        }
+        self.hub.broadcast(&key, b, except, ack).await;
         if ack {
             self.reply(&f, "ok", json!({}));
         }
@@ -576,9 +607,12 @@ impl Conn {
                     return self.reply(&f, "ok", json!({}));
                 }
                 let prev = ch.tracked.clone();
-                let key = ch.presence_key.clone();
+                let (key, hub_key) = (ch.presence_key.clone(), ch.key.clone());
+                if !self.may_write(&f.topic, Ext::Presence).await {
+                    return self.reply(&f, "error", json!({}));
+                }
                 // On failure the previous entry stays (its row was not touched).
-                match self.hub.track(&f.topic, &key, meta, prev).await {
+                match self.hub.track(&hub_key, &key, meta, prev).await {
                     Ok(t) => {
                         if let Some(ch) = self.channels.get_mut(&f.topic) {
                             ch.tracked = Some(t);
@@ -593,7 +627,8 @@ impl Conn {
             }
             "untrack" => {
                 if let Some(t) = ch.tracked.take() {
-                    self.hub.untrack(&f.topic, &t).await;
+                    let key = ch.key.clone();
+                    self.hub.untrack(&key, &t).await;
                 }
                 self.reply(&f, "ok", json!({}));
             }
@@ -601,10 +636,11 @@ impl Conn {
         }
     }
 
-    /// A token update: later checks (expiry, and RLS for postgres_changes)
-    /// use it. A bad one closes the channel; an `sb_` key keeps the old one,
-    /// as Supabase does.
-    fn access_token(&mut self, f: Incoming) {
+    /// A token update: later checks (expiry, RLS for postgres_changes, a
+    /// private channel's policies, asked again now) use it. A bad one, or
+    /// one that may no longer read the private channel, closes the channel;
+    /// an `sb_` key keeps the old one, as Supabase does.
+    async fn access_token(&mut self, f: Incoming) {
         let Body::Json(p) = &f.body else { return };
         let Some(t) = p["access_token"].as_str() else {
             return;
@@ -614,6 +650,34 @@ impl Conn {
         }
         match self.principal_for(Some(t)) {
             Ok((principal, exp)) => {
+                let private = self.channels.get(&f.topic).filter(|c| c.private);
+                if let Some((key, sub, presence_on)) =
+                    private.map(|c| (c.key.clone(), c.sub, c.presence_on))
+                {
+                    let topic = subtopic(&f.topic).to_string();
+                    let timeout = self.st.statement_timeout(&principal);
+                    match authz::reads(&self.st.pool, &principal, timeout, &topic).await {
+                        Ok(r) if r.any() => {
+                            self.hub
+                                .set_reads(&key, sub, r.broadcast, presence_on && r.presence);
+                            if let Some(ch) = self.channels.get_mut(&f.topic) {
+                                ch.writes = [None; 2];
+                            }
+                        }
+                        Ok(_) | Err(AuthzError::Policy) => {
+                            return self.shut(
+                                &f.topic,
+                                &format!("You no longer have permission to read from this Channel topic: {topic}"),
+                            );
+                        }
+                        Err(_) => {
+                            return self.shut(
+                                &f.topic,
+                                "Realtime was unable to connect to the project database",
+                            );
+                        }
+                    }
+                }
                 if let Some(ch) = self.channels.get_mut(&f.topic) {
                     self.hub.changes.set_principal(ch.sub, &principal);
                     ch.principal = principal;
@@ -654,9 +718,9 @@ impl Conn {
         self.system(topic, jr.as_deref(), "system", "error", message);
         self.push(jr.as_deref(), jr.as_deref(), topic, "phx_close", json!({}));
         // Leaving needs the database for presence: done on the next turn.
-        if let Some(t) = self.unjoin(topic) {
-            let (hub, topic) = (self.hub.clone(), topic.to_string());
-            tokio::spawn(async move { hub.untrack(&topic, &t).await });
+        if let Some((key, t)) = self.unjoin(topic) {
+            let hub = self.hub.clone();
+            tokio::spawn(async move { hub.untrack(&key, &t).await });
         }
     }
 
@@ -672,17 +736,44 @@ impl Conn {
     }
 
     async fn drop_channel(&mut self, topic: &str) {
-        if let Some(t) = self.unjoin(topic) {
-            self.hub.untrack(topic, &t).await;
+        if let Some((key, t)) = self.unjoin(topic) {
+            self.hub.untrack(&key, &t).await;
         }
     }
 
     /// Takes a joined channel out of this node's fan-out and change
-    /// subscriptions; returns its tracked presence, for the caller to untrack.
-    fn unjoin(&mut self, topic: &str) -> Option<Tracked> {
+    /// subscriptions; returns its hub key and tracked presence, for the
+    /// caller to untrack.
+    fn unjoin(&mut self, topic: &str) -> Option<(String, Tracked)> {
         let ch = self.channels.remove(topic)?;
-        self.hub.unsubscribe(topic, ch.sub);
+        self.hub.unsubscribe(&ch.key, ch.sub);
         self.hub.changes.unsubscribe(ch.sub);
-        ch.tracked
+        ch.tracked.map(|t| (ch.key, t))
+    }
+
+    /// Whether this socket may write `ext` on joined channel `topic`: always
+    /// on a public channel; on a private one, what the INSERT policies say
+    /// (asked once per kind and token; a failed check is a refusal, logged).
+    async fn may_write(&mut self, topic: &str, ext: Ext) -> bool {
+        let Some(ch) = self.channels.get(topic) else {
+            return false;
+        };
+        if !ch.private {
+            return true;
+        }
+        let slot = ext as usize;
+        if let Some(known) = ch.writes[slot] {
+            return known;
+        }
+        let principal = ch.principal.clone();
+        let timeout = self.st.statement_timeout(&principal);
+        let sub = subtopic(topic).to_string();
+        let allowed = authz::can_write(&self.st.pool, &principal, timeout, &sub, ext)
+            .await
+            .unwrap_or(false);
+        if let Some(ch) = self.channels.get_mut(topic) {
+            ch.writes[slot] = Some(allowed);
+        }
+        allowed
     }
 }
