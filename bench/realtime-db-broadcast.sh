@@ -17,6 +17,7 @@ mkdir -p "$work/db/migrations"
 cat >"$work/db/migrations/0001_bench.sql" <<'SQL'
 CREATE TABLE public.items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, seq bigint NOT NULL);
 GRANT SELECT ON public.items TO anon;
+CREATE POLICY everyone_reads ON public.items FOR SELECT TO anon USING (true);
 ALTER PUBLICATION supabase_realtime ADD TABLE public.items;
 CREATE FUNCTION public.items_broadcast() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN

@@ -24,6 +24,9 @@ CREATE TABLE realtime.messages (
   CONSTRAINT messages_payload_exclusive CHECK (payload IS NULL OR binary_payload IS NULL)
 );
 CREATE INDEX messages_inserted_at ON realtime.messages (inserted_at);
+-- Broadcast replay (`config.broadcast.replay`): a topic's latest private broadcasts.
+CREATE INDEX messages_replay ON realtime.messages (topic, inserted_at DESC)
+  WHERE extension = 'broadcast' AND private IS TRUE;
 ALTER TABLE realtime.messages ENABLE ROW LEVEL SECURITY;
 GRANT SELECT, INSERT, UPDATE ON realtime.messages TO anon, authenticated, service_role;
 
@@ -118,7 +121,8 @@ GRANT EXECUTE ON FUNCTION realtime.wasmbase_probe(text, uuid[]) TO anon, authent
 CREATE FUNCTION wasmbase.realtime_message_notify() RETURNS trigger
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
-  IF NEW.event IS NULL OR (NEW.payload IS NULL AND NEW.binary_payload IS NULL) THEN
+  IF NEW.extension IS DISTINCT FROM 'broadcast' OR NEW.event IS NULL
+     OR (NEW.payload IS NULL AND NEW.binary_payload IS NULL) THEN
     RETURN NULL;
   END IF;
   PERFORM pg_notify('wasmbase_realtime_messages', json_build_object(

@@ -902,6 +902,12 @@ impl Config {
                 )
             }
         }
+        if self.realtime.messages_retention_hours == 0 {
+            return err(
+                "realtime.messages_retention_hours",
+                "realtime.messages_retention_hours must be greater than 0".into(),
+            );
+        }
         if self.storage.resumable_expiry_secs == 0 {
             return err(
                 "storage.resumable_expiry_secs",

@@ -111,6 +111,23 @@ async fn private_channels_follow_the_policies_on_realtime_messages() {
     let g = w.until(|g| g.3 == "phx_reply" && g.1 == json!(t)).await;
     assert_eq!(g.4["status"], "error");
 
+    // The HTTP API asks the same INSERT policy.
+    let http = |token: &str| {
+        srv.http
+            .post(format!(
+                "{}/realtime/v1/api/broadcast/team:a/events/http?private=true",
+                srv.url
+            ))
+            .header("apikey", &anon)
+            .bearer_auth(token)
+            .json(&json!({"n": 4}))
+            .send()
+    };
+    assert_eq!(http(&reader).await.unwrap().status(), 403);
+    assert_eq!(http(&writer).await.unwrap().status(), 202);
+    let g = r.until(|g| g.3 == "broadcast").await;
+    assert_eq!(g.4["event"], "http");
+
     // A new token is checked again: another team's closes the channel.
     r.push(
         Some("1"),
@@ -207,6 +224,11 @@ async fn database_messages_reach_subscribers_on_every_node_and_old_ones_go() {
         "the payload carries the message id: {}",
         g.4
     );
+    assert_eq!(
+        g.4["meta"]["id"], g.4["payload"]["id"],
+        "and the frame's meta: {}",
+        g.4
+    );
     // A rolled-back send says nothing; a committed one after it arrives.
     c.batch_execute(
         "BEGIN; SELECT realtime.send('{\"n\": 2}', 'flash', 'team:a'); ROLLBACK;
@@ -270,6 +292,46 @@ async fn database_messages_reach_subscribers_on_every_node_and_old_ones_go() {
         ),
         (&json!("UPDATE"), &json!("hello"), &json!("hi"))
     );
+    // Replay (private channels): the latest private broadcasts, oldest first.
+    let mut late = Ws::connect(&one, &anon, false).await;
+    let reply = join_as(
+        &mut late,
+        "realtime:team:a",
+        json!({"private": true, "broadcast": {"replay": {"since": 0, "limit": 2}}}),
+        Some(&member("a", false)),
+    )
+    .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    for event in ["INSERT", "UPDATE"] {
+        let g = late.until(|g| g.3 == "broadcast").await;
+        assert_eq!(
+            (&g.4["event"], &g.4["meta"]["replayed"]),
+            (&json!(event), &json!(true)),
+            "{}",
+            g.4
+        );
+        assert_eq!(g.4["meta"]["id"], g.4["payload"]["id"]);
+    }
+    late.heartbeat().await;
+    for (config, reason) in [
+        (
+            json!({"broadcast": {"replay": {"since": 0}}}),
+            "UnableToReplayMessages: Replay is not allowed for public channels",
+        ),
+        (
+            json!({"private": true, "broadcast": {"replay": {"since": "yesterday"}}}),
+            "UnableToReplayMessages: Replay params are not valid",
+        ),
+    ] {
+        let reply = join_as(
+            &mut late,
+            "realtime:team:z",
+            config,
+            Some(&member("z", false)),
+        )
+        .await;
+        assert_eq!(reply["response"]["reason"], reason);
+    }
     let e = c
         .execute(
             "SELECT realtime.broadcast_changes('t', 'e', 'INSERT', 'notes', 'public', NULL::record, NULL::record, 'STATEMENT')",

@@ -27,9 +27,10 @@ impl Reads {
         presence: true,
     };
 
-    /// Whether a join is allowed (as Supabase: either extension readable).
-    pub fn any(self) -> bool {
-        self.broadcast || self.presence
+    /// Whether these reads keep all of `before` (a new token that loses one
+    /// closes the channel, as Supabase does).
+    pub fn keeps(self, before: Reads) -> bool {
+        (!before.broadcast || self.broadcast) && (!before.presence || self.presence)
     }
 }
 

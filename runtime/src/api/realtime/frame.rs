@@ -239,8 +239,12 @@ impl Frame {
 
 /// A user broadcast for a subscriber of `topic` (its joined topic, with the
 /// `realtime:` prefix): kind 4 on vsn 2 (the client decodes nothing else in
-/// binary), a JSON text frame on vsn 1, where a binary payload cannot go (None).
-pub fn encode_broadcast(vsn: Vsn, topic: &str, b: &Broadcast) -> Option<Frame> {
+/// binary), a JSON text frame on vsn 1, where a binary payload cannot go
+/// (None). `meta` (a JSON object's text, at most 255 bytes: `{"id": ...}` of a
+/// database message, `"replayed": true` of a replayed one) reaches the app as
+/// realtime-js's `meta`.
+pub fn encode_broadcast(vsn: Vsn, topic: &str, b: &Broadcast, meta: Option<&str>) -> Option<Frame> {
+    let meta = meta.filter(|m| m.len() <= 255);
     let fits = topic.len() <= 255 && b.event.len() <= 255;
     match (vsn, &b.payload) {
         (Vsn::V2, p) if fits => {
@@ -248,29 +252,28 @@ pub fn encode_broadcast(vsn: Vsn, topic: &str, b: &Broadcast) -> Option<Frame> {
                 Payload::Json(s) => (JSON_ENCODING, s.as_bytes()),
                 Payload::Binary(b) => (BINARY_ENCODING, b),
             };
-            let mut out = BytesMut::with_capacity(5 + topic.len() + b.event.len() + bytes.len());
+            let meta = meta.unwrap_or("");
+            let mut out =
+                BytesMut::with_capacity(5 + topic.len() + b.event.len() + meta.len() + bytes.len());
             out.put_u8(USER_BROADCAST);
             out.put_u8(topic.len() as u8);
             out.put_u8(b.event.len() as u8);
-            out.put_u8(0); // no metadata
+            out.put_u8(meta.len() as u8);
             out.put_u8(enc);
             out.put_slice(topic.as_bytes());
             out.put_slice(b.event.as_bytes());
+            out.put_slice(meta.as_bytes());
             out.put_slice(bytes);
             Some(Frame::Binary(out.freeze()))
         }
         (_, Payload::Json(s)) => {
             let payload: Value = serde_json::from_str(s).unwrap_or(Value::Null);
+            let mut body = json!({"type": "broadcast", "event": b.event, "payload": payload});
+            if let Some(m) = meta.and_then(|m| serde_json::from_str::<Value>(m).ok()) {
+                body["meta"] = m;
+            }
             Some(Frame::Text(
-                encode_text(
-                    vsn,
-                    None,
-                    None,
-                    topic,
-                    "broadcast",
-                    &json!({"type": "broadcast", "event": b.event, "payload": payload}),
-                )
-                .into(),
+                encode_text(vsn, None, None, topic, "broadcast", &body).into(),
             ))
         }
         (Vsn::V1, Payload::Binary(_)) | (Vsn::V2, Payload::Binary(_)) => None,
@@ -321,7 +324,7 @@ mod tests {
         let Body::Broadcast(b) = m.body else { panic!() };
         assert_eq!(b.event, "msg");
         assert_eq!(b.payload, Payload::Json(Arc::from("{\"hello\":\"wörld\"}")));
-        let Some(Frame::Binary(out)) = encode_broadcast(Vsn::V2, "realtime:room1", &b) else {
+        let Some(Frame::Binary(out)) = encode_broadcast(Vsn::V2, "realtime:room1", &b, None) else {
             panic!()
         };
         let mut want = vec![4, 14, 3, 0, 1];
@@ -329,7 +332,7 @@ mod tests {
         want.extend_from_slice("{\"hello\":\"wörld\"}".as_bytes());
         assert_eq!(&out[..], &want[..]);
         // vsn 1 gets JSON text; a binary payload cannot go there.
-        let Some(Frame::Text(t)) = encode_broadcast(Vsn::V1, "realtime:room1", &b) else {
+        let Some(Frame::Text(t)) = encode_broadcast(Vsn::V1, "realtime:room1", &b, None) else {
             panic!()
         };
         let t = t.as_str();
@@ -343,7 +346,7 @@ mod tests {
             event: "e".into(),
             payload: Payload::Binary(Bytes::from_static(&[9, 8])),
         };
-        assert_eq!(encode_broadcast(Vsn::V1, "realtime:x", &bin), None);
+        assert_eq!(encode_broadcast(Vsn::V1, "realtime:x", &bin, None), None);
         // Truncated, wrong kind, bad JSON: errors, never panics.
         for bad in [&f[..5], &[0u8, 1, 2][..], &[3, 200, 0, 0, 0, 0, 1][..]] {
             assert!(decode_binary(bad).is_err());

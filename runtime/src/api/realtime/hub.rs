@@ -78,6 +78,9 @@ struct Wire {
     m: WireMsg,
 }
 
+/// Most messages one replay sends (Supabase's hard limit).
+pub const REPLAY_MAX: i64 = 25;
+
 /// NOTIFY channel of messages written to `realtime.messages` (migration 0024).
 pub const MESSAGES_CHANNEL: &str = "wasmbase_realtime_messages";
 
@@ -116,6 +119,20 @@ enum WireMsg {
     /// A presence diff.
     #[serde(rename = "p")]
     Presence { joins: Value, leaves: Value },
+    /// A private channel's broadcast. Its own tag, so a node from before
+    /// private channels cannot parse it (and drops it) rather than deliver
+    /// it to the public topic of the same name.
+    #[serde(rename = "B")]
+    PrivateBroadcast {
+        e: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        j: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        b: Option<String>,
+    },
+    /// A private channel's presence diff (see `PrivateBroadcast`).
+    #[serde(rename = "P")]
+    PrivatePresence { joins: Value, leaves: Value },
 }
 
 /// The node's hub.
@@ -343,6 +360,16 @@ impl Hub {
     }
 
     fn local_broadcast(&self, key: &str, b: &Broadcast, except: Option<u64>) {
+        self.local_broadcast_meta(key, b, except, None)
+    }
+
+    fn local_broadcast_meta(
+        &self,
+        key: &str,
+        b: &Broadcast,
+        except: Option<u64>,
+        meta: Option<&str>,
+    ) {
         let subs = self.subs.read();
         let Some(list) = subs.get(key) else { return };
         let (topic, _) = split_key(key);
@@ -353,7 +380,7 @@ impl Hub {
             .filter(|s| Some(s.id) != except && s.read_broadcast)
         {
             let slot = &mut encoded[(s.vsn == Vsn::V2) as usize];
-            let f = slot.get_or_insert_with(|| frame::encode_broadcast(s.vsn, topic, b));
+            let f = slot.get_or_insert_with(|| frame::encode_broadcast(s.vsn, topic, b, meta));
             if let Some(f) = f {
                 s.deliver(f.clone(), &self.messages_out);
             }
@@ -412,6 +439,13 @@ impl Hub {
         let Some(sub) = topic.strip_prefix("realtime:") else {
             return;
         };
+        let m = match (m, private) {
+            (WireMsg::Broadcast { e, j, b }, true) => WireMsg::PrivateBroadcast { e, j, b },
+            (WireMsg::Presence { joins, leaves }, true) => {
+                WireMsg::PrivatePresence { joins, leaves }
+            }
+            (m, _) => m,
+        };
         let wire = Wire {
             n: self.node,
             s: self.next_id(),
@@ -468,9 +502,16 @@ impl Hub {
         if w.n == self.node {
             return;
         }
-        let topic = key(&format!("realtime:{}", w.t), w.p);
+        let private = matches!(
+            w.m,
+            WireMsg::PrivateBroadcast { .. } | WireMsg::PrivatePresence { .. }
+        );
+        if private != w.p {
+            return;
+        }
+        let topic = key(&format!("realtime:{}", w.t), private);
         match w.m {
-            WireMsg::Broadcast { e, j, b } => {
+            WireMsg::Broadcast { e, j, b } | WireMsg::PrivateBroadcast { e, j, b } => {
                 let payload = match (j, b) {
                     (Some(j), _) => Payload::Json(Arc::from(j.to_string())),
                     (None, Some(b64)) => {
@@ -483,7 +524,9 @@ impl Hub {
                 };
                 self.local_broadcast(&topic, &Broadcast { event: e, payload }, None);
             }
-            WireMsg::Presence { joins, leaves } => self.local_presence(&topic, &joins, &leaves),
+            WireMsg::Presence { joins, leaves } | WireMsg::PrivatePresence { joins, leaves } => {
+                self.local_presence(&topic, &joins, &leaves)
+            }
         }
     }
 
@@ -527,7 +570,8 @@ impl Hub {
             let row = c
                 .query_opt(
                     "SELECT topic, event, coalesce(private, false), payload::text, binary_payload \
-                     FROM realtime.messages WHERE id = $1",
+                     FROM realtime.messages WHERE id = $1 AND extension = 'broadcast' \
+                     ORDER BY inserted_at DESC LIMIT 1",
                     &[&n.i],
                 )
                 .await?;
@@ -558,11 +602,58 @@ impl Hub {
             tracing::warn!(topic, size, "realtime: a database message is larger than realtime.max_payload_bytes; not delivered");
             return;
         }
-        self.local_broadcast(
+        let meta = json!({ "id": n.i }).to_string();
+        self.local_broadcast_meta(
             &key(&format!("realtime:{topic}"), private),
             &Broadcast { event, payload },
             None,
+            Some(&meta),
         );
+    }
+
+    /// The last `limit` (at most [`REPLAY_MAX`]) private broadcasts of
+    /// `topic` (the sub-topic) in `realtime.messages` since `since_ms`
+    /// (milliseconds since the epoch), oldest first: Supabase's broadcast
+    /// replay, read after the join was authorized, as Supabase reads it.
+    pub async fn replay(
+        &self,
+        topic: &str,
+        since_ms: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<(uuid::Uuid, Broadcast)>> {
+        let c = self.system.get().await?;
+        let rows = c
+            .query(
+                "SELECT id, event, payload::text, binary_payload FROM ( \
+                   SELECT id, event, payload, binary_payload, inserted_at FROM realtime.messages \
+                   WHERE topic = $1 AND private IS TRUE AND extension = 'broadcast' \
+                     AND event IS NOT NULL \
+                     AND inserted_at >= to_timestamp($2::float8 / 1000)::timestamp \
+                     AND inserted_at < now()::timestamp + interval '1 minute' \
+                   ORDER BY inserted_at DESC LIMIT $3) m ORDER BY inserted_at",
+                &[&topic, &(since_ms as f64), &limit.clamp(1, REPLAY_MAX)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let payload = match (
+                    r.get::<_, Option<String>>(2),
+                    r.get::<_, Option<Vec<u8>>>(3),
+                ) {
+                    (Some(j), _) => Payload::Json(Arc::from(j)),
+                    (None, Some(b)) => Payload::Binary(b.into()),
+                    (None, None) => return None,
+                };
+                Some((
+                    r.get(0),
+                    Broadcast {
+                        event: r.get(1),
+                        payload,
+                    },
+                ))
+            })
+            .collect())
     }
 
     /// Tracks (or, with `prev`, updates) a channel's presence on `topic`;
@@ -676,19 +767,22 @@ impl Hub {
              DELETE FROM wasmbase.realtime_changes WHERE at < now() - interval '5 minutes'",
         )
         .await?;
-        // Old database messages, a batch a beat (nodes skip each other's rows).
-        c.execute(
-            "DELETE FROM realtime.messages WHERE (id, inserted_at) IN ( \
-               SELECT id, inserted_at FROM realtime.messages \
-               WHERE inserted_at < (now() - make_interval(secs => $1))::timestamp \
-               ORDER BY inserted_at LIMIT 10000 FOR UPDATE SKIP LOCKED)",
-            &[&retention.as_secs_f64()],
-        )
-        .await?;
-        drop(c);
         for r in gone {
             let (topic, t) = removed(&r);
             self.presence_diff(&topic, json!({}), metas(&t, None)).await;
+        }
+        // Old database messages, a batch a beat (nodes skip each other's rows).
+        if let Err(e) = c
+            .execute(
+                "DELETE FROM realtime.messages WHERE (id, inserted_at) IN ( \
+                   SELECT id, inserted_at FROM realtime.messages \
+                   WHERE inserted_at < (now() - make_interval(secs => $1))::timestamp \
+                   ORDER BY inserted_at LIMIT 10000 FOR UPDATE SKIP LOCKED)",
+                &[&retention.as_secs_f64()],
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "realtime: pruning old messages");
         }
         Ok(())
     }

@@ -167,8 +167,10 @@ fn invalid(field: &str, message: &str) -> Response {
 
 /// `POST /realtime/v1/api/broadcast` `{messages: [{topic, event, payload,
 /// private}]}` (supabase-js's `send()` when the channel is not joined):
-/// 202 and an empty body. Private messages are not delivered yet.
-async fn broadcast_batch(State(st): State<AppState>, Caller(_): Caller, body: Bytes) -> Response {
+/// 202 and an empty body. A private message needs the caller's INSERT
+/// policy on `realtime.messages` (asked once per topic); one refused is
+/// skipped, as Supabase does.
+async fn broadcast_batch(State(st): State<AppState>, Caller(p): Caller, body: Bytes) -> Response {
     let Ok(v) = serde_json::from_slice::<Value>(&body) else {
         return invalid("body", "must be JSON");
     };
@@ -188,12 +190,28 @@ async fn broadcast_batch(State(st): State<AppState>, Caller(_): Caller, body: By
         if payload.len() > max {
             return invalid("messages", "Payload size exceeds tenant limit");
         }
-        if m["private"].as_bool() == Some(true) {
-            continue;
-        }
-        out.push((format!("realtime:{topic}"), event.to_string(), payload));
+        let private = m["private"].as_bool() == Some(true);
+        out.push((topic.to_string(), private, event.to_string(), payload));
     }
-    for (topic, event, payload) in out {
+    let timeout = st.statement_timeout(&p);
+    let mut allowed: std::collections::HashMap<String, bool> = Default::default();
+    for (topic, private, event, payload) in out {
+        if private {
+            let ok = match allowed.get(&topic) {
+                Some(ok) => *ok,
+                None => {
+                    let ok = authz::can_write(&st.pool, &p, timeout, &topic, authz::Ext::Broadcast)
+                        .await
+                        .unwrap_or(false);
+                    allowed.insert(topic.clone(), ok);
+                    ok
+                }
+            };
+            if !ok {
+                continue;
+            }
+        }
+        let topic = hub::key(&format!("realtime:{topic}"), private);
         let b = Broadcast {
             event,
             payload: Payload::Json(Arc::from(payload)),
@@ -207,18 +225,28 @@ async fn broadcast_batch(State(st): State<AppState>, Caller(_): Caller, body: By
 /// the body is the payload, JSON or `application/octet-stream`; 202.
 async fn broadcast_one(
     State(st): State<AppState>,
-    Caller(_): Caller,
+    Caller(p): Caller,
     Path((topic, event)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if query_param(q.as_deref(), "private").as_deref() == Some("true") {
-        return (
-            StatusCode::FORBIDDEN,
-            axum::Json(json!({"message": "Unauthorized"})),
-        )
-            .into_response();
+    // A private message needs the caller's INSERT policy (Supabase's answers).
+    let private = query_param(q.as_deref(), "private").as_deref() == Some("true");
+    if private {
+        let timeout = st.statement_timeout(&p);
+        let refusal =
+            match authz::can_write(&st.pool, &p, timeout, &topic, authz::Ext::Broadcast).await {
+                Ok(true) => None,
+                Ok(false) => Some((StatusCode::FORBIDDEN, "Unauthorized")),
+                Err(authz::AuthzError::Unavailable) => {
+                    Some((StatusCode::SERVICE_UNAVAILABLE, "Database unavailable"))
+                }
+                Err(_) => Some((StatusCode::UNPROCESSABLE_ENTITY, "RLS policy error")),
+            };
+        if let Some((status, message)) = refusal {
+            return (status, axum::Json(json!({ "message": message }))).into_response();
+        }
     }
     if body.len() > st.config.realtime.max_payload_bytes {
         return invalid("payload", "Payload size exceeds tenant limit");
@@ -246,7 +274,7 @@ async fn broadcast_one(
     };
     st.realtime
         .broadcast(
-            &format!("realtime:{topic}"),
+            &hub::key(&format!("realtime:{topic}"), private),
             Broadcast { event, payload },
             None,
             false,

@@ -48,6 +48,10 @@ struct Channel {
     /// A private channel's INSERT checks, asked at the first write of each
     /// kind and kept until the next token (as Supabase does).
     writes: [Option<bool>; 2],
+    /// What a private channel may read (for a new token's check).
+    reads: Reads,
+    /// The token last checked (the same one again is no news).
+    token: Option<String>,
     principal: Principal,
     /// `exp` of the channel's token, if a JWT.
     exp: Option<u64>,
@@ -315,7 +319,9 @@ impl Conn {
             _ if !self.channels.contains_key(&f.topic) => {
                 self.unmatched(&f);
             }
-            "broadcast" | "presence" if self.events.over(self.limits.max_events_per_second) => {
+            "broadcast" | "presence" | "access_token"
+                if self.events.over(self.limits.max_events_per_second) =>
+            {
                 self.shut(&f.topic.clone(), "Too many messages per second");
             }
             "broadcast" => self.broadcast(f).await,
@@ -375,11 +381,33 @@ impl Conn {
         if self.channels.len() >= self.limits.max_channels_per_client {
             return error(self, "ChannelRateLimitReached: Too many channels");
         }
+        // Supabase's broadcast replay: private channels only.
+        let replay = match &config["broadcast"]["replay"] {
+            Value::Null => None,
+            _ if !private => {
+                return error(
+                    self,
+                    "UnableToReplayMessages: Replay is not allowed for public channels",
+                );
+            }
+            r => {
+                let since = r["since"].as_i64().filter(|s| *s >= 0);
+                let limit = match &r["limit"] {
+                    Value::Null => Some(super::hub::REPLAY_MAX),
+                    l => l.as_i64(),
+                };
+                match (since, limit) {
+                    (Some(since), Some(limit)) => Some((since, limit)),
+                    _ => return error(self, "UnableToReplayMessages: Replay params are not valid"),
+                }
+            }
+        };
         let reads = if private {
             let timeout = self.st.statement_timeout(&principal);
             let topic = subtopic(&f.topic);
+            let presence_on = flag(&config["presence"]["enabled"]);
             match authz::reads(&self.st.pool, &principal, timeout, topic).await {
-                Ok(r) if r.any() => r,
+                Ok(r) if r.broadcast || (presence_on && r.presence) => r,
                 Ok(_) => return error(self, &authz::unauthorized(topic)),
                 Err(e) => return error(self, &e.join_reason(topic)),
             }
@@ -441,6 +469,8 @@ impl Conn {
                 private,
                 presence_on,
                 writes: [None; 2],
+                reads,
+                token: token.map(str::to_string),
                 principal,
                 exp,
                 self_broadcast: flag(&config["broadcast"]["self"]),
@@ -450,6 +480,30 @@ impl Conn {
             },
         );
         self.reply(&f, "ok", json!({ "postgres_changes": changes.clone() }));
+        if let Some((since, limit)) = replay.filter(|_| reads.broadcast) {
+            match self.hub.replay(subtopic(&f.topic), since, limit).await {
+                Ok(messages) => {
+                    for (id, b) in messages {
+                        let meta = json!({ "replayed": true, "id": id }).to_string();
+                        if let Some(frame) =
+                            frame::encode_broadcast(self.vsn, &f.topic, &b, Some(&meta))
+                        {
+                            self.send(frame);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "realtime: replaying broadcasts");
+                    self.system(
+                        &f.topic,
+                        f.join_ref.as_deref(),
+                        "system",
+                        "error",
+                        "UnableToReplayMessages: Realtime was unable to replay messages",
+                    );
+                }
+            }
+        }
         if presence_on && reads.presence {
             match self.hub.presence_state(&key).await {
                 Ok(state) => self.push(
@@ -645,23 +699,30 @@ impl Conn {
         let Some(t) = p["access_token"].as_str() else {
             return;
         };
-        if t.starts_with("sb_") {
+        if t.starts_with("sb_")
+            || self
+                .channels
+                .get(&f.topic)
+                .is_some_and(|c| c.token.as_deref() == Some(t))
+        {
             return;
         }
         match self.principal_for(Some(t)) {
             Ok((principal, exp)) => {
                 let private = self.channels.get(&f.topic).filter(|c| c.private);
-                if let Some((key, sub, presence_on)) =
-                    private.map(|c| (c.key.clone(), c.sub, c.presence_on))
+                if let Some((key, sub, presence_on, before)) =
+                    private.map(|c| (c.key.clone(), c.sub, c.presence_on, c.reads))
                 {
                     let topic = subtopic(&f.topic).to_string();
                     let timeout = self.st.statement_timeout(&principal);
                     match authz::reads(&self.st.pool, &principal, timeout, &topic).await {
-                        Ok(r) if r.any() => {
+                        // Losing either read closes the channel, as Supabase does.
+                        Ok(r) if r.keeps(before) => {
                             self.hub
                                 .set_reads(&key, sub, r.broadcast, presence_on && r.presence);
                             if let Some(ch) = self.channels.get_mut(&f.topic) {
                                 ch.writes = [None; 2];
+                                ch.reads = r;
                             }
                         }
                         Ok(_) | Err(AuthzError::Policy) => {
@@ -682,6 +743,7 @@ impl Conn {
                     self.hub.changes.set_principal(ch.sub, &principal);
                     ch.principal = principal;
                     ch.exp = exp;
+                    ch.token = Some(t.to_string());
                 }
             }
             Err(reason) => {
@@ -768,12 +830,15 @@ impl Conn {
         let principal = ch.principal.clone();
         let timeout = self.st.statement_timeout(&principal);
         let sub = subtopic(topic).to_string();
-        let allowed = authz::can_write(&self.st.pool, &principal, timeout, &sub, ext)
-            .await
-            .unwrap_or(false);
-        if let Some(ch) = self.channels.get_mut(topic) {
-            ch.writes[slot] = Some(allowed);
+        match authz::can_write(&self.st.pool, &principal, timeout, &sub, ext).await {
+            Ok(allowed) => {
+                if let Some(ch) = self.channels.get_mut(topic) {
+                    ch.writes[slot] = Some(allowed);
+                }
+                allowed
+            }
+            // Not an answer: this message is refused, the next one asks again.
+            Err(_) => false,
         }
-        allowed
     }
 }
