@@ -280,27 +280,20 @@ impl ObjectStore for LocalDisk {
         key: &'a str,
         _handle: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let path = self.partial(key);
-        async move {
-            match tokio::fs::remove_file(path?).await {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e.into()),
-            }
-        }
-        .boxed()
+        remove(self.partial(key)).boxed()
     }
 
     fn delete(&self, key: &str) -> BoxFuture<'_, Result<(), StoreError>> {
-        let path = self.path(key);
-        async move {
-            match tokio::fs::remove_file(path?).await {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e.into()),
-            }
-        }
-        .boxed()
+        remove(self.path(key)).boxed()
+    }
+}
+
+/// Removes a file; one that is not there is removed already.
+async fn remove(path: Result<PathBuf, StoreError>) -> Result<(), StoreError> {
+    match tokio::fs::remove_file(path?).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

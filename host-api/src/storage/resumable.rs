@@ -4,14 +4,17 @@
 //! [`create`] (the caller's rights checked then, as storage-api does),
 //! [`append`] (under the upload's lock, see `upload_locks`), [`discard`]
 //! (termination and expiry). The object row is written as the caller only
-//! when the last byte is in, through the same `objects::record` as every
-//! other upload, so nothing half-written is ever visible.
+//! when the last byte is in, through `objects::record_row` as every other
+//! upload's row is (a finish that fails midway is ended by the next request:
+//! [`settle`]), so nothing half-written is ever visible.
 //!
-//! Bytes become parts of [`part_size`]; bytes short of a part at the end of a
-//! request become a part too where the backend takes any size (the local
-//! disk), or else (S3's 5 MiB minimum) a temporary backend object, the
-//! upload's `tail`, which the next request — on any node — reads back first.
-//! So the offset a client is told is always durable and shared.
+//! On S3 bytes become parts of [`part_size`], and bytes short of S3's 5 MiB
+//! minimum at the end of a request a temporary backend object, the upload's
+//! `tail`, which the next request — on any node — reads back first. The
+//! local disk takes any size: bytes are appended a MiB at a time (storing one
+//! while the next arrives) and recorded as one growing part. Either way the
+//! offset a client is told is durable (flushed before it is recorded) and
+//! shared.
 
 use super::backend::{self, ByteStream, Part, StoreError, Stored};
 use super::meta::As;

@@ -122,7 +122,6 @@ impl S3 {
     }
 
     async fn upload(&self, key: &str, mut body: ByteStream) -> Result<Stored, StoreError> {
-        let key = self.key(key)?;
         let mut md5 = Md5::new();
         let mut size = 0u64;
         let mut buf = BytesMut::with_capacity(PART);
@@ -132,48 +131,28 @@ impl S3 {
             self.client
                 .put_object()
                 .bucket(&self.bucket)
-                .key(&key)
+                .key(self.key(key)?)
                 .content_length(buf.len() as i64)
                 .body(S3Body::from(buf.freeze()))
                 .send()
                 .await
                 .map_err(|e| backend_error("PutObject", e))?;
         } else {
-            let id = self
-                .client
-                .create_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&key)
-                .send()
-                .await
-                .map_err(|e| backend_error("CreateMultipartUpload", e))?
-                .upload_id()
-                .unwrap_or_default()
-                .to_string();
+            // The part path resumable uploads use, in one go.
+            let id = self.begin_parts(key).await?;
             let parts = async {
                 let mut parts = Vec::new();
                 loop {
-                    let n = parts.len() as i32 + 1;
+                    let number = parts.len() as i32 + 1;
                     let chunk: Bytes =
                         std::mem::replace(&mut buf, BytesMut::with_capacity(PART)).freeze();
-                    let done = self
-                        .client
-                        .upload_part()
-                        .bucket(&self.bucket)
-                        .key(&key)
-                        .upload_id(&id)
-                        .part_number(n)
-                        .content_length(chunk.len() as i64)
-                        .body(S3Body::from(chunk))
-                        .send()
-                        .await
-                        .map_err(|e| backend_error("UploadPart", e))?;
-                    parts.push(
-                        CompletedPart::builder()
-                            .part_number(n)
-                            .set_e_tag(done.e_tag().map(str::to_string))
-                            .build(),
-                    );
+                    let len = chunk.len() as u64;
+                    let etag = self.put_part(key, &id, number, 0, chunk).await?;
+                    parts.push(Part {
+                        number,
+                        size: len,
+                        etag,
+                    });
                     if ended {
                         return Ok::<_, StoreError>(parts);
                     }
@@ -185,33 +164,12 @@ impl S3 {
             }
             .await;
             let finished = match parts {
-                Ok(parts) => self
-                    .client
-                    .complete_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&key)
-                    .upload_id(&id)
-                    .multipart_upload(
-                        CompletedMultipartUpload::builder()
-                            .set_parts(Some(parts))
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map(drop)
-                    .map_err(|e| backend_error("CompleteMultipartUpload", e)),
+                Ok(parts) => self.complete_parts(key, &id, &parts).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = finished {
                 // Nothing half-made stays behind (the parts cost storage).
-                let _ = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&key)
-                    .upload_id(&id)
-                    .send()
-                    .await;
+                let _ = self.abort_parts(key, &id).await;
                 return Err(e);
             }
         }
