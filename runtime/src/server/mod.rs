@@ -579,7 +579,7 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
                         async move {
                             if channel == crate::api::realtime::MESSAGES_CHANNEL {
                                 let max = st.config.realtime.max_payload_bytes;
-                                st.realtime.on_message(&payload, max).await
+                                st.realtime.on_message(&payload, max)
                             } else {
                                 st.realtime.on_notify(&payload).await
                             }

@@ -154,6 +154,10 @@ pub struct Hub {
     pub messages_out: AtomicU64,
     /// The bus writer's queue.
     bus: mpsc::Sender<Outgoing>,
+    /// Database messages waiting to be read back (`read_messages`), with the
+    /// payload limit of when they came.
+    inbox: mpsc::Sender<(uuid::Uuid, usize)>,
+    inbox_rx: parking_lot::Mutex<Option<mpsc::Receiver<(uuid::Uuid, usize)>>>,
     /// Whether the bus's LISTEN is in place (the node is ready only then).
     pub listening: tokio::sync::watch::Sender<bool>,
 }
@@ -290,8 +294,11 @@ impl Hub {
     ) -> Hub {
         let (bus, rx) = mpsc::channel(BUS_QUEUE);
         tokio::spawn(bus_writer(system.clone(), rx));
+        let (inbox, inbox_rx) = mpsc::channel(BUS_QUEUE);
         Hub {
             bus,
+            inbox,
+            inbox_rx: parking_lot::Mutex::new(Some(inbox_rx)),
             listening: tokio::sync::watch::channel(false).0,
             node: uuid::Uuid::new_v4(),
             system,
@@ -542,10 +549,10 @@ impl Hub {
 
     /// A NOTIFY on [`MESSAGES_CHANNEL`]: a message committed to
     /// `realtime.messages` (by `realtime.send`, a trigger, any INSERT the
-    /// policies allowed). Read back by id — only when this node has a channel
-    /// on its topic — and delivered as a broadcast; every node gets the
-    /// NOTIFY, so it is not sent on the bus.
-    pub async fn on_message(&self, payload: &str, max_payload: usize) {
+    /// policies allowed). Queued for [`Hub::read_messages`] — only when this
+    /// node has a channel on its topic — so the bus's listener never waits
+    /// on a read; every node gets the NOTIFY, so it is not sent on the bus.
+    pub fn on_message(&self, payload: &str, max_payload: usize) {
         #[derive(Deserialize)]
         struct Note {
             i: uuid::Uuid,
@@ -565,30 +572,68 @@ impl Hub {
                 return;
             }
         }
-        let row = async {
-            let c = self.system.get().await?;
-            let row = c
-                .query_opt(
-                    "SELECT topic, event, coalesce(private, false), payload::text, binary_payload \
-                     FROM realtime.messages WHERE id = $1 AND extension = 'broadcast' \
-                     ORDER BY inserted_at DESC LIMIT 1",
-                    &[&n.i],
-                )
-                .await?;
-            anyhow::Ok(row)
+        if self.inbox.try_send((n.i, max_payload)).is_err() {
+            tracing::warn!("realtime: too many database messages waiting; one is not delivered");
+        }
+    }
+
+    /// Reads queued database messages back — whatever queued up while the
+    /// last read ran, in one query — and delivers them in the order their
+    /// transactions committed, each with `meta: {id}`. Runs until the server
+    /// stops (started by [`Hub::run`]).
+    async fn read_messages(self: Arc<Self>) {
+        let Some(mut rx) = self.inbox_rx.lock().take() else {
+            return;
         };
-        let row = match row.await {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "realtime: reading a database message");
-                return;
+        loop {
+            let first = tokio::select! {
+                m = rx.recv() => m,
+                _ = self.stop.cancelled() => None,
+            };
+            let Some(first) = first else { return };
+            let mut batch = vec![first];
+            while batch.len() < 512 {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
             }
-        };
-        let (topic, event, private): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
+            let ids: Vec<uuid::Uuid> = batch.iter().map(|(i, _)| *i).collect();
+            let rows = async {
+                let c = self.system.get().await?;
+                let rows = c
+                    .query(
+                        "SELECT DISTINCT ON (id) id, topic, event, coalesce(private, false), \
+                           payload::text, binary_payload \
+                         FROM realtime.messages WHERE id = ANY($1) AND extension = 'broadcast' \
+                         ORDER BY id, inserted_at DESC",
+                        &[&ids],
+                    )
+                    .await?;
+                anyhow::Ok(rows)
+            };
+            let rows = match rows.await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "realtime: reading database messages");
+                    continue;
+                }
+            };
+            let by_id: HashMap<uuid::Uuid, &tokio_postgres::Row> =
+                rows.iter().map(|r| (r.get(0), r)).collect();
+            for (id, max_payload) in batch {
+                let Some(row) = by_id.get(&id) else { continue };
+                self.deliver_message(id, row, max_payload);
+            }
+        }
+    }
+
+    /// Delivers one row read back by [`Hub::read_messages`].
+    fn deliver_message(&self, id: uuid::Uuid, row: &tokio_postgres::Row, max_payload: usize) {
+        let (topic, event, private): (String, String, bool) = (row.get(1), row.get(2), row.get(3));
         let payload = match (
-            row.get::<_, Option<String>>(3),
-            row.get::<_, Option<Vec<u8>>>(4),
+            row.get::<_, Option<String>>(4),
+            row.get::<_, Option<Vec<u8>>>(5),
         ) {
             (Some(j), _) => Payload::Json(Arc::from(j)),
             (None, Some(b)) => Payload::Binary(b.into()),
@@ -602,7 +647,7 @@ impl Hub {
             tracing::warn!(topic, size, "realtime: a database message is larger than realtime.max_payload_bytes; not delivered");
             return;
         }
-        let meta = json!({ "id": n.i }).to_string();
+        let meta = json!({ "id": id }).to_string();
         self.local_broadcast_meta(
             &key(&format!("realtime:{topic}"), private),
             &Broadcast { event, payload },
@@ -790,6 +835,7 @@ impl Hub {
     /// The node's liveness loop (every third of `timeout`), until shutdown;
     /// then its own presences go, with their leaves.
     pub async fn run(self: Arc<Self>, timeout: Duration, retention: Duration) {
+        tokio::spawn(self.clone().read_messages());
         let every = (timeout / 3).max(Duration::from_millis(100));
         loop {
             if let Err(e) = self.beat(timeout, retention).await {
