@@ -117,7 +117,8 @@ $$;
 REVOKE ALL ON FUNCTION realtime.wasmbase_probe(text, uuid[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION realtime.wasmbase_probe(text, uuid[]) TO anon, authenticated, service_role;
 
--- Every committed broadcast row is announced by id (probe rows carry no event).
+-- Every committed broadcast row is announced by its key, id and inserted_at
+-- (probe rows carry no event).
 CREATE FUNCTION wasmbase.realtime_message_notify() RETURNS trigger
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
@@ -127,6 +128,7 @@ BEGIN
   END IF;
   PERFORM pg_notify('wasmbase_realtime_messages', json_build_object(
     'i', NEW.id,
+    'a', (extract(epoch FROM NEW.inserted_at) * 1000000)::bigint,
     'p', coalesce(NEW.private, false),
     't', CASE WHEN octet_length(NEW.topic) <= 1000 THEN NEW.topic END)::text);
   RETURN NULL;

@@ -78,6 +78,10 @@ struct Wire {
     m: WireMsg,
 }
 
+/// A row of `realtime.messages`: its id and `inserted_at` (microseconds
+/// since the epoch, as written), its primary key.
+type MessageKey = (uuid::Uuid, i64);
+
 /// Most messages one replay sends (Supabase's hard limit).
 pub const REPLAY_MAX: i64 = 25;
 
@@ -156,8 +160,8 @@ pub struct Hub {
     bus: mpsc::Sender<Outgoing>,
     /// Database messages waiting to be read back (`read_messages`), with the
     /// payload limit of when they came.
-    inbox: mpsc::Sender<(uuid::Uuid, usize)>,
-    inbox_rx: parking_lot::Mutex<Option<mpsc::Receiver<(uuid::Uuid, usize)>>>,
+    inbox: mpsc::Sender<(MessageKey, usize)>,
+    inbox_rx: parking_lot::Mutex<Option<mpsc::Receiver<(MessageKey, usize)>>>,
     /// Whether the bus's LISTEN is in place (the node is ready only then).
     pub listening: tokio::sync::watch::Sender<bool>,
 }
@@ -556,6 +560,7 @@ impl Hub {
         #[derive(Deserialize)]
         struct Note {
             i: uuid::Uuid,
+            a: i64,
             #[serde(default)]
             p: bool,
             t: Option<String>,
@@ -572,7 +577,7 @@ impl Hub {
                 return;
             }
         }
-        if self.inbox.try_send((n.i, max_payload)).is_err() {
+        if self.inbox.try_send(((n.i, n.a), max_payload)).is_err() {
             tracing::warn!("realtime: too many database messages waiting; one is not delivered");
         }
     }
@@ -598,15 +603,15 @@ impl Hub {
                     Err(_) => break,
                 }
             }
-            let ids: Vec<uuid::Uuid> = batch.iter().map(|(i, _)| *i).collect();
+            let ids: Vec<uuid::Uuid> = batch.iter().map(|((i, _), _)| *i).collect();
             let rows = async {
                 let c = self.system.get().await?;
                 let rows = c
                     .query(
-                        "SELECT DISTINCT ON (id) id, topic, event, coalesce(private, false), \
-                           payload::text, binary_payload \
-                         FROM realtime.messages WHERE id = ANY($1) AND extension = 'broadcast' \
-                         ORDER BY id, inserted_at DESC",
+                        "SELECT id, (extract(epoch FROM inserted_at) * 1000000)::bigint, topic, \
+                           event, coalesce(private, false), payload::text, binary_payload \
+                         FROM realtime.messages \
+                         WHERE id = ANY($1) AND extension = 'broadcast' AND event IS NOT NULL",
                         &[&ids],
                     )
                     .await?;
@@ -619,21 +624,30 @@ impl Hub {
                     continue;
                 }
             };
-            let by_id: HashMap<uuid::Uuid, &tokio_postgres::Row> =
-                rows.iter().map(|r| (r.get(0), r)).collect();
-            for (id, max_payload) in batch {
-                let Some(row) = by_id.get(&id) else { continue };
-                self.deliver_message(id, row, max_payload);
+            // By the whole key: one id may stand in several rows.
+            let by_key: HashMap<MessageKey, &tokio_postgres::Row> = rows
+                .iter()
+                .filter_map(|r| Some(((r.try_get(0).ok()?, r.try_get(1).ok()?), r)))
+                .collect();
+            for (k, max_payload) in batch {
+                let Some(row) = by_key.get(&k) else { continue };
+                self.deliver_message(k.0, row, max_payload);
             }
         }
     }
 
     /// Delivers one row read back by [`Hub::read_messages`].
     fn deliver_message(&self, id: uuid::Uuid, row: &tokio_postgres::Row, max_payload: usize) {
-        let (topic, event, private): (String, String, bool) = (row.get(1), row.get(2), row.get(3));
+        let (Ok(topic), Ok(event), Ok(private)) = (
+            row.try_get::<_, String>(2),
+            row.try_get::<_, String>(3),
+            row.try_get::<_, bool>(4),
+        ) else {
+            return;
+        };
         let payload = match (
-            row.get::<_, Option<String>>(4),
-            row.get::<_, Option<Vec<u8>>>(5),
+            row.try_get::<_, Option<String>>(5).ok().flatten(),
+            row.try_get::<_, Option<Vec<u8>>>(6).ok().flatten(),
         ) {
             (Some(j), _) => Payload::Json(Arc::from(j)),
             (None, Some(b)) => Payload::Binary(b.into()),
@@ -665,6 +679,7 @@ impl Hub {
         topic: &str,
         since_ms: i64,
         limit: i64,
+        max_payload: usize,
     ) -> anyhow::Result<Vec<(uuid::Uuid, Broadcast)>> {
         let c = self.system.get().await?;
         let rows = c
@@ -675,25 +690,31 @@ impl Hub {
                      AND event IS NOT NULL \
                      AND inserted_at >= to_timestamp($2::float8 / 1000)::timestamp \
                      AND inserted_at < now()::timestamp + interval '1 minute' \
+                     AND coalesce(octet_length(payload::text), octet_length(binary_payload), 0) <= $4::bigint \
                    ORDER BY inserted_at DESC LIMIT $3) m ORDER BY inserted_at",
-                &[&topic, &(since_ms as f64), &limit.clamp(1, REPLAY_MAX)],
+                &[
+                    &topic,
+                    &(since_ms as f64),
+                    &limit.clamp(1, REPLAY_MAX),
+                    &(max_payload as i64),
+                ],
             )
             .await?;
         Ok(rows
             .iter()
             .filter_map(|r| {
                 let payload = match (
-                    r.get::<_, Option<String>>(2),
-                    r.get::<_, Option<Vec<u8>>>(3),
+                    r.try_get::<_, Option<String>>(2).ok().flatten(),
+                    r.try_get::<_, Option<Vec<u8>>>(3).ok().flatten(),
                 ) {
                     (Some(j), _) => Payload::Json(Arc::from(j)),
                     (None, Some(b)) => Payload::Binary(b.into()),
                     (None, None) => return None,
                 };
                 Some((
-                    r.get(0),
+                    r.try_get(0).ok()?,
                     Broadcast {
-                        event: r.get(1),
+                        event: r.try_get(1).ok()?,
                         payload,
                     },
                 ))

@@ -319,9 +319,7 @@ impl Conn {
             _ if !self.channels.contains_key(&f.topic) => {
                 self.unmatched(&f);
             }
-            "broadcast" | "presence" | "access_token"
-                if self.events.over(self.limits.max_events_per_second) =>
-            {
+            "broadcast" | "presence" if self.events.over(self.limits.max_events_per_second) => {
                 self.shut(&f.topic.clone(), "Too many messages per second");
             }
             "broadcast" => self.broadcast(f).await,
@@ -481,7 +479,8 @@ impl Conn {
         );
         self.reply(&f, "ok", json!({ "postgres_changes": changes.clone() }));
         if let Some((since, limit)) = replay.filter(|_| reads.broadcast) {
-            match self.hub.replay(subtopic(&f.topic), since, limit).await {
+            let max = self.limits.max_payload_bytes;
+            match self.hub.replay(subtopic(&f.topic), since, limit, max).await {
                 Ok(messages) => {
                     for (id, b) in messages {
                         let meta = json!({ "replayed": true, "id": id }).to_string();
