@@ -6,7 +6,7 @@
 //! their parts, and bad requests get TUS errors in storage-api's shape.
 
 use crate::harness::*;
-use crate::storage::{setup, storage_dir, S3Server};
+use crate::storage::{setup, storage_dir, Client, S3Server};
 use base64::Engine;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -198,28 +198,24 @@ async fn wait_received(db: &TestDb, id: &str, n: usize) {
     .await;
 }
 
+/// Downloads through `/storage/v1/object` (the storage tests' client).
 async fn download(srv: &TestServer, key: &str, bearer: Option<&str>, path: &str) -> (u16, Vec<u8>) {
-    let mut r = srv
-        .http
-        .get(format!("{}/storage/v1/object/{path}", srv.url))
-        .header("apikey", key);
-    if let Some(b) = bearer {
-        r = r.bearer_auth(b);
+    client(srv, key, bearer).download(path).await
+}
+
+fn client<'a>(srv: &'a TestServer, key: &str, bearer: Option<&str>) -> Client<'a> {
+    Client {
+        srv,
+        key: key.to_string(),
+        bearer: bearer.map(str::to_string),
     }
-    let r = r.send().await.unwrap();
-    (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
 }
 
 async fn create_bucket(srv: &TestServer, secret: &str, body: Value) {
-    let r = srv
-        .http
-        .post(format!("{}/storage/v1/bucket", srv.url))
-        .header("apikey", secret)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let (s, v) = client(srv, secret, None)
+        .json(reqwest::Method::POST, "/bucket", body)
+        .await;
+    assert_eq!(s, 200, "{v}");
 }
 
 fn resumable_files(db: &TestDb) -> usize {

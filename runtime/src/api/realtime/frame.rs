@@ -39,6 +39,26 @@ pub enum Payload {
     Binary(Bytes),
 }
 
+impl Payload {
+    /// Bytes it takes (what `realtime.max_payload_bytes` limits).
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Json(s) => s.len(),
+            Payload::Binary(b) => b.len(),
+        }
+    }
+
+    /// A stored message's payload (`realtime.messages`: the JSON as text, or
+    /// the bytes), if it has one.
+    pub fn stored(json: Option<String>, bytes: Option<Vec<u8>>) -> Option<Payload> {
+        match (json, bytes) {
+            (Some(j), _) => Some(Payload::Json(Arc::from(j))),
+            (None, Some(b)) => Some(Payload::Binary(b.into())),
+            (None, None) => None,
+        }
+    }
+}
+
 /// A user broadcast: an event name and its payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Broadcast {

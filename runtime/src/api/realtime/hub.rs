@@ -645,18 +645,12 @@ impl Hub {
         ) else {
             return;
         };
-        let payload = match (
-            row.try_get::<_, Option<String>>(5).ok().flatten(),
-            row.try_get::<_, Option<Vec<u8>>>(6).ok().flatten(),
-        ) {
-            (Some(j), _) => Payload::Json(Arc::from(j)),
-            (None, Some(b)) => Payload::Binary(b.into()),
-            (None, None) => return,
+        let Some(payload) =
+            Payload::stored(row.try_get(5).ok().flatten(), row.try_get(6).ok().flatten())
+        else {
+            return;
         };
-        let size = match &payload {
-            Payload::Json(s) => s.len(),
-            Payload::Binary(b) => b.len(),
-        };
+        let size = payload.len();
         if size > max_payload {
             tracing::warn!(topic, size, "realtime: a database message is larger than realtime.max_payload_bytes; not delivered");
             return;
@@ -703,14 +697,8 @@ impl Hub {
         Ok(rows
             .iter()
             .filter_map(|r| {
-                let payload = match (
-                    r.try_get::<_, Option<String>>(2).ok().flatten(),
-                    r.try_get::<_, Option<Vec<u8>>>(3).ok().flatten(),
-                ) {
-                    (Some(j), _) => Payload::Json(Arc::from(j)),
-                    (None, Some(b)) => Payload::Binary(b.into()),
-                    (None, None) => return None,
-                };
+                let payload =
+                    Payload::stored(r.try_get(2).ok().flatten(), r.try_get(3).ok().flatten())?;
                 Some((
                     r.try_get(0).ok()?,
                     Broadcast {

@@ -607,11 +607,7 @@ impl Conn {
                 )),
             },
         };
-        let size = match &b.payload {
-            Payload::Json(s) => s.len(),
-            Payload::Binary(v) => v.len(),
-        };
-        if size > self.limits.max_payload_bytes {
+        if b.payload.len() > self.limits.max_payload_bytes {
             if ch.ack {
                 self.reply(&f, "error", json!("payload_size_exceeded"));
             }

@@ -10,7 +10,7 @@
 
 use super::acting;
 use super::error::StorageCaller;
-use super::upload::{upsert_header, user_metadata, SharedBody};
+use super::upload::{header, upsert_header, user_metadata, SharedBody};
 use crate::server::state::AppState;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -88,10 +88,6 @@ fn tus_headers(h: &mut HeaderMap) {
         HeaderName::from_static("tus-resumable"),
         HeaderValue::from_static(TUS_VERSION),
     );
-}
-
-fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Every request but `OPTIONS` names the protocol version.
