@@ -107,6 +107,9 @@ pub struct RealtimeConfig {
     pub private_only: bool,
     /// Rows of `realtime.messages` older than this are deleted (72 h).
     pub messages_retention_hours: u64,
+    /// postgres_changes are kept this long, so a client that reconnects
+    /// within it catches up on what it missed (120; at least 10).
+    pub catchup_window_secs: u64,
 }
 
 impl Default for RealtimeConfig {
@@ -114,6 +117,7 @@ impl Default for RealtimeConfig {
         RealtimeConfig {
             private_only: false,
             messages_retention_hours: 72,
+            catchup_window_secs: 120,
             presence_timeout_secs: 30,
             max_channels_per_client: 100,
             max_payload_bytes: 3_000_000,
@@ -906,6 +910,14 @@ impl Config {
             return err(
                 "realtime.messages_retention_hours",
                 "realtime.messages_retention_hours must be greater than 0".into(),
+            );
+        }
+        if self.realtime.catchup_window_secs < 10 {
+            return err(
+                "realtime.catchup_window_secs",
+                "realtime.catchup_window_secs must be at least 10 (changes are pruned after it, \
+                 and a node must have read them first)"
+                    .into(),
             );
         }
         if self.storage.resumable_expiry_secs == 0 {

@@ -57,6 +57,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(22, "0022_auth_oauth.sql"),
     migration!(23, "0023_storage_resumable.sql"),
     migration!(24, "0024_realtime_messages.sql"),
+    migration!(25, "0025_realtime_positions.sql"),
 ];
 
 /// Roles are cluster-wide and outside any dump; this idempotent script runs on

@@ -52,6 +52,10 @@ const SCHEMA = `
   END $$;
   CREATE TRIGGER notes_to_inbox AFTER INSERT OR UPDATE OR DELETE ON public.notes
     FOR EACH ROW EXECUTE FUNCTION public.notes_to_inbox();
+  -- Replay (Supabase: only messages broadcast from the database are kept).
+  CREATE FUNCTION public.note_to_inbox(n int) RETURNS void LANGUAGE sql AS $$
+    SELECT realtime.send(jsonb_build_object('n', n), 'note', 'inbox:' || auth.uid()::text, true)
+  $$;
 `;
 
 before(async () => {
@@ -302,4 +306,111 @@ test('private channels: the policies on realtime.messages decide, and database c
   assert.equal(msg.payload.table, 'notes');
   assert.equal(msg.payload.record.body, 'from the database');
   assert.equal(typeof msg.payload.id, 'string');
+});
+
+test('catch-up: a client that keeps its position gets what it missed offline, once and in order, after a reconnect and an app restart', async () => {
+  // realtime-js sends `postgres_changes_options` with every (re)join, read
+  // afresh each time: the app keeps the latest position in it (and in its
+  // own storage, for a restart).
+  let offline = false;
+  const c = client({ reconnectAfterMs: () => (offline ? 3_600_000 : 10) });
+  const email = uniqueEmail('catchup');
+  const { data, error } = await c.auth.signUp({ email, password: PASSWORD });
+  assert.equal(error, null);
+  await c.realtime.setAuth(data.session.access_token);
+  const opts = {};
+  const seen = [];
+  let subscribedMessages = 0;
+  const watch = (cl, options) => {
+    const ch = cl
+      .channel(unique('catchup'), { config: { postgres_changes_options: options } })
+      .on('postgres_changes', { event: '*', schema: 'public', table: 'notes' }, (e, position) => {
+        seen.push(e.new.body);
+        options.position = position;
+      })
+      .on('system', {}, (m) => {
+        if (m.extension !== 'postgres_changes') return;
+        if (m.position) options.position = m.position;
+        if (m.message === 'Subscribed to PostgreSQL') subscribedMessages += 1;
+      });
+    return subscribed(ch);
+  };
+  const until = async (what, cond) => {
+    const deadline = Date.now() + 10_000;
+    while (!cond()) {
+      if (Date.now() > deadline) throw new Error(`${what}: ${JSON.stringify(seen)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  const insert = async (body) => {
+    const { error } = await c.from('notes').insert({ body });
+    assert.equal(error, null);
+  };
+  await watch(c, opts);
+  await until('subscribed', () => subscribedMessages === 1);
+  await insert('one');
+  await until('one', () => seen.length === 1);
+
+  // The network drops; changes happen meanwhile; it comes back and
+  // realtime-js rejoins by itself, with the position the app kept.
+  offline = true;
+  const socket = c.realtime.socketAdapter.socket;
+  socket.conn.terminate();
+  await until('disconnected', () => !c.realtime.isConnected());
+  await insert('two');
+  await insert('three');
+  offline = false;
+  socket.reconnectTimer.reset();
+  socket.reconnectTimer.scheduleTimeout();
+  await until('caught up', () => subscribedMessages === 2 && seen.length >= 3);
+  await insert('four');
+  await until('live again', () => seen.length >= 4);
+  assert.deepEqual(seen, ['one', 'two', 'three', 'four']);
+
+  // The app restarts with the position it stored: only what came after.
+  const stored = opts.position;
+  await c.removeAllChannels();
+  await insert('five');
+  seen.length = 0;
+  const restarted = client();
+  const signedIn = await restarted.auth.signInWithPassword({ email, password: PASSWORD });
+  assert.equal(signedIn.error, null);
+  await restarted.realtime.setAuth(signedIn.data.session.access_token);
+  await watch(restarted, { position: stored });
+  await until('resumed', () => seen.length >= 1 && subscribedMessages === 3);
+  await insert('six');
+  await until('six', () => seen.length >= 2);
+  assert.deepEqual(seen, ['five', 'six']);
+});
+
+test('broadcast replay: a private channel joins with the latest messages broadcast from the database', async () => {
+  const c = client();
+  const { data, error } = await c.auth.signUp({ email: uniqueEmail('replay'), password: PASSWORD });
+  assert.equal(error, null);
+  await c.realtime.setAuth(data.session.access_token);
+  const inbox = `inbox:${data.user.id}`;
+  const since = Date.now() - 60_000;
+  for (const n of [1, 2, 3]) {
+    assert.equal((await c.rpc('note_to_inbox', { n })).error, null);
+  }
+  const got = [];
+  const late = c
+    .channel(inbox, { config: { private: true, broadcast: { replay: { since, limit: 2 } } } })
+    .on('broadcast', { event: 'note' }, (m) => got.push(m));
+  await subscribed(late);
+  const deadline = Date.now() + 10_000;
+  while (got.length < 2) {
+    if (Date.now() > deadline) throw new Error(`replayed ${JSON.stringify(got)}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  // The latest `limit` messages, oldest first, marked as replayed; then live.
+  assert.deepEqual(got.map((m) => m.payload.n), [2, 3]);
+  assert.ok(got.every((m) => m.meta?.replayed === true), JSON.stringify(got));
+  assert.equal((await c.rpc('note_to_inbox', { n: 4 })).error, null);
+  while (got.length < 3) {
+    if (Date.now() > deadline) throw new Error(`live ${JSON.stringify(got)}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.equal(got[2].payload.n, 4);
+  assert.equal(got[2].meta?.replayed, undefined);
 });

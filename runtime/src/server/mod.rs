@@ -264,12 +264,13 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     let functions = functions_state(&config, &owner)?;
     let storage = storage_state(&config, &owner, system.clone()).await?;
     let cancel = CancellationToken::new();
-    let (changes, changes_rx) = crate::api::realtime::Changes::new();
-    let changes = Arc::new(changes);
+    let changes = Arc::new(crate::api::realtime::Changes::new(Duration::from_secs(
+        config.realtime.catchup_window_secs,
+    )));
     tokio::spawn(
         changes
             .clone()
-            .run(changes_rx, system.clone(), pool.clone(), cancel.clone()),
+            .run(system.clone(), pool.clone(), cancel.clone()),
     );
     let realtime = Arc::new(crate::api::realtime::Hub::new(
         system.clone(),
@@ -601,8 +602,9 @@ async fn startup(state: AppState, owner: tokio_postgres::Config, cancel: Cancell
     let resync = |first_sync: bool| {
         let st = state.clone();
         async move {
-            // Cron notifications may have been missed too.
+            // Cron and realtime notifications may have been missed too.
             st.cron.resync();
+            st.realtime.changes.kick();
             let r = async {
                 let c = st.system.get().await?;
                 st.gate.keys().reload(&**c).await?;

@@ -17,6 +17,7 @@ mod oauth;
 mod ops;
 mod principal;
 mod realtime;
+mod realtime_catchup;
 mod realtime_private;
 mod rest;
 mod session;

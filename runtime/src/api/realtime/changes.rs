@@ -1,10 +1,13 @@
 //! postgres_changes: bindings as realtime-js sends them (`parse_binding`,
 //! Supabase's filter grammar), and the delivery of committed changes. A
-//! table's row trigger records each change and NOTIFYs the transaction id
-//! (migrations/0016); every node with subscribers reads the committed
-//! changes, matches them against its channels' bindings and filters, and
-//! decides who may see them in one round trip per table for a whole batch of
-//! changes: one transaction in which, for each group of subscribers with
+//! table's row trigger records each change, and its transaction is stamped
+//! at pre-commit with its snapshot and commit order (migrations/0016, 0025).
+//! Every node with subscribers reads by position (`position`): on a NOTIFY,
+//! in one snapshot, every committed change after its cursor, in commit order
+//! — so a missed NOTIFY, a restart or a client resuming a position from
+//! another node loses nothing and repeats nothing. It matches the changes
+//! against its channels' bindings and filters, and decides who may see them
+//! in one round trip per table for a whole batch of changes: one transaction in which, for each group of subscribers with
 //! identical role and claims, the server switches to that role and claims and
 //! runs the table's prepared lookup of the batch's rows, so RLS applies as for
 //! `/rest/v1` (Supabase's `apply_rls` loops over subscribers the same way, one
@@ -15,6 +18,7 @@
 //! checks only the role's SELECT privilege, as on Supabase.
 
 use super::frame::{self, Frame, Vsn};
+use super::position::Position;
 use deadpool_postgres::Pool;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -30,7 +34,7 @@ use wasmbase_host_api::data::plan::sql::ident;
 use wasmbase_host_api::db::{Acting, PoolKind, Tx, SET_ROLE_AND_CLAIMS};
 use wasmbase_host_api::Principal;
 
-/// NOTIFY channel of the capture trigger (payload: the transaction id).
+/// NOTIFY channel of the commit trigger (payload: the transaction id).
 pub const CHANNEL: &str = "wasmbase_realtime_changes";
 
 /// Which operations a binding wants.
@@ -340,6 +344,36 @@ pub struct PgSub {
     pub bindings: Vec<Binding>,
     /// Who the channel acts as (updated by `access_token`).
     pub principal: Principal,
+    /// The join's ref (system messages carry it).
+    pub join_ref: Option<String>,
+}
+
+impl PgSub {
+    /// A postgres_changes system message, with the position the client can
+    /// resume from.
+    fn system(&self, status: &str, message: &str, position: Option<&Position>) {
+        let mut payload = json!({
+            "extension": "postgres_changes",
+            "status": status,
+            "message": message,
+            "channel": self.topic.strip_prefix("realtime:").unwrap_or(&self.topic),
+        });
+        if let Some(p) = position {
+            payload["position"] = json!(p.to_string());
+        }
+        let text = frame::encode_text(
+            self.vsn,
+            self.join_ref.as_deref(),
+            None,
+            &self.topic,
+            "system",
+            &payload,
+        );
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(Frame::Text(text.into()))
+        {
+            self.kill.cancel();
+        }
+    }
 }
 
 /// A table as change events describe it.
@@ -436,86 +470,112 @@ pub async fn published(system: &Pool, schema: &str, table: &str) -> anyhow::Resu
 }
 
 /// This node's postgres_changes: subscriptions, the table cache, and the
-/// queue of transactions to read.
+/// wake-up of the delivery task.
 pub struct Changes {
+    /// Subscriptions being delivered to.
     subs: parking_lot::RwLock<Vec<Arc<PgSub>>>,
+    /// Subscriptions the delivery task takes on at its next round, with the
+    /// position a client asked to catch up from. Lock order: `pending`, then
+    /// `subs`.
+    pending: parking_lot::Mutex<Vec<(Arc<PgSub>, Option<Position>)>>,
     rels: parking_lot::Mutex<HashMap<u32, Rel>>,
     /// Whether a role may SELECT a table, by (role, table oid).
     privs: parking_lot::Mutex<HashMap<(String, u32), bool>>,
-    queue: mpsc::Sender<String>,
+    /// Set by a NOTIFY, a join that catches up, or a listener reconnect.
+    wake: tokio::sync::Notify,
+    /// Changes are kept (and can be caught up on) this long.
+    window: Duration,
     /// RLS round trips made (`wasmbase_realtime_rls_queries_total`).
     pub rls_queries: AtomicU64,
     /// Change events queued to sockets.
     pub events_out: AtomicU64,
-    /// Milliseconds from the last delivered change's transaction to its
-    /// delivery (the fan-out lag).
+    /// Milliseconds from the last delivered change's commit to its delivery
+    /// (the fan-out lag).
     pub lag_ms: AtomicU64,
 }
 
 /// Most postgres_changes bindings one join may have.
 pub const MAX_BINDINGS: usize = 100;
 
-/// Transactions waiting to be read; past this a node drops notifications
-/// (logged) rather than grow without bound.
-const QUEUE: usize = 10_000;
+/// The delivery task's own state: what it has read, and each channel's.
+struct Cursor {
+    /// Every transaction in it has been delivered to every subscription that
+    /// was not catching up.
+    live: Option<Position>,
+    /// Where reading resumes: `live`, or less while channels catch up.
+    cur: Position,
+    /// Per channel: the client's position while it catches up, and when it
+    /// was last told a position.
+    chans: HashMap<u64, ChanState>,
+}
+
+struct ChanState {
+    catching: Option<Position>,
+    told: std::time::Instant,
+}
 
 impl Changes {
-    /// The registry, and the receiving end of its queue for [`Changes::run`].
-    pub fn new() -> (Changes, mpsc::Receiver<String>) {
-        let (queue, rx) = mpsc::channel(QUEUE);
-        (
-            Changes {
-                subs: Default::default(),
-                rels: Default::default(),
-                privs: Default::default(),
-                queue,
-                rls_queries: AtomicU64::new(0),
-                events_out: AtomicU64::new(0),
-                lag_ms: AtomicU64::new(0),
-            },
-            rx,
-        )
+    /// The registry; changes are kept for `window` (`realtime.catchup_window_secs`).
+    pub fn new(window: Duration) -> Changes {
+        Changes {
+            subs: Default::default(),
+            pending: Default::default(),
+            rels: Default::default(),
+            privs: Default::default(),
+            wake: tokio::sync::Notify::new(),
+            window,
+            rls_queries: AtomicU64::new(0),
+            events_out: AtomicU64::new(0),
+            lag_ms: AtomicU64::new(0),
+        }
     }
 
-    /// Adds a channel's subscription.
-    pub fn subscribe(&self, s: PgSub) {
-        self.subs.write().push(Arc::new(s));
+    /// Adds a channel's subscription, delivered from the next round on
+    /// (after the changes since `from`, when a client resumes a position).
+    pub fn subscribe(&self, s: PgSub, from: Option<Position>) {
+        self.pending.lock().push((Arc::new(s), from));
+        self.wake.notify_one();
     }
 
     /// Removes a channel's subscription.
     pub fn unsubscribe(&self, channel: u64) {
+        let mut pending = self.pending.lock();
+        pending.retain(|(s, _)| s.channel != channel);
         self.subs.write().retain(|s| s.channel != channel);
     }
 
     /// A channel's new principal (its `access_token` changed).
     pub fn set_principal(&self, channel: u64, p: &Principal) {
-        for s in self
-            .subs
-            .write()
-            .iter_mut()
-            .filter(|s| s.channel == channel)
-        {
-            *s = Arc::new(PgSub {
-                principal: p.clone(),
-                ..PgSub::clone(s)
-            });
+        let renew = |s: &mut Arc<PgSub>| {
+            if s.channel == channel {
+                *s = Arc::new(PgSub {
+                    principal: p.clone(),
+                    ..PgSub::clone(s)
+                });
+            }
+        };
+        let mut pending = self.pending.lock();
+        pending.iter_mut().for_each(|(s, _)| renew(s));
+        self.subs.write().iter_mut().for_each(renew);
+    }
+
+    /// A NOTIFY from the commit trigger (its payload, a transaction id, is
+    /// not needed: nodes read by position, so anyone's NOTIFY can only cause
+    /// a read).
+    pub fn on_notify(&self, _xid: &str) {
+        if !self.subs.read().is_empty() {
+            self.wake.notify_one();
         }
     }
 
-    /// A NOTIFY from the capture trigger: queued for the worker.
-    pub fn on_notify(&self, xid: &str) {
-        if self.subs.read().is_empty() {
-            return; // nobody here listens: not even a read
-        }
-        // Anyone may NOTIFY this channel: only a transaction id is queued.
-        if xid.parse::<u64>().is_err() {
-            return;
-        }
-        if self.queue.try_send(xid.to_string()).is_err() {
-            tracing::warn!(
-                "realtime: the change queue is full; a transaction's changes were dropped"
-            );
-        }
+    /// Reads again (the listener reconnected: a NOTIFY may have been missed).
+    pub fn kick(&self) {
+        self.wake.notify_one();
+    }
+
+    /// How long changes are kept.
+    pub fn window(&self) -> Duration {
+        self.window
     }
 
     /// Clears the table cache (after DDL).
@@ -538,62 +598,239 @@ impl Changes {
         Ok(Some(rel))
     }
 
-    /// Reads and delivers queued transactions, in order, until shutdown.
-    /// Whatever queued up while a batch was being delivered is the next batch
-    /// (at most [`BATCH`] transactions): under load, one visibility query
-    /// covers many changes, so delivery keeps up with the insert rate; when
-    /// idle, a batch is one transaction and nothing waits.
-    pub async fn run(
-        self: Arc<Self>,
-        mut rx: mpsc::Receiver<String>,
-        system: Pool,
-        pool: Pool,
-        stop: CancellationToken,
-    ) {
+    /// Delivers committed changes until shutdown: a round whenever woken,
+    /// and every [`TICK`] while anyone listens (a safety net: a round reads
+    /// by position, so it finds whatever a lost NOTIFY announced).
+    pub async fn run(self: Arc<Self>, system: Pool, pool: Pool, stop: CancellationToken) {
+        let mut cursor = Cursor {
+            live: None,
+            cur: Position::parse("1:1:").expect("a valid position"),
+            chans: HashMap::new(),
+        };
         loop {
-            let first = tokio::select! {
-                x = rx.recv() => match x { Some(x) => x, None => return },
-                _ = stop.cancelled() => return,
-            };
-            let mut xids = vec![first];
-            while xids.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(x) => xids.push(x),
-                    Err(_) => break,
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(TICK) => {
+                    if self.subs.read().is_empty() {
+                        continue;
+                    }
                 }
+                _ = stop.cancelled() => return,
             }
-            if let Err(e) = self.deliver(&system, &pool, &xids).await {
+            if let Err(e) = self.round(&mut cursor, &system, &pool).await {
                 tracing::warn!(error = %format!("{e:#}"), "realtime: delivering changes");
+                // The next wake-up retries from the same position; a database
+                // outage is not retried in a tight loop.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => self.wake.notify_one(),
+                    _ = stop.cancelled() => return,
+                }
             }
         }
     }
 
-    async fn deliver(&self, system: &Pool, pool: &Pool, xids: &[String]) -> anyhow::Result<()> {
-        let rows = {
-            let c = system.get().await?;
-            c.query(
-                "SELECT rel, kind, record, old_record, at FROM wasmbase.realtime_changes \
-                 WHERE xid = ANY ($1::text[]::xid8[]) ORDER BY id",
-                &[&xids],
+    /// One round: in one snapshot, takes on the new subscriptions, then reads
+    /// and delivers every committed change after the cursor, in commit order,
+    /// [`BATCH`] transactions at a time. A round that fails midway keeps
+    /// what it delivered: the next one resumes after it.
+    async fn round(&self, cur: &mut Cursor, system: &Pool, pool: &Pool) -> anyhow::Result<()> {
+        let mut c = system.get().await?;
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let row = tx
+            .query_one(
+                "SELECT pg_current_snapshot()::text, \
+                   (SELECT mark::text FROM wasmbase.realtime_pruned)",
+                &[],
             )
-            .await?
+            .await?;
+        let bad = || anyhow::anyhow!("realtime: unreadable snapshot");
+        let now = Position::parse(row.get(0)).ok_or_else(bad)?;
+        let mark = Position::parse(row.get(1)).ok_or_else(bad)?;
+        // Taken on after the snapshot: a channel that joins later gets every
+        // change committed after it from the next round.
+        let (newly, subs) = {
+            let mut pending = self.pending.lock();
+            let mut subs = self.subs.write();
+            if subs.is_empty() {
+                // Nobody was listening: nothing before now is owed to anyone.
+                cur.live = None;
+            }
+            let newly: Vec<_> = pending.drain(..).collect();
+            subs.extend(newly.iter().map(|(s, _)| s.clone()));
+            (newly, subs.clone())
         };
-        let mut changes = Vec::with_capacity(rows.len());
-        for r in rows {
-            let oid: u32 = r.get(0);
-            let Some(rel) = self.rel(system, oid).await? else {
+        cur.chans
+            .retain(|ch, _| subs.iter().any(|s| s.channel == *ch));
+        let mut live = match cur.live.take() {
+            Some(live) => live,
+            None => {
+                cur.cur = now.clone();
+                now.clone()
+            }
+        };
+        if !cur.cur.covers(&mark) {
+            // This node fell behind the pruning: its channels are told, and
+            // go on from now.
+            for s in &subs {
+                if !newly.iter().any(|(n, _)| n.channel == s.channel) {
+                    s.system("error", &gap_message(self.window), Some(&now));
+                }
+            }
+            cur.chans.values_mut().for_each(|c| c.catching = None);
+            cur.cur = now.clone();
+            live = now.clone();
+        }
+        for (s, from) in &newly {
+            let catching = match from {
+                None => None,
+                Some(p) if p.xmax() > now.xmax() => {
+                    s.system(
+                        "error",
+                        "InvalidPosition: not a position of this database; delivering from now on",
+                        Some(&live),
+                    );
+                    None
+                }
+                Some(p) if !p.covers(&mark) => {
+                    s.system("error", &gap_message(self.window), Some(&live));
+                    None
+                }
+                Some(p) => Some(p.clone()),
+            };
+            match &catching {
+                Some(p) => cur.cur = cur.cur.intersect(p),
+                None => s.system("ok", "Subscribed to PostgreSQL", Some(&live)),
+            }
+            cur.chans.insert(
+                s.channel,
+                ChanState {
+                    catching,
+                    told: std::time::Instant::now(),
+                },
+            );
+        }
+        let result = self.read_all(&tx, cur, system, pool, &subs, &live).await;
+        if result.is_err() {
+            // What was delivered stays delivered (the cursor moved on).
+            cur.live = Some(live.union(&cur.cur));
+            return result;
+        }
+        tx.commit().await?;
+        // Read up to `now`: every channel is live from here.
+        for s in &subs {
+            let Some(st) = cur.chans.get_mut(&s.channel) else {
                 continue;
             };
-            changes.push(Change {
-                oid,
-                rel,
-                kind: r.get(1),
-                record: r.get(2),
-                old: r.get(3),
-                at: r.get(4),
-            });
+            if st.catching.take().is_some() {
+                s.system("ok", "Subscribed to PostgreSQL", Some(&now));
+                st.told = std::time::Instant::now();
+            } else if st.told.elapsed() > self.window / 3 {
+                // A quiet channel's position is refreshed, so it can resume
+                // after changes elsewhere were pruned.
+                s.system("ok", "Position", Some(&now));
+                st.told = std::time::Instant::now();
+            }
         }
-        let subs: Vec<Arc<PgSub>> = self.subs.read().clone();
+        cur.cur = now.clone();
+        cur.live = Some(now);
+        Ok(())
+    }
+
+    /// Reads and delivers, page by page, the changes after `cur.cur`.
+    async fn read_all(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        cur: &mut Cursor,
+        system: &Pool,
+        pool: &Pool,
+        subs: &[Arc<PgSub>],
+        live: &Position,
+    ) -> anyhow::Result<()> {
+        if subs.is_empty() {
+            return Ok(());
+        }
+        let statement = tx
+            .prepare_cached(
+                "SELECT t.xid::text, t.snap::text, t.committed_at, \
+                   c.rel, c.kind, c.record, c.old_record \
+                 FROM (SELECT xid, seq, snap, committed_at FROM wasmbase.realtime_txns \
+                       WHERE (xid >= $1::text::xid8 OR xid = ANY ($2::text[]::xid8[])) \
+                         AND seq IS NOT NULL \
+                       ORDER BY seq LIMIT $3) t \
+                 LEFT JOIN wasmbase.realtime_changes c ON c.xid = t.xid \
+                 ORDER BY t.seq, c.id",
+            )
+            .await?;
+        loop {
+            let rows = tx
+                .query(
+                    &statement,
+                    &[
+                        &cur.cur.xmax().to_string(),
+                        &cur.cur.xip_text(),
+                        &(BATCH as i64),
+                    ],
+                )
+                .await?;
+            let mut txns = 0;
+            let mut last: Option<(String, u64, Arc<Position>, Arc<str>)> = None;
+            let mut changes = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let xid: &str = r.get(0);
+                if last.as_ref().map(|l| l.0.as_str()) != Some(xid) {
+                    txns += 1;
+                    let x: u64 = xid.parse()?;
+                    let snap = Position::parse(r.get(1))
+                        .ok_or_else(|| anyhow::anyhow!("realtime: unreadable snapshot"))?;
+                    cur.cur = cur.cur.union(&snap).with(x);
+                    let after: Arc<str> = Arc::from(live.union(&cur.cur).to_string());
+                    last = Some((xid.to_string(), x, Arc::new(cur.cur.clone()), after));
+                }
+                let Some(oid) = r.get::<_, Option<u32>>(3) else {
+                    continue;
+                };
+                let Some(rel) = self.rel(system, oid).await? else {
+                    continue;
+                };
+                let (_, x, upto, after) = last.clone().expect("set above");
+                changes.push(Change {
+                    oid,
+                    rel,
+                    xid: x,
+                    upto,
+                    after,
+                    kind: r.get(4),
+                    record: r.get(5),
+                    old: r.get(6),
+                    at: r.get(2),
+                });
+            }
+            self.deliver(pool, system, &changes, subs, cur, live)
+                .await?;
+            if txns < BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Delivers one batch of changes (in commit order) to the channels owed
+    /// them: one whose client is catching up gets those after its position,
+    /// the others those after `live`. Who may see a change is decided in
+    /// one round trip per table for the whole batch.
+    async fn deliver(
+        &self,
+        pool: &Pool,
+        system: &Pool,
+        changes: &[Change],
+        subs: &[Arc<PgSub>],
+        cur: &mut Cursor,
+        live: &Position,
+    ) -> anyhow::Result<()> {
         // Each subscriber's group: subscribers with identical role and claims
         // are checked once.
         let mut groups: Vec<(&str, &str)> = Vec::new();
@@ -608,11 +845,21 @@ impl Changes {
                 })
             })
             .collect();
-        // Candidates of each change: the subscribers with a matching binding.
+        let from: Vec<Option<Position>> = subs
+            .iter()
+            .map(|s| cur.chans.get(&s.channel).and_then(|c| c.catching.clone()))
+            .collect();
+        // Candidates of each change: the subscribers owed it with a matching
+        // binding.
         let candidates: Vec<Vec<usize>> = changes
             .iter()
             .map(|c| {
+                let new = !live.contains(c.xid);
                 (0..subs.len())
+                    .filter(|&i| match &from[i] {
+                        Some(p) => !p.contains(c.xid),
+                        None => new,
+                    })
                     .filter(|&i| subs[i].bindings.iter().any(|b| c.matches(b)))
                     .collect()
             })
@@ -650,10 +897,12 @@ impl Changes {
                 seen.insert((idx[c - 1], check[g - 1]));
             }
         }
-        // Delivery in commit order.
+        // Delivery in commit order, each event with the position after it
+        // (the message's `ref`: realtime-js hands it to the callback).
+        let now = std::time::Instant::now();
         for (i, c) in changes.iter().enumerate() {
             // Serialized once per change; each subscriber's frame adds its
-            // topic and binding ids around it.
+            // topic, binding ids and position around it.
             let mut data: Option<Box<RawValue>> = None;
             for &s in &candidates[i] {
                 if !seen.contains(&(i, group_of[s])) {
@@ -670,10 +919,18 @@ impl Changes {
                     Some(d) => d,
                     None => data.insert(serde_json::value::to_raw_value(&c.event())?),
                 };
+                let own;
+                let after: &str = match &from[s] {
+                    Some(p) => {
+                        own = p.union(&c.upto).to_string();
+                        &own
+                    }
+                    None => &c.after,
+                };
                 let text = frame::encode_text(
                     sub.vsn,
                     None,
-                    None,
+                    Some(after),
                     &sub.topic,
                     "postgres_changes",
                     &ChangePayload { ids: &ids, data },
@@ -682,6 +939,9 @@ impl Changes {
                     sub.tx.try_send(Frame::Text(text.into()))
                 {
                     sub.kill.cancel();
+                }
+                if let Some(st) = cur.chans.get_mut(&sub.channel) {
+                    st.told = now;
                 }
                 self.events_out.fetch_add(1, Ordering::Relaxed);
             }
@@ -914,8 +1174,64 @@ impl Lookup {
     }
 }
 
-/// Transactions one batch reads at most.
+/// Transactions one page of a round reads at most.
 const BATCH: usize = 500;
+
+/// A round this often while anyone listens, woken or not.
+const TICK: Duration = Duration::from_secs(5);
+
+/// The system message for a position whose changes were partly pruned.
+fn gap_message(window: Duration) -> String {
+    format!(
+        "CatchUpUnavailable: changes after this position are no longer kept \
+         (realtime.catchup_window_secs = {}); reload the data, then resume from the position given here",
+        window.as_secs()
+    )
+}
+
+/// Deletes the transactions committed longer than `window` ago with their
+/// changes (a batch at a time), and adds their positions to the pruned mark
+/// in the same transaction, so a position that misses one of them is told.
+pub async fn prune(c: &mut tokio_postgres::Client, window: Duration) -> anyhow::Result<()> {
+    let tx = c.transaction().await?;
+    let mark: String = tx
+        .query_one(
+            "SELECT mark::text FROM wasmbase.realtime_pruned FOR UPDATE",
+            &[],
+        )
+        .await?
+        .get(0);
+    let rows = tx
+        .query(
+            "WITH gone AS ( \
+               DELETE FROM wasmbase.realtime_txns WHERE xid IN ( \
+                 SELECT xid FROM wasmbase.realtime_txns \
+                 WHERE committed_at < now() - make_interval(secs => $1) \
+                 ORDER BY committed_at LIMIT 10000) \
+               RETURNING xid, snap), \
+             changes AS (DELETE FROM wasmbase.realtime_changes c USING gone WHERE c.xid = gone.xid) \
+             SELECT xid::text, snap::text FROM gone",
+            &[&window.as_secs_f64()],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut mark = Position::parse(&mark).ok_or_else(|| anyhow::anyhow!("bad pruned mark"))?;
+    for r in rows {
+        let x: u64 = r.get::<_, &str>(0).parse()?;
+        if let Some(snap) = Position::parse(r.get(1)) {
+            mark = mark.union(&snap).with(x);
+        }
+    }
+    tx.execute(
+        "UPDATE wasmbase.realtime_pruned SET mark = $1::text::pg_snapshot",
+        &[&mark.to_string()],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
 
 /// A postgres_changes message's payload as realtime-js reads it.
 #[derive(serde::Serialize)]
@@ -929,6 +1245,13 @@ struct ChangePayload<'a> {
 struct Change {
     oid: u32,
     rel: Rel,
+    /// Its transaction.
+    xid: u64,
+    /// The read position after its transaction.
+    upto: Arc<Position>,
+    /// The position after it for a channel that is not catching up (the
+    /// node's `live` and `upto`), as text.
+    after: Arc<str>,
     kind: String,
     record: Option<Value>,
     old: Option<Value>,

@@ -817,10 +817,16 @@ impl Hub {
             )
             .await?;
         c.batch_execute(
-            "DELETE FROM wasmbase.realtime_outbox WHERE created_at < now() - interval '5 minutes'; \
-             DELETE FROM wasmbase.realtime_changes WHERE at < now() - interval '5 minutes'",
+            "DELETE FROM wasmbase.realtime_outbox WHERE created_at < now() - interval '5 minutes'",
         )
         .await?;
+        let pruned = async {
+            let mut c = self.system.get().await?;
+            super::changes::prune(&mut c, self.changes.window()).await
+        };
+        if let Err(e) = pruned.await {
+            tracing::warn!(error = %format!("{e:#}"), "realtime: pruning old changes");
+        }
         for r in gone {
             let (topic, t) = removed(&r);
             self.presence_diff(&topic, json!({}), metas(&t, None)).await;

@@ -9,15 +9,17 @@
 //! all nodes, postgres_changes under each subscriber's RLS (`changes`),
 //! private channels authorized by the policies on `realtime.messages`
 //! (`authz`), broadcast from the database (`realtime.send`, read back by
-//! `hub`). Not yet: catch-up after reconnects.
+//! `hub`), catch-up after reconnects (broadcast replay in `hub`,
+//! postgres_changes positions in `position`).
 
 mod authz;
 mod changes;
 mod frame;
 mod hub;
+mod position;
 mod socket;
 
-pub use changes::{Changes, CHANNEL as CHANGES_CHANNEL};
+pub use changes::{prune as prune_changes, Changes, CHANNEL as CHANGES_CHANNEL};
 pub use hub::{Hub, CHANNEL, MESSAGES_CHANNEL};
 
 use crate::server::caller::Caller;

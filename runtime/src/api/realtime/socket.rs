@@ -8,6 +8,7 @@ use super::authz::{self, AuthzError, Ext, Reads};
 use super::changes::{self, PgSub};
 use super::frame::{self, Body, Broadcast, Frame, Incoming, Payload, Vsn};
 use super::hub::{Hub, Sub, Tracked};
+use super::position::Position;
 use super::RealtimeLimits;
 use crate::server::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -433,6 +434,25 @@ impl Conn {
                 ),
             );
         }
+        // Catch-up: the position of the last change the client saw.
+        let position =
+            match &config["postgres_changes_options"]["position"] {
+                Value::Null => None,
+                Value::String(s) => match Position::parse(s) {
+                    Some(p) => Some(p),
+                    None => return error(
+                        self,
+                        "InvalidJoinPayload: postgres_changes_options.position is not a position \
+                         (the `ref` of a postgres_changes event, or a system message's `position`)",
+                    ),
+                },
+                _ => {
+                    return error(
+                        self,
+                        "InvalidJoinPayload: postgres_changes_options.position must be a string",
+                    )
+                }
+            };
         let changes: Vec<Value> = match &config["postgres_changes"] {
             Value::Array(a) => a
                 .iter()
@@ -517,18 +537,18 @@ impl Conn {
         }
         if !changes.is_empty() {
             let principal = self.channels[&f.topic].principal.clone();
-            let (status, message) =
-                match self.pg_subscribe(&f.topic, sub, &changes, principal).await {
-                    Ok(()) => ("ok", "Subscribed to PostgreSQL".to_string()),
-                    Err(m) => ("error", m),
-                };
-            self.system(
-                &f.topic,
-                f.join_ref.as_deref(),
-                "postgres_changes",
-                status,
-                &message,
-            );
+            // Success is told by the delivery task once the channel is
+            // subscribed (and caught up), with its position.
+            let join = (f.topic.as_str(), f.join_ref.clone(), sub);
+            if let Err(message) = self.pg_subscribe(join, &changes, principal, position).await {
+                self.system(
+                    &f.topic,
+                    f.join_ref.as_deref(),
+                    "postgres_changes",
+                    "error",
+                    &message,
+                );
+            }
         }
     }
 
@@ -536,10 +556,10 @@ impl Conn {
     /// subscribes the channel; the error is Supabase's words.
     async fn pg_subscribe(
         &self,
-        topic: &str,
-        channel: u64,
+        (topic, join_ref, channel): (&str, Option<String>, u64),
         bindings: &[Value],
         principal: Principal,
+        position: Option<Position>,
     ) -> Result<(), String> {
         let mut parsed = Vec::with_capacity(bindings.len());
         for b in bindings {
@@ -582,15 +602,19 @@ impl Conn {
                 changes::MAX_PATTERNS
             ));
         }
-        self.hub.changes.subscribe(PgSub {
-            channel,
-            topic: topic.to_string(),
-            vsn: self.vsn,
-            tx: self.out.clone(),
-            kill: self.kill.clone(),
-            bindings: parsed,
-            principal,
-        });
+        self.hub.changes.subscribe(
+            PgSub {
+                channel,
+                topic: topic.to_string(),
+                vsn: self.vsn,
+                tx: self.out.clone(),
+                kill: self.kill.clone(),
+                bindings: parsed,
+                principal,
+                join_ref,
+            },
+            position,
+        );
         Ok(())
     }
 
