@@ -67,6 +67,7 @@ mod tests {
             request_id: String::new(),
             db: None,
             storage: None,
+            realtime: None,
             deadline: std::time::Instant::now(),
             logs: Vec::new(),
             log_budget: 64 * 1024,

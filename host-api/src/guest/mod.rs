@@ -1,5 +1,6 @@
 //! The `wasmbase:platform` interfaces as a WebAssembly guest sees them, one file
-//! per interface ([`data`], [`sql`], [`storage`], [`auth`], [`log`]). Each is a
+//! per interface ([`data`], [`sql`], [`storage`], [`realtime`], [`auth`],
+//! [`log`]). Each is a
 //! thin binding over the same host-api code the HTTP APIs use (the data
 //! planner, storage's metadata and write steps, the principal, the
 //! run-as-principal transaction), so a guest can do nothing a client of
@@ -9,6 +10,7 @@
 pub mod auth;
 pub mod data;
 pub mod log;
+pub mod realtime;
 pub mod sql;
 pub mod storage;
 
@@ -80,6 +82,8 @@ pub struct GuestCtx {
     pub db: Option<DbAccess>,
     /// Storage access, if any bucket is granted.
     pub storage: Option<storage::StorageAccess>,
+    /// Realtime access, if any topic is granted.
+    pub realtime: Option<realtime::RealtimeAccess>,
     /// When the call's wall-clock budget ends; database calls get a
     /// `statement_timeout` no longer than what is left.
     pub deadline: Instant,
@@ -135,7 +139,7 @@ impl bindings::wasmbase::platform::types::Host for GuestCtx {}
 /// the store's data, `view` it with the store's resource table (storage's
 /// streams are WASI streams). Linking them all is safe: every call checks the
 /// function's grant itself (no database access without `db`, raw SQL only
-/// with `db = "service"`, buckets by their grants), whatever the loader let
+/// with `db = "service"`, buckets and topics by their grants), whatever the loader let
 /// through. (`wasi:io` itself comes from WASI's own linker.)
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut wasmtime::component::Linker<T>,
@@ -149,5 +153,6 @@ pub fn add_to_linker<T: Send + 'static>(
     p::sql::add_to_linker::<T, Own>(linker, get)?;
     p::auth::add_to_linker::<T, Own>(linker, get)?;
     p::log::add_to_linker::<T, Own>(linker, get)?;
+    p::realtime::add_to_linker::<T, Own>(linker, get)?;
     p::storage::add_to_linker::<T, storage::StorageData>(linker, view)
 }

@@ -17,6 +17,7 @@ use http::StatusCode;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wasmbase_host_api::guest::realtime::RealtimeAccess;
 use wasmbase_host_api::guest::storage::{StorageAccess, StorageView};
 use wasmbase_host_api::guest::{DbAccess, GuestCtx};
 use wasmbase_host_api::Principal;
@@ -195,6 +196,7 @@ pub(super) fn keep(
             String::new(),
             None,
             None,
+            None,
             Duration::ZERO,
         );
         f.warm.put(Warm {
@@ -248,7 +250,7 @@ pub(super) async fn run_handler(
 }
 
 /// The per-call state behind the platform interfaces: who calls, the request
-/// id, database and storage access and the deadline. (Everything else in a
+/// id, database, storage and realtime access and the deadline. (Everything else in a
 /// store may serve several calls of a warm instance; this never does.)
 pub(super) fn call_ctx(
     function: Arc<str>,
@@ -256,6 +258,7 @@ pub(super) fn call_ctx(
     request_id: String,
     db: Option<DbAccess>,
     storage: Option<StorageAccess>,
+    realtime: Option<RealtimeAccess>,
     timeout: Duration,
 ) -> GuestCtx {
     GuestCtx {
@@ -264,6 +267,7 @@ pub(super) fn call_ctx(
         request_id,
         db,
         storage,
+        realtime,
         deadline: Instant::now() + timeout,
         logs: Vec::new(),
         log_budget: LOG_BUDGET,

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use wasmbase_host_api::guest::realtime::RealtimeAccess;
 use wasmbase_host_api::guest::storage::StorageAccess;
 use wasmbase_host_api::guest::DbAccess;
 use wasmbase_host_api::Principal;
@@ -39,6 +40,8 @@ pub struct Inputs {
     pub db: Option<DbAccess>,
     /// Storage access (None without a `storage` grant).
     pub storage: Option<StorageAccess>,
+    /// Realtime access, when topics are granted.
+    pub realtime: Option<RealtimeAccess>,
     /// Env values (secrets and `.env`); only granted names reach the guest.
     pub env: Arc<HashMap<String, String>>,
     /// All calls across functions.
@@ -99,9 +102,17 @@ pub fn inputs(st: &crate::server::state::AppState, f: &Loaded, caller: Principal
             permits: fx.db_permits.clone(),
         }
     });
+    let realtime = (!f.realtime.is_empty()).then(|| RealtimeAccess {
+        system: st.system.clone(),
+        grants: f.realtime.clone(),
+        max_payload: st.config.realtime.max_payload_bytes,
+        statement_timeout: Duration::from_secs(5),
+        permits: fx.db_permits.clone(),
+    });
     Inputs {
         caller,
         storage,
+        realtime,
         request_id: String::new(),
         db,
         env: fx.env.load_full(),
@@ -173,6 +184,7 @@ pub async fn call(
         inputs.request_id.clone(),
         admission::db_share(&f, inputs.db),
         inputs.storage,
+        inputs.realtime,
         timeout,
     );
     let instance::Instance {
@@ -306,6 +318,7 @@ fn bench_store(f: &Loaded) -> Store<Ctx> {
         Arc::from(f.manifest.name.as_str()),
         Principal::for_role(wasmbase_host_api::Role::Anon),
         String::new(),
+        None,
         None,
         None,
         Duration::from_secs(10),

@@ -20,6 +20,7 @@ use super::manifest::Manifest;
 use super::registry::InFlight;
 use super::warm::WarmPool;
 use std::sync::Arc;
+use wasmbase_host_api::guest::realtime::TopicGrants;
 use wasmbase_host_api::guest::storage::Grants;
 use wasmtime::component::InstancePre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -46,6 +47,8 @@ pub struct Loaded {
     pub warm: WarmPool,
     /// The manifest's storage grants, parsed once.
     pub storage: Arc<Grants>,
+    /// The manifest's realtime grants, parsed once.
+    pub realtime: Arc<TopicGrants>,
     /// The `cron-handler` export, when the component has one (what its
     /// `[[cron]]` entries call).
     pub cron: Option<super::scheduled::CronPre<Ctx>>,
@@ -72,6 +75,7 @@ pub struct LoadError(pub String);
 pub(super) fn not_granted(manifest: &Manifest, what: &str, iface: &str) -> String {
     let has = match iface {
         "storage" => "no storage grant".to_string(),
+        "realtime" => "no realtime grant".to_string(),
         _ => format!("db = \"{}\"", manifest.db.as_str()),
     };
     format!(
@@ -86,6 +90,7 @@ fn grant_for(iface: &str) -> &'static str {
         "sql" => "db = \"service\"",
         "data" => "db = \"caller\" or db = \"service\"",
         "storage" => "storage = [\"<bucket>:read\" or \"<bucket>:write\", ...]",
+        "realtime" => "realtime = [\"<topic pattern>\", ...]",
         _ => "a newer platform",
     }
 }
@@ -100,6 +105,7 @@ pub fn prepare(
 ) -> Result<Loaded, LoadError> {
     manifest.check().map_err(LoadError)?;
     let storage = Arc::new(manifest.storage_grants().map_err(LoadError)?);
+    let realtime = Arc::new(manifest.realtime_grants().map_err(LoadError)?);
     let name = manifest.name.clone();
     let err = |m: String| LoadError(format!("function {name}: {m}"));
     // A JS function is the engine, which imports every platform interface:
@@ -170,6 +176,7 @@ pub fn prepare(
         version,
         warm: WarmPool::new(engine.warm.clone()),
         storage,
+        realtime,
         cron,
     })
 }

@@ -6,6 +6,7 @@
 //! deployed.
 
 use serde::{Deserialize, Serialize};
+use wasmbase_host_api::guest::realtime::TopicGrants;
 use wasmbase_host_api::guest::storage::Grants;
 
 /// How a function may reach the database.
@@ -78,6 +79,10 @@ pub struct Manifest {
     /// with `db = "service"`).
     #[serde(default)]
     pub storage: Vec<String>,
+    /// Realtime topics the `realtime` interface may broadcast to
+    /// (`["room:*"]`; `*` matches any run of characters).
+    #[serde(default)]
+    pub realtime: Vec<String>,
     /// Require a valid key or user JWT (default true, as on Supabase); `false`
     /// for public webhooks (the caller is then anon).
     #[serde(default = "yes")]
@@ -198,6 +203,8 @@ impl Manifest {
         }
         self.storage_grants()
             .map_err(|e| format!("function.toml: `storage`: {e}"))?;
+        self.realtime_grants()
+            .map_err(|e| format!("function.toml: `realtime`: {e}"))?;
         let l = &self.limits;
         if !(1..=1024).contains(&l.memory_mb) {
             return Err("function.toml: `limits.memory_mb` must be between 1 and 1024".into());
@@ -280,6 +287,11 @@ impl Manifest {
         Grants::parse(&self.storage)
     }
 
+    /// The realtime grants, parsed.
+    pub fn realtime_grants(&self) -> Result<TopicGrants, String> {
+        TopicGrants::parse(&self.realtime)
+    }
+
     /// The platform interfaces the grants allow a component to import.
     pub fn allowed_platform_imports(&self) -> Vec<&'static str> {
         let mut out = vec!["types", "auth", "log"];
@@ -290,6 +302,9 @@ impl Manifest {
         }
         if !self.storage.is_empty() {
             out.push("storage");
+        }
+        if !self.realtime.is_empty() {
+            out.push("realtime");
         }
         out
     }

@@ -74,6 +74,7 @@ pub async fn call(
         rid.clone(),
         admission::db_share(&f, inputs.db),
         inputs.storage,
+        inputs.realtime,
         timeout,
     );
     guest.log_tap = log_tap;

@@ -18,6 +18,7 @@ mod ops;
 mod principal;
 mod realtime;
 mod realtime_catchup;
+mod realtime_functions;
 mod realtime_private;
 mod rest;
 mod session;

@@ -63,6 +63,7 @@ pub mod data;
 pub mod env;
 pub mod http;
 pub mod log;
+pub mod realtime;
 pub mod sql;
 pub mod storage;
 

@@ -132,6 +132,7 @@ pub async fn take(
         String::new(),
         None,
         None,
+        None,
         timeout,
     );
     let mut store = instance::store_for(
