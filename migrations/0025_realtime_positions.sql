@@ -22,7 +22,8 @@ CREATE TABLE wasmbase.realtime_txns (
   snap         pg_snapshot,
   committed_at timestamptz
 );
-CREATE INDEX realtime_txns_seq ON wasmbase.realtime_txns (seq);
+-- No index on seq: a read finds its transactions by xid (the primary key)
+-- and sorts the few it found.
 CREATE INDEX realtime_txns_committed_at ON wasmbase.realtime_txns (committed_at);
 
 -- The union of the pruned transactions' positions (one row): a client
@@ -48,25 +49,39 @@ BEGIN
          seq = nextval('wasmbase.realtime_commit_seq'),
          committed_at = clock_timestamp()
    WHERE xid = NEW.xid;
+  -- Stamped: a change after this (a user's SET CONSTRAINTS ALL IMMEDIATE
+  -- fired this early, or a later deferred trigger writes) stamps it again.
+  PERFORM set_config('wasmbase.realtime_txn', NEW.xid::text || ':stamped', true);
   PERFORM pg_notify('wasmbase_realtime_changes', NEW.xid::text);
   RETURN NULL;
 END
 $$;
 
-CREATE CONSTRAINT TRIGGER realtime_commit AFTER INSERT ON wasmbase.realtime_txns
-  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION wasmbase.realtime_commit();
+-- Fires for the row's insert, and again whenever the capture clears the
+-- stamp (never for the stamp's own update: seq is set then).
+CREATE CONSTRAINT TRIGGER realtime_commit AFTER INSERT OR UPDATE ON wasmbase.realtime_txns
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.seq IS NULL)
+  EXECUTE FUNCTION wasmbase.realtime_commit();
 
 -- The row trigger: the transaction's row on its first change (a
 -- transaction-local setting remembers it; rolled back with a savepoint, as the
--- row is), then the change.
+-- row is), then the change. A change after the stamp clears it, so the
+-- transaction's place in the commit order is taken after its last change.
 CREATE OR REPLACE FUNCTION wasmbase.realtime_capture() RETURNS trigger
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
   me text := pg_current_xact_id()::text;
+  state text := current_setting('wasmbase.realtime_txn', true);
 BEGIN
-  IF current_setting('wasmbase.realtime_txn', true) IS DISTINCT FROM me THEN
-    INSERT INTO wasmbase.realtime_txns (xid) VALUES (me::xid8) ON CONFLICT DO NOTHING;
+  IF state IS DISTINCT FROM me THEN
+    -- Set first: a stamp fired at once (SET CONSTRAINTS ALL IMMEDIATE)
+    -- marks the row stamped again as it goes.
     PERFORM set_config('wasmbase.realtime_txn', me, true);
+    IF state = me || ':stamped' THEN
+      UPDATE wasmbase.realtime_txns SET seq = NULL WHERE xid = me::xid8;
+    ELSE
+      INSERT INTO wasmbase.realtime_txns (xid) VALUES (me::xid8) ON CONFLICT DO NOTHING;
+    END IF;
   END IF;
   INSERT INTO wasmbase.realtime_changes (rel, kind, record, old_record)
   VALUES (

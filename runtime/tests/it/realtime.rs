@@ -124,6 +124,9 @@ impl Ws {
                 .expect("the awaited frame did not come")
                 .expect("socket open")
                 .unwrap();
+            if let Message::Close(Some(c)) = &m {
+                panic!("the server closed the socket: {} {}", c.code, c.reason);
+            }
             if let Some(g) = self.decode(m) {
                 if f(&g) {
                     return g;

@@ -140,7 +140,9 @@ async fn a_client_resuming_its_position_gets_each_missed_change_once_in_order_on
     insert(3, other).await;
     owner
         .batch_execute(&format!(
-            "BEGIN; INSERT INTO public.todos VALUES (4, '{me}', 'x'), (5, '{other}', 'x'), (6, '{me}', 'x'); COMMIT;"
+            "BEGIN; SET CONSTRAINTS ALL IMMEDIATE; \
+             INSERT INTO public.todos VALUES (4, '{me}', 'x'), (5, '{other}', 'x'); \
+             INSERT INTO public.todos VALUES (6, '{me}', 'x'); COMMIT;"
         ))
         .await
         .unwrap();
@@ -184,6 +186,22 @@ async fn a_client_resuming_its_position_gets_each_missed_change_once_in_order_on
             .iter()
             .all(|g| g.3 != "postgres_changes"),
         "nothing twice"
+    );
+    drop(ws);
+
+    // From inside a transaction (after 4, before 6): the rest of it, once.
+    let inside = got[1].1.clone();
+    assert!(
+        inside.contains('@'),
+        "a position inside a transaction: {inside}"
+    );
+    let mut ws = Ws::connect(&one, &anon, true).await;
+    join(&mut ws, "realtime:t", &token, Some(&inside)).await;
+    let (rest, _) = caught_up(&mut ws).await;
+    let kinds: Vec<_> = rest.into_iter().map(|(c, _)| c).collect();
+    assert_eq!(
+        kinds,
+        vec![ins(6), ("UPDATE".into(), 2), ("DELETE".into(), 1), ins(7)]
     );
     drop(ws);
 
@@ -319,4 +337,61 @@ async fn a_pruned_gap_gets_the_system_message_and_bad_positions_clear_errors() {
         .unwrap();
     let g = ws.until(|g| g.3 == "postgres_changes").await;
     assert_eq!(change(&g), ins(3));
+}
+
+#[tokio::test]
+async fn a_long_absence_catches_up_in_rounds_paced_to_the_reader_while_live_channels_keep_receiving(
+) {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let owner = db.owner().await;
+    owner.batch_execute(TODOS).await.unwrap();
+    let me = uuid::Uuid::new_v4();
+    let token = user_token(&me.to_string());
+    let srv = db.server().await;
+    let mut live = Ws::connect(&srv, &anon, true).await;
+    join(&mut live, "realtime:live", &token, None).await;
+    system(&mut live).await;
+    let mut away = Ws::connect(&srv, &anon, true).await;
+    join(&mut away, "realtime:away", &token, None).await;
+    let position = system(&mut away).await["position"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(away);
+    // More transactions than one round's catch-up budget, one row each; the
+    // live channel reads them as they come.
+    const N: i64 = 2_600;
+    let live = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < N as usize {
+            let g = live.until(|g| g.3 == "postgres_changes").await;
+            seen.push(change(&g).1);
+        }
+        seen
+    });
+    let inserts: String = (1..=N)
+        .map(|i| format!("BEGIN; INSERT INTO public.todos VALUES ({i}, '{me}', 'x'); COMMIT;"))
+        .collect();
+    owner.batch_execute(&inserts).await.unwrap();
+    assert_eq!(live.await.unwrap(), (1..=N).collect::<Vec<_>>());
+    // And one transaction larger than a socket's queue (1,024 frames).
+    const BIG: i64 = 1_500;
+    owner
+        .execute(
+            "INSERT INTO public.todos SELECT g, $1, 'big' FROM generate_series($2::bigint, $3::bigint) g",
+            &[&me, &(N + 1), &(N + BIG)],
+        )
+        .await
+        .unwrap();
+    let mut away = Ws::connect(&srv, &anon, false).await;
+    join(&mut away, "realtime:away", &token, Some(&position)).await;
+    let (got, sys) = caught_up(&mut away).await;
+    assert_eq!(sys["message"], "Subscribed to PostgreSQL");
+    let ids: Vec<i64> = got.iter().map(|((_, id), _)| *id).collect();
+    assert!(
+        ids == (1..=N + BIG).collect::<Vec<_>>(),
+        "each once, in commit order, paced to the reader ({} events)",
+        ids.len()
+    );
 }

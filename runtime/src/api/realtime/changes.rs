@@ -18,7 +18,7 @@
 //! checks only the role's SELECT privilege, as on Supabase.
 
 use super::frame::{self, Frame, Vsn};
-use super::position::Position;
+use super::position::{Position, Resume};
 use deadpool_postgres::Pool;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -346,6 +346,8 @@ pub struct PgSub {
     pub principal: Principal,
     /// The join's ref (system messages carry it).
     pub join_ref: Option<String>,
+    /// Set when the channel left (a round under way skips it).
+    pub gone: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl PgSub {
@@ -477,7 +479,7 @@ pub struct Changes {
     /// Subscriptions the delivery task takes on at its next round, with the
     /// position a client asked to catch up from. Lock order: `pending`, then
     /// `subs`.
-    pending: parking_lot::Mutex<Vec<(Arc<PgSub>, Option<Position>)>>,
+    pending: parking_lot::Mutex<Vec<(Arc<PgSub>, Option<Resume>)>>,
     rels: parking_lot::Mutex<HashMap<u32, Rel>>,
     /// Whether a role may SELECT a table, by (role, table oid).
     privs: parking_lot::Mutex<HashMap<(String, u32), bool>>,
@@ -499,19 +501,31 @@ pub const MAX_BINDINGS: usize = 100;
 
 /// The delivery task's own state: what it has read, and each channel's.
 struct Cursor {
-    /// Every transaction in it has been delivered to every subscription that
-    /// was not catching up.
+    /// Every transaction in it was delivered to every live channel (none
+    /// while nobody listens).
     live: Option<Position>,
-    /// Where reading resumes: `live`, or less while channels catch up.
-    cur: Position,
-    /// Per channel: the client's position while it catches up, and when it
-    /// was last told a position.
+    /// Per channel.
     chans: HashMap<u64, ChanState>,
 }
 
 struct ChanState {
-    catching: Option<Position>,
+    /// While its client catches up: what it has (its own read cursor).
+    catching: Option<Resume>,
+    /// A live channel whose client already had transactions past `live` (its
+    /// position came from a node that had read further): not sent again.
+    also_has: Option<Position>,
+    /// When it was last told a position.
     told: std::time::Instant,
+}
+
+/// One page of a read: changes in commit order, each with the position
+/// after it.
+struct Page {
+    changes: Vec<Change>,
+    /// The read position after the page.
+    end: Position,
+    /// Transactions read.
+    txns: usize,
 }
 
 impl Changes {
@@ -532,16 +546,22 @@ impl Changes {
 
     /// Adds a channel's subscription, delivered from the next round on
     /// (after the changes since `from`, when a client resumes a position).
-    pub fn subscribe(&self, s: PgSub, from: Option<Position>) {
+    pub fn subscribe(&self, s: PgSub, from: Option<Resume>) {
         self.pending.lock().push((Arc::new(s), from));
         self.wake.notify_one();
     }
 
-    /// Removes a channel's subscription.
+    /// Removes a channel's subscription (a round under way sends it nothing
+    /// more).
     pub fn unsubscribe(&self, channel: u64) {
         let mut pending = self.pending.lock();
         pending.retain(|(s, _)| s.channel != channel);
-        self.subs.write().retain(|s| s.channel != channel);
+        self.subs.write().retain(|s| {
+            if s.channel == channel {
+                s.gone.store(true, Ordering::Relaxed);
+            }
+            s.channel != channel
+        });
     }
 
     /// A channel's new principal (its `access_token` changed).
@@ -604,7 +624,6 @@ impl Changes {
     pub async fn run(self: Arc<Self>, system: Pool, pool: Pool, stop: CancellationToken) {
         let mut cursor = Cursor {
             live: None,
-            cur: Position::parse("1:1:").expect("a valid position"),
             chans: HashMap::new(),
         };
         loop {
@@ -617,23 +636,37 @@ impl Changes {
                 }
                 _ = stop.cancelled() => return,
             }
-            if let Err(e) = self.round(&mut cursor, &system, &pool).await {
-                tracing::warn!(error = %format!("{e:#}"), "realtime: delivering changes");
-                // The next wake-up retries from the same position; a database
-                // outage is not retried in a tight loop.
+            let again = match self.round(&mut cursor, &system, &pool).await {
+                Ok(again) => again,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "realtime: delivering changes");
+                    // The next round resumes after the last page delivered; a
+                    // database outage is not retried in a tight loop.
+                    Some(Duration::from_millis(500))
+                }
+            };
+            if let Some(after) = again {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => self.wake.notify_one(),
+                    _ = tokio::time::sleep(after) => self.wake.notify_one(),
                     _ = stop.cancelled() => return,
                 }
             }
         }
     }
 
-    /// One round: in one snapshot, takes on the new subscriptions, then reads
-    /// and delivers every committed change after the cursor, in commit order,
-    /// [`BATCH`] transactions at a time. A round that fails midway keeps
-    /// what it delivered: the next one resumes after it.
-    async fn round(&self, cur: &mut Cursor, system: &Pool, pool: &Pool) -> anyhow::Result<()> {
+    /// One round, in one snapshot: takes on the new subscriptions; delivers
+    /// every committed change after `live` to the live channels, in commit
+    /// order, [`BATCH`] transactions a page; then lets channels that resume
+    /// a position catch up from their own cursors, at most
+    /// [`CATCHUP_BUDGET`] transactions a round, and no faster than each
+    /// client reads, so no client's catch-up holds back the live ones for
+    /// long. Returns when the next round is due if catch-up is not done.
+    async fn round(
+        &self,
+        cur: &mut Cursor,
+        system: &Pool,
+        pool: &Pool,
+    ) -> anyhow::Result<Option<Duration>> {
         let mut c = system.get().await?;
         let tx = c
             .build_transaction()
@@ -649,8 +682,8 @@ impl Changes {
             )
             .await?;
         let bad = || anyhow::anyhow!("realtime: unreadable snapshot");
-        let now = Position::parse(row.get(0)).ok_or_else(bad)?;
-        let mark = Position::parse(row.get(1)).ok_or_else(bad)?;
+        let now = Position::parse_trusted(row.get(0)).ok_or_else(bad)?;
+        let mark = Position::parse_trusted(row.get(1)).ok_or_else(bad)?;
         // Taken on after the snapshot: a channel that joins later gets every
         // change committed after it from the next round.
         let (newly, subs) = {
@@ -664,100 +697,190 @@ impl Changes {
             subs.extend(newly.iter().map(|(s, _)| s.clone()));
             (newly, subs.clone())
         };
-        cur.chans
-            .retain(|ch, _| subs.iter().any(|s| s.channel == *ch));
-        let mut live = match cur.live.take() {
-            Some(live) => live,
-            None => {
-                cur.cur = now.clone();
-                now.clone()
-            }
-        };
-        if !cur.cur.covers(&mark) {
-            // This node fell behind the pruning: its channels are told, and
-            // go on from now.
+        let ids: std::collections::HashSet<u64> = subs.iter().map(|s| s.channel).collect();
+        cur.chans.retain(|ch, _| ids.contains(ch));
+        let mut live = cur.live.clone().unwrap_or_else(|| now.clone());
+        if !live.covers(&mark) {
+            // This node fell behind the pruning: its live channels are told,
+            // and go on from now.
             for s in &subs {
-                if !newly.iter().any(|(n, _)| n.channel == s.channel) {
+                let catching = cur
+                    .chans
+                    .get(&s.channel)
+                    .is_some_and(|c| c.catching.is_some());
+                if !catching {
                     s.system("error", &gap_message(self.window), Some(&now));
                 }
             }
-            cur.chans.values_mut().for_each(|c| c.catching = None);
-            cur.cur = now.clone();
             live = now.clone();
         }
-        for (s, from) in &newly {
+        for (s, from) in newly {
+            let fresh = |s: &PgSub| {
+                s.system("ok", "Subscribed to PostgreSQL", Some(&live));
+                None
+            };
             let catching = match from {
-                None => None,
-                Some(p) if p.xmax() > now.xmax() => {
+                None => fresh(&s),
+                Some(r) if r.position.xmax() > now.xmax().saturating_add(FUTURE) => {
                     s.system(
                         "error",
                         "InvalidPosition: not a position of this database; delivering from now on",
                         Some(&live),
                     );
-                    None
+                    fresh(&s)
                 }
-                Some(p) if !p.covers(&mark) => {
+                Some(r) if !r.position.covers(&mark) => {
                     s.system("error", &gap_message(self.window), Some(&live));
-                    None
+                    fresh(&s)
                 }
-                Some(p) => Some(p.clone()),
+                Some(r) => Some(r),
             };
-            match &catching {
-                Some(p) => cur.cur = cur.cur.intersect(p),
-                None => s.system("ok", "Subscribed to PostgreSQL", Some(&live)),
-            }
             cur.chans.insert(
                 s.channel,
                 ChanState {
                     catching,
+                    also_has: None,
                     told: std::time::Instant::now(),
                 },
             );
         }
-        let result = self.read_all(&tx, cur, system, pool, &subs, &live).await;
-        if result.is_err() {
-            // What was delivered stays delivered (the cursor moved on).
-            cur.live = Some(live.union(&cur.cur));
-            return result;
+        let state = |s: &PgSub| cur.chans.get(&s.channel);
+        // Live channels: everything after `live`.
+        let live_subs: Vec<Arc<PgSub>> = subs
+            .iter()
+            .filter(|s| state(s).is_some_and(|c| c.catching.is_none()))
+            .cloned()
+            .collect();
+        let also: Vec<Option<Position>> = live_subs
+            .iter()
+            .map(|s| state(s).and_then(|c| c.also_has.clone()))
+            .collect();
+        if !live_subs.is_empty() {
+            loop {
+                let page = self.read_page(&tx, system, &live, None, BATCH).await?;
+                let got = self
+                    .deliver(pool, system, &page.changes, &live_subs, &also, true)
+                    .await?;
+                self.told(cur, &live_subs, &got);
+                live = page.end;
+                cur.live = Some(live.clone());
+                if page.txns < BATCH {
+                    break;
+                }
+            }
         }
-        tx.commit().await?;
-        // Read up to `now`: every channel is live from here.
+        // Everything committed in `now` is read.
+        cur.live = Some(now.clone());
+        // Catching channels, from their own cursors, within the budget.
+        let mut budget = CATCHUP_BUDGET;
+        let mut again = None;
+        for s in &subs {
+            let Some(mut resume) = cur.chans.get(&s.channel).and_then(|c| c.catching.clone())
+            else {
+                continue;
+            };
+            let mut done = false;
+            while budget > 0 {
+                // No more than the client's queue takes: a catch-up waits for
+                // a slow reader rather than overflowing it.
+                let room = s.tx.capacity();
+                if room < s.tx.max_capacity() / 2 {
+                    again = again.or(Some(PACE));
+                    break;
+                }
+                let limit = budget.min(BATCH).min(room / 2);
+                let page = self
+                    .read_page(&tx, system, &resume.position, resume.partial, limit)
+                    .await?;
+                // A page with more changes than that (a large transaction)
+                // is cut: the rest follows from the last one sent's position.
+                let max = (room / 2).max(1);
+                let cut = page.changes.len() > max;
+                let sent = &page.changes[..page.changes.len().min(max)];
+                self.deliver(pool, system, sent, std::slice::from_ref(s), &[None], false)
+                    .await?;
+                budget -= page.txns;
+                resume = match sent.last().filter(|_| cut) {
+                    Some(last) => Resume::parse(&last.position)
+                        .ok_or_else(|| anyhow::anyhow!("realtime: unreadable position"))?,
+                    None => Resume {
+                        position: page.end,
+                        partial: None,
+                    },
+                };
+                // Kept as it goes: a later page's failure repeats nothing.
+                if let Some(st) = cur.chans.get_mut(&s.channel) {
+                    st.catching = Some(resume.clone());
+                }
+                if !cut && page.txns < limit {
+                    done = true;
+                    break;
+                }
+            }
+            let Some(st) = cur.chans.get_mut(&s.channel) else {
+                continue;
+            };
+            if done {
+                // It has what `now` holds, and what its own position held.
+                let has = resume.position.union(&now);
+                st.also_has = (!now.covers(&resume.position)).then_some(resume.position);
+                st.catching = None;
+                st.told = std::time::Instant::now();
+                s.system("ok", "Subscribed to PostgreSQL", Some(&has));
+            } else if budget == 0 {
+                again = Some(Duration::ZERO);
+            }
+        }
+        // Read-only: nothing to lose if the commit fails.
+        let _ = tx.commit().await;
+        // A quiet channel's position is refreshed, so it can resume after
+        // changes elsewhere were pruned.
         for s in &subs {
             let Some(st) = cur.chans.get_mut(&s.channel) else {
                 continue;
             };
-            if st.catching.take().is_some() {
-                s.system("ok", "Subscribed to PostgreSQL", Some(&now));
-                st.told = std::time::Instant::now();
-            } else if st.told.elapsed() > self.window / 3 {
-                // A quiet channel's position is refreshed, so it can resume
-                // after changes elsewhere were pruned.
-                s.system("ok", "Position", Some(&now));
+            if st.also_has.as_ref().is_some_and(|a| now.covers(a)) {
+                st.also_has = None;
+            }
+            if st.catching.is_none() && st.told.elapsed() > self.window / 6 {
+                let has = match &st.also_has {
+                    Some(a) => a.union(&now),
+                    None => now.clone(),
+                };
+                s.system("ok", "Position", Some(&has));
                 st.told = std::time::Instant::now();
             }
         }
-        cur.cur = now.clone();
-        cur.live = Some(now);
-        Ok(())
+        Ok(again)
     }
 
-    /// Reads and delivers, page by page, the changes after `cur.cur`.
-    async fn read_all(
+    /// Notes which channels were just sent a position.
+    fn told(&self, cur: &mut Cursor, subs: &[Arc<PgSub>], got: &[bool]) {
+        let now = std::time::Instant::now();
+        for (s, _) in subs.iter().zip(got).filter(|(_, g)| **g) {
+            if let Some(st) = cur.chans.get_mut(&s.channel) {
+                st.told = now;
+            }
+        }
+    }
+
+    /// The committed changes of up to `limit` transactions after `after`, in
+    /// commit order (changes of transaction `skip.0` up to id `skip.1` left
+    /// out), each with the position after it: inside a transaction,
+    /// `<position before it>@<xid>:<change id>`; at its last change, the
+    /// position after it.
+    async fn read_page(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
-        cur: &mut Cursor,
         system: &Pool,
-        pool: &Pool,
-        subs: &[Arc<PgSub>],
-        live: &Position,
-    ) -> anyhow::Result<()> {
-        if subs.is_empty() {
-            return Ok(());
-        }
+        after: &Position,
+        skip: Option<(u64, i64)>,
+        limit: usize,
+    ) -> anyhow::Result<Page> {
         let statement = tx
             .prepare_cached(
                 "SELECT t.xid::text, t.snap::text, t.committed_at, \
-                   c.rel, c.kind, c.record, c.old_record \
+                   c.id, c.rel, c.kind, c.record, c.old_record \
                  FROM (SELECT xid, seq, snap, committed_at FROM wasmbase.realtime_txns \
                        WHERE (xid >= $1::text::xid8 OR xid = ANY ($2::text[]::xid8[])) \
                          AND seq IS NOT NULL \
@@ -766,71 +889,84 @@ impl Changes {
                  ORDER BY t.seq, c.id",
             )
             .await?;
-        loop {
-            let rows = tx
-                .query(
-                    &statement,
-                    &[
-                        &cur.cur.xmax().to_string(),
-                        &cur.cur.xip_text(),
-                        &(BATCH as i64),
-                    ],
-                )
-                .await?;
-            let mut txns = 0;
-            let mut last: Option<(String, u64, Arc<Position>, Arc<str>)> = None;
-            let mut changes = Vec::with_capacity(rows.len());
-            for r in &rows {
-                let xid: &str = r.get(0);
-                if last.as_ref().map(|l| l.0.as_str()) != Some(xid) {
-                    txns += 1;
-                    let x: u64 = xid.parse()?;
-                    let snap = Position::parse(r.get(1))
-                        .ok_or_else(|| anyhow::anyhow!("realtime: unreadable snapshot"))?;
-                    cur.cur = cur.cur.union(&snap).with(x);
-                    let after: Arc<str> = Arc::from(live.union(&cur.cur).to_string());
-                    last = Some((xid.to_string(), x, Arc::new(cur.cur.clone()), after));
-                }
-                let Some(oid) = r.get::<_, Option<u32>>(3) else {
+        let rows = tx
+            .query(
+                &statement,
+                &[
+                    &after.xmax().to_string(),
+                    &after.xip_text(),
+                    &(limit as i64),
+                ],
+            )
+            .await?;
+        let mut end = after.clone();
+        let mut txns = 0;
+        let mut changes: Vec<Change> = Vec::with_capacity(rows.len());
+        let mut i = 0;
+        while i < rows.len() {
+            // One transaction's rows.
+            let xid: &str = rows[i].get(0);
+            let mut j = i + 1;
+            while j < rows.len() && rows[j].get::<_, &str>(0) == xid {
+                j += 1;
+            }
+            txns += 1;
+            let x: u64 = xid.parse()?;
+            let snap = Position::parse_trusted(rows[i].get(1))
+                .ok_or_else(|| anyhow::anyhow!("realtime: unreadable snapshot"))?;
+            let before = end.to_string();
+            end = end.union(&snap).with(x);
+            let after_x: Arc<str> = Arc::from(end.to_string());
+            let first = changes.len();
+            for r in &rows[i..j] {
+                let (Some(id), Some(oid)) =
+                    (r.get::<_, Option<i64>>(3), r.get::<_, Option<u32>>(4))
+                else {
                     continue;
                 };
+                if skip.is_some_and(|(sx, sid)| sx == x && id <= sid) {
+                    continue;
+                }
                 let Some(rel) = self.rel(system, oid).await? else {
                     continue;
                 };
-                let (_, x, upto, after) = last.clone().expect("set above");
                 changes.push(Change {
                     oid,
                     rel,
                     xid: x,
-                    upto,
-                    after,
-                    kind: r.get(4),
-                    record: r.get(5),
-                    old: r.get(6),
+                    position: Arc::from(format!("{before}@{x}:{id}")),
+                    kind: r.get(5),
+                    record: r.get(6),
+                    old: r.get(7),
                     at: r.get(2),
                 });
             }
-            self.deliver(pool, system, &changes, subs, cur, live)
-                .await?;
-            if txns < BATCH {
-                return Ok(());
+            if let Some(last) = changes[first..].last_mut() {
+                last.position = after_x;
             }
+            i = j;
         }
+        Ok(Page { changes, end, txns })
     }
 
-    /// Delivers one batch of changes (in commit order) to the channels owed
-    /// them: one whose client is catching up gets those after its position,
-    /// the others those after `live`. Who may see a change is decided in
-    /// one round trip per table for the whole batch.
+    /// Delivers one page of changes (in commit order) to `subs`, each event
+    /// with its position as the message's `ref` (realtime-js hands it to the
+    /// callback); a change in a channel's `also` is not sent again. Who may
+    /// see a change is decided in one round trip per table for the page.
+    /// Returns which channels were sent something.
     async fn deliver(
         &self,
         pool: &Pool,
         system: &Pool,
         changes: &[Change],
         subs: &[Arc<PgSub>],
-        cur: &mut Cursor,
-        live: &Position,
-    ) -> anyhow::Result<()> {
+        also: &[Option<Position>],
+        live: bool,
+    ) -> anyhow::Result<Vec<bool>> {
+        let mut got = vec![false; subs.len()];
+        if changes.is_empty() {
+            return Ok(got);
+        }
         // Each subscriber's group: subscribers with identical role and claims
         // are checked once.
         let mut groups: Vec<(&str, &str)> = Vec::new();
@@ -845,26 +981,18 @@ impl Changes {
                 })
             })
             .collect();
-        let from: Vec<Option<Position>> = subs
-            .iter()
-            .map(|s| cur.chans.get(&s.channel).and_then(|c| c.catching.clone()))
-            .collect();
-        // Candidates of each change: the subscribers owed it with a matching
-        // binding.
+        // Candidates of each change: the subscribers with a matching binding
+        // that do not have it yet.
         let candidates: Vec<Vec<usize>> = changes
             .iter()
             .map(|c| {
-                let new = !live.contains(c.xid);
                 (0..subs.len())
-                    .filter(|&i| match &from[i] {
-                        Some(p) => !p.contains(c.xid),
-                        None => new,
-                    })
+                    .filter(|&i| also[i].as_ref().is_none_or(|a| !a.contains(c.xid)))
                     .filter(|&i| subs[i].bindings.iter().any(|b| c.matches(b)))
                     .collect()
             })
             .collect();
-        // Visibility, one query per table of the batch, for all its changes
+        // Visibility, one query per table of the page, for all its changes
         // and the groups of their candidates.
         let mut seen: std::collections::HashSet<(usize, usize)> = Default::default();
         let mut tables: Vec<u32> = changes.iter().map(|c| c.oid).collect();
@@ -897,18 +1025,16 @@ impl Changes {
                 seen.insert((idx[c - 1], check[g - 1]));
             }
         }
-        // Delivery in commit order, each event with the position after it
-        // (the message's `ref`: realtime-js hands it to the callback).
-        let now = std::time::Instant::now();
+        // Delivery in commit order.
         for (i, c) in changes.iter().enumerate() {
             // Serialized once per change; each subscriber's frame adds its
-            // topic, binding ids and position around it.
+            // topic and binding ids around it.
             let mut data: Option<Box<RawValue>> = None;
             for &s in &candidates[i] {
-                if !seen.contains(&(i, group_of[s])) {
+                let sub = &subs[s];
+                if !seen.contains(&(i, group_of[s])) || sub.gone.load(Ordering::Relaxed) {
                     continue;
                 }
-                let sub = &subs[s];
                 let ids: Vec<u64> = sub
                     .bindings
                     .iter()
@@ -919,18 +1045,10 @@ impl Changes {
                     Some(d) => d,
                     None => data.insert(serde_json::value::to_raw_value(&c.event())?),
                 };
-                let own;
-                let after: &str = match &from[s] {
-                    Some(p) => {
-                        own = p.union(&c.upto).to_string();
-                        &own
-                    }
-                    None => &c.after,
-                };
                 let text = frame::encode_text(
                     sub.vsn,
                     None,
-                    Some(after),
+                    Some(&c.position),
                     &sub.topic,
                     "postgres_changes",
                     &ChangePayload { ids: &ids, data },
@@ -940,17 +1058,15 @@ impl Changes {
                 {
                     sub.kill.cancel();
                 }
-                if let Some(st) = cur.chans.get_mut(&sub.channel) {
-                    st.told = now;
-                }
+                got[s] = true;
                 self.events_out.fetch_add(1, Ordering::Relaxed);
             }
-            if data.is_some() {
+            if live && data.is_some() {
                 let lag = c.at.elapsed().unwrap_or_default().as_millis() as u64;
                 self.lag_ms.store(lag, Ordering::Relaxed);
             }
         }
-        Ok(())
+        Ok(got)
     }
 
     /// Whether `role` may SELECT table `oid` (cached until the next DDL).
@@ -1180,6 +1296,18 @@ const BATCH: usize = 500;
 /// A round this often while anyone listens, woken or not.
 const TICK: Duration = Duration::from_secs(5);
 
+/// Transactions catching-up channels may read in one round, together.
+const CATCHUP_BUDGET: usize = 2_000;
+
+/// How soon a round follows when a catching-up client's queue is still half
+/// full.
+const PACE: Duration = Duration::from_millis(10);
+
+/// How far past this node's snapshot a resumed position may reach (it came
+/// from a node that had read a little further) before it is refused as
+/// another database's.
+const FUTURE: u64 = 1_000_000;
+
 /// The system message for a position whose changes were partly pruned.
 fn gap_message(window: Duration) -> String {
     format!(
@@ -1189,10 +1317,34 @@ fn gap_message(window: Duration) -> String {
     )
 }
 
+/// Transactions one pruning batch deletes.
+const PRUNE_BATCH: i64 = 10_000;
+
 /// Deletes the transactions committed longer than `window` ago with their
-/// changes (a batch at a time), and adds their positions to the pruned mark
-/// in the same transaction, so a position that misses one of them is told.
+/// changes, a batch per transaction (at most 50 batches a call, so a backlog
+/// clears within a few heartbeats), and adds their positions to the pruned
+/// mark in the same transaction, so a position that misses one of them is
+/// told. Changes whose transaction has no row (it hid itself by setting the
+/// capture's transaction-local flag) go an hour after the window.
 pub async fn prune(c: &mut tokio_postgres::Client, window: Duration) -> anyhow::Result<()> {
+    for _ in 0..50 {
+        if prune_batch(c, window).await? < PRUNE_BATCH as usize {
+            break;
+        }
+    }
+    c.execute(
+        "DELETE FROM wasmbase.realtime_changes WHERE id IN ( \
+           SELECT id FROM wasmbase.realtime_changes c \
+           WHERE at < now() - make_interval(secs => $1) - interval '1 hour' \
+             AND NOT EXISTS (SELECT 1 FROM wasmbase.realtime_txns t WHERE t.xid = c.xid) \
+           LIMIT 10000)",
+        &[&window.as_secs_f64()],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn prune_batch(c: &mut tokio_postgres::Client, window: Duration) -> anyhow::Result<usize> {
     let tx = c.transaction().await?;
     let mark: String = tx
         .query_one(
@@ -1207,21 +1359,22 @@ pub async fn prune(c: &mut tokio_postgres::Client, window: Duration) -> anyhow::
                DELETE FROM wasmbase.realtime_txns WHERE xid IN ( \
                  SELECT xid FROM wasmbase.realtime_txns \
                  WHERE committed_at < now() - make_interval(secs => $1) \
-                 ORDER BY committed_at LIMIT 10000) \
+                 ORDER BY committed_at LIMIT $2) \
                RETURNING xid, snap), \
              changes AS (DELETE FROM wasmbase.realtime_changes c USING gone WHERE c.xid = gone.xid) \
              SELECT xid::text, snap::text FROM gone",
-            &[&window.as_secs_f64()],
+            &[&window.as_secs_f64(), &PRUNE_BATCH],
         )
         .await?;
     if rows.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
-    let mut mark = Position::parse(&mark).ok_or_else(|| anyhow::anyhow!("bad pruned mark"))?;
-    for r in rows {
+    let mut mark =
+        Position::parse_trusted(&mark).ok_or_else(|| anyhow::anyhow!("bad pruned mark"))?;
+    for r in &rows {
         let x: u64 = r.get::<_, &str>(0).parse()?;
-        if let Some(snap) = Position::parse(r.get(1)) {
-            mark = mark.union(&snap).with(x);
+        if let Some(snap) = Position::parse_trusted(r.get(1)) {
+            mark = mark.union(&snap).with_covering(x);
         }
     }
     tx.execute(
@@ -1230,7 +1383,7 @@ pub async fn prune(c: &mut tokio_postgres::Client, window: Duration) -> anyhow::
     )
     .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(rows.len())
 }
 
 /// A postgres_changes message's payload as realtime-js reads it.
@@ -1247,11 +1400,8 @@ struct Change {
     rel: Rel,
     /// Its transaction.
     xid: u64,
-    /// The read position after its transaction.
-    upto: Arc<Position>,
-    /// The position after it for a channel that is not catching up (the
-    /// node's `live` and `upto`), as text.
-    after: Arc<str>,
+    /// The position after it, as the client resumes it.
+    position: Arc<str>,
     kind: String,
     record: Option<Value>,
     old: Option<Value>,

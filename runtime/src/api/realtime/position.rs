@@ -7,12 +7,17 @@
 
 use std::fmt;
 
-/// Most in-progress transactions a position may list (a snapshot lists the
-/// transactions running when it was taken: at most `max_connections`).
-const MAX_XIP: usize = 10_000;
+/// Most in-progress transactions a client's position may list (a snapshot
+/// lists the transactions running when it was taken; a position after a
+/// REPEATABLE READ writer can also list the ids assigned while it ran).
+const MAX_XIP: usize = 100_000;
 
 /// Longest position text a client may send.
-pub const MAX_TEXT: usize = 200_000;
+pub const MAX_TEXT: usize = 1_000_000;
+
+/// Longest run of ids [`Position::with`] adds to reach a transaction past
+/// `xmax`.
+const MAX_RUN: u64 = 1_000_000;
 
 /// A set of transaction ids: all below `xmax` except `xip`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,11 +28,21 @@ pub struct Position {
 }
 
 impl Position {
-    /// Parses PostgreSQL's `pg_snapshot` text; `None` for anything else.
+    /// Parses a client's position (PostgreSQL's `pg_snapshot` text, within
+    /// [`MAX_TEXT`]); `None` for anything else.
     pub fn parse(s: &str) -> Option<Position> {
         if s.len() > MAX_TEXT {
             return None;
         }
+        Position::parse_with(s, MAX_XIP)
+    }
+
+    /// Parses a snapshot the database produced (no size limit).
+    pub fn parse_trusted(s: &str) -> Option<Position> {
+        Position::parse_with(s, usize::MAX)
+    }
+
+    fn parse_with(s: &str, max_xip: usize) -> Option<Position> {
         let mut parts = s.trim().splitn(3, ':');
         let xmin: u64 = parts.next()?.parse().ok()?;
         let xmax: u64 = parts.next()?.parse().ok()?;
@@ -36,7 +51,7 @@ impl Position {
         if !list.is_empty() {
             for x in list.split(',') {
                 xip.push(x.parse::<u64>().ok()?);
-                if xip.len() > MAX_XIP {
+                if xip.len() > max_xip {
                     return None;
                 }
             }
@@ -85,17 +100,32 @@ impl Position {
         Position { xmax, xip }
     }
 
-    /// This set plus transaction `x` (which is below `xmax` whenever it comes
-    /// with its own commit snapshot: a position that would have to list a
-    /// long run of ids is left without it, which can only repeat `x`).
+    /// This set plus transaction `x`. A transaction at or past `xmax` (a
+    /// REPEATABLE READ writer's snapshot can predate its own id) moves `xmax`
+    /// past it, listing the ids in between as not in the set; past a run of
+    /// [`MAX_RUN`] ids it is left out instead (which can only repeat it).
+    /// For a read cursor and the positions sent to clients.
     pub fn with(mut self, x: u64) -> Position {
         if let Ok(i) = self.xip.binary_search(&x) {
             self.xip.remove(i);
-        } else if x >= self.xmax && x - self.xmax <= 64 {
+        } else if x >= self.xmax && x - self.xmax <= MAX_RUN {
             self.xip.extend(self.xmax..x);
             self.xmax = x + 1;
         }
         self
+    }
+
+    /// This set plus transaction `x`, over-approximated past a run of
+    /// [`MAX_RUN`] ids (the run counts as in the set). For the pruned mark,
+    /// which must contain every pruned transaction.
+    pub fn with_covering(self, x: u64) -> Position {
+        if x >= self.xmax && x - self.xmax > MAX_RUN {
+            return Position {
+                xmax: x + 1,
+                xip: self.xip,
+            };
+        }
+        self.with(x)
     }
 
     /// Whether every transaction of `other` is in this set.
@@ -118,6 +148,37 @@ impl Position {
     /// The listed in-progress ids (as text, for a query parameter).
     pub fn xip_text(&self) -> Vec<String> {
         self.xip.iter().map(u64::to_string).collect()
+    }
+}
+
+/// Where a client resumes: a position, and possibly the part of the next
+/// transaction it already had (`<position>@<xid>:<change id>`: the changes of
+/// transaction `xid` up to that id), which is what an event in the middle of
+/// a transaction carries: a client that drops off inside a large transaction
+/// gets the rest of it, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// Every transaction in it was delivered.
+    pub position: Position,
+    /// Transaction id and last change id delivered of a transaction outside
+    /// `position`.
+    pub partial: Option<(u64, i64)>,
+}
+
+impl Resume {
+    /// Parses a client's `postgres_changes_options.position`.
+    pub fn parse(s: &str) -> Option<Resume> {
+        let (pos, partial) = match s.split_once('@') {
+            None => (s, None),
+            Some((pos, part)) => {
+                let (x, id) = part.split_once(':')?;
+                (pos, Some((x.parse().ok()?, id.parse().ok()?)))
+            }
+        };
+        let position = Position::parse(pos)?;
+        // A transaction the position already holds has nothing left.
+        let partial = partial.filter(|(x, _)| !position.contains(*x));
+        Some(Resume { position, partial })
     }
 }
 
@@ -158,7 +219,26 @@ mod tests {
         // Adding a transaction the snapshot listed as running.
         assert_eq!(p("15:25:15,21").with(21).to_string(), "15:25:15");
         assert_eq!(p("5:5:").with(7).to_string(), "5:8:5,6");
-        assert_eq!(p("5:5:").with(1_000).to_string(), "5:5:", "not a long run");
+        assert_eq!(p("5:5:").with(9).to_string(), "5:10:5,6,7,8");
+        assert_eq!(
+            p("5:5:").with(5 + MAX_RUN + 1).to_string(),
+            "5:5:",
+            "not a long run"
+        );
+        let far = p("5:5:").with_covering(5 + MAX_RUN + 1);
+        assert!(
+            far.contains(5 + MAX_RUN + 1) && far.contains(7),
+            "the mark over-approximates"
+        );
+        // A resume point inside a transaction.
+        let r = Resume::parse("10:20:12,15@15:7").unwrap();
+        assert_eq!((r.position, r.partial), (p("10:20:12,15"), Some((15, 7))));
+        assert_eq!(
+            Resume::parse("10:20:12@11:7").unwrap().partial,
+            None,
+            "already held"
+        );
+        assert!(Resume::parse("10:20:@x:1").is_none() && Resume::parse("10:20:@1").is_none());
         // Covering.
         assert!(a.union(&b).covers(&a) && a.union(&b).covers(&b));
         assert!(!a.covers(&b) && b.covers(&p("1:1:")));

@@ -8,7 +8,7 @@ use super::authz::{self, AuthzError, Ext, Reads};
 use super::changes::{self, PgSub};
 use super::frame::{self, Body, Broadcast, Frame, Incoming, Payload, Vsn};
 use super::hub::{Hub, Sub, Tracked};
-use super::position::Position;
+use super::position::Resume;
 use super::RealtimeLimits;
 use crate::server::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -438,7 +438,7 @@ impl Conn {
         let position =
             match &config["postgres_changes_options"]["position"] {
                 Value::Null => None,
-                Value::String(s) => match Position::parse(s) {
+                Value::String(s) => match Resume::parse(s) {
                     Some(p) => Some(p),
                     None => return error(
                         self,
@@ -559,7 +559,7 @@ impl Conn {
         (topic, join_ref, channel): (&str, Option<String>, u64),
         bindings: &[Value],
         principal: Principal,
-        position: Option<Position>,
+        position: Option<Resume>,
     ) -> Result<(), String> {
         let mut parsed = Vec::with_capacity(bindings.len());
         for b in bindings {
@@ -612,6 +612,7 @@ impl Conn {
                 bindings: parsed,
                 principal,
                 join_ref,
+                gone: Default::default(),
             },
             position,
         );
