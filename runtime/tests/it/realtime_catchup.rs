@@ -337,6 +337,38 @@ async fn a_pruned_gap_gets_the_system_message_and_bad_positions_clear_errors() {
         .unwrap();
     let g = ws.until(|g| g.3 == "postgres_changes").await;
     assert_eq!(change(&g), ins(3));
+
+    // A policy that raises for one subscriber's claims: they get nothing,
+    // everyone else goes on (the node does not stall on the error).
+    owner
+        .batch_execute(
+            "CREATE POLICY fragile ON public.todos FOR SELECT TO authenticated \
+               USING (CASE WHEN auth.jwt() ->> 'fragile' = 'yes' THEN 1 / (length(auth.jwt() ->> 'fragile') - 3) = 1 ELSE false END)",
+        )
+        .await
+        .unwrap();
+    let fragile = sign(json!({
+        "role": "authenticated", "aud": "authenticated", "exp": now() + 600,
+        "sub": uuid::Uuid::new_v4().to_string(), "fragile": "yes",
+    }));
+    let mut bad = Ws::connect(&srv, &anon, true).await;
+    join(&mut bad, "realtime:bad", &fragile, None).await;
+    system(&mut bad).await;
+    for id in [4, 5] {
+        owner
+            .execute("INSERT INTO public.todos VALUES ($1, $2, 'x')", &[&id, &me])
+            .await
+            .unwrap();
+        let g = ws.until(|g| g.3 == "postgres_changes").await;
+        assert_eq!(change(&g), ins(id));
+    }
+    assert!(
+        drain(&mut bad)
+            .await
+            .iter()
+            .all(|g| g.3 != "postgres_changes"),
+        "the failing group sees nothing"
+    );
 }
 
 #[tokio::test]

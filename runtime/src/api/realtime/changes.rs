@@ -1132,13 +1132,55 @@ impl Changes {
         let checks = check
             .chunks(chunk)
             .map(|part| check_part(pool, &lookup, part, roles, claims));
-        for part in futures::future::try_join_all(checks).await? {
+        let parts = match futures::future::try_join_all(checks).await {
+            Ok(parts) => parts,
+            Err(e) => {
+                // One group's policy may raise (or run past the timeout) for
+                // its claims: each group alone, so only its own subscribers
+                // miss these changes (logged), and the page is not retried
+                // for ever. A database that is down fails every group: that
+                // error is the page's, and it is read again later.
+                tracing::warn!(error = %format!("{e:#}"), "realtime: a visibility check failed; checking each group alone");
+                let mut parts = Vec::new();
+                for &g in &check {
+                    match check_part(pool, &lookup, &[g], roles, claims).await {
+                        Ok(part) => parts.push(part),
+                        // The statement failed (a SQLSTATE that is not the
+                        // connection's or the server's state): this group's
+                        // policy, raising or running past the timeout.
+                        Err(e) if policy_error(&e) => {
+                            tracing::warn!(error = %format!("{e:#}"), role = roles[g], "realtime: changes hidden from one group: its visibility check failed");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                parts
+            }
+        };
+        for part in parts {
             for (g, ord) in part {
                 out.push((g + 1, looked[ord - 1] + 1));
             }
         }
         Ok(out)
     }
+}
+
+/// Whether a failed visibility check is the policy's fault (it raised, or
+/// ran past the statement timeout) rather than the database's state (a lost
+/// connection, no resources, a shutdown, a conflict), which is retried.
+fn policy_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<tokio_postgres::Error>()
+            .and_then(|e| e.code())
+            .is_some_and(|code| {
+                let s = code.code();
+                !(s.starts_with("08")
+                    || s.starts_with("53")
+                    || s.starts_with("57P")
+                    || s.starts_with("40"))
+            })
+    })
 }
 
 /// Groups below which a visibility check is not split over connections.
