@@ -22,6 +22,8 @@ GRANT SELECT ON public.items TO anon;
 CREATE POLICY everyone_reads ON public.items FOR SELECT TO anon USING (true);
 ALTER PUBLICATION supabase_realtime ADD TABLE public.items;
 SQL
+# The baseline reads all the missed rows in one response (the default cap is 1,000).
+export WASMBASE_DATABASE_MAX_ROWS=$((MISSED * 2))
 start_dev
 out=$(URL="$WASMBASE_URL" KEY="$PUBLISHABLE_KEY" PGURL="$PGURL" MISSED="$MISSED" REPS="$REPS" \
   node "$ROOT/bench/realtime-catchup.mjs")

@@ -354,6 +354,9 @@ impl PgSub {
     /// A postgres_changes system message, with the position the client can
     /// resume from.
     fn system(&self, status: &str, message: &str, position: Option<&Position>) {
+        if self.gone.load(Ordering::Relaxed) {
+            return;
+        }
         let mut payload = json!({
             "extension": "postgres_changes",
             "status": status,
@@ -682,8 +685,12 @@ impl Changes {
             )
             .await?;
         let bad = || anyhow::anyhow!("realtime: unreadable snapshot");
-        let now = Position::parse_trusted(row.get(0)).ok_or_else(bad)?;
-        let mark = Position::parse_trusted(row.get(1)).ok_or_else(bad)?;
+        let now = Position::parse_trusted(row.try_get(0)?).ok_or_else(bad)?;
+        // No mark row (deleted by hand): nothing counts as pruned.
+        let mark = row
+            .try_get::<_, Option<&str>>(1)?
+            .and_then(Position::parse_trusted)
+            .unwrap_or_else(|| Position::parse_trusted("1:1:").expect("a valid position"));
         // Taken on after the snapshot: a channel that joins later gets every
         // change committed after it from the next round.
         let (newly, subs) = {
@@ -779,33 +786,50 @@ impl Changes {
             else {
                 continue;
             };
+            if s.gone.load(Ordering::Relaxed) {
+                continue;
+            }
+            if !resume.position.covers(&mark) {
+                // Pruning overtook this catch-up: told, and live from now.
+                s.system("error", &gap_message(self.window), Some(&now));
+                s.system("ok", "Subscribed to PostgreSQL", Some(&now));
+                if let Some(st) = cur.chans.get_mut(&s.channel) {
+                    st.catching = None;
+                    st.told = std::time::Instant::now();
+                }
+                continue;
+            }
             let mut done = false;
             while budget > 0 {
-                // No more than the client's queue takes: a catch-up waits for
-                // a slow reader rather than overflowing it.
-                let room = s.tx.capacity();
-                if room < s.tx.max_capacity() / 2 {
+                // No more than half the client's queue (the other half is for
+                // its other channels and system messages): a catch-up waits
+                // for a slow reader rather than overflowing it.
+                let room = s.tx.capacity() / 2;
+                if room < s.tx.max_capacity() / 4 {
                     again = again.or(Some(PACE));
                     break;
                 }
-                let limit = budget.min(BATCH).min(room / 2);
+                let limit = budget.min(BATCH).min(room);
                 let page = self
                     .read_page(&tx, system, &resume.position, resume.partial, limit)
                     .await?;
                 // A page with more changes than that (a large transaction)
                 // is cut: the rest follows from the last one sent's position.
-                let max = (room / 2).max(1);
+                let max = room.max(1);
                 let cut = page.changes.len() > max;
                 let sent = &page.changes[..page.changes.len().min(max)];
                 self.deliver(pool, system, sent, std::slice::from_ref(s), &[None], false)
                     .await?;
-                budget -= page.txns;
+                // Charged what was sent (a cut page's tail is read again).
+                let mut charged: Vec<u64> = sent.iter().map(|c| c.xid).collect();
+                charged.dedup();
+                budget -= if cut { charged.len().max(1) } else { page.txns };
                 resume = match sent.last().filter(|_| cut) {
-                    Some(last) => Resume::parse(&last.position)
-                        .ok_or_else(|| anyhow::anyhow!("realtime: unreadable position"))?,
+                    Some(last) => last.after.resume(),
                     None => Resume {
+                        // A partial transaction not reached yet stays partial.
+                        partial: resume.partial.filter(|(x, _)| !page.end.contains(*x)),
                         position: page.end,
-                        partial: None,
                     },
                 };
                 // Kept as it goes: a later page's failure repeats nothing.
@@ -879,14 +903,18 @@ impl Changes {
     ) -> anyhow::Result<Page> {
         let statement = tx
             .prepare_cached(
+                // A transaction the client had part of comes first (one that
+                // sorts before it was still running when it was cut), and
+                // without the part it had.
                 "SELECT t.xid::text, t.snap::text, t.committed_at, \
                    c.id, c.rel, c.kind, c.record, c.old_record \
                  FROM (SELECT xid, seq, snap, committed_at FROM wasmbase.realtime_txns \
                        WHERE (xid >= $1::text::xid8 OR xid = ANY ($2::text[]::xid8[])) \
                          AND seq IS NOT NULL \
-                       ORDER BY seq LIMIT $3) t \
-                 LEFT JOIN wasmbase.realtime_changes c ON c.xid = t.xid \
-                 ORDER BY t.seq, c.id",
+                       ORDER BY xid = $4::text::xid8 DESC, seq LIMIT $3) t \
+                 LEFT JOIN wasmbase.realtime_changes c \
+                   ON c.xid = t.xid AND (t.xid <> $4::text::xid8 OR c.id > $5) \
+                 ORDER BY t.xid = $4::text::xid8 DESC, t.seq, c.id",
             )
             .await?;
         let rows = tx
@@ -896,6 +924,8 @@ impl Changes {
                     &after.xmax().to_string(),
                     &after.xip_text(),
                     &(limit as i64),
+                    &skip.map_or(0, |s| s.0).to_string(),
+                    &skip.map_or(i64::MAX, |s| s.1),
                 ],
             )
             .await?;
@@ -914,9 +944,9 @@ impl Changes {
             let x: u64 = xid.parse()?;
             let snap = Position::parse_trusted(rows[i].get(1))
                 .ok_or_else(|| anyhow::anyhow!("realtime: unreadable snapshot"))?;
-            let before = end.to_string();
+            let before = Arc::new(end.clone());
             end = end.union(&snap).with(x);
-            let after_x: Arc<str> = Arc::from(end.to_string());
+            let after_x = Arc::new(end.clone());
             let first = changes.len();
             for r in &rows[i..j] {
                 let (Some(id), Some(oid)) =
@@ -924,9 +954,6 @@ impl Changes {
                 else {
                     continue;
                 };
-                if skip.is_some_and(|(sx, sid)| sx == x && id <= sid) {
-                    continue;
-                }
                 let Some(rel) = self.rel(system, oid).await? else {
                     continue;
                 };
@@ -934,7 +961,10 @@ impl Changes {
                     oid,
                     rel,
                     xid: x,
-                    position: Arc::from(format!("{before}@{x}:{id}")),
+                    after: After {
+                        position: before.clone(),
+                        partial: Some((x, id)),
+                    },
                     kind: r.get(5),
                     record: r.get(6),
                     old: r.get(7),
@@ -942,7 +972,10 @@ impl Changes {
                 });
             }
             if let Some(last) = changes[first..].last_mut() {
-                last.position = after_x;
+                last.after = After {
+                    position: after_x.clone(),
+                    partial: None,
+                };
             }
             i = j;
         }
@@ -987,6 +1020,7 @@ impl Changes {
             .iter()
             .map(|c| {
                 (0..subs.len())
+                    .filter(|&i| !subs[i].gone.load(Ordering::Relaxed))
                     .filter(|&i| also[i].as_ref().is_none_or(|a| !a.contains(c.xid)))
                     .filter(|&i| subs[i].bindings.iter().any(|b| c.matches(b)))
                     .collect()
@@ -1030,6 +1064,7 @@ impl Changes {
             // Serialized once per change; each subscriber's frame adds its
             // topic and binding ids around it.
             let mut data: Option<Box<RawValue>> = None;
+            let mut position: Option<String> = None;
             for &s in &candidates[i] {
                 let sub = &subs[s];
                 if !seen.contains(&(i, group_of[s])) || sub.gone.load(Ordering::Relaxed) {
@@ -1045,10 +1080,11 @@ impl Changes {
                     Some(d) => d,
                     None => data.insert(serde_json::value::to_raw_value(&c.event())?),
                 };
+                let position = position.get_or_insert_with(|| c.after.text());
                 let text = frame::encode_text(
                     sub.vsn,
                     None,
-                    Some(&c.position),
+                    Some(position),
                     &sub.topic,
                     "postgres_changes",
                     &ChangePayload { ids: &ids, data },
@@ -1343,12 +1379,12 @@ const CATCHUP_BUDGET: usize = 2_000;
 
 /// How soon a round follows when a catching-up client's queue is still half
 /// full.
-const PACE: Duration = Duration::from_millis(10);
+const PACE: Duration = Duration::from_millis(5);
 
 /// How far past this node's snapshot a resumed position may reach (it came
 /// from a node that had read a little further) before it is refused as
 /// another database's.
-const FUTURE: u64 = 1_000_000;
+const FUTURE: u64 = 10_000;
 
 /// The system message for a position whose changes were partly pruned.
 fn gap_message(window: Duration) -> String {
@@ -1436,14 +1472,40 @@ struct ChangePayload<'a> {
     data: &'a RawValue,
 }
 
+/// The position after a change: inside a transaction, the position before
+/// it and the change (`<position>@<xid>:<change id>`); at its last change,
+/// the position after it. Shared per transaction, and written out only for
+/// a frame actually sent.
+#[derive(Clone)]
+struct After {
+    position: Arc<Position>,
+    partial: Option<(u64, i64)>,
+}
+
+impl After {
+    fn text(&self) -> String {
+        match self.partial {
+            Some((x, id)) => format!("{}@{x}:{id}", self.position),
+            None => self.position.to_string(),
+        }
+    }
+
+    fn resume(&self) -> Resume {
+        Resume {
+            position: (*self.position).clone(),
+            partial: self.partial,
+        }
+    }
+}
+
 /// One captured change.
 struct Change {
     oid: u32,
     rel: Rel,
     /// Its transaction.
     xid: u64,
-    /// The position after it, as the client resumes it.
-    position: Arc<str>,
+    /// The position after it.
+    after: After,
     kind: String,
     record: Option<Value>,
     old: Option<Value>,

@@ -10,10 +10,10 @@ use std::fmt;
 /// Most in-progress transactions a client's position may list (a snapshot
 /// lists the transactions running when it was taken; a position after a
 /// REPEATABLE READ writer can also list the ids assigned while it ran).
-const MAX_XIP: usize = 100_000;
+const MAX_XIP: usize = 20_000;
 
 /// Longest position text a client may send.
-pub const MAX_TEXT: usize = 1_000_000;
+pub const MAX_TEXT: usize = 250_000;
 
 /// Longest run of ids [`Position::with`] adds to reach a transaction past
 /// `xmax`.
