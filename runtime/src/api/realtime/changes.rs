@@ -781,6 +781,7 @@ impl Changes {
         // Catching channels, from their own cursors, within the budget.
         let mut budget = CATCHUP_BUDGET;
         let mut again = None;
+        let waited = std::time::Instant::now();
         for s in &subs {
             let Some(mut resume) = cur.chans.get(&s.channel).and_then(|c| c.catching.clone())
             else {
@@ -801,14 +802,25 @@ impl Changes {
             }
             let mut done = false;
             while budget > 0 {
-                // No more than half the client's queue (the other half is for
-                // its other channels and system messages): a catch-up waits
+                // No more than the client's queue takes: a catch-up waits
                 // for a slow reader rather than overflowing it.
-                let room = s.tx.capacity() / 2;
-                if room < s.tx.max_capacity() / 4 {
-                    again = again.or(Some(PACE));
-                    break;
+                let half = s.tx.max_capacity() / 2;
+                if s.tx.capacity() < half {
+                    // Wait for the client to read, a little (the live
+                    // channels wait meanwhile), then give them a round.
+                    let left = PACE.saturating_sub(waited.elapsed());
+                    match tokio::time::timeout(left, s.tx.reserve_many(half)).await {
+                        Ok(Ok(permits)) => drop(permits),
+                        Ok(Err(_)) => break, // the socket is gone
+                        Err(_) => {
+                            again = Some(Duration::ZERO);
+                            break;
+                        }
+                    }
                 }
+                // A quarter of the queue stays free for the client's other
+                // channels and system messages.
+                let room = s.tx.capacity().saturating_sub(s.tx.max_capacity() / 4);
                 let limit = budget.min(BATCH).min(room);
                 let page = self
                     .read_page(&tx, system, &resume.position, resume.partial, limit)
@@ -901,34 +913,20 @@ impl Changes {
         skip: Option<(u64, i64)>,
         limit: usize,
     ) -> anyhow::Result<Page> {
-        let statement = tx
-            .prepare_cached(
-                // A transaction the client had part of comes first (one that
-                // sorts before it was still running when it was cut), and
-                // without the part it had.
-                "SELECT t.xid::text, t.snap::text, t.committed_at, \
-                   c.id, c.rel, c.kind, c.record, c.old_record \
-                 FROM (SELECT xid, seq, snap, committed_at FROM wasmbase.realtime_txns \
-                       WHERE (xid >= $1::text::xid8 OR xid = ANY ($2::text[]::xid8[])) \
-                         AND seq IS NOT NULL \
-                       ORDER BY xid = $4::text::xid8 DESC, seq LIMIT $3) t \
-                 LEFT JOIN wasmbase.realtime_changes c \
-                   ON c.xid = t.xid AND (t.xid <> $4::text::xid8 OR c.id > $5) \
-                 ORDER BY t.xid = $4::text::xid8 DESC, t.seq, c.id",
-            )
-            .await?;
-        let rows = tx
-            .query(
-                &statement,
-                &[
-                    &after.xmax().to_string(),
-                    &after.xip_text(),
-                    &(limit as i64),
-                    &skip.map_or(0, |s| s.0).to_string(),
-                    &skip.map_or(i64::MAX, |s| s.1),
-                ],
-            )
-            .await?;
+        let xmax = after.xmax().to_string();
+        let xip = after.xip_text();
+        let limit = limit as i64;
+        let rows = match skip {
+            None => {
+                let statement = tx.prepare_cached(PAGE).await?;
+                tx.query(&statement, &[&xmax, &xip, &limit]).await?
+            }
+            Some((x, id)) => {
+                let statement = tx.prepare_cached(PAGE_AFTER_PART).await?;
+                tx.query(&statement, &[&xmax, &xip, &limit, &x.to_string(), &id])
+                    .await?
+            }
+        };
         let mut end = after.clone();
         let mut txns = 0;
         let mut changes: Vec<Change> = Vec::with_capacity(rows.len());
@@ -1368,6 +1366,28 @@ impl Lookup {
     }
 }
 
+/// One page: the committed transactions not in a position (`xmax`, `xip`),
+/// in commit order, with their changes.
+const PAGE: &str = "SELECT t.xid::text, t.snap::text, t.committed_at, \
+       c.id, c.rel, c.kind, c.record, c.old_record \
+     FROM (SELECT xid, seq, snap, committed_at FROM wasmbase.realtime_txns \
+           WHERE (xid >= $1::text::xid8 OR xid = ANY ($2::text[]::xid8[])) AND seq IS NOT NULL \
+           ORDER BY seq LIMIT $3) t \
+     LEFT JOIN wasmbase.realtime_changes c ON c.xid = t.xid \
+     ORDER BY t.seq, c.id";
+
+/// [`PAGE`] for a client that had part of transaction `$4` (its changes up
+/// to id `$5`): that transaction comes first (one that sorts before it was
+/// still running when it was cut), without the part it had.
+const PAGE_AFTER_PART: &str = "SELECT t.xid::text, t.snap::text, t.committed_at, \
+       c.id, c.rel, c.kind, c.record, c.old_record \
+     FROM (SELECT xid, seq, snap, committed_at FROM wasmbase.realtime_txns \
+           WHERE (xid >= $1::text::xid8 OR xid = ANY ($2::text[]::xid8[])) AND seq IS NOT NULL \
+           ORDER BY xid = $4::text::xid8 DESC, seq LIMIT $3) t \
+     LEFT JOIN wasmbase.realtime_changes c \
+       ON c.xid = t.xid AND (t.xid <> $4::text::xid8 OR c.id > $5) \
+     ORDER BY t.xid = $4::text::xid8 DESC, t.seq, c.id";
+
 /// Transactions one page of a round reads at most.
 const BATCH: usize = 500;
 
@@ -1377,9 +1397,9 @@ const TICK: Duration = Duration::from_secs(5);
 /// Transactions catching-up channels may read in one round, together.
 const CATCHUP_BUDGET: usize = 2_000;
 
-/// How soon a round follows when a catching-up client's queue is still half
-/// full.
-const PACE: Duration = Duration::from_millis(5);
+/// Longest a round waits, in all, for catching-up clients to read what they
+/// were sent before it lets the live channels have a round.
+const PACE: Duration = Duration::from_millis(20);
 
 /// How far past this node's snapshot a resumed position may reach (it came
 /// from a node that had read a little further) before it is refused as
