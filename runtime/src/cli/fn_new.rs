@@ -42,6 +42,10 @@ const SDK: &[(&str, &str)] = &[
     ("src/auth.rs", include_str!("../../../sdk/rust/src/auth.rs")),
     ("src/env.rs", include_str!("../../../sdk/rust/src/env.rs")),
     ("src/log.rs", include_str!("../../../sdk/rust/src/log.rs")),
+    (
+        "src/realtime.rs",
+        include_str!("../../../sdk/rust/src/realtime.rs"),
+    ),
     ("src/cron.rs", include_str!("../../../sdk/rust/src/cron.rs")),
     (
         "js/wasmbase.d.ts",
