@@ -762,12 +762,24 @@ impl Changes {
             .iter()
             .map(|s| state(s).and_then(|c| c.also_has.clone()))
             .collect();
+        let catching_any = cur.chans.values().any(|c| c.catching.is_some());
+        let mut tx = Some(tx);
         if !live_subs.is_empty() {
-            loop {
-                let page = self.read_page(&tx, system, &live, None, BATCH).await?;
-                let got = self
-                    .deliver(pool, system, &page.changes, &live_subs, &also, true)
-                    .await?;
+            while let Some(open) = tx.as_ref() {
+                let page = self.read_page(open, system, &live, None, BATCH).await?;
+                let deliver = self.deliver(pool, system, &page.changes, &live_subs, &also, true);
+                let got = match tx.take() {
+                    // The last page, and no catch-up: the snapshot's
+                    // transaction ends while the page is delivered.
+                    Some(open) if page.txns < BATCH && !catching_any => {
+                        let (_, got) = futures::join!(open.commit(), deliver);
+                        got?
+                    }
+                    open => {
+                        tx = open;
+                        deliver.await?
+                    }
+                };
                 self.told(cur, &live_subs, &got);
                 live = page.end;
                 cur.live = Some(live.clone());
@@ -787,6 +799,7 @@ impl Changes {
             else {
                 continue;
             };
+            let Some(tx) = tx.as_ref() else { break };
             if s.gone.load(Ordering::Relaxed) {
                 continue;
             }
@@ -823,7 +836,7 @@ impl Changes {
                 let room = s.tx.capacity().saturating_sub(s.tx.max_capacity() / 4);
                 let limit = budget.min(BATCH).min(room);
                 let page = self
-                    .read_page(&tx, system, &resume.position, resume.partial, limit)
+                    .read_page(tx, system, &resume.position, resume.partial, limit)
                     .await?;
                 // A page with more changes than that (a large transaction)
                 // is cut: the rest follows from the last one sent's position.
@@ -868,7 +881,9 @@ impl Changes {
             }
         }
         // Read-only: nothing to lose if the commit fails.
-        let _ = tx.commit().await;
+        if let Some(open) = tx {
+            let _ = open.commit().await;
+        }
         // A quiet channel's position is refreshed, so it can resume after
         // changes elsewhere were pruned.
         for s in &subs {
@@ -1367,13 +1382,16 @@ impl Lookup {
 }
 
 /// One page: the committed transactions not in a position (`xmax`, `xip`),
-/// in commit order, with their changes.
+/// in commit order, with their changes. The changes are looked up per
+/// transaction through the xid index (a LATERAL the planner may not flatten:
+/// as a join it chose to hash the whole retained table on every round).
 const PAGE: &str = "SELECT t.xid::text, t.snap::text, t.committed_at, \
        c.id, c.rel, c.kind, c.record, c.old_record \
      FROM (SELECT xid, seq, snap, committed_at FROM wasmbase.realtime_txns \
            WHERE (xid >= $1::text::xid8 OR xid = ANY ($2::text[]::xid8[])) AND seq IS NOT NULL \
            ORDER BY seq LIMIT $3) t \
-     LEFT JOIN wasmbase.realtime_changes c ON c.xid = t.xid \
+     LEFT JOIN LATERAL (SELECT c.id, c.rel, c.kind, c.record, c.old_record \
+       FROM wasmbase.realtime_changes c WHERE c.xid = t.xid OFFSET 0) c ON true \
      ORDER BY t.seq, c.id";
 
 /// [`PAGE`] for a client that had part of transaction `$4` (its changes up
@@ -1384,8 +1402,9 @@ const PAGE_AFTER_PART: &str = "SELECT t.xid::text, t.snap::text, t.committed_at,
      FROM (SELECT xid, seq, snap, committed_at FROM wasmbase.realtime_txns \
            WHERE (xid >= $1::text::xid8 OR xid = ANY ($2::text[]::xid8[])) AND seq IS NOT NULL \
            ORDER BY xid = $4::text::xid8 DESC, seq LIMIT $3) t \
-     LEFT JOIN wasmbase.realtime_changes c \
-       ON c.xid = t.xid AND (t.xid <> $4::text::xid8 OR c.id > $5) \
+     LEFT JOIN LATERAL (SELECT c.id, c.rel, c.kind, c.record, c.old_record \
+       FROM wasmbase.realtime_changes c \
+       WHERE c.xid = t.xid AND (t.xid <> $4::text::xid8 OR c.id > $5) OFFSET 0) c ON true \
      ORDER BY t.xid = $4::text::xid8 DESC, t.seq, c.id";
 
 /// Transactions one page of a round reads at most.
