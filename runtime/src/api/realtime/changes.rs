@@ -711,11 +711,13 @@ impl Changes {
             // This node fell behind the pruning: its live channels are told,
             // and go on from now.
             for s in &subs {
-                let catching = cur
+                // Not the new ones (nothing was owed to them yet), nor those
+                // catching up (they check their own position).
+                let live_one = cur
                     .chans
                     .get(&s.channel)
-                    .is_some_and(|c| c.catching.is_some());
-                if !catching {
+                    .is_some_and(|c| c.catching.is_none());
+                if live_one {
                     s.system("error", &gap_message(self.window), Some(&now));
                 }
             }
