@@ -20,6 +20,7 @@ pub mod sqlstate;
 pub mod storage;
 pub mod time;
 pub mod verified_tokens;
+pub mod wildcard;
 
 pub use auth_error::AuthError;
 pub use principal::{Principal, Role};

@@ -220,28 +220,9 @@ pub fn parse_binding(v: &Value, id: u64) -> Result<Binding, String> {
     })
 }
 
-/// SQL LIKE (`%`, `_`) on characters: the iterative wildcard match (linear
-/// in practice, never recursive), so no pattern can exhaust the stack or the
-/// delivery task.
+/// SQL LIKE (`%`, `_`) on characters.
 fn like(s: &[char], p: &[char]) -> bool {
-    let (mut si, mut pi) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == '_' || (p[pi] != '%' && p[pi] == s[si])) {
-            si += 1;
-            pi += 1;
-        } else if pi < p.len() && p[pi] == '%' {
-            star = Some((pi, si));
-            pi += 1;
-        } else if let Some((sp, ss)) = star {
-            pi = sp + 1;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '%')
+    wasmbase_host_api::wildcard::matches(s, p, '%', Some('_'))
 }
 
 /// Longest filter value (a filter is a short condition, not a document).
