@@ -1,6 +1,7 @@
 -- Catch-up for postgres_changes (docs/REALTIME.md "Catch-up"): every
--- transaction that changes a published table gets one row here, stamped at
--- pre-commit (a deferred trigger, the last thing before COMMIT) with
+-- transaction that changes a published table gets one row in
+-- wasmbase.realtime_txns, written at pre-commit (a deferred trigger, the last
+-- thing before COMMIT) with
 --   * `snap`, its snapshot then: every transaction visible in it committed
 --     before this one did;
 --   * `seq`, taken after that snapshot: the order transactions are delivered
@@ -16,11 +17,13 @@
 -- every change exactly once. Why not logical replication: docs/ARCHITECTURE.md.
 CREATE SEQUENCE wasmbase.realtime_commit_seq;
 
+-- One row per committed writing transaction, written once (no update: the
+-- table takes one tuple per transaction, nothing dead to vacuum).
 CREATE TABLE wasmbase.realtime_txns (
-  xid          xid8 PRIMARY KEY DEFAULT pg_current_xact_id(),
-  seq          bigint,
-  snap         pg_snapshot,
-  committed_at timestamptz
+  xid          xid8 PRIMARY KEY,
+  seq          bigint NOT NULL,
+  snap         pg_snapshot NOT NULL,
+  committed_at timestamptz NOT NULL
 );
 -- No index on seq: a read finds its transactions by xid (the primary key)
 -- and sorts the few it found.
@@ -38,17 +41,18 @@ INSERT INTO wasmbase.realtime_pruned (mark) VALUES ('1:1:');
 -- Changes captured before this migration belong to no transaction row: gone
 -- (they are kept minutes only, and nothing could deliver them now).
 DELETE FROM wasmbase.realtime_changes;
+-- The transaction's first change (since its last stamp) queues the stamp.
+ALTER TABLE wasmbase.realtime_changes ADD COLUMN first boolean NOT NULL DEFAULT false;
 
 -- At pre-commit, once per transaction: the stamp, and the node's wake-up.
 CREATE FUNCTION wasmbase.realtime_commit() RETURNS trigger
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
   -- One statement: its snapshot is taken before nextval runs.
-  UPDATE wasmbase.realtime_txns
-     SET snap = pg_current_snapshot(),
-         seq = nextval('wasmbase.realtime_commit_seq'),
-         committed_at = clock_timestamp()
-   WHERE xid = NEW.xid;
+  INSERT INTO wasmbase.realtime_txns (xid, seq, snap, committed_at)
+  SELECT NEW.xid, nextval('wasmbase.realtime_commit_seq'), pg_current_snapshot(), clock_timestamp()
+  ON CONFLICT (xid) DO UPDATE
+    SET seq = EXCLUDED.seq, snap = EXCLUDED.snap, committed_at = EXCLUDED.committed_at;
   -- Stamped: a change after this (a user's SET CONSTRAINTS ALL IMMEDIATE
   -- fired this early, or a later deferred trigger writes) stamps it again.
   PERFORM set_config('wasmbase.realtime_txn', NEW.xid::text || ':stamped', true);
@@ -57,38 +61,34 @@ BEGIN
 END
 $$;
 
--- Fires for the row's insert, and again whenever the capture clears the
--- stamp (never for the stamp's own update: seq is set then).
-CREATE CONSTRAINT TRIGGER realtime_commit AFTER INSERT OR UPDATE ON wasmbase.realtime_txns
-  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.seq IS NULL)
+-- Fires once per transaction: for its first change, and again for the first
+-- change after a stamp.
+CREATE CONSTRAINT TRIGGER realtime_commit AFTER INSERT ON wasmbase.realtime_changes
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.first)
   EXECUTE FUNCTION wasmbase.realtime_commit();
 
--- The row trigger: the transaction's row on its first change (a
--- transaction-local setting remembers it; rolled back with a savepoint, as the
--- row is), then the change. A change after the stamp clears it, so the
--- transaction's place in the commit order is taken after its last change.
+-- The row trigger: the change, marked `first` when the transaction has no
+-- stamp queued (a transaction-local setting remembers it; rolled back with a
+-- savepoint, as the queued stamp is). So the transaction's place in the
+-- commit order is always taken after its last change.
 CREATE OR REPLACE FUNCTION wasmbase.realtime_capture() RETURNS trigger
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
   me text := pg_current_xact_id()::text;
-  state text := current_setting('wasmbase.realtime_txn', true);
+  first boolean := current_setting('wasmbase.realtime_txn', true) IS DISTINCT FROM me;
 BEGIN
-  IF state IS DISTINCT FROM me THEN
+  IF first THEN
     -- Set first: a stamp fired at once (SET CONSTRAINTS ALL IMMEDIATE)
-    -- marks the row stamped again as it goes.
+    -- marks it stamped again as it goes.
     PERFORM set_config('wasmbase.realtime_txn', me, true);
-    IF state = me || ':stamped' THEN
-      UPDATE wasmbase.realtime_txns SET seq = NULL WHERE xid = me::xid8;
-    ELSE
-      INSERT INTO wasmbase.realtime_txns (xid) VALUES (me::xid8) ON CONFLICT DO NOTHING;
-    END IF;
   END IF;
-  INSERT INTO wasmbase.realtime_changes (rel, kind, record, old_record)
+  INSERT INTO wasmbase.realtime_changes (rel, kind, record, old_record, first)
   VALUES (
     TG_RELID,
     TG_OP,
     CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END,
-    CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END
+    CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END,
+    first
   );
   RETURN NULL;
 END
