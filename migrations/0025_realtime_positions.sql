@@ -17,8 +17,9 @@
 -- every change exactly once. Why not logical replication: docs/ARCHITECTURE.md.
 CREATE SEQUENCE wasmbase.realtime_commit_seq;
 
--- One row per committed writing transaction, written once (no update: the
--- table takes one tuple per transaction, nothing dead to vacuum).
+-- One row per committed writing transaction, written once at its commit (an
+-- update only when a transaction is stamped again, see below): about one
+-- tuple per transaction, little for vacuum.
 CREATE TABLE wasmbase.realtime_txns (
   xid          xid8 PRIMARY KEY,
   seq          bigint NOT NULL,
