@@ -338,12 +338,7 @@ impl PgSub {
         if self.gone.load(Ordering::Relaxed) {
             return;
         }
-        let mut payload = json!({
-            "extension": "postgres_changes",
-            "status": status,
-            "message": message,
-            "channel": self.topic.strip_prefix("realtime:").unwrap_or(&self.topic),
-        });
+        let mut payload = frame::system_payload(&self.topic, "postgres_changes", status, message);
         if let Some(p) = position {
             payload["position"] = json!(p.to_string());
         }
@@ -1202,15 +1197,14 @@ impl Changes {
 /// ran past the statement timeout) rather than the database's state (a lost
 /// connection, no resources, a shutdown, a conflict), which is retried.
 fn policy_error(e: &anyhow::Error) -> bool {
+    use wasmbase_host_api::sqlstate::{classify, Kind};
     e.chain().any(|c| {
         c.downcast_ref::<tokio_postgres::Error>()
             .and_then(|e| e.code())
             .is_some_and(|code| {
                 let s = code.code();
-                !(s.starts_with("08")
-                    || s.starts_with("53")
-                    || s.starts_with("57P")
-                    || s.starts_with("40"))
+                // Class 40 (a serialization failure, a deadlock) is retried too.
+                classify(s) != Kind::Unavailable && !s.starts_with("40")
             })
     })
 }

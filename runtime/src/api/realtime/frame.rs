@@ -203,6 +203,22 @@ pub fn decode_binary(b: &[u8]) -> Result<Incoming, FrameError> {
     })
 }
 
+/// The sub-topic of `realtime:<name>` (what `system` messages and the HTTP
+/// API call a channel).
+pub fn subtopic(topic: &str) -> &str {
+    topic.strip_prefix("realtime:").unwrap_or(topic)
+}
+
+/// A `system` message's payload, as Supabase sends it for `topic`.
+pub fn system_payload(topic: &str, extension: &str, status: &str, message: &str) -> Value {
+    json!({
+        "extension": extension,
+        "status": status,
+        "message": message,
+        "channel": subtopic(topic),
+    })
+}
+
 /// A text frame in `vsn`'s shape.
 pub fn encode_text<P: serde::Serialize + ?Sized>(
     vsn: Vsn,

@@ -6,7 +6,7 @@
 
 use super::authz::{self, AuthzError, Ext, Reads};
 use super::changes::{self, PgSub};
-use super::frame::{self, Body, Broadcast, Frame, Incoming, Payload, Vsn};
+use super::frame::{self, subtopic, Body, Broadcast, Frame, Incoming, Payload, Vsn};
 use super::hub::{Hub, Sub, Tracked};
 use super::position::Resume;
 use super::RealtimeLimits;
@@ -218,12 +218,6 @@ pub async fn serve(
     }
 }
 
-/// The sub-topic of `realtime:<name>` (what `system` messages and the HTTP
-/// API call a channel).
-fn subtopic(topic: &str) -> &str {
-    topic.strip_prefix("realtime:").unwrap_or(topic)
-}
-
 /// A boolean that realtime-js may send as a string.
 fn flag(v: &Value) -> bool {
     match v {
@@ -287,12 +281,7 @@ impl Conn {
             None,
             topic,
             "system",
-            json!({
-                "extension": extension,
-                "status": status,
-                "message": message,
-                "channel": subtopic(topic),
-            }),
+            frame::system_payload(topic, extension, status, message),
         );
     }
 
