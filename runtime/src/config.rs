@@ -46,6 +46,31 @@ pub struct Config {
     pub realtime: RealtimeConfig,
     /// Scheduled jobs.
     pub cron: CronConfig,
+    /// The data API's query features (`/rest/v1`).
+    pub data: DataConfig,
+}
+
+/// `[data]` (each key also `WASMBASE_DATA_<KEY>`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Aggregates in `select=` (`count()`, `sum()`, `avg()`, `max()`,
+    /// `min()`); on by default, guarded by `aggregate_max_cost`.
+    pub aggregates: bool,
+    /// The highest planner cost estimate (`EXPLAIN`'s total cost) an anon or
+    /// authenticated request with an aggregate may have (100,000: about a
+    /// sequential scan of four million narrow rows); service_role is not
+    /// limited.
+    pub aggregate_max_cost: f64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            aggregates: true,
+            aggregate_max_cost: 100_000.0,
+        }
+    }
 }
 
 /// `[cron]` (each key also `WASMBASE_CRON_<KEY>`).
@@ -788,6 +813,7 @@ impl std::fmt::Debug for SmtpConfig {
 }
 
 const SECTIONS: &[&str] = &[
+    "data",
     "server",
     "database",
     "auth",
@@ -941,6 +967,12 @@ impl Config {
             return err(
                 "cron.http_allow",
                 format!("{h:?} must be a host or host:port (no scheme, no path)"),
+            );
+        }
+        if !(self.data.aggregate_max_cost > 0.0 && self.data.aggregate_max_cost.is_finite()) {
+            return err(
+                "data.aggregate_max_cost",
+                "must be a positive number".into(),
             );
         }
         if self.cron.lease_secs == 0

@@ -93,6 +93,27 @@ CREATE FUNCTION public.items_cheaper_than(max numeric) RETURNS SETOF public.item
 CREATE FUNCTION public.echo_json(payload jsonb) RETURNS jsonb
   LANGUAGE sql AS 'select payload';
 
+-- PostgREST 12/13 parity: a one-to-one table, a self-referencing one, a
+-- computed field and computed relationships.
+CREATE TABLE public.item_details (
+  item_id bigint PRIMARY KEY REFERENCES public.items (id),
+  origin  text
+);
+ALTER TABLE public.item_details ENABLE ROW LEVEL SECURITY;
+CREATE POLICY item_details_read ON public.item_details FOR SELECT TO anon, authenticated USING (true);
+CREATE TABLE public.categories (
+  id        int PRIMARY KEY,
+  name      text NOT NULL,
+  parent_id int REFERENCES public.categories (id)
+);
+ALTER TABLE public.categories ENABLE ROW LEVEL SECURITY;
+CREATE POLICY categories_read ON public.categories FOR SELECT TO anon, authenticated USING (true);
+INSERT INTO public.categories VALUES (1, 'food', NULL), (2, 'fruit', 1), (3, 'vegetables', 1);
+CREATE FUNCTION public.label(public.items) RETURNS text LANGUAGE sql STABLE AS
+  $$ SELECT $1.name || ' (' || coalesce($1.price::text, '?') || ')' $$;
+CREATE FUNCTION public.first_comment(public.items) RETURNS SETOF public.comments ROWS 1
+  LANGUAGE sql STABLE AS $$ SELECT * FROM public.comments WHERE item_id = $1.id ORDER BY id LIMIT 1 $$;
+
 -- Seed. A fresh database, so identities start at 1: authors 1-2, items 1-5,
 -- comments 1-3, in the order of the VALUES lists.
 INSERT INTO public.authors (name) VALUES ('Ann'), ('Bob');
@@ -106,6 +127,7 @@ INSERT INTO public.comments (item_id, body) VALUES
   (1, 'crisp'),
   (1, 'too sour'),
   (3, 'crunchy');
+INSERT INTO public.item_details VALUES (1, 'Norway');
 `;
 
 /** The seeded items, without created_at (checked apart: it is now()). */
@@ -772,4 +794,81 @@ test('RLS: users see and change only their own todos', async () => {
 });
 
 // 9. Accept-Profile / Content-Profile (schema switching): not covered yet.
+// 11. PostgREST 12/13 parity as supabase-js sends it: aggregates (count(),
+//     sum() with grouping and casts, inside embeds, the legacy `rel(count)`),
+//     one-to-one embeds as objects, a self-referencing table from both sides,
+//     a computed field and a computed relationship.
+test('aggregates, one-to-one, self-reference, computed fields and relationships', async () => {
+  assert.deepEqual(ok(await anon.from('items').select('count()')), [{ count: 5 }]);
+  assert.deepEqual(
+    ok(await anon.from('items').select('author_id, total:price.sum(), n:count()').order('author_id')),
+    [
+      { author_id: 1, total: 3.5, n: 2 },
+      { author_id: 2, total: 7.75, n: 2 },
+      { author_id: null, total: null, n: 1 },
+    ],
+  );
+  assert.deepEqual(ok(await anon.from('items').select('price.avg()::int')), [{ avg: 3 }]);
+  assert.deepEqual(
+    ok(await anon.from('authors').select('name, items(price.max(), count())').order('id')),
+    [
+      { name: 'Ann', items: [{ max: 2, count: 2 }] },
+      { name: 'Bob', items: [{ max: 4, count: 2 }] },
+    ],
+  );
+  // The legacy form from older Supabase docs.
+  assert.deepEqual(
+    ok(await anon.from('items').select('name, comments(count)').in('id', [1, 2]).order('id')),
+    [
+      { name: 'apple', comments: [{ count: 2 }] },
+      { name: 'banana', comments: [{ count: 0 }] },
+    ],
+  );
+  // One-to-one from the referenced side: an object, and spreadable.
+  assert.deepEqual(
+    ok(await anon.from('items').select('name, item_details(origin)').in('id', [1, 2]).order('id')),
+    [
+      { name: 'apple', item_details: { origin: 'Norway' } },
+      { name: 'banana', item_details: null },
+    ],
+  );
+  assert.deepEqual(
+    ok(await anon.from('items').select('name, ...item_details(origin)').eq('id', 1)),
+    [{ name: 'apple', origin: 'Norway' }],
+  );
+  // Self-reference: the column is the parent, the table's name the children.
+  assert.deepEqual(
+    ok(
+      await anon
+        .from('categories')
+        .select('name, parent:parent_id(name), children:categories(name)')
+        .order('id')
+        .order('id', { referencedTable: 'children' }),
+    ),
+    [
+      { name: 'food', parent: null, children: [{ name: 'fruit' }, { name: 'vegetables' }] },
+      { name: 'fruit', parent: { name: 'food' }, children: [] },
+      { name: 'vegetables', parent: { name: 'food' }, children: [] },
+    ],
+  );
+  // A computed field in select, filter and order; a to-one computed relationship.
+  assert.deepEqual(
+    ok(await anon.from('items').select('id, label').like('label', '*apple*').order('label', { ascending: false })),
+    [
+      { id: 4, label: 'green apple (4)' },
+      { id: 1, label: 'apple (1.5)' },
+    ],
+  );
+  assert.deepEqual(
+    ok(await anon.from('items').select('name, first_comment(body)').in('id', [1, 2]).order('id')),
+    [
+      { name: 'apple', first_comment: { body: 'crisp' } },
+      { name: 'banana', first_comment: null },
+    ],
+  );
+  // An ambiguous or unknown relationship says so, as PostgREST does.
+  const e = failed(await anon.from('items').select('name, author(name)'), { code: 'PGRST200', status: 400 });
+  assert.equal(e.hint, "Perhaps you meant 'authors' instead of 'author'.");
+});
+
 test('Accept-Profile schema switching', { skip: 'not covered yet' }, () => {});

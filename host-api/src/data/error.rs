@@ -20,6 +20,9 @@ pub struct DataError {
     pub hint: Option<String>,
     /// Seconds for `Retry-After` (pool exhausted).
     pub retry_after: Option<u32>,
+    /// `details` as JSON when PostgREST sends more than a string (the list of
+    /// candidates of PGRST201 and PGRST203); `details` then holds its text.
+    pub details_json: Option<Box<serde_json::Value>>,
 }
 
 impl std::fmt::Display for DataError {
@@ -40,12 +43,20 @@ impl DataError {
             details: None,
             hint: None,
             retry_after: None,
+            details_json: None,
         }
     }
 
     /// Adds `details`.
     pub fn details(mut self, d: impl Into<String>) -> DataError {
         self.details = Some(d.into());
+        self
+    }
+
+    /// Adds `details` that PostgREST sends as JSON (a list of objects).
+    pub fn details_json(mut self, d: serde_json::Value) -> DataError {
+        self.details = Some(d.to_string());
+        self.details_json = Some(Box::new(d));
         self
     }
 
@@ -92,7 +103,10 @@ impl DataError {
     pub fn body_json(&self) -> serde_json::Value {
         serde_json::json!({
             "code": self.code,
-            "details": self.details,
+            "details": match &self.details_json {
+                Some(d) => (**d).clone(),
+                None => self.details.clone().into(),
+            },
             "hint": self.hint,
             "message": self.message,
         })

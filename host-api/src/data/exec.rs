@@ -4,12 +4,14 @@
 //! are pipelined, and a failed statement turns the `COMMIT` into a rollback on
 //! the server.
 
+use super::cost::{total_cost, CostGuard};
 use super::error::DataError;
 use super::plan::Statement;
 use crate::db::{Acting, DbError, PoolKind, Tx};
 use crate::Principal;
 use bytes::BytesMut;
 use deadpool_postgres::Pool;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::types::{Format, IsNull, ToSql, Type};
 
@@ -28,7 +30,7 @@ pub struct Outcome {
 }
 
 /// How statements are prepared and run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct ExecSettings {
     /// `statement_timeout` of the transaction.
     pub timeout: Duration,
@@ -37,6 +39,8 @@ pub struct ExecSettings {
     /// Schema-cache version, part of every statement's text so a reload never
     /// reuses a statement prepared against the old schema.
     pub schema_version: u64,
+    /// The aggregate cost guard (`None`: aggregates are not checked).
+    pub cost: Option<Arc<CostGuard>>,
 }
 
 /// A parameter sent in text format with the type PostgreSQL inferred, so the
@@ -81,9 +85,22 @@ pub async fn run(
 ) -> Result<Outcome, DataError> {
     let db = |e: DbError| DataError::from_db(&e, principal.role);
     let pg = |e: tokio_postgres::Error| db(DbError::Pg(e));
+    let sql = format!("/* s{} */ {}", settings.schema_version, stmt.sql);
+    // An aggregate's estimated cost is checked first (see `cost`): from the
+    // guard's cache, or with EXPLAIN in this transaction on a miss.
+    let guard = (settings.cost.as_deref()).filter(|g| stmt.aggregate && g.applies(principal.role));
+    let explain = match guard {
+        Some(g) => match g.cached(principal.role, &sql) {
+            Some(cost) => {
+                g.check(cost)?;
+                None
+            }
+            None => Some(g),
+        },
+        None => None,
+    };
     let tx = Tx::connect(pool, PoolKind::Request).await.map_err(db)?;
     let conn = tx.conn();
-    let sql = format!("/* s{} */ {}", settings.schema_version, stmt.sql);
     if conn.statement_cache.size() >= settings.cache_size.max(2) {
         conn.statement_cache.clear();
     }
@@ -102,17 +119,7 @@ pub async fn run(
         .collect();
     let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
     let decide = (stmt.single && !read_only) || stmt.max_affected.is_some() || stmt.rollback;
-    if decide {
-        // The row count (or `tx=rollback`) decides between COMMIT and ROLLBACK:
-        // two round trips.
-        let q = tx
-            .begin(Some(&acting), conn.query_one(&prepared, &refs))
-            .await
-            .map_err(db)?;
-        let result = q.map_err(pg).and_then(|row| outcome(&row, stmt));
-        tx.end(result.is_ok() && !stmt.rollback).await.map_err(db)?;
-        result
-    } else {
+    if !decide && explain.is_none() && stmt.estimate.is_none() {
         // One round trip: the COMMIT rides behind the statement, and a failed
         // statement makes the server roll back at COMMIT; the connection is
         // idle again either way, its session reset.
@@ -121,8 +128,138 @@ pub async fn run(
             .await
             .map_err(db)?;
         tx.release();
-        q.map_err(pg).and_then(|row| outcome(&row, stmt))
+        return q.map_err(pg).and_then(|row| outcome(&row, stmt));
     }
+    // The row count, `tx=rollback`, the cost estimate or a count estimate
+    // decides between COMMIT and ROLLBACK: two round trips or more.
+    let mut steps = Steps {
+        tx: &tx,
+        acting: &acting,
+        opened: false,
+    };
+    let result = async {
+        if let Some(g) = explain {
+            let plan = steps.explain(&sql, &refs).await?;
+            let cost = total_cost(&plan)
+                .ok_or_else(|| DataError::new(500, "PGRST000", "EXPLAIN gave no total cost"))?;
+            g.remember(principal.role, &sql, cost);
+            g.check(cost)?;
+        }
+        let row = steps.query(&prepared, &refs).await?;
+        let mut out = outcome(&row, stmt)?;
+        if let Some(est) = &stmt.estimate {
+            // `count=planned`, or `count=estimated` past its exact threshold:
+            // the planner's row estimate of the filtered relation.
+            if est
+                .exact_up_to
+                .is_none_or(|max| out.total.unwrap_or(0) > max)
+            {
+                let values: Vec<TextParam<'_>> =
+                    est.params.iter().map(|p| TextParam(p.as_deref())).collect();
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+                let sql = format!("/* s{} */ {}", settings.schema_version, est.sql);
+                let plan = steps.explain(&sql, &refs).await?;
+                let rows = plan_rows(&plan).unwrap_or(0);
+                // Never below what this response itself holds.
+                out.total = Some(rows.max(est.offset + out.rows));
+            }
+        }
+        Ok::<_, Step>(out)
+    }
+    .await;
+    match result {
+        Ok(out) => {
+            tx.end(!stmt.rollback).await.map_err(db)?;
+            Ok(out)
+        }
+        Err(Step::Failed(e)) => {
+            if steps.opened {
+                tx.end(false).await.map_err(db)?;
+            }
+            Err(e)
+        }
+        Err(Step::Pg(e)) => {
+            let e = pg(e);
+            if steps.opened {
+                tx.end(false).await.map_err(db)?;
+            }
+            Err(e)
+        }
+        // The transaction could not be opened: the connection is dropped.
+        Err(Step::Db(e)) => Err(db(e)),
+    }
+}
+
+/// Why a step of a multi-statement request stopped.
+enum Step {
+    /// Opening the transaction failed (the connection is not reused).
+    Db(DbError),
+    /// A statement failed: roll back.
+    Pg(tokio_postgres::Error),
+    /// The answer is an error (estimate too high, wrong row count): roll back.
+    Failed(DataError),
+}
+
+impl From<DataError> for Step {
+    fn from(e: DataError) -> Step {
+        Step::Failed(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for Step {
+    fn from(e: tokio_postgres::Error) -> Step {
+        Step::Pg(e)
+    }
+}
+
+/// The statements of one request's transaction: the first opens it (as the
+/// principal, pipelined behind `BEGIN`), the others follow on the connection.
+struct Steps<'t> {
+    tx: &'t Tx,
+    acting: &'t Acting<'t>,
+    opened: bool,
+}
+
+impl Steps<'_> {
+    async fn query(
+        &mut self,
+        st: &tokio_postgres::Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<tokio_postgres::Row, Step> {
+        let conn = self.tx.conn();
+        if self.opened {
+            return Ok(conn.query_one(st, params).await?);
+        }
+        let q = self
+            .tx
+            .begin(Some(self.acting), conn.query_one(st, params))
+            .await
+            .map_err(Step::Db)?;
+        self.opened = true;
+        Ok(q?)
+    }
+
+    /// `EXPLAIN (FORMAT JSON)` of `sql` (prepared outside the transaction,
+    /// like every statement), run as the principal.
+    async fn explain(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<serde_json::Value, Step> {
+        let st = self
+            .tx
+            .conn()
+            .prepare_cached(&format!("EXPLAIN (FORMAT JSON) {sql}"))
+            .await?;
+        let row = self.query(&st, params).await?;
+        Ok(row.try_get(0)?)
+    }
+}
+
+/// The row estimate of an `EXPLAIN (FORMAT JSON)` result's top node.
+fn plan_rows(plan: &serde_json::Value) -> Option<i64> {
+    Some(plan.get(0)?.get("Plan")?.get("Plan Rows")?.as_f64()? as i64)
 }
 
 fn outcome(row: &tokio_postgres::Row, stmt: &Statement) -> Result<Outcome, DataError> {

@@ -7,6 +7,7 @@
 //! transaction). `/rest/v1` adds HTTP around it; functions granted
 //! `db = "caller"` call [`execute`] in-process with their caller's principal.
 
+pub mod cost;
 pub mod error;
 pub mod exec;
 pub mod parse;
@@ -15,6 +16,7 @@ pub mod profile;
 pub mod request;
 pub mod schema;
 
+pub use cost::CostGuard;
 pub use error::DataError;
 pub use exec::{ExecSettings, Outcome};
 pub use plan::{Limits, Statement};

@@ -242,6 +242,9 @@ fn select_item(item: &str, depth: usize) -> Result<SelectItem, DataError> {
         return Ok(SelectItem::Star);
     }
     let err = |d: String| DataError::parse("select parameter", d);
+    if let Some(agg) = aggregate_item(item)? {
+        return Ok(agg);
+    }
     if let Some(open) = item.find('(') {
         // An embed: [...][alias:]name[!hint][!inner|!left](items)
         let inner = item[open + 1..]
@@ -287,7 +290,11 @@ fn select_item(item: &str, depth: usize) -> Result<SelectItem, DataError> {
     if item.contains(')') {
         return Err(err(format!("unexpected \")\" in \"{item}\"")));
     }
-    // [alias:]field[::cast] — the alias colon is the first single ':'.
+    field_item(item)
+}
+
+/// `[alias:]field[::cast]` — the alias colon is the first single ':'.
+fn field_item(item: &str) -> Result<SelectItem, DataError> {
     let (alias, rest) = match find_alias_colon(item) {
         Some(i) => (
             Some(check_name("select parameter", &item[..i])?.to_string()),
@@ -296,24 +303,84 @@ fn select_item(item: &str, depth: usize) -> Result<SelectItem, DataError> {
         None => (None, item),
     };
     let (field, cast) = match rest.split_once("::") {
-        Some((f, c)) => {
-            let c = c.trim();
-            if c.is_empty()
-                || !c
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | ' ' | '[' | ']'))
-            {
-                return Err(err(format!("invalid cast \"{c}\"")));
-            }
-            (f, Some(c.to_string()))
-        }
+        Some((f, c)) => (f, Some(check_cast(c)?)),
         None => (rest, None),
     };
     Ok(SelectItem::Field {
         alias,
         field: parse_field(field)?,
         cast,
+        aggregate: None,
+        agg_cast: None,
     })
+}
+
+/// A cast's type name: letters, digits, `_`, spaces and `[]` (resolved against
+/// the schema cache's types later).
+fn check_cast(c: &str) -> Result<String, DataError> {
+    let c = c.trim();
+    if c.is_empty()
+        || !c
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | ' ' | '[' | ']'))
+    {
+        return Err(DataError::parse(
+            "select parameter",
+            format!("invalid cast \"{c}\""),
+        ));
+    }
+    Ok(c.to_string())
+}
+
+/// PostgREST 12's aggregates: `[alias:]count()[::cast]` and
+/// `[alias:]field[::cast].agg()[::cast]` (`agg` one of count, sum, avg, max,
+/// min). `None` when `item` is something else (an embed such as `users()` or
+/// `orders(amount.sum())`, whose text also holds `()`).
+fn aggregate_item(item: &str) -> Result<Option<SelectItem>, DataError> {
+    let Some(close) = item.rfind("()") else {
+        return Ok(None);
+    };
+    let agg_cast = match &item[close + 2..] {
+        "" => None,
+        after => match after.strip_prefix("::") {
+            Some(c) => Some(check_cast(c)?),
+            None => return Ok(None),
+        },
+    };
+    let before = &item[..close];
+    let start = before.rfind(['.', ':']).map(|i| i + 1).unwrap_or(0);
+    let Some(aggregate) = Aggregate::parse(before[start..].trim()) else {
+        return Ok(None);
+    };
+    let head = &before[..start];
+    if let Some(field) = head.strip_suffix('.') {
+        return match field_item(field)? {
+            SelectItem::Field {
+                alias, field, cast, ..
+            } => Ok(Some(SelectItem::Field {
+                alias,
+                field,
+                cast,
+                aggregate: Some(aggregate),
+                agg_cast,
+            })),
+            other => Ok(Some(other)),
+        };
+    }
+    if aggregate != Aggregate::Count {
+        return Ok(None);
+    }
+    let alias = match head {
+        "" => None,
+        h => match h.strip_suffix(':') {
+            Some(a) => Some(check_name("select parameter", a)?.to_string()),
+            None => return Ok(None),
+        },
+    };
+    Ok(Some(SelectItem::CountAll {
+        alias,
+        cast: agg_cast,
+    }))
 }
 
 /// Index of a ':' that is not part of '::'.
@@ -599,6 +666,67 @@ mod tests {
             _ => panic!(),
         }
         assert!(matches!(&s[5], SelectItem::Embed(e) if e.spread));
+    }
+
+    #[test]
+    fn aggregates_with_aliases_and_casts() {
+        // PostgREST's QueryParams.hs: `[alias:]count()[::cast]` and
+        // `[alias:]field[::cast].agg()[::cast]`.
+        let s = parse_select(
+            "count(),n:count()::text,amount.sum(),total:amount::int.avg()::int,data->a::numeric.max(),orders(amount.sum()),users()",
+        )
+        .unwrap();
+        assert_eq!(s.len(), 7);
+        assert_eq!(
+            s[0],
+            SelectItem::CountAll {
+                alias: None,
+                cast: None
+            }
+        );
+        assert!(
+            matches!(&s[1], SelectItem::CountAll { alias: Some(a), cast: Some(c) } if a == "n" && c == "text")
+        );
+        assert!(
+            matches!(&s[2], SelectItem::Field { aggregate: Some(Aggregate::Sum), field, .. } if field.column == "amount")
+        );
+        match &s[3] {
+            SelectItem::Field {
+                alias,
+                cast,
+                aggregate,
+                agg_cast,
+                ..
+            } => {
+                assert_eq!(alias.as_deref(), Some("total"));
+                assert_eq!(cast.as_deref(), Some("int"));
+                assert_eq!(*aggregate, Some(Aggregate::Avg));
+                assert_eq!(agg_cast.as_deref(), Some("int"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(&s[4], SelectItem::Field { aggregate: Some(Aggregate::Max), field, .. } if field.path.len() == 1)
+        );
+        match &s[5] {
+            SelectItem::Embed(e) => assert!(matches!(
+                &e.select[0],
+                SelectItem::Field {
+                    aggregate: Some(Aggregate::Sum),
+                    ..
+                }
+            )),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&s[6], SelectItem::Embed(e) if e.select.is_empty()));
+        for bad in [
+            "amount.sum()x",
+            "amount.sum()::",
+            "amount.median()",
+            "a:b:count()",
+        ] {
+            assert_eq!(parse_select(bad).unwrap_err().code, "PGRST100", "{bad}");
+        }
     }
 
     #[test]

@@ -46,17 +46,70 @@ impl Field {
 pub enum SelectItem {
     /// `*`: every column.
     Star,
-    /// `alias:column->path::cast`.
+    /// `alias:column->path::cast[.aggregate()[::cast]]`.
     Field {
         /// Output key, when renamed.
         alias: Option<String>,
         /// The column and path.
         field: Field,
-        /// `::type`.
+        /// `::type` of the column (before any aggregate).
+        cast: Option<String>,
+        /// `.sum()` etc.: the level's rows are grouped by its other fields.
+        aggregate: Option<Aggregate>,
+        /// `::type` of the aggregate's result.
+        agg_cast: Option<String>,
+    },
+    /// `count()` (or legacy `count` where no column has that name): the rows
+    /// of the level (or of its group).
+    CountAll {
+        /// Output key, when renamed (else `count`).
+        alias: Option<String>,
+        /// `::type` of the count.
         cast: Option<String>,
     },
     /// `alias:relation!hint!inner(items)` or `...relation(items)`.
     Embed(Embed),
+}
+
+/// The aggregate functions PostgREST 12 allows in `select=` (a closed set,
+/// written into SQL as keywords).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// `count(col)`: non-null values.
+    Count,
+    /// `sum(col)`.
+    Sum,
+    /// `avg(col)`.
+    Avg,
+    /// `max(col)`.
+    Max,
+    /// `min(col)`.
+    Min,
+}
+
+impl Aggregate {
+    /// The aggregate called `name` (`sum`, `avg`, `count`, `max`, `min`).
+    pub fn parse(name: &str) -> Option<Aggregate> {
+        Some(match name {
+            "count" => Aggregate::Count,
+            "sum" => Aggregate::Sum,
+            "avg" => Aggregate::Avg,
+            "max" => Aggregate::Max,
+            "min" => Aggregate::Min,
+            _ => return None,
+        })
+    }
+
+    /// Its name: the SQL function and the default output key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregate::Count => "count",
+            Aggregate::Sum => "sum",
+            Aggregate::Avg => "avg",
+            Aggregate::Max => "max",
+            Aggregate::Min => "min",
+        }
+    }
 }
 
 /// How an embedded resource joins its parent.

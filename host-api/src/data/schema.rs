@@ -87,6 +87,10 @@ pub struct ForeignKey {
     pub to: (String, String),
     /// Referenced columns.
     pub to_cols: Vec<String>,
+    /// The referencing columns are exactly a primary key or unique
+    /// constraint: at most one referencing row per referenced row (PostgREST's
+    /// one-to-one).
+    pub one_to_one: bool,
 }
 
 /// An input argument of a function.
@@ -137,6 +141,25 @@ pub struct Function {
     pub volatility: char,
     /// `COMMENT ON FUNCTION`.
     pub comment: Option<String>,
+    /// The relation whose row type is the only argument, if it is one: the
+    /// function is then a computed field (scalar result) or a computed
+    /// relationship (rows of a relation) of that relation.
+    pub row_arg: Option<(String, String)>,
+    /// `ROWS 1` on a set-returning function: a computed relationship is to-one.
+    pub one_row: bool,
+    /// `pg_type.typname` of the result (what filters on a computed field need).
+    pub ret_typname: String,
+}
+
+impl Function {
+    /// A computed relationship's target: rows of a relation, and whether it
+    /// is to-one (`ROWS 1` or not `SETOF`, as PostgREST decides).
+    pub fn relationship(&self) -> Option<(&(String, String), bool)> {
+        match (&self.row_arg, &self.returns) {
+            (Some(_), Returns::Rows { table: Some(t), .. }) => Some((t, !self.set || self.one_row)),
+            _ => None,
+        }
+    }
 }
 
 /// One loaded snapshot of the exposed schemas.
@@ -204,6 +227,41 @@ impl Schema {
             .get(&(schema.to_string(), name.to_string()))
             .map(Vec::as_slice)
             .unwrap_or(&[])
+    }
+
+    /// The computed field `name` of `rel`: a function of an exposed schema
+    /// (`rel`'s own first) taking `rel`'s row as its only argument and
+    /// returning one value (PostgREST's computed fields).
+    pub fn computed_field(&self, rel: &Relation, name: &str) -> Option<&Function> {
+        self.row_functions(rel, name)
+            .into_iter()
+            .find(|f| !f.set && matches!(f.returns, Returns::Scalar { .. }))
+    }
+
+    /// The computed relationship `name` of `rel`: a function taking `rel`'s row
+    /// and returning rows of a relation.
+    pub fn computed_relationship(&self, rel: &Relation, name: &str) -> Option<&Function> {
+        self.row_functions(rel, name)
+            .into_iter()
+            .find(|f| f.relationship().is_some())
+    }
+
+    fn row_functions(&self, rel: &Relation, name: &str) -> Vec<&Function> {
+        let own = std::iter::once(rel.schema.as_str());
+        let others = self
+            .schemas
+            .iter()
+            .map(String::as_str)
+            .filter(|s| *s != rel.schema);
+        own.chain(others)
+            .flat_map(|s| self.functions(s, name))
+            .filter(|f| {
+                f.args.len() == 1
+                    && f.row_arg
+                        .as_ref()
+                        .is_some_and(|(s, t)| *s == rel.schema && *t == rel.name)
+            })
+            .collect()
     }
 
     /// Functions of `schema`, sorted by name.
@@ -281,6 +339,7 @@ pub async fn load(
             from_cols: row.get(3),
             to: (row.get(4), row.get(5)),
             to_cols: row.get(6),
+            one_to_one: row.get(7),
         });
     }
     for row in client.query(FUNCTIONS, &[&schemas]).await? {
@@ -369,6 +428,12 @@ fn function_from_row(row: &tokio_postgres::Row) -> Option<Function> {
         set,
         volatility: row.get::<_, String>(11).chars().next().unwrap_or('v'),
         comment: row.get(12),
+        row_arg: match (row.get(13), row.get(14)) {
+            (Some(s), Some(t)) => Some((s, t)),
+            _ => None,
+        },
+        one_row: row.get::<_, f32>(15) == 1.0,
+        ret_typname: row.get(16),
     })
 }
 
@@ -401,12 +466,16 @@ SELECT c.conname::text, n1.nspname::text, r1.relname::text,
      JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.num),
   n2.nspname::text, r2.relname::text,
   (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(c.confkey) WITH ORDINALITY k(num, ord)
-     JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.num)
+     JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.num),
+  EXISTS (SELECT 1 FROM pg_constraint u
+    WHERE u.conrelid = c.conrelid AND u.contype IN ('p', 'u')
+      AND (SELECT array_agg(x ORDER BY x) FROM unnest(u.conkey) x)
+        = (SELECT array_agg(x ORDER BY x) FROM unnest(c.conkey) x))
 FROM pg_constraint c
 JOIN pg_class r1 ON r1.oid = c.conrelid JOIN pg_namespace n1 ON n1.oid = r1.relnamespace
 JOIN pg_class r2 ON r2.oid = c.confrelid JOIN pg_namespace n2 ON n2.oid = r2.relnamespace
-WHERE c.contype = 'f' AND n1.nspname = ANY($1) AND n2.nspname = ANY($1)
-ORDER BY c.conname";
+WHERE c.contype = 'f' AND c.conparentid = 0 AND n1.nspname = ANY($1) AND n2.nspname = ANY($1)
+ORDER BY c.conrelid, c.conname";
 
 const FUNCTIONS: &str = "
 SELECT n.nspname::text, p.proname::text,
@@ -422,12 +491,17 @@ SELECT n.nspname::text, p.proname::text,
     WHERE a.attrelid = rt.typrelid AND a.attnum > 0 AND NOT a.attisdropped)::text END,
   rn.nspname::text, rc.relname::text,
   p.provolatile::text,
-  obj_description(p.oid, 'pg_proc')
+  obj_description(p.oid, 'pg_proc'),
+  an.nspname::text, ac.relname::text,
+  p.prorows, rt.typname::text
 FROM pg_proc p
 JOIN pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_type rt ON rt.oid = p.prorettype
 LEFT JOIN pg_class rc ON rc.oid = rt.typrelid AND rc.relkind IN ('r', 'p', 'v', 'm', 'f')
 LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+LEFT JOIN pg_class ac ON p.pronargs = 1 AND ac.reltype = p.proargtypes[0]
+  AND ac.relkind IN ('r', 'p', 'v', 'm', 'f')
+LEFT JOIN pg_namespace an ON an.oid = ac.relnamespace
 WHERE n.nspname = ANY($1) AND p.prokind = 'f'";
 
 const TYPES: &str = "

@@ -50,6 +50,9 @@ pub struct DbAccess {
     pub limits: Limits,
     /// Prepared statements kept per connection.
     pub cache_size: usize,
+    /// The aggregate cost guard (checks `db = "caller"` calls by anon and
+    /// authenticated callers, as on `/rest/v1`).
+    pub cost: Arc<crate::data::CostGuard>,
     /// Longest statement timeout (further capped by the call's remaining time).
     pub statement_timeout: Duration,
     /// Raw SQL pool (`wasmbase_functions`, member of service_role alone); only

@@ -61,7 +61,6 @@ pub struct Inputs {
 /// server's limits. `request_id` is left empty for the caller to set.
 pub fn inputs(st: &crate::server::state::AppState, f: &Loaded, caller: Principal) -> Inputs {
     use super::manifest::DbMode;
-    use wasmbase_host_api::data::Limits;
     use wasmbase_host_api::Role;
     let fx = &st.functions;
     // Whom the grants act as: service_role for `db = "service"`, else the
@@ -79,10 +78,8 @@ pub fn inputs(st: &crate::server::state::AppState, f: &Loaded, caller: Principal
                 statement_timeout: st.statement_timeout(&principal),
                 principal,
                 schema: st.schema.clone(),
-                limits: Limits {
-                    max_rows: st.config.database.max_rows,
-                    allow_unfiltered_writes: st.config.database.allow_unfiltered_writes,
-                },
+                limits: st.data_limits(),
+                cost: st.cost_guard.clone(),
                 cache_size: st.config.database.statement_cache_size,
                 sql: (mode == DbMode::Service).then(|| fx.sql_pool.clone()),
                 permits: fx.db_permits.clone(),

@@ -336,6 +336,9 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         ready: Default::default(),
         schema: Default::default(),
         schema_dirty: Default::default(),
+        cost_guard: Arc::new(wasmbase_host_api::data::CostGuard::new(
+            config.data.aggregate_max_cost,
+        )),
         functions,
         config,
     });

@@ -48,6 +48,9 @@ pub struct Inner {
     pub realtime: Arc<crate::api::realtime::Hub>,
     /// Cron: this node's scheduler inbox, leases and HTTP client.
     pub cron: Arc<crate::cron::Cron>,
+    /// The aggregate cost guard (`data.aggregate_max_cost`), with its estimate
+    /// cache; shared by `/rest/v1` and functions' data calls.
+    pub cost_guard: Arc<wasmbase_host_api::data::CostGuard>,
     /// Wakes the schema reloader; notifications arriving during a reload fold
     /// into one more reload.
     pub schema_dirty: tokio::sync::Notify,
@@ -69,6 +72,16 @@ impl AppState {
     /// Whether startup (migrations, keys) has finished.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// What the data planner allows (`database.max_rows`, unfiltered writes,
+    /// `data.aggregates`): one place for `/rest/v1` and functions.
+    pub fn data_limits(&self) -> wasmbase_host_api::data::Limits {
+        wasmbase_host_api::data::Limits {
+            max_rows: self.config.database.max_rows,
+            allow_unfiltered_writes: self.config.database.allow_unfiltered_writes,
+            aggregates: self.config.data.aggregates,
+        }
     }
 
     /// The `statement_timeout` a principal's transactions get.

@@ -21,6 +21,7 @@ mod realtime_catchup;
 mod realtime_functions;
 mod realtime_private;
 mod rest;
+mod rest_parity;
 mod session;
 mod storage;
 mod storage_functions;

@@ -56,7 +56,7 @@ impl TestServer {
 }
 
 /// Runs `sql` as the owner and waits for the server to see it.
-async fn ddl(db: &TestDb, srv: &TestServer, sql: &str) {
+pub(crate) async fn ddl(db: &TestDb, srv: &TestServer, sql: &str) {
     let v = srv.schema_version();
     db.owner().await.batch_execute(sql).await.unwrap();
     srv.wait_schema_after(v).await;

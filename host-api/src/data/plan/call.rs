@@ -117,7 +117,7 @@ impl Builder<'_> {
                 let a = self.alias();
                 // The call runs once (materialized), whether or not a count reads it too.
                 let from = format!("_f {a}");
-                let sql = self.root_select(req, src, &a, &from, limits)?;
+                let sql = self.root_select(req, src, &a, &from, limits, false)?;
                 Ok(Statement {
                     sql: format!(
                         "WITH _f AS MATERIALIZED (SELECT _c.* FROM {from_args}{call} _c) {sql}"

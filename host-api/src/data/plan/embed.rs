@@ -1,33 +1,14 @@
-//! Embedding (PostgREST's resource embedding): which foreign key, or junction
-//! for many-to-many, joins a level to an embedded relation, and the subqueries
-//! that put the related rows into the parent's object or filter the parent
-//! (`!inner`, `rel=is.null`).
+//! Embedding (PostgREST's resource embedding): the subqueries that put the
+//! related rows into the parent's object (or spread their columns into it) or
+//! filter the parent (`!inner`, `rel=is.null`). Which relationship an embed
+//! goes through is `relationship`'s decision.
 
+use super::relationship::Link;
+use super::select::Pair;
 use super::sql::{and_more, ident, qualified};
 use super::{Builder, Source};
 use crate::data::error::DataError;
 use crate::data::request::{Embed, Modifiers, Query, SelectItem};
-use crate::data::schema::{ForeignKey, Relation};
-
-/// A resolved relationship between a parent level and an embedded relation.
-pub(super) struct Link<'s> {
-    /// The embedded relation.
-    pub(super) target: &'s Relation,
-    /// (parent column, target column) pairs (empty when `junction` is set).
-    pairs: Vec<(String, String)>,
-    /// The target has at most one row per parent (many-to-one).
-    pub(super) to_one: bool,
-    /// Many-to-many: the junction relation, (parent col, junction col) and
-    /// (junction col, target col) pairs.
-    junction: Option<Junction<'s>>,
-}
-
-/// A junction table joining two relations (many-to-many embedding).
-struct Junction<'s> {
-    rel: &'s Relation,
-    parent_pairs: Vec<(String, String)>,
-    target_pairs: Vec<(String, String)>,
-}
 
 /// An embedded level while it is planned.
 struct Level<'s> {
@@ -44,141 +25,6 @@ struct Level<'s> {
 }
 
 impl<'s> Builder<'s> {
-    /// Finds the foreign key an embed goes through.
-    pub(super) fn link(&self, src: Source<'s>, e: &Embed) -> Result<Link<'s>, DataError> {
-        let parent = src.rel.ok_or_else(|| {
-            DataError::new(
-                400,
-                "PGRST200",
-                format!("Could not find a relationship for '{}'", e.name),
-            )
-        })?;
-        let pkey = (parent.schema.clone(), parent.name.clone());
-        let mut found: Vec<(&ForeignKey, bool)> = Vec::new();
-        for fk in &self.schema.fks {
-            // many-to-one: parent references target (or the embed names the fk column/constraint)
-            let hint_ok = |fk: &ForeignKey, col_side: &[String]| match &e.hint {
-                None => true,
-                Some(h) => fk.name == *h || (col_side.len() == 1 && col_side[0] == *h),
-            };
-            if fk.from == pkey {
-                let target_named = fk.to.1 == e.name && fk.to.0 == parent.schema;
-                let by_column = e.hint.is_none()
-                    && (fk.name == e.name
-                        || (fk.from_cols.len() == 1 && fk.from_cols[0] == e.name));
-                if (target_named && hint_ok(fk, &fk.from_cols)) || by_column {
-                    found.push((fk, true));
-                }
-            }
-            if fk.to == pkey
-                && fk.from.1 == e.name
-                && fk.from.0 == parent.schema
-                && hint_ok(fk, &fk.from_cols)
-            {
-                found.push((fk, false));
-            }
-        }
-        found.dedup_by(|x, y| std::ptr::eq(x.0, y.0) && x.1 == y.1);
-        if found.is_empty() {
-            if let Some(link) = self.many_to_many(parent, e)? {
-                return Ok(link);
-            }
-        }
-        match found.len() {
-            0 => Err(DataError::new(
-                400,
-                "PGRST200",
-                format!(
-                    "Could not find a relationship between '{}' and '{}' in the schema cache",
-                    parent.name, e.name
-                ),
-            )
-            .hint("Embedding follows foreign keys between relations of exposed schemas; check the name, or add a !hint")),
-            1 => {
-                let (fk, to_one) = found[0];
-                let (tschema, tname) = if to_one { &fk.to } else { &fk.from };
-                let target = self
-                    .schema
-                    .relation(tschema, tname)
-                    .ok_or_else(|| DataError::no_table(tschema, tname))?;
-                let pairs = if to_one {
-                    fk.from_cols.iter().cloned().zip(fk.to_cols.iter().cloned()).collect()
-                } else {
-                    fk.to_cols.iter().cloned().zip(fk.from_cols.iter().cloned()).collect()
-                };
-                Ok(Link {
-                    target,
-                    pairs,
-                    to_one,
-                    junction: None,
-                })
-            }
-            _ => Err(DataError::new(
-                300,
-                "PGRST201",
-                format!("Could not embed because more than one relationship was found for '{}' and '{}'", parent.name, e.name),
-            )
-            .details(found.iter().map(|(fk, _)| fk.name.as_str()).collect::<Vec<_>>().join(", "))
-            .hint(format!("Try changing '{}' to one of the above, as '{}!<constraint>'", e.name, e.name))),
-        }
-    }
-
-    /// Many-to-many through a junction relation that has a foreign key to the
-    /// parent and one to the target (`!hint` may name the junction).
-    fn many_to_many(&self, parent: &'s Relation, e: &Embed) -> Result<Option<Link<'s>>, DataError> {
-        let pkey = (parent.schema.clone(), parent.name.clone());
-        let mut found = Vec::new();
-        for to_parent in self.schema.fks.iter().filter(|fk| fk.to == pkey) {
-            for to_target in self.schema.fks.iter().filter(|fk| {
-                fk.from == to_parent.from
-                    && fk.name != to_parent.name
-                    && fk.to.1 == e.name
-                    && fk.to.0 == parent.schema
-            }) {
-                if let Some(h) = &e.hint {
-                    if to_parent.from.1 != *h && to_target.name != *h {
-                        continue;
-                    }
-                }
-                found.push((to_parent, to_target));
-            }
-        }
-        match found.len() {
-            0 => Ok(None),
-            1 => {
-                let (tp, tt) = found[0];
-                let rel = self
-                    .schema
-                    .relation(&tp.from.0, &tp.from.1)
-                    .ok_or_else(|| DataError::no_table(&tp.from.0, &tp.from.1))?;
-                let target = self
-                    .schema
-                    .relation(&tt.to.0, &tt.to.1)
-                    .ok_or_else(|| DataError::no_table(&tt.to.0, &tt.to.1))?;
-                Ok(Some(Link {
-                    target,
-                    pairs: Vec::new(),
-                    to_one: false,
-                    junction: Some(Junction {
-                        rel,
-                        parent_pairs: tp.to_cols.iter().cloned().zip(tp.from_cols.iter().cloned()).collect(),
-                        target_pairs: tt.from_cols.iter().cloned().zip(tt.to_cols.iter().cloned()).collect(),
-                    }),
-                }))
-            }
-            _ => Err(DataError::new(
-                300,
-                "PGRST201",
-                format!(
-                    "Could not embed because more than one relationship was found for '{}' and '{}'",
-                    parent.name, e.name
-                ),
-            )
-            .details(found.iter().map(|(a, _)| a.from.1.as_str()).collect::<Vec<_>>().join(", "))
-            .hint(format!("Name the junction table: '{}!<junction>'", e.name))),
-        }
-    }
-
     /// Enters embed `e` of the level at `path`: its relationship, a fresh alias
     /// and the filters and modifiers given for it.
     fn enter(
@@ -215,9 +61,8 @@ impl<'s> Builder<'s> {
         let lv = self.enter(q, e, src, path)?;
         let inner = self.conditions(q, &lv.mods.conditions, lv.src, &lv.alias, &lv.path)?;
         Ok(format!(
-            "EXISTS (SELECT 1 FROM {} {} WHERE {}{})",
-            qualified(&lv.link.target.schema, &lv.link.target.name),
-            lv.alias,
+            "EXISTS (SELECT 1 FROM {} WHERE {}{})",
+            source_sql(&lv.link, a, &lv.alias),
             join_sql(&lv.link, a, &lv.alias),
             and_more(&inner)
         ))
@@ -233,36 +78,46 @@ impl<'s> Builder<'s> {
         src: Source<'s>,
         a: &str,
         path: &[String],
-        pairs: &mut Vec<(String, String)>,
+        pairs: &mut Vec<Pair>,
     ) -> Result<(), DataError> {
         let lv = self.enter(q, e, src, path)?;
         let join = join_sql(&lv.link, a, &lv.alias);
-        let target = qualified(&lv.link.target.schema, &lv.link.target.name);
-        let from = format!("{target} {}", lv.alias);
+        let from = source_sql(&lv.link, a, &lv.alias);
+        if e.spread && !lv.link.to_one {
+            return self.spread_many(q, e, &lv, &from, &join, pairs);
+        }
         if e.spread {
-            if !lv.link.to_one {
-                return Err(DataError::new(
-                    400,
-                    "PGRST119",
-                    format!("A spread operation on '{}' is not possible", e.name),
-                )
-                .details("'...' works on many-to-one relationships only"));
-            }
             let conds = self.conditions(q, &lv.mods.conditions, lv.src, &lv.alias, &lv.path)?;
-            for (k, v) in self.pairs(q, &e.select, lv.src, &lv.alias, &lv.path)? {
-                pairs.push((
-                    k,
-                    format!("(SELECT {v} FROM {from} WHERE {join}{})", and_more(&conds)),
-                ));
+            let lookup =
+                |v: &str| format!("(SELECT {v} FROM {from} WHERE {join}{})", and_more(&conds));
+            for p in self.pairs(q, &e.select, lv.src, &lv.alias, &lv.path)? {
+                pairs.push(match p.agg {
+                    // An aggregate in a to-one spread is hoisted: it aggregates
+                    // the parent's rows (their related row's value).
+                    Some((agg, arg)) => {
+                        let arg = lookup(arg.as_deref().unwrap_or("1"));
+                        Pair {
+                            key: p.key,
+                            value: agg.apply(Some(&arg)),
+                            agg: Some((agg, Some(arg))),
+                            embed: false,
+                        }
+                    }
+                    None => Pair {
+                        value: lookup(&p.value),
+                        ..p
+                    },
+                });
             }
             return Ok(());
         }
-        let obj = self.object(q, &e.select, lv.src, &lv.alias, &lv.path)?;
+        let (obj, group) = self.object(q, &e.select, lv.src, &lv.alias, &lv.path)?;
+        let group = group.unwrap_or_default();
         let conds = self.conditions(q, &lv.mods.conditions, lv.src, &lv.alias, &lv.path)?;
         let k = self.param(e.key().to_string());
         let value = if lv.link.to_one {
             format!(
-                "(SELECT {obj} FROM {from} WHERE {join}{})",
+                "(SELECT {obj} FROM {from} WHERE {join}{}{group})",
                 and_more(&conds)
             )
         } else {
@@ -275,18 +130,73 @@ impl<'s> Builder<'s> {
                 range.push_str(&format!(" OFFSET {}", self.param(o.to_string())));
             }
             format!(
-                "(SELECT coalesce(json_agg(_e.j), '[]') FROM (SELECT {obj} AS j FROM {from} WHERE {join}{}{order}{range}) _e)",
+                "(SELECT coalesce(json_agg(_e.j), '[]') FROM (SELECT {obj} AS j FROM {from} WHERE {join}{}{group}{order}{range}) _e)",
                 and_more(&conds)
             )
         };
-        pairs.push((k, value));
+        pairs.push(Pair {
+            key: k,
+            value,
+            agg: None,
+            embed: true,
+        });
+        Ok(())
+    }
+
+    /// A to-many spread (PostgREST 13): each selected value of the related
+    /// rows becomes an array in the parent, in the embed's order.
+    fn spread_many(
+        &mut self,
+        q: &Query,
+        e: &Embed,
+        lv: &Level<'s>,
+        from: &str,
+        join: &str,
+        pairs: &mut Vec<Pair>,
+    ) -> Result<(), DataError> {
+        let conds = self.conditions(q, &lv.mods.conditions, lv.src, &lv.alias, &lv.path)?;
+        let order = self.order(&lv.mods.order, lv.src, &lv.alias, &e.select)?;
+        for p in self.pairs(q, &e.select, lv.src, &lv.alias, &lv.path)? {
+            if p.agg.is_some() {
+                return Err(
+                    DataError::new(400, "PGRST127", "Feature not implemented").details(
+                        "Aggregates are not implemented for one-to-many or many-to-many spreads.",
+                    ),
+                );
+            }
+            pairs.push(Pair {
+                value: format!(
+                    "(SELECT coalesce(json_agg({}{order}), '[]') FROM {from} WHERE {join}{})",
+                    p.value,
+                    and_more(&conds)
+                ),
+                embed: true,
+                ..p
+            });
+        }
         Ok(())
     }
 }
 
+/// What an embedded level reads, aliased `target`: the related relation, or
+/// for a computed relationship its function called with the parent's row.
+pub(super) fn source_sql(link: &Link<'_>, parent: &str, target: &str) -> String {
+    match link.computed {
+        Some(f) => format!("{}({parent}) {target}", qualified(&f.schema, &f.name)),
+        None => format!(
+            "{} {target}",
+            qualified(&link.target.schema, &link.target.name)
+        ),
+    }
+}
+
 /// The join condition between `parent`'s rows and `target`'s (aliases) through
-/// `link`: column equalities, or `EXISTS` over the junction of a many-to-many.
+/// `link`: column equalities, `EXISTS` over the junction of a many-to-many, or
+/// nothing for a computed relationship (its function gives the parent's rows).
 pub(super) fn join_sql(link: &Link<'_>, parent: &str, target: &str) -> String {
+    if link.computed.is_some() {
+        return "true".into();
+    }
     if let Some(j) = &link.junction {
         let on_parent = j
             .parent_pairs

@@ -4,7 +4,7 @@ use super::{plan, Limits, Statement};
 use crate::data::error::DataError;
 use crate::data::parse::parse_query;
 use crate::data::request::{Action, Query, Request, Return};
-use crate::data::schema::{Column, ForeignKey, RelKind, Relation, Schema};
+use crate::data::schema::{Arg, Column, ForeignKey, Function, RelKind, Relation, Returns, Schema};
 
 /// A nullable column without default.
 pub fn col(name: &str, typname: &str) -> Column {
@@ -38,18 +38,49 @@ pub fn schema() -> Schema {
                     col("name", "text"),
                     col("data", "jsonb"),
                     col("author_id", "int8"),
+                    col("parent_id", "int8"),
                 ],
             ),
             rel("authors", vec![col("id", "int8"), col("name", "text")]),
         ],
-        vec![ForeignKey {
-            name: "items_author_id_fkey".into(),
-            from: ("public".into(), "items".into()),
-            from_cols: vec!["author_id".into()],
-            to: ("public".into(), "authors".into()),
-            to_cols: vec!["id".into()],
+        vec![
+            ForeignKey {
+                name: "items_author_id_fkey".into(),
+                from: ("public".into(), "items".into()),
+                from_cols: vec!["author_id".into()],
+                to: ("public".into(), "authors".into()),
+                to_cols: vec!["id".into()],
+                one_to_one: false,
+            },
+            // Self-referencing: items.parent_id → items.id.
+            ForeignKey {
+                name: "items_parent_id_fkey".into(),
+                from: ("public".into(), "items".into()),
+                from_cols: vec!["parent_id".into()],
+                to: ("public".into(), "items".into()),
+                to_cols: vec!["id".into()],
+                one_to_one: false,
+            },
+        ],
+        // A computed field of items: `label(items) returns text`.
+        vec![Function {
+            schema: "public".into(),
+            name: "label".into(),
+            args: vec![Arg {
+                name: String::new(),
+                type_sql: "items".into(),
+                has_default: false,
+            }],
+            returns: Returns::Scalar {
+                type_sql: "text".into(),
+            },
+            set: false,
+            volatility: 's',
+            comment: None,
+            row_arg: Some(("public".into(), "items".into())),
+            one_row: false,
+            ret_typname: "text".into(),
         }],
-        vec![],
         &[("pg_catalog", "text"), ("pg_catalog", "int4")],
     )
 }
@@ -87,5 +118,6 @@ pub fn limits(max_rows: i64) -> Limits {
     Limits {
         max_rows,
         allow_unfiltered_writes: false,
+        aggregates: true,
     }
 }

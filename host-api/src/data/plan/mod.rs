@@ -18,8 +18,10 @@
 mod call;
 mod embed;
 mod filter;
+mod relationship;
 mod select;
 pub mod sql;
+pub mod suggest;
 mod write;
 
 #[cfg(test)]
@@ -58,6 +60,28 @@ pub struct Statement {
     pub max_affected: Option<i64>,
     /// `Prefer: tx=rollback`: run, answer, and roll back.
     pub rollback: bool,
+    /// `Prefer: count=planned|estimated`: the statement whose row estimate
+    /// is the count (run with `EXPLAIN` in the same transaction).
+    pub estimate: Option<CountEstimate>,
+    /// The statement aggregates (`count()`, `sum()`…): callers other than
+    /// service_role have its estimated cost checked first (see `exec`).
+    pub aggregate: bool,
+}
+
+/// How `count=planned` and `count=estimated` are answered (PostgREST): the
+/// planner's row estimate of `SELECT 1 FROM <relation> WHERE <filters>`; for
+/// `estimated` only when the exact count (which the statement computes up to
+/// `exact_up_to + 1`) is above `exact_up_to` (`database.max_rows`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CountEstimate {
+    /// The statement to estimate.
+    pub sql: String,
+    /// Its own parameters.
+    pub params: Vec<Option<String>>,
+    /// `estimated`: the exact count is kept up to this many rows.
+    pub exact_up_to: Option<i64>,
+    /// The response's offset (the estimate is never below what it holds).
+    pub offset: i64,
 }
 
 /// Limits the planner enforces.
@@ -67,6 +91,9 @@ pub struct Limits {
     pub max_rows: i64,
     /// Allow PATCH/DELETE without any filter.
     pub allow_unfiltered_writes: bool,
+    /// Allow aggregates in `select=` (PostgREST's `db-aggregates-enabled`;
+    /// refused with PGRST123 when off).
+    pub aggregates: bool,
 }
 
 /// Builds the statement for `req`.
@@ -76,6 +103,8 @@ pub fn plan(schema: &Schema, req: &Request, limits: &Limits) -> Result<Statement
         schema,
         params: Vec::new(),
         aliases: 0,
+        aggregates: limits.aggregates,
+        aggregated: false,
     };
     let mut stmt = match &req.action {
         Action::Call { function } => b.call(req, function, limits)?,
@@ -90,6 +119,7 @@ pub fn plan(schema: &Schema, req: &Request, limits: &Limits) -> Result<Statement
         }
     };
     stmt.params = b.params;
+    stmt.aggregate = b.aggregated;
     stmt.single = stmt.single || req.single;
     stmt.max_affected = req.max_affected;
     stmt.rollback = req.rollback;
@@ -141,6 +171,10 @@ struct Builder<'s> {
     schema: &'s Schema,
     params: Vec<Option<String>>,
     aliases: usize,
+    /// Aggregates may be used ([`Limits::aggregates`]).
+    aggregates: bool,
+    /// An aggregate was planned.
+    aggregated: bool,
 }
 
 #[cfg(test)]

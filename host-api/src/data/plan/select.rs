@@ -2,11 +2,11 @@
 //! range and count, each level's JSON object (or CSV row), column and JSON-path
 //! expressions, casts and `ORDER BY`.
 
-use super::embed::join_sql;
+use super::embed::{join_sql, source_sql};
 use super::sql::{csv_agg, csv_row, ident, qualified};
-use super::{Builder, Limits, Source, Statement};
+use super::{Builder, CountEstimate, Limits, Source, Statement};
 use crate::data::error::DataError;
-use crate::data::request::{Field, OrderTerm, Query, Request, SelectItem};
+use crate::data::request::{Count, Field, OrderTerm, Query, Request, SelectItem};
 use crate::data::schema::Relation;
 
 impl<'s> Builder<'s> {
@@ -19,16 +19,52 @@ impl<'s> Builder<'s> {
         let a = self.alias();
         let from = format!("{} {a}", qualified(&rel.schema, &rel.name));
         let src = Source::of(rel);
-        let sql = self.root_select(req, src, &a, &from, limits)?;
+        let sql = self.root_select(req, src, &a, &from, limits, true)?;
+        let estimate = match req.count {
+            Some(Count::Planned | Count::Estimated) if !self.aggregated => {
+                Some(self.count_estimate(req, src, &a, &from, limits)?)
+            }
+            _ => None,
+        };
         Ok(Statement {
             sql,
             pk: rel.pk.clone(),
             csv: req.csv,
+            estimate,
             ..Default::default()
         })
     }
 
+    /// The statement whose row estimate answers `count=planned|estimated`:
+    /// the root's filters over `from`, with parameters of its own.
+    fn count_estimate(
+        &self,
+        req: &Request,
+        src: Source<'s>,
+        a: &str,
+        from: &str,
+        limits: &Limits,
+    ) -> Result<CountEstimate, DataError> {
+        let mut b = Builder {
+            schema: self.schema,
+            params: Vec::new(),
+            aliases: self.aliases,
+            aggregates: self.aggregates,
+            aggregated: false,
+        };
+        let root = req.query.root().cloned().unwrap_or_default();
+        let conds = b.conditions(&req.query, &root.conditions, src, a, &[])?;
+        Ok(CountEstimate {
+            sql: format!("SELECT 1 FROM {from}{conds}"),
+            params: b.params,
+            exact_up_to: (req.count == Some(Count::Estimated)).then_some(limits.max_rows),
+            offset: root.offset.unwrap_or(0),
+        })
+    }
+
     /// `SELECT total, body, rows FROM (…page…)` over `from` (which binds `a`).
+    /// A `count=planned|estimated` is `estimable` on a relation (a
+    /// function's rows are counted exactly).
     pub(super) fn root_select(
         &mut self,
         req: &Request,
@@ -36,16 +72,15 @@ impl<'s> Builder<'s> {
         a: &str,
         from: &str,
         limits: &Limits,
+        estimable: bool,
     ) -> Result<String, DataError> {
         let root = req.query.root().cloned().unwrap_or_default();
+        let mut pairs = self.pairs(&req.query, &req.query.select, src, a, &[])?;
+        let group = group_by(&mut pairs);
         let (obj, csv) = if req.csv {
-            let pairs = self.pairs(&req.query, &req.query.select, src, a, &[])?;
             (csv_row(&pairs), Some(csv_agg(&pairs, "_r.j")))
         } else {
-            (
-                self.object(&req.query, &req.query.select, src, a, &[])?,
-                None,
-            )
+            (build_object(&pairs), None)
         };
         let conds = self.conditions(&req.query, &root.conditions, src, a, &[])?;
         let order = self.order(&root.order, src, a, &req.query.select)?;
@@ -54,22 +89,36 @@ impl<'s> Builder<'s> {
             self.param(limit.to_string()),
             self.param(root.offset.unwrap_or(0).to_string()),
         );
-        let total = match req.count {
-            Some(_) => format!("(SELECT count(*) FROM {from}{conds})"),
-            None => "NULL::int8".into(),
+        // An aggregated level counts its groups (one row without GROUP BY).
+        let total = match (req.count, &group) {
+            (None, _) => "NULL::int8".into(),
+            // A relation's planned count is its estimate alone (see `read`);
+            // an estimated one is exact up to `max_rows`.
+            (Some(Count::Planned), None) if estimable => "NULL::int8".into(),
+            (Some(Count::Estimated), None) if estimable => format!(
+                "(SELECT count(*) FROM (SELECT 1 FROM {from}{conds} LIMIT {}) _c)",
+                self.param((limits.max_rows + 1).to_string())
+            ),
+            (Some(_), None) => format!("(SELECT count(*) FROM {from}{conds})"),
+            (Some(_), Some(g)) if g.is_empty() => "1::int8".into(),
+            (Some(_), Some(g)) => {
+                format!("(SELECT count(*) FROM (SELECT 1 FROM {from}{conds}{g}) _g)")
+            }
         };
+        let group = group.unwrap_or_default();
         let body = match csv {
             _ if req.head => "NULL::text".to_string(),
             Some(csv) => csv,
             None => "coalesce(json_agg(_r.j), '[]')::text".to_string(),
         };
         Ok(format!(
-            "SELECT {total}, {body}, count(_r.j) FROM (SELECT {obj} AS j FROM {from}{conds}{order} LIMIT {l} OFFSET {o}) _r"
+            "SELECT {total}, {body}, count(_r.j) FROM (SELECT {obj} AS j FROM {from}{conds}{group}{order} LIMIT {l} OFFSET {o}) _r"
         ))
     }
 
     /// `json_build_object(k1, v1, …)` for `items` of level `path` read from `src`
-    /// as alias `a`.
+    /// as alias `a`, with the ` GROUP BY …` its aggregates need (see
+    /// [`group_by`]).
     pub(super) fn object(
         &mut self,
         q: &Query,
@@ -77,12 +126,13 @@ impl<'s> Builder<'s> {
         src: Source<'s>,
         a: &str,
         path: &[String],
-    ) -> Result<String, DataError> {
-        let pairs = self.pairs(q, items, src, a, path)?;
-        Ok(build_object(&pairs))
+    ) -> Result<(String, Option<String>), DataError> {
+        let mut pairs = self.pairs(q, items, src, a, path)?;
+        let group = group_by(&mut pairs);
+        Ok((build_object(&pairs), group))
     }
 
-    /// (key parameter, value SQL) pairs of an object.
+    /// The keys and values of an object.
     pub(super) fn pairs(
         &mut self,
         q: &Query,
@@ -90,7 +140,7 @@ impl<'s> Builder<'s> {
         src: Source<'s>,
         a: &str,
         path: &[String],
-    ) -> Result<Vec<(String, String)>, DataError> {
+    ) -> Result<Vec<Pair>, DataError> {
         let star = [SelectItem::Star];
         let items = if items.is_empty() { &star[..] } else { items };
         let mut pairs = Vec::new();
@@ -99,20 +149,55 @@ impl<'s> Builder<'s> {
                 SelectItem::Star => {
                     for c in src.columns {
                         let k = self.param(c.name.clone());
-                        pairs.push((k, format!("{a}.{}", ident(&c.name))));
+                        pairs.push(Pair::value(k, format!("{a}.{}", ident(&c.name))));
                     }
                 }
-                SelectItem::Field { alias, field, cast } => {
+                // Legacy `count` (PostgREST before 12) where no column has that name.
+                SelectItem::Field {
+                    alias,
+                    field,
+                    cast: None,
+                    aggregate: None,
+                    ..
+                } if field.column == "count"
+                    && field.path.is_empty()
+                    && src.columns.iter().all(|c| c.name != "count") =>
+                {
+                    pairs.push(self.count_all(alias, &None)?);
+                }
+                SelectItem::CountAll { alias, cast } => pairs.push(self.count_all(alias, cast)?),
+                SelectItem::Field {
+                    alias,
+                    field,
+                    cast,
+                    aggregate,
+                    agg_cast,
+                } => {
                     let mut expr = self.field(src, a, field)?;
                     if let Some(c) = cast {
                         expr = format!("CAST({expr} AS {})", self.cast(c)?);
                     }
-                    let k = self.param(
-                        alias
-                            .clone()
-                            .unwrap_or_else(|| field.output_name().to_string()),
-                    );
-                    pairs.push((k, expr));
+                    let default_key = match aggregate {
+                        Some(g) => g.name(),
+                        None => field.output_name(),
+                    };
+                    let k = self.param(alias.as_deref().unwrap_or(default_key).to_string());
+                    pairs.push(match aggregate {
+                        None => Pair::value(k, expr),
+                        Some(g) => {
+                            self.allow_aggregate()?;
+                            let agg = AggSql {
+                                func: g.name(),
+                                cast: agg_cast.as_deref().map(|c| self.cast(c)).transpose()?,
+                            };
+                            Pair {
+                                key: k,
+                                value: agg.apply(Some(&expr)),
+                                agg: Some((agg, Some(expr))),
+                                embed: false,
+                            }
+                        }
+                    });
                 }
                 // An empty embed (`users()`) only filters (`!inner`, `users=not.is.null`,
                 // `users.col=…`): PostgREST leaves it out of the output.
@@ -125,6 +210,39 @@ impl<'s> Builder<'s> {
         Ok(pairs)
     }
 
+    /// PGRST123 unless aggregates are allowed; notes that one was planned.
+    fn allow_aggregate(&mut self) -> Result<(), DataError> {
+        if !self.aggregates {
+            return Err(DataError::new(
+                400,
+                "PGRST123",
+                "Use of aggregate functions is not allowed",
+            ));
+        }
+        self.aggregated = true;
+        Ok(())
+    }
+
+    /// `count(*)` of the level's rows (or group), keyed `alias` or `count`.
+    fn count_all(
+        &mut self,
+        alias: &Option<String>,
+        cast: &Option<String>,
+    ) -> Result<Pair, DataError> {
+        self.allow_aggregate()?;
+        let key = self.param(alias.as_deref().unwrap_or("count").to_string());
+        let agg = AggSql {
+            func: "count",
+            cast: cast.as_deref().map(|c| self.cast(c)).transpose()?,
+        };
+        Ok(Pair {
+            key,
+            value: agg.apply(None),
+            agg: Some((agg, None)),
+            embed: false,
+        })
+    }
+
     /// SQL of a column with its JSON path.
     pub(super) fn field(
         &mut self,
@@ -132,8 +250,7 @@ impl<'s> Builder<'s> {
         a: &str,
         f: &Field,
     ) -> Result<String, DataError> {
-        let col = src.column(&f.column)?;
-        let mut expr = format!("{a}.{}", ident(&col.name));
+        let (mut expr, _) = self.column(src, a, &f.column)?;
         for step in &f.path {
             let op = if step.text { "->>" } else { "->" };
             let key = if step.key.parse::<i32>().is_ok() {
@@ -144,6 +261,28 @@ impl<'s> Builder<'s> {
             expr = format!("({expr}{op}{key})");
         }
         Ok(expr)
+    }
+
+    /// The SQL of column `name` of `src` (aliased `a`) and its `typname`; a
+    /// name that is no column may be a computed field of `src`'s relation
+    /// (PostgREST: a function taking the row, `full_name(people)`), called
+    /// with the whole row.
+    pub(super) fn column(
+        &self,
+        src: Source<'s>,
+        a: &str,
+        name: &str,
+    ) -> Result<(String, &'s str), DataError> {
+        match src.column(name) {
+            Ok(c) => Ok((format!("{a}.{}", ident(&c.name)), &c.typname)),
+            Err(e) => match src.rel.and_then(|r| self.schema.computed_field(r, name)) {
+                Some(f) => Ok((
+                    format!("{}({a})", qualified(&f.schema, &f.name)),
+                    &f.ret_typname,
+                )),
+                None => Err(e),
+            },
+        }
     }
 
     pub(super) fn cast(&self, c: &str) -> Result<String, DataError> {
@@ -197,8 +336,8 @@ impl<'s> Builder<'s> {
                     let ta = self.alias();
                     let col = self.field(Source::of(link.target), &ta, &t.field)?;
                     format!(
-                        "(SELECT {col} FROM {} {ta} WHERE {})",
-                        qualified(&link.target.schema, &link.target.name),
+                        "(SELECT {col} FROM {} WHERE {})",
+                        source_sql(&link, a, &ta),
                         join_sql(&link, a, &ta)
                     )
                 }
@@ -215,8 +354,76 @@ impl<'s> Builder<'s> {
     }
 }
 
-/// `json_build_object(k1, v1, …)` of (key parameter, value SQL) pairs.
-fn build_object(pairs: &[(String, String)]) -> String {
+/// One key of an object: the key's bind parameter and the value's SQL; for
+/// an aggregate also how it was built, so that a to-one spread can hoist it
+/// into its parent (PostgREST's "aggregates in to-one spreads").
+pub(super) struct Pair {
+    /// `$n` holding the key.
+    pub(super) key: String,
+    /// The value's SQL.
+    pub(super) value: String,
+    /// The aggregate and its argument (`None`: `count(*)`).
+    pub(super) agg: Option<(AggSql, Option<String>)>,
+    /// An embedded resource (JSON): a grouped level compares it as jsonb.
+    pub(super) embed: bool,
+}
+
+impl Pair {
+    /// A plain (grouping) value.
+    pub(super) fn value(key: String, value: String) -> Pair {
+        Pair {
+            key,
+            value,
+            agg: None,
+            embed: false,
+        }
+    }
+}
+
+/// An aggregate call: the function (from the closed [`Aggregate`] set) and
+/// the cast of its result (a type from the schema cache).
+///
+/// [`Aggregate`]: crate::data::request::Aggregate
+pub(super) struct AggSql {
+    func: &'static str,
+    cast: Option<String>,
+}
+
+impl AggSql {
+    /// `func(arg)` (`func(*)` without one), cast when asked.
+    pub(super) fn apply(&self, arg: Option<&str>) -> String {
+        let call = format!("{}({})", self.func, arg.unwrap_or("*"));
+        match &self.cast {
+            Some(t) => format!("CAST({call} AS {t})"),
+            None => call,
+        }
+    }
+}
+
+/// PostgREST's automatic `GROUP BY`: a level with an aggregate is grouped by
+/// every other value it selects (columns, to-one spreads, embedded resources —
+/// those compared as jsonb, as json has no equality). `None` when the level has
+/// no aggregate; `Some("")` when it is aggregated whole (one row).
+pub(super) fn group_by(pairs: &mut [Pair]) -> Option<String> {
+    if pairs.iter().all(|p| p.agg.is_none()) {
+        return None;
+    }
+    let mut keys = Vec::new();
+    for p in pairs.iter_mut().filter(|p| p.agg.is_none()) {
+        if p.embed {
+            p.value = format!("({})::jsonb", p.value);
+        }
+        keys.push(p.value.clone());
+    }
+    Some(if keys.is_empty() {
+        String::new()
+    } else {
+        format!(" GROUP BY {}", keys.join(", "))
+    })
+}
+
+/// `json_build_object(k1, v1, …)` of an object's pairs.
+pub(super) fn build_object(pairs: &[Pair]) -> String {
     // json_build_object takes at most 100 arguments; wider objects are concatenated.
     if pairs.is_empty() {
         return "json_build_object()".into();
@@ -224,7 +431,10 @@ fn build_object(pairs: &[(String, String)]) -> String {
     let chunks: Vec<String> = pairs
         .chunks(50)
         .map(|c| {
-            let args: Vec<String> = c.iter().map(|(k, v)| format!("{k}::text, {v}")).collect();
+            let args: Vec<String> = c
+                .iter()
+                .map(|p| format!("{}::text, {}", p.key, p.value))
+                .collect();
             format!("json_build_object({})", args.join(", "))
         })
         .collect();
@@ -249,5 +459,55 @@ mod tests {
         );
         let p: Vec<_> = s.params.iter().map(|p| p.as_deref().unwrap()).collect();
         assert_eq!(p, ["id", "label", "5", "10", "0"]);
+    }
+
+    #[test]
+    fn aggregates_group_by_the_other_values_with_the_same_text() {
+        let s = read("select=name,total:id.sum()::int,count()").unwrap();
+        assert!(s.aggregate);
+        assert!(
+            s.sql.contains("json_build_object($1::text, \"_0\".\"name\", $2::text, CAST(sum(\"_0\".\"id\") AS \"pg_catalog\".\"int4\"), $3::text, count(*)) AS j FROM \"public\".\"items\" \"_0\" GROUP BY \"_0\".\"name\" LIMIT"),
+            "{}",
+            s.sql
+        );
+        // A JSON path is grouped by its own text (same parameters), so
+        // PostgreSQL sees the select and GROUP BY expressions as equal.
+        let s = read("select=data->>k,count()").unwrap();
+        assert!(
+            s.sql.contains("GROUP BY (\"_0\".\"data\"->>$1::text)"),
+            "{}",
+            s.sql
+        );
+        // Without other values: one row, no GROUP BY.
+        let s = read("select=count()").unwrap();
+        assert!(!s.sql.contains("GROUP BY"), "{}", s.sql);
+        // No aggregate: no guard.
+        assert!(!read("select=name").unwrap().aggregate);
+        // Grouped by a to-one embed, compared as jsonb.
+        let s = read("select=id.max(),authors(name)").unwrap();
+        assert!(
+            s.sql.contains(")::jsonb LIMIT") || s.sql.contains("GROUP BY ((SELECT"),
+            "{}",
+            s.sql
+        );
+    }
+
+    #[test]
+    fn computed_fields_are_called_with_the_row() {
+        let s = read("select=id,label&label=eq.x&order=label").unwrap();
+        assert!(s.sql.contains("\"public\".\"label\"(\"_0\")"), "{}", s.sql);
+        assert!(
+            s.sql.contains("WHERE (\"public\".\"label\"(\"_0\") = $3)"),
+            "{}",
+            s.sql
+        );
+        assert!(
+            s.sql.contains("ORDER BY \"public\".\"label\"(\"_0\") ASC"),
+            "{}",
+            s.sql
+        );
+        // Not in `*`; not a column for other names.
+        assert!(!read("select=*").unwrap().sql.contains("\"label\"("));
+        assert_eq!(read("select=labels").unwrap_err().code, "42703");
     }
 }

@@ -2,6 +2,7 @@
 //! and parameter numbering follow one rule: identifiers come only from the
 //! schema cache, quoted by [`ident`]; values only as `$n` parameters.
 
+use super::select::Pair;
 use super::Builder;
 
 /// Quotes an identifier taken from the schema cache.
@@ -34,15 +35,15 @@ impl Builder<'_> {
 /// CSV: fields with quotes, commas, spaces, parentheses or backslashes are
 /// double-quoted with `"` and `\` doubled; NULL is empty; values keep their
 /// text output, such as `t`, `{1,2}` or jsonb's `{"a": 1}`).
-pub(super) fn csv_row(pairs: &[(String, String)]) -> String {
-    let values: Vec<&str> = pairs.iter().map(|(_, v)| v.as_str()).collect();
+pub(super) fn csv_row(pairs: &[Pair]) -> String {
+    let values: Vec<&str> = pairs.iter().map(|p| p.value.as_str()).collect();
     format!("ROW({})", values.join(", "))
 }
 
 /// The CSV text of rows `j` (each a [`csv_row`]): the keys as a header line
 /// (empty when there is no row), a line break, then one line per row.
-pub(super) fn csv_agg(pairs: &[(String, String)], j: &str) -> String {
-    let keys: Vec<String> = pairs.iter().map(|(k, _)| format!("{k}::text")).collect();
+pub(super) fn csv_agg(pairs: &[Pair], j: &str) -> String {
+    let keys: Vec<String> = pairs.iter().map(|p| format!("{}::text", p.key)).collect();
     format!(
         "CASE WHEN count({j}) > 0 THEN array_to_string(ARRAY[{}]::text[], ',') ELSE '' END \
          || E'\\n' || coalesce(string_agg(substring({j}::text, 2, length({j}::text) - 2), E'\\n'), '')",

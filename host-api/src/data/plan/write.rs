@@ -2,10 +2,11 @@
 //! `WITH _w AS (…)` whose `RETURNING` is chosen by the caller ([`Returning`]),
 //! and the answer built from the written rows.
 
+use super::select::{build_object, Pair};
 use super::sql::{csv_agg, csv_row, ident, qualified};
 use super::{Builder, Limits, Source, Statement};
 use crate::data::error::DataError;
-use crate::data::request::{Action, Field, Request, Resolution, Return, SelectItem};
+use crate::data::request::{Action, Field, Query, Request, Resolution, Return, SelectItem};
 use crate::data::schema::{RelKind, Relation};
 use std::fmt::{self, Display, Write};
 
@@ -264,6 +265,7 @@ impl<'s> Builder<'s> {
         let body = match req.returning {
             Return::Representation if req.csv => {
                 let pairs = self.pairs(&req.query, &req.query.select, src, &a, &[])?;
+                no_aggregate(&pairs)?;
                 format!(
                     "(SELECT {} FROM (SELECT {} AS j FROM _w {a}) _c)",
                     csv_agg(&pairs, "_c.j"),
@@ -271,7 +273,7 @@ impl<'s> Builder<'s> {
                 )
             }
             Return::Representation => {
-                let obj = self.object(&req.query, &req.query.select, src, &a, &[])?;
+                let obj = self.plain_object(&req.query, &req.query.select, src, &a)?;
                 format!("(SELECT coalesce(json_agg({obj}), '[]')::text FROM _w {a})")
             }
             Return::HeadersOnly if !rel.pk.is_empty() => {
@@ -282,9 +284,11 @@ impl<'s> Builder<'s> {
                         alias: None,
                         field: Field::col(k),
                         cast: None,
+                        aggregate: None,
+                        agg_cast: None,
                     })
                     .collect();
-                let obj = self.object(&req.query, &items, src, &a, &[])?;
+                let obj = self.plain_object(&req.query, &items, src, &a)?;
                 format!("(SELECT coalesce(json_agg({obj}), '[]')::text FROM _w {a})")
             }
             _ => "NULL::text".into(),
@@ -301,6 +305,20 @@ impl<'s> Builder<'s> {
 
     /// The ` WHERE …` of an UPDATE or DELETE (`what`) of `rel` aliased `w`,
     /// refused when empty unless the limits allow unfiltered writes.
+    /// The object of a written row: its own level cannot be aggregated (the
+    /// rows are `json_agg`ed as they are; embedded resources may aggregate).
+    fn plain_object(
+        &mut self,
+        q: &Query,
+        items: &[SelectItem],
+        src: Source<'s>,
+        a: &str,
+    ) -> Result<String, DataError> {
+        let pairs = self.pairs(q, items, src, a, &[])?;
+        no_aggregate(&pairs)?;
+        Ok(build_object(&pairs))
+    }
+
     fn write_filter(
         &mut self,
         req: &Request,
@@ -323,6 +341,15 @@ fn unfiltered(what: &str) -> DataError {
     DataError::new(400, "21000", format!("{what} requires a WHERE clause")).hint(
         "Add a filter (e.g. id=eq.1); a filter that matches every row (id=not.is.null) is allowed",
     )
+}
+
+/// PGRST127: the returned rows of a write are not aggregated.
+fn no_aggregate(pairs: &[Pair]) -> Result<(), DataError> {
+    if pairs.iter().any(|p| p.agg.is_some()) {
+        return Err(DataError::new(400, "PGRST127", "Feature not implemented")
+            .details("aggregates on the rows a write returns"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use axum::routing::{any, get};
 use axum::Router;
 use error::RestError;
 use std::time::Duration;
-use wasmbase_host_api::data::{self, ExecSettings, Limits};
+use wasmbase_host_api::data::{self, ExecSettings};
 
 /// Routes of this module.
 pub fn routes() -> Router<AppState> {
@@ -70,11 +70,9 @@ async fn handle(
         timeout: st.statement_timeout(&principal).min(st.request_timeout),
         cache_size: st.config.database.statement_cache_size,
         schema_version: st.schema.version(),
+        cost: Some(st.cost_guard.clone()),
     };
-    let limits = Limits {
-        max_rows: st.config.database.max_rows,
-        allow_unfiltered_writes: st.config.database.allow_unfiltered_writes,
-    };
+    let limits = st.data_limits();
     let (stmt, out) = data::execute(
         &st.pool,
         &schema,
