@@ -66,39 +66,6 @@ impl DataError {
         self
     }
 
-    /// PGRST100: the query string could not be parsed.
-    pub fn parse(what: &str, details: impl Into<String>) -> DataError {
-        DataError::new(400, "PGRST100", format!("failed to parse {what}")).details(details)
-    }
-
-    /// PGRST103: the requested range cannot be served (416).
-    pub fn range() -> DataError {
-        DataError::new(416, "PGRST103", "Requested range not satisfiable")
-    }
-
-    /// PGRST102: the body is not what the request needs.
-    pub fn body(details: impl Into<String>) -> DataError {
-        DataError::new(400, "PGRST102", "Invalid request body").details(details)
-    }
-
-    /// PGRST204: a column is not in the schema cache.
-    pub fn no_column(table: &str, column: &str) -> DataError {
-        DataError::new(
-            400,
-            "PGRST204",
-            format!("Could not find the '{column}' column of '{table}' in the schema cache"),
-        )
-    }
-
-    /// PGRST205: a table or view is not in the schema cache.
-    pub fn no_table(schema: &str, table: &str) -> DataError {
-        DataError::new(
-            404,
-            "PGRST205",
-            format!("Could not find the table '{schema}.{table}' in the schema cache"),
-        )
-    }
-
     /// The body PostgREST sends: `{"code","details","hint","message"}`.
     pub fn body_json(&self) -> serde_json::Value {
         serde_json::json!({

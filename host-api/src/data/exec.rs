@@ -272,21 +272,11 @@ fn outcome(row: &tokio_postgres::Row, stmt: &Statement) -> Result<Outcome, DataE
     };
     if let Some(max) = stmt.max_affected {
         if out.rows > max {
-            return Err(DataError::new(
-                400,
-                "PGRST124",
-                "Query result exceeds max-affected preference constraint",
-            )
-            .details(format!("The query affects {} rows", out.rows)));
+            return Err(DataError::max_affected(out.rows));
         }
     }
     if stmt.single && !stmt.scalar && out.rows != 1 {
-        return Err(DataError::new(
-            406,
-            "PGRST116",
-            "JSON object requested, multiple (or no) rows returned",
-        )
-        .details(format!("The result contains {} rows", out.rows)));
+        return Err(DataError::singularity(out.rows));
     }
     Ok(out)
 }

@@ -11,6 +11,7 @@ pub mod cost;
 pub mod error;
 pub mod exec;
 pub mod parse;
+pub mod pgrst;
 pub mod plan;
 pub mod profile;
 pub mod request;

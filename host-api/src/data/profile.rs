@@ -29,12 +29,7 @@ impl Schema {
 
 /// PGRST106: a profile named a schema that is not exposed.
 pub fn not_exposed(wanted: &str, exposed: &[String]) -> DataError {
-    DataError::new(
-        406,
-        "PGRST106",
-        "The schema must be one of the following: ".to_string() + &exposed.join(", "),
-    )
-    .details(format!("'{wanted}' is not an exposed schema"))
+    DataError::schema_not_exposed(wanted, exposed)
 }
 
 /// Whether `schema` belongs to the platform or to PostgreSQL itself (`auth`,

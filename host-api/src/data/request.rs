@@ -370,11 +370,52 @@ pub enum Action {
     Update,
     /// DELETE on a relation.
     Delete,
-    /// `/rpc/:name` with arguments (a JSON object).
+    /// `/rpc/:name` with arguments (a JSON object, or a raw body).
     Call {
         /// Function name.
         function: String,
+        /// How the body reaches the function.
+        body: CallBody,
     },
+}
+
+/// How a call's body reaches the function (PostgREST's `findProc` and
+/// `callPlan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CallBody {
+    /// A JSON object of named arguments; a POSTed JSON body is also the whole
+    /// argument of a function with a single unnamed json/jsonb parameter.
+    #[default]
+    Named,
+    /// `Prefer: params=single-object` (PostgREST before 13): the whole JSON
+    /// body is the argument of a function with one json/jsonb parameter.
+    SingleObject,
+    /// A `text/plain`, `text/xml` or `application/octet-stream` body: the
+    /// argument of a function with a single unnamed text, xml or bytea
+    /// parameter (bytea as `\x` hex text).
+    Raw(RawType),
+}
+
+/// The parameter type a raw call body is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawType {
+    /// `text/plain` → `text`.
+    Text,
+    /// `text/xml` → `xml`.
+    Xml,
+    /// `application/octet-stream` → `bytea`.
+    Bytea,
+}
+
+impl RawType {
+    /// The PostgreSQL type it fills.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            RawType::Text => "text",
+            RawType::Xml => "xml",
+            RawType::Bytea => "bytea",
+        }
+    }
 }
 
 /// A complete data request.

@@ -179,7 +179,10 @@ impl Host for GuestCtx {
         let req = Request {
             schema: String::new(),
             relation: String::new(),
-            action: DataAction::Call { function },
+            action: DataAction::Call {
+                function,
+                body: Default::default(),
+            },
             query,
             body: Some(args),
             count: None,

@@ -426,6 +426,53 @@ async fn one_to_one_self_reference_spreads_and_relationship_errors() {
         b,
         json!([{"city": "Oslo", "shipments": [{"id": 1}]}, {"city": "Rome", "shipments": []}])
     );
+    // Other request errors, word for word (PostgREST's Error.hs).
+    let (s, _, b) = get("films?select=title&technical_specs.camera=eq.x").await;
+    assert_eq!(
+        (s, b),
+        (
+            400,
+            json!({
+                "code": "PGRST108",
+                "message": "'technical_specs' is not an embedded resource in this request",
+                "details": null,
+                "hint": "Verify that 'technical_specs' is included in the 'select' query parameter."
+            })
+        )
+    );
+    let (s, _, b) = get("films?select=title,technical_specs(camera)&technical_specs=eq.x").await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("PGRST120")), "{b}");
+    assert_eq!(
+        b["message"],
+        "Bad operator on the 'technical_specs' embedded resource"
+    );
+    let (s, _, b) = get("employees?select=name,employees(name)&order=employees(name)").await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("PGRST118")), "{b}");
+    assert_eq!(
+        b["details"],
+        "'employees' and 'employees' do not form a many-to-one or one-to-one relationship"
+    );
+    let (s, _, b) = get("filmz").await;
+    assert_eq!((s, b["code"].as_str()), (404, Some("PGRST205")));
+    assert_eq!(b["hint"], "Perhaps you meant the table 'public.films'");
+    let (s, _, b) = srv
+        .rest(
+            "GET",
+            "films",
+            &anon,
+            None,
+            &[("accept", "application/vnd.pgrst.object+json")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, b["message"].as_str(), b["details"].as_str()),
+        (
+            406,
+            Some("Cannot coerce the result to a single JSON object"),
+            Some("The result contains 2 rows")
+        )
+    );
     // PGRST200 with the "Perhaps you meant" hint.
     let (s, _, b) = get("films?select=technical_spec(camera)").await;
     assert_eq!(
@@ -485,4 +532,269 @@ async fn planned_and_estimated_counts() {
     assert_eq!(total, 999, "below the threshold the count is exact");
     let (_, total, _) = count("big?select=id&limit=1", "count=estimated").await;
     assert_eq!(total, 3000);
+}
+
+#[tokio::test]
+async fn embedding_through_views_follows_their_columns_to_base_keys() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let srv = db.server().await;
+    // PostgREST's schema isolation pattern: tables in a private schema,
+    // views (renaming columns, views of views) in the exposed one.
+    ddl(
+        &db,
+        &srv,
+        "CREATE SCHEMA private;
+         CREATE TABLE private.directors (id int PRIMARY KEY, name text);
+         CREATE TABLE private.films (id int PRIMARY KEY, title text,
+           director_id int REFERENCES private.directors);
+         INSERT INTO private.directors VALUES (1, 'Lynch'), (2, 'Varda');
+         INSERT INTO private.films VALUES (1, 'Dune', 1), (2, 'Eraserhead', 1), (3, 'Cleo', 2);
+         CREATE VIEW public.directors AS SELECT id, name FROM private.directors;
+         CREATE VIEW public.films AS SELECT id AS film_id, title, director_id AS made_by FROM private.films;
+         CREATE VIEW public.lynch_films AS SELECT film_id, title, made_by FROM public.films WHERE made_by = 1;
+         CREATE TABLE public.screenings (id int PRIMARY KEY, film int REFERENCES private.films, city text);
+         CREATE POLICY r ON public.screenings FOR SELECT USING (true);
+         INSERT INTO public.screenings VALUES (1, 1, 'Oslo'), (2, 3, 'Rome');
+         GRANT USAGE ON SCHEMA private TO anon;
+         GRANT SELECT ON ALL TABLES IN SCHEMA private TO anon;",
+    )
+    .await;
+    let get = |path: &'static str| {
+        let (srv, anon) = (&srv, anon.clone());
+        async move { srv.rest("GET", path, &anon, None, &[], None).await }
+    };
+    // View to view, both directions, through renamed columns.
+    let (s, _, b) = get("films?select=title,directors(name)&order=film_id").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([
+            {"title": "Dune", "directors": {"name": "Lynch"}},
+            {"title": "Eraserhead", "directors": {"name": "Lynch"}},
+            {"title": "Cleo", "directors": {"name": "Varda"}}
+        ])
+    );
+    let (s, _, b) = get("directors?select=name,films(title)&order=id&films.order=title").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b[0],
+        json!({"name": "Lynch", "films": [{"title": "Dune"}, {"title": "Eraserhead"}]})
+    );
+    // A view of a view.
+    let (s, _, b) = get("lynch_films?select=title,directors(name)&order=film_id&limit=1").await;
+    assert_eq!(
+        (s, b),
+        (
+            200,
+            json!([{"title": "Dune", "directors": {"name": "Lynch"}}])
+        )
+    );
+    // Table to view and view to table.
+    let (s, _, b) = get("screenings?select=city,films(title)&order=id").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([{"city": "Oslo", "films": {"title": "Dune"}}, {"city": "Rome", "films": {"title": "Cleo"}}])
+    );
+    let (s, _, b) = get("films?select=title,screenings(city)&film_id=eq.3").await;
+    assert_eq!(
+        (s, b),
+        (
+            200,
+            json!([{"title": "Cleo", "screenings": [{"city": "Rome"}]}])
+        )
+    );
+    // Two views of one table are two relationships to choose from.
+    let (s, _, b) = get("screenings?select=city,lynch_films(title)&order=id").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b[1]["lynch_films"], json!(null));
+}
+
+#[tokio::test]
+async fn rpc_raw_bodies_variadic_overloads_and_postgrest_errors() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let srv = db.server().await;
+    ddl(
+        &db,
+        &srv,
+        r#"CREATE FUNCTION shout(text) RETURNS text LANGUAGE sql AS $$ SELECT upper($1) $$;
+         CREATE FUNCTION size_of(bytea) RETURNS int LANGUAGE sql AS $$ SELECT length($1) $$;
+         CREATE FUNCTION root_of(xml) RETURNS text LANGUAGE sql AS
+           $$ SELECT (xpath('name(/*)', $1))[1]::text $$;
+         CREATE FUNCTION keys_of(json) RETURNS text LANGUAGE sql AS
+           $$ SELECT string_agg(k, ',' ORDER BY k) FROM json_object_keys($1) k $$;
+         CREATE FUNCTION wrap(payload jsonb) RETURNS jsonb LANGUAGE sql AS
+           $$ SELECT jsonb_build_object('got', payload) $$;
+         CREATE FUNCTION joined(VARIADIC parts text[]) RETURNS text LANGUAGE sql AS
+           $$ SELECT array_to_string(parts, '-') $$;
+         CREATE FUNCTION pick(a int) RETURNS text LANGUAGE sql AS $$ SELECT 'a' $$;
+         CREATE FUNCTION pick(b int, c int DEFAULT 0) RETURNS text LANGUAGE sql AS $$ SELECT 'b' $$;
+         CREATE FUNCTION twin(x int) RETURNS text LANGUAGE sql AS $$ SELECT 'int' $$;
+         CREATE FUNCTION twin(x text) RETURNS text LANGUAGE sql AS $$ SELECT 'text' $$;
+         CREATE FUNCTION series(n int) RETURNS SETOF int LANGUAGE sql AS
+           $$ SELECT generate_series(1, n) $$;"#,
+    )
+    .await;
+    let url = |p: &str| format!("{}/rest/v1/{p}", srv.url);
+    let post = |p: &str, ct: &'static str, body: Vec<u8>| {
+        srv.http
+            .post(url(p))
+            .header("apikey", &anon)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    // A raw body for a single unnamed text, bytea, xml or json parameter.
+    let r = post("rpc/shout", "text/plain", b"hello".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!("HELLO"));
+    let r = post(
+        "rpc/size_of",
+        "application/octet-stream",
+        vec![0, 159, 146, 150, 255],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!(5));
+    let r = post(
+        "rpc/root_of",
+        "text/xml",
+        b"<note><to>x</to></note>".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!("note"));
+    let r = post(
+        "rpc/keys_of",
+        "application/json",
+        br#"{"b":1,"a":2}"#.to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!("a,b"));
+    // Prefer: params=single-object passes the whole body to a named json parameter.
+    let (s, h, b) = srv
+        .rest(
+            "POST",
+            "rpc/wrap",
+            &anon,
+            None,
+            &[("prefer", "params=single-object")],
+            Some(json!({"x": 1})),
+        )
+        .await;
+    assert_eq!((s, b), (200, json!({"got": {"x": 1}})));
+    assert!(h["preference-applied"]
+        .to_str()
+        .unwrap()
+        .contains("params=single-object"));
+    // Variadic: a JSON array, or repeated GET parameters.
+    let (_, _, b) = srv
+        .rest(
+            "POST",
+            "rpc/joined",
+            &anon,
+            None,
+            &[],
+            Some(json!({"parts": ["a", "b", "c"]})),
+        )
+        .await;
+    assert_eq!(b, json!("a-b-c"));
+    let (_, _, b) = srv
+        .rest("GET", "rpc/joined?parts=x&parts=y", &anon, None, &[], None)
+        .await;
+    assert_eq!(b, json!("x-y"));
+    // Overloads are told apart by argument names…
+    let (_, _, b) = srv
+        .rest("GET", "rpc/pick?b=1", &anon, None, &[], None)
+        .await;
+    assert_eq!(b, json!("b"));
+    // …and same names are PGRST203, listed as PostgREST lists them.
+    let (s, _, b) = srv
+        .rest("GET", "rpc/twin?x=1", &anon, None, &[], None)
+        .await;
+    assert_eq!(s, 300, "{b}");
+    assert_eq!(b["code"], "PGRST203");
+    let msg = b["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("Could not choose the best candidate function between: ")
+            && msg.contains("public.twin(x => integer)")
+            && msg.contains("public.twin(x => text)"),
+        "{msg}"
+    );
+    // Unknown parameters and functions: PGRST202 with PostgREST's texts and hints.
+    let (s, _, b) = srv
+        .rest("GET", "rpc/pick?zzzzzz=1&c=1", &anon, None, &[], None)
+        .await;
+    assert_eq!(
+        (s, b),
+        (
+            404,
+            json!({
+                "code": "PGRST202",
+                "message": "Could not find the function public.pick(c, zzzzzz) in the schema cache",
+                "details": "Searched for the function public.pick with parameters c, zzzzzz, but no matches were found in the schema cache.",
+                "hint": null
+            })
+        )
+    );
+    let (_, _, b) = srv
+        .rest("POST", "rpc/pick", &anon, None, &[], Some(json!({"aa": 1})))
+        .await;
+    assert_eq!(
+        b["details"],
+        "Searched for the function public.pick with parameter aa or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache."
+    );
+    assert_eq!(
+        b["hint"],
+        "Perhaps you meant to call the function public.pick(a)"
+    );
+    let (_, _, b) = srv.rest("GET", "rpc/shoutt", &anon, None, &[], None).await;
+    assert_eq!(
+        b["message"],
+        "Could not find the function public.shoutt without parameters in the schema cache"
+    );
+    assert_eq!(
+        b["hint"],
+        "Perhaps you meant to call the function public.shout"
+    );
+    // A set-returning function with a count.
+    let (s, h, b) = srv
+        .rest(
+            "GET",
+            "rpc/series?n=5&limit=2",
+            &anon,
+            None,
+            &[("prefer", "count=exact")],
+            None,
+        )
+        .await;
+    assert_eq!((s, b), (206, json!([1, 2])));
+    assert_eq!(h["content-range"], "0-1/5");
+    // Other PostgREST errors, word for word.
+    let (s, _, b) = srv.rest("PUT", "rpc/shout", &anon, None, &[], None).await;
+    assert_eq!(
+        (s, b["code"].as_str(), b["message"].as_str()),
+        (
+            405,
+            Some("PGRST101"),
+            Some("Cannot use the PUT method on RPC")
+        )
+    );
+    let (s, _, b) = srv.rest("GET", "shouts", &anon, None, &[], None).await;
+    assert_eq!((s, b["code"].as_str()), (404, Some("PGRST205")));
+    let (s, _, b) = srv
+        .rest("GET", "nothing/here", &anon, None, &[], None)
+        .await;
+    assert_eq!(
+        (s, b["code"].as_str(), b["message"].as_str()),
+        (
+            404,
+            Some("PGRST125"),
+            Some("Invalid path specified in request URL")
+        )
+    );
 }

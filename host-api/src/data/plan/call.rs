@@ -3,10 +3,11 @@
 //! shaping the result of a void, scalar, set-of-scalar or row-returning function.
 
 use super::sql::{ident, qualified};
+use super::suggest;
 use super::{Builder, Limits, Source, Statement};
 use crate::data::error::DataError;
-use crate::data::request::Request;
-use crate::data::schema::{Function, Returns};
+use crate::data::request::{Action, CallBody, Request};
+use crate::data::schema::{Function, Returns, Schema};
 
 impl Builder<'_> {
     /// Plans a call of function `name` of `req.schema`.
@@ -16,26 +17,28 @@ impl Builder<'_> {
         name: &str,
         limits: &Limits,
     ) -> Result<Statement, DataError> {
-        let args: serde_json::Map<String, serde_json::Value> = match req.body.as_deref() {
-            None | Some("") => Default::default(),
-            Some(b) => match serde_json::from_str::<serde_json::Value>(b) {
-                Ok(serde_json::Value::Object(m)) => m,
-                Ok(_) => Default::default(),
-                Err(e) => return Err(DataError::body(format!("the body is not JSON: {e}"))),
-            },
+        let how = match &req.action {
+            Action::Call { body, .. } => *body,
+            _ => CallBody::Named,
         };
         let raw_body = req.body.clone().unwrap_or_else(|| "{}".into());
-        let f = pick_function(
-            self.schema.functions(&req.schema, name),
-            &args,
-            &req.schema,
-            name,
-        )?;
-        let single_json = f.args.len() == 1
-            && f.args[0].name.is_empty()
-            && matches!(f.args[0].type_sql.as_str(), "json" | "jsonb");
+        let args: serde_json::Map<String, serde_json::Value> = match (how, req.body.as_deref()) {
+            (CallBody::Raw(_), _) | (_, None | Some("")) => Default::default(),
+            (_, Some(b)) => match serde_json::from_str::<serde_json::Value>(b) {
+                Ok(serde_json::Value::Object(m)) => m,
+                Ok(_) => Default::default(),
+                Err(_) => return Err(DataError::body("Empty or invalid json")),
+            },
+        };
+        let f = pick_function(self.schema, &req.schema, name, &args, how, !req.read_only)?;
         let fname = qualified(&f.schema, &f.name);
-        let (from_args, call) = if single_json {
+        let whole_body = match how {
+            // A raw body, or with `params=single-object` the whole JSON body,
+            // is the function's one argument.
+            CallBody::Raw(_) | CallBody::SingleObject => true,
+            CallBody::Named => single_unnamed(f, JSON_TYPES) && !req.read_only,
+        };
+        let (from_args, call) = if whole_body {
             let p = self.param(raw_body);
             (
                 String::new(),
@@ -54,9 +57,14 @@ impl Builder<'_> {
                 .map(|a| format!("{} {}", ident(&a.name), a.type_sql))
                 .collect::<Vec<_>>()
                 .join(", ");
+            // A variadic parameter takes its array with VARIADIC (PostgREST:
+            // repeated GET parameters, or a JSON array).
             let named = used
                 .iter()
-                .map(|a| format!("{0} := _a.{0}", ident(&a.name)))
+                .map(|a| {
+                    let v = if a.variadic { "VARIADIC " } else { "" };
+                    format!("{v}{0} := _a.{0}", ident(&a.name))
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             let p = self.param(serde_json::Value::Object(args.clone()).to_string());
@@ -134,52 +142,119 @@ impl Builder<'_> {
     }
 }
 
-/// The overload of `name` whose named arguments match `args`.
+/// Types a function with one unnamed parameter accepts a JSON body for.
+const JSON_TYPES: &[&str] = &["json", "jsonb"];
+
+/// `f` has a single unnamed parameter of one of `types` (PostgREST's
+/// `hasSingleUnnamedParam`).
+fn single_unnamed(f: &Function, types: &[&str]) -> bool {
+    f.args.len() == 1 && f.args[0].name.is_empty() && types.contains(&f.args[0].type_sql.as_str())
+}
+
+/// The overload of `schema.name` the call means, as PostgREST's `findProc`
+/// decides: the functions whose parameters the argument keys match (every
+/// required parameter given, nothing unknown), else the one with a single
+/// unnamed parameter the body's type fits (a JSON body for json/jsonb, a
+/// `text/plain`, `text/xml` or `application/octet-stream` body for text, xml
+/// or bytea). With `params=single-object`, the one function with a single
+/// json/jsonb parameter, named or not.
 fn pick_function<'f>(
-    cands: &'f [Function],
-    args: &serde_json::Map<String, serde_json::Value>,
-    schema: &str,
+    schema: &'f Schema,
+    schema_name: &str,
     name: &str,
+    args: &serde_json::Map<String, serde_json::Value>,
+    how: CallBody,
+    post: bool,
 ) -> Result<&'f Function, DataError> {
-    let fits: Vec<&Function> = cands
-        .iter()
-        .filter(|f| {
-            if f.args.len() == 1
-                && f.args[0].name.is_empty()
-                && matches!(f.args[0].type_sql.as_str(), "json" | "jsonb")
-            {
-                return true;
+    let cands = schema.functions(schema_name, name);
+    let raw_type = match how {
+        CallBody::Raw(t) => Some(t.type_name()),
+        _ => None,
+    };
+    let raw_types = raw_type.map(|t| [t]);
+    let unnamed_types: &[&str] = raw_types.as_ref().map_or(JSON_TYPES, |t| &t[..]);
+    let keys: std::collections::BTreeSet<&str> = args.keys().map(String::as_str).collect();
+    let (mut matching, mut fallback) = (Vec::new(), Vec::new());
+    for f in cands {
+        let fits = match how {
+            CallBody::SingleObject => {
+                f.args.len() == 1 && JSON_TYPES.contains(&f.args[0].type_sql.as_str())
             }
-            // An unnamed parameter cannot be passed by name (not even as ""):
-            // it must have a default, as in PostgREST's schema cache.
-            args.keys()
-                .all(|k| !k.is_empty() && f.args.iter().any(|a| a.name == *k))
-                && f.args
+            CallBody::Raw(_) => false,
+            CallBody::Named if f.args.is_empty() => keys.is_empty(),
+            CallBody::Named => {
+                let required: std::collections::BTreeSet<&str> = f
+                    .args
                     .iter()
-                    .all(|a| a.has_default || (!a.name.is_empty() && args.contains_key(&a.name)))
-        })
-        .collect();
-    match fits.len() {
-        1 => Ok(fits[0]),
-        0 => {
-            let mut keys: Vec<&str> = args.keys().map(String::as_str).collect();
-            keys.sort();
-            Err(DataError::new(
-                404,
-                "PGRST202",
-                format!(
-                    "Could not find the function {schema}.{name}({}) in the schema cache",
-                    keys.join(", ")
-                ),
-            )
-            .hint("Check the function's name and argument names"))
+                    .filter(|a| !a.has_default)
+                    .map(|a| a.name.as_str())
+                    .collect();
+                let known = |k: &&str| f.args.iter().any(|a| !a.name.is_empty() && a.name == *k);
+                keys.iter().all(known) && required.iter().all(|r| !r.is_empty() && keys.contains(r))
+            }
+        };
+        if fits {
+            matching.push(f);
+        } else if post && single_unnamed(f, unnamed_types) {
+            fallback.push(f);
         }
-        _ => Err(DataError::new(
-            300,
-            "PGRST203",
-            format!(
-                "Could not choose the best candidate function between overloads of {schema}.{name}"
-            ),
+    }
+    let chosen = if matching.is_empty() {
+        fallback
+    } else {
+        matching
+    };
+    match chosen.len() {
+        1 => Ok(chosen[0]),
+        0 => {
+            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            // noRpcHint: a near function name, or a near parameter list of
+            // the overloads; none for a raw body.
+            let hint = if raw_type.is_some() {
+                None
+            } else if cands.is_empty() {
+                let names: Vec<&str> = schema
+                    .functions_in(schema_name)
+                    .into_iter()
+                    .map(|f| f.name.as_str())
+                    .collect();
+                suggest::closest(name, names.into_iter(), suggest::NAME)
+                    .map(|n| format!("Perhaps you meant to call the function {schema_name}.{n}"))
+            } else {
+                let lists: Vec<String> = cands.iter().map(param_list).collect();
+                let wanted = format!("({})", keys.join(", "));
+                suggest::closest(&wanted, lists.iter().map(String::as_str), suggest::LOOSE).map(
+                    |l| format!("Perhaps you meant to call the function {schema_name}.{name}{l}"),
+                )
+            };
+            Err(DataError::no_function(
+                schema_name,
+                name,
+                &keys,
+                raw_type,
+                post && how == CallBody::Named,
+                hint,
+            ))
+        }
+        _ => Err(DataError::ambiguous_function(
+            &chosen
+                .iter()
+                .map(|f| {
+                    let args: Vec<String> = f
+                        .args
+                        .iter()
+                        .map(|a| format!("{} => {}", a.name, a.type_sql))
+                        .collect();
+                    format!("{}.{}({})", f.schema, f.name, args.join(", "))
+                })
+                .collect::<Vec<_>>(),
         )),
     }
+}
+
+/// `(a, b, c)`: a function's parameter names, sorted (PostgREST's `listToText`).
+fn param_list(f: &Function) -> String {
+    let mut names: Vec<&str> = f.args.iter().map(|a| a.name.as_str()).collect();
+    names.sort();
+    format!("({})", names.join(", "))
 }

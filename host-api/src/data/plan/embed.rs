@@ -158,11 +158,9 @@ impl<'s> Builder<'s> {
         let order = self.order(&lv.mods.order, lv.src, &lv.alias, &e.select)?;
         for p in self.pairs(q, &e.select, lv.src, &lv.alias, &lv.path)? {
             if p.agg.is_some() {
-                return Err(
-                    DataError::new(400, "PGRST127", "Feature not implemented").details(
-                        "Aggregates are not implemented for one-to-many or many-to-many spreads.",
-                    ),
-                );
+                return Err(DataError::not_implemented(
+                    "Aggregates are not implemented for one-to-many or many-to-many spreads.",
+                ));
             }
             pairs.push(Pair {
                 value: format!(
@@ -234,15 +232,10 @@ pub(super) fn find_embed<'q>(items: &'q [SelectItem], path: &[String]) -> Option
     }
 }
 
-/// A filter or modifier named a level that `select=` does not embed.
+/// A filter or modifier named a level that `select=` does not embed
+/// (PGRST108, named by its last key as PostgREST names the resource).
 pub(super) fn unknown_level(path: &[String]) -> DataError {
-    DataError::parse(
-        "query",
-        format!(
-            "\"{}\" is not an embedded resource of select=",
-            path.join(".")
-        ),
-    )
+    DataError::not_embedded(path.last().map_or("", String::as_str))
 }
 
 /// Checks that filters and modifiers only name levels that exist in `select=`.

@@ -40,11 +40,14 @@ impl<'s> Builder<'s> {
                     }
                     _ => None,
                 });
-                if let (Some(e), Operand::Is(v)) = (embed, &f.operand) {
+                if let Some(e) = embed.filter(|_| src.column(&f.field.column).is_err()) {
+                    let Operand::Is(v) = &f.operand else {
+                        return Err(DataError::embed_filter(e.key()));
+                    };
                     let exists = match (v, f.negate) {
                         (IsValue::Null, true) | (IsValue::NotNull, false) => true,
                         (IsValue::Null, false) | (IsValue::NotNull, true) => false,
-                        _ => return Err(DataError::parse("filter", format!("an embedded resource can only be filtered with is.null or not.is.null: \"{}\"", e.key()))),
+                        _ => return Err(DataError::embed_filter(e.key())),
                     };
                     let cond = self.exists(q, e, src, a, path)?;
                     parts.push(if exists { cond } else { format!("NOT {cond}") });

@@ -70,6 +70,7 @@ pub fn schema() -> Schema {
                 name: String::new(),
                 type_sql: "items".into(),
                 has_default: false,
+                variadic: false,
             }],
             returns: Returns::Scalar {
                 type_sql: "text".into(),

@@ -107,11 +107,16 @@ pub fn plan(schema: &Schema, req: &Request, limits: &Limits) -> Result<Statement
         aggregated: false,
     };
     let mut stmt = match &req.action {
-        Action::Call { function } => b.call(req, function, limits)?,
+        Action::Call { function, .. } => b.call(req, function, limits)?,
         _ => {
-            let rel = schema
-                .relation(&req.schema, &req.relation)
-                .ok_or_else(|| DataError::no_table(&req.schema, &req.relation))?;
+            let rel = schema.relation(&req.schema, &req.relation).ok_or_else(|| {
+                let names = schema.relations_in(&req.schema);
+                DataError::no_table_among(
+                    &req.schema,
+                    &req.relation,
+                    names.iter().map(|r| r.name.as_str()),
+                )
+            })?;
             match &req.action {
                 Action::Read => b.read(req, rel, limits)?,
                 _ => b.write(req, rel, limits, Returning::of(req.returning, rel))?,

@@ -7,7 +7,7 @@
 //! the embed's name and `!hint`. No match is PGRST200, several are PGRST201
 //! with PostgREST's details and hint.
 
-use super::{Builder, Source};
+use super::{suggest, Builder, Source};
 use crate::data::error::DataError;
 use crate::data::request::Embed;
 use crate::data::schema::{ForeignKey, Function, RelKind, Relation};
@@ -211,7 +211,13 @@ impl<'s> Builder<'s> {
     /// The relationship embed `e` of a level reading `src` goes through.
     pub(super) fn link(&self, src: Source<'s>, e: &Embed) -> Result<Link<'s>, DataError> {
         let Some(parent) = src.rel else {
-            return Err(no_relationship(src.label, e, "", None));
+            return Err(DataError::no_relationship(
+                src.label,
+                &e.name,
+                e.hint.as_deref(),
+                "",
+                None,
+            ));
         };
         // A computed relationship (a function taking the parent's row) wins
         // over detected ones of the same name, as in PostgREST.
@@ -240,30 +246,24 @@ impl<'s> Builder<'s> {
             }
         }
         match found.len() {
-            0 => Err(no_relationship(
+            0 => Err(DataError::no_relationship(
                 &parent.name,
-                e,
+                &e.name,
+                hint,
                 &parent.schema,
-                super::suggest::closest(&e.name, candidates.iter().map(String::as_str))
-                    .filter(|c| *c != e.name),
+                suggest::closest(
+                    &e.name,
+                    candidates.iter().map(String::as_str),
+                    suggest::LOOSE,
+                ),
             )),
             1 => Ok(found.pop().expect("one").into_link()),
-            _ => Err(DataError::new(
-                300,
-                "PGRST201",
-                format!(
-                    "Could not embed because more than one relationship was found for '{}' and '{}'",
-                    parent.name, e.name
-                ),
-            )
-            .details_json(serde_json::Value::Array(
+            _ => Err(DataError::ambiguous_relationship(
+                &parent.name,
+                &e.name,
                 found.iter().map(|r| r.describe(&parent.name)).collect(),
-            ))
-            .hint(format!(
-                "Try changing '{}' to one of the following: {}. Find the desired relationship in the 'details' key.",
-                e.name,
-                found.iter().map(Rel::suggestion).collect::<Vec<_>>().join(", ")
-            ))),
+                &found.iter().map(Rel::suggestion).collect::<Vec<_>>(),
+            )),
         }
     }
 
@@ -338,31 +338,6 @@ impl<'s> Builder<'s> {
         }
         out
     }
-}
-
-/// PGRST200, with PostgREST's details and its "Perhaps you meant" hint.
-fn no_relationship(parent: &str, e: &Embed, schema: &str, suggestion: Option<&str>) -> DataError {
-    let using = e
-        .hint
-        .as_deref()
-        .map(|h| format!("' using the hint '{h}"))
-        .unwrap_or_default();
-    let mut err = DataError::new(
-        400,
-        "PGRST200",
-        format!(
-            "Could not find a relationship between '{parent}' and '{}' in the schema cache",
-            e.name
-        ),
-    )
-    .details(format!(
-        "Searched for a foreign key relationship between '{parent}' and '{}{using}' in the schema '{schema}', but no matches were found.",
-        e.name
-    ));
-    if let Some(s) = suggestion {
-        err = err.hint(format!("Perhaps you meant '{s}' instead of '{}'.", e.name));
-    }
-    err
 }
 
 #[cfg(test)]

@@ -213,11 +213,7 @@ impl<'s> Builder<'s> {
     /// PGRST123 unless aggregates are allowed; notes that one was planned.
     fn allow_aggregate(&mut self) -> Result<(), DataError> {
         if !self.aggregates {
-            return Err(DataError::new(
-                400,
-                "PGRST123",
-                "Use of aggregate functions is not allowed",
-            ));
+            return Err(DataError::aggregates_off());
         }
         self.aggregated = true;
         Ok(())
@@ -326,12 +322,7 @@ impl<'s> Builder<'s> {
                         })?;
                     let link = self.link(src, e)?;
                     if !link.to_one {
-                        return Err(DataError::new(
-                            400,
-                            "PGRST118",
-                            format!("A related order on '{key}' is not possible"),
-                        )
-                        .details("only many-to-one embeds can be ordered on"));
+                        return Err(DataError::related_order(src.label, &e.name));
                     }
                     let ta = self.alias();
                     let col = self.field(Source::of(link.target), &ta, &t.field)?;

@@ -76,11 +76,12 @@ impl<'s> Builder<'s> {
                 columns,
                 missing_default,
             } => {
-                let body = req.body.as_deref().ok_or_else(|| {
-                    DataError::body("a JSON object or array of objects is required")
-                })?;
+                let body = req
+                    .body
+                    .as_deref()
+                    .ok_or_else(|| DataError::body("Empty or invalid json"))?;
                 let parsed: serde_json::Value = serde_json::from_str(body)
-                    .map_err(|e| DataError::body(format!("the body is not JSON: {e}")))?;
+                    .map_err(|_| DataError::body("Empty or invalid json"))?;
                 let first = match &parsed {
                     serde_json::Value::Object(m) => Some(m),
                     serde_json::Value::Array(a) => {
@@ -211,7 +212,7 @@ impl<'s> Builder<'s> {
                     .as_deref()
                     .ok_or_else(|| DataError::body("a JSON object is required"))?;
                 let parsed: serde_json::Value = serde_json::from_str(body)
-                    .map_err(|e| DataError::body(format!("the body is not JSON: {e}")))?;
+                    .map_err(|_| DataError::body("Empty or invalid json"))?;
                 let obj = parsed
                     .as_object()
                     .ok_or_else(|| DataError::body("PATCH takes one JSON object"))?;
@@ -346,8 +347,9 @@ fn unfiltered(what: &str) -> DataError {
 /// PGRST127: the returned rows of a write are not aggregated.
 fn no_aggregate(pairs: &[Pair]) -> Result<(), DataError> {
     if pairs.iter().any(|p| p.agg.is_some()) {
-        return Err(DataError::new(400, "PGRST127", "Feature not implemented")
-            .details("aggregates on the rows a write returns"));
+        return Err(DataError::not_implemented(
+            "Aggregates are not implemented for the rows a write returns.",
+        ));
     }
     Ok(())
 }

@@ -28,6 +28,13 @@ pub fn routes() -> Router<AppState> {
         .route("/rest/v1/", get(openapi::handler))
         .route("/rest/v1/rpc/{function}", any(call))
         .route("/rest/v1/{relation}", any(relation))
+        .route("/rest/v1/{relation}/{*rest}", any(invalid_path))
+}
+
+/// PGRST125: a path below `/rest/v1` that names neither a relation nor a
+/// function (`/rest/v1/a/b`).
+async fn invalid_path() -> RestError {
+    RestError(data::DataError::resource_path())
 }
 
 /// GET/HEAD/POST/PATCH/DELETE on a table or view.

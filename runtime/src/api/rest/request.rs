@@ -5,8 +5,10 @@
 use super::error::RestError;
 use http::request::Parts;
 use http::{HeaderMap, Method};
-use wasmbase_host_api::data::parse::{parse_query, RESERVED_KEYS};
-use wasmbase_host_api::data::request::{Action, Count, Request, Resolution, Return};
+use wasmbase_host_api::data::parse::{parse_filter_value, parse_query, RESERVED_KEYS};
+use wasmbase_host_api::data::request::{
+    Action, CallBody, Count, Field, RawType, Request, Resolution, Return,
+};
 use wasmbase_host_api::data::{DataError, Schema};
 
 /// What the path names.
@@ -81,6 +83,7 @@ pub fn parse(
     let mut count = None;
     let mut resolution = None;
     let mut missing_default = false;
+    let mut single_object = false;
     let (mut strict, mut max_affected, mut rollback) = (false, None, false);
     let mut unknown = Vec::new();
     for (k, v) in prefer(h) {
@@ -88,13 +91,10 @@ pub fn parse(
             ("handling", "strict") => strict = true,
             ("handling", "lenient") => {}
             ("max-affected", n) => {
-                max_affected = Some(n.parse::<i64>().map_err(|_| {
-                    DataError::new(
-                        400,
-                        "PGRST122",
-                        format!("Invalid preferences: max-affected={n}"),
-                    )
-                })?)
+                max_affected = Some(
+                    n.parse::<i64>()
+                        .map_err(|_| DataError::preferences(&[format!("max-affected={n}")]))?,
+                )
             }
             ("tx", "rollback") => rollback = true,
             ("tx", "commit") => {}
@@ -108,6 +108,7 @@ pub fn parse(
             ("resolution", "ignore-duplicates") => resolution = Some(Resolution::Ignore),
             ("missing", "default") => missing_default = true,
             ("missing", "null") => {}
+            ("params", "single-object") => single_object = true,
             _ => {
                 unknown.push(format!("{k}={v}"));
                 continue;
@@ -117,15 +118,7 @@ pub fn parse(
     }
 
     if strict && !unknown.is_empty() {
-        return Err(DataError::new(
-            400,
-            "PGRST122",
-            format!(
-                "Invalid preferences given with handling=strict: {}",
-                unknown.join(", ")
-            ),
-        )
-        .into());
+        return Err(DataError::preferences(&unknown).into());
     }
     // max-affected only binds with handling=strict, as in PostgREST.
     let max_affected = if strict { max_affected } else { None };
@@ -158,41 +151,47 @@ pub fn parse(
             single = true
         }
         Some(_) => {}
-        None => {
-            return Err(DataError::new(
-                406,
-                "PGRST107",
-                format!("None of these media types are available: {accept}"),
-            )
-            .into());
-        }
+        None => return Err(DataError::media_type(&accept).into()),
     }
 
-    if !reading {
-        if let Some(ct) = header(h, "content-type") {
-            let ct = ct
-                .split(';')
+    // A call may post a raw body for a function with one unnamed text, xml
+    // or bytea parameter (PostgREST's `hasSingleUnnamedParam`).
+    let content_type = header(h, "content-type")
+        .map(|ct| {
+            ct.split(';')
                 .next()
                 .unwrap_or("")
                 .trim()
-                .to_ascii_lowercase();
-            if !body.is_empty() && ct != "application/json" && !ct.is_empty() {
-                return Err(DataError::new(
-                    415,
-                    "PGRST107",
-                    format!("Content-Type not acceptable: {ct}"),
-                )
-                .hint("Send the body as application/json")
-                .into());
-            }
-        }
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let raw = match (&target, content_type.as_str()) {
+        (Target::Function(_), "text/plain") => Some(RawType::Text),
+        (Target::Function(_), "text/xml") => Some(RawType::Xml),
+        (Target::Function(_), "application/octet-stream") => Some(RawType::Bytea),
+        _ => None,
+    };
+    if !reading
+        && raw.is_none()
+        && !body.is_empty()
+        && !matches!(content_type.as_str(), "" | "application/json")
+    {
+        return Err(DataError::new(
+            415,
+            "PGRST107",
+            format!("Content-Type not acceptable: {content_type}"),
+        )
+        .hint("Send the body as application/json")
+        .into());
     }
     let text_body = if body.is_empty() {
         None
+    } else if raw == Some(RawType::Bytea) {
+        Some(format!("\\x{}", hex::encode(body)))
     } else {
         Some(
             std::str::from_utf8(body)
-                .map_err(|_| DataError::body("the body is not UTF-8"))?
+                .map_err(|_| DataError::body("Invalid request body: the body is not UTF-8"))?
                 .to_string(),
         )
     };
@@ -220,17 +219,10 @@ pub fn parse(
                 },
                 Method::PATCH => Action::Update,
                 Method::DELETE => Action::Delete,
-                _ => {
-                    return Err(DataError::new(
-                        405,
-                        "PGRST117",
-                        format!("Unsupported HTTP method: {method}"),
-                    )
-                    .into())
-                }
+                _ => return Err(DataError::unsupported_method(method.as_str()).into()),
             };
             if matches!(action, Action::Insert { .. } | Action::Update) && text_body.is_none() {
-                return Err(DataError::body("a JSON body is required").into());
+                return Err(DataError::body("Empty or invalid json").into());
             }
             (name, action, text_body)
         }
@@ -239,33 +231,61 @@ pub fn parse(
                 Method::POST => text_body,
                 Method::GET | Method::HEAD => {
                     // Query parameters named like an argument are arguments;
-                    // the rest filter the result.
-                    let names: std::collections::HashSet<&str> = schema
-                        .functions(&schema_name, &name)
-                        .iter()
-                        .flat_map(|f| f.args.iter().map(|a| a.name.as_str()))
-                        .collect();
+                    // the rest filter the result. A variadic parameter may
+                    // repeat (`?v=a&v=b` is the array); another one keeps its
+                    // last value, as in PostgREST (`toRpcParams`).
+                    let args_of = schema.functions(&schema_name, &name);
+                    // An argument name, or (as PostgREST's `qsParams`) a
+                    // parameter whose value is no `operator.value` filter.
+                    let is_arg = |k: &str, v: &str| {
+                        !RESERVED_KEYS.contains(&k)
+                            && !matches!(k, "or" | "and")
+                            && !k.contains('.')
+                            && (args_of.iter().any(|f| f.args.iter().any(|a| a.name == k))
+                                || parse_filter_value(Field::col(k), v).is_err())
+                    };
+                    let variadic = |k: &str| {
+                        args_of
+                            .iter()
+                            .any(|f| f.args.iter().any(|a| a.name == k && a.variadic))
+                    };
                     let mut args = serde_json::Map::new();
                     pairs.retain(|(k, v)| {
-                        if names.contains(k.as_str()) && !RESERVED_KEYS.contains(&k.as_str()) {
-                            args.insert(k.clone(), serde_json::Value::String(v.clone()));
-                            false
-                        } else {
-                            true
+                        if !is_arg(k, v) {
+                            return true;
                         }
+                        let value = serde_json::Value::String(v.clone());
+                        match args.get_mut(k) {
+                            Some(serde_json::Value::Array(list)) => list.push(value),
+                            _ if variadic(k) => {
+                                args.insert(k.clone(), serde_json::Value::Array(vec![value]));
+                            }
+                            _ => {
+                                args.insert(k.clone(), value);
+                            }
+                        }
+                        false
                     });
                     Some(serde_json::Value::Object(args).to_string())
                 }
-                _ => {
-                    return Err(DataError::new(
-                        405,
-                        "PGRST117",
-                        format!("Unsupported HTTP method: {method}"),
-                    )
-                    .into())
-                }
+                _ => return Err(DataError::rpc_method(method.as_str()).into()),
             };
-            (String::new(), Action::Call { function: name }, body)
+            let how = match raw {
+                Some(t) if *method == Method::POST => CallBody::Raw(t),
+                _ if single_object => CallBody::SingleObject,
+                _ => CallBody::Named,
+            };
+            if single_object {
+                applied.push("params=single-object".into());
+            }
+            (
+                String::new(),
+                Action::Call {
+                    function: name,
+                    body: how,
+                },
+                body,
+            )
         }
     };
 
@@ -305,20 +325,23 @@ pub fn parse(
 /// `Range: [items=]START-[END]` → (offset, row count if END is given).
 fn parse_range(value: &str) -> Result<(i64, Option<i64>), DataError> {
     let r = value.trim().trim_start_matches("items=");
-    let (a, b) = r.split_once('-').ok_or_else(DataError::range)?;
-    let start: i64 = a.trim().parse().map_err(|_| DataError::range())?;
+    let (a, b) = r.split_once('-').ok_or_else(|| DataError::range(None))?;
+    let start: i64 = a.trim().parse().map_err(|_| DataError::range(None))?;
     if b.trim().is_empty() {
         return Ok((start, None));
     }
-    let end: i64 = b.trim().parse().map_err(|_| DataError::range())?;
+    let end: i64 = b.trim().parse().map_err(|_| DataError::range(None))?;
     if end < start {
-        return Err(DataError::range());
+        return Err(DataError::range(Some(
+            "The lower boundary must be lower than or equal to the upper boundary in the Range header."
+                .into(),
+        )));
     }
     // Checked: `0-9223372036854775807` is more rows than an int8 LIMIT holds.
     let count = end
         .checked_sub(start)
         .and_then(|n| n.checked_add(1))
-        .ok_or_else(DataError::range)?;
+        .ok_or_else(|| DataError::range(None))?;
     Ok((start, Some(count)))
 }
 

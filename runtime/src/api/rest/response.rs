@@ -50,12 +50,7 @@ pub fn render(p: &Parsed, stmt: &Statement, out: Outcome) -> Result<Response, Re
             };
             if let Some(t) = out.total {
                 if p.offset > 0 && p.offset >= t && t > 0 {
-                    return Err(DataError::range()
-                        .details(format!(
-                            "An offset of {} was requested, but there are only {t} rows.",
-                            p.offset
-                        ))
-                        .into());
+                    return Err(DataError::range_out_of_bounds(p.offset, t).into());
                 }
             }
             (status, out.body)
