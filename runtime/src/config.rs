@@ -62,6 +62,10 @@ pub struct DataConfig {
     /// sequential scan of four million narrow rows); service_role is not
     /// limited.
     pub aggregate_max_cost: f64,
+    /// Answer `Accept: application/vnd.pgrst.plan` with the statement's
+    /// `EXPLAIN` (PostgREST's `db-plan-enabled`); off by default, as a plan
+    /// shows table sizes and indexes.
+    pub plan_enabled: bool,
 }
 
 impl Default for DataConfig {
@@ -69,6 +73,7 @@ impl Default for DataConfig {
         DataConfig {
             aggregates: true,
             aggregate_max_cost: 100_000.0,
+            plan_enabled: false,
         }
     }
 }

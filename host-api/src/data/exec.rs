@@ -118,6 +118,9 @@ pub async fn run(
         .map(|p| TextParam(p.as_deref()))
         .collect();
     let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+    if let Some(plan) = stmt.explain {
+        return explain_only(tx, &acting, &sql, plan, &refs, db, pg).await;
+    }
     let decide = (stmt.single && !read_only) || stmt.max_affected.is_some() || stmt.rollback;
     if !decide && explain.is_none() && stmt.estimate.is_none() {
         // One round trip: the COMMIT rides behind the statement, and a failed
@@ -189,6 +192,51 @@ pub async fn run(
         // The transaction could not be opened: the connection is dropped.
         Err(Step::Db(e)) => Err(db(e)),
     }
+}
+
+/// `Accept: application/vnd.pgrst.plan`: the statement's `EXPLAIN` as the
+/// body (JSON, or the text lines), run as the principal and always rolled
+/// back, so `options=analyze` on a write changes nothing.
+async fn explain_only(
+    tx: Tx,
+    acting: &Acting<'_>,
+    sql: &str,
+    plan: crate::data::request::Explain,
+    params: &[&(dyn ToSql + Sync)],
+    db: impl Fn(DbError) -> DataError,
+    pg: impl Fn(tokio_postgres::Error) -> DataError,
+) -> Result<Outcome, DataError> {
+    let conn = tx.conn();
+    let st = conn
+        .prepare_cached(&format!("{}{sql}", plan.prefix()))
+        .await
+        .map_err(&pg)?;
+    let rows = tx
+        .begin(Some(acting), conn.query(&st, params))
+        .await
+        .map_err(&db)?;
+    let body = rows.map_err(&pg).and_then(|rows| {
+        if plan.text {
+            let lines: Vec<String> = rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
+            Ok(lines.join("\n"))
+        } else {
+            let v: serde_json::Value = rows
+                .first()
+                .ok_or_else(|| DataError::new(500, "PGRST000", "EXPLAIN gave no plan"))?
+                .try_get(0)
+                .map_err(&pg)?;
+            Ok(v.to_string())
+        }
+    });
+    let ended = tx.end(false).await;
+    let body = body?;
+    ended.map_err(&db)?;
+    Ok(Outcome {
+        total: None,
+        body: Some(body),
+        rows: 0,
+        inserted: None,
+    })
 }
 
 /// Why a step of a multi-statement request stopped.

@@ -448,4 +448,50 @@ pub struct Request {
     /// `Accept: text/csv`: PostgreSQL builds the body as CSV (its own text
     /// output and quoting, as PostgREST), not JSON.
     pub csv: bool,
+    /// `nulls=stripped` (PostgREST's `vnd.pgrst.array+json` and
+    /// `vnd.pgrst.object+json` parameter): null-valued keys are left out.
+    pub strip_nulls: bool,
+    /// `Accept: application/vnd.pgrst.plan`: answer the statement's plan.
+    pub explain: Option<Explain>,
+}
+
+/// An `EXPLAIN` asked for with `Accept: application/vnd.pgrst.plan[+json|+text]`
+/// (PostgREST's `db-plan-enabled`): the format and the options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Explain {
+    /// `+text` (else JSON).
+    pub text: bool,
+    /// `options=analyze`: run it (in a transaction that is rolled back).
+    pub analyze: bool,
+    /// `options=verbose`.
+    pub verbose: bool,
+    /// `options=settings`.
+    pub settings: bool,
+    /// `options=buffers` (with analyze).
+    pub buffers: bool,
+    /// `options=wal` (with analyze).
+    pub wal: bool,
+}
+
+impl Explain {
+    /// `EXPLAIN (…) ` in front of a statement: options from this closed set.
+    pub fn prefix(&self) -> String {
+        let mut o = vec![if self.text {
+            "FORMAT TEXT"
+        } else {
+            "FORMAT JSON"
+        }];
+        for (on, name) in [
+            (self.analyze, "ANALYZE"),
+            (self.verbose, "VERBOSE"),
+            (self.settings, "SETTINGS"),
+            (self.buffers && self.analyze, "BUFFERS"),
+            (self.wal && self.analyze, "WAL"),
+        ] {
+            if on {
+                o.push(name);
+            }
+        }
+        format!("EXPLAIN ({}) ", o.join(", "))
+    }
 }

@@ -162,6 +162,8 @@ impl Host for GuestCtx {
             max_affected: None,
             rollback: false,
             csv: false,
+            strip_nulls: false,
+            explain: None,
         };
         self.run_data(db, r.schema, req).await
     }
@@ -193,6 +195,8 @@ impl Host for GuestCtx {
             max_affected: None,
             rollback: false,
             csv: false,
+            strip_nulls: false,
+            explain: None,
         };
         self.run_data(db, schema, req).await
     }

@@ -798,3 +798,96 @@ async fn rpc_raw_bodies_variadic_overloads_and_postgrest_errors() {
         )
     );
 }
+
+#[tokio::test]
+async fn media_types_plans_and_stripped_nulls() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let (_, secret) = db.key(KeyKind::Secret).await;
+    let srv = db.server().await;
+    let planning = db.server_with(|c| c.data.plan_enabled = true).await;
+    let seen = planning.schema_version();
+    ddl(
+        &db,
+        &srv,
+        "CREATE TABLE notes (id int PRIMARY KEY, body text, tag text);
+         CREATE POLICY r ON notes FOR SELECT USING (true);
+         INSERT INTO notes VALUES (1, 'a', NULL), (2, NULL, 'x');",
+    )
+    .await;
+    planning.wait_schema_after(seen).await;
+    let get = |s, path, accept| accepting(s, &anon, path, accept);
+    // nulls=stripped on arrays and single objects (PostgREST's vnd.pgrst types).
+    let (srv, planning) = (&srv, &planning);
+    let (s, h, b) = get(
+        srv,
+        "notes?order=id",
+        "application/vnd.pgrst.array+json;nulls=stripped",
+    )
+    .await;
+    assert_eq!(
+        (s, b),
+        (200, json!([{"id": 1, "body": "a"}, {"id": 2, "tag": "x"}]))
+    );
+    assert!(h["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("nulls=stripped"));
+    let (_, _, b) = get(
+        srv,
+        "notes?id=eq.2",
+        "application/vnd.pgrst.object+json;nulls=stripped",
+    )
+    .await;
+    assert_eq!(b, json!({"id": 2, "tag": "x"}));
+    // Plans are off by default (406), as PostgREST's db-plan-enabled.
+    let (s, _, b) = get(srv, "notes", "application/vnd.pgrst.plan+json").await;
+    assert_eq!((s, b["code"].as_str()), (406, Some("PGRST107")));
+    // When enabled: the statement's EXPLAIN, as the caller (RLS in the plan).
+    let (s, h, b) = get(planning, "notes?id=eq.1", "application/vnd.pgrst.plan+json").await;
+    assert_eq!(s, 200, "{b}");
+    assert!(h["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/vnd.pgrst.plan+json"));
+    assert!(b[0]["Plan"]["Total Cost"].is_number(), "{b}");
+    let (s, _, b) = get(
+        planning,
+        "notes",
+        "application/vnd.pgrst.plan+text; options=analyze",
+    )
+    .await;
+    assert_eq!(s, 200);
+    let text = b.as_str().unwrap();
+    assert!(
+        text.contains("actual time") && text.contains("Execution Time"),
+        "{text}"
+    );
+    // An analyzed write is rolled back.
+    let (s, _, _) = planning
+        .rest(
+            "DELETE",
+            "notes?id=eq.1",
+            &secret,
+            None,
+            &[("accept", "application/vnd.pgrst.plan+json; options=analyze")],
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, _, b) = srv
+        .rest("GET", "notes?select=id&order=id", &secret, None, &[], None)
+        .await;
+    assert_eq!(b, json!([{"id": 1}, {"id": 2}]));
+}
+
+/// GET `path` with `key` and `Accept: accept`.
+async fn accepting(
+    srv: &TestServer,
+    key: &str,
+    path: &str,
+    accept: &str,
+) -> (u16, http::HeaderMap, Value) {
+    srv.rest("GET", path, key, None, &[("accept", accept)], None)
+        .await
+}

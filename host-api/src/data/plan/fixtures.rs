@@ -111,6 +111,8 @@ pub fn request(relation: &str, action: Action, query: Query) -> Request {
         max_affected: None,
         rollback: false,
         csv: false,
+        strip_nulls: false,
+        explain: None,
     }
 }
 

@@ -60,6 +60,9 @@ pub struct Statement {
     pub max_affected: Option<i64>,
     /// `Prefer: tx=rollback`: run, answer, and roll back.
     pub rollback: bool,
+    /// `Accept: application/vnd.pgrst.plan`: answer this `EXPLAIN` of the
+    /// statement instead of running it (rolled back, even with `analyze`).
+    pub explain: Option<crate::data::request::Explain>,
     /// `Prefer: count=planned|estimated`: the statement whose row estimate
     /// is the count (run with `EXPLAIN` in the same transaction).
     pub estimate: Option<CountEstimate>,
@@ -128,6 +131,7 @@ pub fn plan(schema: &Schema, req: &Request, limits: &Limits) -> Result<Statement
     stmt.single = stmt.single || req.single;
     stmt.max_affected = req.max_affected;
     stmt.rollback = req.rollback;
+    stmt.explain = req.explain;
     Ok(stmt)
 }
 

@@ -109,6 +109,9 @@ impl<'s> Builder<'s> {
         let body = match csv {
             _ if req.head => "NULL::text".to_string(),
             Some(csv) => csv,
+            None if req.strip_nulls => {
+                "coalesce(json_agg(json_strip_nulls(_r.j)), '[]')::text".to_string()
+            }
             None => "coalesce(json_agg(_r.j), '[]')::text".to_string(),
         };
         Ok(format!(

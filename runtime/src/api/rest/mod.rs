@@ -5,6 +5,7 @@
 //! (host-api's `data`, shared with functions granted `db = "caller"`) →
 //! response ([`response`]). Errors render as PostgREST's body ([`error`]).
 
+mod accept;
 mod error;
 mod openapi;
 mod request;
@@ -72,7 +73,7 @@ async fn handle(
                 "The request body is too large",
             ))
         })?;
-    let parsed = request::parse(&parts, &schema, target, &body)?;
+    let parsed = request::parse(&parts, &schema, target, &body, st.config.data.plan_enabled)?;
     let settings = ExecSettings {
         timeout: st.statement_timeout(&principal).min(st.request_timeout),
         cache_size: st.config.database.statement_cache_size,

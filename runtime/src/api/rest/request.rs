@@ -67,6 +67,7 @@ pub fn parse(
     schema: &Schema,
     target: Target,
     body: &[u8],
+    plan_enabled: bool,
 ) -> Result<Parsed, RestError> {
     let h = &parts.headers;
     let method = &parts.method;
@@ -125,34 +126,9 @@ pub fn parse(
     if let Some(n) = max_affected {
         applied.push(format!("max-affected={n}"));
     }
-    let accept = header(h, "accept")
-        .unwrap_or("application/json")
-        .to_ascii_lowercase();
-    let mut single = false;
-    let mut csv = false;
-    let known = accept
-        .split(',')
-        .map(|m| m.split(';').next().unwrap_or("").trim())
-        .find(|m| {
-            matches!(
-                *m,
-                "application/json"
-                    | "*/*"
-                    | "application/*"
-                    | ""
-                    | "text/csv"
-                    | "application/vnd.pgrst.object+json"
-                    | "application/vnd.pgrst.object"
-            )
-        });
-    match known {
-        Some("text/csv") => csv = true,
-        Some("application/vnd.pgrst.object+json") | Some("application/vnd.pgrst.object") => {
-            single = true
-        }
-        Some(_) => {}
-        None => return Err(DataError::media_type(&accept).into()),
-    }
+    let accept = header(h, "accept").unwrap_or("application/json");
+    let produce = super::accept::negotiate(accept, plan_enabled)?;
+    let (single, csv) = (produce.single, produce.csv);
 
     // A call may post a raw body for a function with one unnamed text, xml
     // or bytea parameter (PostgREST's `hasSingleUnnamedParam`).
@@ -314,6 +290,8 @@ pub fn parse(
             max_affected,
             rollback,
             csv,
+            strip_nulls: produce.strip_nulls,
+            explain: produce.plan,
         },
         csv,
         offset,

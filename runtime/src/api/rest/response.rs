@@ -11,6 +11,8 @@ use wasmbase_host_api::data::{DataError, Outcome, Statement};
 
 const JSON: &str = "application/json; charset=utf-8";
 const OBJECT: &str = "application/vnd.pgrst.object+json; charset=utf-8";
+const OBJECT_STRIPPED: &str = "application/vnd.pgrst.object+json; nulls=stripped; charset=utf-8";
+const ARRAY_STRIPPED: &str = "application/vnd.pgrst.array+json; nulls=stripped; charset=utf-8";
 
 /// Builds the response of a finished request.
 pub fn render(p: &Parsed, stmt: &Statement, out: Outcome) -> Result<Response, RestError> {
@@ -33,6 +35,18 @@ pub fn render(p: &Parsed, stmt: &Statement, out: Outcome) -> Result<Response, Re
         if let Some(loc) = location(&p.path, stmt, &out) {
             b = b.header(header::LOCATION, loc);
         }
+    }
+    if let Some(plan) = req.explain {
+        let ct = if plan.text {
+            "application/vnd.pgrst.plan+text; for=\"application/json\"; charset=utf-8"
+        } else {
+            "application/vnd.pgrst.plan+json; for=\"application/json\"; charset=utf-8"
+        };
+        return Ok(b
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, ct)
+            .body(Body::from(out.body.unwrap_or_default()))
+            .unwrap_or_default());
     }
     let (status, body) = match &req.action {
         Action::Read | Action::Call { .. } => {
@@ -98,15 +112,24 @@ pub fn render(p: &Parsed, stmt: &Statement, out: Outcome) -> Result<Response, Re
             .unwrap_or(inner)
             .trim();
         let inner = if inner.is_empty() { "null" } else { inner }.to_string();
-        let ct = if req.single { OBJECT } else { JSON };
+        let ct = match (req.single, req.strip_nulls) {
+            (true, true) => OBJECT_STRIPPED,
+            (true, false) => OBJECT,
+            _ => JSON,
+        };
         return Ok(b
             .status(status)
             .header(header::CONTENT_TYPE, ct)
             .body(Body::from(inner))
             .unwrap_or_default());
     }
+    let ct = if req.strip_nulls {
+        ARRAY_STRIPPED
+    } else {
+        JSON
+    };
     Ok(b.status(status)
-        .header(header::CONTENT_TYPE, JSON)
+        .header(header::CONTENT_TYPE, ct)
         .body(Body::from(body))
         .unwrap_or_default())
 }
