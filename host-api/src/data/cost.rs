@@ -6,15 +6,19 @@
 //! the plan), and refused when its estimated total cost is above
 //! `data.aggregate_max_cost`. service_role is not limited.
 //!
-//! Estimates are remembered per (role, statement text) for [`TTL`]: the text
-//! holds the request's shape, not its values, so a repeated shape costs no
-//! extra round trip. The statement timeout stays the backstop for a shape whose
-//! cost depends on its values.
+//! Estimates are remembered per (role, statement text, values) for [`TTL`]:
+//! a repeated request (a dashboard polling the same count) costs no extra
+//! round trip, and a cheap estimate for some values never clears the same
+//! shape with other values (`gt.2999-01-01` then `gt.1900-01-01`). The key is
+//! a hash with a per-process random seed, so entries cannot be forged to
+//! collide. The statement timeout stays the backstop.
 
 use super::error::DataError;
 use crate::Role;
 use parking_lot::Mutex;
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
 /// How long an estimate is reused (statistics change; a plan may too).
@@ -26,7 +30,8 @@ const CAPACITY: usize = 1024;
 /// The guard and its estimate cache, shared by every request of a node.
 pub struct CostGuard {
     max_cost: f64,
-    cache: Mutex<HashMap<(Role, String), (f64, Instant)>>,
+    seed: RandomState,
+    cache: Mutex<HashMap<u64, (f64, Instant)>>,
 }
 
 impl CostGuard {
@@ -34,6 +39,7 @@ impl CostGuard {
     pub fn new(max_cost: f64) -> CostGuard {
         CostGuard {
             max_cost,
+            seed: RandomState::new(),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -43,20 +49,25 @@ impl CostGuard {
         matches!(role, Role::Anon | Role::Authenticated)
     }
 
-    /// A fresh estimate for `sql` run as `role`, if one is known.
-    pub fn cached(&self, role: Role, sql: &str) -> Option<f64> {
+    /// The cache key of `sql` with `params`, run as `role`.
+    pub fn key(&self, role: Role, sql: &str, params: &[Option<String>]) -> u64 {
+        self.seed.hash_one((role, sql, params))
+    }
+
+    /// A fresh estimate for `key`, if one is known.
+    pub fn cached(&self, key: u64) -> Option<f64> {
         let cache = self.cache.lock();
-        let (cost, at) = cache.get(&(role, sql.to_string()))?;
+        let (cost, at) = cache.get(&key)?;
         (at.elapsed() < TTL).then_some(*cost)
     }
 
-    /// Remembers the estimate of `sql` as `role`.
-    pub fn remember(&self, role: Role, sql: &str, cost: f64) {
+    /// Remembers the estimate for `key`.
+    pub fn remember(&self, key: u64, cost: f64) {
         let mut cache = self.cache.lock();
         if cache.len() >= CAPACITY {
             cache.clear();
         }
-        cache.insert((role, sql.to_string()), (cost, Instant::now()));
+        cache.insert(key, (cost, Instant::now()));
     }
 
     /// Refuses a statement whose estimate is above the limit.
@@ -94,10 +105,16 @@ mod tests {
         assert!(g.check(1000.0).is_ok());
         let e = g.check(1000.5).unwrap_err();
         assert_eq!((e.status, e.code.as_str()), (400, "WB_AGGREGATE_COST"));
-        assert_eq!(g.cached(Role::Anon, "q"), None);
-        g.remember(Role::Anon, "q", 5.0);
-        assert_eq!(g.cached(Role::Anon, "q"), Some(5.0));
-        assert_eq!(g.cached(Role::Authenticated, "q"), None);
+        let k = g.key(Role::Anon, "q", &[Some("1".into())]);
+        assert_eq!(g.cached(k), None);
+        g.remember(k, 5.0);
+        assert_eq!(g.cached(k), Some(5.0));
+        // Another role or other values are another estimate.
+        assert_eq!(
+            g.cached(g.key(Role::Authenticated, "q", &[Some("1".into())])),
+            None
+        );
+        assert_eq!(g.cached(g.key(Role::Anon, "q", &[Some("2".into())])), None);
         let plan = serde_json::json!([{"Plan": {"Node Type": "Aggregate", "Total Cost": 12.5}}]);
         assert_eq!(total_cost(&plan), Some(12.5));
         assert_eq!(total_cost(&serde_json::json!({})), None);

@@ -88,14 +88,16 @@ pub async fn run(
     let sql = format!("/* s{} */ {}", settings.schema_version, stmt.sql);
     // An aggregate's estimated cost is checked first (see `cost`): from the
     // guard's cache, or with EXPLAIN in this transaction on a miss.
-    let guard = (settings.cost.as_deref()).filter(|g| stmt.aggregate && g.applies(principal.role));
+    let guard = (settings.cost.as_deref())
+        .filter(|g| stmt.aggregate && g.applies(principal.role))
+        .map(|g| (g, g.key(principal.role, &sql, &stmt.params)));
     let explain = match guard {
-        Some(g) => match g.cached(principal.role, &sql) {
+        Some((g, key)) => match g.cached(key) {
             Some(cost) => {
                 g.check(cost)?;
                 None
             }
-            None => Some(g),
+            None => Some((g, key)),
         },
         None => None,
     };
@@ -119,7 +121,9 @@ pub async fn run(
         .collect();
     let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
     if let Some(plan) = stmt.explain {
-        return explain_only(tx, &acting, &sql, plan, &refs, db, pg).await;
+        // Only an analyzed plan runs the statement: then the guard applies.
+        let guard = explain.filter(|_| plan.analyze);
+        return explain_only(tx, &acting, &sql, plan, &refs, guard, db, pg).await;
     }
     let decide = (stmt.single && !read_only) || stmt.max_affected.is_some() || stmt.rollback;
     if !decide && explain.is_none() && stmt.estimate.is_none() {
@@ -141,12 +145,8 @@ pub async fn run(
         opened: false,
     };
     let result = async {
-        if let Some(g) = explain {
-            let plan = steps.explain(&sql, &refs).await?;
-            let cost = total_cost(&plan)
-                .ok_or_else(|| DataError::new(500, "PGRST000", "EXPLAIN gave no total cost"))?;
-            g.remember(principal.role, &sql, cost);
-            g.check(cost)?;
+        if let Some((g, key)) = explain {
+            steps.check_cost(g, key, &sql, &refs).await?;
         }
         let row = steps.query(&prepared, &refs).await?;
         let mut out = outcome(&row, stmt)?;
@@ -165,7 +165,11 @@ pub async fn run(
                 let plan = steps.explain(&sql, &refs).await?;
                 let rows = plan_rows(&plan).unwrap_or(0);
                 // Never below what this response itself holds.
-                out.total = Some(rows.max(est.offset + out.rows));
+                out.total = Some(if out.rows > 0 {
+                    rows.max(est.offset + out.rows)
+                } else {
+                    rows
+                });
             }
         }
         Ok::<_, Step>(out)
@@ -196,41 +200,63 @@ pub async fn run(
 
 /// `Accept: application/vnd.pgrst.plan`: the statement's `EXPLAIN` as the
 /// body (JSON, or the text lines), run as the principal and always rolled
-/// back, so `options=analyze` on a write changes nothing.
+/// back, so `options=analyze` on a write changes nothing. An analyzed plan
+/// runs the statement, so `guard` (a cost-guard miss) is checked first.
+#[allow(clippy::too_many_arguments)]
 async fn explain_only(
     tx: Tx,
     acting: &Acting<'_>,
     sql: &str,
     plan: crate::data::request::Explain,
     params: &[&(dyn ToSql + Sync)],
+    guard: Option<(&CostGuard, u64)>,
     db: impl Fn(DbError) -> DataError,
     pg: impl Fn(tokio_postgres::Error) -> DataError,
 ) -> Result<Outcome, DataError> {
-    let conn = tx.conn();
-    let st = conn
-        .prepare_cached(&format!("{}{sql}", plan.prefix()))
-        .await
-        .map_err(&pg)?;
-    let rows = tx
-        .begin(Some(acting), conn.query(&st, params))
-        .await
-        .map_err(&db)?;
-    let body = rows.map_err(&pg).and_then(|rows| {
+    let mut steps = Steps {
+        tx: &tx,
+        acting,
+        opened: false,
+    };
+    let result = async {
+        if let Some((g, key)) = guard {
+            steps.check_cost(g, key, sql, params).await?;
+        }
+        let st = tx
+            .conn()
+            .prepare_cached(&format!("{}{sql}", plan.prefix()))
+            .await?;
+        let rows = steps.all(&st, params).await?;
         if plan.text {
             let lines: Vec<String> = rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
-            Ok(lines.join("\n"))
+            Ok::<_, Step>(lines.join("\n"))
         } else {
             let v: serde_json::Value = rows
                 .first()
                 .ok_or_else(|| DataError::new(500, "PGRST000", "EXPLAIN gave no plan"))?
-                .try_get(0)
-                .map_err(&pg)?;
+                .try_get(0)?;
             Ok(v.to_string())
         }
-    });
-    let ended = tx.end(false).await;
-    let body = body?;
-    ended.map_err(&db)?;
+    }
+    .await;
+    let opened = steps.opened;
+    let body = match result {
+        Ok(body) => body,
+        Err(Step::Db(e)) => return Err(db(e)),
+        Err(Step::Pg(e)) => {
+            if opened {
+                tx.end(false).await.map_err(&db)?;
+            }
+            return Err(pg(e));
+        }
+        Err(Step::Failed(e)) => {
+            if opened {
+                tx.end(false).await.map_err(&db)?;
+            }
+            return Err(e);
+        }
+    };
+    tx.end(false).await.map_err(&db)?;
     Ok(Outcome {
         total: None,
         body: Some(body),
@@ -286,6 +312,41 @@ impl Steps<'_> {
             .map_err(Step::Db)?;
         self.opened = true;
         Ok(q?)
+    }
+
+    /// Every row of a statement (see [`Steps::query`]).
+    async fn all(
+        &mut self,
+        st: &tokio_postgres::Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, Step> {
+        let conn = self.tx.conn();
+        if self.opened {
+            return Ok(conn.query(st, params).await?);
+        }
+        let q = self
+            .tx
+            .begin(Some(self.acting), conn.query(st, params))
+            .await
+            .map_err(Step::Db)?;
+        self.opened = true;
+        Ok(q?)
+    }
+
+    /// The cost guard's check of `sql` (a cache miss): its estimate, as the
+    /// principal, remembered under `key`.
+    async fn check_cost(
+        &mut self,
+        g: &CostGuard,
+        key: u64,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<(), Step> {
+        let plan = self.explain(sql, params).await?;
+        let cost = total_cost(&plan)
+            .ok_or_else(|| DataError::new(500, "PGRST000", "EXPLAIN gave no total cost"))?;
+        g.remember(key, cost);
+        Ok(g.check(cost)?)
     }
 
     /// `EXPLAIN (FORMAT JSON)` of `sql` (prepared outside the transaction,

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod profile;
 pub mod request;
 pub mod schema;
+mod view_origins;
 
 pub use cost::CostGuard;
 pub use error::DataError;

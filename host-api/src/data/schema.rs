@@ -345,18 +345,7 @@ pub async fn load(
             one_to_one: row.get(7),
         });
     }
-    let mut origins = ViewOrigins::default();
-    for row in client.query(VIEW_COLUMNS, &[]).await? {
-        origins
-            .0
-            .entry((row.get(0), row.get(1)))
-            .or_default()
-            .push((
-                unescape_node_text(row.get(2)),
-                (row.get(3), row.get(4)),
-                row.get(5),
-            ));
-    }
+    let origins = super::view_origins::ViewOrigins::load(client).await?;
     let exposed = |(s, _): &(String, String)| schemas.contains(s);
     out.fks = all_fks
         .iter()
@@ -399,126 +388,6 @@ pub async fn load(
         }
     }
     Ok(out)
-}
-
-/// Where the columns of views come from: per view, (view column, the
-/// relation and column it shows). Read from each view's `_RETURN` rule, the
-/// way PostgREST does (`allViewsKeyDependencies`), so embedding can follow a
-/// view's columns back to the foreign keys of its base tables, through views
-/// of views.
-#[derive(Default)]
-struct ViewOrigins(HashMap<RelName, Vec<ShownColumn>>);
-
-/// A relation as (schema, name).
-type RelName = (String, String);
-
-/// A view column, and the relation and column it shows.
-type ShownColumn = (String, RelName, String);
-
-impl ViewOrigins {
-    /// The base (non-view) relation and column behind `col` of `rel`
-    /// (itself when `rel` is not a view), following views of views.
-    fn resolve(&self, rel: &(String, String), col: &str) -> Option<((String, String), String)> {
-        let (mut rel, mut col) = (rel.clone(), col.to_string());
-        for _ in 0..16 {
-            let Some(cols) = self.0.get(&rel) else {
-                return Some((rel, col));
-            };
-            let (_, base, base_col) = cols.iter().find(|(c, _, _)| *c == col)?;
-            (rel, col) = (base.clone(), base_col.clone());
-        }
-        None
-    }
-
-    /// The columns of `view` showing `cols` of the base relation `base`, in
-    /// order, when it shows all of them.
-    fn showing(
-        &self,
-        view: &(String, String),
-        base: &(String, String),
-        cols: &[String],
-    ) -> Option<Vec<String>> {
-        let shown = self.0.get(view)?;
-        cols.iter()
-            .map(|c| {
-                shown.iter().find_map(|(vc, _, _)| {
-                    (self.resolve(view, vc)? == (base.clone(), c.clone())).then(|| vc.clone())
-                })
-            })
-            .collect()
-    }
-
-    /// Foreign keys of views (PostgREST's view relationships): for each key
-    /// between base tables, one from (and to) every exposed view that shows
-    /// all of its columns, beside the key itself when both tables are exposed.
-    fn view_keys(
-        &self,
-        views: &[(String, String)],
-        fks: &[ForeignKey],
-        exposed: &dyn Fn(&(String, String)) -> bool,
-    ) -> Vec<ForeignKey> {
-        let mut out = Vec::new();
-        for fk in fks {
-            let sides = |base: &(String, String), cols: &[String]| {
-                let mut v: Vec<((String, String), Vec<String>, bool)> = Vec::new();
-                if exposed(base) {
-                    v.push((base.clone(), cols.to_vec(), false));
-                }
-                for view in views {
-                    if let Some(c) = self.showing(view, base, cols) {
-                        v.push((view.clone(), c, true));
-                    }
-                }
-                v
-            };
-            for (from, from_cols, from_view) in sides(&fk.from, &fk.from_cols) {
-                for (to, to_cols, to_view) in sides(&fk.to, &fk.to_cols) {
-                    if from_view || to_view {
-                        out.push(ForeignKey {
-                            name: fk.name.clone(),
-                            from: from.clone(),
-                            from_cols: from_cols.clone(),
-                            to,
-                            to_cols,
-                            one_to_one: fk.one_to_one,
-                        });
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// The primary key of `view`: its base table's, when the view shows it.
-    fn base_pk(
-        &self,
-        view: &(String, String),
-        relations: &HashMap<(String, String), Relation>,
-    ) -> Vec<String> {
-        let Some(cols) = self.0.get(view) else {
-            return Vec::new();
-        };
-        let Some((base, _)) = cols.first().and_then(|(c, _, _)| self.resolve(view, c)) else {
-            return Vec::new();
-        };
-        match relations.get(&base) {
-            Some(b) if !b.pk.is_empty() => self.showing(view, &base, &b.pk).unwrap_or_default(),
-            _ => Vec::new(),
-        }
-    }
-}
-
-/// A name as PostgreSQL's node text prints it (`my\ col`): backslashes escape.
-fn unescape_node_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => out.extend(chars.next()),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn function_from_row(row: &tokio_postgres::Row) -> Option<Function> {
@@ -639,26 +508,6 @@ JOIN pg_class r2 ON r2.oid = c.confrelid JOIN pg_namespace n2 ON n2.oid = r2.rel
 WHERE c.contype = 'f' AND c.conparentid = 0
   AND n1.nspname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY c.conrelid, c.conname";
-
-/// Each view column that shows a column of another relation: the last
-/// top-level `TargetEntry` of that name in the view's rule (nested queries'
-/// entries print before the outer ones), with its `resorigtbl`/`resorigcol`.
-const VIEW_COLUMNS: &str = r"
-SELECT vn.nspname::text, v.relname::text, x.resname, bn.nspname::text, b.relname::text, a.attname::text
-FROM pg_class v
-JOIN pg_namespace vn ON vn.oid = v.relnamespace
-JOIN pg_rewrite r ON r.ev_class = v.oid AND r.rulename = '_RETURN'
-CROSS JOIN LATERAL (
-  SELECT DISTINCT ON (m[1]) m[1] AS resname, m[2]::oid AS tbl, m[3]::int2 AS col
-  FROM regexp_matches(r.ev_action::text,
-    ':resname ((?:[^ \\]|\\.)+) :ressortgroupref \d+ :resorigtbl (\d+) :resorigcol (\d+)', 'g')
-    WITH ORDINALITY t(m, ord)
-  ORDER BY m[1], ord DESC
-) x
-JOIN pg_class b ON b.oid = x.tbl
-JOIN pg_namespace bn ON bn.oid = b.relnamespace
-JOIN pg_attribute a ON a.attrelid = b.oid AND a.attnum = x.col
-WHERE v.relkind IN ('v', 'm') AND vn.nspname NOT IN ('pg_catalog', 'information_schema')";
 
 const FUNCTIONS: &str = "
 SELECT n.nspname::text, p.proname::text,

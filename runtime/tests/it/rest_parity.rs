@@ -144,7 +144,22 @@ async fn aggregates_group_cast_embed_and_respect_rls() {
             None,
         )
         .await;
-    assert_eq!(h["content-range"], "0-2/3", "three groups");
+    // The count is of the rows aggregated (PostgREST's count ignores the
+    // GROUP BY): three groups of the user's four orders.
+    assert_eq!(h["content-range"], "0-2/4");
+    // A JSON path grouped and ordered by (one parameter per key text).
+    let (s, _, b) = get(
+        "orders?select=tax:details->>tax,count()&order=details->>tax&limit=2",
+        Some(&a),
+    )
+    .await;
+    assert_eq!(
+        (s, b),
+        (
+            200,
+            json!([{"tax": "1", "count": 1}, {"tax": "2", "count": 1}])
+        )
+    );
 
     // Hostile or unknown input: PostgREST's error shape, never a 500.
     for (path, code) in [
@@ -191,6 +206,40 @@ async fn the_cost_guard_refuses_expensive_aggregates_for_request_roles() {
          ANALYZE parents; ANALYZE children;",
     )
     .await;
+    // A cheap value of a shape does not clear an expensive value of it: the
+    // estimate is per request values.
+    let (s, _, b) = srv
+        .rest(
+            "GET",
+            "parents?select=name,children(amount.sum())&id=gt.999&order=id",
+            &anon,
+            None,
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, b),
+        (
+            200,
+            json!([{"name": "p1000", "children": [{"sum": 54990}]}])
+        )
+    );
+    let (s, _, b) = srv
+        .rest(
+            "GET",
+            "parents?select=name,children(amount.sum())&id=gt.0&order=id",
+            &anon,
+            None,
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (400, Some("WB_AGGREGATE_COST")),
+        "{b}"
+    );
     let path = "parents?select=name,children(amount.sum())&order=id&limit=1000";
     let (s, _, b) = srv.rest("GET", path, &anon, None, &[], None).await;
     assert_eq!(
@@ -270,6 +319,7 @@ async fn aggregates_can_be_turned_off() {
 async fn computed_fields_and_relationships() {
     let db = TestDb::new().await;
     let (_, anon) = db.key(KeyKind::Publishable).await;
+    let (_, secret) = db.key(KeyKind::Secret).await;
     let srv = db.server().await;
     ddl(
         &db,
@@ -319,6 +369,21 @@ async fn computed_fields_and_relationships() {
             {"first_name": "Grace", "boss": {"first_name": "Ada"}, "reports": []}
         ])
     );
+    // A merging upsert returns computed fields of the written rows.
+    let (s, _, b) = srv
+        .rest(
+            "POST",
+            "people?select=id,full_name&on_conflict=id",
+            &secret,
+            None,
+            &[(
+                "prefer",
+                "resolution=merge-duplicates,return=representation",
+            )],
+            Some(json!({"id": 1, "first_name": "Ada", "last_name": "King"})),
+        )
+        .await;
+    assert_eq!((s, b), (200, json!([{"id": 1, "full_name": "Ada King"}])));
     // …filterable like any embed.
     let (_, _, b) =
         get("people?select=first_name,reports!inner(first_name)&reports.first_name=eq.Grace").await;
@@ -400,6 +465,9 @@ async fn one_to_one_self_reference_spreads_and_relationship_errors() {
         b,
         json!([{"name": "Taylor", "report": ["Miller", "Johnson"]}])
     );
+    // …in the embed's range too.
+    let (_, _, b) = get("employees?select=name,...employees(report:name)&id=eq.1&employees.order=name.desc&employees.limit=1&employees.offset=1").await;
+    assert_eq!(b, json!([{"name": "Taylor", "report": ["Johnson"]}]));
 
     // Two keys to one table: PGRST201 with PostgREST's details and hint…
     let (s, _, b) = get("shipments?select=addresses(city)").await;
@@ -553,6 +621,11 @@ async fn embedding_through_views_follows_their_columns_to_base_keys() {
          CREATE VIEW public.directors AS SELECT id, name FROM private.directors;
          CREATE VIEW public.films AS SELECT id AS film_id, title, director_id AS made_by FROM private.films;
          CREATE VIEW public.lynch_films AS SELECT film_id, title, made_by FROM public.films WHERE made_by = 1;
+         -- A subquery column whose own column is also called id: only the
+         -- view's top-level columns count.
+         CREATE VIEW public.film_cards AS SELECT f.id, f.title,
+           (SELECT d.id FROM private.directors d WHERE d.id = f.director_id) AS director
+           FROM private.films f ORDER BY f.title;
          CREATE TABLE public.screenings (id int PRIMARY KEY, film int REFERENCES private.films, city text);
          CREATE POLICY r ON public.screenings FOR SELECT USING (true);
          INSERT INTO public.screenings VALUES (1, 1, 'Oslo'), (2, 3, 'Rome');
@@ -604,6 +677,12 @@ async fn embedding_through_views_follows_their_columns_to_base_keys() {
             200,
             json!([{"title": "Cleo", "screenings": [{"city": "Rome"}]}])
         )
+    );
+    let (s, _, b) = get("screenings?select=city,film_cards(title)&order=id").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([{"city": "Oslo", "film_cards": {"title": "Dune"}}, {"city": "Rome", "film_cards": {"title": "Cleo"}}])
     );
     // Two views of one table are two relationships to choose from.
     let (s, _, b) = get("screenings?select=city,lynch_films(title)&order=id").await;
@@ -840,6 +919,21 @@ async fn media_types_plans_and_stripped_nulls() {
     )
     .await;
     assert_eq!(b, json!({"id": 2, "tag": "x"}));
+    // …and on the rows a write returns.
+    let (s, _, b) = srv
+        .rest(
+            "POST",
+            "notes",
+            &secret,
+            None,
+            &[
+                ("prefer", "return=representation"),
+                ("accept", "application/vnd.pgrst.array+json;nulls=stripped"),
+            ],
+            Some(json!({"id": 3, "body": "c"})),
+        )
+        .await;
+    assert_eq!((s, b), (201, json!([{"id": 3, "body": "c"}])));
     // Plans are off by default (406), as PostgREST's db-plan-enabled.
     let (s, _, b) = get(srv, "notes", "application/vnd.pgrst.plan+json").await;
     assert_eq!((s, b["code"].as_str()), (406, Some("PGRST107")));
@@ -878,7 +972,7 @@ async fn media_types_plans_and_stripped_nulls() {
     let (_, _, b) = srv
         .rest("GET", "notes?select=id&order=id", &secret, None, &[], None)
         .await;
-    assert_eq!(b, json!([{"id": 1}, {"id": 2}]));
+    assert_eq!(b, json!([{"id": 1}, {"id": 2}, {"id": 3}]));
 }
 
 /// GET `path` with `key` and `Accept: accept`.

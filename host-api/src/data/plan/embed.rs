@@ -122,13 +122,7 @@ impl<'s> Builder<'s> {
             )
         } else {
             let order = self.order(&lv.mods.order, lv.src, &lv.alias, &e.select)?;
-            let mut range = String::new();
-            if let Some(l) = lv.mods.limit {
-                range.push_str(&format!(" LIMIT {}", self.param(l.to_string())));
-            }
-            if let Some(o) = lv.mods.offset {
-                range.push_str(&format!(" OFFSET {}", self.param(o.to_string())));
-            }
+            let range = self.range(&lv.mods);
             format!(
                 "(SELECT coalesce(json_agg(_e.j), '[]') FROM (SELECT {obj} AS j FROM {from} WHERE {join}{}{group}{order}{range}) _e)",
                 and_more(&conds)
@@ -156,15 +150,18 @@ impl<'s> Builder<'s> {
     ) -> Result<(), DataError> {
         let conds = self.conditions(q, &lv.mods.conditions, lv.src, &lv.alias, &lv.path)?;
         let order = self.order(&lv.mods.order, lv.src, &lv.alias, &e.select)?;
+        let range = self.range(&lv.mods);
         for p in self.pairs(q, &e.select, lv.src, &lv.alias, &lv.path)? {
             if p.agg.is_some() {
                 return Err(DataError::not_implemented(
                     "Aggregates are not implemented for one-to-many or many-to-many spreads.",
                 ));
             }
+            // The related rows in the embed's order and range, their values
+            // aggregated in that order.
             pairs.push(Pair {
                 value: format!(
-                    "(SELECT coalesce(json_agg({}{order}), '[]') FROM {from} WHERE {join}{})",
+                    "(SELECT coalesce(json_agg(_s.v), '[]') FROM (SELECT {} AS v FROM {from} WHERE {join}{}{order}{range}) _s)",
                     p.value,
                     and_more(&conds)
                 ),
@@ -173,6 +170,18 @@ impl<'s> Builder<'s> {
             });
         }
         Ok(())
+    }
+
+    /// ` LIMIT $n OFFSET $m` of an embedded to-many level (what it was given).
+    fn range(&mut self, mods: &Modifiers) -> String {
+        let mut range = String::new();
+        if let Some(l) = mods.limit {
+            range.push_str(&format!(" LIMIT {}", self.param(l.to_string())));
+        }
+        if let Some(o) = mods.offset {
+            range.push_str(&format!(" OFFSET {}", self.param(o.to_string())));
+        }
+        range
     }
 }
 

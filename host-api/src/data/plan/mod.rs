@@ -108,6 +108,7 @@ pub fn plan(schema: &Schema, req: &Request, limits: &Limits) -> Result<Statement
         aliases: 0,
         aggregates: limits.aggregates,
         aggregated: false,
+        path_keys: Default::default(),
     };
     let mut stmt = match &req.action {
         Action::Call { function, .. } => b.call(req, function, limits)?,
@@ -184,6 +185,8 @@ struct Builder<'s> {
     aggregates: bool,
     /// An aggregate was planned.
     aggregated: bool,
+    /// JSON-path keys already bound (see `sql::path_key`).
+    path_keys: std::collections::HashMap<String, String>,
 }
 
 #[cfg(test)]

@@ -51,6 +51,7 @@ impl<'s> Builder<'s> {
             aliases: self.aliases,
             aggregates: self.aggregates,
             aggregated: false,
+            path_keys: Default::default(),
         };
         let root = req.query.root().cloned().unwrap_or_default();
         let conds = b.conditions(&req.query, &root.conditions, src, a, &[])?;
@@ -89,7 +90,8 @@ impl<'s> Builder<'s> {
             self.param(limit.to_string()),
             self.param(root.offset.unwrap_or(0).to_string()),
         );
-        // An aggregated level counts its groups (one row without GROUP BY).
+        // An aggregated level counts the rows it aggregates, not its groups
+        // (PostgREST's count query ignores the GROUP BY).
         let total = match (req.count, &group) {
             (None, _) => "NULL::int8".into(),
             // A relation's planned count is its estimate alone (see `read`);
@@ -99,11 +101,7 @@ impl<'s> Builder<'s> {
                 "(SELECT count(*) FROM (SELECT 1 FROM {from}{conds} LIMIT {}) _c)",
                 self.param((limits.max_rows + 1).to_string())
             ),
-            (Some(_), None) => format!("(SELECT count(*) FROM {from}{conds})"),
-            (Some(_), Some(g)) if g.is_empty() => "1::int8".into(),
-            (Some(_), Some(g)) => {
-                format!("(SELECT count(*) FROM (SELECT 1 FROM {from}{conds}{g}) _g)")
-            }
+            (Some(_), _) => format!("(SELECT count(*) FROM {from}{conds})"),
         };
         let group = group.unwrap_or_default();
         let body = match csv {
@@ -252,11 +250,7 @@ impl<'s> Builder<'s> {
         let (mut expr, _) = self.column(src, a, &f.column)?;
         for step in &f.path {
             let op = if step.text { "->>" } else { "->" };
-            let key = if step.key.parse::<i32>().is_ok() {
-                format!("{}::int4", self.param(step.key.clone()))
-            } else {
-                format!("{}::text", self.param(step.key.clone()))
-            };
+            let key = self.path_key(&step.key);
             expr = format!("({expr}{op}{key})");
         }
         Ok(expr)

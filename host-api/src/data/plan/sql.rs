@@ -22,6 +22,24 @@ impl Builder<'_> {
         format!("${}", self.params.len())
     }
 
+    /// A JSON-path key as a typed parameter (`$n::int4` for an array index,
+    /// else `$n::text`), bound once per statement: the same path written
+    /// twice is the same expression text, so PostgreSQL matches a grouped
+    /// `data->>k` in `ORDER BY` with the one in `GROUP BY`.
+    pub(super) fn path_key(&mut self, key: &str) -> String {
+        if let Some(p) = self.path_keys.get(key) {
+            return p.clone();
+        }
+        let cast = if key.parse::<i32>().is_ok() {
+            "int4"
+        } else {
+            "text"
+        };
+        let p = format!("{}::{cast}", self.param(key));
+        self.path_keys.insert(key.to_string(), p.clone());
+        p
+    }
+
     /// A fresh table alias (`"_0"`, `"_1"`, …), unique in the statement.
     pub(super) fn alias(&mut self) -> String {
         let a = format!("\"_{}\"", self.aliases);

@@ -263,19 +263,30 @@ impl<'s> Builder<'s> {
         } else {
             "NULL::int8"
         };
+        // The written rows as the relation's row type: a merging upsert's
+        // `_w` has one more column, and a computed field takes the row.
+        let rows = if merge {
+            let cols: Vec<String> = rel.columns.iter().map(|c| ident(&c.name)).collect();
+            format!("(SELECT {} FROM _w) {a}", cols.join(", "))
+        } else {
+            format!("_w {a}")
+        };
         let body = match req.returning {
             Return::Representation if req.csv => {
                 let pairs = self.pairs(&req.query, &req.query.select, src, &a, &[])?;
                 no_aggregate(&pairs)?;
                 format!(
-                    "(SELECT {} FROM (SELECT {} AS j FROM _w {a}) _c)",
+                    "(SELECT {} FROM (SELECT {} AS j FROM {rows}) _c)",
                     csv_agg(&pairs, "_c.j"),
                     csv_row(&pairs)
                 )
             }
             Return::Representation => {
-                let obj = self.plain_object(&req.query, &req.query.select, src, &a)?;
-                format!("(SELECT coalesce(json_agg({obj}), '[]')::text FROM _w {a})")
+                let mut obj = self.plain_object(&req.query, &req.query.select, src, &a)?;
+                if req.strip_nulls {
+                    obj = format!("json_strip_nulls({obj})");
+                }
+                format!("(SELECT coalesce(json_agg({obj}), '[]')::text FROM {rows})")
             }
             Return::HeadersOnly if !rel.pk.is_empty() => {
                 let items: Vec<SelectItem> = rel
@@ -290,7 +301,7 @@ impl<'s> Builder<'s> {
                     })
                     .collect();
                 let obj = self.plain_object(&req.query, &items, src, &a)?;
-                format!("(SELECT coalesce(json_agg({obj}), '[]')::text FROM _w {a})")
+                format!("(SELECT coalesce(json_agg({obj}), '[]')::text FROM {rows})")
             }
             _ => "NULL::text".into(),
         };
