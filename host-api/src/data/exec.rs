@@ -88,8 +88,10 @@ pub async fn run(
     let sql = format!("/* s{} */ {}", settings.schema_version, stmt.sql);
     // An aggregate's estimated cost is checked first (see `cost`): from the
     // guard's cache, or with EXPLAIN in this transaction on a miss.
+    // A plan that is not analyzed runs nothing: no guard.
+    let runs = stmt.explain.is_none_or(|p| p.analyze);
     let guard = (settings.cost.as_deref())
-        .filter(|g| stmt.aggregate && g.applies(principal.role))
+        .filter(|g| runs && stmt.aggregate && g.applies(principal.role))
         .map(|g| (g, g.key(principal.role, &sql, &stmt.params)));
     let explain = match guard {
         Some((g, key)) => match g.cached(key) {
@@ -121,9 +123,7 @@ pub async fn run(
         .collect();
     let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
     if let Some(plan) = stmt.explain {
-        // Only an analyzed plan runs the statement: then the guard applies.
-        let guard = explain.filter(|_| plan.analyze);
-        return explain_only(tx, &acting, &sql, plan, &refs, guard, db, pg).await;
+        return explain_only(tx, &acting, &sql, plan, &refs, explain, db, pg).await;
     }
     let decide = (stmt.single && !read_only) || stmt.max_affected.is_some() || stmt.rollback;
     if !decide && explain.is_none() && stmt.estimate.is_none() {
@@ -180,22 +180,34 @@ pub async fn run(
             tx.end(!stmt.rollback).await.map_err(db)?;
             Ok(out)
         }
-        Err(Step::Failed(e)) => {
-            if steps.opened {
-                tx.end(false).await.map_err(db)?;
-            }
-            Err(e)
+        Err(e) => {
+            let opened = steps.opened;
+            Err(abandon(tx, opened, e, db, pg).await)
         }
-        Err(Step::Pg(e)) => {
-            let e = pg(e);
-            if steps.opened {
-                tx.end(false).await.map_err(db)?;
-            }
-            Err(e)
-        }
-        // The transaction could not be opened: the connection is dropped.
-        Err(Step::Db(e)) => Err(db(e)),
     }
+}
+
+/// Ends a transaction whose step failed and gives the step's error (a
+/// failed rollback is logged, never put in its place): rolled back when it
+/// was opened; dropped (and so discarded) when opening it failed.
+async fn abandon(
+    tx: Tx,
+    opened: bool,
+    e: Step,
+    db: impl Fn(DbError) -> DataError,
+    pg: impl Fn(tokio_postgres::Error) -> DataError,
+) -> DataError {
+    let e = match e {
+        Step::Db(e) => return db(e),
+        Step::Pg(e) => pg(e),
+        Step::Failed(e) => e,
+    };
+    if opened {
+        if let Err(end) = tx.end(false).await {
+            tracing::warn!(error = %end, "data API: rollback after a failed statement failed");
+        }
+    }
+    e
 }
 
 /// `Accept: application/vnd.pgrst.plan`: the statement's `EXPLAIN` as the
@@ -242,19 +254,7 @@ async fn explain_only(
     let opened = steps.opened;
     let body = match result {
         Ok(body) => body,
-        Err(Step::Db(e)) => return Err(db(e)),
-        Err(Step::Pg(e)) => {
-            if opened {
-                tx.end(false).await.map_err(&db)?;
-            }
-            return Err(pg(e));
-        }
-        Err(Step::Failed(e)) => {
-            if opened {
-                tx.end(false).await.map_err(&db)?;
-            }
-            return Err(e);
-        }
+        Err(e) => return Err(abandon(tx, opened, e, db, pg).await),
     };
     tx.end(false).await.map_err(&db)?;
     Ok(Outcome {

@@ -7,7 +7,10 @@
 //! `:targetList` count (a view column is one of those; subqueries in the
 //! range table, the select list or `WHERE` have target lists of their own),
 //! and junk entries are skipped. Each entry's `resorigtbl`/`resorigcol` say
-//! which relation column it shows, when it shows one unchanged.
+//! which relation column it shows, when it shows one unchanged; the view
+//! column is named from the view's own attributes by `resno` (the rule keeps
+//! the name a column had when the view was made, `ALTER VIEW … RENAME COLUMN`
+//! changes only the attribute; PostgREST reads `resno` too).
 
 use super::schema::{ForeignKey, Relation};
 use std::collections::HashMap;
@@ -16,8 +19,8 @@ use tokio_postgres::GenericClient;
 /// A relation as (schema, name).
 pub type RelName = (String, String);
 
-/// A target-list entry: (column name, relation oid, attribute number).
-type Target = (String, i64, i16);
+/// A target-list entry: (its `resno`, relation oid, attribute number).
+type Target = (i16, i64, i16);
 
 /// A view column, and the relation and column it shows.
 type ShownColumn = (String, RelName, String);
@@ -27,7 +30,7 @@ type ShownColumn = (String, RelName, String);
 pub struct ViewOrigins(HashMap<RelName, Vec<ShownColumn>>);
 
 const VIEWS: &str = "
-SELECT vn.nspname::text, v.relname::text, r.ev_action::text
+SELECT vn.nspname::text, v.relname::text, r.ev_action::text, v.oid::int8
 FROM pg_class v
 JOIN pg_namespace vn ON vn.oid = v.relnamespace
 JOIN pg_rewrite r ON r.ev_class = v.oid AND r.rulename = '_RETURN'
@@ -43,14 +46,18 @@ WHERE c.oid::int8 = ANY($1)";
 impl ViewOrigins {
     /// Reads every view's rule and resolves the columns it shows.
     pub async fn load(client: &impl GenericClient) -> Result<ViewOrigins, tokio_postgres::Error> {
-        let mut raw: Vec<(RelName, Vec<Target>)> = Vec::new();
+        let mut raw: Vec<(RelName, i64, Vec<Target>)> = Vec::new();
         for row in client.query(VIEWS, &[]).await? {
             let rule: &str = row.get(2);
-            raw.push(((row.get(0), row.get(1)), top_level_targets(rule)));
+            raw.push((
+                (row.get(0), row.get(1)),
+                row.get(3),
+                top_level_targets(rule),
+            ));
         }
         let mut oids: Vec<i64> = raw
             .iter()
-            .flat_map(|(_, t)| t.iter().map(|(_, oid, _)| *oid))
+            .flat_map(|(_, view, t)| std::iter::once(*view).chain(t.iter().map(|(_, oid, _)| *oid)))
             .collect();
         oids.sort_unstable();
         oids.dedup();
@@ -64,12 +71,13 @@ impl ViewOrigins {
             }
         }
         let mut out = ViewOrigins::default();
-        for (view, targets) in raw {
+        for (view, view_oid, targets) in raw {
             let shown = targets
                 .into_iter()
-                .filter_map(|(name, oid, col)| {
+                .filter_map(|(resno, oid, col)| {
+                    let (_, name) = columns.get(&(view_oid, resno))?;
                     let (rel, base_col) = columns.get(&(oid, col))?.clone();
-                    Some((name, rel, base_col))
+                    Some((name.clone(), rel, base_col))
                 })
                 .collect();
             out.0.insert(view, shown);
@@ -183,14 +191,15 @@ fn tokens(s: &str) -> Vec<Token<'_>> {
                 out.push(Token::Close);
                 i += 1;
             }
-            c if c.is_ascii_whitespace() => i += 1,
+            // PostgreSQL's `pg_strtok` separates tokens by these three only.
+            b' ' | b'\n' | b'\t' => i += 1,
             _ => {
                 let start = i;
                 while i < b.len() {
                     match b[i] {
                         b'\\' => i += 2,
                         b'{' | b'}' | b'(' | b')' => break,
-                        c if c.is_ascii_whitespace() => break,
+                        b' ' | b'\n' | b'\t' => break,
                         _ => i += 1,
                     }
                 }
@@ -279,6 +288,9 @@ fn own_fields<'a>(t: &[Token<'a>], start: usize) -> (Vec<(&'a str, &'a str)>, us
             Token::Word(w) if depth == 1 && w.starts_with(':') => {
                 if let Some(Token::Word(v)) = t.get(i + 1) {
                     fields.push((w, *v));
+                    // The value is not a field name, even if it starts with ':'.
+                    i += 2;
+                    continue;
                 }
             }
             _ => {}
@@ -293,25 +305,13 @@ fn entry(fields: &[(&str, &str)]) -> Option<Target> {
     if get(":resjunk") == Some("true") {
         return None;
     }
+    let resno: i16 = get(":resno")?.parse().ok()?;
     let tbl: i64 = get(":resorigtbl")?.parse().ok()?;
     let col: i16 = get(":resorigcol")?.parse().ok()?;
-    if tbl == 0 || col <= 0 {
+    if tbl == 0 || col <= 0 || resno <= 0 {
         return None;
     }
-    Some((unescape(get(":resname")?), tbl, col))
-}
-
-/// A name as PostgreSQL's node text prints it (`my\ col`): backslashes escape.
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => out.extend(chars.next()),
-            c => out.push(c),
-        }
-    }
-    out
+    Some((resno, tbl, col))
 }
 
 #[cfg(test)]
@@ -324,10 +324,11 @@ mod tests {
         // `select t.id, (select c.id from c …) as cat, t."my col" from t order by t.x`:
         // a subquery in the range table, one in the select list, a junk entry.
         let rule = r#"({QUERY :commandType 1 :rtable ({RANGETBLENTRY :subquery {QUERY :targetList ({TARGETENTRY :expr {VAR} :resno 1 :resname id :ressortgroupref 0 :resorigtbl 900 :resorigcol 1 :resjunk false})} :alias <>}) :jointree <> :targetList ({TARGETENTRY :expr {VAR :varno 1} :resno 1 :resname id :ressortgroupref 0 :resorigtbl 100 :resorigcol 1 :resjunk false} {TARGETENTRY :expr {SUBLINK :subselect {QUERY :targetList ({TARGETENTRY :expr {VAR} :resno 1 :resname id :ressortgroupref 0 :resorigtbl 200 :resorigcol 1 :resjunk false})}} :resno 2 :resname cat :ressortgroupref 0 :resorigtbl 0 :resorigcol 0 :resjunk false} {TARGETENTRY :expr {VAR} :resno 3 :resname my\ col :ressortgroupref 0 :resorigtbl 100 :resorigcol 3 :resjunk false} {TARGETENTRY :expr {VAR} :resno 4 :resname x :ressortgroupref 1 :resorigtbl 100 :resorigcol 4 :resjunk true}) :override 0})"#;
-        assert_eq!(
-            top_level_targets(rule),
-            vec![("id".to_string(), 100, 1), ("my col".to_string(), 100, 3)]
-        );
+        assert_eq!(top_level_targets(rule), vec![(1, 100, 1), (3, 100, 3)]);
+        // A value that looks like a field name is a value; a carriage return
+        // is part of a word (PostgreSQL splits on space, newline and tab).
+        let tricky = "({QUERY :targetList ({TARGETENTRY :expr {VAR} :resno 1 :resname :resorigtbl :ressortgroupref 0 :resorigtbl 100 :resorigcol 2 :resjunk false} {TARGETENTRY :resno 2 :resname a\r:resorigtbl\r1259 :ressortgroupref 0 :resorigtbl 0 :resorigcol 0 :resjunk false})})";
+        assert_eq!(top_level_targets(tricky), vec![(1, 100, 2)]);
         assert!(top_level_targets("garbage ((").is_empty());
         assert!(top_level_targets("").is_empty());
     }

@@ -465,6 +465,10 @@ async fn one_to_one_self_reference_spreads_and_relationship_errors() {
         b,
         json!([{"name": "Taylor", "report": ["Miller", "Johnson"]}])
     );
+    // A spread of nothing adds nothing (and binds nothing).
+    let (s, _, b) =
+        get("employees?select=name,...employees(employees())&employees.limit=1&id=eq.1").await;
+    assert_eq!((s, b), (200, json!([{"name": "Taylor"}])));
     // …in the embed's range too.
     let (_, _, b) = get("employees?select=name,...employees(report:name)&id=eq.1&employees.order=name.desc&employees.limit=1&employees.offset=1").await;
     assert_eq!(b, json!([{"name": "Taylor", "report": ["Johnson"]}]));
@@ -621,6 +625,8 @@ async fn embedding_through_views_follows_their_columns_to_base_keys() {
          CREATE VIEW public.directors AS SELECT id, name FROM private.directors;
          CREATE VIEW public.films AS SELECT id AS film_id, title, director_id AS made_by FROM private.films;
          CREATE VIEW public.lynch_films AS SELECT film_id, title, made_by FROM public.films WHERE made_by = 1;
+         -- Renamed after the fact: the rule keeps the old name, the view the new.
+         ALTER VIEW public.films RENAME COLUMN made_by TO director_ref;
          -- A subquery column whose own column is also called id: only the
          -- view's top-level columns count.
          CREATE VIEW public.film_cards AS SELECT f.id, f.title,

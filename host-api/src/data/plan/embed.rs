@@ -87,10 +87,15 @@ impl<'s> Builder<'s> {
             return self.spread_many(q, e, &lv, &from, &join, pairs);
         }
         if e.spread {
+            // The values first: a spread of nothing binds no parameter.
+            let values = self.pairs(q, &e.select, lv.src, &lv.alias, &lv.path)?;
+            if values.is_empty() {
+                return Ok(());
+            }
             let conds = self.conditions(q, &lv.mods.conditions, lv.src, &lv.alias, &lv.path)?;
             let lookup =
                 |v: &str| format!("(SELECT {v} FROM {from} WHERE {join}{})", and_more(&conds));
-            for p in self.pairs(q, &e.select, lv.src, &lv.alias, &lv.path)? {
+            for p in values {
                 pairs.push(match p.agg {
                     // An aggregate in a to-one spread is hoisted: it aggregates
                     // the parent's rows (their related row's value).
@@ -148,10 +153,15 @@ impl<'s> Builder<'s> {
         join: &str,
         pairs: &mut Vec<Pair>,
     ) -> Result<(), DataError> {
+        // The values first: a spread of nothing binds no parameter.
+        let values = self.pairs(q, &e.select, lv.src, &lv.alias, &lv.path)?;
+        if values.is_empty() {
+            return Ok(());
+        }
         let conds = self.conditions(q, &lv.mods.conditions, lv.src, &lv.alias, &lv.path)?;
         let order = self.order(&lv.mods.order, lv.src, &lv.alias, &e.select)?;
         let range = self.range(&lv.mods);
-        for p in self.pairs(q, &e.select, lv.src, &lv.alias, &lv.path)? {
+        for p in values {
             if p.agg.is_some() {
                 return Err(DataError::not_implemented(
                     "Aggregates are not implemented for one-to-many or many-to-many spreads.",

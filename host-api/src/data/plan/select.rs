@@ -21,7 +21,7 @@ impl<'s> Builder<'s> {
         let src = Source::of(rel);
         let sql = self.root_select(req, src, &a, &from, limits, true)?;
         let estimate = match req.count {
-            Some(Count::Planned | Count::Estimated) if !self.aggregated => {
+            Some(Count::Planned | Count::Estimated) => {
                 Some(self.count_estimate(req, src, &a, &from, limits)?)
             }
             _ => None,
@@ -92,16 +92,16 @@ impl<'s> Builder<'s> {
         );
         // An aggregated level counts the rows it aggregates, not its groups
         // (PostgREST's count query ignores the GROUP BY).
-        let total = match (req.count, &group) {
-            (None, _) => "NULL::int8".into(),
+        let total = match req.count {
+            None => "NULL::int8".into(),
             // A relation's planned count is its estimate alone (see `read`);
             // an estimated one is exact up to `max_rows`.
-            (Some(Count::Planned), None) if estimable => "NULL::int8".into(),
-            (Some(Count::Estimated), None) if estimable => format!(
+            Some(Count::Planned) if estimable => "NULL::int8".into(),
+            Some(Count::Estimated) if estimable => format!(
                 "(SELECT count(*) FROM (SELECT 1 FROM {from}{conds} LIMIT {}) _c)",
                 self.param((limits.max_rows + 1).to_string())
             ),
-            (Some(_), _) => format!("(SELECT count(*) FROM {from}{conds})"),
+            Some(_) => format!("(SELECT count(*) FROM {from}{conds})"),
         };
         let group = group.unwrap_or_default();
         let body = match csv {
