@@ -38,6 +38,16 @@ need_postgres() {
   apt_install postgresql
 }
 
+# need_postgis: PostGIS for the PostgreSQL the tests run (the data API's
+# `application/geo+json` output is tested against it).
+need_postgis() {
+  local major
+  major=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sed 's|/usr/lib/postgresql/\([0-9]*\)/bin|\1|' | sort -n | tail -1)
+  [ -n "$major" ] || return 0
+  [ -f "/usr/share/postgresql/$major/extension/postgis.control" ] && return 0
+  apt_install --no-install-recommends "postgresql-$major-postgis-3"
+}
+
 # need_s3s: a real S3-compatible server that checks signatures, for the S3
 # backend's tests (s3s-fs 0.14.1; 0.15+ needs a newer rustc). Installed once
 # under $CARGO_TARGET_DIR/tools; exports WASMBASE_TEST_S3S_FS.

@@ -453,6 +453,8 @@ pub struct Request {
     pub strip_nulls: bool,
     /// `Accept: application/vnd.pgrst.plan`: answer the statement's plan.
     pub explain: Option<Explain>,
+    /// `Accept: application/geo+json`: a GeoJSON FeatureCollection (PostGIS).
+    pub geojson: bool,
 }
 
 /// An `EXPLAIN` asked for with `Accept: application/vnd.pgrst.plan[+json|+text]`

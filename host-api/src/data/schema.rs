@@ -175,6 +175,9 @@ pub struct Schema {
     pub fks: Vec<ForeignKey>,
     /// Castable types: name → (schema, typname).
     types: HashMap<String, (String, String)>,
+    /// The schema of PostGIS's `st_asgeojson`, when PostGIS is installed in
+    /// the database (`Accept: application/geo+json` needs it).
+    pub postgis: Option<String>,
 }
 
 impl Schema {
@@ -380,6 +383,7 @@ pub async fn load(
                 .push(f);
         }
     }
+    out.postgis = client.query_opt(POSTGIS, &[]).await?.map(|row| row.get(0));
     for row in client.query(TYPES, &[&schemas]).await? {
         let (schema, name): (String, String) = (row.get(0), row.get(1));
         // pg_catalog wins over a same-named type in an exposed schema.
@@ -535,6 +539,10 @@ LEFT JOIN pg_class ac ON p.pronargs = 1 AND ac.reltype = p.proargtypes[0]
   AND ac.relkind IN ('r', 'p', 'v', 'm', 'f')
 LEFT JOIN pg_namespace an ON an.oid = ac.relnamespace
 WHERE n.nspname = ANY($1) AND p.prokind = 'f'";
+
+const POSTGIS: &str = "
+SELECT n.nspname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE p.proname = 'st_asgeojson' ORDER BY n.nspname LIMIT 1";
 
 const TYPES: &str = "
 SELECT n.nspname::text, t.typname::text

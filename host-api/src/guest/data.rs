@@ -164,6 +164,7 @@ impl Host for GuestCtx {
             csv: false,
             strip_nulls: false,
             explain: None,
+            geojson: false,
         };
         self.run_data(db, r.schema, req).await
     }
@@ -197,6 +198,7 @@ impl Host for GuestCtx {
             csv: false,
             strip_nulls: false,
             explain: None,
+            geojson: false,
         };
         self.run_data(db, schema, req).await
     }

@@ -991,3 +991,57 @@ async fn accepting(
     srv.rest("GET", path, key, None, &[("accept", accept)], None)
         .await
 }
+
+#[tokio::test]
+async fn geojson_needs_postgis_and_answers_a_feature_collection() {
+    let db = TestDb::new().await;
+    let (_, anon) = db.key(KeyKind::Publishable).await;
+    let srv = db.server().await;
+    ddl(
+        &db,
+        &srv,
+        "CREATE TABLE spots (id int PRIMARY KEY, name text);
+         CREATE POLICY r ON spots FOR SELECT USING (true);
+         INSERT INTO spots VALUES (1, 'harbour');",
+    )
+    .await;
+    let geo = [("accept", "application/geo+json")];
+    // Without PostGIS in the database the media type is not available.
+    let (s, _, b) = srv.rest("GET", "spots", &anon, None, &geo, None).await;
+    assert_eq!((s, b["code"].as_str()), (406, Some("PGRST107")), "{b}");
+    ddl(
+        &db,
+        &srv,
+        "CREATE EXTENSION postgis;
+         ALTER TABLE spots ADD COLUMN place geometry(Point, 4326);
+         UPDATE spots SET place = ST_SetSRID(ST_MakePoint(10.75, 59.91), 4326);
+         INSERT INTO spots VALUES (2, 'nowhere', NULL);",
+    )
+    .await;
+    let (s, h, b) = srv
+        .rest(
+            "GET",
+            "spots?select=name,place&order=id",
+            &anon,
+            None,
+            &geo,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(h["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/geo+json"));
+    assert_eq!(
+        b,
+        json!({
+            "type": "FeatureCollection",
+            "features": [
+                {"type": "Feature", "geometry": {"type": "Point", "coordinates": [10.75, 59.91]},
+                 "properties": {"name": "harbour"}},
+                {"type": "Feature", "geometry": null, "properties": {"name": "nowhere"}}
+            ]
+        })
+    );
+}

@@ -106,6 +106,7 @@ impl<'s> Builder<'s> {
                             value: agg.apply(Some(&arg)),
                             agg: Some((agg, Some(arg))),
                             embed: false,
+                            geo: false,
                         }
                     }
                     None => Pair {
@@ -138,6 +139,7 @@ impl<'s> Builder<'s> {
             value,
             agg: None,
             embed: true,
+            geo: false,
         });
         Ok(())
     }
@@ -176,6 +178,7 @@ impl<'s> Builder<'s> {
                     and_more(&conds)
                 ),
                 embed: true,
+                geo: false,
                 ..p
             });
         }

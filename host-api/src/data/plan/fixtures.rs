@@ -113,6 +113,7 @@ pub fn request(relation: &str, action: Action, query: Query) -> Request {
         csv: false,
         strip_nulls: false,
         explain: None,
+        geojson: false,
     }
 }
 

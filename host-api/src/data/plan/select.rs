@@ -80,6 +80,8 @@ impl<'s> Builder<'s> {
         let group = group_by(&mut pairs);
         let (obj, csv) = if req.csv {
             (csv_row(&pairs), Some(csv_agg(&pairs, "_r.j")))
+        } else if req.geojson {
+            (self.feature(pairs)?, None)
         } else {
             (build_object(&pairs), None)
         };
@@ -107,6 +109,9 @@ impl<'s> Builder<'s> {
         let body = match csv {
             _ if req.head => "NULL::text".to_string(),
             Some(csv) => csv,
+            None if req.geojson => "json_build_object('type', 'FeatureCollection', 'features', \
+                 coalesce(json_agg(_r.j), '[]'))::text"
+                .to_string(),
             None if req.strip_nulls => {
                 "coalesce(json_agg(json_strip_nulls(_r.j)), '[]')::text".to_string()
             }
@@ -150,7 +155,11 @@ impl<'s> Builder<'s> {
                 SelectItem::Star => {
                     for c in src.columns {
                         let k = self.param(c.name.clone());
-                        pairs.push(Pair::value(k, format!("{a}.{}", ident(&c.name))));
+                        pairs.push(Pair::column(
+                            k,
+                            format!("{a}.{}", ident(&c.name)),
+                            &c.typname,
+                        ));
                     }
                 }
                 // Legacy `count` (PostgREST before 12) where no column has that name.
@@ -184,6 +193,10 @@ impl<'s> Builder<'s> {
                     };
                     let k = self.param(alias.as_deref().unwrap_or(default_key).to_string());
                     pairs.push(match aggregate {
+                        None if field.path.is_empty() && cast.is_none() => {
+                            let (_, typname) = self.column(src, a, &field.column)?;
+                            Pair::column(k, expr, typname)
+                        }
                         None => Pair::value(k, expr),
                         Some(g) => {
                             self.allow_aggregate()?;
@@ -196,6 +209,7 @@ impl<'s> Builder<'s> {
                                 value: agg.apply(Some(&expr)),
                                 agg: Some((agg, Some(expr))),
                                 embed: false,
+                                geo: false,
                             }
                         }
                     });
@@ -209,6 +223,35 @@ impl<'s> Builder<'s> {
             }
         }
         Ok(pairs)
+    }
+
+    /// A row as a GeoJSON Feature (PostgREST's `application/geo+json`): its
+    /// first PostGIS value is the `geometry` (PostGIS's `st_asgeojson`, from
+    /// the schema it is installed in), the other values the `properties`.
+    /// Without PostGIS the media type is not available (406 PGRST107).
+    fn feature(&self, pairs: Vec<Pair>) -> Result<String, DataError> {
+        let postgis = self
+            .schema
+            .postgis
+            .as_deref()
+            .ok_or_else(|| DataError::media_type("application/geo+json"))?;
+        let at = pairs.iter().position(|p| p.geo);
+        let mut props = pairs;
+        // The geometry's key is not in the output, but its parameter is
+        // bound: it stays referenced (a key is never NULL).
+        let geometry = match at.map(|i| props.remove(i)) {
+            Some(g) => format!(
+                "CASE WHEN {}::text IS NULL THEN NULL ELSE {}({})::json END",
+                g.key,
+                qualified(postgis, "st_asgeojson"),
+                g.value
+            ),
+            None => "NULL::json".into(),
+        };
+        Ok(format!(
+            "json_build_object('type', 'Feature', 'geometry', {geometry}, 'properties', {})",
+            build_object(&props)
+        ))
     }
 
     /// PGRST123 unless aggregates are allowed; notes that one was planned.
@@ -237,6 +280,7 @@ impl<'s> Builder<'s> {
             value: agg.apply(None),
             agg: Some((agg, None)),
             embed: false,
+            geo: false,
         })
     }
 
@@ -354,6 +398,8 @@ pub(super) struct Pair {
     pub(super) agg: Option<(AggSql, Option<String>)>,
     /// An embedded resource (JSON): a grouped level compares it as jsonb.
     pub(super) embed: bool,
+    /// A PostGIS `geometry` or `geography` value (GeoJSON's `geometry`).
+    pub(super) geo: bool,
 }
 
 impl Pair {
@@ -364,6 +410,15 @@ impl Pair {
             value,
             agg: None,
             embed: false,
+            geo: false,
+        }
+    }
+
+    /// A column's value, marked when its type is PostGIS's.
+    fn column(key: String, value: String, typname: &str) -> Pair {
+        Pair {
+            geo: matches!(typname, "geometry" | "geography"),
+            ..Pair::value(key, value)
         }
     }
 }

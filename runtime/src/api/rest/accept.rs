@@ -1,6 +1,6 @@
 //! `Accept` → what the response is: JSON (an array, or PostgREST's
-//! `vnd.pgrst.array+json`), one object (`vnd.pgrst.object+json`), CSV, or the
-//! statement's plan (`vnd.pgrst.plan`), with PostgREST's media-type
+//! `vnd.pgrst.array+json`), one object (`vnd.pgrst.object+json`), CSV,
+//! GeoJSON, or the statement's plan (`vnd.pgrst.plan`), with PostgREST's media-type
 //! parameters (`nulls=stripped`, the plan's `options=` and `for=`).
 
 use wasmbase_host_api::data::request::Explain;
@@ -17,6 +17,8 @@ pub struct Produce {
     pub strip_nulls: bool,
     /// `vnd.pgrst.plan`: the plan instead of the rows.
     pub plan: Option<Explain>,
+    /// `application/geo+json`: a FeatureCollection (PostGIS).
+    pub geojson: bool,
 }
 
 /// Chooses the first `Accept` entry the data API can produce; the plan types
@@ -44,6 +46,10 @@ pub fn negotiate(accept: &str, plan_enabled: bool) -> Result<Produce, DataError>
             },
             "text/csv" => Produce {
                 csv: true,
+                ..Default::default()
+            },
+            "application/geo+json" => Produce {
+                geojson: true,
                 ..Default::default()
             },
             "application/vnd.pgrst.object+json" | "application/vnd.pgrst.object" => Produce {
@@ -100,6 +106,7 @@ mod tests {
         let p = negotiate("application/vnd.pgrst.object+json; nulls=stripped", false).unwrap();
         assert!(p.strip_nulls && p.single);
         assert!(negotiate("text/csv", false).unwrap().csv);
+        assert!(negotiate("application/geo+json", false).unwrap().geojson);
         // Plans only when enabled; options as PostgREST spells them.
         assert_eq!(
             negotiate("application/vnd.pgrst.plan+json", false)

@@ -292,6 +292,7 @@ pub fn parse(
             csv,
             strip_nulls: produce.strip_nulls,
             explain: produce.plan,
+            geojson: produce.geojson,
         },
         csv,
         offset,

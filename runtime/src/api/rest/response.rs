@@ -123,7 +123,9 @@ pub fn render(p: &Parsed, stmt: &Statement, out: Outcome) -> Result<Response, Re
             .body(Body::from(inner))
             .unwrap_or_default());
     }
-    let ct = if req.strip_nulls {
+    let ct = if req.geojson {
+        "application/geo+json; charset=utf-8"
+    } else if req.strip_nulls {
         ARRAY_STRIPPED
     } else {
         JSON
