@@ -296,25 +296,25 @@ struct Steps<'t> {
 }
 
 impl Steps<'_> {
+    /// The one row of a statement (see [`Steps::all`]).
     async fn query(
         &mut self,
         st: &tokio_postgres::Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<tokio_postgres::Row, Step> {
-        let conn = self.tx.conn();
-        if self.opened {
-            return Ok(conn.query_one(st, params).await?);
+        let mut rows = self.all(st, params).await?;
+        match (rows.pop(), rows.is_empty()) {
+            (Some(row), true) => Ok(row),
+            _ => Err(Step::Failed(DataError::new(
+                500,
+                "PGRST000",
+                "the statement did not return one row",
+            ))),
         }
-        let q = self
-            .tx
-            .begin(Some(self.acting), conn.query_one(st, params))
-            .await
-            .map_err(Step::Db)?;
-        self.opened = true;
-        Ok(q?)
     }
 
-    /// Every row of a statement (see [`Steps::query`]).
+    /// Every row of a statement: the first opens the transaction (pipelined
+    /// behind `BEGIN` and the principal's settings), the others follow.
     async fn all(
         &mut self,
         st: &tokio_postgres::Statement,
