@@ -11,7 +11,6 @@ use crate::db::{Acting, DbError, PoolKind, Tx};
 use crate::Principal;
 use bytes::BytesMut;
 use deadpool_postgres::Pool;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::types::{Format, IsNull, ToSql, Type};
 
@@ -30,8 +29,8 @@ pub struct Outcome {
 }
 
 /// How statements are prepared and run.
-#[derive(Clone)]
-pub struct ExecSettings {
+#[derive(Clone, Copy)]
+pub struct ExecSettings<'a> {
     /// `statement_timeout` of the transaction.
     pub timeout: Duration,
     /// Prepared statements kept per connection; the cache is cleared when full.
@@ -39,8 +38,8 @@ pub struct ExecSettings {
     /// Schema-cache version, part of every statement's text so a reload never
     /// reuses a statement prepared against the old schema.
     pub schema_version: u64,
-    /// The aggregate cost guard (`None`: aggregates are not checked).
-    pub cost: Option<Arc<CostGuard>>,
+    /// The node's aggregate cost guard.
+    pub cost: &'a CostGuard,
 }
 
 /// A parameter sent in text format with the type PostgreSQL inferred, so the
@@ -79,7 +78,7 @@ impl ToSql for TextParam<'_> {
 pub async fn run(
     pool: &Pool,
     principal: &Principal,
-    settings: &ExecSettings,
+    settings: &ExecSettings<'_>,
     read_only: bool,
     stmt: &Statement,
 ) -> Result<Outcome, DataError> {
@@ -90,9 +89,9 @@ pub async fn run(
     // guard's cache, or with EXPLAIN in this transaction on a miss.
     // A plan that is not analyzed runs nothing: no guard.
     let runs = stmt.explain.is_none_or(|p| p.analyze);
-    let guard = (settings.cost.as_deref())
-        .filter(|g| runs && stmt.aggregate && g.applies(principal.role))
-        .map(|g| (g, g.key(principal.role, &sql, &stmt.params)));
+    let g = settings.cost;
+    let guard = (runs && stmt.aggregate && g.applies(principal.role))
+        .then(|| (g, g.key(principal.role, &sql, &stmt.params)));
     let explain = match guard {
         Some((g, key)) => match g.cached(key) {
             Some(cost) => {
@@ -116,17 +115,10 @@ pub async fn run(
         read_only,
         ..Acting::principal(principal, settings.timeout)
     };
-    let values: Vec<TextParam<'_>> = stmt
-        .params
-        .iter()
-        .map(|p| TextParam(p.as_deref()))
-        .collect();
-    let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-    if let Some(plan) = stmt.explain {
-        return explain_only(tx, &acting, &sql, plan, &refs, explain, db, pg).await;
-    }
+    let values = text_params(&stmt.params);
+    let refs = as_params(&values);
     let decide = (stmt.single && !read_only) || stmt.max_affected.is_some() || stmt.rollback;
-    if !decide && explain.is_none() && stmt.estimate.is_none() {
+    if !decide && explain.is_none() && stmt.estimate.is_none() && stmt.explain.is_none() {
         // One round trip: the COMMIT rides behind the statement, and a failed
         // statement makes the server roll back at COMMIT; the connection is
         // idle again either way, its session reset.
@@ -137,8 +129,8 @@ pub async fn run(
         tx.release();
         return q.map_err(pg).and_then(|row| outcome(&row, stmt));
     }
-    // The row count, `tx=rollback`, the cost estimate or a count estimate
-    // decides between COMMIT and ROLLBACK: two round trips or more.
+    // The row count, `tx=rollback`, the cost estimate, a count estimate or a
+    // plan decides between COMMIT and ROLLBACK: two round trips or more.
     let mut steps = Steps {
         tx: &tx,
         acting: &acting,
@@ -147,6 +139,14 @@ pub async fn run(
     let result = async {
         if let Some((g, key)) = explain {
             steps.check_cost(g, key, &sql, &refs).await?;
+        }
+        if let Some(plan) = stmt.explain {
+            return Ok(Outcome {
+                total: None,
+                body: Some(steps.plan(plan, &sql, &refs).await?),
+                rows: 0,
+                inserted: None,
+            });
         }
         let row = steps.query(&prepared, &refs).await?;
         let mut out = outcome(&row, stmt)?;
@@ -157,10 +157,8 @@ pub async fn run(
                 .exact_up_to
                 .is_none_or(|max| out.total.unwrap_or(0) > max)
             {
-                let values: Vec<TextParam<'_>> =
-                    est.params.iter().map(|p| TextParam(p.as_deref())).collect();
-                let refs: Vec<&(dyn ToSql + Sync)> =
-                    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+                let values = text_params(&est.params);
+                let refs = as_params(&values);
                 let sql = format!("/* s{} */ {}", settings.schema_version, est.sql);
                 let plan = steps.explain(&sql, &refs).await?;
                 let rows = plan_rows(&plan).unwrap_or(0);
@@ -177,7 +175,10 @@ pub async fn run(
     .await;
     match result {
         Ok(out) => {
-            tx.end(!stmt.rollback).await.map_err(db)?;
+            // A plan is always rolled back, even an analyzed write.
+            tx.end(!stmt.rollback && stmt.explain.is_none())
+                .await
+                .map_err(db)?;
             Ok(out)
         }
         Err(e) => {
@@ -210,59 +211,14 @@ async fn abandon(
     e
 }
 
-/// `Accept: application/vnd.pgrst.plan`: the statement's `EXPLAIN` as the
-/// body (JSON, or the text lines), run as the principal and always rolled
-/// back, so `options=analyze` on a write changes nothing. An analyzed plan
-/// runs the statement, so `guard` (a cost-guard miss) is checked first.
-#[allow(clippy::too_many_arguments)]
-async fn explain_only(
-    tx: Tx,
-    acting: &Acting<'_>,
-    sql: &str,
-    plan: crate::data::request::Explain,
-    params: &[&(dyn ToSql + Sync)],
-    guard: Option<(&CostGuard, u64)>,
-    db: impl Fn(DbError) -> DataError,
-    pg: impl Fn(tokio_postgres::Error) -> DataError,
-) -> Result<Outcome, DataError> {
-    let mut steps = Steps {
-        tx: &tx,
-        acting,
-        opened: false,
-    };
-    let result = async {
-        if let Some((g, key)) = guard {
-            steps.check_cost(g, key, sql, params).await?;
-        }
-        let st = tx
-            .conn()
-            .prepare_cached(&format!("{}{sql}", plan.prefix()))
-            .await?;
-        let rows = steps.all(&st, params).await?;
-        if plan.text {
-            let lines: Vec<String> = rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
-            Ok::<_, Step>(lines.join("\n"))
-        } else {
-            let v: serde_json::Value = rows
-                .first()
-                .ok_or_else(|| DataError::new(500, "PGRST000", "EXPLAIN gave no plan"))?
-                .try_get(0)?;
-            Ok(v.to_string())
-        }
-    }
-    .await;
-    let opened = steps.opened;
-    let body = match result {
-        Ok(body) => body,
-        Err(e) => return Err(abandon(tx, opened, e, db, pg).await),
-    };
-    tx.end(false).await.map_err(&db)?;
-    Ok(Outcome {
-        total: None,
-        body: Some(body),
-        rows: 0,
-        inserted: None,
-    })
+/// Parameters as text, typed by PostgreSQL (see [`TextParam`]).
+fn text_params(params: &[Option<String>]) -> Vec<TextParam<'_>> {
+    params.iter().map(|p| TextParam(p.as_deref())).collect()
+}
+
+/// The driver's view of [`text_params`].
+fn as_params<'a>(values: &'a [TextParam<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
 }
 
 /// Why a step of a multi-statement request stopped.
@@ -331,6 +287,31 @@ impl Steps<'_> {
             .map_err(Step::Db)?;
         self.opened = true;
         Ok(q?)
+    }
+
+    /// `Accept: application/vnd.pgrst.plan`: the `EXPLAIN` of `sql` as the
+    /// body (JSON, or the text lines), as the principal.
+    async fn plan(
+        &mut self,
+        plan: crate::data::request::Explain,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<String, Step> {
+        let st = self
+            .tx
+            .conn()
+            .prepare_cached(&format!("{}{sql}", plan.prefix()))
+            .await?;
+        let rows = self.all(&st, params).await?;
+        if plan.text {
+            let lines: Vec<String> = rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
+            return Ok(lines.join("\n"));
+        }
+        let v: serde_json::Value = rows
+            .first()
+            .ok_or_else(|| DataError::new(500, "PGRST000", "EXPLAIN gave no plan"))?
+            .try_get(0)?;
+        Ok(v.to_string())
     }
 
     /// The cost guard's check of `sql` (a cache miss): its estimate, as the

@@ -35,7 +35,7 @@ pub async fn execute(
     pool: &Pool,
     schema: &Schema,
     principal: &Principal,
-    settings: &ExecSettings,
+    settings: &ExecSettings<'_>,
     limits: &Limits,
     req: &Request,
 ) -> Result<(Statement, Outcome), DataError> {

@@ -44,7 +44,7 @@ impl GuestCtx {
             timeout: self.db_timeout(db.statement_timeout)?,
             cache_size: db.cache_size,
             schema_version: db.schema.version(),
-            cost: Some(db.cost.clone()),
+            cost: &db.cost,
         };
         let (_, out) = data::execute(
             &db.pool,

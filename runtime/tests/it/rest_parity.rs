@@ -36,13 +36,7 @@ async fn aggregates_group_cast_embed_and_respect_rls() {
     let srv = db.server().await;
     ddl(&db, &srv, SHOP).await;
     let a = user_token(USER_A);
-    let get = |path: &'static str, bearer: Option<&str>| {
-        let (srv, anon, bearer) = (&srv, anon.clone(), bearer.map(str::to_string));
-        async move {
-            srv.rest("GET", path, &anon, bearer.as_deref(), &[], None)
-                .await
-        }
-    };
+    let get = |path, bearer| get_as(&srv, &anon, bearer, path, &[]);
 
     // count() alone: the rows the caller may see (RLS), never more.
     let (s, _, b) = get("orders?select=count()", Some(&a)).await;
@@ -339,10 +333,7 @@ async fn computed_fields_and_relationships() {
            $$ SELECT * FROM people WHERE boss_id = $1.id $$;",
     )
     .await;
-    let get = |path: &'static str| {
-        let (srv, anon) = (&srv, anon.clone());
-        async move { srv.rest("GET", path, &anon, None, &[], None).await }
-    };
+    let get = |path| get_as(&srv, &anon, None, path, &[]);
     // In select (not in `*`), filters (with full-text search) and order.
     let (s, _, b) = get("people?select=id,full_name&full_name=fts.Turing").await;
     assert_eq!(
@@ -420,10 +411,7 @@ async fn one_to_one_self_reference_spreads_and_relationship_errors() {
          INSERT INTO shipments VALUES (1, 1, 2);",
     )
     .await;
-    let get = |path: &'static str| {
-        let (srv, anon) = (&srv, anon.clone());
-        async move { srv.rest("GET", path, &anon, None, &[], None).await }
-    };
+    let get = |path| get_as(&srv, &anon, None, path, &[]);
     // One-to-one from the referenced side is an object, and spreadable.
     let (s, _, b) = get("films?select=title,technical_specs(camera)&order=id").await;
     assert_eq!(s, 200, "{b}");
@@ -639,10 +627,7 @@ async fn embedding_through_views_follows_their_columns_to_base_keys() {
          GRANT SELECT ON ALL TABLES IN SCHEMA private TO anon;",
     )
     .await;
-    let get = |path: &'static str| {
-        let (srv, anon) = (&srv, anon.clone());
-        async move { srv.rest("GET", path, &anon, None, &[], None).await }
-    };
+    let get = |path| get_as(&srv, &anon, None, path, &[]);
     // View to view, both directions, through renamed columns.
     let (s, _, b) = get("films?select=title,directors(name)&order=film_id").await;
     assert_eq!(s, 200, "{b}");
@@ -981,17 +966,6 @@ async fn media_types_plans_and_stripped_nulls() {
     assert_eq!(b, json!([{"id": 1}, {"id": 2}, {"id": 3}]));
 }
 
-/// GET `path` with `key` and `Accept: accept`.
-async fn accepting(
-    srv: &TestServer,
-    key: &str,
-    path: &str,
-    accept: &str,
-) -> (u16, http::HeaderMap, Value) {
-    srv.rest("GET", path, key, None, &[("accept", accept)], None)
-        .await
-}
-
 #[tokio::test]
 async fn geojson_needs_postgis_and_answers_a_feature_collection() {
     let db = TestDb::new().await;
@@ -1044,4 +1018,25 @@ async fn geojson_needs_postgis_and_answers_a_feature_collection() {
             ]
         })
     );
+}
+
+/// GET `path` with `key`, a user's token and `headers`.
+async fn get_as(
+    srv: &TestServer,
+    key: &str,
+    bearer: Option<&str>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, Value) {
+    srv.rest("GET", path, key, bearer, headers, None).await
+}
+
+/// GET `path` with `key` and `Accept: accept`.
+async fn accepting(
+    srv: &TestServer,
+    key: &str,
+    path: &str,
+    accept: &str,
+) -> (u16, http::HeaderMap, Value) {
+    get_as(srv, key, None, path, &[("accept", accept)]).await
 }

@@ -100,14 +100,7 @@ impl<'s> Builder<'s> {
                     // An aggregate in a to-one spread is hoisted: it aggregates
                     // the parent's rows (their related row's value).
                     Some((agg, arg)) => {
-                        let arg = lookup(arg.as_deref().unwrap_or("1"));
-                        Pair {
-                            key: p.key,
-                            value: agg.apply(Some(&arg)),
-                            agg: Some((agg, Some(arg))),
-                            embed: false,
-                            geo: false,
-                        }
+                        Pair::aggregate(p.key, agg, Some(lookup(arg.as_deref().unwrap_or("1"))))
                     }
                     None => Pair {
                         value: lookup(&p.value),

@@ -101,8 +101,7 @@ impl<'s> Builder<'s> {
 
     /// One `column=op.value` filter as a parenthesized SQL predicate.
     fn filter(&mut self, f: &Filter, src: Source<'s>, a: &str) -> Result<String, DataError> {
-        let (_, typname) = self.column(src, a, &f.field.column)?;
-        let expr = self.field(src, a, &f.field)?;
+        let (expr, typname) = self.typed_field(src, a, &f.field)?;
         let quant = match f.quantifier {
             Some(Quantifier::Any) => Some("ANY"),
             Some(Quantifier::All) => Some("ALL"),

@@ -102,14 +102,7 @@ pub struct Limits {
 /// Builds the statement for `req`.
 pub fn plan(schema: &Schema, req: &Request, limits: &Limits) -> Result<Statement, DataError> {
     check_levels(&req.query)?;
-    let mut b = Builder {
-        schema,
-        params: Vec::new(),
-        aliases: 0,
-        aggregates: limits.aggregates,
-        aggregated: false,
-        path_keys: Default::default(),
-    };
+    let mut b = Builder::new(schema, limits.aggregates);
     let mut stmt = match &req.action {
         Action::Call { function, .. } => b.call(req, function, limits)?,
         _ => {
@@ -187,6 +180,20 @@ struct Builder<'s> {
     aggregated: bool,
     /// JSON-path keys already bound (see `sql::path_key`).
     path_keys: std::collections::HashMap<String, String>,
+}
+
+impl<'s> Builder<'s> {
+    /// A builder with no parameter bound yet.
+    fn new(schema: &'s Schema, aggregates: bool) -> Builder<'s> {
+        Builder {
+            schema,
+            params: Vec::new(),
+            aliases: 0,
+            aggregates,
+            aggregated: false,
+            path_keys: Default::default(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -45,13 +45,11 @@ impl<'s> Builder<'s> {
         from: &str,
         limits: &Limits,
     ) -> Result<CountEstimate, DataError> {
+        // Its own parameters; aliases continue this statement's (the `from`
+        // text names one).
         let mut b = Builder {
-            schema: self.schema,
-            params: Vec::new(),
             aliases: self.aliases,
-            aggregates: self.aggregates,
-            aggregated: false,
-            path_keys: Default::default(),
+            ..Builder::new(self.schema, self.aggregates)
         };
         let root = req.query.root().cloned().unwrap_or_default();
         let conds = b.conditions(&req.query, &root.conditions, src, a, &[])?;
@@ -183,7 +181,7 @@ impl<'s> Builder<'s> {
                     aggregate,
                     agg_cast,
                 } => {
-                    let mut expr = self.field(src, a, field)?;
+                    let (mut expr, typname) = self.typed_field(src, a, field)?;
                     if let Some(c) = cast {
                         expr = format!("CAST({expr} AS {})", self.cast(c)?);
                     }
@@ -194,7 +192,6 @@ impl<'s> Builder<'s> {
                     let k = self.param(alias.as_deref().unwrap_or(default_key).to_string());
                     pairs.push(match aggregate {
                         None if field.path.is_empty() && cast.is_none() => {
-                            let (_, typname) = self.column(src, a, &field.column)?;
                             Pair::column(k, expr, typname)
                         }
                         None => Pair::value(k, expr),
@@ -204,13 +201,7 @@ impl<'s> Builder<'s> {
                                 func: g.name(),
                                 cast: agg_cast.as_deref().map(|c| self.cast(c)).transpose()?,
                             };
-                            Pair {
-                                key: k,
-                                value: agg.apply(Some(&expr)),
-                                agg: Some((agg, Some(expr))),
-                                embed: false,
-                                geo: false,
-                            }
+                            Pair::aggregate(k, agg, Some(expr))
                         }
                     });
                 }
@@ -275,13 +266,7 @@ impl<'s> Builder<'s> {
             func: "count",
             cast: cast.as_deref().map(|c| self.cast(c)).transpose()?,
         };
-        Ok(Pair {
-            key,
-            value: agg.apply(None),
-            agg: Some((agg, None)),
-            embed: false,
-            geo: false,
-        })
+        Ok(Pair::aggregate(key, agg, None))
     }
 
     /// SQL of a column with its JSON path.
@@ -291,13 +276,24 @@ impl<'s> Builder<'s> {
         a: &str,
         f: &Field,
     ) -> Result<String, DataError> {
-        let (mut expr, _) = self.column(src, a, &f.column)?;
+        Ok(self.typed_field(src, a, f)?.0)
+    }
+
+    /// SQL of a column with its JSON path, and the column's `typname` (what
+    /// filters and GeoJSON need), resolved once.
+    pub(super) fn typed_field(
+        &mut self,
+        src: Source<'s>,
+        a: &str,
+        f: &Field,
+    ) -> Result<(String, &'s str), DataError> {
+        let (mut expr, typname) = self.column(src, a, &f.column)?;
         for step in &f.path {
             let op = if step.text { "->>" } else { "->" };
             let key = self.path_key(&step.key);
             expr = format!("({expr}{op}{key})");
         }
-        Ok(expr)
+        Ok((expr, typname))
     }
 
     /// The SQL of column `name` of `src` (aliased `a`) and its `typname`; a
@@ -411,6 +407,16 @@ impl Pair {
             agg: None,
             embed: false,
             geo: false,
+        }
+    }
+
+    /// An aggregate of `arg` (`None`: `count(*)`), kept apart so a to-one
+    /// spread can hoist it.
+    pub(super) fn aggregate(key: String, agg: AggSql, arg: Option<String>) -> Pair {
+        Pair {
+            value: agg.apply(arg.as_deref()),
+            agg: Some((agg, arg)),
+            ..Pair::value(key, String::new())
         }
     }
 

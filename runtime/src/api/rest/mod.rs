@@ -78,7 +78,7 @@ async fn handle(
         timeout: st.statement_timeout(&principal).min(st.request_timeout),
         cache_size: st.config.database.statement_cache_size,
         schema_version: st.schema.version(),
-        cost: Some(st.cost_guard.clone()),
+        cost: &st.cost_guard,
     };
     let limits = st.data_limits();
     let (stmt, out) = data::execute(
