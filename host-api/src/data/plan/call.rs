@@ -96,18 +96,15 @@ impl Builder<'_> {
             Returns::Scalar { .. } => {
                 let root = req.query.root().cloned().unwrap_or_default();
                 let limit = root.limit.unwrap_or(limits.max_rows).min(limits.max_rows);
-                let (l, o) = (
-                    self.param(limit.to_string()),
-                    self.param(root.offset.unwrap_or(0).to_string()),
-                );
+                let range = self.range(Some(limit), root.offset);
                 let sql = if req.count.is_some() {
                     // Counted: the call runs once (materialized), the count reads it too.
                     format!(
-                        "WITH _f AS MATERIALIZED (SELECT _v.v FROM {from_args}{call} AS _v(v)) SELECT (SELECT count(*) FROM _f), coalesce(json_agg(_r.j), '[]')::text, count(_r.j) FROM (SELECT to_json(_f.v) AS j FROM _f LIMIT {l} OFFSET {o}) _r"
+                        "WITH _f AS MATERIALIZED (SELECT _v.v FROM {from_args}{call} AS _v(v)) SELECT (SELECT count(*) FROM _f), coalesce(json_agg(_r.j), '[]')::text, count(_r.j) FROM (SELECT to_json(_f.v) AS j FROM _f{range}) _r"
                     )
                 } else {
                     format!(
-                        "SELECT NULL::int8, coalesce(json_agg(_r.j), '[]')::text, count(_r.j) FROM (SELECT to_json(_v.v) AS j FROM {from_args}{call} AS _v(v) LIMIT {l} OFFSET {o}) _r"
+                        "SELECT NULL::int8, coalesce(json_agg(_r.j), '[]')::text, count(_r.j) FROM (SELECT to_json(_v.v) AS j FROM {from_args}{call} AS _v(v){range}) _r"
                     )
                 };
                 Ok(Statement {

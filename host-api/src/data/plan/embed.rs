@@ -121,7 +121,7 @@ impl<'s> Builder<'s> {
             )
         } else {
             let order = self.order(&lv.mods.order, lv.src, &lv.alias, &e.select)?;
-            let range = self.range(&lv.mods);
+            let range = self.range(lv.mods.limit, lv.mods.offset);
             format!(
                 "(SELECT coalesce(json_agg(_e.j), '[]') FROM (SELECT {obj} AS j FROM {from} WHERE {join}{}{group}{order}{range}) _e)",
                 and_more(&conds)
@@ -155,7 +155,7 @@ impl<'s> Builder<'s> {
         }
         let conds = self.conditions(q, &lv.mods.conditions, lv.src, &lv.alias, &lv.path)?;
         let order = self.order(&lv.mods.order, lv.src, &lv.alias, &e.select)?;
-        let range = self.range(&lv.mods);
+        let range = self.range(lv.mods.limit, lv.mods.offset);
         for p in values {
             if p.agg.is_some() {
                 return Err(DataError::not_implemented(
@@ -176,18 +176,6 @@ impl<'s> Builder<'s> {
             });
         }
         Ok(())
-    }
-
-    /// ` LIMIT $n OFFSET $m` of an embedded to-many level (what it was given).
-    fn range(&mut self, mods: &Modifiers) -> String {
-        let mut range = String::new();
-        if let Some(l) = mods.limit {
-            range.push_str(&format!(" LIMIT {}", self.param(l.to_string())));
-        }
-        if let Some(o) = mods.offset {
-            range.push_str(&format!(" OFFSET {}", self.param(o.to_string())));
-        }
-        range
     }
 }
 
@@ -291,10 +279,10 @@ mod tests {
             "{}",
             s.sql
         );
-        assert_eq!(
-            s.params.iter().rev().nth(1).unwrap().as_deref(),
-            Some("5"),
-            "max_rows caps the limit"
+        assert!(
+            s.sql.ends_with(" LIMIT 5) _r"),
+            "max_rows caps the limit: {}",
+            s.sql
         );
     }
 }

@@ -86,10 +86,7 @@ impl<'s> Builder<'s> {
         let conds = self.conditions(&req.query, &root.conditions, src, a, &[])?;
         let order = self.order(&root.order, src, a, &req.query.select)?;
         let limit = root.limit.unwrap_or(limits.max_rows).min(limits.max_rows);
-        let (l, o) = (
-            self.param(limit.to_string()),
-            self.param(root.offset.unwrap_or(0).to_string()),
-        );
+        let range = self.range(Some(limit), root.offset);
         // An aggregated level counts the rows it aggregates, not its groups
         // (PostgREST's count query ignores the GROUP BY).
         let total = match req.count {
@@ -98,8 +95,8 @@ impl<'s> Builder<'s> {
             // an estimated one is exact up to `max_rows`.
             Some(Count::Planned) if estimable => "NULL::int8".into(),
             Some(Count::Estimated) if estimable => format!(
-                "(SELECT count(*) FROM (SELECT 1 FROM {from}{conds} LIMIT {}) _c)",
-                self.param((limits.max_rows + 1).to_string())
+                "(SELECT count(*) FROM (SELECT 1 FROM {from}{conds}{}) _c)",
+                self.range(Some(limits.max_rows + 1), None)
             ),
             Some(_) => format!("(SELECT count(*) FROM {from}{conds})"),
         };
@@ -116,7 +113,7 @@ impl<'s> Builder<'s> {
             None => "coalesce(json_agg(_r.j), '[]')::text".to_string(),
         };
         Ok(format!(
-            "SELECT {total}, {body}, count(_r.j) FROM (SELECT {obj} AS j FROM {from}{conds}{group}{order} LIMIT {l} OFFSET {o}) _r"
+            "SELECT {total}, {body}, count(_r.j) FROM (SELECT {obj} AS j FROM {from}{conds}{group}{order}{range}) _r"
         ))
     }
 
@@ -504,10 +501,14 @@ mod tests {
         let s = read("select=id,label:name&id=gt.5&order=name.desc.nullslast&limit=10").unwrap();
         assert_eq!(
             s.sql,
-            "SELECT NULL::int8, coalesce(json_agg(_r.j), '[]')::text, count(_r.j) FROM (SELECT json_build_object($1::text, \"_0\".\"id\", $2::text, \"_0\".\"name\") AS j FROM \"public\".\"items\" \"_0\" WHERE (\"_0\".\"id\" > $3) ORDER BY \"_0\".\"name\" DESC NULLS LAST LIMIT $4 OFFSET $5) _r"
+            "SELECT NULL::int8, coalesce(json_agg(_r.j), '[]')::text, count(_r.j) FROM (SELECT json_build_object($1::text, \"_0\".\"id\", $2::text, \"_0\".\"name\") AS j FROM \"public\".\"items\" \"_0\" WHERE (\"_0\".\"id\" > $3) ORDER BY \"_0\".\"name\" DESC NULLS LAST LIMIT 10) _r"
         );
         let p: Vec<_> = s.params.iter().map(|p| p.as_deref().unwrap()).collect();
-        assert_eq!(p, ["id", "label", "5", "10", "0"]);
+        assert_eq!(p, ["id", "label", "5"]);
+        // An offset stays a parameter (pages differ per request).
+        let s = read("select=id&limit=10&offset=20").unwrap();
+        assert!(s.sql.ends_with(" LIMIT 10 OFFSET $2) _r"), "{}", s.sql);
+        assert_eq!(s.params.last().unwrap().as_deref(), Some("20"));
     }
 
     #[test]

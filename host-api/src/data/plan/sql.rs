@@ -1,6 +1,7 @@
 //! The SQL-building helpers every part of the planner shares, so that quoting
 //! and parameter numbering follow one rule: identifiers come only from the
-//! schema cache, quoted by [`ident`]; values only as `$n` parameters.
+//! schema cache, quoted by [`ident`]; values only as `$n` parameters (the
+//! one number written into the text is a row limit, see [`Builder::range`]).
 
 use super::select::Pair;
 use super::Builder;
@@ -20,6 +21,25 @@ impl Builder<'_> {
     pub(super) fn param(&mut self, v: impl Into<String>) -> String {
         self.params.push(Some(v.into()));
         format!("${}", self.params.len())
+    }
+
+    /// ` LIMIT n OFFSET $m`: the row bound written as a number, the offset
+    /// bound as a parameter and left out when it is 0. Why the limit is not
+    /// a parameter: PostgreSQL costs a generic plan of `LIMIT $n` as if it
+    /// returned a tenth of the rows, so it never reuses one and plans every
+    /// execution again (a seventh of its CPU on `bench/rest.sh`'s aggregate;
+    /// docs/ARCHITECTURE.md). Nothing a client sent can reach SQL this way:
+    /// it is an `i64`, printed. Limits are few per shape (the page sizes an
+    /// app uses, at most `max_rows`); offsets are many, so they stay bound.
+    pub(super) fn range(&mut self, limit: Option<i64>, offset: Option<i64>) -> String {
+        let mut range = String::new();
+        if let Some(l) = limit {
+            range.push_str(&format!(" LIMIT {l}"));
+        }
+        if let Some(o) = offset.filter(|o| *o != 0) {
+            range.push_str(&format!(" OFFSET {}", self.param(o.to_string())));
+        }
+        range
     }
 
     /// A JSON-path key as a typed parameter (`$n::int4` for an array index,
