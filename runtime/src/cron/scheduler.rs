@@ -19,6 +19,7 @@ use super::schedule::Schedule;
 use super::Event;
 use crate::server::state::AppState;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -353,19 +354,22 @@ impl Sched {
         // passed (no schedule fires more than once a second), so its claim
         // goes out before the next ticks are computed. With 10,000 jobs due
         // at once the first claim reached the database 40–50 ms after the
-        // tick when it waited for that computation, 10–12 ms without.
+        // tick when it waited for that computation, 9–13 ms now.
         if due
             .iter()
             .all(|(_, t, _)| now - *t < chrono::Duration::seconds(1))
         {
             self.claim(std::mem::take(&mut ticks));
-            // Let the claim send its statement first: a task spawned here
-            // waits in this worker's slot, which no other worker takes, until
-            // this one yields.
-            tokio::task::yield_now().await;
         }
         let mut late: Vec<Tick> = Vec::new();
-        for (id, t, mut e) in due {
+        for (i, (id, t, mut e)) in due.into_iter().enumerate() {
+            // Yield now and then, first before any work: the claim task
+            // spawned above, and the database connection tasks it wakes, wait
+            // in this worker's slot, which no other worker takes, until this
+            // task yields.
+            if i % 256 == 0 {
+                tokio::task::yield_now().await;
+            }
             let mut next = e.schedule.next_after(t);
             let mut passed = 0;
             while let Some(n) = next.filter(|n| *n <= now) {
@@ -587,7 +591,7 @@ fn chunks_by_job(mut ticks: Vec<Tick>) -> Vec<Vec<Tick>> {
     out
 }
 
-/// Claims `ticks` in chunks sent side by side (as many at once as the
+/// Claims `ticks` in chunks sent side by side (as many at a time as the
 /// scheduler's pool has connections). Why not one after another: the
 /// attempts a chunk won start at once, and the next chunk's claim then
 /// queued behind them for the cores and the database (docs/CRON.md, "How
@@ -599,12 +603,16 @@ async fn claim_ticks(st: AppState, ticks: Vec<Tick>, trigger: &'static str) {
     let mut chunks = chunks_by_job(ticks);
     let start = (st.cron.node.as_u128() % chunks.len().max(1) as u128) as usize;
     chunks.rotate_left(start);
-    futures::future::join_all(
-        chunks
-            .into_iter()
-            .map(|chunk| claim_chunk(st.clone(), chunk, trigger)),
-    )
-    .await;
+    // No more at once than the pool has connections: a chunk queued for a
+    // connection longer than the pool's wait would fail (its ticks left to
+    // the missed-tick policy), and upkeep (lease renewals) takes the next
+    // free connection instead of waiting behind every chunk of a large catch-up.
+    let side_by_side = st.cron.pool.status().max_size.max(1);
+    futures::stream::iter(chunks)
+        .map(|chunk| claim_chunk(st.clone(), chunk, trigger))
+        .buffer_unordered(side_by_side)
+        .collect::<()>()
+        .await;
 }
 
 /// One chunk's claim statement, and the start of what it won.

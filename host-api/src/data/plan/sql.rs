@@ -29,8 +29,9 @@ impl Builder<'_> {
     /// returned a tenth of the rows, so it never reuses one and plans every
     /// execution again (a seventh of its CPU on `bench/rest.sh`'s aggregate;
     /// docs/ARCHITECTURE.md). Nothing a client sent can reach SQL this way:
-    /// it is an `i64`, printed. Limits are few per shape (the page sizes an
-    /// app uses, at most `max_rows`); offsets are many, so they stay bound.
+    /// it is an `i64`, printed. Each distinct limit is its own prepared
+    /// statement (apps use a few page sizes; the cache is bounded); offsets
+    /// change with every page, so they stay bound.
     pub(super) fn range(&mut self, limit: Option<i64>, offset: Option<i64>) -> String {
         let mut range = String::new();
         if let Some(l) = limit {
