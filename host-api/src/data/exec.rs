@@ -118,7 +118,7 @@ pub async fn run(
     let values = text_params(&stmt.params);
     let refs = as_params(&values);
     let decide = (stmt.single && !read_only) || stmt.max_affected.is_some() || stmt.rollback;
-    if !decide && explain.is_none() && stmt.estimate.is_none() && stmt.explain.is_none() {
+    if !decide && explain.is_none() && stmt.estimate.is_none() {
         // One round trip: the COMMIT rides behind the statement, and a failed
         // statement makes the server roll back at COMMIT; the connection is
         // idle again either way, its session reset.
@@ -175,10 +175,7 @@ pub async fn run(
     .await;
     match result {
         Ok(out) => {
-            // A plan is always rolled back, even an analyzed write.
-            tx.end(!stmt.rollback && stmt.explain.is_none())
-                .await
-                .map_err(db)?;
+            tx.end(!stmt.rollback).await.map_err(db)?;
             Ok(out)
         }
         Err(e) => {

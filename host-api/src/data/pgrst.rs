@@ -158,15 +158,6 @@ impl DataError {
         DataError::new(400, "PGRST127", "Feature not implemented").details(details)
     }
 
-    /// PGRST128 `MaxAffectedRpcViolation`.
-    pub fn max_affected_rpc() -> DataError {
-        DataError::new(
-            400,
-            "PGRST128",
-            "Function must return SETOF or TABLE when max-affected preference is used with handling=strict",
-        )
-    }
-
     /// PGRST200 `NoRelBetween`, with `noRelBetweenHint`'s suggestion.
     pub fn no_relationship(
         parent: &str,

@@ -21,7 +21,6 @@ impl Builder<'_> {
             Action::Call { body, .. } => *body,
             _ => CallBody::Named,
         };
-        let raw_body = req.body.clone().unwrap_or_else(|| "{}".into());
         let args: serde_json::Map<String, serde_json::Value> = match (how, req.body.as_deref()) {
             (CallBody::Raw(_), _) | (_, None | Some("")) => Default::default(),
             (_, Some(b)) => match serde_json::from_str::<serde_json::Value>(b) {
@@ -39,7 +38,7 @@ impl Builder<'_> {
             CallBody::Named => single_unnamed(f, JSON_TYPES) && !req.read_only,
         };
         let (from_args, call) = if whole_body {
-            let p = self.param(raw_body);
+            let p = self.param(req.body.clone().unwrap_or_else(|| "{}".into()));
             (
                 String::new(),
                 format!("{fname}({p}::{})", f.args[0].type_sql),
@@ -180,14 +179,12 @@ fn pick_function<'f>(
             CallBody::Raw(_) => false,
             CallBody::Named if f.args.is_empty() => keys.is_empty(),
             CallBody::Named => {
-                let required: std::collections::BTreeSet<&str> = f
-                    .args
-                    .iter()
-                    .filter(|a| !a.has_default)
-                    .map(|a| a.name.as_str())
-                    .collect();
                 let known = |k: &&str| f.args.iter().any(|a| !a.name.is_empty() && a.name == *k);
-                keys.iter().all(known) && required.iter().all(|r| !r.is_empty() && keys.contains(r))
+                keys.iter().all(known)
+                    && f.args
+                        .iter()
+                        .filter(|a| !a.has_default)
+                        .all(|a| !a.name.is_empty() && keys.contains(a.name.as_str()))
             }
         };
         if fits {

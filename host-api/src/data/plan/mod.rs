@@ -58,7 +58,8 @@ pub struct Statement {
     pub csv: bool,
     /// `Prefer: handling=strict, max-affected=N`: more rows is an error (rolled back).
     pub max_affected: Option<i64>,
-    /// `Prefer: tx=rollback`: run, answer, and roll back.
+    /// `Prefer: tx=rollback`, or a plan (always rolled back): run, answer,
+    /// and roll back.
     pub rollback: bool,
     /// `Accept: application/vnd.pgrst.plan`: answer this `EXPLAIN` of the
     /// statement instead of running it (rolled back, even with `analyze`).
@@ -124,7 +125,8 @@ pub fn plan(schema: &Schema, req: &Request, limits: &Limits) -> Result<Statement
     stmt.aggregate = b.aggregated;
     stmt.single = stmt.single || req.single;
     stmt.max_affected = req.max_affected;
-    stmt.rollback = req.rollback;
+    // A plan is always rolled back, even an analyzed write.
+    stmt.rollback = req.rollback || req.explain.is_some();
     stmt.explain = req.explain;
     Ok(stmt)
 }
