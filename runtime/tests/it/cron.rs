@@ -1285,3 +1285,49 @@ async fn ticks_go_on_when_a_jobs_home_node_stops() {
     assert_eq!(n, distinct, "a tick ran twice");
     assert_eq!(n, span, "a tick was lost");
 }
+
+/// More jobs due on one tick than one claim statement holds (1,000 ticks):
+/// each runs once, whichever of the node's statements claimed it (what a
+/// batch of statements won starts once the batch is claimed).
+#[tokio::test]
+async fn a_tick_with_more_jobs_than_one_claim_holds_runs_each_once() {
+    let (_db, _s, owner, _key) = one_node().await;
+    owner
+        .batch_execute("CREATE TABLE public.hits (job text PRIMARY KEY)")
+        .await
+        .unwrap();
+    // One tick 8 s from now (time for the node to load 2,500 jobs), then
+    // not again for a year; each run's insert fails if its job ran twice.
+    owner
+        .batch_execute(
+            "SELECT cron.schedule('many-' || g, to_char(t, 'SS MI HH24 DD MM') || ' *',
+                                  format('INSERT INTO public.hits VALUES (%L)', 'many-' || g))
+               FROM generate_series(1, 2500) g,
+                    (SELECT (now() AT TIME ZONE 'UTC') + interval '8 s' AS t) tick",
+        )
+        .await
+        .unwrap();
+    until_rows(
+        &owner,
+        "2,500 finished runs",
+        90,
+        "SELECT count(*) FROM wasmbase.cron_runs WHERE job_name LIKE 'many-%' AND status NOT IN ('pending', 'running')",
+        |r| r[0].get::<_, i64>(0) >= 2500,
+    )
+    .await;
+    let r = owner
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded'), count(DISTINCT scheduled_for),
+                    (SELECT count(*) FROM public.hits)
+               FROM wasmbase.cron_runs WHERE job_name LIKE 'many-%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let counts: Vec<i64> = (0..4).map(|i| r.get(i)).collect();
+    assert_eq!(
+        counts,
+        [2500, 2500, 1, 2500],
+        "runs, succeeded, ticks, inserts"
+    );
+}
