@@ -1312,13 +1312,12 @@ async fn a_tick_with_more_jobs_than_one_claim_holds_runs_each_once() {
         .await
         .unwrap();
     let cron = &s.srv.state.cron;
-    while cron.scheduled.load(std::sync::atomic::Ordering::Relaxed) < 2500 {
-        assert!(
-            chrono::Utc::now() < tick,
-            "the node had not loaded the 2,500 jobs by their tick"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the node had not loaded the 2,500 jobs by their tick",
+        (tick - chrono::Utc::now()).num_seconds().max(0) as u64,
+        || cron.scheduled.load(std::sync::atomic::Ordering::Relaxed) >= 2500,
+    )
+    .await;
     until_rows(
         &owner,
         "2,500 finished runs",
