@@ -623,10 +623,9 @@ fn chunks_by_job(mut ticks: Vec<Tick>) -> Vec<Vec<Tick>> {
 }
 
 /// Claims `ticks` in chunks sent side by side (as many at a time as the
-/// scheduler's pool has connections). Why not one after another: the
-/// attempts a chunk won start at once, and the next chunk's claim then
-/// queued behind them for the cores and the database (docs/CRON.md, "How
-/// fast a tick is claimed").
+/// scheduler's pool has connections), and starts what they won. Why not one
+/// after another: each chunk would wait for the previous one's answer
+/// (docs/CRON.md, "How fast a tick is claimed").
 async fn claim_ticks(st: AppState, ticks: Vec<Tick>, trigger: &'static str) {
     // Every node sees the same ticks in the same order; each starts at its
     // own chunk, so nodes insert different rows at first instead of queueing
@@ -646,12 +645,27 @@ async fn claim_ticks(st: AppState, ticks: Vec<Tick>, trigger: &'static str) {
     // [`HOLD_STARTS`]): attempts started meanwhile would share the cores and
     // the database with the claims still to come, and delay the start of
     // every tick behind them.
+    // A claim that takes longer (a slow database) does not hold back what
+    // the others won: past the hold, everything starts as it comes (the
+    // attempts' leases run from their claim and are renewed only once started).
     let hold_until = tokio::time::Instant::now() + HOLD_STARTS;
+    let mut holding = true;
     let mut held: Vec<tokio_postgres::Row> = Vec::new();
-    while let Some(rows) = claims.next().await {
-        held.extend(rows);
-        if tokio::time::Instant::now() >= hold_until {
-            start_all(&st, std::mem::take(&mut held));
+    loop {
+        tokio::select! {
+            rows = claims.next() => match rows {
+                Some(rows) => {
+                    held.extend(rows);
+                    if !holding {
+                        start_all(&st, std::mem::take(&mut held));
+                    }
+                }
+                None => break,
+            },
+            _ = tokio::time::sleep_until(hold_until), if holding => {
+                holding = false;
+                start_all(&st, std::mem::take(&mut held));
+            }
         }
     }
     start_all(&st, held);
