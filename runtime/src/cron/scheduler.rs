@@ -641,29 +641,25 @@ async fn claim_ticks(st: AppState, ticks: Vec<Tick>, trigger: &'static str) {
     let mut claims = futures::stream::iter(chunks)
         .map(|chunk| claim_chunk(st.clone(), chunk, trigger))
         .buffer_unordered(side_by_side);
-    // What the claims won starts once they are all in (or after
-    // [`HOLD_STARTS`]): attempts started meanwhile would share the cores and
-    // the database with the claims still to come, and delay the start of
-    // every tick behind them.
-    // A claim that takes longer (a slow database) does not hold back what
-    // the others won: past the hold, everything starts as it comes (the
-    // attempts' leases run from their claim and are renewed only once started).
+    // What the claims won starts once they are all in: attempts started
+    // meanwhile would share the cores and the database with the claims still
+    // to come, and delay every tick behind them. Past [`HOLD_STARTS`] (a slow
+    // claim), what is in starts, and each later claim's attempts as it comes
+    // (their leases run from the claim and are renewed only once started).
     let hold_until = tokio::time::Instant::now() + HOLD_STARTS;
-    let mut holding = true;
     let mut held: Vec<tokio_postgres::Row> = Vec::new();
     loop {
         tokio::select! {
             rows = claims.next() => match rows {
                 Some(rows) => {
                     held.extend(rows);
-                    if !holding {
+                    if tokio::time::Instant::now() >= hold_until {
                         start_all(&st, std::mem::take(&mut held));
                     }
                 }
                 None => break,
             },
-            _ = tokio::time::sleep_until(hold_until), if holding => {
-                holding = false;
+            _ = tokio::time::sleep_until(hold_until), if !held.is_empty() => {
                 start_all(&st, std::mem::take(&mut held));
             }
         }
