@@ -79,6 +79,11 @@ pub async fn metrics(State(st): State<AppState>, _k: Keyed) -> Response {
             st.realtime.changes.rls_queries.load(std::sync::atomic::Ordering::Relaxed) as f64,
         ),
         (
+            "wasmbase_realtime_rls_inline_total",
+            "postgres_changes visibility checks of a batch decided without a round trip (policies of the owner shape, docs/REALTIME.md).",
+            st.realtime.changes.rls_inline.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
             "wasmbase_realtime_changes_sent_total",
             "postgres_changes events queued to sockets.",
             st.realtime.changes.events_out.load(std::sync::atomic::Ordering::Relaxed) as f64,

@@ -18,11 +18,13 @@
 //! checks only the role's SELECT privilege, as on Supabase.
 
 use super::frame::{self, Frame, Vsn};
+use super::policy::{self, Inline, Owners, Uid};
 use super::position::{Position, Resume};
 use deadpool_postgres::Pool;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -329,6 +331,18 @@ pub struct PgSub {
     pub join_ref: Option<String>,
     /// Set when the channel left (a round under way skips it).
     pub gone: Arc<std::sync::atomic::AtomicBool>,
+    /// [`digest`] of `principal`: subscribers are grouped by it on every
+    /// page without hashing their claims again.
+    pub digest: u64,
+}
+
+/// A principal's role and claims, hashed (subscribers with equal digests
+/// are compared in full before they share a group).
+pub fn digest(p: &Principal) -> u64 {
+    let mut h = rustc_hash::FxHasher::default();
+    p.role.as_str().hash(&mut h);
+    p.claims_json.hash(&mut h);
+    h.finish()
 }
 
 impl PgSub {
@@ -459,15 +473,26 @@ pub struct Changes {
     /// position a client asked to catch up from. Lock order: `pending`, then
     /// `subs`.
     pending: parking_lot::Mutex<Vec<(Arc<PgSub>, Option<Resume>)>>,
-    rels: parking_lot::Mutex<HashMap<u32, Rel>>,
+    rels: parking_lot::Mutex<FxHashMap<u32, Rel>>,
     /// Whether a role may SELECT a table, by (role, table oid).
-    privs: parking_lot::Mutex<HashMap<(String, u32), bool>>,
+    privs: parking_lot::Mutex<FxHashMap<(String, u32), bool>>,
+    /// How a role's policies on a table decide when the server evaluates
+    /// them itself (`policy`), by (role, table oid); `None`: PostgreSQL
+    /// decides.
+    policies: parking_lot::Mutex<FxHashMap<(String, u32), Option<Inline>>>,
+    /// `pg_policy`'s count and newest row version when last read: a round
+    /// that finds them changed forgets `policies` (a policy changed where
+    /// no DDL notification told this node yet).
+    policy_mark: parking_lot::Mutex<String>,
     /// Set by a NOTIFY, a join that catches up, or a listener reconnect.
     wake: tokio::sync::Notify,
     /// Changes are kept (and can be caught up on) this long.
     window: Duration,
     /// RLS round trips made (`wasmbase_realtime_rls_queries_total`).
     pub rls_queries: AtomicU64,
+    /// Visibility checks of a batch the server decided itself, for every
+    /// group whose policies it recognizes (`wasmbase_realtime_rls_inline_total`).
+    pub rls_inline: AtomicU64,
     /// Change events queued to sockets.
     pub events_out: AtomicU64,
     /// Milliseconds from the last delivered change's commit to its delivery
@@ -484,7 +509,7 @@ struct Cursor {
     /// while nobody listens).
     live: Option<Position>,
     /// Per channel.
-    chans: HashMap<u64, ChanState>,
+    chans: FxHashMap<u64, ChanState>,
 }
 
 struct ChanState {
@@ -515,9 +540,12 @@ impl Changes {
             pending: Default::default(),
             rels: Default::default(),
             privs: Default::default(),
+            policies: Default::default(),
+            policy_mark: Default::default(),
             wake: tokio::sync::Notify::new(),
             window,
             rls_queries: AtomicU64::new(0),
+            rls_inline: AtomicU64::new(0),
             events_out: AtomicU64::new(0),
             lag_ms: AtomicU64::new(0),
         }
@@ -549,6 +577,7 @@ impl Changes {
             if s.channel == channel {
                 *s = Arc::new(PgSub {
                     principal: p.clone(),
+                    digest: digest(p),
                     ..PgSub::clone(s)
                 });
             }
@@ -581,6 +610,7 @@ impl Changes {
     pub fn forget_tables(&self) {
         self.rels.lock().clear();
         self.privs.lock().clear();
+        self.policies.lock().clear();
     }
 
     async fn rel(&self, system: &Pool, oid: u32) -> anyhow::Result<Option<Rel>> {
@@ -603,7 +633,7 @@ impl Changes {
     pub async fn run(self: Arc<Self>, system: Pool, pool: Pool, stop: CancellationToken) {
         let mut cursor = Cursor {
             live: None,
-            chans: HashMap::new(),
+            chans: FxHashMap::default(),
         };
         loop {
             tokio::select! {
@@ -656,7 +686,8 @@ impl Changes {
         let row = tx
             .query_one(
                 "SELECT pg_current_snapshot()::text, \
-                   (SELECT mark::text FROM wasmbase.realtime_pruned)",
+                   (SELECT mark::text FROM wasmbase.realtime_pruned), \
+                   (SELECT count(*) || ':' || coalesce(max(xmin::text::int8), 0) FROM pg_policy)",
                 &[],
             )
             .await?;
@@ -667,6 +698,14 @@ impl Changes {
             .try_get::<_, Option<&str>>(1)?
             .and_then(Position::parse_trusted)
             .unwrap_or_else(|| Position::parse_trusted("1:1:").expect("a valid position"));
+        let policy_mark: String = row.try_get(2)?;
+        {
+            let mut m = self.policy_mark.lock();
+            if *m != policy_mark {
+                self.policies.lock().clear();
+                *m = policy_mark;
+            }
+        }
         // Taken on after the snapshot: a channel that joins later gets every
         // change committed after it from the next round.
         let (newly, subs) = {
@@ -680,7 +719,7 @@ impl Changes {
             subs.extend(newly.iter().map(|(s, _)| s.clone()));
             (newly, subs.clone())
         };
-        let ids: std::collections::HashSet<u64> = subs.iter().map(|s| s.channel).collect();
+        let ids: FxHashSet<u64> = subs.iter().map(|s| s.channel).collect();
         cur.chans.retain(|ch, _| ids.contains(ch));
         let mut live = cur.live.clone().unwrap_or_else(|| now.clone());
         if !live.covers(&mark) {
@@ -976,8 +1015,9 @@ impl Changes {
     /// Delivers one page of changes (in commit order) to `subs`, each event
     /// with its position as the message's `ref` (realtime-js hands it to the
     /// callback); a change in a channel's `also` is not sent again. Who may
-    /// see a change is decided in one round trip per table for the page.
-    /// Returns which channels were sent something.
+    /// see a change is decided per group of subscribers with identical role
+    /// and claims (`visible`), so a change costs its own subscribers' work,
+    /// not every channel's. Returns which channels were sent something.
     async fn deliver(
         &self,
         pool: &Pool,
@@ -991,64 +1031,24 @@ impl Changes {
         if changes.is_empty() {
             return Ok(got);
         }
-        // Each subscriber's group: subscribers with identical role and claims
-        // are checked once.
-        let mut groups: Vec<(&str, &str)> = Vec::new();
-        let mut group_ix: HashMap<(&str, &str), usize> = HashMap::new();
-        let group_of: Vec<usize> = subs
-            .iter()
-            .map(|s| {
-                let key = (s.principal.role.as_str(), &*s.principal.claims_json);
-                *group_ix.entry(key).or_insert_with(|| {
-                    groups.push(key);
-                    groups.len() - 1
-                })
-            })
-            .collect();
-        // Candidates of each change: the subscribers with a matching binding
-        // that do not have it yet.
-        let candidates: Vec<Vec<usize>> = changes
-            .iter()
-            .map(|c| {
-                (0..subs.len())
-                    .filter(|&i| !subs[i].gone.load(Ordering::Relaxed))
-                    .filter(|&i| also[i].as_ref().is_none_or(|a| !a.contains(c.xid)))
-                    .filter(|&i| subs[i].bindings.iter().any(|b| c.matches(b)))
-                    .collect()
-            })
-            .collect();
-        // Visibility, one query per table of the page, for all its changes
-        // and the groups of their candidates.
-        let mut seen: std::collections::HashSet<(usize, usize)> = Default::default();
+        let groups = Groups::of(subs);
+        // The groups that may see each change, one table at a time.
+        let mut sees: Vec<Vec<usize>> = vec![Vec::new(); changes.len()];
         let mut tables: Vec<u32> = changes.iter().map(|c| c.oid).collect();
         tables.sort_unstable();
         tables.dedup();
         for oid in tables {
             let idx: Vec<usize> = (0..changes.len())
-                .filter(|&i| changes[i].oid == oid && !candidates[i].is_empty())
+                .filter(|&i| changes[i].oid == oid)
                 .collect();
-            if idx.is_empty() {
-                continue;
-            }
-            let mut wanted = vec![false; groups.len()];
-            for &i in &idx {
-                for &s in &candidates[i] {
-                    wanted[group_of[s]] = true;
-                }
-            }
-            let check: Vec<usize> = (0..groups.len()).filter(|&g| wanted[g]).collect();
-            let kinds: Vec<&str> = idx.iter().map(|&i| changes[i].kind.as_str()).collect();
-            let records: Vec<&Value> = idx.iter().map(|&i| changes[i].row()).collect();
-            let roles: Vec<&str> = check.iter().map(|&g| groups[g].0).collect();
-            let claims: Vec<&str> = check.iter().map(|&g| groups[g].1).collect();
-            let rel = &changes[idx[0]].rel;
-            for (g, c) in self
-                .visible(system, pool, oid, rel, &kinds, &records, &roles, &claims)
-                .await?
-            {
-                // 1-based (group in `check`, change within this table's list).
-                seen.insert((idx[c - 1], check[g - 1]));
-            }
+            let page = TablePage {
+                changes,
+                idx: &idx,
+                subs,
+                also,
+                groups: &groups,
+            };
+            self.visible(system, pool, &page, &mut sees).await?;
         }
         // Delivery in commit order.
         for (i, c) in changes.iter().enumerate() {
@@ -1056,37 +1056,44 @@ impl Changes {
             // topic and binding ids around it.
             let mut data: Option<Box<RawValue>> = None;
             let mut position: Option<String> = None;
-            for &s in &candidates[i] {
-                let sub = &subs[s];
-                if !seen.contains(&(i, group_of[s])) || sub.gone.load(Ordering::Relaxed) {
-                    continue;
+            for &g in &sees[i] {
+                for &s in &groups.members[g] {
+                    let sub = &subs[s];
+                    if sub.gone.load(Ordering::Relaxed)
+                        || also[s].as_ref().is_some_and(|a| a.contains(c.xid))
+                    {
+                        continue;
+                    }
+                    let ids: Vec<u64> = sub
+                        .bindings
+                        .iter()
+                        .filter(|b| c.matches(b))
+                        .map(|b| b.id)
+                        .collect();
+                    if ids.is_empty() {
+                        continue;
+                    }
+                    let data = match &mut data {
+                        Some(d) => d,
+                        None => data.insert(serde_json::value::to_raw_value(&c.event())?),
+                    };
+                    let position = position.get_or_insert_with(|| c.after.text());
+                    let text = frame::encode_text(
+                        sub.vsn,
+                        None,
+                        Some(position),
+                        &sub.topic,
+                        "postgres_changes",
+                        &ChangePayload { ids: &ids, data },
+                    );
+                    if let Err(mpsc::error::TrySendError::Full(_)) =
+                        sub.tx.try_send(Frame::Text(text.into()))
+                    {
+                        sub.kill.cancel();
+                    }
+                    got[s] = true;
+                    self.events_out.fetch_add(1, Ordering::Relaxed);
                 }
-                let ids: Vec<u64> = sub
-                    .bindings
-                    .iter()
-                    .filter(|b| c.matches(b))
-                    .map(|b| b.id)
-                    .collect();
-                let data = match &mut data {
-                    Some(d) => d,
-                    None => data.insert(serde_json::value::to_raw_value(&c.event())?),
-                };
-                let position = position.get_or_insert_with(|| c.after.text());
-                let text = frame::encode_text(
-                    sub.vsn,
-                    None,
-                    Some(position),
-                    &sub.topic,
-                    "postgres_changes",
-                    &ChangePayload { ids: &ids, data },
-                );
-                if let Err(mpsc::error::TrySendError::Full(_)) =
-                    sub.tx.try_send(Frame::Text(text.into()))
-                {
-                    sub.kill.cancel();
-                }
-                got[s] = true;
-                self.events_out.fetch_add(1, Ordering::Relaxed);
             }
             if live && data.is_some() {
                 let lag = c.at.elapsed().unwrap_or_default().as_millis() as u64;
@@ -1113,52 +1120,117 @@ impl Changes {
         Ok(v)
     }
 
-    /// The (group, change) pairs, 1-based, that are visible, in one round
-    /// trip for the whole batch: one transaction that, for each group whose
-    /// role may SELECT the table, switches to that role and claims and runs
-    /// the table's prepared lookup of the batch's rows by primary key (RLS
-    /// applies). DELETEs, and every change of a table without RLS, need only
-    /// the privilege, as on Supabase.
-    #[allow(clippy::too_many_arguments)]
+    /// How `role`'s policies on table `oid` decide, when the server can
+    /// evaluate them itself (cached until the next DDL or policy change).
+    async fn inline(&self, system: &Pool, role: &str, oid: u32) -> anyhow::Result<Option<Inline>> {
+        if let Some(v) = self.policies.lock().get(&(role.to_string(), oid)) {
+            return Ok(v.clone());
+        }
+        let v = policy::load(system, role, oid).await?;
+        self.policies
+            .lock()
+            .insert((role.to_string(), oid), v.clone());
+        Ok(v)
+    }
+
+    /// Adds to `sees` the groups that may see each change of one table's
+    /// page. DELETEs, and every change of a table without RLS, need only the
+    /// role's SELECT privilege, as on Supabase. Groups whose policies the
+    /// server recognizes (`policy`) are decided here, each change's owner
+    /// looked up among the groups by `sub`; the rest in one round trip for
+    /// the whole page: one transaction that, for each such group, switches
+    /// to its role and claims and runs the table's prepared lookup of the
+    /// page's rows by primary key (RLS applies).
     async fn visible(
         &self,
         system: &Pool,
         pool: &Pool,
-        oid: u32,
-        rel: &Rel,
-        kinds: &[&str],
-        records: &[&Value],
-        roles: &[&str],
-        claims: &[&str],
-    ) -> anyhow::Result<Vec<(usize, usize)>> {
-        let mut out = Vec::new();
+        page: &TablePage<'_>,
+        sees: &mut [Vec<usize>],
+    ) -> anyhow::Result<()> {
+        let TablePage {
+            changes,
+            idx,
+            subs,
+            groups,
+            ..
+        } = *page;
+        let (oid, rel) = (changes[idx[0]].oid, &changes[idx[0]].rel);
+        // The changes whose rows RLS must pass, and the deletes.
+        let (looked, deletes): (Vec<usize>, Vec<usize>) = idx
+            .iter()
+            .copied()
+            .partition(|&i| changes[i].kind != "DELETE");
+        let lookups = rel.rls && !rel.pk.is_empty() && !looked.is_empty();
+        // Owner rules met, each with its groups by `auth.uid()`.
+        let mut owners = Owners::default();
         let mut check = Vec::new();
-        for (g, role) in roles.iter().enumerate() {
-            if !self.may_select(system, role, oid).await? {
+        let mut inline = false;
+        for (g, key) in groups.keys.iter().enumerate() {
+            // Only groups with a binding on this table.
+            let on_table = groups.members[g].iter().any(|&s| {
+                subs[s]
+                    .bindings
+                    .iter()
+                    .any(|b| b.schema == rel.schema && (b.table == "*" || b.table == rel.table))
+            });
+            if !on_table || !self.may_select(system, key.role, oid).await? {
                 continue;
             }
-            for (c, k) in kinds.iter().enumerate() {
-                if *k == "DELETE" || !rel.rls {
-                    out.push((g + 1, c + 1));
-                }
+            for &i in &deletes {
+                sees[i].push(g);
             }
-            check.push(g);
+            if !rel.rls {
+                looked.iter().for_each(|&i| sees[i].push(g));
+                continue;
+            }
+            if !lookups {
+                continue;
+            }
+            match (self.inline(system, key.role, oid).await?, key.uid) {
+                (Some(Inline::All), _) => {
+                    inline = true;
+                    looked.iter().for_each(|&i| sees[i].push(g));
+                }
+                // `auth.uid()` is NULL: equal to no row's owner.
+                (Some(Inline::Owner(_)), Some(Uid::Null)) => inline = true,
+                (Some(Inline::Owner(cols)), Some(Uid::Is(uid))) => {
+                    inline = true;
+                    owners.add(cols, uid, g);
+                }
+                _ => check.push(g),
+            }
         }
-        // The changes whose rows RLS must pass, by position in `kinds`.
-        let looked: Vec<usize> = (0..kinds.len()).filter(|&c| kinds[c] != "DELETE").collect();
-        if !rel.rls || check.is_empty() || rel.pk.is_empty() || looked.is_empty() {
-            return Ok(out);
+        for &i in &looked {
+            owners.seen_by(changes[i].row(), &mut sees[i]);
+        }
+        if inline {
+            self.rls_inline.fetch_add(1, Ordering::Relaxed);
+        }
+        // Asked of PostgreSQL: the groups that want one of the changes, for
+        // the changes one of them wants.
+        check.retain(|&g| looked.iter().any(|&i| page.wants(g, i)));
+        let asked: Vec<usize> = looked
+            .iter()
+            .copied()
+            .filter(|&i| check.iter().any(|&g| page.wants(g, i)))
+            .collect();
+        if check.is_empty() || asked.is_empty() {
+            return Ok(());
         }
         self.rls_queries.fetch_add(1, Ordering::Relaxed);
-        let lookup = Lookup::new(rel, looked.iter().map(|&c| records[c]));
+        let lookup = Lookup::new(rel, asked.iter().map(|&i| changes[i].row()));
+        let roles: Vec<&str> = check.iter().map(|&g| groups.keys[g].role).collect();
+        let claims: Vec<&str> = check.iter().map(|&g| groups.keys[g].claims).collect();
+        let all: Vec<usize> = (0..check.len()).collect();
         // Many groups are split over a few connections checked side by side
         // (PostgreSQL runs each on its own core): still one round trip of
         // wall time, in less of it.
         let parts = (check.len() / GROUPS_PER_PART).clamp(1, *PARALLEL);
         let chunk = check.len().div_ceil(parts);
-        let checks = check
+        let checks = all
             .chunks(chunk)
-            .map(|part| check_part(pool, &lookup, part, roles, claims));
+            .map(|part| check_part(pool, &lookup, part, &roles, &claims));
         let parts = match futures::future::try_join_all(checks).await {
             Ok(parts) => parts,
             Err(e) => {
@@ -1169,14 +1241,14 @@ impl Changes {
                 // error is the page's, and it is read again later.
                 tracing::warn!(error = %format!("{e:#}"), "realtime: a visibility check failed; checking each group alone");
                 let mut parts = Vec::new();
-                for &g in &check {
-                    match check_part(pool, &lookup, &[g], roles, claims).await {
+                for &k in &all {
+                    match check_part(pool, &lookup, &[k], &roles, &claims).await {
                         Ok(part) => parts.push(part),
                         // The statement failed (a SQLSTATE that is not the
                         // connection's or the server's state): this group's
                         // policy, raising or running past the timeout.
                         Err(e) if policy_error(&e) => {
-                            tracing::warn!(error = %format!("{e:#}"), role = roles[g], "realtime: changes hidden from one group: its visibility check failed");
+                            tracing::warn!(error = %format!("{e:#}"), role = roles[k], "realtime: changes hidden from one group: its visibility check failed");
                         }
                         Err(e) => return Err(e),
                     }
@@ -1185,11 +1257,82 @@ impl Changes {
             }
         };
         for part in parts {
-            for (g, ord) in part {
-                out.push((g + 1, looked[ord - 1] + 1));
+            for (k, ord) in part {
+                sees[asked[ord - 1]].push(check[k]);
             }
         }
-        Ok(out)
+        Ok(())
+    }
+}
+
+/// One table's changes of a page, and who they are delivered to.
+#[derive(Clone, Copy)]
+struct TablePage<'a> {
+    changes: &'a [Change],
+    /// The table's changes, by position in `changes`.
+    idx: &'a [usize],
+    subs: &'a [Arc<PgSub>],
+    also: &'a [Option<Position>],
+    groups: &'a Groups<'a>,
+}
+
+impl TablePage<'_> {
+    /// Whether a subscriber of group `g` wants change `i` and has not had it.
+    fn wants(&self, g: usize, i: usize) -> bool {
+        let c = &self.changes[i];
+        self.groups.members[g].iter().any(|&s| {
+            let sub = &self.subs[s];
+            !sub.gone.load(Ordering::Relaxed)
+                && self.also[s].as_ref().is_none_or(|a| !a.contains(c.xid))
+                && sub.bindings.iter().any(|b| c.matches(b))
+        })
+    }
+}
+
+/// A group's principal: its role and claims, and what `auth.uid()` reads
+/// for them where the server can tell.
+struct GroupKey<'a> {
+    role: &'a str,
+    claims: &'a str,
+    uid: Option<Uid>,
+}
+
+/// Subscribers with identical role and claims, decided once per change.
+struct Groups<'a> {
+    keys: Vec<GroupKey<'a>>,
+    /// Each group's subscribers, by position in the page's `subs`.
+    members: Vec<Vec<usize>>,
+}
+
+impl<'a> Groups<'a> {
+    /// Groups `subs` by their principal (its digest found at subscription,
+    /// so a page hashes no claims).
+    fn of(subs: &'a [Arc<PgSub>]) -> Groups<'a> {
+        let mut keys: Vec<GroupKey<'a>> = Vec::new();
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        let mut by_digest: FxHashMap<u64, Vec<usize>> = FxHashMap::default();
+        for (s, sub) in subs.iter().enumerate() {
+            let (role, claims) = (sub.principal.role.as_str(), &*sub.principal.claims_json);
+            let same = by_digest.entry(sub.digest).or_default();
+            let g = match same
+                .iter()
+                .find(|&&g| keys[g].role == role && keys[g].claims == claims)
+            {
+                Some(&g) => g,
+                None => {
+                    keys.push(GroupKey {
+                        role,
+                        claims,
+                        uid: Uid::of(&sub.principal.claims),
+                    });
+                    members.push(Vec::new());
+                    same.push(keys.len() - 1);
+                    keys.len() - 1
+                }
+            };
+            members[g].push(s);
+        }
+        Groups { keys, members }
     }
 }
 

@@ -16,6 +16,7 @@ mod authz;
 mod changes;
 mod frame;
 mod hub;
+mod policy;
 mod position;
 mod socket;
 

@@ -599,6 +599,7 @@ impl Conn {
                 tx: self.out.clone(),
                 kill: self.kill.clone(),
                 bindings: parsed,
+                digest: super::changes::digest(&principal),
                 principal,
                 join_ref,
                 gone: Default::default(),
