@@ -1554,20 +1554,28 @@ fn gap_message(window: Duration) -> String {
     )
 }
 
-/// Transactions one pruning batch deletes.
-const PRUNE_BATCH: i64 = 10_000;
+/// Transactions one pruning batch deletes: small, so that under a steady
+/// write load no batch holds a core for long (one statement deleting 10,000
+/// transactions every heartbeat put a spike of a few hundred milliseconds
+/// into every delivery's latency, bench/README.md).
+const PRUNE_BATCH: i64 = 1_000;
+
+/// Pause between two pruning batches: the writers and the delivery get the
+/// cores in between.
+const PRUNE_PAUSE: Duration = Duration::from_millis(10);
 
 /// Deletes the transactions committed longer than `window` ago with their
-/// changes, a batch per transaction (at most 50 batches a call, so a backlog
+/// changes, a batch per transaction (at most 500 batches a call, so a backlog
 /// clears within a few heartbeats), and adds their positions to the pruned
 /// mark in the same transaction, so a position that misses one of them is
 /// told. Changes whose transaction has no row (it hid itself by setting the
 /// capture's transaction-local flag) go an hour after the window.
 pub async fn prune(c: &mut tokio_postgres::Client, window: Duration) -> anyhow::Result<()> {
-    for _ in 0..50 {
+    for _ in 0..500 {
         if prune_batch(c, window).await? < PRUNE_BATCH as usize {
             break;
         }
+        tokio::time::sleep(PRUNE_PAUSE).await;
     }
     c.execute(
         "DELETE FROM wasmbase.realtime_changes WHERE id IN ( \
