@@ -170,19 +170,25 @@ fn decide(
         .iter()
         .filter_map(Value::as_str)
         .collect();
+    // Every policy must be recognized before any decides (a restrictive
+    // one narrows every permissive one, wherever it is listed).
     let mut owners = Vec::new();
+    let mut all = false;
     for p in policies.as_array()? {
         if p[0] != true {
-            // A restrictive policy narrows every permissive one.
             return None;
         }
         match owner_column(p[1].as_str()?) {
-            Some(Qual::True) => return Some(Inline::All),
+            Some(Qual::True) => all = true,
             Some(Qual::Owner(col)) if ours && uuid_cols.contains(&col.as_str()) => owners.push(col),
             _ => return None,
         }
     }
-    Some(Inline::Owner(owners))
+    Some(if all {
+        Inline::All
+    } else {
+        Inline::Owner(owners)
+    })
 }
 
 /// A policy's `USING` the server evaluates.
@@ -311,6 +317,20 @@ mod tests {
         // A restrictive policy, a column that is not a uuid, a replaced
         // auth.uid(): PostgreSQL decides.
         assert_eq!(d(json!([[false, "(owner = auth.uid())"]]), &funcs), None);
+        assert_eq!(
+            d(
+                json!([[true, "true"], [false, "(owner = auth.uid())"]]),
+                &funcs
+            ),
+            None
+        );
+        assert_eq!(
+            d(
+                json!([[true, "true"], [true, "(o2 = (auth.uid())::text)"]]),
+                &funcs
+            ),
+            None
+        );
         assert_eq!(d(json!([[true, "(id = auth.uid())"]]), &funcs), None);
         let replaced = json!([["SELECT 'x'::uuid", true], [JWT_SRC.as_str(), true]]);
         assert_eq!(d(json!([[true, "(owner = auth.uid())"]]), &replaced), None);
