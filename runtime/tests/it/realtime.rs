@@ -520,6 +520,15 @@ const TODOS: &str = "
   ALTER PUBLICATION supabase_realtime ADD TABLE public.todos;
 ";
 
+/// A node's visibility checks so far: round trips to PostgreSQL
+/// (`wasmbase_realtime_rls_queries_total`) and batches the server decided
+/// itself (`wasmbase_realtime_rls_inline_total`).
+fn rls_counts(s: &TestServer) -> (u64, u64) {
+    let c = &s.srv.state.realtime.changes;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    (load(&c.rls_queries), load(&c.rls_inline))
+}
+
 /// Joins `topic` with `bindings` as `token` (None: the key) and waits for
 /// the postgres_changes `system` message; returns it and the join reply.
 async fn pg_join(ws: &mut Ws, topic: &str, bindings: Value, token: Option<&str>) -> (Value, Value) {
@@ -597,14 +606,7 @@ async fn postgres_changes_reach_each_subscriber_under_their_rls_in_at_most_one_q
         assert!(sys["message"].as_str().unwrap().starts_with(words), "{sys}");
     }
 
-    let rls = |s: &TestServer| {
-        s.srv
-            .state
-            .realtime
-            .changes
-            .rls_queries
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let rls = |s: &TestServer| rls_counts(s).0;
     let before = (rls(&one), rls(&two));
     // Written by SQL (not through the API): captured all the same.
     owner
@@ -740,14 +742,7 @@ async fn composite_text_and_array_keys_tables_without_rls_and_regex_filters() {
         "ok"
     );
 
-    let rls = || {
-        srv.srv
-            .state
-            .realtime
-            .changes
-            .rls_queries
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let rls = || rls_counts(&srv).0;
     // A table without RLS: everyone with SELECT gets the row, no RLS query.
     let before = rls();
     owner
@@ -865,11 +860,7 @@ async fn owner_policies_are_decided_without_a_query_and_every_other_policy_by_po
             .0["status"],
         "ok"
     );
-    let counts = || {
-        let c = &srv.srv.state.realtime.changes;
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        (load(&c.rls_queries), load(&c.rls_inline))
-    };
+    let counts = || rls_counts(&srv);
     let insert = |author: uuid::Uuid, editor: Option<uuid::Uuid>, body: &'static str| {
         let owner = &owner;
         async move {

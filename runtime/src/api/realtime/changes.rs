@@ -6,8 +6,10 @@
 //! in one snapshot, every committed change after its cursor, in commit order
 //! — so a missed NOTIFY, a restart or a client resuming a position from
 //! another node loses nothing and repeats nothing. It matches the changes
-//! against its channels' bindings and filters, and decides who may see them
-//! in one round trip per table for a whole batch of changes: one transaction in which, for each group of subscribers with
+//! against its channels' bindings and filters, and decides who may see them:
+//! for the owner policy most apps use (`owner = auth.uid()`), the server
+//! itself from each change's record (`policy`); otherwise in one round trip
+//! per table for a whole batch of changes: one transaction in which, for each group of subscribers with
 //! identical role and claims, the server switches to that role and claims and
 //! runs the table's prepared lookup of the batch's rows, so RLS applies as for
 //! `/rest/v1` (Supabase's `apply_rls` loops over subscribers the same way, one
