@@ -16,6 +16,11 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+/// How long the instrumented JS engine outlives the last build that used it
+/// (`Engine::js_idle`): long enough for the builds of a `dev` start or a
+/// burst of saves, which then share one.
+const JS_ENGINE_IDLE: Duration = Duration::from_secs(2);
+
 /// Largest linear memory any function may ask for (`limits.memory_mb` caps it
 /// per function below this).
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
@@ -37,7 +42,14 @@ pub struct Engine {
     /// Idle warm instances this node may keep (each holds a pool slot).
     pub warm: Arc<WarmBudget>,
     /// The JS engine, instrumented for snapshots (on first use).
-    js: tokio::sync::OnceCell<Arc<super::js::snapshot::Prepared>>,
+    js: tokio::sync::Mutex<Option<Arc<super::js::snapshot::Prepared>>>,
+    /// When a build last finished with it.
+    js_last_use: std::sync::Mutex<std::time::Instant>,
+    /// The settings of the short-lived engines that compile (`cached`).
+    compile_config: Config,
+    /// The JS engine's code components (`js::split`) by content hash: one
+    /// per engine build, compiled and mapped once for all JS functions.
+    js_code: std::sync::Mutex<std::collections::HashMap<String, Component>>,
 }
 
 /// wasmtime's incremental compilation cache: the code of every JS function
@@ -146,6 +158,10 @@ impl Engine {
         cfg.enable_incremental_compilation(Arc::new(CodeCache::new(&cache_dir)?))
             .map_err(anyhow::Error::from)?;
         let engine = wasmtime::Engine::new(&cfg).map_err(anyhow::Error::from)?;
+        // What compiles (see `cached`): the same settings, instances never
+        // made in it, so no pool.
+        let mut compile_config = cfg.clone();
+        compile_config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let fingerprint = format!("{:016x}", h.finish());
@@ -177,6 +193,9 @@ impl Engine {
             tick,
             warm: WarmBudget::new(warm as usize),
             js: Default::default(),
+            js_last_use: std::sync::Mutex::new(std::time::Instant::now()),
+            js_code: Default::default(),
+            compile_config,
         }))
     }
 
@@ -184,64 +203,197 @@ impl Engine {
     /// loaded from the local cache when present (mmap), else compiled and
     /// written there atomically. Returns it with its content hash.
     pub fn component(&self, wasm: &[u8]) -> Result<(Component, String)> {
+        self.cached(
+            wasm,
+            "component",
+            |e, wasm| e.precompile_component(wasm),
+            // SAFETY (both): see `cached`.
+            |e, path| unsafe { Component::deserialize_file(e, path) },
+            |e, bytes| unsafe { Component::deserialize(e, bytes) },
+        )
+    }
+
+    /// The core module for `wasm`, cached like [`Engine::component`] (a JS
+    /// function's data module: served from its file, its memory image is
+    /// the file's pages rather than a copy).
+    pub fn module(&self, wasm: &[u8]) -> Result<wasmtime::Module> {
+        let (m, _) = self.cached(
+            wasm,
+            "module",
+            |e, wasm| e.precompile_module(wasm),
+            // SAFETY (both): see `cached`.
+            |e, path| unsafe { wasmtime::Module::deserialize_file(e, path) },
+            |e, bytes| unsafe { wasmtime::Module::deserialize(e, bytes) },
+        )?;
+        Ok(m)
+    }
+
+    /// A JS function's snapshot loaded as the engine's code, shared by every
+    /// JS function of this node, and its own data module (`js::split`).
+    /// None when the snapshot's shape is not one the split handles (it is
+    /// then loaded whole).
+    pub fn js_parts(&self, wasm: &[u8]) -> Option<(Component, wasmtime::Module)> {
+        // A bug in the cut must not cost the function: it is loaded whole.
+        let cut = std::panic::catch_unwind(|| super::js::split::split(wasm))
+            .unwrap_or_else(|_| Err("the split panicked".into()));
+        let split = match cut {
+            Ok(s) => s,
+            Err(why) => {
+                tracing::warn!(%why, "a JS function is loaded whole, its code not shared");
+                return None;
+            }
+        };
+        let key = hex::encode(Sha256::digest(&split.code));
+        let code = {
+            // Held while compiling: concurrent loads wait for one compile.
+            let mut shared = self.js_code.lock().unwrap_or_else(|p| p.into_inner());
+            match shared.get(&key) {
+                Some(c) => c.clone(),
+                None => match self.component(&split.code) {
+                    Ok((c, _)) => {
+                        shared.insert(key, c.clone());
+                        c
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "the JS engine's shared code did not compile; loading whole");
+                        return None;
+                    }
+                },
+            }
+        };
+        match self.module(&split.data) {
+            Ok(data) => Some((code, data)),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "a JS function's data module did not compile; loading whole");
+                None
+            }
+        }
+    }
+
+    /// How many compiled copies of the JS engine's code this node holds
+    /// (one per engine build; tests check that functions share it).
+    pub fn js_code_copies(&self) -> usize {
+        self.js_code.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Compiled once per node and engine version: `load` maps the cached
+    /// file when present, else `precompile` compiles it with a short-lived
+    /// engine of the same configuration, and the result is written there
+    /// atomically and mapped (`from_bytes` only when it cannot be written).
+    ///
+    /// Why a second engine: wasmtime's compiler keeps each compiling
+    /// thread's cranelift context for the next compile, for the engine's
+    /// lifetime; after the JS engine's code (one interpreter function is
+    /// huge) that was ~30 MB of idle RSS (10 JS functions, cold: 113 MB;
+    /// the same server restarted, nothing to compile: 80 MB). Dropped with
+    /// its engine, that memory goes back.
+    ///
+    /// `load` and `from_bytes` are only ever given what `precompile` of this
+    /// configuration wrote on this node (the file name carries the engine
+    /// fingerprint, and only a private file owned by this user is read); a
+    /// mismatch is detected by wasmtime and reported as an error, not
+    /// undefined behaviour.
+    fn cached<T>(
+        &self,
+        wasm: &[u8],
+        what: &str,
+        precompile: impl Fn(&wasmtime::Engine, &[u8]) -> wasmtime::Result<Vec<u8>>,
+        load: impl Fn(&wasmtime::Engine, &Path) -> wasmtime::Result<T>,
+        from_bytes: impl Fn(&wasmtime::Engine, &[u8]) -> wasmtime::Result<T>,
+    ) -> Result<(T, String)> {
         let hash = hex::encode(Sha256::digest(wasm));
         let path = self
             .cache_dir
             .join(format!("{hash}-{}.cwasm", self.fingerprint));
         if owned_private_file(&path) {
-            // SAFETY: the file was written by `serialize` of this engine on this
-            // node (name carries the engine fingerprint); a mismatch is detected
-            // by wasmtime and reported as an error, not undefined behaviour.
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+            match load(&self.engine, &path) {
                 Ok(c) => return Ok((c, hash)),
                 Err(e) => {
                     tracing::warn!(error = %e, path = %path.display(), "ignoring a bad cached artifact")
                 }
             }
         }
-        let mut c = Component::from_binary(&self.engine, wasm)
-            .map_err(|e| anyhow::anyhow!("not a valid WebAssembly component: {e}"))?;
-        if let Ok(bytes) = c.serialize() {
-            // A unique temporary file, synced, then renamed: concurrent compiles
-            // of the same bytes never interleave their writes.
-            if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(&self.cache_dir) {
-                use std::io::Write;
-                if tmp
-                    .write_all(&bytes)
-                    .and_then(|_| tmp.as_file().sync_all())
-                    .is_ok()
-                    && tmp.persist(&path).is_ok()
-                {
-                    // Served from the file (mmap) rather than the compiler's
-                    // copy: only the code pages a call touches are resident.
-                    // Measured with 10 JS functions: each compiled copy kept
-                    // 3.2 MiB resident.
-                    // SAFETY: as above; this node just wrote the file.
-                    if let Ok(mapped) = unsafe { Component::deserialize_file(&self.engine, &path) }
-                    {
-                        c = mapped;
-                    }
-                }
-            }
-        }
+        let compiler = wasmtime::Engine::new(&self.compile_config).map_err(anyhow::Error::from)?;
+        let bytes = precompile(&compiler, wasm);
+        drop(compiler);
         // Compiling allocated and freed tens of megabytes on this thread and
         // on the compiler's.
         crate::alloc::release_free_memory_after_compile();
+        let bytes = bytes.map_err(|e| anyhow::anyhow!("not a valid WebAssembly {what}: {e}"))?;
+        // A unique temporary file, synced, then renamed: concurrent compiles
+        // of the same bytes never interleave their writes.
+        if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(&self.cache_dir) {
+            use std::io::Write;
+            if tmp
+                .write_all(&bytes)
+                .and_then(|_| tmp.as_file().sync_all())
+                .is_ok()
+                && tmp.persist(&path).is_ok()
+            {
+                // Served from the file (mmap) rather than a copy in memory:
+                // only the pages a call touches are resident. Measured with
+                // 10 JS functions: each in-memory copy kept 3.2 MiB resident.
+                if let Ok(mapped) = load(&self.engine, &path) {
+                    return Ok((mapped, hash));
+                }
+            }
+        }
+        let c = from_bytes(&self.engine, &bytes).map_err(anyhow::Error::from)?;
         Ok((c, hash))
     }
 
-    /// The JS engine instrumented for snapshots, prepared once (compiling it
-    /// takes a second or two the first time on a node, then its cached code
-    /// is loaded).
+    /// The JS engine instrumented for snapshots, prepared on demand
+    /// (compiling it takes a second or two the first time on a node, then
+    /// its cached code is mapped in milliseconds) and kept while builds
+    /// come: [`Engine::js_idle`] drops it once they stop.
     pub async fn js(self: &Arc<Self>) -> Result<Arc<super::js::snapshot::Prepared>> {
+        let mut slot = self.js.lock().await;
+        if let Some(p) = &*slot {
+            return Ok(p.clone());
+        }
         let me = self.clone();
-        self.js
-            .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || super::js::snapshot::prepare(&me).map(Arc::new))
-                    .await?
-            })
-            .await
-            .cloned()
+        let p =
+            tokio::task::spawn_blocking(move || super::js::snapshot::prepare(&me).map(Arc::new))
+                .await??;
+        *slot = Some(p.clone());
+        Ok(p)
+    }
+
+    /// Called after a JS build: drops the instrumented engine when no build
+    /// has used it for [`JS_ENGINE_IDLE`]. Why: it is a second compiled copy
+    /// of the engine (its code, read-only data and a pool slot's image,
+    /// ~4 MB resident) that only builds use; `dev` builds on start and on
+    /// save, a node serving deployed functions never.
+    pub fn js_idle(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(JS_ENGINE_IDLE).await;
+            let Some(me) = me.upgrade() else { return };
+            let mut slot = me.js.lock().await;
+            // Only the slot holds it: no build is using it, and none took it
+            // since this one finished (it would have scheduled its own drop).
+            if slot.as_ref().is_some_and(|p| Arc::strong_count(p) == 1)
+                && me
+                    .js_last_use
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .elapsed()
+                    >= JS_ENGINE_IDLE
+            {
+                let p = slot.take();
+                drop(slot);
+                let _ = tokio::task::spawn_blocking(move || {
+                    drop(p);
+                    crate::alloc::release_free_memory();
+                })
+                .await;
+            }
+        });
+    }
+
+    /// Marks the instrumented engine as just used (see [`Engine::js_idle`]).
+    pub fn js_used(&self) {
+        *self.js_last_use.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
     }
 
     /// Cache directory (tests and status).

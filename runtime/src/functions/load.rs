@@ -19,6 +19,7 @@ use super::instance::Ctx;
 use super::manifest::Manifest;
 use super::registry::InFlight;
 use super::warm::WarmPool;
+use sha2::Digest;
 use std::sync::Arc;
 use wasmbase_host_api::guest::realtime::TopicGrants;
 use wasmbase_host_api::guest::storage::Grants;
@@ -114,16 +115,36 @@ pub fn prepare(
     if let Some(m) = &script {
         super::js::check_uses(&manifest, &m.uses).map_err(err)?;
     }
-    let (component, hash) = engine.component(wasm).map_err(|e| err(format!("{e:#}")))?;
+    // A JS function shares the engine's compiled code with every other one
+    // and brings only its snapshot's data (`js::split`), provided to the
+    // code component as the module it imports.
+    let parts = script.as_ref().and_then(|_| engine.js_parts(wasm));
+    let (component, linker, hash) = match parts {
+        Some((code, data)) => {
+            let mut linker = engine.linker.clone();
+            linker
+                .root()
+                .module(super::js::split::SNAPSHOT_IMPORT, &data)
+                .map_err(|e| err(format!("cannot be linked: {e}")))?;
+            let hash = hex::encode(sha2::Sha256::digest(wasm));
+            (code, std::borrow::Cow::Owned(linker), hash)
+        }
+        None => {
+            let (component, hash) = engine.component(wasm).map_err(|e| err(format!("{e:#}")))?;
+            (component, std::borrow::Cow::Borrowed(&engine.linker), hash)
+        }
+    };
     let ty = component.component_type();
     let allowed = manifest.allowed_platform_imports();
     for (import, _) in ty.imports(&engine.engine) {
         let iface = import.split('@').next().unwrap_or(import);
+        // The JS engine's shared code imports its snapshot (provided below).
+        let snapshot = script.is_some() && import == super::js::split::SNAPSHOT_IMPORT;
         if let Some(rest) = iface.strip_prefix("wasmbase:platform/") {
             if script.is_none() && !allowed.contains(&rest) {
                 return Err(err(not_granted(&manifest, import, rest)));
             }
-        } else if !iface.starts_with("wasi:") {
+        } else if !iface.starts_with("wasi:") && !snapshot {
             return Err(err(format!(
                 "imports {import}, which the platform does not provide"
             )));
@@ -145,8 +166,7 @@ pub fn prepare(
     if !manifest.cron.is_empty() && !scheduled {
         return Err(err("has [[cron]] entries in function.toml but does not export wasmbase:platform/cron-handler@0.1.x (wasmbase-sdk's export_cron!)".into()));
     }
-    let instance = engine
-        .linker
+    let instance = linker
         .instantiate_pre(&component)
         .map_err(|e| err(format!("cannot be linked: {e}")))?;
     let linked = |e: wasmtime::Error| err(format!("cannot be linked: {e}"));

@@ -91,6 +91,10 @@ async fn each_request_gets_a_fresh_sandbox_unless_the_function_opts_into_reuse()
             .collect(),
     ));
     srv.wait_function("toplevel").await;
+    // Three functions, one compiled copy of the engine's code (each brings
+    // only its snapshot's memory and globals): the state checks below run on
+    // that shared code.
+    assert_eq!(srv.srv.state.functions.engine.js_code_copies(), 1);
     let (s, b) = call(&srv, "GET", "/fn/toplevel", None).await;
     assert_eq!(s, 200, "{b}");
     let v: Value = serde_json::from_str(&b).unwrap();

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The section's name.
-const NAME: &str = "wasmbase:js";
+pub(super) const NAME: &str = "wasmbase:js";
 
 /// What the section says.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -9,6 +9,7 @@
 pub mod marker;
 pub mod snapshot;
 pub mod sources;
+pub mod split;
 
 use super::engine::Engine;
 use super::manifest::Manifest;
@@ -108,6 +109,8 @@ pub async fn build(
     let wasm = snapshot::take(engine, manifest, &src)
         .await
         .map_err(|e| anyhow::anyhow!("function {name}: {e}"));
+    engine.js_used();
+    engine.js_idle();
     // The snapshot copied the engine's memory around on this thread.
     crate::alloc::release_free_memory();
     wasm
