@@ -21,6 +21,9 @@ use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationCon
 /// burst of saves, which then share one.
 const JS_ENGINE_IDLE: Duration = Duration::from_secs(2);
 
+/// Distinct shared JS engine codes a node keeps (`Engine::js_parts`).
+const JS_CODE_COPIES_MAX: usize = 4;
+
 /// Largest linear memory any function may ask for (`limits.memory_mb` caps it
 /// per function below this).
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
@@ -251,7 +254,13 @@ impl Engine {
                 Some(c) => c.clone(),
                 None => match self.component(&split.code) {
                     Ok((c, _)) => {
-                        shared.insert(key, c.clone());
+                        // One entry per engine build in practice; a bound
+                        // keeps crafted components (a deployer can mark any
+                        // component as JS) from growing the map: past it,
+                        // code is not shared.
+                        if shared.len() < JS_CODE_COPIES_MAX {
+                            shared.insert(key, c.clone());
+                        }
                         c
                     }
                     Err(e) => {
