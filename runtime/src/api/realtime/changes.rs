@@ -469,8 +469,10 @@ pub async fn published(system: &Pool, schema: &str, table: &str) -> anyhow::Resu
 /// This node's postgres_changes: subscriptions, the table cache, and the
 /// wake-up of the delivery task.
 pub struct Changes {
-    /// Subscriptions being delivered to.
-    subs: parking_lot::RwLock<Vec<Arc<PgSub>>>,
+    /// Subscriptions being delivered to. Shared with each round as it
+    /// started (a round takes the `Arc`, not a copy of 1,000 entries; a
+    /// change while a round holds it copies the list once).
+    subs: parking_lot::RwLock<Arc<Vec<Arc<PgSub>>>>,
     /// Subscriptions the delivery task takes on at its next round, with the
     /// position a client asked to catch up from. Lock order: `pending`, then
     /// `subs`.
@@ -512,6 +514,8 @@ struct Cursor {
     live: Option<Position>,
     /// Per channel.
     chans: FxHashMap<u64, ChanState>,
+    /// The subscription list `chans` was last trimmed to.
+    subs: Option<Arc<Vec<Arc<PgSub>>>>,
 }
 
 struct ChanState {
@@ -565,7 +569,7 @@ impl Changes {
     pub fn unsubscribe(&self, channel: u64) {
         let mut pending = self.pending.lock();
         pending.retain(|(s, _)| s.channel != channel);
-        self.subs.write().retain(|s| {
+        Arc::make_mut(&mut self.subs.write()).retain(|s| {
             if s.channel == channel {
                 s.gone.store(true, Ordering::Relaxed);
             }
@@ -586,7 +590,9 @@ impl Changes {
         };
         let mut pending = self.pending.lock();
         pending.iter_mut().for_each(|(s, _)| renew(s));
-        self.subs.write().iter_mut().for_each(renew);
+        Arc::make_mut(&mut self.subs.write())
+            .iter_mut()
+            .for_each(renew);
     }
 
     /// A NOTIFY from the commit trigger (its payload, a transaction id, is
@@ -636,6 +642,7 @@ impl Changes {
         let mut cursor = Cursor {
             live: None,
             chans: FxHashMap::default(),
+            subs: None,
         };
         loop {
             tokio::select! {
@@ -718,16 +725,23 @@ impl Changes {
                 cur.live = None;
             }
             let newly: Vec<_> = pending.drain(..).collect();
-            subs.extend(newly.iter().map(|(s, _)| s.clone()));
-            (newly, subs.clone())
+            if !newly.is_empty() {
+                Arc::make_mut(&mut subs).extend(newly.iter().map(|(s, _)| s.clone()));
+            }
+            (newly, Arc::clone(&subs))
         };
-        let ids: FxHashSet<u64> = subs.iter().map(|s| s.channel).collect();
-        cur.chans.retain(|ch, _| ids.contains(ch));
+        // Channels gone since the last round are forgotten (the list is the
+        // same one when nobody joined or left: nothing to forget).
+        if !cur.subs.as_ref().is_some_and(|l| Arc::ptr_eq(l, &subs)) {
+            let ids: FxHashSet<u64> = subs.iter().map(|s| s.channel).collect();
+            cur.chans.retain(|ch, _| ids.contains(ch));
+            cur.subs = Some(Arc::clone(&subs));
+        }
         let mut live = cur.live.clone().unwrap_or_else(|| now.clone());
         if !live.covers(&mark) {
             // This node fell behind the pruning: its live channels are told,
             // and go on from now.
-            for s in &subs {
+            for s in subs.iter() {
                 // Not the new ones (nothing was owed to them yet), nor those
                 // catching up (they check their own position).
                 let live_one = cur
@@ -813,7 +827,7 @@ impl Changes {
         let mut budget = CATCHUP_BUDGET;
         let mut again = None;
         let waited = std::time::Instant::now();
-        for s in &subs {
+        for s in subs.iter() {
             let Some(mut resume) = cur.chans.get(&s.channel).and_then(|c| c.catching.clone())
             else {
                 continue;
@@ -904,21 +918,22 @@ impl Changes {
             let _ = open.commit().await;
         }
         // A quiet channel's position is refreshed, so it can resume after
-        // changes elsewhere were pruned.
-        for s in &subs {
+        // changes elsewhere were pruned (one clock read for them all).
+        let round_end = std::time::Instant::now();
+        for s in subs.iter() {
             let Some(st) = cur.chans.get_mut(&s.channel) else {
                 continue;
             };
             if st.also_has.as_ref().is_some_and(|a| now.covers(a)) {
                 st.also_has = None;
             }
-            if st.catching.is_none() && st.told.elapsed() > self.window / 6 {
+            if st.catching.is_none() && round_end.duration_since(st.told) > self.window / 6 {
                 let has = match &st.also_has {
                     Some(a) => a.union(&now),
                     None => now.clone(),
                 };
                 s.system("ok", "Position", Some(&has));
-                st.told = std::time::Instant::now();
+                st.told = round_end;
             }
         }
         Ok(again)
