@@ -125,6 +125,18 @@ fn sections(wasm: &[u8]) -> Result<Vec<Section>, String> {
                 return Err("truncated component".into())
             }
             Payload::End(_) => return Ok(out),
+            // An imported core module takes a module index that counting
+            // module sections does not see.
+            Payload::ComponentImportSection(ref reader)
+                if reader.clone().into_iter().any(|i| {
+                    matches!(
+                        i.map(|i| i.ty),
+                        Ok(wasmparser::ComponentTypeRef::Module(_)) | Err(_)
+                    )
+                }) =>
+            {
+                return Err("an imported core module".into())
+            }
             p => match p.as_section() {
                 Some((id, range)) => out.push(Section::Other(id, range)),
                 None => return Err("an unexpected payload".into()),
@@ -519,5 +531,36 @@ mod tests {
         // A component whose one module has no memory.
         let empty = wasm_encoder::Component::new().finish();
         assert!(split(&empty).is_err());
+        // One that imports a core module (module indices this does not count).
+        let mut c = wasm_encoder::Component::new();
+        let mut types = wasm_encoder::CoreTypeSection::new();
+        types.ty().module(&wasm_encoder::ModuleType::new());
+        c.section(&types);
+        let mut imports = wasm_encoder::ComponentImportSection::new();
+        imports.import("m", wasm_encoder::ComponentTypeRef::Module(0));
+        c.section(&imports);
+        let mut m = wasm_encoder::Module::new();
+        let mut ftypes = wasm_encoder::TypeSection::new();
+        ftypes.ty().function([], []);
+        m.section(&ftypes);
+        let mut fimports = wasm_encoder::ImportSection::new();
+        fimports.import("host", "f", wasm_encoder::EntityType::Function(0));
+        m.section(&fimports);
+        let mut mems = wasm_encoder::MemorySection::new();
+        mems.memory(wasm_encoder::MemoryType {
+            minimum: 1,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        m.section(&mems);
+        c.section(&wasm_encoder::ModuleSection(&m));
+        let mut inst = wasm_encoder::InstanceSection::new();
+        let none: [(&str, wasm_encoder::ModuleArg); 0] = [];
+        inst.instantiate(1, none);
+        c.section(&inst);
+        let err = split(&c.finish()).err().expect("refused");
+        assert!(err.contains("core"), "{err}");
     }
 }
