@@ -644,6 +644,7 @@ impl Changes {
             chans: FxHashMap::default(),
             subs: None,
         };
+        let mut last_start = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -654,6 +655,13 @@ impl Changes {
                 }
                 _ = stop.cancelled() => return,
             }
+            // Rounds start at most every ROUND_GAP: under load the commits
+            // of that moment share one round instead of each paying its own.
+            tokio::select! {
+                _ = tokio::time::sleep_until(last_start + ROUND_GAP) => {}
+                _ = stop.cancelled() => return,
+            }
+            last_start = tokio::time::Instant::now();
             let again = match self.round(&mut cursor, &system, &pool).await {
                 Ok(again) => again,
                 Err(e) => {
@@ -1545,6 +1553,14 @@ const PAGE_AFTER_PART: &str = "SELECT t.xid::text, t.snap::text, t.committed_at,
      ORDER BY t.xid = $4::text::xid8 DESC, t.seq, c.id";
 
 /// Transactions one page of a round reads at most.
+/// Least time between the starts of two delivery rounds. Why: each round is a
+/// REPEATABLE READ transaction, a snapshot query and a page read, and with a
+/// round per NOTIFY the database ran one round per insert (measured at 1,300
+/// inserts/s: 35,958 commits for 18,200 inserts). A change committed right
+/// after a round started waits at most this long for the next; at a steady
+/// 200 inserts/s rounds are 5 ms apart and never wait.
+const ROUND_GAP: Duration = Duration::from_millis(2);
+
 const BATCH: usize = 500;
 
 /// A round this often while anyone listens, woken or not.
