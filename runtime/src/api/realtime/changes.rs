@@ -1552,7 +1552,6 @@ const PAGE_AFTER_PART: &str = "SELECT t.xid::text, t.snap::text, t.committed_at,
        WHERE c.xid = t.xid AND (t.xid <> $4::text::xid8 OR c.id > $5) OFFSET 0) c ON true \
      ORDER BY t.xid = $4::text::xid8 DESC, t.seq, c.id";
 
-/// Transactions one page of a round reads at most.
 /// Least time between the starts of two delivery rounds. Why: each round is a
 /// REPEATABLE READ transaction, a snapshot query and a page read, and with a
 /// round per NOTIFY the database ran one round per insert (measured at 1,300
@@ -1561,6 +1560,7 @@ const PAGE_AFTER_PART: &str = "SELECT t.xid::text, t.snap::text, t.committed_at,
 /// 200 inserts/s rounds are 5 ms apart and never wait.
 const ROUND_GAP: Duration = Duration::from_millis(2);
 
+/// Transactions one page of a round reads at most.
 const BATCH: usize = 500;
 
 /// A round this often while anyone listens, woken or not.
