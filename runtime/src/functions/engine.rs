@@ -21,6 +21,12 @@ use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationCon
 /// burst of saves, which then share one.
 const JS_ENGINE_IDLE: Duration = Duration::from_secs(2);
 
+/// A component's identity: the hex SHA-256 of its bytes (artifact cache
+/// file names, `Loaded::hash`, the shared JS code's key).
+pub fn content_hash(wasm: &[u8]) -> String {
+    hex::encode(Sha256::digest(wasm))
+}
+
 /// Distinct shared JS engine codes a node keeps (`Engine::js_parts`).
 const JS_CODE_COPIES_MAX: usize = 4;
 
@@ -246,7 +252,7 @@ impl Engine {
                 return None;
             }
         };
-        let key = hex::encode(Sha256::digest(&split.code));
+        let key = content_hash(&split.code);
         let code = {
             // Held while compiling: concurrent loads wait for one compile.
             let mut shared = self.js_code.lock().unwrap_or_else(|p| p.into_inner());
@@ -310,7 +316,7 @@ impl Engine {
         load: impl Fn(&wasmtime::Engine, &Path) -> wasmtime::Result<T>,
         from_bytes: impl Fn(&wasmtime::Engine, &[u8]) -> wasmtime::Result<T>,
     ) -> Result<(T, String)> {
-        let hash = hex::encode(Sha256::digest(wasm));
+        let hash = content_hash(wasm);
         let path = self
             .cache_dir
             .join(format!("{hash}-{}.cwasm", self.fingerprint));
@@ -374,6 +380,7 @@ impl Engine {
     /// ~4 MB resident) that only builds use; `dev` builds on start and on
     /// save, a node serving deployed functions never.
     pub fn js_idle(self: &Arc<Self>) {
+        *self.js_last_use.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
             tokio::time::sleep(JS_ENGINE_IDLE).await;
@@ -398,11 +405,6 @@ impl Engine {
                 .await;
             }
         });
-    }
-
-    /// Marks the instrumented engine as just used (see [`Engine::js_idle`]).
-    pub fn js_used(&self) {
-        *self.js_last_use.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
     }
 
     /// Cache directory (tests and status).

@@ -19,7 +19,6 @@ use super::instance::Ctx;
 use super::manifest::Manifest;
 use super::registry::InFlight;
 use super::warm::WarmPool;
-use sha2::Digest;
 use std::sync::Arc;
 use wasmbase_host_api::guest::realtime::TopicGrants;
 use wasmbase_host_api::guest::storage::Grants;
@@ -126,7 +125,7 @@ pub fn prepare(
                 .root()
                 .module(super::js::split::SNAPSHOT_IMPORT, &data)
                 .map_err(|e| err(format!("cannot be linked: {e}")))?;
-            let hash = hex::encode(sha2::Sha256::digest(wasm));
+            let hash = super::engine::content_hash(wasm);
             (code, std::borrow::Cow::Owned(linker), hash)
         }
         None => {

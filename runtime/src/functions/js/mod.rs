@@ -109,7 +109,6 @@ pub async fn build(
     let wasm = snapshot::take(engine, manifest, &src)
         .await
         .map_err(|e| anyhow::anyhow!("function {name}: {e}"));
-    engine.js_used();
     engine.js_idle();
     // The snapshot copied the engine's memory around on this thread.
     crate::alloc::release_free_memory();

@@ -13,7 +13,6 @@ use super::sources::Sources;
 use crate::functions::engine::Engine;
 use crate::functions::instance::{self, Ctx};
 use crate::functions::manifest::Manifest;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +43,7 @@ pub fn prepare(engine: &Engine) -> anyhow::Result<Prepared> {
     Ok(Prepared {
         cx,
         component,
-        hash: hex::encode(Sha256::digest(ENGINE_WASM)),
+        hash: crate::functions::engine::content_hash(ENGINE_WASM),
     })
 }
 

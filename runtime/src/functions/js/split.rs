@@ -340,6 +340,7 @@ fn code_component(
                     0,
                 ))
                 .map_err(|e| e.to_string())?;
+                let count = reader.count();
                 for (k, inst) in reader.into_iter().enumerate() {
                     if let wasmparser::Instance::Instantiate { module_index, .. } =
                         inst.map_err(|e| e.to_string())?
@@ -352,7 +353,7 @@ fn code_component(
                         }
                     }
                 }
-                instances += reader_count(&wasm[r.clone()])?;
+                instances += count;
             }
         }
     }
@@ -459,12 +460,6 @@ fn code_component(
         }
     }
     Ok(out.finish())
-}
-
-fn reader_count(body: &[u8]) -> Result<u32, String> {
-    wasmparser::BinaryReader::new(body, 0)
-        .read_var_u32()
-        .map_err(|e| e.to_string())
 }
 
 fn is_marker(body: &[u8]) -> bool {
